@@ -1,0 +1,271 @@
+//! Behaviour of one log: offsets, reads, indexes, timestamps, rolling, retention, reopening.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{read_all, rec, small_segments};
+use weir_log::{FsyncPolicy, Log, LogConfig, LogError, Record};
+
+#[test]
+fn offsets_are_dense_and_records_come_back_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let records: Vec<Record> = (0..100).map(rec).collect();
+    let a = log.append(&records[..30]).unwrap();
+    let b = log.append(&records[30..]).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (0, 29));
+    assert_eq!((b.base_offset, b.last_offset), (30, 99));
+    let back = read_all(&log).unwrap();
+    assert_eq!(back.len(), 100);
+    for (i, (r, s)) in records.iter().zip(&back).enumerate() {
+        assert_eq!(s.offset, i as i64);
+        assert_eq!(s.key, r.key);
+        assert_eq!(s.value, r.value);
+        assert_eq!(s.headers, r.headers);
+        assert_eq!(Some(s.timestamp), r.timestamp);
+    }
+}
+
+#[test]
+fn reads_from_any_offset_across_rolled_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..400 {
+        log.append(&[rec(i)]).unwrap();
+    }
+    assert!(log.segment_count() > 5, "segments: {}", log.segment_count());
+    for offset in [0, 1, 57, 128, 255, 256, 399] {
+        let r = log.read(offset, 1).unwrap();
+        let recs = r.records(offset).unwrap();
+        assert_eq!(
+            recs.first().map(|r| r.offset),
+            Some(offset),
+            "reading {offset}"
+        );
+        assert_eq!(recs[0].value, rec(offset as usize).value);
+    }
+    assert!(log.read(400, 100).unwrap().batches.is_empty());
+    assert!(matches!(
+        log.read(401, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn reopening_after_a_clean_close_or_a_crash_keeps_everything() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(dir.path(), small_segments()).unwrap();
+            for i in 0..300 {
+                log.append(&[rec(i), rec(i + 1000)]).unwrap();
+            }
+            if clean {
+                log.close().unwrap();
+            }
+        }
+        let log = Log::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(log.recovery().clean_shutdown, clean);
+        assert_eq!(log.recovery().truncated_bytes, 0);
+        assert_eq!(log.end_offset(), 600);
+        assert_eq!(read_all(&log).unwrap().len(), 600);
+        assert_eq!(log.append(&[rec(1)]).unwrap().base_offset, 600);
+        assert_eq!(read_all(&log).unwrap().len(), 601);
+    }
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for i in 0..10 {
+            log.append(&[rec(i)]).unwrap();
+        }
+    }
+    let seg = dir.path().join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(log.end_offset(), 9);
+    assert!(log.recovery().truncated_bytes > 0);
+    assert!(log
+        .recovery()
+        .truncation
+        .as_deref()
+        .unwrap()
+        .contains("00000000000000000000.log"));
+    assert_eq!(log.append(&[rec(9)]).unwrap().base_offset, 9);
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_names_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_segments()).unwrap();
+        for i in 0..200 {
+            log.append(&[rec(i)]).unwrap();
+        }
+    }
+    // Break the first segment's index so it must be rescanned, and its data so the rescan fails.
+    let seg = dir.path().join(format!("{:020}.log", 0));
+    std::fs::write(dir.path().join(format!("{:020}.index", 0)), b"xyz").unwrap();
+    let mut data = std::fs::read(&seg).unwrap();
+    data[200] ^= 0xff;
+    std::fs::write(&seg, &data).unwrap();
+    let err = Log::open(dir.path(), small_segments()).unwrap_err();
+    match &err {
+        LogError::Corrupt { path, .. } => assert_eq!(path, &seg),
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(err.to_string().contains("at byte"), "{err}");
+}
+
+#[test]
+fn timestamps_find_the_earliest_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..300 {
+        log.append(&[rec(i)]).unwrap(); // record i has timestamp base + 10 i
+    }
+    let base = 1_600_000_000_000;
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(base + 1000).unwrap(), Some(100));
+    assert_eq!(log.offset_for_timestamp(base + 1001).unwrap(), Some(101));
+    assert_eq!(log.offset_for_timestamp(base + 2990).unwrap(), Some(299));
+    assert_eq!(log.offset_for_timestamp(base + 2991).unwrap(), None);
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.offset_for_timestamp(base + 1555).unwrap(), Some(156));
+}
+
+#[test]
+fn retention_deletes_whole_old_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_segments();
+    config.set("retention.bytes", "8192").unwrap();
+    config.set("retention.ms", "-1").unwrap(); // the records are from 2020
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    for i in 0..400 {
+        log.append(&[rec(i)]).unwrap();
+    }
+    let before = log.size_bytes();
+    let out = log.enforce_retention(weir_log::now_ms()).unwrap();
+    assert!(out.segments_deleted > 0);
+    assert!(log.size_bytes() < before);
+    assert!(
+        log.size_bytes() >= 8192 - 4096,
+        "kept {} bytes",
+        log.size_bytes()
+    );
+    let start = log.start_offset();
+    assert!(start > 0);
+    assert!(matches!(
+        log.read(0, 100),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let rest = read_all(&log).unwrap();
+    assert_eq!(rest.first().unwrap().offset, start);
+    assert_eq!(rest.last().unwrap().offset, 399);
+
+    // Time retention: every record is from 2020, so all sealed segments go.
+    config.set("retention.ms", "1000").unwrap();
+    config.retention_bytes = None;
+    log.set_config(config);
+    log.enforce_retention(weir_log::now_ms()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.end_offset(), 400);
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.start_offset(), read_all(&log).unwrap()[0].offset);
+}
+
+#[test]
+fn oversized_and_malformed_batches_are_refused_without_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config.set("max.message.bytes", "1000").unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    log.append(&[rec(0)]).unwrap();
+    let big = Record::from_value(vec![7u8; 2000]);
+    assert!(matches!(
+        log.append(&[big]),
+        Err(LogError::RecordTooLarge { .. })
+    ));
+    assert!(matches!(
+        log.append_batches(vec![1, 2, 3], false),
+        Err(LogError::InvalidBatch(_))
+    ));
+    let mut buf = Vec::new();
+    weir_log::batch::encode(&[rec(1)], 0, &mut buf);
+    let last = buf.len() - 1;
+    buf[last] ^= 1;
+    assert!(matches!(
+        log.append_batches(buf, false),
+        Err(LogError::InvalidBatch(_))
+    ));
+    assert_eq!(log.end_offset(), 1);
+    assert_eq!(log.append(&[rec(1)]).unwrap().base_offset, 1);
+}
+
+#[test]
+fn fsync_always_group_commits_concurrent_appenders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config.fsync = FsyncPolicy::Always;
+    let log = Log::open(dir.path(), config).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        let info = log
+                            .append(&[Record::from_value(format!("{t}-{i}"))])
+                            .unwrap();
+                        assert!(
+                            log.durable_offset() > info.last_offset,
+                            "acknowledged before fsync"
+                        );
+                        info.base_offset
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut offsets: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..400).collect::<Vec<_>>());
+}
+
+#[test]
+fn the_interval_flusher_syncs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config.set("fsync.interval.ms", "20").unwrap();
+    let flusher = weir_log::Flusher::start().unwrap();
+    let log: Arc<Log> = Log::open(dir.path(), config).unwrap();
+    flusher.register(&log);
+    log.append(&[Record::from_value(Bytes::from_static(b"a"))])
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while log.durable_offset() < 1 {
+        assert!(std::time::Instant::now() < deadline, "flusher never synced");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -110,10 +110,7 @@ impl BatchHeader {
             return Err(format!("magic byte is {}, expected 2", self.magic));
         }
         if (self.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
-            return Err(format!(
-                "batch length {} is shorter than a batch header",
-                self.batch_length
-            ));
+            return Err(format!("batch length {} is shorter than a batch header", self.batch_length));
         }
         if self.last_offset_delta < 0 || self.record_count < 0 {
             return Err("negative record count or offset delta".into());
@@ -132,11 +129,7 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, String> {
     let header = BatchHeader::parse(bytes).ok_or("batch shorter than its header")?;
     header.check_shape()?;
     if header.total_len() != bytes.len() {
-        return Err(format!(
-            "batch length field says {} bytes, {} present",
-            header.total_len(),
-            bytes.len()
-        ));
+        return Err(format!("batch length field says {} bytes, {} present", header.total_len(), bytes.len()));
     }
     if !crc_matches(bytes, &header) {
         return Err("CRC-32C mismatch".into());
@@ -238,10 +231,7 @@ pub fn encode(records: &[Record], now_ms: i64, buf: &mut Vec<u8>) -> EncodedInfo
     buf[start + OFF_LENGTH..start + OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
     let crc = crc32c::crc32c(&buf[start + OFF_ATTRIBUTES..]);
     buf[start + OFF_CRC..start + OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    EncodedInfo {
-        record_count: records.len() as i32,
-        max_timestamp: max_ts,
-    }
+    EncodedInfo { record_count: records.len() as i32, max_timestamp: max_ts }
 }
 
 /// Iterates over the complete batches in a buffer of concatenated batches, such as a read result.
@@ -278,27 +268,15 @@ impl Iterator for Batches<'_> {
 }
 
 /// Decodes the records of one complete batch, skipping those below `min_offset`. The CRC is verified first.
-pub fn decode_records(
-    batch: &Bytes,
-    min_offset: i64,
-    out: &mut Vec<StoredRecord>,
-) -> Result<(), String> {
+pub fn decode_records(batch: &Bytes, min_offset: i64, out: &mut Vec<StoredRecord>) -> Result<(), String> {
     let header = validate(batch)?;
     if header.compression() != 0 {
-        return Err(format!(
-            "compressed batches (codec {}) cannot be decoded in-process yet",
-            header.compression()
-        ));
+        return Err(format!("compressed batches (codec {}) cannot be decoded in-process yet", header.compression()));
     }
     let log_append = header.is_log_append_time();
     let b = &batch[..];
     let mut pos = HEADER_LEN;
-    let bad = |what: &str| {
-        format!(
-            "malformed record in batch at offset {}: {what}",
-            header.base_offset
-        )
-    };
+    let bad = |what: &str| format!("malformed record in batch at offset {}: {what}", header.base_offset);
     for _ in 0..header.record_count {
         let len = get_varint(b, &mut pos).ok_or_else(|| bad("length"))?;
         if len < 0 || pos + len as usize > b.len() {
@@ -316,9 +294,7 @@ pub fn decode_records(
         }
         let mut headers = Vec::with_capacity(n_headers as usize);
         for _ in 0..n_headers {
-            let k = get_nullable(batch, &mut pos, end)
-                .flatten()
-                .ok_or_else(|| bad("header key"))?;
+            let k = get_nullable(batch, &mut pos, end).flatten().ok_or_else(|| bad("header key"))?;
             let key = String::from_utf8(k.to_vec()).map_err(|_| bad("header key is not UTF-8"))?;
             let value = get_nullable(batch, &mut pos, end).ok_or_else(|| bad("header value"))?;
             headers.push(Header { key, value });
@@ -330,18 +306,8 @@ pub fn decode_records(
         if offset < min_offset {
             continue;
         }
-        let timestamp = if log_append {
-            header.max_timestamp
-        } else {
-            header.base_timestamp + ts_delta
-        };
-        out.push(StoredRecord {
-            offset,
-            timestamp,
-            key,
-            value,
-            headers,
-        });
+        let timestamp = if log_append { header.max_timestamp } else { header.base_timestamp + ts_delta };
+        out.push(StoredRecord { offset, timestamp, key, value, headers });
     }
     Ok(())
 }
@@ -371,10 +337,7 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
             proptest::collection::vec(
-                (
-                    "[a-z]{0,8}",
-                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
-                ),
+                ("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))),
                 0..3,
             ),
             proptest::option::of(0i64..4_000_000_000_000),
@@ -382,13 +345,7 @@ mod tests {
             .prop_map(|(k, v, h, ts)| Record {
                 key: k.map(Bytes::from),
                 value: v.map(Bytes::from),
-                headers: h
-                    .into_iter()
-                    .map(|(k, v)| Header {
-                        key: k,
-                        value: v.map(Bytes::from),
-                    })
-                    .collect(),
+                headers: h.into_iter().map(|(k, v)| Header { key: k, value: v.map(Bytes::from) }).collect(),
                 timestamp: ts,
             })
     }

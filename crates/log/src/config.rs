@@ -20,10 +20,7 @@ pub enum FsyncPolicy {
 
 impl Default for FsyncPolicy {
     fn default() -> Self {
-        FsyncPolicy::Interval {
-            ms: 50,
-            bytes: 16 * 1024 * 1024,
-        }
+        FsyncPolicy::Interval { ms: 50, bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -96,18 +93,13 @@ pub const CONFIG_KEYS: &[&str] = &[
 ];
 
 fn num(key: &str, value: &str) -> Result<i64> {
-    value
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| LogError::InvalidConfig(format!("{key} must be an integer, got {value:?}")))
+    value.trim().parse::<i64>().map_err(|_| LogError::InvalidConfig(format!("{key} must be an integer, got {value:?}")))
 }
 
 fn positive(key: &str, value: &str) -> Result<u64> {
     let n = num(key, value)?;
     if n <= 0 {
-        return Err(LogError::InvalidConfig(format!(
-            "{key} must be positive, got {n}"
-        )));
+        return Err(LogError::InvalidConfig(format!("{key} must be positive, got {n}")));
     }
     Ok(n as u64)
 }
@@ -116,9 +108,7 @@ fn unlimited_or_positive(key: &str, value: &str) -> Result<Option<u64>> {
     match num(key, value)? {
         -1 => Ok(None),
         n if n > 0 => Ok(Some(n as u64)),
-        n => Err(LogError::InvalidConfig(format!(
-            "{key} must be positive or -1 (unlimited), got {n}"
-        ))),
+        n => Err(LogError::InvalidConfig(format!("{key} must be positive or -1 (unlimited), got {n}"))),
     }
 }
 
@@ -139,9 +129,8 @@ impl LogConfig {
             }
             "segment.ms" => self.segment_ms = positive(key, value)?,
             "index.interval.bytes" => {
-                self.index_interval_bytes = u32::try_from(positive(key, value)?).map_err(|_| {
-                    LogError::InvalidConfig("index.interval.bytes is too large".into())
-                })?
+                self.index_interval_bytes = u32::try_from(positive(key, value)?)
+                    .map_err(|_| LogError::InvalidConfig("index.interval.bytes is too large".into()))?
             }
             "fsync" => {
                 self.fsync = match value.trim() {
@@ -184,9 +173,11 @@ impl LogConfig {
                 self.timestamp_type = match value.trim() {
                     "CreateTime" => TimestampType::CreateTime,
                     "LogAppendTime" => TimestampType::LogAppendTime,
-                    other => return Err(LogError::InvalidConfig(format!(
-                        "message.timestamp.type must be CreateTime or LogAppendTime, got {other:?}"
-                    ))),
+                    other => {
+                        return Err(LogError::InvalidConfig(format!(
+                            "message.timestamp.type must be CreateTime or LogAppendTime, got {other:?}"
+                        )))
+                    }
                 }
             }
             other => {
@@ -205,10 +196,7 @@ impl LogConfig {
         let mut pairs = vec![
             ("segment.bytes".to_string(), self.segment_bytes.to_string()),
             ("segment.ms".into(), self.segment_ms.to_string()),
-            (
-                "index.interval.bytes".into(),
-                self.index_interval_bytes.to_string(),
-            ),
+            ("index.interval.bytes".into(), self.index_interval_bytes.to_string()),
             ("fsync".into(), self.fsync.to_string()),
         ];
         if let FsyncPolicy::Interval { ms, bytes } = self.fsync {
@@ -217,10 +205,7 @@ impl LogConfig {
         }
         pairs.push(("retention.ms".into(), opt(self.retention_ms)));
         pairs.push(("retention.bytes".into(), opt(self.retention_bytes)));
-        pairs.push((
-            "max.message.bytes".into(),
-            self.max_message_bytes.to_string(),
-        ));
+        pairs.push(("max.message.bytes".into(), self.max_message_bytes.to_string()));
         let ts = match self.timestamp_type {
             TimestampType::CreateTime => "CreateTime",
             TimestampType::LogAppendTime => "LogAppendTime",

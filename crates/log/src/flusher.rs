@@ -44,13 +44,8 @@ impl Flusher {
     pub fn start() -> std::io::Result<Flusher> {
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("weir-flusher".into())
-            .spawn(move || run(s))?;
-        Ok(Flusher {
-            shared,
-            thread: Some(thread),
-        })
+        let thread = std::thread::Builder::new().name("weir-flusher".into()).spawn(move || run(s))?;
+        Ok(Flusher { shared, thread: Some(thread) })
     }
 
     /// Puts a log under the flusher's care until the log is dropped.

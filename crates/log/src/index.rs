@@ -54,10 +54,7 @@ impl Entry for TimeEntry {
     fn decode(b: &[u8]) -> Self {
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&b[..8]);
-        TimeEntry {
-            timestamp: i64::from_be_bytes(ts),
-            rel_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
-        }
+        TimeEntry { timestamp: i64::from_be_bytes(ts), rel_offset: u32::from_be_bytes([b[8], b[9], b[10], b[11]]) }
     }
 }
 
@@ -80,22 +77,11 @@ impl<E: Entry> Index<E> {
             .truncate(false)
             .open(path)
             .map_err(LogError::io("open index", path))?;
-        let len = file
-            .metadata()
-            .map_err(LogError::io("stat index", path))?
-            .len() as usize;
+        let len = file.metadata().map_err(LogError::io("stat index", path))?.len() as usize;
         let mut raw = vec![0u8; len - len % E::SIZE];
-        file.read_exact_at(&mut raw, 0)
-            .map_err(LogError::io("read index", path))?;
+        file.read_exact_at(&mut raw, 0).map_err(LogError::io("read index", path))?;
         let entries = raw.chunks_exact(E::SIZE).map(E::decode).collect();
-        Ok((
-            Index {
-                path: path.to_owned(),
-                file,
-                entries: RwLock::new(entries),
-            },
-            len % E::SIZE == 0,
-        ))
+        Ok((Index { path: path.to_owned(), file, entries: RwLock::new(entries) }, len.is_multiple_of(E::SIZE)))
     }
 
     pub(crate) fn push(&self, e: E) -> Result<()> {
@@ -116,12 +102,8 @@ impl<E: Entry> Index<E> {
             e.encode(out);
         }
         let mut entries = self.entries.write();
-        self.file
-            .set_len(0)
-            .map_err(LogError::io("truncate index", &self.path))?;
-        self.file
-            .write_all_at(&buf, 0)
-            .map_err(LogError::io("write index", &self.path))?;
+        self.file.set_len(0).map_err(LogError::io("truncate index", &self.path))?;
+        self.file.write_all_at(&buf, 0).map_err(LogError::io("write index", &self.path))?;
         *entries = new;
         Ok(())
     }
@@ -142,9 +124,7 @@ impl<E: Entry> Index<E> {
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(LogError::io("fsync index", &self.path))
+        self.file.sync_data().map_err(LogError::io("fsync index", &self.path))
     }
 
     pub(crate) fn path(&self) -> &Path {

@@ -25,10 +25,7 @@ const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Where an append landed.
@@ -130,10 +127,7 @@ impl Log {
         }
         let marker = dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
-        let mut report = RecoveryReport {
-            clean_shutdown: clean,
-            ..Default::default()
-        };
+        let mut report = RecoveryReport { clean_shutdown: clean, ..Default::default() };
         let mut segments = BTreeMap::new();
         let last_base = *bases.last().expect("at least one base");
         for (i, &base) in bases.iter().enumerate() {
@@ -152,11 +146,7 @@ impl Log {
                     }
                     let size = seg.size();
                     report.truncated_bytes = size - scan.valid_len;
-                    report.truncation = Some(format!(
-                        "{} at byte {}: {reason}",
-                        seg.path().display(),
-                        scan.valid_len
-                    ));
+                    report.truncation = Some(format!("{} at byte {}: {reason}", seg.path().display(), scan.valid_len));
                     tracing::warn!(
                         segment = %seg.path().display(),
                         position = scan.valid_len,
@@ -185,11 +175,7 @@ impl Log {
             sync_dir(&dir)?;
         }
         let start = *segments.keys().next().expect("at least one segment");
-        let end = segments
-            .values()
-            .next_back()
-            .expect("at least one segment")
-            .next_offset();
+        let end = segments.values().next_back().expect("at least one segment").next_offset();
         Ok(Arc::new(Log {
             dir,
             config: RwLock::new(config),
@@ -256,9 +242,7 @@ impl Log {
     /// Appends `records` as one batch. With `fsync=always` this returns only once the batch is on disk.
     pub fn append(&self, records: &[Record]) -> Result<AppendInfo> {
         if records.is_empty() {
-            return Err(LogError::InvalidBatch(
-                "a batch needs at least one record".into(),
-            ));
+            return Err(LogError::InvalidBatch("a batch needs at least one record".into()));
         }
         let mut buf = Vec::new();
         batch::encode(records, now_ms(), &mut buf);
@@ -272,30 +256,21 @@ impl Log {
         let mut layout = Vec::new();
         let mut pos = 0usize;
         while pos < buf.len() {
-            let header = BatchHeader::parse(&buf[pos..]).ok_or_else(|| {
-                LogError::InvalidBatch("trailing bytes shorter than a batch header".into())
-            })?;
+            let header = BatchHeader::parse(&buf[pos..])
+                .ok_or_else(|| LogError::InvalidBatch("trailing bytes shorter than a batch header".into()))?;
             header.check_shape().map_err(LogError::InvalidBatch)?;
             let len = header.total_len();
             if pos + len > buf.len() {
-                return Err(LogError::InvalidBatch(format!(
-                    "batch claims {len} bytes, {} present",
-                    buf.len() - pos
-                )));
+                return Err(LogError::InvalidBatch(format!("batch claims {len} bytes, {} present", buf.len() - pos)));
             }
             if len > config.max_message_bytes {
-                return Err(LogError::RecordTooLarge {
-                    size: len,
-                    max: config.max_message_bytes,
-                });
+                return Err(LogError::RecordTooLarge { size: len, max: config.max_message_bytes });
             }
             if !trusted && !batch::crc_matches(&buf[pos..pos + len], &header) {
                 return Err(LogError::InvalidBatch("CRC-32C mismatch".into()));
             }
             if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
-                return Err(LogError::InvalidBatch(
-                    "record count and last offset delta disagree".into(),
-                ));
+                return Err(LogError::InvalidBatch("record count and last offset delta disagree".into()));
             }
             layout.push((pos, len, header));
             pos += len;
@@ -314,10 +289,7 @@ impl Log {
         let info = {
             let _appending = self.appender.lock();
             let base_offset = self.end_offset();
-            let total_records: i64 = layout
-                .iter()
-                .map(|(_, _, h)| h.last_offset_delta as i64 + 1)
-                .sum();
+            let total_records: i64 = layout.iter().map(|(_, _, h)| h.last_offset_delta as i64 + 1).sum();
             let active = self.active_for_append(&config, buf.len() as u64, total_records)?;
             let mut next = base_offset;
             let start_pos = active.size();
@@ -335,14 +307,9 @@ impl Log {
                 next = last_offset + 1;
             }
             active.append(&buf, &placed, config.index_interval_bytes)?;
-            self.written_bytes
-                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            self.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
             self.end_offset.store(next, Ordering::Release);
-            AppendInfo {
-                base_offset,
-                last_offset: next - 1,
-                log_append_time,
-            }
+            AppendInfo { base_offset, last_offset: next - 1, log_append_time }
         };
 
         match config.fsync {
@@ -366,19 +333,8 @@ impl Log {
 
     /// The segment the next append goes to, rolling first when the active one is full, too old, or its 32-bit relative
     /// offsets would overflow. Called with the append lock held.
-    fn active_for_append(
-        &self,
-        config: &LogConfig,
-        len: u64,
-        records: i64,
-    ) -> Result<Arc<Segment>> {
-        let active = self
-            .segments
-            .read()
-            .values()
-            .next_back()
-            .cloned()
-            .expect("a log always has a segment");
+    fn active_for_append(&self, config: &LogConfig, len: u64, records: i64) -> Result<Arc<Segment>> {
+        let active = self.segments.read().values().next_back().cloned().expect("a log always has a segment");
         let size = active.size();
         let rel_after = self.end_offset() + records - active.base_offset;
         let full = size > 0 && size + len > config.segment_bytes;
@@ -415,13 +371,7 @@ impl Log {
         // (and so fsynced) before it was replaced.
         let end = self.end_offset();
         let written = self.written_bytes.load(Ordering::Relaxed);
-        let active = self
-            .segments
-            .read()
-            .values()
-            .next_back()
-            .cloned()
-            .expect("a log always has a segment");
+        let active = self.segments.read().values().next_back().cloned().expect("a log always has a segment");
         let result = active.sync_data();
         let mut st = self.sync.lock();
         st.in_progress = false;
@@ -477,11 +427,7 @@ impl Log {
             let start = self.start_offset();
             let end = self.end_offset();
             if offset < start || offset > end {
-                return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    log_start: start,
-                    log_end: end,
-                });
+                return Err(LogError::OffsetOutOfRange { offset, log_start: start, log_end: end });
             }
             segs.range(..=offset)
                 .next_back()
@@ -498,11 +444,7 @@ impl Log {
                 break;
             }
         }
-        Ok(ReadResult {
-            batches,
-            log_start_offset: self.start_offset(),
-            log_end_offset: self.end_offset(),
-        })
+        Ok(ReadResult { batches, log_start_offset: self.start_offset(), log_end_offset: self.end_offset() })
     }
 
     /// The earliest offset whose record has a timestamp ≥ `ts`, or `None` if no record does.
@@ -557,12 +499,8 @@ impl Log {
             let sealed = segs.len().saturating_sub(1);
             let mut doomed = Vec::new();
             for seg in segs.values().take(sealed) {
-                let expired = config
-                    .retention_ms
-                    .is_some_and(|r| now_ms - seg.max_timestamp() > r as i64);
-                let oversize = config
-                    .retention_bytes
-                    .is_some_and(|r| total - seg.size() >= r);
+                let expired = config.retention_ms.is_some_and(|r| now_ms - seg.max_timestamp() > r as i64);
+                let oversize = config.retention_bytes.is_some_and(|r| total - seg.size() >= r);
                 if !(expired || oversize) {
                     break;
                 }
@@ -587,7 +525,5 @@ impl Log {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io("fsync directory", dir))
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io("fsync directory", dir))
 }

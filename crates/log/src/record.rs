@@ -11,10 +11,7 @@ pub struct Header {
 
 impl Header {
     pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        Header {
-            key: key.into(),
-            value: Some(value.into()),
-        }
+        Header { key: key.into(), value: Some(value.into()) }
     }
 }
 
@@ -30,10 +27,7 @@ pub struct Record {
 impl Record {
     /// A record with just a value.
     pub fn from_value(value: impl Into<Bytes>) -> Self {
-        Record {
-            value: Some(value.into()),
-            ..Default::default()
-        }
+        Record { value: Some(value.into()), ..Default::default() }
     }
 }
 

@@ -67,10 +67,7 @@ impl Segment {
             .truncate(false)
             .open(&path)
             .map_err(LogError::io("open segment", &path))?;
-        let size = file
-            .metadata()
-            .map_err(LogError::io("stat segment", &path))?
-            .len();
+        let size = file.metadata().map_err(LogError::io("stat segment", &path))?.len();
         let (offset_index, oi_whole) = Index::open(&dir.join(file_name(base_offset, "index")))?;
         let (time_index, ti_whole) = Index::open(&dir.join(file_name(base_offset, "timeindex")))?;
         let seg = Segment {
@@ -111,41 +108,27 @@ impl Segment {
 
     fn read_exact(&self, pos: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, pos)
-            .map_err(LogError::io("read segment", &self.path))?;
+        self.file.read_exact_at(&mut buf, pos).map_err(LogError::io("read segment", &self.path))?;
         Ok(buf)
     }
 
     fn header_at(&self, pos: u64) -> Result<BatchHeader> {
         let raw = self.read_exact(pos, HEADER_LEN)?;
         let h = BatchHeader::parse(&raw).expect("HEADER_LEN bytes were read");
-        h.check_shape()
-            .map_err(|reason| self.corrupt(pos, reason))?;
+        h.check_shape().map_err(|reason| self.corrupt(pos, reason))?;
         Ok(h)
     }
 
     fn corrupt(&self, position: u64, reason: String) -> LogError {
-        LogError::Corrupt {
-            path: self.path.clone(),
-            position,
-            reason,
-        }
+        LogError::Corrupt { path: self.path.clone(), position, reason }
     }
 
     /// Reads every batch from the start, checking lengths (and CRCs when `verify_crc`), rebuilding what the indexes
     /// should hold. Stops at the first batch that is torn or invalid.
     pub(crate) fn scan(&self, index_interval: u32, verify_crc: bool) -> Result<ScanOutcome> {
         const CHUNK: usize = 8 << 20;
-        let file_len = self
-            .file
-            .metadata()
-            .map_err(LogError::io("stat segment", &self.path))?
-            .len();
-        let mut out = ScanOutcome {
-            max_timestamp: -1,
-            ..Default::default()
-        };
+        let file_len = self.file.metadata().map_err(LogError::io("stat segment", &self.path))?.len();
+        let mut out = ScanOutcome { max_timestamp: -1, ..Default::default() };
         let (mut since_index, mut since_time) = (u64::MAX / 2, u64::MAX / 2);
         let mut pos = 0u64;
         let mut expected_base = self.base_offset;
@@ -154,10 +137,7 @@ impl Segment {
         while pos < file_len {
             let need_header = (pos + HEADER_LEN as u64).min(file_len);
             if need_header - pos < HEADER_LEN as u64 {
-                out.invalid = Some(format!(
-                    "{} trailing bytes are shorter than a batch header",
-                    file_len - pos
-                ));
+                out.invalid = Some(format!("{} trailing bytes are shorter than a batch header", file_len - pos));
                 break;
             }
             // Refill the buffer when the next header is not wholly inside it.
@@ -174,27 +154,19 @@ impl Segment {
             }
             let len = header.total_len() as u64;
             if pos + len > file_len {
-                out.invalid = Some(format!(
-                    "batch of {len} bytes is torn ({} bytes present)",
-                    file_len - pos
-                ));
+                out.invalid = Some(format!("batch of {len} bytes is torn ({} bytes present)", file_len - pos));
                 break;
             }
             if header.base_offset != expected_base {
-                out.invalid = Some(format!(
-                    "batch base offset {} is not the expected {expected_base}",
-                    header.base_offset
-                ));
+                out.invalid =
+                    Some(format!("batch base offset {} is not the expected {expected_base}", header.base_offset));
                 break;
             }
             if verify_crc {
                 let bytes = if at + len as usize <= buf.len() {
                     &buf[at..at + len as usize]
                 } else {
-                    buf = self.read_exact(
-                        pos,
-                        (len as usize).max(CHUNK.min((file_len - pos) as usize)),
-                    )?;
+                    buf = self.read_exact(pos, (len as usize).max(CHUNK.min((file_len - pos) as usize)))?;
                     buf_pos = pos;
                     &buf[..len as usize]
                 };
@@ -205,10 +177,7 @@ impl Segment {
             }
             let rel = (header.base_offset - self.base_offset) as u32;
             if since_index >= index_interval as u64 {
-                out.offsets.push(OffsetEntry {
-                    rel_offset: rel,
-                    position: pos as u32,
-                });
+                out.offsets.push(OffsetEntry { rel_offset: rel, position: pos as u32 });
                 since_index = 0;
             }
             since_index += len;
@@ -217,10 +186,7 @@ impl Segment {
                 out.max_timestamp = header.max_timestamp;
                 if since_time >= index_interval as u64 {
                     let next_rel = (header.last_offset() + 1 - self.base_offset) as u32;
-                    out.times.push(TimeEntry {
-                        timestamp: out.max_timestamp,
-                        rel_offset: next_rel,
-                    });
+                    out.times.push(TimeEntry { timestamp: out.max_timestamp, rel_offset: next_rel });
                     since_time = 0;
                 }
             }
@@ -234,28 +200,20 @@ impl Segment {
 
     /// Adopts a scan's result: truncates anything after the valid prefix and rewrites the indexes.
     pub(crate) fn adopt_scan(&self, scan: &ScanOutcome) -> Result<()> {
-        self.file
-            .set_len(scan.valid_len)
-            .map_err(LogError::io("truncate segment", &self.path))?;
+        self.file.set_len(scan.valid_len).map_err(LogError::io("truncate segment", &self.path))?;
         self.offset_index.reset(scan.offsets.clone())?;
         let mut times = scan.times.clone();
         let next = scan.next_offset.unwrap_or(self.base_offset);
         if scan.max_timestamp > times.last().map_or(-1, |t| t.timestamp) {
-            times.push(TimeEntry {
-                timestamp: scan.max_timestamp,
-                rel_offset: (next - self.base_offset) as u32,
-            });
+            times.push(TimeEntry { timestamp: scan.max_timestamp, rel_offset: (next - self.base_offset) as u32 });
         }
         self.time_index.reset(times)?;
         self.size.store(scan.valid_len, Ordering::Release);
         self.next_offset.store(next, Ordering::Release);
-        self.max_timestamp
-            .store(scan.max_timestamp, Ordering::Release);
+        self.max_timestamp.store(scan.max_timestamp, Ordering::Release);
         // Start a fresh index interval after recovery: the next append gets an entry.
-        self.bytes_since_index
-            .store(u64::MAX / 2, Ordering::Relaxed);
-        self.bytes_since_time_index
-            .store(u64::MAX / 2, Ordering::Relaxed);
+        self.bytes_since_index.store(u64::MAX / 2, Ordering::Relaxed);
+        self.bytes_since_time_index.store(u64::MAX / 2, Ordering::Relaxed);
         Ok(())
     }
 
@@ -264,9 +222,7 @@ impl Segment {
     pub(crate) fn open_trusted(&self) -> Result<bool> {
         let size = self.size();
         let entries = self.offset_index.entries();
-        let sane = entries
-            .windows(2)
-            .all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position)
+        let sane = entries.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position)
             && entries.last().is_none_or(|e| (e.position as u64) < size);
         if !sane || (size > 0 && entries.is_empty()) {
             return Ok(false);
@@ -298,53 +254,35 @@ impl Segment {
     }
 
     /// Writes already-offset-assigned batches at the end. Called only by the log's appender.
-    pub(crate) fn append(
-        &self,
-        bytes: &[u8],
-        placed: &[Placed],
-        index_interval: u32,
-    ) -> Result<()> {
+    pub(crate) fn append(&self, bytes: &[u8], placed: &[Placed], index_interval: u32) -> Result<()> {
         let pos = self.size();
         if let Err(e) = self.file.write_all_at(bytes, pos) {
             // Cut off whatever part of the write landed, so the next append starts clean; recovery would too.
             let _ = self.file.set_len(pos);
-            return Err(LogError::Io {
-                op: "append to",
-                path: self.path.clone(),
-                source: e,
-            });
+            return Err(LogError::Io { op: "append to", path: self.path.clone(), source: e });
         }
         for p in placed {
             let rel = (p.base_offset - self.base_offset) as u32;
             let since = self.bytes_since_index.load(Ordering::Relaxed);
             if since >= index_interval as u64 {
-                self.offset_index.push(OffsetEntry {
-                    rel_offset: rel,
-                    position: p.position as u32,
-                })?;
+                self.offset_index.push(OffsetEntry { rel_offset: rel, position: p.position as u32 })?;
                 self.bytes_since_index.store(p.len, Ordering::Relaxed);
             } else {
-                self.bytes_since_index
-                    .store(since + p.len, Ordering::Relaxed);
+                self.bytes_since_index.store(since + p.len, Ordering::Relaxed);
             }
             let since_time = self.bytes_since_time_index.load(Ordering::Relaxed) + p.len;
-            self.bytes_since_time_index
-                .store(since_time, Ordering::Relaxed);
+            self.bytes_since_time_index.store(since_time, Ordering::Relaxed);
             if p.max_timestamp > self.max_timestamp() {
                 self.max_timestamp.store(p.max_timestamp, Ordering::Release);
                 if since_time >= index_interval as u64 {
                     let next_rel = (p.last_offset + 1 - self.base_offset) as u32;
-                    self.time_index.push(TimeEntry {
-                        timestamp: p.max_timestamp,
-                        rel_offset: next_rel,
-                    })?;
+                    self.time_index.push(TimeEntry { timestamp: p.max_timestamp, rel_offset: next_rel })?;
                     self.bytes_since_time_index.store(0, Ordering::Relaxed);
                 }
             }
         }
         if let Some(last) = placed.last() {
-            self.next_offset
-                .store(last.last_offset + 1, Ordering::Release);
+            self.next_offset.store(last.last_offset + 1, Ordering::Release);
         }
         self.size.store(pos + bytes.len() as u64, Ordering::Release);
         Ok(())
@@ -355,10 +293,7 @@ impl Segment {
         let max_ts = self.max_timestamp();
         if max_ts > self.time_index.last().map_or(-1, |t| t.timestamp) {
             let rel = (self.next_offset() - self.base_offset) as u32;
-            self.time_index.push(TimeEntry {
-                timestamp: max_ts,
-                rel_offset: rel,
-            })?;
+            self.time_index.push(TimeEntry { timestamp: max_ts, rel_offset: rel })?;
         }
         self.sync_data()?;
         self.offset_index.sync()?;
@@ -366,9 +301,7 @@ impl Segment {
     }
 
     pub(crate) fn sync_data(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(LogError::io("fsync segment", &self.path))
+        self.file.sync_data().map_err(LogError::io("fsync segment", &self.path))
     }
 
     /// Byte position of the first batch holding an offset ≥ `offset`, or `None` if no batch below `limit` does.
@@ -381,13 +314,9 @@ impl Segment {
             let h = self.header_at(pos)?;
             // Offsets are dense; a base offset that breaks the chain is a flipped bit the CRC does not cover.
             if h.base_offset != expected {
-                return Err(self.corrupt(
-                    pos,
-                    format!(
-                        "batch base offset {} where {expected} was expected",
-                        h.base_offset
-                    ),
-                ));
+                return Err(
+                    self.corrupt(pos, format!("batch base offset {} where {expected} was expected", h.base_offset))
+                );
             }
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
@@ -410,9 +339,7 @@ impl Segment {
         }
         let want = (max_bytes as u64).max(first_len).min(limit - start) as usize;
         let mut buf = BytesMut::zeroed(want);
-        self.file
-            .read_exact_at(&mut buf, start)
-            .map_err(LogError::io("read segment", &self.path))?;
+        self.file.read_exact_at(&mut buf, start).map_err(LogError::io("read segment", &self.path))?;
         // Cut to whole batches.
         let mut end = 0usize;
         let mut expected = first.base_offset;
@@ -433,28 +360,16 @@ impl Segment {
 
     /// The offset to start scanning from to find the first record with timestamp ≥ `ts`.
     pub(crate) fn time_lookup_start(&self, ts: i64) -> i64 {
-        self.time_index
-            .floor(|t| t.timestamp < ts)
-            .map_or(self.base_offset, |t| self.base_offset + t.rel_offset as i64)
+        self.time_index.floor(|t| t.timestamp < ts).map_or(self.base_offset, |t| self.base_offset + t.rel_offset as i64)
     }
 
     /// Deletes the segment's files. Readers holding it keep reading the unlinked inode.
     pub(crate) fn delete_files(&self) -> Result<()> {
-        for p in [
-            self.path.as_path(),
-            self.offset_index.path(),
-            self.time_index.path(),
-        ] {
+        for p in [self.path.as_path(), self.offset_index.path(), self.time_index.path()] {
             match fs::remove_file(p) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(LogError::Io {
-                        op: "delete",
-                        path: p.to_owned(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(LogError::Io { op: "delete", path: p.to_owned(), source: e }),
             }
         }
         Ok(())

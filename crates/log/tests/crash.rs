@@ -18,8 +18,7 @@ const ROUNDS: usize = 25;
 const WRITERS: usize = 4;
 
 fn config() -> LogConfig {
-    let mut c = LogConfig::default();
-    c.fsync = FsyncPolicy::Always;
+    let mut c = LogConfig { fsync: FsyncPolicy::Always, ..Default::default() };
     c.set("segment.bytes", "65536").unwrap(); // roll often, so kills land mid-roll too
     c
 }
@@ -34,9 +33,7 @@ fn child(dir: &str) -> ! {
                 let mut out = std::io::stdout();
                 for seq in 0.. {
                     let value = format!("{round}:{w}:{seq}");
-                    let info = log
-                        .append(&[Record::from_value(value.clone())])
-                        .expect("append");
+                    let info = log.append(&[Record::from_value(value.clone())]).expect("append");
                     let line = format!("{} {value}\n", info.base_offset);
                     out.write_all(line.as_bytes()).expect("stdout");
                 }
@@ -60,13 +57,7 @@ fn acknowledged_records_survive_sigkill() {
     let mut rng = rand::thread_rng();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "acknowledged_records_survive_sigkill",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+            .args(["--exact", "acknowledged_records_survive_sigkill", "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, dir.path())
             .env("WEIR_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -74,12 +65,8 @@ fn acknowledged_records_survive_sigkill() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
-        });
+        let reader =
+            std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>());
         std::thread::sleep(Duration::from_millis(rng.gen_range(30..250)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -96,11 +83,7 @@ fn acknowledged_records_survive_sigkill() {
 
         let started = Instant::now();
         let log = Log::open(dir.path(), config()).unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "recovery took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "recovery took {:?}", started.elapsed());
         let mut offset = 0;
         let mut seen = HashSet::new();
         let mut last_seq: HashMap<String, i64> = HashMap::new();
@@ -114,26 +97,14 @@ fn acknowledged_records_survive_sigkill() {
                 let (writer, seq) = v.rsplit_once(':').unwrap();
                 let seq: i64 = seq.parse().unwrap();
                 let prev = last_seq.insert(writer.to_string(), seq);
-                assert_eq!(
-                    prev.map_or(0, |p| p + 1),
-                    seq,
-                    "writer {writer} out of order or with a gap"
-                );
+                assert_eq!(prev.map_or(0, |p| p + 1), seq, "writer {writer} out of order or with a gap");
                 stored.insert(r.offset, v);
                 offset += 1;
             }
         }
         for (offset, value) in &acked {
-            assert_eq!(
-                stored.get(offset),
-                Some(value),
-                "acknowledged record at {offset} lost after round {round}"
-            );
+            assert_eq!(stored.get(offset), Some(value), "acknowledged record at {offset} lost after round {round}");
         }
     }
-    assert!(
-        acked.len() > ROUNDS * 10,
-        "too few acknowledged records ({}) for the test to mean anything",
-        acked.len()
-    );
+    assert!(acked.len() > ROUNDS * 10, "too few acknowledged records ({}) for the test to mean anything", acked.len());
 }

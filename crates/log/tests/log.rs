@@ -39,22 +39,12 @@ fn reads_from_any_offset_across_rolled_segments() {
     for offset in [0, 1, 57, 128, 255, 256, 399] {
         let r = log.read(offset, 1).unwrap();
         let recs = r.records(offset).unwrap();
-        assert_eq!(
-            recs.first().map(|r| r.offset),
-            Some(offset),
-            "reading {offset}"
-        );
+        assert_eq!(recs.first().map(|r| r.offset), Some(offset), "reading {offset}");
         assert_eq!(recs[0].value, rec(offset as usize).value);
     }
     assert!(log.read(400, 100).unwrap().batches.is_empty());
-    assert!(matches!(
-        log.read(401, 100),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
-    assert!(matches!(
-        log.read(-1, 100),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(401, 100), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(log.read(-1, 100), Err(LogError::OffsetOutOfRange { .. })));
 }
 
 #[test]
@@ -91,21 +81,11 @@ fn a_torn_tail_is_truncated_and_reported() {
     }
     let seg = dir.path().join(format!("{:020}.log", 0));
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 5).unwrap();
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(log.end_offset(), 9);
     assert!(log.recovery().truncated_bytes > 0);
-    assert!(log
-        .recovery()
-        .truncation
-        .as_deref()
-        .unwrap()
-        .contains("00000000000000000000.log"));
+    assert!(log.recovery().truncation.as_deref().unwrap().contains("00000000000000000000.log"));
     assert_eq!(log.append(&[rec(9)]).unwrap().base_offset, 9);
 }
 
@@ -165,17 +145,10 @@ fn retention_deletes_whole_old_segments_only() {
     let out = log.enforce_retention(weir_log::now_ms()).unwrap();
     assert!(out.segments_deleted > 0);
     assert!(log.size_bytes() < before);
-    assert!(
-        log.size_bytes() >= 8192 - 4096,
-        "kept {} bytes",
-        log.size_bytes()
-    );
+    assert!(log.size_bytes() >= 8192 - 4096, "kept {} bytes", log.size_bytes());
     let start = log.start_offset();
     assert!(start > 0);
-    assert!(matches!(
-        log.read(0, 100),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(0, 100), Err(LogError::OffsetOutOfRange { .. })));
     let rest = read_all(&log).unwrap();
     assert_eq!(rest.first().unwrap().offset, start);
     assert_eq!(rest.last().unwrap().offset, 399);
@@ -200,22 +173,13 @@ fn oversized_and_malformed_batches_are_refused_without_damage() {
     let log = Log::open(dir.path(), config).unwrap();
     log.append(&[rec(0)]).unwrap();
     let big = Record::from_value(vec![7u8; 2000]);
-    assert!(matches!(
-        log.append(&[big]),
-        Err(LogError::RecordTooLarge { .. })
-    ));
-    assert!(matches!(
-        log.append_batches(vec![1, 2, 3], false),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append(&[big]), Err(LogError::RecordTooLarge { .. })));
+    assert!(matches!(log.append_batches(vec![1, 2, 3], false), Err(LogError::InvalidBatch(_))));
     let mut buf = Vec::new();
     weir_log::batch::encode(&[rec(1)], 0, &mut buf);
     let last = buf.len() - 1;
     buf[last] ^= 1;
-    assert!(matches!(
-        log.append_batches(buf, false),
-        Err(LogError::InvalidBatch(_))
-    ));
+    assert!(matches!(log.append_batches(buf, false), Err(LogError::InvalidBatch(_))));
     assert_eq!(log.end_offset(), 1);
     assert_eq!(log.append(&[rec(1)]).unwrap().base_offset, 1);
 }
@@ -223,8 +187,7 @@ fn oversized_and_malformed_batches_are_refused_without_damage() {
 #[test]
 fn fsync_always_group_commits_concurrent_appenders() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = LogConfig::default();
-    config.fsync = FsyncPolicy::Always;
+    let config = LogConfig { fsync: FsyncPolicy::Always, ..Default::default() };
     let log = Log::open(dir.path(), config).unwrap();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -232,23 +195,15 @@ fn fsync_always_group_commits_concurrent_appenders() {
             std::thread::spawn(move || {
                 (0..50)
                     .map(|i| {
-                        let info = log
-                            .append(&[Record::from_value(format!("{t}-{i}"))])
-                            .unwrap();
-                        assert!(
-                            log.durable_offset() > info.last_offset,
-                            "acknowledged before fsync"
-                        );
+                        let info = log.append(&[Record::from_value(format!("{t}-{i}"))]).unwrap();
+                        assert!(log.durable_offset() > info.last_offset, "acknowledged before fsync");
                         info.base_offset
                     })
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let mut offsets: Vec<i64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let mut offsets: Vec<i64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
     offsets.sort_unstable();
     assert_eq!(offsets, (0..400).collect::<Vec<_>>());
 }
@@ -261,8 +216,7 @@ fn the_interval_flusher_syncs_in_the_background() {
     let flusher = weir_log::Flusher::start().unwrap();
     let log: Arc<Log> = Log::open(dir.path(), config).unwrap();
     flusher.register(&log);
-    log.append(&[Record::from_value(Bytes::from_static(b"a"))])
-        .unwrap();
+    log.append(&[Record::from_value(Bytes::from_static(b"a"))]).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while log.durable_offset() < 1 {
         assert!(std::time::Instant::now() < deadline, "flusher never synced");

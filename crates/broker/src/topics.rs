@@ -1,0 +1,198 @@
+//! Topics and their partitions: the registry persisted as `<data-dir>/topics/<name>/topic.json`, with one
+//! [`weir_log::Log`] per partition in `<data-dir>/topics/<name>/<partition>/`.
+//!
+//! A partition whose log cannot be opened (corruption in a sealed segment, an I/O error) is kept *offline* with the
+//! reason; the topic's other partitions, and every other topic, keep serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use weir_log::{Log, LogConfig};
+
+use crate::error::BrokerError;
+
+pub(crate) const META_FILE: &str = "topic.json";
+
+/// What `topic.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct TopicMeta {
+    pub name: String,
+    pub partitions: i32,
+    /// Only the settings given at creation; the rest come from the broker's defaults.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Kafka's rule for topic names.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidTopicName(name.to_string()))
+    }
+}
+
+pub fn validate_partitions(n: i64) -> Result<i32, BrokerError> {
+    if (1..=100_000).contains(&n) {
+        Ok(n as i32)
+    } else {
+        Err(BrokerError::InvalidPartitions(n))
+    }
+}
+
+/// Applies per-topic settings on top of the broker's defaults.
+pub(crate) fn effective_config(
+    defaults: &LogConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, BrokerError> {
+    let mut c = defaults.clone();
+    for (k, v) in configs {
+        c.set(k, v).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+    }
+    Ok(c)
+}
+
+/// One partition: its log (or why it is offline) and the consumers waiting for it to grow.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    log: Result<Arc<Log>, String>,
+    waiters: Mutex<Vec<Weak<Notify>>>,
+}
+
+impl Partition {
+    pub fn log(&self) -> Result<&Arc<Log>, BrokerError> {
+        self.log.as_ref().map_err(|reason| BrokerError::PartitionOffline {
+            topic: self.topic.to_string(),
+            partition: self.index,
+            reason: reason.clone(),
+        })
+    }
+
+    pub fn offline_reason(&self) -> Option<&str> {
+        self.log.as_ref().err().map(String::as_str)
+    }
+
+    /// Registers a consumer's notifier, woken after each append to this partition.
+    pub fn register_waiter(&self, notify: &Arc<Notify>) {
+        let mut w = self.waiters.lock();
+        w.retain(|n| n.strong_count() > 0);
+        if !w.iter().any(|n| n.as_ptr() == Arc::as_ptr(notify)) {
+            w.push(Arc::downgrade(notify));
+        }
+    }
+
+    pub(crate) fn notify_appended(&self) {
+        let w = self.waiters.lock();
+        for n in w.iter().filter_map(Weak::upgrade) {
+            n.notify_one();
+        }
+    }
+}
+
+/// A topic and its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    pub(crate) meta: TopicMeta,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn partition_count(&self) -> i32 {
+        self.meta.partitions
+    }
+
+    pub fn partition(&self, p: i32) -> Result<&Arc<Partition>, BrokerError> {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .ok_or_else(|| BrokerError::UnknownPartition { topic: self.meta.name.clone(), partition: p })
+    }
+
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    pub fn log_config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Opens the partitions of a topic directory. Partition failures are recorded, not returned.
+    pub(crate) fn open(dir: &Path, meta: TopicMeta, config: LogConfig, flusher: &weir_log::Flusher) -> Topic {
+        let name: Arc<str> = Arc::from(meta.name.as_str());
+        let partitions = (0..meta.partitions)
+            .map(|i| {
+                let log = Log::open(dir.join(i.to_string()), config.clone()).map_err(|e| e.to_string());
+                match &log {
+                    Ok(log) => {
+                        flusher.register(log);
+                        if let Some(t) = &log.recovery().truncation {
+                            tracing::warn!(topic = %name, partition = i, "recovered by truncating {t}");
+                        }
+                    }
+                    Err(e) => tracing::error!(topic = %name, partition = i, "partition offline: {e}"),
+                }
+                Arc::new(Partition { topic: name.clone(), index: i, log, waiters: Mutex::new(Vec::new()) })
+            })
+            .collect();
+        Topic { meta, dir: dir.to_owned(), config, partitions }
+    }
+
+    pub(crate) fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), BrokerError> {
+        let err = |source| BrokerError::DataDir { path: dir.to_owned(), source };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let json = serde_json::to_vec_pretty(meta).expect("topic metadata serialises");
+        let tmp = dir.join("topic.json.tmp");
+        std::fs::write(&tmp, json).map_err(err)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(err)?;
+        std::fs::rename(&tmp, dir.join(META_FILE)).map_err(err)?;
+        std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(err)
+    }
+
+    pub(crate) fn read_meta(dir: &Path) -> Result<TopicMeta, String> {
+        let path = dir.join(META_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("cannot parse {}: {e}", path.display()))
+    }
+
+    /// Closes every online partition cleanly.
+    pub(crate) fn close(&self) {
+        for p in &self.partitions {
+            if let Ok(log) = p.log() {
+                if let Err(e) = log.close() {
+                    tracing::error!(topic = %self.meta.name, partition = p.index, "close failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        for ok in ["orders", "a.b_c-d", "X1", &"a".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ü", &"a".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The `Bus`: what a weir system uses to publish and consume events, whatever runs underneath (the embedded broker
+//! now; a Kafka cluster through rdkafka later). It is deliberately the shape of a Kafka client — produce returning
+//! partition and offset, group subscriptions yielding records, explicit commits, seeks — so both fit it unchanged.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// An event to publish.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub topic: String,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+    /// `None`: chosen by key hash (Kafka's murmur2), or spread when there is no key.
+    pub partition: Option<i32>,
+    /// Milliseconds since the epoch; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl OutgoingMessage {
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        OutgoingMessage { topic: topic.into(), value: Some(value.into()), ..Default::default() }
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Where a published event was stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An event received from a subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// Where a group starts on partitions it has never committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartFrom {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// How to subscribe.
+#[derive(Clone, Debug)]
+pub struct SubscribeOptions {
+    pub group: String,
+    pub topics: Vec<String>,
+    pub start_from: StartFrom,
+    pub client_id: String,
+    pub session_timeout: Duration,
+    /// Most messages one `next_batch` returns.
+    pub max_batch: usize,
+}
+
+impl SubscribeOptions {
+    pub fn new(group: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        SubscribeOptions {
+            group: group.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            start_from: StartFrom::Earliest,
+            client_id: "weir".into(),
+            session_timeout: Duration::from_secs(45),
+            max_batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The group rebalanced under this member: uncommitted messages will be redelivered; keep polling.
+    #[error("the consumer group rebalanced; uncommitted messages will be redelivered")]
+    Rebalanced,
+    #[error("the bus is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A group membership yielding messages. Drop or `close` it to leave the group.
+#[async_trait]
+pub trait Subscription: Send {
+    /// Up to `max_batch` messages, waiting at most `max_wait`; empty when none arrived.
+    async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<Message>, BusError>;
+    /// Commits the position after every message returned so far.
+    async fn commit(&mut self) -> Result<(), BusError>;
+    /// Commits explicit next-offsets `(topic, partition, offset)`.
+    async fn commit_offsets(&mut self, offsets: &[(String, i32, i64)]) -> Result<(), BusError>;
+    /// Moves the position of an assigned partition.
+    async fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError>;
+    /// The partitions currently assigned to this member.
+    fn assignment(&self) -> Vec<(String, i32)>;
+    /// Leaves the group.
+    async fn close(self: Box<Self>) -> Result<(), BusError>;
+}
+
+/// Publishing and subscribing, independent of the backend.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes one message and waits until it is stored (as durably as the topic is configured).
+    async fn produce(&self, message: OutgoingMessage) -> Result<Delivery, BusError>;
+    /// Publishes several, in order, and waits for all of them.
+    async fn produce_all(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Delivery>, BusError> {
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(self.produce(m).await?);
+        }
+        Ok(out)
+    }
+    /// Joins `options.group` for `options.topics`.
+    async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError>;
+    /// Creates a topic if it does not exist yet.
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError>;
+}

@@ -1,0 +1,163 @@
+//! The `weir` command line: every subcommand and flag, with the help texts users see.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "An event-streaming platform in one binary: a durable partitioned log with consumer groups, and the systems built on it.",
+    long_about = "An event-streaming platform in one binary: a durable partitioned log with consumer groups, and the systems built on it.\n\n\
+        Commands open the data directory themselves (one process at a time owns it), so stop `weir up` before running \
+        `weir topics`, `weir produce` or `weir consume` against the same --data-dir.\n\n\
+        Every setting can also come from a TOML file (--config) or a WEIR_* environment variable; flags win over the \
+        environment, which wins over the file. Log settings use Kafka's names: WEIR_LOG_FSYNC=always, \
+        WEIR_LOG_RETENTION_MS=3600000, and `[log]` in the file."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Where topics, offsets and groups are stored.
+    #[arg(long, global = true, env = "WEIR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// A TOML settings file; with `topics create`, also KEY=VALUE topic settings (repeatable).
+    #[arg(long, global = true, value_name = "FILE|KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Log filter, e.g. `info`, `weir=debug` (also RUST_LOG).
+    #[arg(long, global = true, env = "WEIR_LOG_LEVEL", default_value = "warn", value_name = "FILTER")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the platform in the foreground and show it working (Ctrl-C stops it cleanly).
+    Up(UpArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Produce records: lines from stdin, or generated load with --count.
+    Produce(ProduceArgs),
+    /// Print records, one per line.
+    Consume(ConsumeArgs),
+    /// Inspect consumer groups.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Measure throughput, latency and memory of the embedded log.
+    #[command(subcommand)]
+    Bench(crate::commands::bench::BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Which systems to run: `all`, `none`, or a comma-separated list.
+    #[arg(long, default_value = "all", value_name = "all|none|LIST")]
+    pub systems: String,
+    /// Seconds between status lines.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub status_every: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECONDS")]
+    pub run_for: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic.
+    ///
+    /// Settings: --config KEY=VALUE (repeatable) with segment.bytes, segment.ms, retention.ms,
+    /// retention.bytes, fsync (always|interval|never), fsync.interval.ms, fsync.interval.bytes, max.message.bytes,
+    /// message.timestamp.type, index.interval.bytes.
+    Create {
+        name: String,
+        /// Number of partitions (fixed for the topic's life).
+        #[arg(long, short, default_value_t = 1)]
+        partitions: i64,
+        // Topic settings come through the global `--config KEY=VALUE` (Kafka's spelling): segment.bytes, segment.ms,
+        // retention.ms, retention.bytes, fsync (always|interval|never), fsync.interval.ms, fsync.interval.bytes,
+        // max.message.bytes, message.timestamp.type, index.interval.bytes.
+    },
+    /// List topic names.
+    List,
+    /// Show a topic's partitions (offsets, size) and settings.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Split each input line at the first SEP into key and value.
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// Send to this partition instead of choosing by key.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Generate this many records instead of reading stdin.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Value size of generated records, in bytes.
+    #[arg(long, default_value_t = 100, value_name = "BYTES", requires = "count")]
+    pub size: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Consume as a member of this group, committing what was printed.
+    #[arg(long, short)]
+    pub group: Option<String>,
+    /// Start from the earliest record (default: only new records, or the group's committed offsets).
+    #[arg(long, conflicts_with_all = ["offset", "timestamp"])]
+    pub from_beginning: bool,
+    /// Start at this offset (in every partition, or only --partition).
+    #[arg(long, conflicts_with = "timestamp")]
+    pub offset: Option<i64>,
+    /// Start at the first record with a timestamp at or after this many milliseconds since the epoch.
+    #[arg(long, value_name = "MS")]
+    pub timestamp: Option<i64>,
+    /// Read only this partition.
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Exit after printing N records.
+    #[arg(long, value_name = "N")]
+    pub max: Option<u64>,
+    /// Exit when no record arrives for this many milliseconds (default: wait forever).
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Print the key before the value, separated by a tab.
+    #[arg(long)]
+    pub print_key: bool,
+    /// Print partition, offset and timestamp before the value, tab-separated.
+    #[arg(long)]
+    pub print_offset: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// List consumer groups.
+    List,
+    /// Show a group's state, members, assignments, committed offsets and lag.
+    Describe { group: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,147 @@
+//! One module per top-level command; this one dispatches and holds what they share.
+
+pub mod bench;
+mod consume;
+mod groups;
+mod produce;
+mod topics;
+mod up;
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use weir_broker::{Broker, BrokerError};
+
+use crate::cli::{Cli, Command};
+use crate::settings::Settings;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    // `--config` is both the settings file (Kafka tools' habit would be a properties file) and, for `topics create`,
+    // Kafka's `--config key=value`: tell them apart by the `=`.
+    let (topic_configs, files): (Vec<String>, Vec<String>) =
+        cli.global.config.iter().cloned().partition(|c| c.contains('='));
+    if files.len() > 1 {
+        anyhow::bail!("--config names more than one settings file: {}", files.join(", "));
+    }
+    let file = files.first().map(std::path::PathBuf::from).or_else(|| std::env::var_os("WEIR_CONFIG").map(Into::into));
+    let settings = Settings::load(file.as_deref(), cli.global.data_dir.clone())?;
+    let creating = matches!(cli.command, Command::Topics(crate::cli::TopicsCommand::Create { .. }));
+    if !topic_configs.is_empty() && !creating {
+        anyhow::bail!("--config {} is a topic setting; it goes with `weir topics create`", topic_configs[0]);
+    }
+    match cli.command {
+        Command::Up(args) => up::run(settings, args).await,
+        Command::Topics(cmd) => topics::run(settings, cmd, topic_configs).await,
+        Command::Produce(args) => produce::run(settings, args).await,
+        Command::Consume(args) => consume::run(settings, args).await,
+        Command::Groups(cmd) => groups::run(settings, cmd).await,
+        Command::Bench(cmd) => bench::run(settings, cmd).await,
+    }
+}
+
+/// Opens the broker on the configured data directory.
+pub fn open_broker(settings: &Settings) -> Result<Arc<Broker>> {
+    Broker::open(settings.broker.clone()).map_err(|e| {
+        let hint = matches!(e, BrokerError::Locked { .. })
+            .then_some(" — stop that process first, or point --data-dir elsewhere")
+            .unwrap_or("");
+        anyhow::anyhow!("{e}{hint}")
+    })
+}
+
+/// Counts acknowledgements in the order records were sent, without one task per record.
+/// Bounded, so a fast sender waits for the log instead of queueing without limit.
+pub struct AckCounter<F> {
+    tx: mpsc::Sender<F>,
+    task: JoinHandle<AckTotals>,
+}
+
+#[derive(Debug, Default)]
+pub struct AckTotals {
+    pub ok: u64,
+    pub failed: u64,
+    pub first_error: Option<String>,
+}
+
+impl<F> AckCounter<F>
+where
+    F: Future<Output = Result<weir_broker::RecordMetadata, BrokerError>> + Send + 'static,
+{
+    pub fn new(window: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<F>(window);
+        let task = tokio::spawn(async move {
+            let mut totals = AckTotals::default();
+            while let Some(f) = rx.recv().await {
+                match f.await {
+                    Ok(_) => totals.ok += 1,
+                    Err(e) => {
+                        totals.failed += 1;
+                        totals.first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            totals
+        });
+        AckCounter { tx, task }
+    }
+
+    pub async fn push(&self, ack: F) -> Result<()> {
+        self.tx.send(ack).await.map_err(|_| anyhow::anyhow!("acknowledgement counter stopped"))
+    }
+
+    pub async fn finish(self) -> Result<AckTotals> {
+        drop(self.tx);
+        self.task.await.context("acknowledgement counter panicked")
+    }
+}
+
+/// Writes a line to stdout; `Ok(false)` when the reader went away (e.g. `| head`), which is not an error.
+pub fn print_line(out: &mut impl Write, line: &[u8]) -> Result<bool> {
+    match out.write_all(line).and_then(|_| out.write_all(b"\n")) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

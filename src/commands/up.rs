@@ -1,0 +1,125 @@
+//! `weir up`: the platform in the foreground. It opens the embedded broker, starts the selected systems, proves the
+//! pipeline with a heartbeat (produce, consume, round-trip time), prints a status line every few seconds, and shuts
+//! down cleanly on Ctrl-C or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use weir_broker::{Broker, ConsumerConfig, OffsetReset, ProduceRecord};
+
+use super::{human_bytes, open_broker, shutdown_signal};
+use crate::cli::UpArgs;
+use crate::settings::Settings;
+
+/// The systems `weir up` can run. Each later issue adds its system here.
+pub const SYSTEMS: &[&str] = &[];
+
+const HEARTBEAT_TOPIC: &str = "__weir_heartbeat";
+
+fn select_systems(spec: &str) -> Result<Vec<&'static str>> {
+    match spec.trim() {
+        "all" => Ok(SYSTEMS.to_vec()),
+        "none" | "" => Ok(Vec::new()),
+        list => list
+            .split(',')
+            .map(|name| {
+                let name = name.trim();
+                SYSTEMS.iter().copied().find(|s| *s == name).ok_or_else(|| {
+                    let known = if SYSTEMS.is_empty() { "none yet".to_string() } else { SYSTEMS.join(", ") };
+                    anyhow::anyhow!("unknown system {name:?} (available: {known})")
+                })
+            })
+            .collect(),
+    }
+}
+
+pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
+    let systems = select_systems(&args.systems)?;
+    let broker = open_broker(&settings)?;
+    if broker.topic(HEARTBEAT_TOPIC).is_err() {
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "3600000".to_string()),
+            ("segment.bytes".to_string(), "1048576".to_string()),
+        ]);
+        broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
+    }
+    eprintln!("weir is up");
+    eprintln!("  data dir   {}", settings.data_dir.display());
+    eprintln!("  topics     {}", broker.list_topics().len());
+    eprintln!(
+        "  systems    {}",
+        if systems.is_empty() { "none (the systems arrive with their issues)".to_string() } else { systems.join(", ") }
+    );
+    eprintln!("  Ctrl-C stops it cleanly");
+
+    let deadline = args.run_for.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let status = status_loop(broker.clone(), Duration::from_secs(args.status_every.max(1)));
+    let stop = async {
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = tokio::time::sleep_until(d) => {}
+                }
+            }
+            None => shutdown_signal().await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = status => r,
+        _ = stop => Ok(()),
+    };
+    eprintln!("weir is stopping: flushing logs");
+    broker.shutdown();
+    eprintln!("weir stopped");
+    outcome
+}
+
+/// Every `every`, sends a heartbeat through the log, reads it back, and prints what the broker holds.
+async fn status_loop(broker: Arc<Broker>, every: Duration) -> Result<()> {
+    let producer = broker.producer();
+    let mut config = ConsumerConfig::new([HEARTBEAT_TOPIC]);
+    config.auto_offset_reset = OffsetReset::Latest;
+    let mut consumer = broker.consumer(config)?;
+    consumer.ensure_assigned().await?;
+    let mut last_total: Option<(i64, Instant)> = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        let meta = producer.send(ProduceRecord::new(HEARTBEAT_TOPIC, sent.elapsed().as_nanos().to_string())).await?;
+        let mut round_trip = None;
+        while round_trip.is_none() {
+            let records = consumer.poll(Duration::from_secs(5)).await?;
+            if records.is_empty() {
+                bail!("heartbeat at offset {} was stored but never came back", meta.offset);
+            }
+            if records.iter().any(|r| r.offset == meta.offset) {
+                round_trip = Some(sent.elapsed());
+            }
+        }
+        let (mut records, mut bytes, mut partitions) = (0i64, 0u64, 0usize);
+        let topics = broker.list_topics();
+        for t in &topics {
+            if let Ok(d) = broker.describe_topic(t) {
+                for p in d.partitions {
+                    partitions += 1;
+                    records += (p.log_end_offset - p.log_start_offset).max(0);
+                    bytes += p.size_bytes;
+                }
+            }
+        }
+        let rate = last_total
+            .map(|(n, at)| (records - n) as f64 / at.elapsed().as_secs_f64().max(1e-3))
+            .map_or(String::new(), |r| format!(", {r:.0} records/s"));
+        last_total = Some((records, Instant::now()));
+        eprintln!(
+            "[status] {} topics, {partitions} partitions, {records} records ({}){rate}; heartbeat round trip {:.2} ms",
+            topics.len(),
+            human_bytes(bytes),
+            round_trip.unwrap_or_default().as_secs_f64() * 1e3
+        );
+    }
+}

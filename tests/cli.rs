@@ -1,0 +1,154 @@
+//! The `weir` binary as a user runs it: exit codes, messages, stdin and stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn weir(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.arg("--data-dir").arg(dir).args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WEIR_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    weir(dir, args).output().unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(out.status.success(), "weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(!out.status.success(), "weir {args:?} should have failed");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "weir {args:?} panicked: {err}");
+    err
+}
+
+fn produce(dir: &Path, args: &[&str], input: &str) {
+    let mut child =
+        weir(dir, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn topics_lifecycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(ok(d, &["topics", "create", "orders", "--partitions", "3", "--config", "retention.ms=60000"])
+        .contains("created"));
+    assert_eq!(ok(d, &["topics", "list"]), "orders\n");
+    let desc = ok(d, &["topics", "describe", "orders"]);
+    assert!(desc.contains("partitions 3") && desc.contains("retention.ms=60000"), "{desc}");
+    assert!(fails(d, &["topics", "create", "orders"]).contains("already exists"));
+    ok(d, &["topics", "delete", "orders"]);
+    assert_eq!(ok(d, &["topics", "list"]), "");
+}
+
+#[test]
+fn bad_input_is_one_line_and_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let e = fails(d, &["topics", "create", "x", "--partitions", "0"]);
+    assert!(e.contains("partition count") && e.lines().count() == 1, "{e}");
+    assert!(fails(d, &["topics", "create", "bad/name"]).contains("invalid topic name"));
+    assert!(fails(d, &["topics", "create", "t", "--config", "fsync=sometimes"]).contains("fsync"));
+    assert!(fails(d, &["topics", "describe", "missing"]).contains("unknown topic"));
+    assert!(fails(d, &["consume", "missing", "--max", "1"]).contains("unknown topic"));
+    // A data dir that cannot be created.
+    let file = d.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let e = fails(&file.join("sub"), &["topics", "list"]);
+    assert!(e.contains("data directory"), "{e}");
+    // A bad environment override names the variable.
+    let out = weir(d, &["topics", "list"]).env("WEIR_LOG_FSYNC", "sometimes").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WEIR_LOG_FSYNC"));
+}
+
+#[test]
+fn produce_lines_and_consume_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["topics", "create", "events", "--partitions", "2"]);
+    produce(d, &["produce", "events", "--key-separator", ":"], "a:one\nb:two\na:three\n");
+    let out = ok(d, &["consume", "events", "--from-beginning", "--max", "3", "--print-key"]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["a\tone", "a\tthree", "b\ttwo"]);
+    // Same key, same partition, in order.
+    let out =
+        ok(d, &["consume", "events", "--from-beginning", "--idle-timeout-ms", "300", "--print-key", "--print-offset"]);
+    let a: Vec<&str> = out.lines().filter(|l| l.contains("\ta\t")).collect();
+    assert_eq!(a.len(), 2);
+    assert!(a[0].ends_with("one") && a[1].ends_with("three"), "{a:?}");
+}
+
+#[test]
+fn group_consumption_resumes_after_commit_and_shows_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["topics", "create", "t"]);
+    produce(d, &["produce", "t"], &(0..10).map(|i| format!("m{i}\n")).collect::<String>());
+    assert_eq!(ok(d, &["consume", "t", "--group", "g", "--from-beginning", "--max", "4"]), "m0\nm1\nm2\nm3\n");
+    assert_eq!(ok(d, &["consume", "t", "--group", "g", "--max", "2"]), "m4\nm5\n");
+    assert_eq!(ok(d, &["groups", "list"]), "g\n");
+    let desc = ok(d, &["groups", "describe", "g"]);
+    let row = desc.lines().find(|l| l.starts_with("t ")).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, vec!["t", "0", "6", "10", "4"], "{desc}");
+}
+
+#[test]
+fn generated_load_reports_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(d, &["produce", "load", "--count", "20000", "--size", "64", "--quiet"]);
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("produced 20000 records") && err.contains("records/s"), "{err}");
+    let desc = ok(d, &["topics", "describe", "load"]);
+    assert!(desc.contains("20000"), "{desc}");
+}
+
+#[test]
+fn consume_by_offset_and_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    produce(d, &["produce", "t"], "a\nb\nc\nd\n");
+    assert_eq!(ok(d, &["consume", "t", "--offset", "2", "--max", "2"]), "c\nd\n");
+    assert_eq!(ok(d, &["consume", "t", "--timestamp", "0", "--max", "1"]), "a\n");
+    assert!(fails(d, &["consume", "t", "--offset", "99", "--max", "1"]).contains("out of range"));
+}
+
+#[test]
+fn a_second_process_is_refused_with_the_owner_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut up = weir(d, &["up", "--status-every", "1"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    // Wait until it is up.
+    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    while !line.contains("weir is up") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir up exited early");
+    }
+    let e = fails(d, &["topics", "list"]);
+    assert!(e.contains("in use by another weir process") && e.contains(&format!("pid {}", up.id())), "{e}");
+    // SIGTERM stops it cleanly.
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    let status = up.wait().unwrap();
+    assert!(status.success(), "weir up exited with {status}");
+    ok(d, &["topics", "list"]);
+}

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use weir_broker::{Broker, BrokerConfig, ConsumerConfig, ProduceRecord};
 
-use super::{human_bytes, AckCounter};
+use super::{human_bytes, AckWindow};
 use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +56,9 @@ pub struct ThroughputArgs {
     /// Concurrent producer tasks, each with its own window of unacknowledged records.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Unacknowledged records each producer may have in flight (1: send, wait for the ack, send the next).
+    #[arg(long, default_value_t = 65_536)]
+    window: usize,
 }
 
 #[derive(Debug, Args)]
@@ -143,7 +146,14 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> Result<()> {
 }
 
 /// Produces `count` records of `size` bytes from `producers` tasks; returns when all are acknowledged.
-async fn produce_all(broker: &Arc<Broker>, count: u64, size: usize, producers: usize, bar: &ProgressBar) -> Result<()> {
+async fn produce_all(
+    broker: &Arc<Broker>,
+    count: u64,
+    size: usize,
+    producers: usize,
+    window: usize,
+    bar: &ProgressBar,
+) -> Result<()> {
     let value = Bytes::from(vec![b'x'; size]);
     let producers = producers.max(1) as u64;
     let mut tasks = Vec::new();
@@ -153,14 +163,14 @@ async fn produce_all(broker: &Arc<Broker>, count: u64, size: usize, producers: u
         let value = value.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
-            let acks = AckCounter::new(65_536);
+            let mut acks = AckWindow::new(window);
             for j in 0..n {
-                acks.push(producer.send(ProduceRecord::new("bench", value.clone()))).await?;
-                if j % 8192 == 8191 {
-                    bar.inc(8192);
+                acks.push(producer.send(ProduceRecord::new("bench", value.clone()))).await;
+                if j % 1024 == 1023 {
+                    bar.inc(1024);
                 }
             }
-            let totals = acks.finish().await?;
+            let totals = acks.finish().await;
             if totals.failed > 0 {
                 bail!("{} records failed: {}", totals.failed, totals.first_error.unwrap_or_default());
             }
@@ -188,21 +198,22 @@ async fn throughput(settings: Settings, args: ThroughputArgs) -> Result<()> {
     let b = bar(args.count, c.json);
     b.set_message("produce");
     let started = Instant::now();
-    produce_all(&broker, args.count, c.size, args.producers, &b).await?;
+    produce_all(&broker, args.count, c.size, args.producers, args.window, &b).await?;
     let secs = started.elapsed().as_secs_f64();
     b.finish_and_clear();
     let rate = args.count as f64 / secs;
     report(
         c,
         "produce",
-        serde_json::json!({"count": args.count, "producers": args.producers, "records_per_s": rate, "mb_per_s": bytes as f64 / secs / 1e6}),
+        serde_json::json!({"count": args.count, "producers": args.producers, "window": args.window, "records_per_s": rate, "mb_per_s": bytes as f64 / secs / 1e6}),
         format!(
-            "produce  {} x {} B, {} partition(s), fsync={}, {} producer(s): {:.0} records/s, {:.1} MB/s ({:.2} s)",
+            "produce  {} x {} B, {} partition(s), fsync={}, {} producer(s) x window {}: {:.0} records/s, {:.1} MB/s ({:.2} s)",
             args.count,
             c.size,
             c.partitions,
             c.fsync,
             args.producers,
+            args.window,
             rate,
             bytes as f64 / secs / 1e6,
             secs
@@ -252,6 +263,10 @@ async fn throughput(settings: Settings, args: ThroughputArgs) -> Result<()> {
     Ok(())
 }
 
+type AckFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<weir_broker::RecordMetadata, weir_broker::BrokerError>> + Send>,
+>;
+
 async fn latency(settings: Settings, args: LatencyArgs) -> Result<()> {
     let c = &args.common;
     if args.rate == 0 {
@@ -263,30 +278,44 @@ async fn latency(settings: Settings, args: LatencyArgs) -> Result<()> {
     let value = Bytes::from(vec![b'x'; c.size]);
     let total = args.rate * args.seconds;
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, AckFuture)>();
     let collector = tokio::spawn(async move {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         while let Some((intended, ack)) = rx.recv().await {
-            let ack: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = ack;
-            let r: Result<weir_broker::RecordMetadata, weir_broker::BrokerError> = ack.await;
-            r?;
+            ack.await?;
             let micros = Instant::now().duration_since(intended).as_micros() as u64;
             hist.saturating_record(micros.max(1));
         }
         anyhow::Ok(hist)
     });
-    let start = Instant::now();
-    for i in 0..total {
-        // Open loop: each record has a fixed intended send time; lateness counts against latency.
-        let intended = start + interval * i as u32;
-        let now = Instant::now();
-        if intended > now {
-            tokio::time::sleep(intended - now).await;
+    // The sender paces itself on an OS thread: tokio's timer has millisecond granularity, far coarser than the
+    // 100 us between records at 10k/s, and would send in bursts.
+    let handle = tokio::runtime::Handle::current();
+    let sender = std::thread::spawn(move || {
+        let _runtime = handle.enter();
+        let start = Instant::now();
+        for i in 0..total {
+            // Open loop: each record has a fixed intended send time; lateness counts against latency.
+            let intended = start + interval * i as u32;
+            loop {
+                let now = Instant::now();
+                if now >= intended {
+                    break;
+                }
+                let left = intended - now;
+                if left > Duration::from_micros(200) {
+                    std::thread::sleep(left - Duration::from_micros(100));
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let ack: AckFuture = Box::pin(producer.send(ProduceRecord::new("bench", value.clone())));
+            if tx.send((intended, ack)).is_err() {
+                break;
+            }
         }
-        let ack = Box::pin(producer.send(ProduceRecord::new("bench", value.clone())));
-        tx.send((intended, ack as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>)).ok();
-    }
-    drop(tx);
+    });
+    sender.join().map_err(|_| anyhow::anyhow!("latency sender panicked"))?;
     let hist = collector.await.context("latency collector panicked")??;
     let q = |p: f64| hist.value_at_quantile(p);
     report(
@@ -351,7 +380,7 @@ async fn memory(settings: Settings, args: MemoryArgs) -> Result<()> {
     let b = bar(count, c.json);
     b.set_message("write");
     let rss_start = rss_bytes().unwrap_or(0);
-    produce_all(&broker, count, c.size, 1, &b).await?;
+    produce_all(&broker, count, c.size, 1, 65_536, &b).await?;
     b.finish_and_clear();
     let peak_write = peak.swap(0, std::sync::atomic::Ordering::Relaxed);
     let log_bytes: u64 = broker.describe_topic("bench")?.partitions.iter().map(|p| p.size_bytes).sum();

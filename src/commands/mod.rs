@@ -7,13 +7,12 @@ mod produce;
 mod topics;
 mod up;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use weir_broker::{Broker, BrokerError};
 
 use crate::cli::{Cli, Command};
@@ -53,11 +52,12 @@ pub fn open_broker(settings: &Settings) -> Result<Arc<Broker>> {
     })
 }
 
-/// Counts acknowledgements in the order records were sent, without one task per record.
-/// Bounded, so a fast sender waits for the log instead of queueing without limit.
-pub struct AckCounter<F> {
-    tx: mpsc::Sender<F>,
-    task: JoinHandle<AckTotals>,
+/// Awaits acknowledgements in the order records were sent, keeping at most `limit` outstanding: a fast sender waits
+/// for the log instead of queueing without bound. Acks usually complete in order, so awaiting the oldest is cheap.
+pub struct AckWindow<F> {
+    pending: VecDeque<F>,
+    limit: usize,
+    totals: AckTotals,
 }
 
 #[derive(Debug, Default)]
@@ -67,35 +67,38 @@ pub struct AckTotals {
     pub first_error: Option<String>,
 }
 
-impl<F> AckCounter<F>
+impl<F> AckWindow<F>
 where
-    F: Future<Output = Result<weir_broker::RecordMetadata, BrokerError>> + Send + 'static,
+    F: Future<Output = Result<weir_broker::RecordMetadata, BrokerError>>,
 {
-    pub fn new(window: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel::<F>(window);
-        let task = tokio::spawn(async move {
-            let mut totals = AckTotals::default();
-            while let Some(f) = rx.recv().await {
-                match f.await {
-                    Ok(_) => totals.ok += 1,
-                    Err(e) => {
-                        totals.failed += 1;
-                        totals.first_error.get_or_insert_with(|| e.to_string());
-                    }
+    pub fn new(limit: usize) -> Self {
+        AckWindow { pending: VecDeque::with_capacity(limit), limit: limit.max(1), totals: AckTotals::default() }
+    }
+
+    pub async fn push(&mut self, ack: F) {
+        self.pending.push_back(ack);
+        while self.pending.len() > self.limit {
+            self.settle_oldest().await;
+        }
+    }
+
+    async fn settle_oldest(&mut self) {
+        if let Some(f) = self.pending.pop_front() {
+            match f.await {
+                Ok(_) => self.totals.ok += 1,
+                Err(e) => {
+                    self.totals.failed += 1;
+                    self.totals.first_error.get_or_insert_with(|| e.to_string());
                 }
             }
-            totals
-        });
-        AckCounter { tx, task }
+        }
     }
 
-    pub async fn push(&self, ack: F) -> Result<()> {
-        self.tx.send(ack).await.map_err(|_| anyhow::anyhow!("acknowledgement counter stopped"))
-    }
-
-    pub async fn finish(self) -> Result<AckTotals> {
-        drop(self.tx);
-        self.task.await.context("acknowledgement counter panicked")
+    pub async fn finish(mut self) -> AckTotals {
+        while !self.pending.is_empty() {
+            self.settle_oldest().await;
+        }
+        self.totals
     }
 }
 

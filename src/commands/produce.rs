@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use weir_broker::ProduceRecord;
 
-use super::{open_broker, AckCounter};
+use super::{open_broker, AckWindow};
 use crate::cli::ProduceArgs;
 use crate::settings::Settings;
 
@@ -22,7 +22,7 @@ pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
         topic.partition(p)?;
     }
     let producer = broker.producer();
-    let acks = AckCounter::new(WINDOW);
+    let mut acks = AckWindow::new(WINDOW);
     let started = Instant::now();
     let mut bytes_sent = 0u64;
 
@@ -41,7 +41,7 @@ pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
                     value: Some(value.clone()),
                     ..Default::default()
                 };
-                acks.push(producer.send(record)).await?;
+                acks.push(producer.send(record)).await;
                 bytes_sent += args.size as u64;
                 if i % 4096 == 0 {
                     bar.set_position(i);
@@ -67,11 +67,11 @@ pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
                     value: Some(Bytes::from(value)),
                     ..Default::default()
                 };
-                acks.push(producer.send(record)).await?;
+                acks.push(producer.send(record)).await;
             }
         }
     }
-    let totals = acks.finish().await?;
+    let totals = acks.finish().await;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     broker.shutdown();
     if totals.failed > 0 {

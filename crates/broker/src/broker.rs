@@ -102,6 +102,8 @@ pub struct PartitionLag {
 pub struct Broker {
     config: BrokerConfig,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Bumped on every create and delete, so producers can cache topic lookups and notice when they go stale.
+    topics_version: std::sync::atomic::AtomicU64,
     /// Serialises create and delete so two creators cannot both win.
     admin: Mutex<()>,
     flusher: weir_log::Flusher,
@@ -148,6 +150,7 @@ impl Broker {
         let broker = Arc::new(Broker {
             config,
             topics: RwLock::new(topics),
+            topics_version: std::sync::atomic::AtomicU64::new(0),
             admin: Mutex::new(()),
             flusher,
             groups,
@@ -193,6 +196,7 @@ impl Broker {
         Topic::write_meta(&dir, &meta)?;
         let topic = Topic::open(&dir, meta, log_config, &self.flusher);
         self.topics.write().insert(name.to_string(), Arc::new(topic));
+        self.topics_version.fetch_add(1, Ordering::AcqRel);
         tracing::info!(topic = name, partitions, "created topic");
         self.describe_topic(name)
     }
@@ -202,6 +206,7 @@ impl Broker {
         self.check_open()?;
         let _admin = self.admin.lock();
         let topic = self.topics.write().remove(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        self.topics_version.fetch_add(1, Ordering::AcqRel);
         let trash = self.config.data_dir.join("trash");
         let err = |source| BrokerError::DataDir { path: topic.dir.clone(), source };
         std::fs::create_dir_all(&trash).map_err(err)?;
@@ -212,6 +217,10 @@ impl Broker {
         self.groups.delete_topic(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    pub(crate) fn topics_version(&self) -> u64 {
+        self.topics_version.load(Ordering::Acquire)
     }
 
     pub fn list_topics(&self) -> Vec<String> {

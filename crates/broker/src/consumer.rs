@@ -292,21 +292,29 @@ impl Consumer {
             if read.batches.is_empty() {
                 continue;
             }
-            let records = read.records(pos)?;
             let topic: Arc<str> = Arc::from(tp.topic.as_str());
-            let room = self.config.max_poll_records - out.len();
             let mut next = pos;
-            for r in records.into_iter().take(room) {
-                next = r.offset + 1;
-                out.push(ConsumedRecord {
-                    topic: topic.clone(),
-                    partition: tp.partition,
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                    headers: r.headers,
-                });
+            for b in weir_log::batch::Batches::new(&read.batches) {
+                let (header, bytes) = b.map_err(weir_log::LogError::InvalidBatch)?;
+                let room = self.config.max_poll_records - out.len();
+                if room == 0 {
+                    break;
+                }
+                out.reserve((header.record_count.max(0) as usize).min(room));
+                weir_log::batch::for_each_record(&bytes, pos, |r| {
+                    next = r.offset + 1;
+                    out.push(ConsumedRecord {
+                        topic: topic.clone(),
+                        partition: tp.partition,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        key: r.key,
+                        value: r.value,
+                        headers: r.headers,
+                    });
+                    out.len() < self.config.max_poll_records
+                })
+                .map_err(weir_log::LogError::InvalidBatch)?;
             }
             self.positions[idx].1 = next;
         }

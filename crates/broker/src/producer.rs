@@ -53,7 +53,10 @@ type Ack = oneshot::Sender<Result<RecordMetadata, Arc<BrokerError>>>;
 #[derive(Debug, Default)]
 struct Queue {
     records: Vec<Record>,
+    /// One per record.
     acks: Vec<Ack>,
+    /// `flush` waiters: resolved once the drain round that took them (holding every record queued before) is written.
+    flushes: Vec<oneshot::Sender<()>>,
     draining: bool,
 }
 
@@ -64,22 +67,23 @@ struct PartitionQueue {
 }
 
 /// Keyless records stay on one partition until this many bytes went to it.
-const STICKY_BYTES: usize = 16 * 1024;
+const STICKY_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Default)]
-struct Sticky {
-    partition: i32,
-    bytes: usize,
+/// What a producer remembers about a topic, so a send costs one map lookup under one lock.
+#[derive(Debug)]
+struct TopicRoute {
+    topic: Arc<Topic>,
+    queues: Vec<Arc<PartitionQueue>>,
+    /// The broker's topics version this route was built at; a create or delete since makes it stale.
+    version: u64,
+    sticky_partition: i32,
+    sticky_bytes: usize,
 }
-
-/// Queues by (topic, partition).
-type Queues = HashMap<(Arc<str>, i32), Arc<PartitionQueue>>;
 
 #[derive(Debug)]
 struct Shared {
     broker: Arc<Broker>,
-    queues: Mutex<Queues>,
-    sticky: Mutex<HashMap<String, Sticky>>,
+    routes: Mutex<HashMap<String, TopicRoute>>,
 }
 
 /// A cheap-to-clone handle for producing records.
@@ -90,9 +94,7 @@ pub struct Producer {
 
 impl Producer {
     pub(crate) fn new(broker: Arc<Broker>) -> Self {
-        Producer {
-            shared: Arc::new(Shared { broker, queues: Mutex::new(HashMap::new()), sticky: Mutex::new(HashMap::new()) }),
-        }
+        Producer { shared: Arc::new(Shared { broker, routes: Mutex::new(HashMap::new()) }) }
     }
 
     /// Enqueues `record` now (so sends from one task keep their order) and returns a future that resolves once it is
@@ -113,22 +115,65 @@ impl Producer {
         }
     }
 
+    fn route<'a>(
+        &self,
+        routes: &'a mut HashMap<String, TopicRoute>,
+        name: &str,
+    ) -> Result<&'a mut TopicRoute, BrokerError> {
+        let version = self.shared.broker.topics_version();
+        let fresh = routes.get(name).is_some_and(|r| r.version == version);
+        if !fresh {
+            let topic = self.shared.broker.topic_or_create(name)?;
+            let queues = topic
+                .partitions()
+                .iter()
+                .map(|p| Arc::new(PartitionQueue { partition: p.clone(), queue: Mutex::new(Queue::default()) }))
+                .collect();
+            let sticky_partition = rand::Rng::gen_range(&mut rand::thread_rng(), 0..topic.partition_count());
+            // Keep the old queues when the topic itself did not change, so in-flight drains keep their order.
+            let route = match routes.remove(name) {
+                Some(old) if Arc::ptr_eq(&old.topic, &topic) => TopicRoute { version, ..old },
+                _ => TopicRoute { topic, queues, version, sticky_partition, sticky_bytes: 0 },
+            };
+            routes.insert(name.to_string(), route);
+        }
+        Ok(routes.get_mut(name).expect("route just ensured"))
+    }
+
     fn enqueue(&self, record: ProduceRecord, ack: Ack) -> Result<(), BrokerError> {
-        let topic = self.shared.broker.topic_or_create(&record.topic)?;
-        let partition = self.choose_partition(&topic, &record)?;
-        let queue = self.queue(&topic, partition)?;
         let rec = Record {
             key: record.key,
             value: record.value,
             headers: record.headers.into_iter().map(|(k, v)| Header { key: k, value: Some(v) }).collect(),
             timestamp: record.timestamp,
         };
-        // Refuse an oversized record here, alone, rather than failing the whole batch it would join.
-        let max = topic.log_config().max_message_bytes;
         let size = batch::HEADER_LEN + encoded_size_bound(&rec);
-        if size > max {
-            return Err(BrokerError::Log(weir_log::LogError::RecordTooLarge { size, max }));
-        }
+        let queue = {
+            let mut routes = self.shared.routes.lock();
+            let route = self.route(&mut routes, &record.topic)?;
+            // Refuse an oversized record here, alone, rather than failing the whole batch it would join.
+            let max = route.topic.log_config().max_message_bytes;
+            if size > max {
+                return Err(BrokerError::Log(weir_log::LogError::RecordTooLarge { size, max }));
+            }
+            let n = route.topic.partition_count();
+            let partition = match (record.partition, &rec.key) {
+                (Some(p), _) => {
+                    route.topic.partition(p)?;
+                    p
+                }
+                (None, Some(key)) => partition_for_key(key, n),
+                (None, None) => {
+                    if route.sticky_bytes >= STICKY_BYTES {
+                        route.sticky_partition = (route.sticky_partition + 1) % n;
+                        route.sticky_bytes = 0;
+                    }
+                    route.sticky_bytes += size;
+                    route.sticky_partition
+                }
+            };
+            route.queues[partition as usize].clone()
+        };
         let start_drain = {
             let mut q = queue.queue.lock();
             q.records.push(rec);
@@ -142,44 +187,10 @@ impl Producer {
         Ok(())
     }
 
-    fn choose_partition(&self, topic: &Topic, record: &ProduceRecord) -> Result<i32, BrokerError> {
-        let n = topic.partition_count();
-        if let Some(p) = record.partition {
-            topic.partition(p)?;
-            return Ok(p);
-        }
-        if let Some(key) = &record.key {
-            return Ok(partition_for_key(key, n));
-        }
-        let size = record.value.as_ref().map_or(0, |v| v.len()) + 16;
-        let mut sticky = self.shared.sticky.lock();
-        let s = sticky
-            .entry(topic.name().to_string())
-            .or_insert_with(|| Sticky { partition: rand::Rng::gen_range(&mut rand::thread_rng(), 0..n), bytes: 0 });
-        if s.bytes >= STICKY_BYTES || s.partition >= n {
-            s.partition = (s.partition + 1) % n;
-            s.bytes = 0;
-        }
-        s.bytes += size;
-        Ok(s.partition)
-    }
-
-    fn queue(&self, topic: &Topic, partition: i32) -> Result<Arc<PartitionQueue>, BrokerError> {
-        let p = topic.partition(partition)?;
-        let mut queues = self.shared.queues.lock();
-        let q = queues
-            .entry((p.topic.clone(), partition))
-            .or_insert_with(|| Arc::new(PartitionQueue { partition: p.clone(), queue: Mutex::new(Queue::default()) }));
-        // A topic deleted and recreated under the same name has new partitions.
-        if !Arc::ptr_eq(&q.partition, p) {
-            *q = Arc::new(PartitionQueue { partition: p.clone(), queue: Mutex::new(Queue::default()) });
-        }
-        Ok(q.clone())
-    }
-
     /// Waits until every record sent before this call is stored.
     pub async fn flush(&self) -> Result<(), BrokerError> {
-        let queues: Vec<Arc<PartitionQueue>> = self.shared.queues.lock().values().cloned().collect();
+        let queues: Vec<Arc<PartitionQueue>> =
+            self.shared.routes.lock().values().flat_map(|r| r.queues.iter().cloned()).collect();
         let mut waits = Vec::new();
         for q in queues {
             let (tx, rx) = oneshot::channel();
@@ -187,8 +198,7 @@ impl Producer {
             if guard.records.is_empty() && !guard.draining {
                 continue;
             }
-            // A marker ack with no record: resolved when the drain holding the records before it finishes.
-            guard.acks.push(tx);
+            guard.flushes.push(tx);
             drop(guard);
             waits.push(rx);
         }
@@ -210,31 +220,32 @@ fn encoded_size_bound(r: &Record) -> usize {
 /// Takes and writes everything queued for one partition until the queue is empty.
 fn drain(q: &PartitionQueue) {
     loop {
-        let (records, acks) = {
+        let (records, acks, flushes) = {
             let mut guard = q.queue.lock();
-            if guard.acks.is_empty() {
+            if guard.records.is_empty() && guard.flushes.is_empty() {
                 guard.draining = false;
                 return;
             }
-            (std::mem::take(&mut guard.records), std::mem::take(&mut guard.acks))
+            (std::mem::take(&mut guard.records), std::mem::take(&mut guard.acks), std::mem::take(&mut guard.flushes))
         };
         let result = write(&q.partition, &records);
         if result.is_ok() {
             q.partition.notify_appended();
         }
-        // `acks` may hold flush markers (no record) after the records: they get any answer.
-        let mut metas = match &result {
-            Ok(m) => m.iter(),
-            Err(_) => [].iter(),
-        };
-        for ack in acks {
-            let answer = match &result {
-                Ok(_) => {
-                    Ok(metas.next().copied().unwrap_or(RecordMetadata { partition: -1, offset: -1, timestamp: -1 }))
+        match result {
+            Ok(metas) => {
+                for (ack, meta) in acks.into_iter().zip(metas) {
+                    let _ = ack.send(Ok(meta));
                 }
-                Err(e) => Err(e.clone()),
-            };
-            let _ = ack.send(answer);
+            }
+            Err(e) => {
+                for ack in acks {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
+        }
+        for f in flushes {
+            let _ = f.send(());
         }
     }
 }

@@ -269,6 +269,16 @@ impl Iterator for Batches<'_> {
 
 /// Decodes the records of one complete batch, skipping those below `min_offset`. The CRC is verified first.
 pub fn decode_records(batch: &Bytes, min_offset: i64, out: &mut Vec<StoredRecord>) -> Result<(), String> {
+    out.reserve(BatchHeader::parse(batch).map_or(0, |h| h.record_count.clamp(0, 1 << 16) as usize));
+    for_each_record(batch, min_offset, |r| {
+        out.push(r);
+        true
+    })
+}
+
+/// Hands each record of one complete batch at or after `min_offset` to `f`, without collecting them; `f` returns
+/// `false` to stop early. The CRC is verified first, so a damaged batch yields nothing.
+pub fn for_each_record(batch: &Bytes, min_offset: i64, mut f: impl FnMut(StoredRecord) -> bool) -> Result<(), String> {
     let header = validate(batch)?;
     if header.compression() != 0 {
         return Err(format!("compressed batches (codec {}) cannot be decoded in-process yet", header.compression()));
@@ -307,7 +317,9 @@ pub fn decode_records(batch: &Bytes, min_offset: i64, out: &mut Vec<StoredRecord
             continue;
         }
         let timestamp = if log_append { header.max_timestamp } else { header.base_timestamp + ts_delta };
-        out.push(StoredRecord { offset, timestamp, key, value, headers });
+        if !f(StoredRecord { offset, timestamp, key, value, headers }) {
+            break;
+        }
     }
     Ok(())
 }

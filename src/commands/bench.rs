@@ -380,7 +380,14 @@ async fn memory(settings: Settings, args: MemoryArgs) -> Result<()> {
     let b = bar(count, c.json);
     b.set_message("write");
     let rss_start = rss_bytes().unwrap_or(0);
-    produce_all(&broker, count, c.size, 1, 65_536, &b).await?;
+    // Write in five steps and note resident memory after each: it must stay flat as the log grows.
+    let mut rss_steps = Vec::new();
+    let steps = 5u64;
+    for step in 0..steps {
+        let n = count / steps + u64::from(step < count % steps);
+        produce_all(&broker, n, c.size, 1, 8192, &b).await?;
+        rss_steps.push(rss_bytes().unwrap_or(0));
+    }
     b.finish_and_clear();
     let peak_write = peak.swap(0, std::sync::atomic::Ordering::Relaxed);
     let log_bytes: u64 = broker.describe_topic("bench")?.partitions.iter().map(|p| p.size_bytes).sum();
@@ -406,15 +413,16 @@ async fn memory(settings: Settings, args: MemoryArgs) -> Result<()> {
     report(
         c,
         "memory",
-        serde_json::json!({"count": count, "log_bytes": log_bytes, "rss_start": rss_start, "peak_rss_write": peak_write, "peak_rss_read": peak_read}),
+        serde_json::json!({"count": count, "log_bytes": log_bytes, "rss_start": rss_start, "rss_after_each_fifth": rss_steps, "peak_rss_write": peak_write, "peak_rss_read": peak_read}),
         format!(
-            "memory   log of {} ({} records x {} B): peak RSS {} while writing, {} while reading it all back (start {})",
+            "memory   log of {} ({} records x {} B): peak RSS {} while writing, {} while reading it all back (start {}; after each fifth written: {})",
             human_bytes(log_bytes),
             count,
             c.size,
             human_bytes(peak_write),
             human_bytes(peak_read),
-            human_bytes(rss_start)
+            human_bytes(rss_start),
+            rss_steps.iter().map(|r| human_bytes(*r)).collect::<Vec<_>>().join(", ")
         ),
     );
     broker.shutdown();

@@ -58,12 +58,20 @@ impl Entry for TimeEntry {
     }
 }
 
-/// An index file and its in-memory copy.
+/// Where an index's entries are read from: memory while its segment is active, the file once it is sealed, so
+/// resident memory stays flat however large the log grows (the page cache keeps hot index pages anyway).
+#[derive(Debug)]
+enum Store<E> {
+    Memory(Vec<E>),
+    Disk { len: usize },
+}
+
+/// An index file, with its entries in memory until [`Index::release_to_disk`].
 #[derive(Debug)]
 pub(crate) struct Index<E> {
     path: PathBuf,
     file: File,
-    entries: RwLock<Vec<E>>,
+    store: RwLock<Store<E>>,
 }
 
 impl<E: Entry> Index<E> {
@@ -78,20 +86,26 @@ impl<E: Entry> Index<E> {
             .open(path)
             .map_err(LogError::io("open index", path))?;
         let len = file.metadata().map_err(LogError::io("stat index", path))?.len() as usize;
-        let mut raw = vec![0u8; len - len % E::SIZE];
-        file.read_exact_at(&mut raw, 0).map_err(LogError::io("read index", path))?;
-        let entries = raw.chunks_exact(E::SIZE).map(E::decode).collect();
-        Ok((Index { path: path.to_owned(), file, entries: RwLock::new(entries) }, len.is_multiple_of(E::SIZE)))
+        let entries = read_all(&file, path, len / E::SIZE)?;
+        let index = Index { path: path.to_owned(), file, store: RwLock::new(Store::Memory(entries)) };
+        Ok((index, len.is_multiple_of(E::SIZE)))
     }
 
     pub(crate) fn push(&self, e: E) -> Result<()> {
-        let mut entries = self.entries.write();
+        let mut store = self.store.write();
         let mut buf = [0u8; 16];
         e.encode(&mut buf[..E::SIZE]);
+        let len = match &*store {
+            Store::Memory(v) => v.len(),
+            Store::Disk { len } => *len,
+        };
         self.file
-            .write_all_at(&buf[..E::SIZE], (entries.len() * E::SIZE) as u64)
+            .write_all_at(&buf[..E::SIZE], (len * E::SIZE) as u64)
             .map_err(LogError::io("write index", &self.path))?;
-        entries.push(e);
+        match &mut *store {
+            Store::Memory(v) => v.push(e),
+            Store::Disk { len } => *len += 1,
+        }
         Ok(())
     }
 
@@ -101,26 +115,66 @@ impl<E: Entry> Index<E> {
         for (e, out) in new.iter().zip(buf.chunks_exact_mut(E::SIZE)) {
             e.encode(out);
         }
-        let mut entries = self.entries.write();
+        let mut store = self.store.write();
         self.file.set_len(0).map_err(LogError::io("truncate index", &self.path))?;
         self.file.write_all_at(&buf, 0).map_err(LogError::io("write index", &self.path))?;
-        *entries = new;
+        *store = Store::Memory(new);
         Ok(())
     }
 
+    /// Drops the in-memory copy; lookups then binary-search the file.
+    pub(crate) fn release_to_disk(&self) {
+        let mut store = self.store.write();
+        if let Store::Memory(v) = &*store {
+            *store = Store::Disk { len: v.len() };
+        }
+    }
+
+    fn read_entry(&self, i: usize) -> Option<E> {
+        let mut buf = [0u8; 16];
+        self.file.read_exact_at(&mut buf[..E::SIZE], (i * E::SIZE) as u64).ok()?;
+        Some(E::decode(&buf[..E::SIZE]))
+    }
+
     /// The last entry `e` with `before(e)` true, assuming `before` is monotone (true then false) over the entries.
+    /// An unreadable on-disk entry ends the search early: the caller then scans from an earlier position, which is
+    /// slower but still correct.
     pub(crate) fn floor(&self, before: impl Fn(&E) -> bool) -> Option<E> {
-        let entries = self.entries.read();
-        let n = entries.partition_point(|e| before(e));
-        n.checked_sub(1).map(|i| entries[i])
+        match &*self.store.read() {
+            Store::Memory(entries) => {
+                let n = entries.partition_point(|e| before(e));
+                n.checked_sub(1).map(|i| entries[i])
+            }
+            Store::Disk { len } => {
+                let (mut lo, mut hi) = (0usize, *len);
+                let mut best = None;
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    let e = self.read_entry(mid)?;
+                    if before(&e) {
+                        best = Some(e);
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                best
+            }
+        }
     }
 
     pub(crate) fn last(&self) -> Option<E> {
-        self.entries.read().last().copied()
+        match &*self.store.read() {
+            Store::Memory(entries) => entries.last().copied(),
+            Store::Disk { len } => len.checked_sub(1).and_then(|i| self.read_entry(i)),
+        }
     }
 
-    pub(crate) fn entries(&self) -> Vec<E> {
-        self.entries.read().clone()
+    pub(crate) fn entries(&self) -> Result<Vec<E>> {
+        match &*self.store.read() {
+            Store::Memory(entries) => Ok(entries.clone()),
+            Store::Disk { len } => read_all(&self.file, &self.path, *len),
+        }
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
@@ -129,5 +183,38 @@ impl<E: Entry> Index<E> {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+fn read_all<E: Entry>(file: &File, path: &Path, n: usize) -> Result<Vec<E>> {
+    let mut raw = vec![0u8; n * E::SIZE];
+    file.read_exact_at(&mut raw, 0).map_err(LogError::io("read index", path))?;
+    Ok(raw.chunks_exact(E::SIZE).map(E::decode).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Lookups answer the same from memory and from the file.
+        #[test]
+        fn floor_is_the_same_in_memory_and_on_disk(gaps in proptest::collection::vec(1u32..50, 0..200), probes in proptest::collection::vec(0u32..12_000, 1..30)) {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _) = Index::<OffsetEntry>::open(&dir.path().join("x.index")).unwrap();
+            let mut rel = 0;
+            for (i, g) in gaps.iter().enumerate() {
+                rel += g;
+                index.push(OffsetEntry { rel_offset: rel, position: i as u32 * 100 }).unwrap();
+            }
+            let in_memory: Vec<_> = probes.iter().map(|p| index.floor(|e| e.rel_offset <= *p)).collect();
+            let last = index.last();
+            index.release_to_disk();
+            let on_disk: Vec<_> = probes.iter().map(|p| index.floor(|e| e.rel_offset <= *p)).collect();
+            prop_assert_eq!(in_memory, on_disk);
+            prop_assert_eq!(last, index.last());
+            prop_assert_eq!(index.entries().unwrap().len(), gaps.len());
+        }
     }
 }

@@ -168,6 +168,9 @@ impl Log {
                     });
                 }
             }
+            if !is_last {
+                seg.release_indexes();
+            }
             segments.insert(base, Arc::new(seg));
         }
         if clean {

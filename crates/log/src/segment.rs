@@ -221,7 +221,7 @@ impl Segment {
     /// headers from the last index entry to the end. `Ok(false)` means they do not fit and a scan is needed.
     pub(crate) fn open_trusted(&self) -> Result<bool> {
         let size = self.size();
-        let entries = self.offset_index.entries();
+        let entries = self.offset_index.entries()?;
         let sane = entries.windows(2).all(|w| w[0].rel_offset < w[1].rel_offset && w[0].position < w[1].position)
             && entries.last().is_none_or(|e| (e.position as u64) < size);
         if !sane || (size > 0 && entries.is_empty()) {
@@ -297,7 +297,15 @@ impl Segment {
         }
         self.sync_data()?;
         self.offset_index.sync()?;
-        self.time_index.sync()
+        self.time_index.sync()?;
+        self.release_indexes();
+        Ok(())
+    }
+
+    /// Lets a sealed segment's indexes be read from their files instead of memory.
+    pub(crate) fn release_indexes(&self) {
+        self.offset_index.release_to_disk();
+        self.time_index.release_to_disk();
     }
 
     pub(crate) fn sync_data(&self) -> Result<()> {

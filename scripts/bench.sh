@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
-# Runs weir's benchmark scenarios and, in the same run, the peers on this machine (Redis Streams, NATS JetStream),
-# printing JSON lines to stdout (and a human summary to stderr). docs/BENCHMARKS.md records the figures.
+# Runs weir's benchmark scenarios and, in the same run on the same machine, the peers (Redis Streams and NATS JetStream,
+# which must be running on 127.0.0.1). Prints one JSON object per result on stdout; progress goes to stderr.
+# docs/BENCHMARKS.md records the figures and how to read them.
 #
-#   scripts/bench.sh                 # everything (several minutes)
-#   scripts/bench.sh quick           # smaller counts, for a smoke run
+#   scripts/bench.sh > results.jsonl           # everything (about 5 minutes)
+#   scripts/bench.sh quick > results.jsonl     # smaller counts, a smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-full}
-count=5000000
-kcount=1000000
-if [ "$mode" = quick ]; then count=500000; kcount=100000; fi
+count=5000000   # 100-byte records
+kcount=1000000  # 1 KiB records
+secs=10
+if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
 
 cargo build --release --quiet --bin weir
+cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
 weir=target/release/weir
-peers=""
-if [ -f bench/peers/Cargo.toml ]; then
-  cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
-  peers=target/release/weir-bench-peers
-fi
+peers=target/release/weir-bench-peers
 
 run() { echo "+ $*" >&2; "$@"; }
 
@@ -25,22 +24,24 @@ for size in 100 1024; do
   n=$count; [ "$size" = 1024 ] && n=$kcount
   for parts in 1 8; do
     for fsync in interval never always; do
-      p=1; [ "$fsync" = always ] && p=16
-      run $weir bench throughput --json --size $size --count $n --partitions $parts --fsync $fsync --producers $p
+      run $weir bench throughput --json --size $size --count $n --partitions $parts --fsync $fsync
     done
   done
-  if [ -n "$peers" ]; then
-    run $peers throughput --json --peer redis --size $size --count $n
-    run $peers throughput --json --peer nats --size $size --count $n
-  fi
+  run $peers throughput --json --peer redis --size $size --count $n
+  run $peers throughput --json --peer nats --size $size --count $n
+done
+# fsync=always with 16 concurrent producers: pipelined (the default window), 64 in flight each, and strictly one at a time.
+for window in 65536 64 1; do
+  n=$count; [ "$window" = 1 ] && n=$((count / 50))
+  run $weir bench throughput --json --size 100 --count $n --fsync always --producers 16 --window $window
 done
 for fsync in interval always; do
-  run $weir bench latency --json --rate 10000 --seconds 10 --size 100 --fsync $fsync
+  run $weir bench latency --json --rate 10000 --seconds $secs --size 100 --fsync $fsync
 done
-if [ -n "$peers" ]; then
-  run $peers latency --json --peer redis --rate 10000 --seconds 10 --size 100
-  run $peers latency --json --peer nats --rate 10000 --seconds 10 --size 100
-fi
-if [ "$mode" != quick ]; then
+run $peers latency --json --peer redis --rate 10000 --seconds $secs --size 100
+run $peers latency --json --peer nats --rate 10000 --seconds $secs --size 100
+if [ "$mode" = quick ]; then
+  run $weir bench memory --json --bytes 500M --size 1024
+else
   run $weir bench memory --json --bytes 5G --size 1024
 fi

@@ -152,3 +152,32 @@ fn a_second_process_is_refused_with_the_owner_named() {
     assert!(status.success(), "weir up exited with {status}");
     ok(d, &["topics", "list"]);
 }
+
+/// A write that fails mid-append (here the file-size limit standing in for a full disk) gives a one-line error and a
+/// non-zero exit, and leaves the log readable and appendable.
+#[test]
+fn a_failing_disk_write_is_an_error_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["topics", "create", "t"]);
+    // `trap '' XFSZ` makes the kernel return EFBIG instead of killing the process; `ulimit -f` counts 512-byte blocks.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 400; exec {} --data-dir {} produce t --count 100000 --size 100 --quiet",
+        env!("CARGO_BIN_EXE_weir"),
+        d.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(!out.status.success(), "produce past the limit should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("File too large"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let desc = ok(d, &["topics", "describe", "t"]);
+    let stored: i64 = desc.lines().nth(2).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(stored > 0 && stored < 100_000, "{desc}");
+    let all = ok(d, &["consume", "t", "--from-beginning", "--idle-timeout-ms", "300"]);
+    assert_eq!(all.lines().count() as i64, stored);
+    produce(d, &["produce", "t"], "after\n");
+    let last = ok(d, &["consume", "t", "--offset", &stored.to_string(), "--max", "1"]);
+    assert_eq!(last, "after\n");
+}

@@ -224,7 +224,7 @@ async fn throughput(settings: Settings, args: ThroughputArgs) -> Result<()> {
     b.set_message("consume");
     let mut config = ConsumerConfig::new(["bench"]);
     config.max_poll_records = 100_000;
-    config.max_partition_fetch_bytes = 4 << 20;
+    config.max_partition_fetch_bytes = 1 << 20;
     let mut consumer = broker.consumer(config)?;
     let started = Instant::now();
     let mut seen = 0u64;
@@ -396,7 +396,7 @@ async fn memory(settings: Settings, args: MemoryArgs) -> Result<()> {
     b.set_message("read");
     let mut config = ConsumerConfig::new(["bench"]);
     config.max_poll_records = 100_000;
-    config.max_partition_fetch_bytes = 4 << 20;
+    config.max_partition_fetch_bytes = 1 << 20;
     let mut consumer = broker.consumer(config)?;
     let mut seen = 0u64;
     while seen < count {

@@ -214,3 +214,74 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn a_corrupt_partition_goes_offline_and_the_rest_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let b = Broker::open(config(dir.path())).unwrap();
+        let cfg = BTreeMap::from([("segment.bytes".to_string(), "2048".to_string())]);
+        b.create_topic("t", 2, cfg).unwrap();
+        let p = b.producer();
+        for i in 0..200 {
+            p.send(ProduceRecord { partition: Some(i % 2), ..ProduceRecord::new("t", vec![b'v'; 64]) }).await.unwrap();
+        }
+        b.shutdown();
+    }
+    // Damage a sealed segment of partition 1 and its index, so it must be rescanned and the rescan finds the damage.
+    let pdir = dir.path().join("topics/t/1");
+    let first = pdir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&first, bytes).unwrap();
+    std::fs::write(pdir.join(format!("{:020}.index", 0)), b"x").unwrap();
+
+    let b = Broker::open(config(dir.path())).unwrap();
+    let d = b.describe_topic("t").unwrap();
+    let reason = d.partitions[1].offline.clone().expect("partition 1 is offline");
+    assert!(reason.contains("00000000000000000000.log") && reason.contains("at byte"), "{reason}");
+    assert!(d.partitions[0].offline.is_none());
+    let p = b.producer();
+    let meta = p.send(ProduceRecord { partition: Some(0), ..ProduceRecord::new("t", "still here") }).await.unwrap();
+    assert_eq!(meta.offset, 100);
+    let err = p.send(ProduceRecord { partition: Some(1), ..ProduceRecord::new("t", "x") }).await.unwrap_err();
+    assert_eq!(err.kafka_error_code(), 39, "{err}");
+    let mut c = b.consumer(ConsumerConfig { partitions: Some(vec![0]), ..ConsumerConfig::new(["t"]) }).unwrap();
+    let mut got = 0;
+    loop {
+        let n = c.poll(Duration::from_millis(300)).await.unwrap().len();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert_eq!(got, 101);
+}
+
+#[tokio::test]
+async fn the_retention_task_deletes_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.retention_check_interval = Duration::from_millis(100);
+    let b = Broker::open(cfg).unwrap();
+    let topic_cfg = BTreeMap::from([
+        ("segment.bytes".to_string(), "4096".to_string()),
+        ("retention.bytes".to_string(), "8192".to_string()),
+    ]);
+    b.create_topic("t", 1, topic_cfg).unwrap();
+    let p = b.producer();
+    for _ in 0..500 {
+        p.send(ProduceRecord::new("t", vec![b'v'; 100])).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let part = &b.describe_topic("t").unwrap().partitions[0];
+        if part.log_start_offset > 0 {
+            assert!(part.size_bytes < 20_000, "kept {} bytes", part.size_bytes);
+            assert_eq!(part.log_end_offset, 500);
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

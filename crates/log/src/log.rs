@@ -99,6 +99,9 @@ pub struct Log {
     sync: Mutex<SyncState>,
     synced: Condvar,
     flush_signal: OnceLock<Arc<FlushSignal>>,
+    /// Segments sealed by a roll whose fsync is still owed. A roll does not wait for it (fsyncing a full 1 GiB segment
+    /// under the append lock would stall every producer); the next sync or the flusher pays it.
+    unsynced_sealed: Mutex<Vec<Arc<Segment>>>,
     recovery: RecoveryReport,
 }
 
@@ -195,6 +198,7 @@ impl Log {
             }),
             synced: Condvar::new(),
             flush_signal: OnceLock::new(),
+            unsynced_sealed: Mutex::new(Vec::new()),
             recovery: report,
         }))
     }
@@ -346,6 +350,11 @@ impl Log {
             return Ok(active);
         }
         active.seal()?;
+        // Owed before the new segment becomes visible, so a syncer that sees the new one also sees this debt.
+        self.unsynced_sealed.lock().push(active.clone());
+        if let Some(signal) = self.flush_signal.get() {
+            signal.wake();
+        }
         let base = self.end_offset();
         let (seg, _) = Segment::open(&self.dir, base, now_ms())?;
         // A leftover file at this base (from a crash during an earlier roll) holds nothing we acknowledged.
@@ -370,12 +379,12 @@ impl Log {
         }
         st.in_progress = true;
         drop(st);
-        // Read the end before the active segment: anything below `end` is either in that segment or in one sealed
-        // (and so fsynced) before it was replaced.
+        // Read the end, then the active segment, then the sealed ones still owed: anything below `end` is in that
+        // active segment or in one sealed before it was replaced, which is then on the owed list.
         let end = self.end_offset();
         let written = self.written_bytes.load(Ordering::Relaxed);
         let active = self.segments.read().values().next_back().cloned().expect("a log always has a segment");
-        let result = active.sync_data();
+        let result = self.sync_sealed().and_then(|_| active.sync_data());
         let mut st = self.sync.lock();
         st.in_progress = false;
         if result.is_ok() {
@@ -393,6 +402,16 @@ impl Log {
         Ok(())
     }
 
+    /// Fsyncs the segments sealed by rolls whose fsync is still owed.
+    fn sync_sealed(&self) -> Result<()> {
+        let owed: Vec<Arc<Segment>> = self.unsynced_sealed.lock().clone();
+        for seg in &owed {
+            seg.sync_all()?;
+        }
+        self.unsynced_sealed.lock().retain(|s| !owed.iter().any(|o| Arc::ptr_eq(o, s)));
+        Ok(())
+    }
+
     /// Fsyncs everything appended so far.
     pub fn flush(&self) -> Result<()> {
         self.sync_to(self.end_offset())
@@ -401,7 +420,8 @@ impl Log {
     /// Called by the flusher: syncs if the interval policy says it is time.
     pub(crate) fn flush_if_due(&self) -> Result<()> {
         let FsyncPolicy::Interval { ms, bytes } = self.config.read().fsync else {
-            return Ok(());
+            // Even `never` gets rolled segments to disk, in the background.
+            return self.sync_sealed();
         };
         let unsynced = self.unsynced_bytes();
         let elapsed = self.sync.lock().last_sync.elapsed().as_millis() as u64;
@@ -416,7 +436,9 @@ impl Log {
         let _appending = self.appender.lock();
         if let Some(active) = self.segments.read().values().next_back() {
             active.seal()?;
+            active.sync_all()?;
         }
+        self.sync_sealed()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN);
         fs::write(&marker, b"").map_err(LogError::io("write", &marker))?;
         sync_dir(&self.dir)
@@ -513,6 +535,7 @@ impl Log {
             for seg in &doomed {
                 segs.remove(&seg.base_offset);
             }
+            self.unsynced_sealed.lock().retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
             let start = *segs.keys().next().expect("the active segment remains");
             self.start_offset.store(start, Ordering::Release);
             doomed

@@ -288,18 +288,23 @@ impl Segment {
         Ok(())
     }
 
-    /// Seals the segment: a final time-index entry so the segment's max timestamp survives restart, then fsync all.
+    /// Seals the segment: a final time-index entry so its max timestamp survives restart, and its indexes leave
+    /// memory. Does not fsync: see [`Segment::sync_all`].
     pub(crate) fn seal(&self) -> Result<()> {
         let max_ts = self.max_timestamp();
         if max_ts > self.time_index.last().map_or(-1, |t| t.timestamp) {
             let rel = (self.next_offset() - self.base_offset) as u32;
             self.time_index.push(TimeEntry { timestamp: max_ts, rel_offset: rel })?;
         }
-        self.sync_data()?;
-        self.offset_index.sync()?;
-        self.time_index.sync()?;
         self.release_indexes();
         Ok(())
+    }
+
+    /// Fsyncs the data and both indexes.
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        self.sync_data()?;
+        self.offset_index.sync()?;
+        self.time_index.sync()
     }
 
     /// Lets a sealed segment's indexes be read from their files instead of memory.

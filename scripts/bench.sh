@@ -18,7 +18,8 @@ cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-di
 weir=target/release/weir
 peers=target/release/weir-bench-peers
 
-run() { echo "+ $*" >&2; "$@"; }
+# Each run starts with the kernel's dirty pages written out, so one run's writeback does not land on the next.
+run() { sync; echo "+ $*" >&2; "$@"; }
 
 for size in 100 1024; do
   n=$count; [ "$size" = 1024 ] && n=$kcount

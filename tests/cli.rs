@@ -181,3 +181,23 @@ fn a_failing_disk_write_is_an_error_not_corruption() {
     let last = ok(d, &["consume", "t", "--offset", &stored.to_string(), "--max", "1"]);
     assert_eq!(last, "after\n");
 }
+
+#[test]
+fn global_options_work_after_the_subcommand_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_weir")).args(["topics", "create", "late", "--data-dir", d]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_weir")).args(["topics", "list"]).env("WEIR_DATA_DIR", d).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    // A settings file given after the subcommand.
+    let file = dir.path().join("weir.toml");
+    std::fs::write(&file, format!("data_dir = {d:?}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["topics", "list", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+}

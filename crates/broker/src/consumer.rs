@@ -157,13 +157,6 @@ impl Consumer {
         self.member.as_ref().map(|m| m.generation())
     }
 
-    fn partition_count(&self, topic: &str) -> Option<i32> {
-        match self.broker.topic_or_create(topic) {
-            Ok(t) => Some(t.partition_count()),
-            Err(_) => None,
-        }
-    }
-
     fn reset_offset(&self, tp: &TopicPartition) -> i64 {
         match self.broker.offsets(&tp.topic, tp.partition) {
             Ok((start, end)) => match self.config.auto_offset_reset {
@@ -191,10 +184,13 @@ impl Consumer {
                 v
             }
             Some(_) => {
-                let counts: HashMap<String, i32> =
-                    self.config.topics.iter().filter_map(|t| self.partition_count(t).map(|n| (t.clone(), n))).collect();
+                // Our own topics must exist; the leader may also have to assign topics only other members want.
+                for t in &self.config.topics {
+                    self.broker.topic_or_create(t)?;
+                }
+                let broker = self.broker.clone();
                 let member = self.member.as_mut().expect("checked above");
-                member.join(|t: &str| counts.get(t).copied()).await?
+                member.join(move |t: &str| broker.topic(t).ok().map(|t| t.partition_count())).await?
             }
         };
         let committed: HashMap<TopicPartition, i64> = match &self.config.group {

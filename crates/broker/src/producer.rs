@@ -223,8 +223,18 @@ fn drain(q: &PartitionQueue) {
         let (records, acks, flushes) = {
             let mut guard = q.queue.lock();
             if guard.records.is_empty() && guard.flushes.is_empty() {
-                guard.draining = false;
-                return;
+                drop(guard);
+                // Under sustained load the next record is microseconds away: linger briefly rather than hand the
+                // queue back and pay a thread hand-off for every batch.
+                if linger(q) {
+                    continue;
+                }
+                let mut guard = q.queue.lock();
+                if guard.records.is_empty() && guard.flushes.is_empty() {
+                    guard.draining = false;
+                    return;
+                }
+                continue;
             }
             (std::mem::take(&mut guard.records), std::mem::take(&mut guard.acks), std::mem::take(&mut guard.flushes))
         };
@@ -248,6 +258,21 @@ fn drain(q: &PartitionQueue) {
             let _ = f.send(());
         }
     }
+}
+
+/// How long a drain waits for more records before giving the queue back.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Waits up to [`LINGER`] for records to arrive; true if some did.
+fn linger(q: &PartitionQueue) -> bool {
+    let until = std::time::Instant::now() + LINGER;
+    while std::time::Instant::now() < until {
+        std::thread::yield_now();
+        if q.queue.try_lock().is_some_and(|g| !g.records.is_empty() || !g.flushes.is_empty()) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Encodes `records` into batches no larger than the topic allows and appends them in one write.

@@ -10,7 +10,7 @@ use crate::error::{LogError, Result};
 /// - `Interval`: a background flusher syncs every `ms` milliseconds, or sooner once `bytes` unsynced bytes pile up. A crash
 ///   (of the machine, not just the process) loses at most that window; a `kill -9` of the process loses nothing the kernel
 ///   already accepted.
-/// - `Never`: the kernel decides; data is synced only when a segment rolls or the log closes.
+/// - `Never`: the kernel decides; data is synced only in the background after a segment rolls, and when the log closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsyncPolicy {
     Always,

@@ -223,3 +223,18 @@ fn the_interval_flusher_syncs_in_the_background() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_segment_rolls_when_it_gets_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config.set("segment.ms", "50").unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    log.append(&[rec(0)]).unwrap();
+    log.append(&[rec(1)]).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    log.append(&[rec(2)]).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(read_all(&log).unwrap().len(), 3);
+}

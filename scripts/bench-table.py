@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of scripts/bench.sh into the Markdown tables of docs/BENCHMARKS.md.
+
+    python3 scripts/bench-table.py docs/benchmarks/2026-11-23.jsonl
+"""
+import json
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def fmt(n):
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+
+
+def main(path):
+    rows = load(path)
+    print("### Throughput (records/s, MB/s)\n")
+    print("| system | record | partitions | fsync | producers x window | produce | consume |")
+    print("|---|---|---|---|---|---|---|")
+    i = 0
+    while i < len(rows):
+        r = rows[i]
+        if r["scenario"] == "produce" and i + 1 < len(rows) and rows[i + 1]["scenario"] == "consume":
+            c = rows[i + 1]
+            if r["peer"] == "weir":
+                who, parts, fsync = "weir (in-process)", r["partitions"], r["fsync"]
+                prod = f'{r["producers"]} x {r["window"]}'
+            else:
+                who, parts, fsync, prod = f'{r["peer"]} ({r.get("note", "")})', 1, "-", f'1 x {r["window"]}'
+            print(f'| {who} | {r["size"]} B | {parts} | {fsync} | {prod} | '
+                  f'{fmt(r["records_per_s"])} ({r["mb_per_s"]:.0f} MB/s) | {fmt(c["records_per_s"])} ({c["mb_per_s"]:.0f} MB/s) |')
+            i += 2
+            continue
+        i += 1
+    print("\n### Produce-ack latency at 10,000 records/s, 100 B (microseconds, open loop)\n")
+    print("| system | fsync | p50 | p99 | p99.9 | max |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if r["scenario"] == "latency":
+            who = "weir (in-process)" if r["peer"] == "weir" else f'{r["peer"]} ({r.get("note", "")})'
+            print(f'| {who} | {r.get("fsync", "-")} | {r["p50_us"]} | {r["p99_us"]} | {r["p999_us"]} | {r["max_us"]} |')
+    for r in rows:
+        if r["scenario"] == "memory":
+            steps = ", ".join(f"{s / 2**20:.1f}" for s in r["rss_after_each_fifth"])
+            print(f'\n### Resident memory\n\nLog of {r["log_bytes"] / 2**30:.2f} GiB ({r["count"]} x {r["size"]} B): '
+                  f'RSS after each fifth written {steps} MiB; peak {r["peak_rss_write"] / 2**20:.1f} MiB writing, '
+                  f'{r["peak_rss_read"] / 2**20:.1f} MiB reading it all back.')
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -76,6 +76,7 @@ pub enum TopicsCommand {
     /// retention.bytes, fsync (always|interval|never), fsync.interval.ms, fsync.interval.bytes, max.message.bytes,
     /// message.timestamp.type, index.interval.bytes.
     Create {
+        /// Topic name: 1-249 characters from a-z, A-Z, 0-9, '.', '_', '-'.
         name: String,
         /// Number of partitions (fixed for the topic's life).
         #[arg(long, short, default_value_t = 1)]
@@ -87,13 +88,20 @@ pub enum TopicsCommand {
     /// List topic names.
     List,
     /// Show a topic's partitions (offsets, size) and settings.
-    Describe { name: String },
-    /// Delete a topic and its data.
-    Delete { name: String },
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic, its data and its groups' committed offsets.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
+    /// Topic to write to (created with the default partition count if missing and auto-creation is on).
     pub topic: String,
     /// Split each input line at the first SEP into key and value.
     #[arg(long, value_name = "SEP")]
@@ -114,6 +122,7 @@ pub struct ProduceArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
+    /// Topic to read.
     pub topic: String,
     /// Consume as a member of this group, committing what was printed.
     #[arg(long, short)]
@@ -149,7 +158,10 @@ pub enum GroupsCommand {
     /// List consumer groups.
     List,
     /// Show a group's state, members, assignments, committed offsets and lag.
-    Describe { group: String },
+    Describe {
+        /// Group id.
+        group: String,
+    },
 }
 
 #[cfg(test)]

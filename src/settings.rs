@@ -97,7 +97,8 @@ impl Settings {
                 "DEFAULT_PARTITIONS" => default_partitions = env_num(&name, &value)?,
                 "RETENTION_CHECK_INTERVAL_MS" => retention_ms = env_num(&name, &value)?,
                 "GROUP_INITIAL_REBALANCE_DELAY_MS" => rebalance_delay_ms = Some(env_num(&name, &value)?),
-                "LOG" => {}
+                // The tracing filter of `--log-level`, not a log (storage) setting.
+                "LOG" | "LOG_LEVEL" => {}
                 _ => {
                     if let Some(log_key) = key.strip_prefix("LOG_") {
                         let dotted = log_key.to_ascii_lowercase().replace('_', ".");
@@ -169,6 +170,7 @@ mod tests {
         assert!(format!("{e:#}").contains("WEIR_LOG_FSYNC"), "{e:#}");
         let e = Settings::load_from(None, None, env(&[("WEIR_LOG_NOPE", "1")])).unwrap_err();
         assert!(format!("{e:#}").contains("WEIR_LOG_NOPE"), "{e:#}");
+        assert!(Settings::load_from(None, None, env(&[("WEIR_LOG_LEVEL", "debug")])).is_ok());
         let e = Settings::load_from(None, None, env(&[("WEIR_DEFAULT_PARTITIONS", "0")])).unwrap_err();
         assert!(format!("{e:#}").contains("partition"), "{e:#}");
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs weir's benchmark scenarios and, in the same run on the same machine, the peers (Redis Streams and NATS JetStream,
-# which must be running on 127.0.0.1). Prints one JSON object per result on stdout; progress goes to stderr.
+# Runs weir's benchmark scenarios and, in the same run on the same machine, the peers (Redis Streams, NATS JetStream and
+# RabbitMQ, which must be running on 127.0.0.1). Prints one JSON object per result on stdout; progress goes to stderr.
 # docs/BENCHMARKS.md records the figures and how to read them.
 #
 #   scripts/bench.sh > results.jsonl           # everything (about 5 minutes)
@@ -30,6 +30,8 @@ for size in 100 1024; do
   done
   run $peers throughput --json --peer redis --size $size --count $n
   run $peers throughput --json --peer nats --size $size --count $n
+  # RabbitMQ confirms persistent messages at tens of thousands per second: a smaller count keeps the run short.
+  run $peers throughput --json --peer rabbitmq --size $size --count $((n / 25))
 done
 # fsync=always with 16 concurrent producers: pipelined (the default window), 64 in flight each, and strictly one at a time.
 for window in 65536 64 1; do
@@ -41,6 +43,7 @@ for fsync in interval always; do
 done
 run $peers latency --json --peer redis --rate 10000 --seconds $secs --size 100
 run $peers latency --json --peer nats --rate 10000 --seconds $secs --size 100
+run $peers latency --json --peer rabbitmq --rate 10000 --seconds $secs --size 100
 if [ "$mode" = quick ]; then
   run $weir bench memory --json --bytes 500M --size 1024
 else

@@ -1,328 +1,245 @@
-//! `weir-bench-peers`: the same scenarios as `weir bench` (throughput: produce N records then read them back;
-//! latency: a fixed rate, open loop, ack latency percentiles) against the peers running on this machine, so
-//! `scripts/bench.sh` can put them side by side with weir in one run.
+//! `weir-bench-peers`: runs the scenarios of `weir bench` against the peers weir is compared with, on the same
+//! machine and in the same run, so `scripts/bench.sh` can put the figures side by side.
 //!
-//! - Redis Streams: `XADD` pipelined in batches, read back with `XRANGE ... COUNT`.
-//! - NATS JetStream: a file-storage stream, publishes with a window of outstanding acks, read back with a pull consumer.
+//! - `throughput`: produce `--count` records of `--size` bytes as fast as the peer acknowledges them (pipelined /
+//!   windowed), then read them all back; one `produce` and one `consume` result.
+//! - `latency`: produce one record per request at a fixed `--rate`, open loop, and report ack latency percentiles
+//!   measured from each record's intended send time (no coordinated omission).
+//!
+//! Peers: Redis Streams (`redis_peer`), NATS JetStream (`nats_peer`) and RabbitMQ (`rabbit_peer`). Each result is one human line, or with
+//! `--json` one JSON object per line carrying at least
+//! `{peer, scenario, size, count, records_per_s, mb_per_s, p50_us, p99_us, p999_us}`.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+mod nats_peer;
+mod open_loop;
+mod rabbit_peer;
+mod redis_peer;
+
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use clap::{Parser, Subcommand, ValueEnum};
-use futures_util::StreamExt;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 
-#[derive(Parser)]
-#[command(about = "Benchmarks weir's peers (Redis Streams, NATS JetStream) with weir bench's workloads")]
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Benchmarks weir's peers (Redis Streams, NATS JetStream, RabbitMQ) with weir bench's workloads"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum Peer {
+    /// Redis Streams (XADD / XRANGE).
     Redis,
+    /// NATS JetStream (publish with acks / pull consumer).
     Nats,
+    /// RabbitMQ (durable queue, persistent messages, publisher confirms / no-ack consumer).
+    Rabbitmq,
 }
 
-#[derive(Subcommand)]
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Redis => "redis-streams",
+            Peer::Nats => "nats-jetstream",
+            Peer::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+/// JetStream stream storage. File storage is the honest peer for a durable log; memory is there for reference.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Storage {
+    File,
+    Memory,
+}
+
+impl Storage {
+    fn name(self) -> &'static str {
+        match self {
+            Storage::File => "file",
+            Storage::Memory => "memory",
+        }
+    }
+}
+
+/// Options every scenario takes.
+#[derive(Args, Debug)]
+struct Common {
+    #[arg(long, value_enum)]
+    peer: Peer,
+    /// Record (value) size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// JetStream stream storage (ignored for Redis).
+    #[arg(long, value_enum, default_value_t = Storage::File)]
+    storage: Storage,
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    redis_url: String,
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Print one JSON object per result instead of a human line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
 enum Scenario {
     /// Produce --count records of --size bytes as fast as acks allow, then read them all back.
     Throughput {
-        #[arg(long, value_enum)]
-        peer: Peer,
+        #[command(flatten)]
+        common: Common,
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
-        #[arg(long, default_value_t = 100)]
-        size: usize,
-        /// Records per Redis pipeline / outstanding JetStream acks.
-        #[arg(long, default_value_t = 1000)]
+        /// Records in flight: outstanding JetStream publish acks / RabbitMQ confirms; for Redis, records in
+        /// outstanding pipelines.
+        #[arg(long, default_value_t = 10_000)]
         window: usize,
-        /// JetStream storage: file (durable, the honest peer for a log) or memory.
-        #[arg(long, default_value = "file")]
-        storage: String,
-        #[arg(long)]
-        json: bool,
+        /// Records per Redis pipeline (XADDs sent in one write, replies awaited together).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Records per read: XRANGE COUNT for Redis, pull batch size for JetStream.
+        #[arg(long, default_value_t = 10_000)]
+        read_batch: usize,
     },
-    /// Send --rate records per second for --seconds, one per request, and report ack latency from the intended send time.
+    /// Send --rate records per second for --seconds, one per request, and report ack latency from the intended
+    /// send time (open loop).
     Latency {
-        #[arg(long, value_enum)]
-        peer: Peer,
+        #[command(flatten)]
+        common: Common,
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        #[arg(long, default_value_t = 100)]
-        size: usize,
-        #[arg(long, default_value = "file")]
-        storage: String,
-        #[arg(long)]
-        json: bool,
     },
 }
 
-const REDIS_URL: &str = "redis://127.0.0.1:6379/";
-const NATS_URL: &str = "127.0.0.1:4222";
-const KEY: &str = "weir-bench";
-const STREAM: &str = "WEIRBENCH";
-const SUBJECT: &str = "weirbench";
-
-fn name(p: Peer) -> &'static str {
-    match p {
-        Peer::Redis => "redis-streams",
-        Peer::Nats => "nats-jetstream",
-    }
+/// Settings of a throughput run, handed to the peers.
+#[derive(Debug)]
+pub struct ThroughputArgs {
+    pub count: u64,
+    pub size: usize,
+    pub window: usize,
+    pub batch: usize,
+    pub read_batch: usize,
+    pub storage: Storage,
 }
 
-fn report(json: bool, obj: serde_json::Value, human: String) {
-    if json {
-        println!("{obj}");
-    } else {
-        println!("{human}");
-    }
+/// What a peer's throughput run measured.
+#[derive(Debug)]
+pub struct ThroughputResult {
+    pub produce: Duration,
+    pub consume: Duration,
+    /// Durability and transport facts worth printing beside the figures (fsync policy, storage type).
+    pub note: String,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().scenario {
-        Scenario::Throughput { peer, count, size, window, storage, json } => {
-            let payload = Bytes::from(vec![b'x'; size]);
-            let (produce, consume, note) = match peer {
-                Peer::Redis => redis_throughput(count, &payload, window).await?,
-                Peer::Nats => nats_throughput(count, &payload, window, &storage).await?,
+/// What a peer's latency run measured.
+#[derive(Debug)]
+pub struct LatencyResult {
+    pub hist: Histogram<u64>,
+    /// From the first intended send time to the last ack.
+    pub elapsed: Duration,
+    pub note: String,
+}
+
+/// Prints one result; a closed stdout (e.g. piped into `head`) is an error, not a panic.
+fn emit(json: bool, obj: serde_json::Value, human: String) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json { writeln!(out, "{obj}") } else { writeln!(out, "{human}") }.context("cannot write to stdout")
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.scenario {
+        Scenario::Throughput { common: c, count, window, batch, read_batch } => {
+            if count == 0 || window == 0 || batch == 0 || read_batch == 0 {
+                bail!("--count, --window, --batch and --read-batch must be positive");
+            }
+            let args = ThroughputArgs { count, size: c.size, window, batch, read_batch, storage: c.storage };
+            let r = match c.peer {
+                Peer::Redis => redis_peer::throughput(&c.redis_url, &args).await?,
+                Peer::Nats => nats_peer::throughput(&c.nats_url, &args).await?,
+                Peer::Rabbitmq => rabbit_peer::throughput(&c.amqp_url, &args).await?,
             };
-            let mb = (count * size as u64) as f64 / 1e6;
-            for (scenario, secs) in [("produce", produce), ("consume", consume)] {
-                report(
-                    json,
-                    serde_json::json!({"peer": name(peer), "scenario": scenario, "size": size, "count": count, "window": window,
-                        "records_per_s": count as f64 / secs, "mb_per_s": mb / secs, "note": note}),
+            let bytes = (count * c.size as u64) as f64;
+            for (scenario, took) in [("produce", r.produce), ("consume", r.consume)] {
+                let secs = took.as_secs_f64();
+                let (rps, mbps) = (count as f64 / secs, bytes / secs / 1e6);
+                emit(
+                    c.json,
+                    serde_json::json!({
+                        "peer": c.peer.name(), "scenario": scenario, "size": c.size, "count": count,
+                        "records_per_s": rps, "mb_per_s": mbps, "p50_us": null, "p99_us": null, "p999_us": null,
+                        "window": window, "batch": batch, "read_batch": read_batch, "secs": secs, "note": r.note,
+                    }),
                     format!(
-                        "{:<15} {scenario:<8} {count} x {size} B: {:.0} records/s, {:.1} MB/s ({note})",
-                        name(peer),
-                        count as f64 / secs,
-                        mb / secs
+                        "{:<15} {scenario:<8} {count} x {} B: {rps:.0} records/s, {mbps:.1} MB/s ({secs:.2} s; {})",
+                        c.peer.name(),
+                        c.size,
+                        r.note
                     ),
-                );
+                )?;
             }
         }
-        Scenario::Latency { peer, rate, seconds, size, storage, json } => {
-            let payload = Bytes::from(vec![b'x'; size]);
-            let (hist, note) = match peer {
-                Peer::Redis => redis_latency(rate, seconds, &payload).await?,
-                Peer::Nats => nats_latency(rate, seconds, &payload, &storage).await?,
+        Scenario::Latency { common: c, rate, seconds } => {
+            if rate == 0 || seconds == 0 {
+                bail!("--rate and --seconds must be positive");
+            }
+            let r = match c.peer {
+                Peer::Redis => redis_peer::latency(&c.redis_url, rate, seconds, c.size).await?,
+                Peer::Nats => nats_peer::latency(&c.nats_url, rate, seconds, c.size, c.storage).await?,
+                Peer::Rabbitmq => rabbit_peer::latency(&c.amqp_url, rate, seconds, c.size).await?,
             };
-            let q = |p: f64| hist.value_at_quantile(p);
-            report(
-                json,
-                serde_json::json!({"peer": name(peer), "scenario": "latency", "size": size, "rate": rate, "count": rate * seconds,
-                    "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": hist.max(), "note": note}),
+            let count = r.hist.len();
+            let secs = r.elapsed.as_secs_f64();
+            let (rps, mbps) = (count as f64 / secs, (count * c.size as u64) as f64 / secs / 1e6);
+            let q = |p: f64| r.hist.value_at_quantile(p);
+            emit(
+                c.json,
+                serde_json::json!({
+                    "peer": c.peer.name(), "scenario": "latency", "size": c.size, "count": count,
+                    "records_per_s": rps, "mb_per_s": mbps, "p50_us": q(0.5), "p99_us": q(0.99),
+                    "p999_us": q(0.999), "max_us": r.hist.max(), "rate": rate, "seconds": seconds,
+                    "open_loop": true, "note": r.note,
+                }),
                 format!(
-                    "{:<15} latency  {rate} records/s x {seconds} s, {size} B: p50 {} us, p99 {} us, p99.9 {} us, max {} us ({note})",
-                    name(peer),
+                    "{:<15} latency  {rate} records/s x {seconds} s, {} B: p50 {} us, p99 {} us, p99.9 {} us, max {} us \
+                     (open loop, from intended send time; {})",
+                    c.peer.name(),
+                    c.size,
                     q(0.5),
                     q(0.99),
                     q(0.999),
-                    hist.max()
+                    r.hist.max(),
+                    r.note
                 ),
-            );
+            )?;
         }
     }
     Ok(())
 }
 
-async fn redis_conn() -> Result<redis::aio::MultiplexedConnection> {
-    let client = redis::Client::open(REDIS_URL)?;
-    client.get_multiplexed_async_connection().await.with_context(|| format!("cannot reach Redis at {REDIS_URL}"))
-}
-
-async fn redis_note(con: &mut redis::aio::MultiplexedConnection) -> String {
-    let aof: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("appendonly").query_async(con).await.unwrap_or_default();
-    format!("appendonly={}, loopback TCP", aof.get(1).map(String::as_str).unwrap_or("?"))
-}
-
-async fn redis_throughput(count: u64, payload: &Bytes, window: usize) -> Result<(f64, f64, String)> {
-    let mut con = redis_conn().await?;
-    let note = redis_note(&mut con).await;
-    let _: () = redis::cmd("DEL").arg(KEY).query_async(&mut con).await?;
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while sent < count {
-        let n = (count - sent).min(window as u64);
-        let mut pipe = redis::pipe();
-        for _ in 0..n {
-            pipe.cmd("XADD").arg(KEY).arg("*").arg("v").arg(payload.as_ref()).ignore();
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
         }
-        let _: () = pipe.query_async(&mut con).await?;
-        sent += n;
-    }
-    let produce = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let mut seen = 0u64;
-    let mut from = "-".to_string();
-    while seen < count {
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XRANGE").arg(KEY).arg(&from).arg("+").arg("COUNT").arg(10_000).query_async(&mut con).await?;
-        let Some(last) = reply.ids.last() else { bail!("Redis stream ended after {seen} of {count} entries") };
-        from = format!("({}", last.id);
-        for id in &reply.ids {
-            if let Some(redis::Value::BulkString(v)) = id.map.get("v") {
-                if v.len() != payload.len() {
-                    bail!("entry {} has {} bytes, expected {}", id.id, v.len(), payload.len());
-                }
-            }
-        }
-        seen += reply.ids.len() as u64;
-    }
-    let consume = started.elapsed().as_secs_f64();
-    let _: () = redis::cmd("DEL").arg(KEY).query_async(&mut con).await?;
-    Ok((produce, consume, note))
-}
-
-async fn nats_context(storage: &str) -> Result<async_nats::jetstream::Context> {
-    use async_nats::jetstream::stream::{Config, StorageType};
-    let client = async_nats::connect(NATS_URL).await.with_context(|| format!("cannot reach NATS at {NATS_URL}"))?;
-    let js = async_nats::jetstream::new(client);
-    let _ = js.delete_stream(STREAM).await;
-    let storage = match storage {
-        "file" => StorageType::File,
-        "memory" => StorageType::Memory,
-        other => bail!("--storage must be file or memory, got {other:?}"),
     };
-    js.create_stream(Config {
-        name: STREAM.into(),
-        subjects: vec![SUBJECT.into()],
-        storage,
-        max_bytes: 8 << 30,
-        ..Default::default()
-    })
-    .await
-    .context("cannot create the JetStream stream (is nats-server running with -js?)")?;
-    Ok(js)
-}
-
-async fn nats_throughput(count: u64, payload: &Bytes, window: usize, storage: &str) -> Result<(f64, f64, String)> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy};
-    let js = nats_context(storage).await?;
-    let started = Instant::now();
-    let mut pending = VecDeque::with_capacity(window);
-    for _ in 0..count {
-        pending.push_back(js.publish(SUBJECT, payload.clone()).await?);
-        if pending.len() >= window {
-            pending.pop_front().expect("non-empty").await?;
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
-    while let Some(ack) = pending.pop_front() {
-        ack.await?;
-    }
-    let produce = started.elapsed().as_secs_f64();
-
-    let stream = js.get_stream(STREAM).await?;
-    let consumer = stream
-        .create_consumer(pull::Config { ack_policy: AckPolicy::None, ..Default::default() })
-        .await
-        .context("cannot create a pull consumer")?;
-    let started = Instant::now();
-    let mut messages = consumer.stream().max_messages_per_batch(10_000).messages().await?;
-    let mut seen = 0u64;
-    while seen < count {
-        match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-            Ok(Some(m)) => {
-                let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                if m.payload.len() != payload.len() {
-                    bail!("message has {} bytes, expected {}", m.payload.len(), payload.len());
-                }
-                seen += 1;
-            }
-            _ => bail!("JetStream consumer stalled after {seen} of {count} messages"),
-        }
-    }
-    let consume = started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(STREAM).await;
-    Ok((produce, consume, format!("{storage} storage, loopback TCP")))
-}
-
-/// Runs `send` at `rate` per second on a paced OS thread (tokio's timer is too coarse at 100 us intervals), recording
-/// each ack's latency from its intended send time.
-async fn open_loop<F, Fut>(rate: u64, seconds: u64, send: F) -> Result<Histogram<u64>>
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
-{
-    let total = rate * seconds;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<tokio::task::JoinHandle<Result<u64>>>();
-    let handle = tokio::runtime::Handle::current();
-    let pacer = std::thread::spawn(move || {
-        let start = Instant::now();
-        for i in 0..total {
-            let intended = start + interval * i as u32;
-            loop {
-                let now = Instant::now();
-                if now >= intended {
-                    break;
-                }
-                let left = intended - now;
-                if left > Duration::from_micros(200) {
-                    std::thread::sleep(left - Duration::from_micros(100));
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
-            let fut = send();
-            let task = handle.spawn(async move {
-                fut.await?;
-                Ok(Instant::now().duration_since(intended).as_micros() as u64)
-            });
-            if tx.send(task).is_err() {
-                break;
-            }
-        }
-    });
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    while let Some(task) = rx.recv().await {
-        hist.saturating_record(task.await??.max(1));
-    }
-    pacer.join().map_err(|_| anyhow::anyhow!("pacer thread panicked"))?;
-    Ok(hist)
-}
-
-async fn redis_latency(rate: u64, seconds: u64, payload: &Bytes) -> Result<(Histogram<u64>, String)> {
-    let mut con = redis_conn().await?;
-    let note = redis_note(&mut con).await;
-    let _: () = redis::cmd("DEL").arg(KEY).query_async(&mut con).await?;
-    let payload = payload.clone();
-    let hist = open_loop(rate, seconds, move || {
-        let mut con = con.clone();
-        let payload = payload.clone();
-        async move {
-            let _: String =
-                redis::cmd("XADD").arg(KEY).arg("*").arg("v").arg(payload.as_ref()).query_async(&mut con).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let mut con = redis_conn().await?;
-    let _: () = redis::cmd("DEL").arg(KEY).query_async(&mut con).await?;
-    Ok((hist, note))
-}
-
-async fn nats_latency(rate: u64, seconds: u64, payload: &Bytes, storage: &str) -> Result<(Histogram<u64>, String)> {
-    let js = nats_context(storage).await?;
-    let payload = payload.clone();
-    let js2 = js.clone();
-    let hist = open_loop(rate, seconds, move || {
-        let js = js2.clone();
-        let payload = payload.clone();
-        async move {
-            js.publish(SUBJECT, payload).await?.await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let _ = js.delete_stream(STREAM).await;
-    Ok((hist, format!("{storage} storage, loopback TCP")))
 }

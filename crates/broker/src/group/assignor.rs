@@ -1,15 +1,22 @@
-//! Partition assignors with the semantics of Kafka's Java `RangeAssignor` and `RoundRobinAssignor`, run by the group
-//! leader (in-process members) so that assignments match what a Kafka client would compute.
+//! Partition assignors with the exact semantics of Kafka's Java `RangeAssignor` and `RoundRobinAssignor`. The group
+//! leader runs one of them (in-process members here; Kafka clients run their own copy), so an assignment is the same
+//! whichever kind of member leads, and a Kafka user finds partitions where they expect them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// member id → topic → partitions.
+/// The result of an assignor: member id → topic → partitions. Every member given appears, possibly with nothing.
 pub type Assignments = BTreeMap<String, BTreeMap<String, Vec<i32>>>;
 
+/// The protocol name of [`range`], as Kafka clients spell it.
 pub const RANGE: &str = "range";
+/// The protocol name of [`round_robin`], as Kafka clients spell it.
 pub const ROUND_ROBIN: &str = "roundrobin";
 
-/// Runs the named assignor; `None` for an unknown name.
+/// The assignors this module implements, by protocol name.
+pub const SUPPORTED: [&str; 2] = [RANGE, ROUND_ROBIN];
+
+/// Runs the named assignor over `(member id, subscribed topics)`; `None` for an assignor this module does not have.
+/// Topics for which `partitions_per_topic` answers `None` (unknown to the broker) are left unassigned.
 pub fn assign(
     name: &str,
     members: &[(String, Vec<String>)],
@@ -26,32 +33,42 @@ fn empty(members: &[(String, Vec<String>)]) -> Assignments {
     members.iter().map(|(m, _)| (m.clone(), BTreeMap::new())).collect()
 }
 
-/// Per topic: the subscribed members in id order each get a contiguous range; the first `partitions % members`
-/// members get one extra.
+/// Every subscribed topic with its partition count, in name order.
+fn subscribed_topics<'a>(
+    members: &'a [(String, Vec<String>)],
+    partitions_per_topic: &dyn Fn(&str) -> Option<i32>,
+) -> Vec<(&'a String, i32)> {
+    let topics: BTreeSet<&String> = members.iter().flat_map(|(_, topics)| topics).collect();
+    topics.into_iter().filter_map(|t| partitions_per_topic(t).map(|n| (t, n.max(0)))).collect()
+}
+
+/// Kafka's `RangeAssignor`: per topic, the subscribed members in member-id order each take a contiguous range of
+/// partitions, and the first `partitions % members` of them take one extra. With several topics of equal size the
+/// first members therefore get more in total; that is Kafka's behaviour, kept so assignments match.
 pub fn range(members: &[(String, Vec<String>)], partitions_per_topic: &dyn Fn(&str) -> Option<i32>) -> Assignments {
     let mut out = empty(members);
-    let topics: BTreeSet<&String> = members.iter().flat_map(|(_, t)| t).collect();
-    for topic in topics {
-        let Some(n) = partitions_per_topic(topic) else {
-            continue;
-        };
-        let mut subscribers: Vec<&String> = members.iter().filter(|(_, t)| t.contains(topic)).map(|(m, _)| m).collect();
-        subscribers.sort();
-        let per = n / subscribers.len() as i32;
-        let extra = n % subscribers.len() as i32;
-        for (i, m) in subscribers.iter().enumerate() {
-            let i = i as i32;
-            let start = per * i + i.min(extra);
-            let len = per + i32::from(i < extra);
+    for (topic, n) in subscribed_topics(members, partitions_per_topic) {
+        let subscribers: BTreeSet<&String> =
+            members.iter().filter(|(_, topics)| topics.contains(topic)).map(|(m, _)| m).collect();
+        // Non-empty, since the topic came from a subscription; the max only keeps the division obviously safe.
+        let count = i32::try_from(subscribers.len()).unwrap_or(i32::MAX).max(1);
+        let (per_member, extra) = (n / count, n % count);
+        let mut start = 0;
+        for (i, member) in (0..).zip(subscribers) {
+            let len = per_member + i32::from(i < extra);
             if len > 0 {
-                out.get_mut(*m).expect("member present").insert(topic.clone(), (start..start + len).collect());
+                if let Some(topics) = out.get_mut(member) {
+                    topics.insert(topic.clone(), (start..start + len).collect());
+                }
             }
+            start += len;
         }
     }
     out
 }
 
-/// All topic-partitions in order, dealt to the members in id order, skipping members not subscribed to the topic.
+/// Kafka's `RoundRobinAssignor`: all partitions of all subscribed topics, sorted by topic then partition, are dealt
+/// to the members in member-id order, cyclically; a member not subscribed to a partition's topic is skipped for it.
 pub fn round_robin(
     members: &[(String, Vec<String>)],
     partitions_per_topic: &dyn Fn(&str) -> Option<i32>,
@@ -59,22 +76,18 @@ pub fn round_robin(
     let mut out = empty(members);
     let mut sorted: Vec<&(String, Vec<String>)> = members.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    if sorted.is_empty() {
-        return out;
-    }
-    let topics: BTreeSet<&String> = members.iter().flat_map(|(_, t)| t).collect();
     let mut next = 0usize;
-    for topic in topics {
-        let Some(n) = partitions_per_topic(topic) else {
-            continue;
-        };
+    for (topic, n) in subscribed_topics(members, partitions_per_topic) {
         for p in 0..n {
-            // Find the next member (cyclically) subscribed to this topic.
+            // Advance the circular iterator to the next member subscribed to this topic (one exists), give it the
+            // partition, and move past it: exactly Kafka's CircularIterator walk.
             for _ in 0..sorted.len() {
-                let (m, subs) = sorted[next % sorted.len()];
+                let (member, topics) = sorted[next % sorted.len()];
                 next += 1;
-                if subs.contains(topic) {
-                    out.get_mut(m).expect("member present").entry(topic.clone()).or_default().push(p);
+                if topics.contains(topic) {
+                    if let Some(assigned) = out.get_mut(member) {
+                        assigned.entry(topic.clone()).or_default().push(p);
+                    }
                     break;
                 }
             }
@@ -91,7 +104,7 @@ mod tests {
         spec.iter().map(|(m, ts)| (m.to_string(), ts.iter().map(|t| t.to_string()).collect())).collect()
     }
 
-    fn counts(t: &str) -> Option<i32> {
+    fn three_each(t: &str) -> Option<i32> {
         match t {
             "t0" | "t1" => Some(3),
             "t2" => Some(2),
@@ -99,59 +112,87 @@ mod tests {
         }
     }
 
-    /// RangeAssignor javadoc: C0, C1 on t0, t1 with 3 partitions each → C0 [t0p0, t0p1, t1p0, t1p1], C1 [t0p2, t1p2].
+    /// `RangeAssignor` javadoc: C0 and C1 subscribed to t0 and t1, 3 partitions each →
+    /// C0: [t0p0, t0p1, t1p0, t1p1], C1: [t0p2, t1p2]. Input order must not matter.
     #[test]
     fn range_matches_kafkas_example() {
-        let a = range(&members(&[("C1", &["t0", "t1"]), ("C0", &["t0", "t1"])]), &counts);
-        assert_eq!(a["C0"]["t0"], vec![0, 1]);
-        assert_eq!(a["C0"]["t1"], vec![0, 1]);
-        assert_eq!(a["C1"]["t0"], vec![2]);
-        assert_eq!(a["C1"]["t1"], vec![2]);
+        let a = range(&members(&[("C1", &["t0", "t1"]), ("C0", &["t1", "t0"])]), &three_each);
+        assert_eq!(a["C0"], BTreeMap::from([("t0".into(), vec![0, 1]), ("t1".into(), vec![0, 1])]));
+        assert_eq!(a["C1"], BTreeMap::from([("t0".into(), vec![2]), ("t1".into(), vec![2])]));
     }
 
-    /// RoundRobinAssignor javadoc: same setup → C0 [t0p0, t0p2, t1p1], C1 [t0p1, t1p0, t1p2].
+    /// Members subscribed to different topics; a member left without partitions still appears.
+    #[test]
+    fn range_splits_each_topic_among_its_subscribers() {
+        let a = range(
+            &members(&[("a", &["t0"]), ("b", &["t0", "t2"]), ("c", &["t2", "nope"]), ("d", &["t2"])]),
+            &three_each,
+        );
+        assert_eq!(a["a"]["t0"], vec![0, 1]);
+        assert_eq!(a["b"]["t0"], vec![2]);
+        assert_eq!(a["b"]["t2"], vec![0]);
+        assert_eq!(a["c"]["t2"], vec![1]);
+        assert!(a["d"].is_empty());
+    }
+
+    /// `RoundRobinAssignor` javadoc, same setup → C0: [t0p0, t0p2, t1p1], C1: [t0p1, t1p0, t1p2].
     #[test]
     fn round_robin_matches_kafkas_example() {
-        let a = round_robin(&members(&[("C0", &["t0", "t1"]), ("C1", &["t0", "t1"])]), &counts);
-        assert_eq!(a["C0"]["t0"], vec![0, 2]);
-        assert_eq!(a["C0"]["t1"], vec![1]);
-        assert_eq!(a["C1"]["t0"], vec![1]);
-        assert_eq!(a["C1"]["t1"], vec![0, 2]);
+        let a = round_robin(&members(&[("C1", &["t0", "t1"]), ("C0", &["t0", "t1"])]), &three_each);
+        assert_eq!(a["C0"], BTreeMap::from([("t0".into(), vec![0, 2]), ("t1".into(), vec![1])]));
+        assert_eq!(a["C1"], BTreeMap::from([("t0".into(), vec![1]), ("t1".into(), vec![0, 2])]));
     }
 
-    /// Javadoc's unequal subscriptions: C0 [t0], C1 [t0, t1], C2 [t0, t1, t2] with t0 1, t1 2, t2 3 partitions →
-    /// C0 [t0p0], C1 [t1p0], C2 [t1p1, t2p0, t2p1, t2p2].
+    /// `RoundRobinAssignor` javadoc's unequal subscriptions: C0 [t0], C1 [t0, t1], C2 [t0, t1, t2] with t0, t1, t2
+    /// of 1, 2, 3 partitions → C0: [t0p0], C1: [t1p0], C2: [t1p1, t2p0, t2p1, t2p2].
     #[test]
     fn round_robin_skips_unsubscribed_members() {
-        let c = |t: &str| match t {
+        let counts = |t: &str| match t {
             "t0" => Some(1),
             "t1" => Some(2),
             "t2" => Some(3),
             _ => None,
         };
-        let a = round_robin(&members(&[("C0", &["t0"]), ("C1", &["t0", "t1"]), ("C2", &["t0", "t1", "t2"])]), &c);
-        assert_eq!(a["C0"]["t0"], vec![0]);
-        assert_eq!(a["C1"].get("t1"), Some(&vec![0]));
-        assert_eq!(a["C2"]["t1"], vec![1]);
-        assert_eq!(a["C2"]["t2"], vec![0, 1, 2]);
+        let a = round_robin(&members(&[("C0", &["t0"]), ("C1", &["t0", "t1"]), ("C2", &["t0", "t1", "t2"])]), &counts);
+        assert_eq!(a["C0"], BTreeMap::from([("t0".into(), vec![0])]));
+        assert_eq!(a["C1"], BTreeMap::from([("t1".into(), vec![0])]));
+        assert_eq!(a["C2"], BTreeMap::from([("t1".into(), vec![1]), ("t2".into(), vec![0, 1, 2])]));
     }
 
     #[test]
     fn every_partition_is_assigned_exactly_once() {
-        for n_members in 1..6 {
+        for n_members in 1..7 {
             let ms: Vec<(String, Vec<String>)> =
                 (0..n_members).map(|i| (format!("m{i}"), vec!["t0".to_string(), "t2".to_string()])).collect();
-            for name in [RANGE, ROUND_ROBIN] {
-                let a = assign(name, &ms, &counts).unwrap();
+            for name in SUPPORTED {
+                let a = assign(name, &ms, &three_each).unwrap();
+                assert_eq!(a.len(), n_members, "{name}: every member appears");
                 let mut all: Vec<(String, i32)> = a
                     .values()
                     .flat_map(|t| t.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))))
                     .collect();
                 all.sort();
-                assert_eq!(all.len(), 5, "{name} with {n_members} members");
-                all.dedup();
-                assert_eq!(all.len(), 5);
+                let expected: Vec<(String, i32)> = [("t0", 0), ("t0", 1), ("t0", 2), ("t2", 0), ("t2", 1)]
+                    .iter()
+                    .map(|(t, p)| (t.to_string(), *p))
+                    .collect();
+                assert_eq!(all, expected, "{name} with {n_members} members");
             }
+        }
+    }
+
+    #[test]
+    fn odd_inputs_do_not_panic() {
+        assert!(assign("sticky", &members(&[("a", &["t0"])]), &three_each).is_none());
+        for name in SUPPORTED {
+            assert!(assign(name, &[], &three_each).unwrap().is_empty());
+            let a = assign(name, &members(&[("a", &["neg", "t0"]), ("b", &[])]), &|t| match t {
+                "neg" => Some(-4),
+                _ => Some(1),
+            })
+            .unwrap();
+            assert_eq!(a["a"], BTreeMap::from([("t0".into(), vec![0])]));
+            assert!(a["b"].is_empty());
         }
     }
 }

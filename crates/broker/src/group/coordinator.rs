@@ -1,14 +1,20 @@
-//! The group coordinator: Kafka's classic (eager) group membership protocol.
+//! The group coordinator: Kafka's classic (eager) group membership protocol, as the Kafka broker's
+//! `GroupCoordinator` implements it.
 //!
 //! A group moves Empty → PreparingRebalance (members (re)join) → CompletingRebalance (the leader computes the
-//! assignment) → Stable (everyone has it), and back to PreparingRebalance whenever a member joins, leaves or misses its
-//! session timeout. Each completed join bumps the generation; requests carrying an older generation are fenced with
-//! ILLEGAL_GENERATION, so a member that lost its partitions can neither commit for them nor mistake itself for an owner.
-//! Requests that must wait (JoinGroup until everyone rejoined, SyncGroup until the leader assigned) are answered
-//! through oneshot channels when the group moves on; a ticker expires sessions and overdue rebalances.
+//! assignment) → Stable (everyone has it), and back to PreparingRebalance whenever a member joins, leaves, changes its
+//! subscription or misses its session timeout. Each completed join bumps the generation; requests carrying an older
+//! generation are fenced with ILLEGAL_GENERATION, so a member that lost its partitions can neither commit for them nor
+//! mistake itself for their owner.
+//!
+//! Requests that must wait (JoinGroup until everyone has rejoined, SyncGroup until the leader has assigned) park a
+//! oneshot sender on their member and are answered when the group moves on. Timeouts — sessions, the rebalance
+//! timeout for stragglers, the initial rebalance delay, members that never sync — are enforced by a ticker task.
+//! Everything is one mutex over all groups: every operation is a few map look-ups, and the only slow thing, the
+//! fsync of a commit, happens outside it.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,13 +25,24 @@ use tokio::time::Instant;
 use super::offsets::{OffsetAndMetadata, OffsetStore};
 use super::{GroupConfig, GroupError, TopicPartition};
 
-/// The states of a group, named as Kafka names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How often sessions and deadlines are checked: the precision of every timeout here.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The protocol type listed for groups known only from their committed offsets (after a restart, say).
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// The states of a group, named (and displayed) as Kafka names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GroupState {
+    /// No members; the group may still have committed offsets.
     Empty,
+    /// Waiting for members to (re)join.
     PreparingRebalance,
+    /// Joined; waiting for the leader's assignment.
     CompletingRebalance,
+    /// Every member has (or can fetch) its assignment.
     Stable,
+    /// The group does not exist (how DescribeGroups reports an unknown group).
     Dead,
 }
 
@@ -41,66 +58,106 @@ impl std::fmt::Display for GroupState {
     }
 }
 
+/// A JoinGroup request.
 #[derive(Clone, Debug)]
 pub struct JoinGroupRequest {
+    /// The group to join.
     pub group_id: String,
-    /// Empty for a new member; the coordinator assigns one.
+    /// Empty for a new member (the coordinator assigns one); otherwise the id from an earlier join.
     pub member_id: String,
+    /// Static membership is not supported: the id is recorded and reported, and the member treated as dynamic.
     pub group_instance_id: Option<String>,
+    /// The client's id; new member ids start with it.
     pub client_id: String,
+    /// The client's address, for describing the group.
     pub client_host: String,
+    /// How long the member may go without a heartbeat before it is expelled.
     pub session_timeout_ms: u64,
+    /// How long a rebalance waits for this member to rejoin; 0 means the session timeout (JoinGroup v0).
     pub rebalance_timeout_ms: u64,
+    /// The kind of group, such as "consumer"; every member must agree.
     pub protocol_type: String,
-    /// (protocol name, metadata) in the member's order of preference.
+    /// (protocol name, metadata) in the member's order of preference; for consumers, the assignor names with the
+    /// encoded subscription.
     pub protocols: Vec<(String, Vec<u8>)>,
 }
 
+/// The answer to a JoinGroup: the generation the member is now part of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinGroupResponse {
+    /// The new generation.
     pub generation_id: i32,
+    /// The group's protocol type.
     pub protocol_type: String,
+    /// The protocol (assignor) chosen for this generation.
     pub protocol_name: String,
+    /// The member that must compute the assignment.
     pub leader_id: String,
+    /// This member's id (newly assigned for a new member).
     pub member_id: String,
-    /// (member id, group instance id, metadata) — only for the leader.
+    /// (member id, group instance id, metadata for the chosen protocol) of every member — for the leader only.
     pub members: Vec<(String, Option<String>, Vec<u8>)>,
 }
 
+/// A SyncGroup request.
 #[derive(Clone, Debug)]
 pub struct SyncGroupRequest {
+    /// The group.
     pub group_id: String,
+    /// The generation the member joined.
     pub generation_id: i32,
+    /// The member.
     pub member_id: String,
-    /// The leader's assignment per member; empty from followers.
+    /// If given (SyncGroup v5+), must match the group's protocol type.
+    pub protocol_type: Option<String>,
+    /// If given (SyncGroup v5+), must match the generation's protocol.
+    pub protocol_name: Option<String>,
+    /// The leader's assignment per member id; empty from followers. Members left out get an empty assignment.
     pub assignments: Vec<(String, Vec<u8>)>,
 }
 
+/// A group as ListGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupListing {
+    /// The group's id.
     pub group_id: String,
+    /// Its protocol type ("consumer" for groups known only by their committed offsets).
     pub protocol_type: String,
+    /// Its state.
     pub state: GroupState,
 }
 
+/// A member as DescribeGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberDescription {
+    /// The member's id.
     pub member_id: String,
+    /// The static instance id it gave, if any.
     pub group_instance_id: Option<String>,
+    /// The client id it gave.
     pub client_id: String,
+    /// The address it gave.
     pub client_host: String,
-    /// The member's metadata for the group's chosen protocol.
+    /// Its metadata for the group's protocol; empty unless the group is Stable (as Kafka reports it).
     pub metadata: Vec<u8>,
+    /// Its assignment; empty unless the group is Stable.
     pub assignment: Vec<u8>,
 }
 
+/// A group as DescribeGroups reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDescription {
+    /// The group's id.
     pub group_id: String,
+    /// Its state; Dead for an unknown group.
     pub state: GroupState,
+    /// Its protocol type.
     pub protocol_type: String,
+    /// The current generation's protocol; empty unless the group is Stable (as Kafka reports it).
     pub protocol: String,
+    /// The current generation; -1 for a group with no live state.
     pub generation: i32,
+    /// Its members, in the order they joined.
     pub members: Vec<MemberDescription>,
 }
 
@@ -109,6 +166,8 @@ type SyncTx = oneshot::Sender<Result<Vec<u8>, GroupError>>;
 
 #[derive(Debug)]
 struct Member {
+    /// Join order: the first member to join becomes the leader, and members are listed in this order.
+    seq: u64,
     instance_id: Option<String>,
     client_id: String,
     client_host: String,
@@ -117,25 +176,56 @@ struct Member {
     protocols: Vec<(String, Vec<u8>)>,
     assignment: Vec<u8>,
     last_heartbeat: Instant,
-    /// Waiting for the current rebalance to complete; such a member is not expired (Kafka holds its session).
+    /// Set while its JoinGroup waits for the rebalance to complete. Such a member is not expired: its session is
+    /// held, as Kafka holds it, and the rebalance timeout bounds the wait instead.
     awaiting_join: Option<JoinTx>,
+    /// Set while its SyncGroup waits for the leader's assignment; also keeps the session alive.
     awaiting_sync: Option<SyncTx>,
+}
+
+impl Member {
+    fn metadata(&self, protocol: &str) -> Vec<u8> {
+        self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, md)| md.clone()).unwrap_or_default()
+    }
+
+    fn supports(&self, protocol: &str) -> bool {
+        self.protocols.iter().any(|(name, _)| name == protocol)
+    }
+
+    /// Kafka's `shouldKeepAlive`: parked requests hold the session; otherwise heartbeats must keep coming.
+    fn expired(&self, now: Instant) -> bool {
+        self.awaiting_join.is_none()
+            && self.awaiting_sync.is_none()
+            && now.saturating_duration_since(self.last_heartbeat) > self.session_timeout
+    }
+}
+
+/// The initial rebalance delay of a group that was empty: the first join completes once no new member has arrived
+/// for the configured delay, or at the cap (the rebalance timeout), whichever comes first.
+#[derive(Debug, Clone, Copy)]
+struct InitialDelay {
+    until: Instant,
+    cap: Instant,
 }
 
 #[derive(Debug)]
 struct Group {
     state: GroupState,
     generation: i32,
-    protocol_type: String,
-    protocol: String,
+    /// Set by the first member to join; kept while the group is empty, as Kafka keeps it.
+    protocol_type: Option<String>,
+    /// The current generation's protocol.
+    protocol: Option<String>,
     leader: Option<String>,
-    /// In join order (BTreeMap by a join sequence keeps the first joiner as default leader).
     members: BTreeMap<String, Member>,
-    join_order: Vec<String>,
-    /// When PreparingRebalance gives up on members that have not rejoined.
-    rebalance_deadline: Option<Instant>,
-    /// An Empty group's first rebalance waits this long for more members (Kafka's initial rebalance delay).
-    not_before: Option<Instant>,
+    next_seq: u64,
+    /// PreparingRebalance: when members that have not rejoined are given up on.
+    join_deadline: Option<Instant>,
+    /// PreparingRebalance from Empty: the initial rebalance delay, used instead of `join_deadline`.
+    initial_delay: Option<InitialDelay>,
+    /// Members that have not sent SyncGroup for the current generation, and when they are given up on.
+    pending_sync: BTreeSet<String>,
+    sync_deadline: Option<Instant>,
 }
 
 impl Group {
@@ -143,140 +233,164 @@ impl Group {
         Group {
             state: GroupState::Empty,
             generation: 0,
-            protocol_type: String::new(),
-            protocol: String::new(),
+            protocol_type: None,
+            protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            join_order: Vec::new(),
-            rebalance_deadline: None,
-            not_before: None,
+            next_seq: 0,
+            join_deadline: None,
+            initial_delay: None,
+            pending_sync: BTreeSet::new(),
+            sync_deadline: None,
         }
     }
 
-    fn member_metadata(&self, m: &Member) -> Vec<u8> {
-        m.protocols.iter().find(|(n, _)| *n == self.protocol).map(|(_, md)| md.clone()).unwrap_or_default()
+    /// Member ids in join order.
+    fn member_ids_in_join_order(&self) -> Vec<&String> {
+        let mut ids: Vec<(&u64, &String)> = self.members.iter().map(|(id, m)| (&m.seq, id)).collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// Protocols every member supports, in no particular order.
-    fn common_protocols(&self) -> Vec<String> {
-        let mut iter = self.members.values();
-        let Some(first) = iter.next() else {
-            return Vec::new();
-        };
-        let mut common: Vec<String> = first.protocols.iter().map(|(n, _)| n.clone()).collect();
-        for m in iter {
-            common.retain(|p| m.protocols.iter().any(|(n, _)| n == p));
+    fn max_rebalance_timeout(&self) -> Duration {
+        self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default()
+    }
+
+    /// Kafka's `supportsProtocols`: a joiner must use the group's protocol type and share at least one protocol
+    /// with every other member. `joiner` is excluded so that a member may change its own protocols.
+    fn supports_protocols(&self, joiner: &str, protocol_type: &str, protocols: &[(String, Vec<u8>)]) -> bool {
+        let mut others = self.members.iter().filter(|(id, _)| id.as_str() != joiner).map(|(_, m)| m).peekable();
+        if others.peek().is_none() {
+            return true;
         }
-        common
+        let others: Vec<&Member> = others.collect();
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|(name, _)| others.iter().all(|m| m.supports(name)))
     }
 
+    /// Starts (or restarts) a rebalance: everyone must rejoin.
     fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
         if self.state == GroupState::CompletingRebalance {
-            // The assignment being computed is for a generation that will not be.
+            // The assignment being computed is for a generation that will not be: its waiters must rejoin.
             for m in self.members.values_mut() {
                 if let Some(tx) = m.awaiting_sync.take() {
                     let _ = tx.send(Err(GroupError::RebalanceInProgress));
                 }
             }
         }
+        let timeout = self.max_rebalance_timeout();
         if self.state == GroupState::Empty && !initial_delay.is_zero() {
-            self.not_before = Some(now + initial_delay);
+            let cap = now + timeout;
+            self.initial_delay = Some(InitialDelay { until: (now + initial_delay).min(cap), cap });
+            self.join_deadline = None;
+        } else {
+            self.join_deadline = Some(now + timeout);
         }
-        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
-        self.rebalance_deadline = Some(now + timeout);
+        self.pending_sync.clear();
+        self.sync_deadline = None;
         self.state = GroupState::PreparingRebalance;
     }
 
+    /// A member joined or changed: rebalance, or, if one is already gathering members, just let it wait.
+    fn rebalance_for_join(&mut self, now: Instant, initial_delay: Duration) {
+        match self.state {
+            GroupState::PreparingRebalance => {
+                if let Some(d) = &mut self.initial_delay {
+                    d.until = (now + initial_delay).min(d.cap);
+                }
+            }
+            _ => self.prepare_rebalance(now, initial_delay),
+        }
+    }
+
+    /// Removes a member, answering its parked requests with `why`, and rebalances the rest.
     fn remove_member(&mut self, id: &str, why: GroupError, now: Instant, initial_delay: Duration) {
         let Some(mut m) = self.members.remove(id) else {
             return;
         };
-        self.join_order.retain(|x| x != id);
         if let Some(tx) = m.awaiting_join.take() {
             let _ = tx.send(Err(why.clone()));
         }
         if let Some(tx) = m.awaiting_sync.take() {
             let _ = tx.send(Err(why));
         }
+        self.pending_sync.remove(id);
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
         }
         match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                if self.members.is_empty() {
-                    self.become_empty();
-                } else {
-                    self.prepare_rebalance(now, initial_delay);
-                }
-            }
-            GroupState::PreparingRebalance if self.members.is_empty() => self.become_empty(),
-            _ => {}
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now, initial_delay),
+            // The join may now be complete; the caller checks.
+            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => {}
         }
     }
 
-    fn become_empty(&mut self) {
-        self.state = GroupState::Empty;
-        self.generation += 1;
-        self.protocol.clear();
-        self.leader = None;
-        self.rebalance_deadline = None;
-        self.not_before = None;
-    }
-
-    /// Completes the join phase if everyone rejoined (or time is up): expels stragglers, bumps the generation, picks
-    /// the protocol and the leader, and answers every waiting JoinGroup.
-    fn maybe_complete_join(&mut self, now: Instant, force: bool) {
+    /// Completes the join phase if it is time: everyone has rejoined (and any initial delay is over), or the
+    /// rebalance timeout has expired.
+    fn try_complete_join(&mut self, now: Instant) {
         if self.state != GroupState::PreparingRebalance {
             return;
         }
-        if self.not_before.is_some_and(|t| now < t) && !force {
-            return;
+        let ready = if self.members.is_empty() {
+            true
+        } else if let Some(d) = self.initial_delay {
+            now >= d.until
+        } else {
+            self.members.values().all(|m| m.awaiting_join.is_some()) || self.join_deadline.is_some_and(|d| now >= d)
+        };
+        if ready {
+            self.complete_join(now);
         }
-        let all_joined = self.members.values().all(|m| m.awaiting_join.is_some());
-        if !all_joined && !force {
-            return;
-        }
+    }
+
+    /// Kafka's `onCompleteJoin`: expels members that did not rejoin, starts the next generation, picks its leader
+    /// and protocol, and answers every parked JoinGroup.
+    fn complete_join(&mut self, now: Instant) {
         let stragglers: Vec<String> =
             self.members.iter().filter(|(_, m)| m.awaiting_join.is_none()).map(|(id, _)| id.clone()).collect();
         for id in stragglers {
             tracing::info!(member = %id, "expelled from group: did not rejoin within the rebalance timeout");
             self.members.remove(&id);
-            self.join_order.retain(|x| *x != id);
         }
-        self.not_before = None;
-        self.rebalance_deadline = None;
+        self.join_deadline = None;
+        self.initial_delay = None;
+        self.generation = self.generation.wrapping_add(1);
         if self.members.is_empty() {
-            self.become_empty();
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
             return;
         }
-        self.generation += 1;
-        // Each member votes for its most preferred protocol among those all support.
-        let common = self.common_protocols();
-        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
-        for m in self.members.values() {
-            if let Some((name, _)) = m.protocols.iter().find(|(n, _)| common.contains(n)) {
-                *votes.entry(name.as_str()).or_default() += 1;
-            }
-        }
-        self.protocol = votes.iter().max_by_key(|(_, v)| **v).map(|(n, _)| n.to_string()).unwrap_or_default();
+        // The leader stays if it rejoined; otherwise the longest-standing member leads.
         if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
-            self.leader = self.join_order.first().cloned();
+            self.leader = self.member_ids_in_join_order().first().map(|id| id.to_string());
         }
         let leader = self.leader.clone().unwrap_or_default();
-        let everyone: Vec<(String, Option<String>, Vec<u8>)> = self
-            .join_order
-            .iter()
-            .filter_map(|id| self.members.get(id).map(|m| (id.clone(), m.instance_id.clone(), self.member_metadata(m))))
-            .collect();
+        let Some(protocol) = self.select_protocol(&leader) else {
+            // Unreachable while joins are validated, but a group must never be left waiting on it.
+            let ids: Vec<String> = self.members.keys().cloned().collect();
+            for id in ids {
+                if let Some(tx) = self.members.remove(&id).and_then(|mut m| m.awaiting_join.take()) {
+                    let _ = tx.send(Err(GroupError::InconsistentGroupProtocol));
+                }
+            }
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return;
+        };
+        self.protocol = Some(protocol.clone());
         self.state = GroupState::CompletingRebalance;
-        let (generation, protocol_type, protocol) =
-            (self.generation, self.protocol_type.clone(), self.protocol.clone());
+        self.pending_sync = self.members.keys().cloned().collect();
+        self.sync_deadline = Some(now + self.max_rebalance_timeout());
+        let everyone = self.members_metadata(&protocol);
+        let protocol_type = self.protocol_type.clone().unwrap_or_default();
         for (id, m) in self.members.iter_mut() {
             m.assignment.clear();
             m.last_heartbeat = now;
             if let Some(tx) = m.awaiting_join.take() {
                 let _ = tx.send(Ok(JoinGroupResponse {
-                    generation_id: generation,
+                    generation_id: self.generation,
                     protocol_type: protocol_type.clone(),
                     protocol_name: protocol.clone(),
                     leader_id: leader.clone(),
@@ -286,51 +400,108 @@ impl Group {
             }
         }
     }
+
+    /// Kafka's `selectProtocol`: of the protocols every member supports, each member votes for the one it prefers
+    /// most, and the most votes win. Ties, which Kafka breaks arbitrarily, go to the leader's preference.
+    fn select_protocol(&self, leader: &str) -> Option<String> {
+        let candidates: Vec<&String> = self
+            .members
+            .get(leader)?
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| self.members.values().all(|m| m.supports(name)))
+            .collect();
+        let mut votes = vec![0usize; candidates.len()];
+        for m in self.members.values() {
+            if let Some(i) = m.protocols.iter().find_map(|(name, _)| candidates.iter().position(|c| *c == name)) {
+                votes[i] += 1;
+            }
+        }
+        // max_by_key keeps the last maximum; reversing makes that the leader's most preferred of the tied.
+        let (best, _) = votes.iter().enumerate().rev().max_by_key(|(_, v)| **v)?;
+        candidates.get(best).map(|name| name.to_string())
+    }
+
+    fn members_metadata(&self, protocol: &str) -> Vec<(String, Option<String>, Vec<u8>)> {
+        self.member_ids_in_join_order()
+            .into_iter()
+            .filter_map(|id| self.members.get(id).map(|m| (id.clone(), m.instance_id.clone(), m.metadata(protocol))))
+            .collect()
+    }
+
+    /// The JoinGroup answer for the current generation, for a member rejoining without changes.
+    fn current_join_response(&self, member_id: &str) -> JoinGroupResponse {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        JoinGroupResponse {
+            generation_id: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            members: if leader == member_id { self.members_metadata(&protocol) } else { Vec::new() },
+            protocol_name: protocol,
+            leader_id: leader,
+            member_id: member_id.to_string(),
+        }
+    }
+
+    /// Kafka's `validateCurrentMember`, shared by heartbeat, sync and commit.
+    fn validate_member(&self, member_id: &str, generation_id: i32) -> Result<(), GroupError> {
+        if !self.members.contains_key(member_id) {
+            return Err(GroupError::UnknownMemberId);
+        }
+        if generation_id != self.generation {
+            return Err(GroupError::IllegalGeneration);
+        }
+        Ok(())
+    }
 }
 
-/// Every group of the broker, and their committed offsets. Shared as `Arc<GroupCoordinator>`.
+/// Every group of the broker and their committed offsets; Send + Sync, shared as `Arc<GroupCoordinator>`.
 #[derive(Debug)]
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<BTreeMap<String, Group>>,
     offsets: OffsetStore,
-    next_member: AtomicU64,
     stopped: AtomicBool,
 }
 
-/// How often sessions and rebalance deadlines are checked.
-const TICK: Duration = Duration::from_millis(50);
-
 impl GroupCoordinator {
-    /// Loads committed offsets and, inside a tokio runtime, starts the ticker that expires sessions.
+    /// Loads the committed offsets from `config.offsets_dir` and, when called inside a tokio runtime, starts the
+    /// ticker that expires sessions and enforces rebalance timeouts. (Outside a runtime — an offline tool reading
+    /// offsets, say — nothing ever times out.) The ticker stops with [`GroupCoordinator::shutdown`] or the last
+    /// `Arc`.
     pub fn open(config: GroupConfig) -> Result<Arc<GroupCoordinator>, GroupError> {
         let offsets = OffsetStore::open(&config.offsets_dir)?;
-        let c = Arc::new(GroupCoordinator {
+        let coordinator = Arc::new(GroupCoordinator {
             config,
             groups: Mutex::new(BTreeMap::new()),
             offsets,
-            next_member: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::spawn(ticker(Arc::downgrade(&c)));
+            tokio::spawn(ticker(Arc::downgrade(&coordinator)));
         }
-        Ok(c)
+        Ok(coordinator)
     }
 
+    /// Stops the ticker and answers every parked request with COORDINATOR_NOT_AVAILABLE; later requests get the
+    /// same. Committed offsets are already durable.
     pub fn shutdown(&self) {
         self.stopped.store(true, Ordering::Release);
         let mut groups = self.groups.lock();
-        for g in groups.values_mut() {
-            for m in g.members.values_mut() {
-                if let Some(tx) = m.awaiting_join.take() {
-                    let _ = tx.send(Err(GroupError::CoordinatorNotAvailable));
-                }
-                if let Some(tx) = m.awaiting_sync.take() {
-                    let _ = tx.send(Err(GroupError::CoordinatorNotAvailable));
-                }
+        for m in groups.values_mut().flat_map(|g| g.members.values_mut()) {
+            if let Some(tx) = m.awaiting_join.take() {
+                let _ = tx.send(Err(GroupError::CoordinatorNotAvailable));
+            }
+            if let Some(tx) = m.awaiting_sync.take() {
+                let _ = tx.send(Err(GroupError::CoordinatorNotAvailable));
             }
         }
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
     }
 
     fn initial_delay(&self) -> Duration {
@@ -345,107 +516,147 @@ impl GroupCoordinator {
         }
     }
 
+    /// JoinGroup: completes when the rebalance does — every member has rejoined, or the rebalance timeout (the
+    /// longest of the members') expired and those that did not rejoin were expelled. A member rejoining a Stable or
+    /// CompletingRebalance group with unchanged protocols, other than the leader, is answered at once with the
+    /// current generation (it probably lost the earlier answer), as Kafka does.
     pub async fn join_group(&self, req: JoinGroupRequest) -> Result<JoinGroupResponse, GroupError> {
-        self.check_running()?;
+        let rx = match self.join_or_park(req)? {
+            Joined::Now(response) => return Ok(response),
+            Joined::Later(rx) => rx,
+        };
+        rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
+    }
+
+    fn join_or_park(&self, req: JoinGroupRequest) -> Result<Joined, GroupError> {
         if req.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
-        if !(self.config.session_timeout_min_ms..=self.config.session_timeout_max_ms).contains(&req.session_timeout_ms)
-        {
+        let timeouts = self.config.session_timeout_min_ms..=self.config.session_timeout_max_ms;
+        if !timeouts.contains(&req.session_timeout_ms) {
             return Err(GroupError::InvalidSessionTimeout);
         }
         if req.protocol_type.is_empty() || req.protocols.is_empty() {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         let now = Instant::now();
-        let rx = {
-            let mut groups = self.groups.lock();
-            let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
-            // A joiner must speak the group's protocol type and share a protocol with everyone else in it.
-            let others: Vec<&Member> =
-                group.members.iter().filter(|(id, _)| **id != req.member_id).map(|(_, m)| m).collect();
-            if !others.is_empty() {
-                let compatible = req
-                    .protocols
-                    .iter()
-                    .any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(n, _)| n == name)));
-                if group.protocol_type != req.protocol_type || !compatible {
-                    return Err(GroupError::InconsistentGroupProtocol);
-                }
-            }
-            let member_id = if req.member_id.is_empty() {
-                let n = self.next_member.fetch_add(1, Ordering::Relaxed);
-                let id = format!(
-                    "{}-{:016x}-{n}",
-                    if req.client_id.is_empty() { "member" } else { &req.client_id },
-                    rand::random::<u64>()
-                );
-                group.join_order.push(id.clone());
-                group.members.insert(
-                    id.clone(),
-                    Member {
-                        instance_id: req.group_instance_id.clone(),
-                        client_id: req.client_id.clone(),
-                        client_host: req.client_host.clone(),
-                        session_timeout: Duration::ZERO,
-                        rebalance_timeout: Duration::ZERO,
-                        protocols: Vec::new(),
-                        assignment: Vec::new(),
-                        last_heartbeat: now,
-                        awaiting_join: None,
-                        awaiting_sync: None,
-                    },
-                );
-                id
-            } else if group.members.contains_key(&req.member_id) {
-                req.member_id.clone()
-            } else {
-                return Err(GroupError::UnknownMemberId);
-            };
-            group.protocol_type = req.protocol_type.clone();
-            let (tx, rx) = oneshot::channel();
-            let m = group.members.get_mut(&member_id).expect("member just ensured");
-            m.session_timeout = Duration::from_millis(req.session_timeout_ms);
-            m.rebalance_timeout = Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms));
-            m.protocols = req.protocols;
-            m.client_id = req.client_id;
-            m.client_host = req.client_host;
-            m.last_heartbeat = now;
-            if let Some(old) = m.awaiting_join.replace(tx) {
-                let _ = old.send(Err(GroupError::UnknownMemberId));
-            }
-            if let Some(old) = m.awaiting_sync.take() {
-                let _ = old.send(Err(GroupError::RebalanceInProgress));
-            }
-            if group.state != GroupState::PreparingRebalance {
-                group.prepare_rebalance(now, self.initial_delay());
-            }
-            group.maybe_complete_join(now, false);
-            rx
+        let delay = self.initial_delay();
+        let mut groups = self.groups.lock();
+        // Checked under the lock: shutdown drains parked requests under it, so none can park after the drain.
+        self.check_running()?;
+        if !groups.contains_key(&req.group_id) && !req.member_id.is_empty() {
+            return Err(GroupError::UnknownMemberId);
+        }
+        let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
+        if !group.supports_protocols(&req.member_id, &req.protocol_type, &req.protocols) {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        let session_timeout = Duration::from_millis(req.session_timeout_ms);
+        let rebalance_timeout = match req.rebalance_timeout_ms {
+            0 => session_timeout,
+            ms => Duration::from_millis(ms),
         };
-        rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
+        let (tx, rx) = oneshot::channel();
+
+        if req.member_id.is_empty() {
+            let member_id = new_member_id(&req.client_id, group);
+            tracing::debug!(group = %req.group_id, member = %member_id, "new member joining");
+            let seq = group.next_seq;
+            group.next_seq += 1;
+            group.members.insert(
+                member_id,
+                Member {
+                    seq,
+                    instance_id: req.group_instance_id,
+                    client_id: req.client_id,
+                    client_host: req.client_host,
+                    session_timeout,
+                    rebalance_timeout,
+                    protocols: req.protocols,
+                    assignment: Vec::new(),
+                    last_heartbeat: now,
+                    awaiting_join: Some(tx),
+                    awaiting_sync: None,
+                },
+            );
+            // The first member sets the group's protocol type; later ones were checked against it.
+            if group.members.len() == 1 {
+                group.protocol_type = Some(req.protocol_type);
+            }
+            group.rebalance_for_join(now, delay);
+            group.try_complete_join(now);
+            return Ok(Joined::Later(rx));
+        }
+
+        let state = group.state;
+        let is_leader = group.leader.as_deref() == Some(req.member_id.as_str());
+        let Some(m) = group.members.get_mut(&req.member_id) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        m.session_timeout = session_timeout;
+        m.rebalance_timeout = rebalance_timeout;
+        m.client_id = req.client_id;
+        m.client_host = req.client_host;
+        m.instance_id = req.group_instance_id;
+        m.last_heartbeat = now;
+        let unchanged = m.protocols == req.protocols;
+        let answer_now = match state {
+            GroupState::CompletingRebalance => unchanged,
+            GroupState::Stable => unchanged && !is_leader,
+            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => false,
+        };
+        if answer_now {
+            return Ok(Joined::Now(group.current_join_response(&req.member_id)));
+        }
+        m.protocols = req.protocols;
+        if let Some(old) = m.awaiting_join.replace(tx) {
+            // A retried JoinGroup supersedes the first; whoever still listens to the first should rejoin.
+            let _ = old.send(Err(GroupError::RebalanceInProgress));
+        }
+        // A sole member has nobody to agree with, so it may change even the protocol type.
+        if group.members.len() == 1 {
+            group.protocol_type = Some(req.protocol_type);
+        }
+        group.rebalance_for_join(now, delay);
+        group.try_complete_join(now);
+        Ok(Joined::Later(rx))
     }
 
+    /// SyncGroup: the leader hands in the assignment (completing the rebalance: the group becomes Stable) and every
+    /// member gets its own; a follower's request waits for the leader's.
     pub async fn sync_group(&self, req: SyncGroupRequest) -> Result<Vec<u8>, GroupError> {
-        self.check_running()?;
         let rx = {
+            let now = Instant::now();
             let mut groups = self.groups.lock();
+            self.check_running()?; // under the lock, as in join_or_park
             let group = groups.get_mut(&req.group_id).ok_or(GroupError::UnknownMemberId)?;
-            if !group.members.contains_key(&req.member_id) {
+            group.validate_member(&req.member_id, req.generation_id)?;
+            if req.protocol_type.as_ref().is_some_and(|t| group.protocol_type.as_ref() != Some(t))
+                || req.protocol_name.as_ref().is_some_and(|p| group.protocol.as_ref() != Some(p))
+            {
+                return Err(GroupError::InconsistentGroupProtocol);
+            }
+            let is_leader = group.leader.as_deref() == Some(req.member_id.as_str());
+            let state = group.state;
+            group.pending_sync.remove(&req.member_id);
+            if group.pending_sync.is_empty() {
+                group.sync_deadline = None;
+            }
+            let Some(m) = group.members.get_mut(&req.member_id) else {
                 return Err(GroupError::UnknownMemberId);
-            }
-            if req.generation_id != group.generation {
-                return Err(GroupError::IllegalGeneration);
-            }
-            match group.state {
+            };
+            m.last_heartbeat = now;
+            match state {
                 GroupState::PreparingRebalance => return Err(GroupError::RebalanceInProgress),
-                GroupState::Stable => return Ok(group.members[&req.member_id].assignment.clone()),
+                GroupState::Stable => return Ok(m.assignment.clone()),
                 GroupState::Empty | GroupState::Dead => return Err(GroupError::UnknownMemberId),
                 GroupState::CompletingRebalance => {}
             }
             let (tx, rx) = oneshot::channel();
-            group.members.get_mut(&req.member_id).expect("checked").awaiting_sync = Some(tx);
-            if group.leader.as_deref() == Some(req.member_id.as_str()) {
+            if let Some(old) = m.awaiting_sync.replace(tx) {
+                let _ = old.send(Err(GroupError::RebalanceInProgress));
+            }
+            if is_leader {
                 let mut given: BTreeMap<String, Vec<u8>> = req.assignments.into_iter().collect();
                 group.state = GroupState::Stable;
                 for (id, m) in group.members.iter_mut() {
@@ -460,35 +671,43 @@ impl GroupCoordinator {
         rx.await.unwrap_or(Err(GroupError::CoordinatorNotAvailable))
     }
 
+    /// Heartbeat: keeps the member's session alive. RebalanceInProgress tells it to rejoin.
     pub fn heartbeat(&self, group_id: &str, member_id: &str, generation_id: i32) -> Result<(), GroupError> {
         self.check_running()?;
         let mut groups = self.groups.lock();
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
-        let state = group.state;
-        let generation = group.generation;
-        let m = group.members.get_mut(member_id).ok_or(GroupError::UnknownMemberId)?;
-        m.last_heartbeat = Instant::now();
-        match state {
+        group.validate_member(member_id, generation_id)?;
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.last_heartbeat = Instant::now();
+        }
+        match group.state {
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
-            _ if generation_id != generation => Err(GroupError::IllegalGeneration),
-            _ => Ok(()),
+            GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
+            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
         }
     }
 
+    /// LeaveGroup: removes the member at once (rather than after its session timeout) and rebalances the rest.
     pub async fn leave_group(&self, group_id: &str, member_id: &str) -> Result<(), GroupError> {
+        self.check_running()?;
         let now = Instant::now();
         let mut groups = self.groups.lock();
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMemberId)?;
         if !group.members.contains_key(member_id) {
             return Err(GroupError::UnknownMemberId);
         }
+        tracing::debug!(group = group_id, member = member_id, "member left");
         group.remove_member(member_id, GroupError::UnknownMemberId, now, self.initial_delay());
-        group.maybe_complete_join(now, false);
+        group.try_complete_join(now);
         Ok(())
     }
 
-    /// Stores offsets durably. `generation_id < 0` with an empty member id is a "simple" commit, allowed only while
-    /// the group has no members.
+    /// OffsetCommit: stores offsets durably (fsynced before this returns).
+    ///
+    /// A member commits with its id and generation, and may do so while the group gathers members for a rebalance
+    /// (it still owns its partitions until it rejoins) but not while the leader assigns. `generation_id < 0` with an
+    /// empty member id is a "simple" commit by a client outside the group protocol, allowed only while the group has
+    /// no members, as in Kafka.
     pub fn commit_offsets(
         &self,
         group_id: &str,
@@ -496,25 +715,25 @@ impl GroupCoordinator {
         generation_id: i32,
         offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
     ) -> Result<(), GroupError> {
-        self.check_running()?;
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_running()?;
         {
-            let groups = self.groups.lock();
-            match groups.get(group_id) {
-                None if generation_id < 0 => {}
+            let mut groups = self.groups.lock();
+            let simple = generation_id < 0 && member_id.is_empty();
+            match groups.get_mut(group_id) {
+                None if simple => {}
                 None => return Err(GroupError::IllegalGeneration),
-                Some(g) if g.members.is_empty() && generation_id < 0 => {}
+                Some(g) if simple && g.members.is_empty() => {}
                 Some(g) => {
-                    if !g.members.contains_key(member_id) {
-                        return Err(GroupError::UnknownMemberId);
-                    }
-                    if generation_id != g.generation {
-                        return Err(GroupError::IllegalGeneration);
-                    }
+                    g.validate_member(member_id, generation_id)?;
                     if g.state == GroupState::CompletingRebalance {
                         return Err(GroupError::RebalanceInProgress);
+                    }
+                    // A commit is a sign of life, as in Kafka.
+                    if let Some(m) = g.members.get_mut(member_id) {
+                        m.last_heartbeat = Instant::now();
                     }
                 }
             }
@@ -522,6 +741,8 @@ impl GroupCoordinator {
         self.offsets.commit(group_id, offsets)
     }
 
+    /// OffsetFetch: the committed offsets of `partitions` (`None` for those never committed), or with `None`, every
+    /// partition the group has committed.
     pub fn fetch_offsets(
         &self,
         group_id: &str,
@@ -530,113 +751,144 @@ impl GroupCoordinator {
         self.offsets.fetch(group_id, partitions)
     }
 
+    /// ListGroups: every group with live state or committed offsets, in id order.
     pub fn list_groups(&self) -> Vec<GroupListing> {
-        let mut out: BTreeMap<String, GroupListing> = BTreeMap::new();
-        for g in self.offsets.groups() {
-            out.insert(
-                g.clone(),
-                GroupListing { group_id: g, protocol_type: "consumer".into(), state: GroupState::Empty },
-            );
-        }
+        let mut out: BTreeMap<String, GroupListing> = self
+            .offsets
+            .groups()
+            .into_iter()
+            .map(|group_id| {
+                let listing = GroupListing {
+                    group_id: group_id.clone(),
+                    protocol_type: CONSUMER_PROTOCOL_TYPE.into(),
+                    state: GroupState::Empty,
+                };
+                (group_id, listing)
+            })
+            .collect();
         for (id, g) in self.groups.lock().iter() {
-            if g.members.is_empty() && !out.contains_key(id) {
-                continue;
-            }
-            out.insert(
-                id.clone(),
-                GroupListing { group_id: id.clone(), protocol_type: g.protocol_type.clone(), state: g.state },
-            );
+            let protocol_type = g.protocol_type.clone().unwrap_or_else(|| CONSUMER_PROTOCOL_TYPE.into());
+            out.insert(id.clone(), GroupListing { group_id: id.clone(), protocol_type, state: g.state });
         }
         out.into_values().collect()
     }
 
-    /// A group's state and members; an unknown group is described as Dead with no members, as Kafka does.
+    /// DescribeGroups: a group's state and members. An unknown group is described as Dead with no members, as Kafka
+    /// does; one known only by its committed offsets as Empty.
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {
         let groups = self.groups.lock();
-        match groups.get(group_id) {
-            None => GroupDescription {
+        let Some(g) = groups.get(group_id) else {
+            let known = self.offsets.has_group(group_id);
+            return GroupDescription {
                 group_id: group_id.to_string(),
-                state: if self.offsets.groups().iter().any(|g| g == group_id) {
-                    GroupState::Empty
-                } else {
-                    GroupState::Dead
-                },
-                protocol_type: String::new(),
+                state: if known { GroupState::Empty } else { GroupState::Dead },
+                protocol_type: if known { CONSUMER_PROTOCOL_TYPE.into() } else { String::new() },
                 protocol: String::new(),
                 generation: -1,
                 members: Vec::new(),
-            },
-            Some(g) => GroupDescription {
-                group_id: group_id.to_string(),
-                state: g.state,
-                protocol_type: g.protocol_type.clone(),
-                protocol: g.protocol.clone(),
-                generation: g.generation,
-                members: g
-                    .join_order
-                    .iter()
-                    .filter_map(|id| g.members.get(id).map(|m| (id, m)))
-                    .map(|(id, m)| MemberDescription {
-                        member_id: id.clone(),
-                        group_instance_id: m.instance_id.clone(),
-                        client_id: m.client_id.clone(),
-                        client_host: m.client_host.clone(),
-                        metadata: g.member_metadata(m),
-                        assignment: m.assignment.clone(),
-                    })
-                    .collect(),
-            },
+            };
+        };
+        // Like Kafka, metadata and assignments are only shown for a Stable group: otherwise they are in flux.
+        let stable_protocol = g.protocol.as_deref().filter(|_| g.state == GroupState::Stable);
+        GroupDescription {
+            group_id: group_id.to_string(),
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: stable_protocol.unwrap_or_default().to_string(),
+            generation: g.generation,
+            members: g
+                .member_ids_in_join_order()
+                .into_iter()
+                .filter_map(|id| g.members.get(id).map(|m| (id, m)))
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: stable_protocol.map(|p| m.metadata(p)).unwrap_or_default(),
+                    assignment: if stable_protocol.is_some() { m.assignment.clone() } else { Vec::new() },
+                })
+                .collect(),
         }
     }
 
-    /// Forgets committed offsets of a deleted topic.
+    /// Forgets every group's committed offsets for a deleted topic, so a topic re-created with the name starts
+    /// fresh. A failure to record that is logged: the topic is gone either way.
     pub fn delete_topic(&self, topic: &str) {
         if let Err(e) = self.offsets.delete_topic(topic) {
             tracing::error!(topic, "cannot forget committed offsets of deleted topic: {e}");
         }
     }
 
-    /// Deletes an empty group and its committed offsets.
+    /// DeleteGroups: deletes a group without members, with its committed offsets.
     pub fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
+        // The lock is held across the fsync so that nobody joins a group while it is being deleted.
         let mut groups = self.groups.lock();
         if groups.get(group_id).is_some_and(|g| !g.members.is_empty()) {
             return Err(GroupError::NonEmptyGroup);
         }
-        groups.remove(group_id);
-        self.offsets.delete_group(group_id)
+        let live = groups.remove(group_id).is_some();
+        let had_offsets = self.offsets.delete_group(group_id)?;
+        if !live && !had_offsets {
+            return Err(GroupError::GroupIdNotFound(group_id.to_string()));
+        }
+        Ok(())
     }
 
-    /// Expires members whose session timed out and completes rebalances whose time is up.
+    /// Expires members whose session timed out, gives up on members that never synced, and completes rebalances
+    /// whose time has come.
     fn tick(&self, now: Instant) {
         let delay = self.initial_delay();
         let mut groups = self.groups.lock();
         for (gid, g) in groups.iter_mut() {
-            let expired: Vec<String> = g
-                .members
-                .iter()
-                .filter(|(_, m)| m.awaiting_join.is_none() && m.awaiting_sync.is_none())
-                .filter(|(_, m)| now.duration_since(m.last_heartbeat) > m.session_timeout)
-                .map(|(id, _)| id.clone())
-                .collect();
+            let expired: Vec<String> =
+                g.members.iter().filter(|(_, m)| m.expired(now)).map(|(id, _)| id.clone()).collect();
             for id in expired {
-                tracing::info!(group = %gid, member = %id, "member session expired");
+                tracing::info!(group = %gid, member = %id, "member expelled: session timed out");
                 g.remove_member(&id, GroupError::UnknownMemberId, now, delay);
             }
-            let overdue = g.rebalance_deadline.is_some_and(|d| now >= d);
-            g.maybe_complete_join(now, overdue);
+            if g.sync_deadline.is_some_and(|d| now >= d) {
+                // Kafka's pending-sync timeout: a leader that never assigns, or a member that never fetches its
+                // assignment while heartbeating, would otherwise hold the group forever.
+                for id in std::mem::take(&mut g.pending_sync) {
+                    tracing::info!(group = %gid, member = %id, "member expelled: never sent SyncGroup");
+                    g.remove_member(&id, GroupError::UnknownMemberId, now, delay);
+                }
+                g.sync_deadline = None;
+            }
+            g.try_complete_join(now);
         }
     }
 }
 
-async fn ticker(c: Weak<GroupCoordinator>) {
+enum Joined {
+    Now(JoinGroupResponse),
+    Later(oneshot::Receiver<Result<JoinGroupResponse, GroupError>>),
+}
+
+async fn ticker(coordinator: Weak<GroupCoordinator>) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        let Some(c) = c.upgrade() else { return };
+        let Some(c) = coordinator.upgrade() else { return };
         if c.stopped.load(Ordering::Acquire) {
             return;
         }
         c.tick(Instant::now());
+    }
+}
+
+/// Kafka's member id: the client id, a dash and a random UUID.
+fn new_member_id(client_id: &str, group: &Group) -> String {
+    loop {
+        let bits = rand::random::<u128>();
+        // Version 4 (random) and the RFC 4122 variant, so it reads as the UUID it imitates.
+        let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+        let hex = format!("{bits:032x}");
+        let id = format!("{client_id}-{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+        if !group.members.contains_key(&id) {
+            return id;
+        }
     }
 }

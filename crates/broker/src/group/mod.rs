@@ -4,16 +4,23 @@
 //! consumers (`member.rs`).
 //!
 //! Nothing here knows about logs or topics beyond names and partition counts, so the Kafka listener can map its
-//! requests straight onto [`GroupCoordinator`] and a Kafka client and an in-process consumer can share one group.
+//! requests straight onto [`GroupCoordinator`], and a Kafka client and an in-process consumer can share one group:
+//! both speak the same protocol to the same state machine, and both encode subscriptions and assignments with
+//! [`consumer_protocol`].
 
 pub mod assignor;
 pub mod consumer_protocol;
 mod coordinator;
 mod member;
 mod offsets;
+#[cfg(test)]
+mod tests;
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+pub use consumer_protocol::ProtocolError;
 pub use coordinator::{
     GroupCoordinator, GroupDescription, GroupListing, GroupState, JoinGroupRequest, JoinGroupResponse,
     MemberDescription, SyncGroupRequest,
@@ -24,19 +31,37 @@ pub use offsets::OffsetAndMetadata;
 /// A partition of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
+    /// The topic's name.
     pub topic: String,
+    /// The partition's index within the topic.
     pub partition: i32,
 }
 
+impl TopicPartition {
+    /// A partition of `topic`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
+        TopicPartition { topic: topic.into(), partition }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    /// `topic-partition`, as Kafka's tools print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// The coordinator's settings, named after the Kafka broker settings they mirror.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
-    /// Kafka's `group.min.session.timeout.ms`.
+    /// The shortest session timeout a member may ask for (Kafka's `group.min.session.timeout.ms`).
     pub session_timeout_min_ms: u64,
-    /// Kafka's `group.max.session.timeout.ms`.
+    /// The longest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`).
     pub session_timeout_max_ms: u64,
-    /// How long an empty group's first rebalance waits for more members (`group.initial.rebalance.delay.ms`).
+    /// How long an empty group's first rebalance waits for more members, so a fleet starting together gets one
+    /// rebalance rather than one per member (Kafka's `group.initial.rebalance.delay.ms`).
     pub initial_rebalance_delay_ms: u64,
-    /// Where committed offsets are stored.
+    /// The directory holding the committed-offsets file.
     pub offsets_dir: PathBuf,
 }
 
@@ -51,32 +76,52 @@ impl Default for GroupConfig {
     }
 }
 
-/// Group errors, each with its Kafka error code.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a group request failed. Each maps to the Kafka error code a wire client expects
+/// ([`GroupError::kafka_error_code`]), and the first three tell a member to rejoin.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GroupError {
+    /// The member was expelled (session or rebalance timeout, or it left) or never joined: rejoin with no member id.
     #[error("unknown member id (expelled or never joined); rejoin the group")]
     UnknownMemberId,
+    /// The request carries a generation the group has moved past: rejoin.
     #[error("stale generation; rejoin the group")]
     IllegalGeneration,
+    /// The group is rebalancing: rejoin to take part.
     #[error("the group is rebalancing; rejoin")]
     RebalanceInProgress,
+    /// The member's protocol type differs from the group's, or it shares no protocol with the other members.
     #[error("the member's protocol type or protocols do not match the group's")]
     InconsistentGroupProtocol,
+    /// The requested session timeout is outside `session_timeout_min_ms..=session_timeout_max_ms`.
     #[error("session timeout outside the broker's allowed range")]
     InvalidSessionTimeout,
+    /// No such group.
     #[error("group {0:?} not found")]
     GroupIdNotFound(String),
+    /// The group still has members, so it cannot be deleted.
     #[error("the group still has members")]
     NonEmptyGroup,
+    /// The group id is empty.
     #[error("invalid (empty) group id")]
     InvalidGroupId,
+    /// The coordinator is shutting down.
     #[error("the group coordinator is shutting down")]
     CoordinatorNotAvailable,
-    #[error("cannot store committed offsets: {0}")]
-    Storage(String),
+    /// Subscription or assignment bytes that do not decode.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The committed-offsets store could not read or write its file.
+    #[error("committed offsets store {context}: {source}")]
+    Io {
+        /// What the store was doing, with the path.
+        context: String,
+        /// Shared so that one failure can be cloned to every waiter.
+        source: Arc<std::io::Error>,
+    },
 }
 
 impl GroupError {
+    /// The Kafka protocol error code for this error.
     pub fn kafka_error_code(&self) -> i16 {
         match self {
             GroupError::UnknownMemberId => 25,
@@ -88,7 +133,12 @@ impl GroupError {
             GroupError::NonEmptyGroup => 68,
             GroupError::InvalidGroupId => 24,
             GroupError::CoordinatorNotAvailable => 15,
-            GroupError::Storage(_) => -1,
+            GroupError::Protocol(_) | GroupError::Io { .. } => -1, // UNKNOWN_SERVER_ERROR
         }
+    }
+
+    /// Whether the member should rejoin the group (and then retry), as a Kafka client does for these codes.
+    pub fn needs_rejoin(&self) -> bool {
+        matches!(self, GroupError::UnknownMemberId | GroupError::IllegalGeneration | GroupError::RebalanceInProgress)
     }
 }

@@ -303,8 +303,8 @@ async fn latency(settings: Settings, args: LatencyArgs) -> Result<()> {
                     break;
                 }
                 let left = intended - now;
-                if left > Duration::from_micros(200) {
-                    std::thread::sleep(left - Duration::from_micros(100));
+                if left > Duration::from_micros(60) {
+                    std::thread::sleep(left - Duration::from_micros(50));
                 } else {
                     std::hint::spin_loop();
                 }

@@ -8,6 +8,17 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# kcat (librdkafka's command-line client) drives the Kafka-listener tests; they fail, not skip, without it.
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "installing kcat (Debian package) for the Kafka compatibility tests" >&2
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+  fi
+  command -v kcat >/dev/null 2>&1 || { echo "error: kcat is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # cargo-nextest runs each test in its own process (the crash tests re-execute their own binary); fall back to cargo test.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -66,6 +66,12 @@ pub struct UpArgs {
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECONDS")]
     pub run_for: Option<u64>,
+    /// Address of the Kafka wire-protocol listener (`none` to disable).
+    #[arg(long, default_value = "127.0.0.1:9092", value_name = "ADDR|none", env = "WEIR_KAFKA_LISTEN")]
+    pub kafka_listen: String,
+    /// HOST:PORT that Kafka clients are told to connect to (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT", env = "WEIR_KAFKA_ADVERTISED")]
+    pub kafka_advertised: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -135,7 +135,11 @@ fn consume_by_offset_and_timestamp() {
 fn a_second_process_is_refused_with_the_owner_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut up = weir(d, &["up", "--status-every", "1"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut up = weir(d, &["up", "--status-every", "1", "--kafka-listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until it is up.
     let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
     let mut line = String::new();

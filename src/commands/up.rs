@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use weir_broker::{Broker, ConsumerConfig, OffsetReset, ProduceRecord};
 
 use super::{human_bytes, open_broker, shutdown_signal};
@@ -45,8 +45,13 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         ]);
         broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
     }
+    let kafka = start_kafka(&broker, &args).await?;
     eprintln!("weir is up");
     eprintln!("  data dir   {}", settings.data_dir.display());
+    match &kafka {
+        Some(l) => eprintln!("  kafka      {} (Kafka wire protocol)", l.local_addr),
+        None => eprintln!("  kafka      disabled"),
+    }
     eprintln!("  topics     {}", broker.list_topics().len());
     eprintln!(
         "  systems    {}",
@@ -72,9 +77,33 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         _ = stop => Ok(()),
     };
     eprintln!("weir is stopping: flushing logs");
+    if let Some(l) = &kafka {
+        l.stop();
+    }
     broker.shutdown();
     eprintln!("weir stopped");
     outcome
+}
+
+async fn start_kafka(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_kafka::KafkaListener>> {
+    if args.kafka_listen == "none" {
+        return Ok(None);
+    }
+    let listen: std::net::SocketAddr = args
+        .kafka_listen
+        .parse()
+        .with_context(|| format!("--kafka-listen {:?} is not HOST:PORT", args.kafka_listen))?;
+    let mut config = weir_kafka::ListenerConfig::new(listen);
+    if let Some(adv) = &args.kafka_advertised {
+        let (host, port) =
+            adv.rsplit_once(':').with_context(|| format!("--kafka-advertised {adv:?} is not HOST:PORT"))?;
+        config.advertised_host = host.to_string();
+        config.advertised_port = port.parse().with_context(|| format!("bad port in --kafka-advertised {adv:?}"))?;
+    }
+    let listener = weir_kafka::KafkaListener::start(broker.clone(), config)
+        .await
+        .with_context(|| format!("cannot listen for Kafka clients on {listen}"))?;
+    Ok(Some(listener))
 }
 
 /// Every `every`, sends a heartbeat through the log, reads it back, and prints what the broker holds.

@@ -285,6 +285,22 @@ impl Broker {
         })
     }
 
+    /// Appends RecordBatch v2 bytes as a client sent them (CRC checked, offsets assigned, stored as sent) and wakes
+    /// the partition's consumers. Blocks for the fsync under `fsync=always`: call it off the async workers.
+    pub fn append_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+        bytes: Vec<u8>,
+    ) -> Result<weir_log::AppendInfo, BrokerError> {
+        self.check_open()?;
+        let t = self.topic(topic)?;
+        let p = t.partition(partition)?;
+        let info = p.log()?.append_batches(bytes, false)?;
+        p.notify_appended();
+        Ok(info)
+    }
+
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), BrokerError> {
         let t = self.topic(topic)?;
         let log = t.partition(partition)?.log()?;

@@ -1,0 +1,314 @@
+//! One function per Kafka API: each takes the decoded request and answers from the broker. Per-partition problems
+//! become Kafka error codes in the response; nothing here fails the connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+use kafka_protocol::messages::create_topics_response::{CreatableTopicResult, CreateTopicsResponse};
+use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Notify;
+use weir_broker::{Broker, BrokerError};
+
+use crate::server::ListenerConfig;
+
+/// The APIs and versions weir answers, intersected with what the protocol crate knows.
+pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    let ours = match api {
+        ApiKey::Produce => (3, 9),
+        ApiKey::Fetch => (4, 12),
+        ApiKey::ListOffsets => (1, 7),
+        ApiKey::Metadata => (1, 12),
+        ApiKey::ApiVersions => (0, 3),
+        ApiKey::CreateTopics => (2, 7),
+        ApiKey::DeleteTopics => (1, 6),
+        _ => return None,
+    };
+    let known = api.valid_versions();
+    let (min, max) = (ours.0.max(known.min), ours.1.min(known.max));
+    (min <= max).then_some((min, max))
+}
+
+const SERVED: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+];
+
+const NONE: i16 = 0;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const UNSUPPORTED_VERSION: i16 = 35;
+const NODE_ID: i32 = 0;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn code(e: &BrokerError) -> i16 {
+    e.kafka_error_code()
+}
+
+pub fn api_versions(unsupported_version: bool) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = if unsupported_version { UNSUPPORTED_VERSION } else { NONE };
+    r.api_keys = SERVED
+        .iter()
+        .filter_map(|api| {
+            supported(*api).map(|(min, max)| {
+                let mut v = ApiVersion::default();
+                v.api_key = *api as i16;
+                v.min_version = min;
+                v.max_version = max;
+                v
+            })
+        })
+        .collect();
+    r
+}
+
+pub fn metadata(broker: &Broker, config: &ListenerConfig, req: MetadataRequest) -> MetadataResponse {
+    let mut r = MetadataResponse::default();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(NODE_ID);
+    b.host = s(&config.advertised_host);
+    b.port = config.advertised_port as i32;
+    r.brokers = vec![b];
+    r.cluster_id = Some(s("weir"));
+    r.controller_id = BrokerId(NODE_ID);
+    let names: Vec<String> = match &req.topics {
+        None => broker.list_topics(),
+        Some(topics) => topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect(),
+    };
+    for name in names {
+        let mut t = MetadataResponseTopic::default();
+        t.name = Some(TopicName(s(&name)));
+        t.is_internal = name.starts_with("__");
+        let topic = match broker.topic(&name) {
+            Ok(topic) => Ok(topic),
+            Err(_) if req.allow_auto_topic_creation && req.topics.is_some() => broker.topic_or_create(&name),
+            Err(e) => Err(e),
+        };
+        match topic {
+            Ok(topic) => {
+                t.partitions = topic
+                    .partitions()
+                    .iter()
+                    .map(|p| {
+                        let mut mp = MetadataResponsePartition::default();
+                        mp.partition_index = p.index;
+                        mp.leader_id = BrokerId(NODE_ID);
+                        mp.replica_nodes = vec![BrokerId(NODE_ID)];
+                        mp.isr_nodes = vec![BrokerId(NODE_ID)];
+                        if p.offline_reason().is_some() {
+                            mp.error_code = 56; // KAFKA_STORAGE_ERROR
+                            mp.offline_replicas = vec![BrokerId(NODE_ID)];
+                        }
+                        mp
+                    })
+                    .collect();
+            }
+            Err(e) => t.error_code = code(&e),
+        }
+        r.topics.push(t);
+    }
+    r
+}
+
+pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> ProduceResponse {
+    let mut r = ProduceResponse::default();
+    for topic in req.topic_data {
+        let name = topic.name.0.to_string();
+        let mut tr = TopicProduceResponse::default();
+        tr.name = topic.name.clone();
+        for part in topic.partition_data {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = part.index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            let records = part.records.unwrap_or_default();
+            let b = broker.clone();
+            let n = name.clone();
+            let result = match b.topic_or_create(&n) {
+                Ok(_) => tokio::task::spawn_blocking(move || b.append_batches(&n, part.index, records.to_vec()))
+                    .await
+                    .unwrap_or(Err(BrokerError::ShuttingDown)),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(info) => {
+                    pr.base_offset = info.base_offset;
+                    pr.log_append_time_ms = info.log_append_time.unwrap_or(-1);
+                    pr.log_start_offset = broker.offsets(&name, part.index).map(|(s, _)| s).unwrap_or(-1);
+                }
+                Err(e) => {
+                    pr.error_code = code(&e);
+                    pr.error_message = Some(s(&e.to_string()));
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        r.responses.push(tr);
+    }
+    r
+}
+
+pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest) -> FetchResponse {
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let deadline = tokio::time::Instant::now() + wait;
+    let notify = Arc::new(Notify::new());
+    for t in &req.topics {
+        if let Ok(topic) = broker.topic(&t.topic.0) {
+            for p in &t.partitions {
+                if let Ok(part) = topic.partition(p.partition) {
+                    part.register_waiter(&notify);
+                }
+            }
+        }
+    }
+    loop {
+        let (response, bytes) = fetch_once(broker, &req);
+        if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
+    }
+}
+
+fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize) {
+    let mut r = FetchResponse::default();
+    let mut total = 0usize;
+    let mut budget = if req.max_bytes > 0 { req.max_bytes as usize } else { 50 << 20 };
+    for t in &req.topics {
+        let name = t.topic.0.to_string();
+        let mut tr = FetchableTopicResponse::default();
+        tr.topic = t.topic.clone();
+        for p in &t.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = p.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            let max = (p.partition_max_bytes.max(0) as usize).min(budget);
+            match broker.read(&name, p.partition, p.fetch_offset, max.max(1)) {
+                Ok(read) => {
+                    pd.high_watermark = read.log_end_offset;
+                    pd.last_stable_offset = read.log_end_offset;
+                    pd.log_start_offset = read.log_start_offset;
+                    // A first batch larger than the budget is still sent whole (KIP-74), but only if nothing was sent.
+                    if !read.batches.is_empty() && (read.batches.len() <= budget || total == 0) {
+                        total += read.batches.len();
+                        budget = budget.saturating_sub(read.batches.len());
+                        pd.records = Some(read.batches);
+                    } else {
+                        pd.records = Some(Bytes::new());
+                    }
+                }
+                Err(e) => {
+                    pd.error_code = code(&e);
+                    if let Ok((start, end)) = broker.offsets(&name, p.partition) {
+                        pd.high_watermark = end;
+                        pd.last_stable_offset = end;
+                        pd.log_start_offset = start;
+                    }
+                }
+            }
+            tr.partitions.push(pd);
+        }
+        r.responses.push(tr);
+    }
+    (r, total)
+}
+
+pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut r = ListOffsetsResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            // -1 latest, -2 earliest, -3 max timestamp (answered as latest), otherwise a timestamp.
+            let answer = match p.timestamp {
+                -2 => broker.offsets(&name, p.partition_index).map(|(s, _)| Some(s)),
+                -1 | -3 => broker.offsets(&name, p.partition_index).map(|(_, e)| Some(e)),
+                ts => broker.offset_for_timestamp(&name, p.partition_index, ts),
+            };
+            match answer {
+                Ok(Some(o)) => pr.offset = o,
+                Ok(None) => {}
+                Err(e) => pr.error_code = code(&e),
+            }
+            tr.partitions.push(pr);
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+pub fn create_topics(broker: &Broker, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut r = CreateTopicsResponse::default();
+    for t in req.topics {
+        let mut tr = CreatableTopicResult::default();
+        tr.name = t.name.clone();
+        let partitions = if t.num_partitions < 0 { broker.config().default_partitions } else { t.num_partitions };
+        let configs: BTreeMap<String, String> =
+            t.configs.iter().filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string()))).collect();
+        tr.num_partitions = partitions;
+        tr.replication_factor = 1;
+        let result = if req.validate_only {
+            weir_broker::validate_topic_name(&t.name.0)
+                .and_then(|_| weir_broker::validate_partitions(partitions as i64).map(|_| ()))
+        } else {
+            broker.create_topic(&t.name.0, partitions, configs).map(|_| ())
+        };
+        if let Err(e) = result {
+            tr.error_code = code(&e);
+            tr.error_message = Some(s(&e.to_string()));
+        }
+        r.topics.push(tr);
+    }
+    r
+}
+
+pub fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut r = DeleteTopicsResponse::default();
+    let names: Vec<TopicName> = if !req.topic_names.is_empty() {
+        req.topic_names
+    } else {
+        req.topics.into_iter().filter_map(|t| t.name).collect()
+    };
+    for name in names {
+        let mut tr = DeletableTopicResult::default();
+        tr.name = Some(name.clone());
+        if let Err(e) = broker.delete_topic(&name.0) {
+            tr.error_code =
+                if matches!(e, BrokerError::UnknownTopic(_)) { UNKNOWN_TOPIC_OR_PARTITION } else { code(&e) };
+            tr.error_message = Some(s(&e.to_string()));
+        }
+        r.responses.push(tr);
+    }
+    r
+}

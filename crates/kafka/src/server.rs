@@ -1,0 +1,129 @@
+//! The listener: accepts connections and serves each one's requests in order (Kafka clients rely on responses
+//! arriving in request order on a connection). A bad frame closes that connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use weir_broker::Broker;
+
+use crate::codec::{self, CodecError};
+use crate::handlers;
+
+/// How the listener is reached and what it accepts.
+#[derive(Clone, Debug)]
+pub struct ListenerConfig {
+    pub listen: SocketAddr,
+    /// The host and port clients are told to connect to in Metadata responses.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// Largest request accepted; a larger one closes the connection (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+}
+
+impl ListenerConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        ListenerConfig {
+            listen,
+            advertised_host: listen.ip().to_string(),
+            advertised_port: listen.port(),
+            max_request_bytes: 100 << 20,
+        }
+    }
+}
+
+/// A running listener.
+#[derive(Debug)]
+pub struct KafkaListener {
+    pub local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KafkaListener {
+    /// Binds and starts serving. With port 0 the advertised port becomes the one bound.
+    pub async fn start(broker: Arc<Broker>, mut config: ListenerConfig) -> std::io::Result<KafkaListener> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        if config.advertised_port == 0 {
+            config.advertised_port = local_addr.port();
+        }
+        let config = Arc::new(config);
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let (broker, config) = (broker.clone(), config.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = serve(stream, broker, config).await {
+                                tracing::debug!(%peer, "kafka connection closed: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("kafka listener accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(KafkaListener { local_addr, task })
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for KafkaListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(mut stream: TcpStream, broker: Arc<Broker>, config: Arc<ListenerConfig>) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        while let Some(frame) = codec::take_frame(&mut buf, config.max_request_bytes)? {
+            let peek = codec::peek(&frame)?;
+            let request = match codec::decode_request(frame, handlers::supported) {
+                Ok(r) => r,
+                Err(CodecError::UnsupportedVersion { api: ApiKey::ApiVersions, .. }) => {
+                    // Kafka answers an ApiVersions it cannot parse with v0 and UNSUPPORTED_VERSION, so the client
+                    // retries with a version both know.
+                    let body = ResponseKind::ApiVersions(handlers::api_versions(true));
+                    let out = codec::encode_response(ApiKey::ApiVersions, 0, peek.correlation_id, &body)?;
+                    stream.write_all(&out).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let (api, version, correlation_id) = (request.api, request.version, request.header.correlation_id);
+            let body = match request.body {
+                RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(false)),
+                RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(&broker, &config, r)),
+                RequestKind::Produce(r) => {
+                    let acks = r.acks;
+                    let response = handlers::produce(&broker, r).await;
+                    if acks == 0 {
+                        continue; // acks=0: the client expects no response at all
+                    }
+                    ResponseKind::Produce(response)
+                }
+                RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch(&broker, r).await),
+                RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(&broker, r)),
+                RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(&broker, r)),
+                RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(&broker, r)),
+                other => anyhow::bail!("no handler for {other:?}"),
+            };
+            let out = codec::encode_response(api, version, correlation_id, &body)?;
+            stream.write_all(&out).await?;
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use weir_broker::Broker;
 
 use crate::codec::{self, CodecError};
-use crate::handlers;
+use crate::{groups, handlers};
 
 /// How the listener is reached and what it accepts.
 #[derive(Clone, Debug)]
@@ -33,6 +33,13 @@ impl ListenerConfig {
             max_request_bytes: 100 << 20,
         }
     }
+}
+
+/// Who is on the other end of a connection, as group membership records it.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub client_id: String,
+    pub host: String,
 }
 
 /// A running listener.
@@ -57,7 +64,7 @@ impl KafkaListener {
                     Ok((stream, peer)) => {
                         let (broker, config) = (broker.clone(), config.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = serve(stream, broker, config).await {
+                            if let Err(e) = serve(stream, peer, broker, config).await {
                                 tracing::debug!(%peer, "kafka connection closed: {e}");
                             }
                         });
@@ -83,7 +90,12 @@ impl Drop for KafkaListener {
     }
 }
 
-async fn serve(mut stream: TcpStream, broker: Arc<Broker>, config: Arc<ListenerConfig>) -> anyhow::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<ListenerConfig>,
+) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -102,6 +114,10 @@ async fn serve(mut stream: TcpStream, broker: Arc<Broker>, config: Arc<ListenerC
                 Err(e) => return Err(e.into()),
             };
             let (api, version, correlation_id) = (request.api, request.version, request.header.correlation_id);
+            let client = Client {
+                client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                host: format!("/{}", peer.ip()),
+            };
             let body = match request.body {
                 RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(false)),
                 RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(&broker, &config, r)),
@@ -117,6 +133,17 @@ async fn serve(mut stream: TcpStream, broker: Arc<Broker>, config: Arc<ListenerC
                 RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(&broker, r)),
                 RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(&broker, r)),
                 RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(&broker, r)),
+                RequestKind::FindCoordinator(r) => {
+                    ResponseKind::FindCoordinator(groups::find_coordinator(&config, version, r))
+                }
+                RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(&broker, &client, r).await),
+                RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(&broker, r).await),
+                RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(&broker, r)),
+                RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(&broker, r).await),
+                RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(&broker, r)),
+                RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(&broker, r)),
+                RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(&broker, r)),
+                RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(&broker, r)),
                 other => anyhow::bail!("no handler for {other:?}"),
             };
             let out = codec::encode_response(api, version, correlation_id, &body)?;

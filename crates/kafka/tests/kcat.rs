@@ -24,7 +24,9 @@ impl Weir {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (broker, listener) = runtime.block_on(async {
-            let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+            let mut config = BrokerConfig::new(dir.path());
+            config.group.initial_rebalance_delay_ms = 0;
+            let broker = Broker::open(config).unwrap();
             let listener = KafkaListener::start(broker.clone(), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
                 .await
                 .unwrap();
@@ -154,4 +156,82 @@ fn garbage_closes_only_its_own_connection() {
         assert_eq!(n, 0, "the connection should be closed for {garbage:?}");
     }
     assert_eq!(w.kcat_text(&["-L"], None), healthy, "the broker keeps serving others");
+}
+
+#[test]
+fn a_kcat_consumer_group_commits_and_resumes() {
+    let w = Weir::start();
+    w.broker.create_topic("t", 4, Default::default()).unwrap();
+    let lines: String = (0..300).map(|i| format!("k{i}:v{i}\n")).collect();
+    w.kcat(&["-P", "-t", "t", "-K:"], Some(&lines));
+    let group = ["-G", "kg", "t", "-e", "-q", "-X", "auto.offset.reset=earliest"];
+    assert_eq!(w.kcat_text(&group, None).lines().count(), 300);
+    let d = w.broker.describe_group("kg").unwrap();
+    assert_eq!(d.offsets.iter().map(|o| o.committed.unwrap_or(0)).sum::<i64>(), 300, "{:?}", d.offsets);
+    let more: String = (300..350).map(|i| format!("k{i}:v{i}\n")).collect();
+    w.kcat(&["-P", "-t", "t", "-K:"], Some(&more));
+    let second = w.kcat_text(&group, None);
+    assert_eq!(second.lines().count(), 50, "only what arrived after the commit: {second}");
+}
+
+/// A kcat member and an in-process member are one group: they split the partitions, and when kcat leaves the
+/// in-process member takes them all.
+#[test]
+fn kcat_and_an_in_process_consumer_share_one_group() {
+    let w = Weir::start();
+    w.broker.create_topic("t", 4, Default::default()).unwrap();
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &w.addr().to_string(), "-G", "mix", "t", "-q", "-X", "auto.offset.reset=earliest"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kcat is not installed: run scripts/test.sh, which installs it");
+    let wait_for = |what: &str, check: &mut dyn FnMut() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("kcat to join", &mut || {
+        w.broker.describe_group("mix").is_ok_and(|d| d.state == "Stable" && d.members.len() == 1)
+    });
+
+    let broker = w.broker.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<(String, i32)>>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let member = w.runtime.spawn(async move {
+        let mut config = weir_broker::ConsumerConfig::new(["t"]).group("mix");
+        config.heartbeat_interval = Duration::from_millis(200);
+        let mut c = broker.consumer(config).unwrap();
+        while !stop2.load(std::sync::atomic::Ordering::Acquire) {
+            c.poll(Duration::from_millis(100)).await.unwrap();
+            let _ = tx.send(c.assignment());
+        }
+        c.close().await.unwrap();
+    });
+    let mut last = Vec::new();
+    wait_for("the in-process member to get half", &mut || {
+        while let Ok(a) = rx.try_recv() {
+            last = a;
+        }
+        last.len() == 2
+    });
+    let d = w.broker.describe_group("mix").unwrap();
+    assert_eq!(d.members.len(), 2);
+    let kcat_member = d.members.iter().find(|m| m.host != "in-process").expect("kcat's member");
+    assert_eq!(kcat_member.assignment.iter().map(|(_, ps)| ps.len()).sum::<usize>(), 2, "{d:?}");
+
+    // SIGTERM: kcat leaves the group on its way out.
+    Command::new("kill").arg(kcat.id().to_string()).status().unwrap();
+    kcat.wait().unwrap();
+    wait_for("the in-process member to take every partition", &mut || {
+        while let Ok(a) = rx.try_recv() {
+            last = a;
+        }
+        last.len() == 4
+    });
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    w.runtime.block_on(member).unwrap();
 }

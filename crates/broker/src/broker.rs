@@ -110,6 +110,9 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     lock: Mutex<Option<DataDirLock>>,
     closed: AtomicBool,
+    /// Next idempotent-producer id. Seeded from the clock (ms × 1000) so ids stay unique across restarts without a
+    /// file, as long as fewer than 1000 are handed out per millisecond on average.
+    next_producer_id: std::sync::atomic::AtomicI64,
 }
 
 impl Broker {
@@ -156,6 +159,7 @@ impl Broker {
             groups,
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
+            next_producer_id: std::sync::atomic::AtomicI64::new(weir_log::now_ms() * 1000),
         });
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
         Ok(broker)
@@ -299,6 +303,11 @@ impl Broker {
         let info = p.log()?.append_batches(bytes, false)?;
         p.notify_appended();
         Ok(info)
+    }
+
+    /// A fresh producer id for an idempotent producer (Kafka's InitProducerId).
+    pub fn allocate_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::AcqRel)
     }
 
     pub fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64), BrokerError> {

@@ -53,6 +53,8 @@ impl BrokerError {
             BrokerError::Log(LogError::RecordTooLarge { .. }) => 10,                  // MESSAGE_TOO_LARGE
             BrokerError::Log(LogError::InvalidBatch(_)) => 2,                         // CORRUPT_MESSAGE
             BrokerError::Log(LogError::OffsetOutOfRange { .. }) => 1,
+            BrokerError::Log(LogError::OutOfOrderSequence { .. }) => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+            BrokerError::Log(LogError::InvalidProducerEpoch { .. }) => 47, // INVALID_PRODUCER_EPOCH
             BrokerError::Log(LogError::Corrupt { .. } | LogError::Io { .. }) => 56, // KAFKA_STORAGE_ERROR
             BrokerError::Group(e) => e.kafka_error_code(),
             BrokerError::Shared(e) => e.kafka_error_code(),

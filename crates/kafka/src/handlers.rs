@@ -10,6 +10,7 @@ use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsRes
 use kafka_protocol::messages::create_topics_response::{CreatableTopicResult, CreateTopicsResponse};
 use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
 use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
@@ -18,8 +19,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
@@ -38,6 +39,7 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::CreateTopics => (2, 7),
         ApiKey::DeleteTopics => (1, 6),
         ApiKey::FindCoordinator => (0, 4),
+        ApiKey::InitProducerId => (0, 4),
         ApiKey::JoinGroup => (0, 9),
         ApiKey::SyncGroup => (0, 5),
         ApiKey::Heartbeat => (0, 4),
@@ -62,6 +64,7 @@ const SERVED: &[ApiKey] = &[
     ApiKey::CreateTopics,
     ApiKey::DeleteTopics,
     ApiKey::FindCoordinator,
+    ApiKey::InitProducerId,
     ApiKey::JoinGroup,
     ApiKey::SyncGroup,
     ApiKey::Heartbeat,
@@ -327,6 +330,26 @@ pub fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsR
             tr.error_message = Some(s(&e.to_string()));
         }
         r.responses.push(tr);
+    }
+    r
+}
+
+/// Idempotent producers get a fresh id (epoch 0), or their epoch bumped when they ask with their current one.
+/// Transactions are not supported: a transactional id is refused.
+pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut r = InitProducerIdResponse::default();
+    if req.transactional_id.is_some() {
+        r.error_code = UNSUPPORTED_VERSION;
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        return r;
+    }
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
+        r.producer_id = req.producer_id;
+        r.producer_epoch = req.producer_epoch + 1;
+    } else {
+        r.producer_id = ProducerId(broker.allocate_producer_id());
+        r.producer_epoch = 0;
     }
     r
 }

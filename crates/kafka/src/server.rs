@@ -133,6 +133,7 @@ async fn serve(
                 RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(&broker, r)),
                 RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(&broker, r)),
                 RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(&broker, r)),
+                RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(handlers::init_producer_id(&broker, r)),
                 RequestKind::FindCoordinator(r) => {
                     ResponseKind::FindCoordinator(groups::find_coordinator(&config, version, r))
                 }

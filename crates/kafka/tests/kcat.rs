@@ -235,3 +235,17 @@ fn kcat_and_an_in_process_consumer_share_one_group() {
     stop.store(true, std::sync::atomic::Ordering::Release);
     w.runtime.block_on(member).unwrap();
 }
+
+#[test]
+fn an_idempotent_kcat_producer_is_stored_once() {
+    let w = Weir::start();
+    w.broker.create_topic("t", 2, Default::default()).unwrap();
+    let lines: String = (0..2000).map(|i| format!("k{}:v{i}\n", i % 10)).collect();
+    w.kcat(&["-P", "-t", "t", "-K:", "-X", "enable.idempotence=true", "-X", "acks=all"], Some(&lines));
+    let out = w.kcat_text(&["-C", "-t", "t", "-o", "beginning", "-e", "-q"], None);
+    let mut values: Vec<&str> = out.lines().collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), 2000);
+    assert_eq!(out.lines().count(), 2000);
+}

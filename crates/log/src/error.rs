@@ -20,6 +20,10 @@ pub enum LogError {
     InvalidConfig(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    #[error("producer {producer_id}: sequence {got} out of order (expected {expected})")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    #[error("producer {producer_id}: epoch {epoch} is fenced by epoch {current}")]
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
 }
 
 impl LogError {

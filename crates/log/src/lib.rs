@@ -16,6 +16,7 @@ mod error;
 mod flusher;
 mod index;
 mod log;
+mod producer_state;
 mod record;
 mod segment;
 mod varint;

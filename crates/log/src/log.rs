@@ -18,6 +18,7 @@ use crate::batch::{self, BatchHeader, Batches};
 use crate::config::{FsyncPolicy, LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::flusher::FlushSignal;
+use crate::producer_state::{ProducerStates, Verdict};
 use crate::record::{Record, StoredRecord};
 use crate::segment::{Placed, Segment};
 
@@ -102,6 +103,8 @@ pub struct Log {
     /// Segments sealed by a roll whose fsync is still owed. A roll does not wait for it (fsyncing a full 1 GiB segment
     /// under the append lock would stall every producer); the next sync or the flusher pays it.
     unsynced_sealed: Mutex<Vec<Arc<Segment>>>,
+    /// Idempotent producers' recent sequences; read and updated under the append lock.
+    producers: Mutex<ProducerStates>,
     recovery: RecoveryReport,
 }
 
@@ -132,6 +135,7 @@ impl Log {
         let clean = marker.exists();
         let mut report = RecoveryReport { clean_shutdown: clean, ..Default::default() };
         let mut segments = BTreeMap::new();
+        let mut producers = None;
         let last_base = *bases.last().expect("at least one base");
         for (i, &base) in bases.iter().enumerate() {
             let (seg, indexes_whole) = Segment::open(&dir, base, now)?;
@@ -158,6 +162,13 @@ impl Log {
                     );
                 }
                 seg.adopt_scan(&scan)?;
+                if is_last {
+                    let mut states = ProducerStates::default();
+                    for h in &scan.producer_batches {
+                        states.record(h, h.base_offset);
+                    }
+                    producers = Some(states);
+                }
             }
             if let Some(&next_base) = bases.get(i + 1) {
                 if seg.next_offset() != next_base {
@@ -176,6 +187,8 @@ impl Log {
             }
             segments.insert(base, Arc::new(seg));
         }
+        // A clean close saved the producer state; after a crash the scan of the active segment rebuilt it.
+        let producers = producers.unwrap_or_else(|| ProducerStates::load(&dir));
         if clean {
             fs::remove_file(&marker).map_err(LogError::io("remove", &marker))?;
             sync_dir(&dir)?;
@@ -199,6 +212,7 @@ impl Log {
             synced: Condvar::new(),
             flush_signal: OnceLock::new(),
             unsynced_sealed: Mutex::new(Vec::new()),
+            producers: Mutex::new(producers),
             recovery: report,
         }))
     }
@@ -295,6 +309,16 @@ impl Log {
 
         let info = {
             let _appending = self.appender.lock();
+            let mut producers = self.producers.lock();
+            for (_, _, header) in &layout {
+                if let Verdict::Duplicate { base_offset, last_offset } = producers.check(header)? {
+                    if layout.len() > 1 {
+                        return Err(LogError::InvalidBatch("a retried idempotent batch sent with others".into()));
+                    }
+                    // A retry of a batch already stored: acknowledge it again, store nothing.
+                    return Ok(AppendInfo { base_offset, last_offset, log_append_time: None });
+                }
+            }
             let base_offset = self.end_offset();
             let total_records: i64 = layout.iter().map(|(_, _, h)| h.last_offset_delta as i64 + 1).sum();
             let active = self.active_for_append(&config, buf.len() as u64, total_records)?;
@@ -314,6 +338,9 @@ impl Log {
                 next = last_offset + 1;
             }
             active.append(&buf, &placed, config.index_interval_bytes)?;
+            for ((_, _, header), p) in layout.iter().zip(&placed) {
+                producers.record(header, p.base_offset);
+            }
             self.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
             self.end_offset.store(next, Ordering::Release);
             AppendInfo { base_offset, last_offset: next - 1, log_append_time }
@@ -439,6 +466,7 @@ impl Log {
             active.sync_all()?;
         }
         self.sync_sealed()?;
+        self.producers.lock().save(&self.dir).map_err(LogError::io("save producer state in", &self.dir))?;
         let marker = self.dir.join(CLEAN_SHUTDOWN);
         fs::write(&marker, b"").map_err(LogError::io("write", &marker))?;
         sync_dir(&self.dir)

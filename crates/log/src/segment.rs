@@ -35,6 +35,8 @@ pub(crate) struct ScanOutcome {
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
     pub max_timestamp: i64,
+    /// Headers of idempotent batches (producer id ≥ 0) with their base offsets, in log order.
+    pub producer_batches: Vec<BatchHeader>,
 }
 
 #[derive(Debug)]
@@ -189,6 +191,9 @@ impl Segment {
                     out.times.push(TimeEntry { timestamp: out.max_timestamp, rel_offset: next_rel });
                     since_time = 0;
                 }
+            }
+            if header.producer_id >= 0 {
+                out.producer_batches.push(header);
             }
             expected_base = header.last_offset() + 1;
             out.next_offset = Some(expected_base);

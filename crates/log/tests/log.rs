@@ -238,3 +238,42 @@ fn a_segment_rolls_when_it_gets_old() {
     assert_eq!(log.segment_count(), 2);
     assert_eq!(read_all(&log).unwrap().len(), 3);
 }
+
+/// An encoded batch as an idempotent producer would send it.
+fn idempotent_batch(producer_id: i64, epoch: i16, seq: i32, records: &[Record]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    weir_log::batch::encode(records, 1_700_000_000_000, &mut buf);
+    buf[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    buf[51..53].copy_from_slice(&epoch.to_be_bytes());
+    buf[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf
+}
+
+#[test]
+fn idempotent_retries_are_stored_once_even_across_restarts() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+            let first = log.append_batches(idempotent_batch(42, 0, 0, &[rec(0), rec(1)]), false).unwrap();
+            let retry = log.append_batches(idempotent_batch(42, 0, 0, &[rec(0), rec(1)]), false).unwrap();
+            assert_eq!((retry.base_offset, retry.last_offset), (first.base_offset, first.last_offset));
+            assert_eq!(log.end_offset(), 2);
+            log.append_batches(idempotent_batch(42, 0, 2, &[rec(2)]), false).unwrap();
+            let gap = log.append_batches(idempotent_batch(42, 0, 9, &[rec(3)]), false).unwrap_err();
+            assert!(matches!(gap, LogError::OutOfOrderSequence { expected: 3, got: 9, .. }), "{gap}");
+            if clean {
+                log.close().unwrap();
+            }
+        }
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let retry = log.append_batches(idempotent_batch(42, 0, 2, &[rec(2)]), false).unwrap();
+        assert_eq!(retry.base_offset, 2, "clean={clean}: a retry after restart is recognised");
+        assert_eq!(log.end_offset(), 3);
+        assert!(log.append_batches(idempotent_batch(42, 0, 4, &[rec(3)]), false).is_err());
+        log.append_batches(idempotent_batch(42, 0, 3, &[rec(3)]), false).unwrap();
+        assert_eq!(read_all(&log).unwrap().len(), 4);
+    }
+}

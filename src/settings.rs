@@ -13,6 +13,9 @@
 //! [log]                             # defaults for every topic; WEIR_LOG_<KEY> with dots as underscores
 //! fsync = "interval"                # WEIR_LOG_FSYNC
 //! "retention.ms" = 604800000        # WEIR_LOG_RETENTION_MS
+//!
+//! [kafka.users]                     # SASL/PLAIN users of the Kafka listener; absent: no authentication
+//! alice = "alice-secret"
 //! ```
 
 use std::collections::BTreeMap;
@@ -34,6 +37,15 @@ struct FileSettings {
     group_initial_rebalance_delay_ms: Option<u64>,
     #[serde(default)]
     log: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    kafka: KafkaFileSettings,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaFileSettings {
+    /// SASL/PLAIN users of the Kafka listener (name = password); none means no authentication.
+    users: Option<BTreeMap<String, String>>,
 }
 
 /// The resolved settings.
@@ -41,6 +53,8 @@ struct FileSettings {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub broker: BrokerConfig,
+    /// SASL/PLAIN users for the Kafka listener, from `[kafka.users]`.
+    pub kafka_users: Option<BTreeMap<String, String>>,
 }
 
 fn env_bool(name: &str, v: &str) -> Result<bool> {
@@ -126,7 +140,7 @@ impl Settings {
         if let Some(ms) = rebalance_delay_ms {
             broker.group.initial_rebalance_delay_ms = ms;
         }
-        Ok(Settings { data_dir, broker })
+        Ok(Settings { data_dir, broker, kafka_users: file.kafka.users })
     }
 }
 

@@ -45,11 +45,15 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         ]);
         broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
     }
-    let kafka = start_kafka(&broker, &args).await?;
+    let kafka = start_kafka(&broker, &args, &settings).await?;
     eprintln!("weir is up");
     eprintln!("  data dir   {}", settings.data_dir.display());
     match &kafka {
-        Some(l) => eprintln!("  kafka      {} (Kafka wire protocol)", l.local_addr),
+        Some(l) => eprintln!(
+            "  kafka      {} (Kafka wire protocol{})",
+            l.local_addr,
+            if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
+        ),
         None => eprintln!("  kafka      disabled"),
     }
     eprintln!("  topics     {}", broker.list_topics().len());
@@ -85,7 +89,11 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
     outcome
 }
 
-async fn start_kafka(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_kafka::KafkaListener>> {
+async fn start_kafka(
+    broker: &Arc<Broker>,
+    args: &UpArgs,
+    settings: &Settings,
+) -> Result<Option<weir_kafka::KafkaListener>> {
     if args.kafka_listen == "none" {
         return Ok(None);
     }
@@ -94,6 +102,7 @@ async fn start_kafka(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_
         .parse()
         .with_context(|| format!("--kafka-listen {:?} is not HOST:PORT", args.kafka_listen))?;
     let mut config = weir_kafka::ListenerConfig::new(listen);
+    config.users = settings.kafka_users.clone().map(|u| u.into_iter().collect());
     if let Some(adv) = &args.kafka_advertised {
         let (host, port) =
             adv.rsplit_once(':').with_context(|| format!("--kafka-advertised {adv:?} is not HOST:PORT"))?;

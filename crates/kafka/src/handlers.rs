@@ -9,6 +9,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 use kafka_protocol::messages::create_topics_response::{CreatableTopicResult, CreateTopicsResponse};
 use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::list_offsets_response::{
@@ -19,8 +22,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
@@ -40,6 +43,10 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
         ApiKey::DeleteTopics => (1, 6),
         ApiKey::FindCoordinator => (0, 4),
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::DescribeConfigs => (1, 4),
+        // v0 must be advertised: librdkafka detects SASL support by it, though it then uses v1.
+        ApiKey::SaslHandshake => (0, 1),
+        ApiKey::SaslAuthenticate => (0, 2),
         ApiKey::JoinGroup => (0, 9),
         ApiKey::SyncGroup => (0, 5),
         ApiKey::Heartbeat => (0, 4),
@@ -65,6 +72,9 @@ const SERVED: &[ApiKey] = &[
     ApiKey::DeleteTopics,
     ApiKey::FindCoordinator,
     ApiKey::InitProducerId,
+    ApiKey::DescribeConfigs,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
     ApiKey::JoinGroup,
     ApiKey::SyncGroup,
     ApiKey::Heartbeat,
@@ -78,6 +88,7 @@ const SERVED: &[ApiKey] = &[
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const UNSUPPORTED_VERSION: i16 = 35;
+const INVALID_REQUEST: i16 = 42;
 const NODE_ID: i32 = 0;
 
 fn s(v: &str) -> StrBytes {
@@ -350,6 +361,54 @@ pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProd
     } else {
         r.producer_id = ProducerId(broker.allocate_producer_id());
         r.producer_epoch = 0;
+    }
+    r
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Topic settings as weir applies them (every key, with its effective value); a few broker settings.
+pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut r = DescribeConfigsResponse::default();
+    for res in req.resources {
+        let mut out = DescribeConfigsResult::default();
+        out.resource_type = res.resource_type;
+        out.resource_name = res.resource_name.clone();
+        let pairs: Result<Vec<(String, String)>, (i16, String)> = match res.resource_type {
+            RESOURCE_TOPIC => broker
+                .describe_topic(&res.resource_name)
+                .map(|d| d.configs.into_iter().collect())
+                .map_err(|e| (code(&e), e.to_string())),
+            RESOURCE_BROKER => Ok(vec![
+                ("auto.create.topics.enable".into(), broker.config().auto_create_topics.to_string()),
+                ("num.partitions".into(), broker.config().default_partitions.to_string()),
+                ("log.dirs".into(), broker.config().data_dir.display().to_string()),
+            ]),
+            other => Err((INVALID_REQUEST, format!("resource type {other} is not supported"))),
+        };
+        match pairs {
+            Ok(pairs) => {
+                // Null (or, as some clients send, empty) means every key.
+                let wanted = res.configuration_keys.as_ref().filter(|w| !w.is_empty());
+                out.configs = pairs
+                    .into_iter()
+                    .filter(|(k, _)| wanted.is_none_or(|w| w.iter().any(|x| **x == **k)))
+                    .map(|(k, v)| {
+                        let mut c = DescribeConfigsResourceResult::default();
+                        c.name = s(&k);
+                        c.value = Some(s(&v));
+                        c.config_source = 5; // DEFAULT_CONFIG; weir does not yet say which were set per topic
+                        c
+                    })
+                    .collect();
+            }
+            Err((error, message)) => {
+                out.error_code = error;
+                out.error_message = Some(s(&message));
+            }
+        }
+        r.results.push(out);
     }
     r
 }

@@ -9,11 +9,12 @@
 //! Served so far: ApiVersions, Metadata, Produce (acks 0/1/all), Fetch (long poll, batches served as stored),
 //! ListOffsets (earliest, latest, by timestamp), CreateTopics, DeleteTopics, and the consumer-group APIs
 //! (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
-//! DescribeGroups). Idempotent producers, DescribeConfigs and SASL come next.
+//! DescribeGroups), InitProducerId (idempotent producers), DescribeConfigs, and SASL/PLAIN (`sasl.rs`).
 
 pub mod codec;
 mod groups;
 pub mod handlers;
+mod sasl;
 mod server;
 
 pub use server::{KafkaListener, ListenerConfig};

@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use weir_broker::Broker;
 
 use crate::codec::{self, CodecError};
-use crate::{groups, handlers};
+use crate::{groups, handlers, sasl};
 
 /// How the listener is reached and what it accepts.
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ pub struct ListenerConfig {
     pub advertised_port: u16,
     /// Largest request accepted; a larger one closes the connection (Kafka's `socket.request.max.bytes`).
     pub max_request_bytes: usize,
+    /// SASL/PLAIN users (name → password); `None` leaves the listener open.
+    pub users: Option<std::collections::HashMap<String, String>>,
 }
 
 impl ListenerConfig {
@@ -31,6 +33,7 @@ impl ListenerConfig {
             advertised_host: listen.ip().to_string(),
             advertised_port: listen.port(),
             max_request_bytes: 100 << 20,
+            users: None,
         }
     }
 }
@@ -98,8 +101,16 @@ async fn serve(
 ) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut auth = sasl::AuthState::new(&config.users);
     loop {
         while let Some(frame) = codec::take_frame(&mut buf, config.max_request_bytes)? {
+            if auth == sasl::AuthState::AwaitingRawToken {
+                if !sasl::check_plain(&mut auth, &config.users, &frame) {
+                    anyhow::bail!("SASL authentication failed");
+                }
+                stream.write_all(&0i32.to_be_bytes()).await?; // an empty server token
+                continue;
+            }
             let peek = codec::peek(&frame)?;
             let request = match codec::decode_request(frame, handlers::supported) {
                 Ok(r) => r,
@@ -118,7 +129,33 @@ async fn serve(
                 client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
                 host: format!("/{}", peer.ip()),
             };
+            let allowed = matches!(
+                request.body,
+                RequestKind::ApiVersions(_) | RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)
+            );
+            if !allowed && !auth.allows_requests() {
+                anyhow::bail!("{api:?} before SASL authentication");
+            }
             let body = match request.body {
+                RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl::handshake(&mut auth, version, r)),
+                RequestKind::SaslAuthenticate(r) => {
+                    let response = sasl::authenticate(&mut auth, &config.users, r);
+                    let failed = response.error_code != 0;
+                    let out = codec::encode_response(
+                        api,
+                        version,
+                        correlation_id,
+                        &ResponseKind::SaslAuthenticate(response),
+                    )?;
+                    stream.write_all(&out).await?;
+                    if failed {
+                        anyhow::bail!("SASL authentication failed");
+                    }
+                    continue;
+                }
+                RequestKind::DescribeConfigs(r) => {
+                    ResponseKind::DescribeConfigs(handlers::describe_configs(&broker, r))
+                }
                 RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(false)),
                 RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(&broker, &config, r)),
                 RequestKind::Produce(r) => {

@@ -21,15 +21,19 @@ struct Weir {
 
 impl Weir {
     fn start() -> Weir {
+        Weir::start_with(|_| {})
+    }
+
+    fn start_with(tune: impl FnOnce(&mut ListenerConfig)) -> Weir {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (broker, listener) = runtime.block_on(async {
             let mut config = BrokerConfig::new(dir.path());
             config.group.initial_rebalance_delay_ms = 0;
             let broker = Broker::open(config).unwrap();
-            let listener = KafkaListener::start(broker.clone(), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
-                .await
-                .unwrap();
+            let mut listener_config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+            tune(&mut listener_config);
+            let listener = KafkaListener::start(broker.clone(), listener_config).await.unwrap();
             (broker, listener)
         });
         Weir { _dir: dir, broker, listener, runtime }
@@ -248,4 +252,52 @@ fn an_idempotent_kcat_producer_is_stored_once() {
     values.dedup();
     assert_eq!(values.len(), 2000);
     assert_eq!(out.lines().count(), 2000);
+}
+
+#[test]
+fn sasl_plain_admits_only_configured_users() {
+    let w = Weir::start_with(|c| c.users = Some([("alice".to_string(), "s3cret".to_string())].into()));
+    let sasl = |user: &str, password: &str| {
+        Command::new("kcat")
+            .args(["-b", &w.addr().to_string(), "-L", "-m", "5"])
+            .args(["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN"])
+            .args(["-X", &format!("sasl.username={user}"), "-X", &format!("sasl.password={password}")])
+            .output()
+            .expect("kcat is not installed: run scripts/test.sh, which installs it")
+    };
+    let good = sasl("alice", "s3cret");
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("1 brokers"));
+    let bad = sasl("alice", "wrong");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // No SASL at all: the listener refuses to talk.
+    let none = Command::new("kcat").args(["-b", &w.addr().to_string(), "-L", "-m", "5"]).output().unwrap();
+    assert!(!none.status.success());
+}
+
+#[test]
+fn describe_configs_reports_effective_topic_settings() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let w = Weir::start();
+    let cfg = [("retention.ms".to_string(), "123456".to_string())].into();
+    w.broker.create_topic("t", 1, cfg).unwrap();
+    let mut res = DescribeConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_static_str("t");
+    let mut missing = DescribeConfigsResource::default();
+    missing.resource_type = 2;
+    missing.resource_name = StrBytes::from_static_str("nope");
+    let mut req = DescribeConfigsRequest::default();
+    req.resources = vec![res, missing];
+    let r = weir_kafka::handlers::describe_configs(&w.broker, req);
+    let retention = r.results[0].configs.iter().find(|c| &*c.name == "retention.ms").unwrap();
+    assert_eq!(retention.value.as_deref(), Some("123456"));
+    assert_eq!(r.results[1].error_code, 3);
 }

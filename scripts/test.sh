@@ -19,6 +19,13 @@ if ! command -v kcat >/dev/null 2>&1; then
   command -v kcat >/dev/null 2>&1 || { echo "error: kcat is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# kafka-python (PyPI) drives the Python client test; it fails, not skips, without it.
+if ! python3 -c "import kafka" >/dev/null 2>&1; then
+  echo "installing kafka-python (PyPI) for the Python client test" >&2
+  python3 -m pip install -q kafka-python >/dev/null 2>&1 || true
+  python3 -c "import kafka" >/dev/null 2>&1 || { echo "error: kafka-python is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # cargo-nextest runs each test in its own process (the crash tests re-execute their own binary); fall back to cargo test.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -72,6 +72,9 @@ pub struct UpArgs {
     /// HOST:PORT that Kafka clients are told to connect to (default: the listen address).
     #[arg(long, value_name = "HOST:PORT", env = "WEIR_KAFKA_ADVERTISED")]
     pub kafka_advertised: Option<String>,
+    /// Largest Kafka request accepted; a larger one closes its connection (Kafka's socket.request.max.bytes).
+    #[arg(long, default_value_t = 100 << 20, value_name = "BYTES", env = "WEIR_KAFKA_MAX_REQUEST_BYTES")]
+    pub kafka_max_request_bytes: usize,
 }
 
 #[derive(Debug, Subcommand)]

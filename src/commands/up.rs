@@ -103,6 +103,7 @@ async fn start_kafka(
         .with_context(|| format!("--kafka-listen {:?} is not HOST:PORT", args.kafka_listen))?;
     let mut config = weir_kafka::ListenerConfig::new(listen);
     config.users = settings.kafka_users.clone().map(|u| u.into_iter().collect());
+    config.max_request_bytes = args.kafka_max_request_bytes;
     if let Some(adv) = &args.kafka_advertised {
         let (host, port) =
             adv.rsplit_once(':').with_context(|| format!("--kafka-advertised {adv:?} is not HOST:PORT"))?;

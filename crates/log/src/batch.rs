@@ -278,14 +278,78 @@ pub fn decode_records(batch: &Bytes, min_offset: i64, out: &mut Vec<StoredRecord
 
 /// Hands each record of one complete batch at or after `min_offset` to `f`, without collecting them; `f` returns
 /// `false` to stop early. The CRC is verified first, so a damaged batch yields nothing.
-pub fn for_each_record(batch: &Bytes, min_offset: i64, mut f: impl FnMut(StoredRecord) -> bool) -> Result<(), String> {
+pub fn for_each_record(batch: &Bytes, min_offset: i64, f: impl FnMut(StoredRecord) -> bool) -> Result<(), String> {
     let header = validate(batch)?;
-    if header.compression() != 0 {
-        return Err(format!("compressed batches (codec {}) cannot be decoded in-process yet", header.compression()));
+    match header.compression() {
+        0 => parse_records(&header, batch, HEADER_LEN, min_offset, f),
+        codec => {
+            // Clients compress the records section; the batch header stays plain.
+            let records = Bytes::from(decompress(codec, &batch[HEADER_LEN..])?);
+            parse_records(&header, &records, 0, min_offset, f)
+        }
     }
+}
+
+/// The most a compressed batch may expand to; a larger one is refused rather than exhausting memory.
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+fn read_capped(r: impl std::io::Read, what: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    r.take(MAX_DECOMPRESSED + 1).read_to_end(&mut out).map_err(|e| format!("{what} decompression failed: {e}"))?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(format!("{what} batch expands past {MAX_DECOMPRESSED} bytes"));
+    }
+    Ok(out)
+}
+
+/// Decompresses a records section with Kafka's codecs: 1 gzip, 2 snappy (raw, or Java's xerial framing),
+/// 3 lz4 (frame format), 4 zstd.
+fn decompress(codec: i16, data: &[u8]) -> Result<Vec<u8>, String> {
+    const XERIAL_MAGIC: &[u8] = &[0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+    match codec {
+        1 => read_capped(flate2::read::GzDecoder::new(data), "gzip"),
+        2 if data.starts_with(XERIAL_MAGIC) => {
+            // Magic, version, compatible version, then blocks of (big-endian length, raw snappy block).
+            let mut pos = XERIAL_MAGIC.len() + 8;
+            let mut out = Vec::new();
+            while pos < data.len() {
+                let len_bytes = data.get(pos..pos + 4).ok_or("truncated snappy block length")?;
+                let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
+                let block = data.get(pos + 4..pos + 4 + len).ok_or("truncated snappy block")?;
+                let n = snap::raw::decompress_len(block).map_err(|e| format!("snappy: {e}"))?;
+                if (out.len() + n) as u64 > MAX_DECOMPRESSED {
+                    return Err("snappy batch expands too far".into());
+                }
+                out.extend(snap::raw::Decoder::new().decompress_vec(block).map_err(|e| format!("snappy: {e}"))?);
+                pos += 4 + len;
+            }
+            Ok(out)
+        }
+        2 => {
+            let n = snap::raw::decompress_len(data).map_err(|e| format!("snappy: {e}"))?;
+            if n as u64 > MAX_DECOMPRESSED {
+                return Err("snappy batch expands too far".into());
+            }
+            snap::raw::Decoder::new().decompress_vec(data).map_err(|e| format!("snappy: {e}"))
+        }
+        3 => read_capped(lz4_flex::frame::FrameDecoder::new(data), "lz4"),
+        4 => read_capped(zstd::stream::read::Decoder::new(data).map_err(|e| format!("zstd: {e}"))?, "zstd"),
+        other => Err(format!("unknown compression codec {other}")),
+    }
+}
+
+/// Parses `header.record_count` records from `buf` starting at `start`, handing those at or after `min_offset` to `f`.
+fn parse_records(
+    header: &BatchHeader,
+    buf: &Bytes,
+    start: usize,
+    min_offset: i64,
+    mut f: impl FnMut(StoredRecord) -> bool,
+) -> Result<(), String> {
     let log_append = header.is_log_append_time();
-    let b = &batch[..];
-    let mut pos = HEADER_LEN;
+    let b = &buf[..];
+    let mut pos = start;
     let bad = |what: &str| format!("malformed record in batch at offset {}: {what}", header.base_offset);
     for _ in 0..header.record_count {
         let len = get_varint(b, &mut pos).ok_or_else(|| bad("length"))?;
@@ -296,17 +360,17 @@ pub fn for_each_record(batch: &Bytes, min_offset: i64, mut f: impl FnMut(StoredR
         pos += 1; // attributes
         let ts_delta = get_varlong(b, &mut pos).ok_or_else(|| bad("timestamp"))?;
         let off_delta = get_varint(b, &mut pos).ok_or_else(|| bad("offset delta"))?;
-        let key = get_nullable(batch, &mut pos, end).ok_or_else(|| bad("key"))?;
-        let value = get_nullable(batch, &mut pos, end).ok_or_else(|| bad("value"))?;
+        let key = get_nullable(buf, &mut pos, end).ok_or_else(|| bad("key"))?;
+        let value = get_nullable(buf, &mut pos, end).ok_or_else(|| bad("value"))?;
         let n_headers = get_varint(b, &mut pos).ok_or_else(|| bad("header count"))?;
         if n_headers < 0 || n_headers as usize > len as usize {
             return Err(bad("header count"));
         }
         let mut headers = Vec::with_capacity(n_headers as usize);
         for _ in 0..n_headers {
-            let k = get_nullable(batch, &mut pos, end).flatten().ok_or_else(|| bad("header key"))?;
+            let k = get_nullable(buf, &mut pos, end).flatten().ok_or_else(|| bad("header key"))?;
             let key = String::from_utf8(k.to_vec()).map_err(|_| bad("header key is not UTF-8"))?;
-            let value = get_nullable(batch, &mut pos, end).ok_or_else(|| bad("header value"))?;
+            let value = get_nullable(buf, &mut pos, end).ok_or_else(|| bad("header value"))?;
             headers.push(Header { key, value });
         }
         if pos != end {
@@ -389,6 +453,22 @@ mod tests {
             let mut out = Vec::new();
             let _ = decode_records(&bytes, 0, &mut out);
             for b in Batches::new(&bytes) { let _ = b; }
+        }
+
+        /// A batch whose CRC is right but whose compressed records are garbage is an error, for every codec.
+        #[test]
+        fn garbage_compressed_records_are_an_error(codec in 1i16..=4, junk in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut buf = Vec::new();
+            encode(&[Record::from_value(Bytes::from_static(b"x"))], 0, &mut buf);
+            buf.truncate(HEADER_LEN);
+            buf.extend_from_slice(&junk);
+            let len = (buf.len() - LOG_OVERHEAD) as i32;
+            buf[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+            buf[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&codec.to_be_bytes());
+            let crc = crc32c::crc32c(&buf[OFF_ATTRIBUTES..]);
+            buf[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+            let mut out = Vec::new();
+            let _ = decode_records(&Bytes::from(buf), 0, &mut out);
         }
 
         #[test]

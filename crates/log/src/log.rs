@@ -528,7 +528,7 @@ impl Log {
                 if header.max_timestamp < ts {
                     continue;
                 }
-                if header.compression() != 0 || header.is_log_append_time() {
+                if header.is_log_append_time() {
                     return Ok(Some(header.base_offset));
                 }
                 let mut records = Vec::new();

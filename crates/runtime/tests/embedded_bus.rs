@@ -1,10 +1,11 @@
 //! The Bus over the embedded broker, used the way a system uses it: through the trait object only.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use weir_broker::{Broker, BrokerConfig};
-use weir_runtime::{Bus, EmbeddedBus, OutgoingMessage, StartFrom, SubscribeOptions};
+use weir_runtime::{Bus, EmbeddedBus, OutgoingMessage};
 
 fn bus(dir: &std::path::Path) -> Arc<dyn Bus> {
     let mut config = BrokerConfig::new(dir);
@@ -12,59 +13,10 @@ fn bus(dir: &std::path::Path) -> Arc<dyn Bus> {
     Arc::new(EmbeddedBus::new(Broker::open(config).unwrap()))
 }
 
-async fn drain(sub: &mut Box<dyn weir_runtime::Subscription>, n: usize) -> Vec<weir_runtime::Message> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let batch = sub.next_batch(Duration::from_secs(5)).await.unwrap();
-        assert!(!batch.is_empty(), "only {} of {n} messages arrived", out.len());
-        out.extend(batch);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_subscribe_commit_and_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = bus(dir.path());
-    bus.ensure_topic("orders", 3).await.unwrap();
-    bus.ensure_topic("orders", 3).await.unwrap(); // idempotent
-    let mut keys = std::collections::HashMap::new();
-    for i in 0..30 {
-        let key = format!("customer-{}", i % 5);
-        let d = bus
-            .produce(OutgoingMessage::new("orders", format!("order-{i}")).key(key.clone()).header("n", i.to_string()))
-            .await
-            .unwrap();
-        // One key, one partition.
-        assert_eq!(*keys.entry(key).or_insert(d.partition), d.partition);
-    }
-
-    let mut sub = bus.subscribe(SubscribeOptions::new("billing", ["orders"])).await.unwrap();
-    let first = drain(&mut sub, 30).await;
-    assert_eq!(sub.assignment().len(), 3);
-    assert!(first.iter().all(|m| m.header("n").is_some()));
-    // Commit only what the first 10 by offset in each partition cover: offsets up to 3 per partition.
-    let offsets: Vec<(String, i32, i64)> = (0..3).map(|p| ("orders".to_string(), p, 3)).collect();
-    sub.commit_offsets(&offsets).await.unwrap();
-    sub.close().await.unwrap();
-
-    let mut sub = bus.subscribe(SubscribeOptions::new("billing", ["orders"])).await.unwrap();
-    let again = drain(&mut sub, 30 - 9).await;
-    assert!(again.iter().all(|m| m.offset >= 3), "committed messages came back");
-    sub.commit().await.unwrap();
-    sub.seek("orders", 0, 0).await.unwrap();
-    let replay = sub.next_batch(Duration::from_secs(5)).await.unwrap();
-    assert!(replay.iter().any(|m| m.partition == 0 && m.offset == 0), "seek did not rewind");
-    sub.close().await.unwrap();
-
-    let mut late = SubscribeOptions::new("audit", ["orders"]);
-    late.start_from = StartFrom::Latest;
-    let mut sub = bus.subscribe(late).await.unwrap();
-    assert!(sub.next_batch(Duration::from_millis(200)).await.unwrap().is_empty());
-    bus.produce(OutgoingMessage::new("orders", "new")).await.unwrap();
-    let fresh = sub.next_batch(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(fresh.len(), 1);
-    assert_eq!(fresh[0].value.as_deref(), Some(&b"new"[..]));
+    common::produce_subscribe_commit_and_resume(bus(dir.path())).await;
 }
 
 #[tokio::test]

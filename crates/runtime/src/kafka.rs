@@ -1,0 +1,210 @@
+//! The `Bus` over a Kafka cluster (or weir's own Kafka listener) through rdkafka, selected with
+//! `kafka://host:port[,host:port]`: the same system code runs embedded or on Kafka.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
+
+/// A [`Bus`] on Kafka. Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaBus {
+    bootstrap: String,
+    producer: FutureProducer,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+}
+
+impl std::fmt::Debug for KafkaBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBus").field("bootstrap", &self.bootstrap).finish()
+    }
+}
+
+fn backend(e: KafkaError) -> BusError {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::AssignmentLost,
+        ) => BusError::Rebalanced,
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => BusError::UnknownTopic(e.to_string()),
+        Some(RDKafkaErrorCode::InvalidPartitions | RDKafkaErrorCode::InvalidTopic) => BusError::Invalid(e.to_string()),
+        _ => BusError::Backend(e.to_string()),
+    }
+}
+
+impl KafkaBus {
+    /// `url` is `kafka://host:port[,host:port]` (or the bare broker list).
+    pub fn connect(url: &str) -> Result<KafkaBus, BusError> {
+        let bootstrap = url.strip_prefix("kafka://").unwrap_or(url).to_string();
+        if bootstrap.is_empty() {
+            return Err(BusError::Invalid(format!("no brokers in {url:?}")));
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .create()
+            .map_err(backend)?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().map_err(backend)?;
+        Ok(KafkaBus { bootstrap, producer, admin: Arc::new(admin) })
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn produce(&self, m: OutgoingMessage) -> Result<Delivery, BusError> {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&m.topic).headers(headers);
+        if let Some(k) = &m.key {
+            record = record.key(k.as_ref());
+        }
+        if let Some(v) = &m.value {
+            record = record.payload(v.as_ref());
+        }
+        if let Some(p) = m.partition {
+            record = record.partition(p);
+        }
+        if let Some(ts) = m.timestamp {
+            record = record.timestamp(ts);
+        }
+        let d = self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| backend(e))?;
+        Ok(Delivery { partition: d.partition, offset: d.offset })
+    }
+
+    async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", &options.group)
+            .set("client.id", &options.client_id)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", options.session_timeout.as_millis().to_string())
+            .set("auto.offset.reset", if options.start_from == StartFrom::Earliest { "earliest" } else { "latest" })
+            .create()
+            .map_err(backend)?;
+        let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(backend)?;
+        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), max_batch: options.max_batch.max(1) }))
+    }
+
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError> {
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let results = self.admin.create_topics([&new], &AdminOptions::new()).await.map_err(backend)?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(BusError::Invalid(format!("cannot create topic {name}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+struct KafkaSubscription {
+    consumer: Arc<StreamConsumer>,
+    max_batch: usize,
+}
+
+impl KafkaSubscription {
+    /// librdkafka's commits block; keep them off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StreamConsumer) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, BusError> {
+        let c = self.consumer.clone();
+        tokio::task::spawn_blocking(move || f(&c)).await.map_err(|e| BusError::Backend(e.to_string()))?.map_err(backend)
+    }
+}
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next_batch(&mut self, max_wait: Duration) -> Result<Vec<Message>, BusError> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while out.len() < self.max_batch {
+            // After the first message, take only what is already there.
+            let wait_until = if out.is_empty() { deadline } else { tokio::time::Instant::now() };
+            let msg = match tokio::time::timeout_at(wait_until, self.consumer.recv()).await {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => return Err(backend(e)),
+                Err(_) => break,
+            };
+            out.push(Message {
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                timestamp: msg.timestamp().to_millis().unwrap_or(-1),
+                key: msg.key().map(bytes::Bytes::copy_from_slice),
+                value: msg.payload().map(bytes::Bytes::copy_from_slice),
+                headers: msg
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), bytes::Bytes::copy_from_slice(h.value.unwrap_or_default())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        match self.blocking(|c| c.commit_consumer_state(CommitMode::Sync)).await {
+            // Nothing consumed since the last commit.
+            Err(BusError::Backend(e)) if e.contains("No offset stored") => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn commit_offsets(&mut self, offsets: &[(String, i32, i64)]) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o)).map_err(backend)?;
+        }
+        self.blocking(move |c| c.commit(&tpl, CommitMode::Sync)).await
+    }
+
+    async fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError> {
+        // The partition must be assigned first: poll until the group has given us something.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.assignment().is_empty() && tokio::time::Instant::now() < deadline {
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await {
+                // Rewind so this message is not lost to the seek below or a later poll.
+                let (t, p, o) = (m.topic().to_string(), m.partition(), m.offset());
+                drop(m);
+                let _ = self.consumer.seek(&t, p, Offset::Offset(o), Duration::from_secs(5));
+            }
+        }
+        let (t, p) = (topic.to_string(), partition);
+        self.blocking(move |c| c.seek(&t, p, Offset::Offset(offset), Duration::from_secs(10))).await
+    }
+
+    fn assignment(&self) -> Vec<(String, i32)> {
+        self.consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+            .unwrap_or_default()
+    }
+
+    async fn close(self: Box<Self>) -> Result<(), BusError> {
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+}

@@ -17,4 +17,4 @@ pub mod handlers;
 mod sasl;
 mod server;
 
-pub use server::{KafkaListener, ListenerConfig};
+pub use server::{BackgroundBroker, KafkaListener, ListenerConfig};

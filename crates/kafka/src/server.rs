@@ -192,3 +192,59 @@ async fn serve(
         }
     }
 }
+
+/// A broker and its Kafka listener on a runtime and threads of their own, for tests and tools that drive blocking
+/// Kafka clients (librdkafka's synchronous commits, child processes) from the same process: those clients can then
+/// never starve the broker that must answer them. Dropping it stops the listener and shuts the broker down.
+#[derive(Debug)]
+pub struct BackgroundBroker {
+    pub broker: Arc<Broker>,
+    pub addr: SocketAddr,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundBroker {
+    pub fn start(broker_config: weir_broker::BrokerConfig, listener_config: ListenerConfig) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("weir-background".into()).spawn(move || {
+            let started = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| {
+                    let (broker, listener) = runtime.block_on(async {
+                        let broker = Broker::open(broker_config)?;
+                        let listener = KafkaListener::start(broker.clone(), listener_config).await?;
+                        anyhow::Ok((broker, listener))
+                    })?;
+                    Ok((runtime, broker, listener))
+                });
+            match started {
+                Ok((runtime, broker, listener)) => {
+                    let _ = ready_tx.send(Ok((broker.clone(), listener.local_addr)));
+                    let _ = stop_rx.recv();
+                    listener.stop();
+                    broker.shutdown();
+                    drop(runtime);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })?;
+        let (broker, addr) = ready_rx.recv().map_err(|_| anyhow::anyhow!("the background broker thread died"))??;
+        Ok(BackgroundBroker { broker, addr, stop: Some(stop_tx), thread: Some(thread) })
+    }
+}
+
+impl Drop for BackgroundBroker {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use weir_broker::partitioner::partition_for_key;
 use weir_broker::{Broker, BrokerConfig};
-use weir_kafka::{KafkaListener, ListenerConfig};
+use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 /// kcat with the system's librdkafka: the test harness puts build directories on LD_LIBRARY_PATH, and the copy of
 /// librdkafka built for the rdkafka crate there lacks codecs kcat's own has.
@@ -20,10 +20,11 @@ fn kcat_command() -> Command {
     c
 }
 
+/// weir in the background, plus a runtime of the test's own for in-process consumers.
 struct Weir {
     _dir: tempfile::TempDir,
+    background: BackgroundBroker,
     broker: Arc<Broker>,
-    listener: KafkaListener,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -33,22 +34,19 @@ impl Weir {
     }
 
     fn start_with(tune: impl FnOnce(&mut ListenerConfig)) -> Weir {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (broker, listener) = runtime.block_on(async {
-            let mut config = BrokerConfig::new(dir.path());
-            config.group.initial_rebalance_delay_ms = 0;
-            let broker = Broker::open(config).unwrap();
-            let mut listener_config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
-            tune(&mut listener_config);
-            let listener = KafkaListener::start(broker.clone(), listener_config).await.unwrap();
-            (broker, listener)
-        });
-        Weir { _dir: dir, broker, listener, runtime }
+        let mut config = BrokerConfig::new(dir.path());
+        config.group.initial_rebalance_delay_ms = 0;
+        let mut listener_config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+        tune(&mut listener_config);
+        let background = BackgroundBroker::start(config, listener_config).unwrap();
+        let broker = background.broker.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        Weir { _dir: dir, background, broker, runtime }
     }
 
     fn addr(&self) -> SocketAddr {
-        self.listener.local_addr
+        self.background.addr
     }
 
     fn kcat(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -68,14 +66,6 @@ impl Weir {
 
     fn kcat_text(&self, args: &[&str], stdin: Option<&str>) -> String {
         String::from_utf8(self.kcat(args, stdin).stdout).unwrap()
-    }
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        self.listener.stop();
-        self.broker.shutdown();
-        let _ = &self.runtime;
     }
 }
 

@@ -3,27 +3,19 @@
 
 use std::process::Command;
 
-use weir_broker::{Broker, BrokerConfig};
-use weir_kafka::{KafkaListener, ListenerConfig};
+use weir_broker::BrokerConfig;
+use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 #[test]
 fn kafka_python_producer_and_two_member_group() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (broker, listener) = runtime.block_on(async {
-        let mut config = BrokerConfig::new(dir.path());
-        config.group.initial_rebalance_delay_ms = 0;
-        let broker = Broker::open(config).unwrap();
-        let listener =
-            KafkaListener::start(broker.clone(), ListenerConfig::new("127.0.0.1:0".parse().unwrap())).await.unwrap();
-        (broker, listener)
-    });
+    let mut config = BrokerConfig::new(dir.path());
+    config.group.initial_rebalance_delay_ms = 0;
+    let w = BackgroundBroker::start(config, ListenerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let broker = w.broker.clone();
     broker.create_topic("py", 4, Default::default()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/group.py");
-    let out = Command::new("python3")
-        .args([script, &listener.local_addr.to_string(), "py"])
-        .output()
-        .expect("python3 is required");
+    let out = Command::new("python3").args([script, &w.addr.to_string(), "py"]).output().expect("python3 is required");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -36,5 +28,4 @@ fn kafka_python_producer_and_two_member_group() {
     assert_eq!(total, 400);
     let d = broker.describe_group("py-group").unwrap();
     assert_eq!(d.offsets.iter().filter_map(|o| o.committed).sum::<i64>(), 400, "{:?}", d.offsets);
-    listener.stop();
 }

@@ -12,51 +12,17 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use weir_broker::{Broker, BrokerConfig};
-use weir_kafka::{KafkaListener, ListenerConfig};
+use weir_broker::BrokerConfig;
+use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 /// weir on its own runtime and threads: the clients below block (synchronous commits), and must not be able to starve
 /// the broker that has to answer them.
-struct Weir {
-    _dir: tempfile::TempDir,
-    broker: Arc<Broker>,
-    addr: String,
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn weir() -> Weir {
+fn weir() -> (tempfile::TempDir, BackgroundBroker) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let (broker, listener): (Arc<Broker>, KafkaListener) = runtime.block_on(async {
-            let mut config = BrokerConfig::new(&path);
-            config.group.initial_rebalance_delay_ms = 0;
-            let broker = Broker::open(config).unwrap();
-            let listener = KafkaListener::start(broker.clone(), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
-                .await
-                .unwrap();
-            (broker, listener)
-        });
-        tx.send((broker.clone(), listener.local_addr.to_string())).unwrap();
-        let _ = stop_rx.recv();
-        listener.stop();
-        broker.shutdown();
-    });
-    let (broker, addr) = rx.recv().unwrap();
-    Weir { _dir: dir, broker, addr, stop: Some(stop_tx), thread: Some(thread) }
+    let mut config = BrokerConfig::new(dir.path());
+    config.group.initial_rebalance_delay_ms = 0;
+    let w = BackgroundBroker::start(config, ListenerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    (dir, w)
 }
 
 fn producer(addr: &str, idempotent: bool) -> FutureProducer {
@@ -98,10 +64,10 @@ async fn produce(p: &FutureProducer, topic: &str, n: usize, ts: Option<i64>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_and_idempotent_production_store_each_record_once() {
-    let w = weir();
+    let (_dir, w) = weir();
     let broker = w.broker.clone();
     broker.create_topic("t", 3, Default::default()).unwrap();
-    let addr = w.addr.clone();
+    let addr = w.addr.to_string();
     for idempotent in [false, true] {
         let acks = produce(&producer(&addr, idempotent), "t", 300, None).await;
         let mut unique = acks.clone();
@@ -115,10 +81,10 @@ async fn acks_all_and_idempotent_production_store_each_record_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_of_three_loses_nothing_when_a_member_leaves() {
-    let w = weir();
+    let (_dir, w) = weir();
     let broker = w.broker.clone();
     broker.create_topic("t", 6, Default::default()).unwrap();
-    let addr = w.addr.clone();
+    let addr = w.addr.to_string();
 
     // (member, partition, offset) of every record handed to the application, and each member's commits.
     let seen = Arc::new(Mutex::new(Vec::<(usize, i32, i64)>::new()));
@@ -182,10 +148,10 @@ async fn a_group_of_three_loses_nothing_when_a_member_leaves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_resume_and_seek_by_timestamp() {
-    let w = weir();
+    let (_dir, w) = weir();
     let broker = w.broker.clone();
     broker.create_topic("t", 1, Default::default()).unwrap();
-    let addr = w.addr.clone();
+    let addr = w.addr.to_string();
     let base = 1_700_000_000_000i64;
     produce(&producer(&addr, false), "t", 100, Some(base)).await;
 

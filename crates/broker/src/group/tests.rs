@@ -95,6 +95,18 @@ fn spawn_sync(c: &Arc<GroupCoordinator>, req: SyncGroupRequest) -> JoinHandle<Re
 }
 
 /// Lets spawned tasks run up to their next wait, without moving (paused) time on by more than a millisecond.
+/// A stable one-member group (generation 1) that a second member joins: returns the leader's first join and the
+/// follower's join into generation 2 (the leader's rejoin is answered too, but not kept).
+async fn leader_and_follower(c: &Arc<GroupCoordinator>) -> (JoinGroupResponse, JoinGroupResponse) {
+    let a = c.join_group(join_request("", &["range"])).await.unwrap();
+    c.sync_group(sync_request(&a.member_id, 1, vec![])).await.unwrap();
+    let b = spawn_join(c, join_request("", &["range"]));
+    settle().await;
+    c.join_group(join_request(&a.member_id, &["range"])).await.unwrap();
+    let b = b.await.unwrap().unwrap();
+    (a, b)
+}
+
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
@@ -205,12 +217,7 @@ async fn a_followers_sync_waits_for_the_leader() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());
-        let a = c.join_group(join_request("", &["range"])).await.unwrap();
-        c.sync_group(sync_request(&a.member_id, 1, vec![])).await.unwrap();
-        let b = spawn_join(&c, join_request("", &["range"]));
-        settle().await;
-        c.join_group(join_request(&a.member_id, &["range"])).await.unwrap();
-        let b = b.await.unwrap().unwrap();
+        let (a, b) = leader_and_follower(&c).await;
 
         let waiting = spawn_sync(&c, sync_request(&b.member_id, 2, vec![]));
         tokio::time::sleep(Duration::from_millis(REBALANCE_MS / 2)).await;
@@ -477,12 +484,7 @@ async fn a_changed_follower_or_a_rejoining_leader_rebalances() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());
-        let a = c.join_group(join_request("", &["range"])).await.unwrap();
-        c.sync_group(sync_request(&a.member_id, 1, vec![])).await.unwrap();
-        let b = spawn_join(&c, join_request("", &["range"]));
-        settle().await;
-        c.join_group(join_request(&a.member_id, &["range"])).await.unwrap();
-        let b = b.await.unwrap().unwrap();
+        let (a, b) = leader_and_follower(&c).await;
         c.sync_group(sync_request(&a.member_id, 2, vec![])).await.unwrap();
 
         // The follower subscribes to more topics.
@@ -511,12 +513,7 @@ async fn a_leader_that_never_syncs_is_expelled() {
     within(async {
         let dir = tempfile::tempdir().unwrap();
         let c = open(dir.path());
-        let a = c.join_group(join_request("", &["range"])).await.unwrap();
-        c.sync_group(sync_request(&a.member_id, 1, vec![])).await.unwrap();
-        let b = spawn_join(&c, join_request("", &["range"]));
-        settle().await;
-        c.join_group(join_request(&a.member_id, &["range"])).await.unwrap();
-        let b = b.await.unwrap().unwrap();
+        let (a, b) = leader_and_follower(&c).await;
         let b_sync = spawn_sync(&c, sync_request(&b.member_id, 2, vec![]));
         // The leader heartbeats (that is allowed while the assignment is pending), so its session never expires,
         // but it never syncs: the rebalance timeout, not the session timeout, must end the wait.

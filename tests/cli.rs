@@ -205,3 +205,45 @@ fn global_options_work_after_the_subcommand_too() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
 }
+
+/// The README's first command with a real Kafka client: `weir up` serves kcat, and what kcat wrote is in the log
+/// after a clean stop.
+#[test]
+fn weir_up_serves_kafka_clients() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut up = weir(d, &["up", "--status-every", "60", "--kafka-listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir up exited early");
+        if let Some(rest) = line.trim().strip_prefix("kafka") {
+            addr = rest.split_whitespace().next().map(str::to_string);
+        }
+    }
+    let addr = addr.unwrap();
+    let kcat = |args: &[&str], input: Option<&str>| {
+        let mut c = Command::new("kcat");
+        c.env_remove("LD_LIBRARY_PATH").arg("-b").arg(&addr).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = c.spawn().expect("kcat is not installed: run scripts/test.sh, which installs it");
+        if let Some(i) = input {
+            child.stdin.take().unwrap().write_all(i.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kcat {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    kcat(&["-P", "-t", "from-kcat", "-K:"], Some("a:1\nb:2\n"));
+    assert_eq!(kcat(&["-C", "-t", "from-kcat", "-o", "beginning", "-e", "-q", "-f", "%k=%s\n"], None), "a=1\nb=2\n");
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+    assert_eq!(ok(d, &["consume", "from-kcat", "--from-beginning", "--max", "2", "--print-key"]), "a\t1\nb\t2\n");
+}

@@ -131,23 +131,37 @@ fn consume_by_offset_and_timestamp() {
     assert!(fails(d, &["consume", "t", "--offset", "99", "--max", "1"]).contains("out of range"));
 }
 
-#[test]
-fn a_second_process_is_refused_with_the_owner_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Starts `weir up` with its Kafka listener on a free port and waits for its banner. Returns the process, the Kafka
+/// address it printed, and its stderr, which must stay open while it runs (it keeps writing status lines there).
+// The caller waits for the child; a panic on the way ends the test process, and the child with its pipes.
+#[allow(clippy::zombie_processes)]
+fn start_up(d: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
+    use std::io::BufRead;
     let mut up = weir(d, &["up", "--status-every", "1", "--kafka-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until it is up.
     let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
     let mut line = String::new();
-    use std::io::BufRead;
-    while !line.contains("weir is up") {
+    loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir up exited early");
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = up.wait().unwrap();
+            panic!("weir up exited early with {status}");
+        }
+        if let Some(rest) = line.trim().strip_prefix("kafka") {
+            let addr = rest.split_whitespace().next().expect("the kafka line names an address").to_string();
+            return (up, addr, stderr);
+        }
     }
+}
+
+#[test]
+fn a_second_process_is_refused_with_the_owner_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut up, _kafka, _stderr) = start_up(d);
     let e = fails(d, &["topics", "list"]);
     assert!(e.contains("in use by another weir process") && e.contains(&format!("pid {}", up.id())), "{e}");
     // SIGTERM stops it cleanly.
@@ -210,25 +224,9 @@ fn global_options_work_after_the_subcommand_too() {
 /// after a clean stop.
 #[test]
 fn weir_up_serves_kafka_clients() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut up = weir(d, &["up", "--status-every", "60", "--kafka-listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
-    let mut addr = None;
-    let mut line = String::new();
-    while addr.is_none() {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir up exited early");
-        if let Some(rest) = line.trim().strip_prefix("kafka") {
-            addr = rest.split_whitespace().next().map(str::to_string);
-        }
-    }
-    let addr = addr.unwrap();
+    let (mut up, addr, _stderr) = start_up(d);
     let kcat = |args: &[&str], input: Option<&str>| {
         let mut c = Command::new("kcat");
         c.env_remove("LD_LIBRARY_PATH").arg("-b").arg(&addr).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());

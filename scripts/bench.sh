@@ -3,8 +3,13 @@
 # RabbitMQ, which must be running on 127.0.0.1). Prints one JSON object per result on stdout; progress goes to stderr.
 # docs/BENCHMARKS.md records the figures and how to read them.
 #
-#   scripts/bench.sh > results.jsonl           # everything (about 5 minutes)
+#   scripts/bench.sh > results.jsonl           # everything (about 10 minutes)
 #   scripts/bench.sh quick > results.jsonl     # smaller counts, a smoke run
+#   scripts/bench.sh wire > results.jsonl      # only the Kafka-protocol comparison and the peers it is read against
+#
+# The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
+# producer and consumer (`weir bench wire`). Tansu is found as $TANSU, on the PATH, or in /work/.cache/tansu/bin;
+# install it with `cargo install --locked tansu --features dynostore --root /work/.cache/tansu` (about 8 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-full}
@@ -12,6 +17,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
+case "$mode" in full|quick|wire) ;; *) echo "usage: $0 [full|quick|wire]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
@@ -20,6 +26,54 @@ peers=target/release/weir-bench-peers
 
 # Each run starts with the kernel's dirty pages written out, so one run's writeback does not land on the next.
 run() { sync; echo "+ $*" >&2; "$@"; }
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# One librdkafka producer, then one consumer, over loopback TCP: against `weir up`, then Tansu; and the peers' own
+# clients against them in the same run.
+wire() {
+  local scratch port=19092 pid
+  scratch=$(mktemp -d)
+  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port 2>"$scratch/up.log" &
+  pid=$!
+  wait_port $port
+  for parts in 1 8; do
+    run $weir bench wire --json --label weir --server 127.0.0.1:$port --count $count --partitions $parts
+  done
+  kill $pid; wait $pid || true
+  local tansu=${TANSU:-$(command -v tansu || echo /work/.cache/tansu/bin/tansu)}
+  if [ -x "$tansu" ]; then
+    port=19093
+    "$tansu" broker --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
+      --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
+    pid=$!
+    wait_port $port
+    for parts in 1 8; do
+      run $weir bench wire --json --label tansu-memory --server 127.0.0.1:$port --count $count --partitions $parts \
+        || echo "tansu run failed (see $scratch/tansu.log)" >&2
+    done
+    kill $pid; wait $pid || true
+  else
+    echo "tansu not found: skipping it (cargo install --locked tansu --features dynostore --root /work/.cache/tansu)" >&2
+  fi
+  rm -rf "$scratch"
+}
+
+if [ "$mode" = wire ]; then
+  wire
+  run $peers throughput --json --peer redis --size 100 --count $count
+  run $peers throughput --json --peer nats --size 100 --count $count
+  run $peers throughput --json --peer rabbitmq --size 100 --count $((count / 25))
+  exit 0
+fi
 
 for size in 100 1024; do
   n=$count; [ "$size" = 1024 ] && n=$kcount
@@ -49,3 +103,4 @@ if [ "$mode" = quick ]; then
 else
   run $weir bench memory --json --bytes 5G --size 1024
 fi
+wire

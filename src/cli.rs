@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
     about = "An event-streaming platform in one binary: a durable partitioned log with consumer groups, and the systems built on it.",
     long_about = "An event-streaming platform in one binary: a durable partitioned log with consumer groups, and the systems built on it.\n\n\
         Commands open the data directory themselves (one process at a time owns it), so stop `weir up` before running \
-        `weir topics`, `weir produce` or `weir consume` against the same --data-dir.\n\n\
+        `weir topics`, `weir produce` or `weir consume` against the same --data-dir — or give them --server to act on a \
+        running weir (or any Kafka cluster) over the Kafka protocol instead.\n\n\
         Every setting can also come from a TOML file (--config) or a WEIR_* environment variable; flags win over the \
         environment, which wins over the file. Log settings use Kafka's names: WEIR_LOG_FSYNC=always, \
         WEIR_LOG_RETENTION_MS=3600000, and `[log]` in the file."
@@ -31,8 +32,20 @@ pub struct GlobalArgs {
     /// A TOML settings file; with `topics create`, also KEY=VALUE topic settings (repeatable).
     #[arg(long, global = true, value_name = "FILE|KEY=VALUE")]
     pub config: Vec<String>,
-    /// Log filter, e.g. `info`, `weir=debug` (also RUST_LOG).
-    #[arg(long, global = true, env = "WEIR_LOG_LEVEL", default_value = "warn", value_name = "FILTER")]
+    /// Act on a running weir, or any Kafka cluster, over the Kafka protocol instead of opening --data-dir
+    /// (`topics`, `produce`, `consume`, `groups`). Credentials for SASL/PLAIN go before an `@`; WEIR_SERVER keeps
+    /// them off the command line.
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_SERVER",
+        value_name = "[USER:PASSWORD@]HOST:PORT[,HOST:PORT]",
+        hide_env_values = true
+    )]
+    pub server: Option<String>,
+    /// Log filter, e.g. `info`, `weir=debug`, `librdkafka=info` (also RUST_LOG). librdkafka's own messages are off
+    /// by default: a command that cannot reach its server says so in its error.
+    #[arg(long, global = true, env = "WEIR_LOG_LEVEL", default_value = "warn,librdkafka=off", value_name = "FILTER")]
     pub log_level: String,
 }
 
@@ -75,6 +88,17 @@ pub struct UpArgs {
     /// Largest Kafka request accepted; a larger one closes its connection (Kafka's socket.request.max.bytes).
     #[arg(long, default_value_t = 100 << 20, value_name = "BYTES", env = "WEIR_KAFKA_MAX_REQUEST_BYTES")]
     pub kafka_max_request_bytes: usize,
+    /// Where the systems publish and consume: `embedded` (this process's own broker), or an existing Kafka cluster
+    /// (or another weir) as `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]`, in which case this process opens no data
+    /// directory and starts no Kafka listener.
+    #[arg(
+        long,
+        default_value = "embedded",
+        value_name = "embedded|kafka://HOST:PORT",
+        env = "WEIR_BUS",
+        hide_env_values = true
+    )]
+    pub bus: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -55,6 +55,8 @@ pub struct Settings {
     pub broker: BrokerConfig,
     /// SASL/PLAIN users for the Kafka listener, from `[kafka.users]`.
     pub kafka_users: Option<BTreeMap<String, String>>,
+    /// `--server`: the data commands act on this Kafka-protocol server instead of the data directory.
+    pub server: Option<String>,
 }
 
 fn env_bool(name: &str, v: &str) -> Result<bool> {
@@ -140,7 +142,7 @@ impl Settings {
         if let Some(ms) = rebalance_delay_ms {
             broker.group.initial_rebalance_delay_ms = ms;
         }
-        Ok(Settings { data_dir, broker, kafka_users: file.kafka.users })
+        Ok(Settings { data_dir, broker, kafka_users: file.kafka.users, server: None })
     }
 }
 

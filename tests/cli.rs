@@ -1,45 +1,11 @@
 //! The `weir` binary as a user runs it: exit codes, messages, stdin and stdout.
 
+mod support;
+
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-fn weir(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
-    c.arg("--data-dir").arg(dir).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("WEIR_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    weir(dir, args).output().unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(out.status.success(), "weir {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(!out.status.success(), "weir {args:?} should have failed");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(!err.contains("panicked"), "weir {args:?} panicked: {err}");
-    err
-}
-
-fn produce(dir: &Path, args: &[&str], input: &str) {
-    let mut child =
-        weir(dir, args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
-}
+use support::{fails, ok, produce, run, start_up, weir};
 
 #[test]
 fn topics_lifecycle() {
@@ -129,32 +95,6 @@ fn consume_by_offset_and_timestamp() {
     assert_eq!(ok(d, &["consume", "t", "--offset", "2", "--max", "2"]), "c\nd\n");
     assert_eq!(ok(d, &["consume", "t", "--timestamp", "0", "--max", "1"]), "a\n");
     assert!(fails(d, &["consume", "t", "--offset", "99", "--max", "1"]).contains("out of range"));
-}
-
-/// Starts `weir up` with its Kafka listener on a free port and waits for its banner. Returns the process, the Kafka
-/// address it printed, and its stderr, which must stay open while it runs (it keeps writing status lines there).
-// The caller waits for the child; a panic on the way ends the test process, and the child with its pipes.
-#[allow(clippy::zombie_processes)]
-fn start_up(d: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
-    use std::io::BufRead;
-    let mut up = weir(d, &["up", "--status-every", "1", "--kafka-listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let status = up.wait().unwrap();
-            panic!("weir up exited early with {status}");
-        }
-        if let Some(rest) = line.trim().strip_prefix("kafka") {
-            let addr = rest.split_whitespace().next().expect("the kafka line names an address").to_string();
-            return (up, addr, stderr);
-        }
-    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 pub mod bench;
 mod consume;
 mod groups;
+mod kafka_client;
 mod produce;
 mod topics;
 mod up;
@@ -27,7 +28,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         anyhow::bail!("--config names more than one settings file: {}", files.join(", "));
     }
     let file = files.first().map(std::path::PathBuf::from).or_else(|| std::env::var_os("WEIR_CONFIG").map(Into::into));
-    let settings = Settings::load(file.as_deref(), cli.global.data_dir.clone())?;
+    let mut settings = Settings::load(file.as_deref(), cli.global.data_dir.clone())?;
+    settings.server = cli.global.server.clone();
+    let bench_wire = matches!(cli.command, Command::Bench(bench::BenchCommand::Wire(_)));
+    if settings.server.is_some() && matches!(cli.command, Command::Up(_) | Command::Bench(_)) && !bench_wire {
+        anyhow::bail!(
+            "--server is for topics, produce, consume and groups; `weir up --bus kafka://HOST:PORT` runs the systems \
+             on a Kafka cluster, and `weir bench wire --server HOST:PORT` measures one"
+        );
+    }
     let creating = matches!(cli.command, Command::Topics(crate::cli::TopicsCommand::Create { .. }));
     if !topic_configs.is_empty() && !creating {
         anyhow::bail!("--config {} is a topic setting; it goes with `weir topics create`", topic_configs[0]);
@@ -67,9 +76,10 @@ pub struct AckTotals {
     pub first_error: Option<String>,
 }
 
-impl<F> AckWindow<F>
+impl<F, T, E> AckWindow<F>
 where
-    F: Future<Output = Result<weir_broker::RecordMetadata, BrokerError>>,
+    F: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
 {
     pub fn new(limit: usize) -> Self {
         AckWindow { pending: VecDeque::with_capacity(limit), limit: limit.max(1), totals: AckTotals::default() }

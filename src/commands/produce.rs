@@ -1,14 +1,18 @@
-//! `weir produce`: lines from stdin (optionally `key<SEP>value`), or generated load with a progress bar and a summary.
+//! `weir produce`: lines from stdin (optionally `key<SEP>value`), or generated load with a progress bar and a summary;
+//! into the data directory or, with `--server`, over the Kafka protocol with an idempotent `acks=all` producer.
 
+use std::future::Future;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use weir_broker::ProduceRecord;
 
-use super::{open_broker, AckWindow};
+use super::kafka_client::{blocking, Remote, TIMEOUT};
+use super::{open_broker, AckTotals, AckWindow};
 use crate::cli::ProduceArgs;
 use crate::settings::Settings;
 
@@ -16,64 +20,60 @@ use crate::settings::Settings;
 const WINDOW: usize = 100_000;
 
 pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
-    let broker = open_broker(&settings)?;
-    let topic = broker.topic_or_create(&args.topic)?;
-    if let Some(p) = args.partition {
-        topic.partition(p)?;
-    }
-    let producer = broker.producer();
-    let mut acks = AckWindow::new(WINDOW);
     let started = Instant::now();
-    let mut bytes_sent = 0u64;
-
-    match args.count {
-        Some(count) => {
-            let value = Bytes::from(vec![b'x'; args.size]);
-            let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(count) };
-            bar.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} records  {per_sec}  eta {eta}")
-                    .expect("valid template"),
-            );
-            for i in 0..count {
-                let record = ProduceRecord {
-                    topic: args.topic.clone(),
-                    partition: args.partition,
-                    value: Some(value.clone()),
-                    ..Default::default()
-                };
-                acks.push(producer.send(record)).await;
-                bytes_sent += args.size as u64;
-                if i % 4096 == 0 {
-                    bar.set_position(i);
+    let (totals, bytes_sent) = if let Some(server) = &settings.server {
+        let remote = Remote::new(server)?;
+        let producer: FutureProducer = remote.create(
+            remote
+                .config()
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "5")
+                .set("message.timeout.ms", "30000")
+                .set("queue.buffering.max.messages", (2 * WINDOW).to_string()),
+        )?;
+        let (topic, partition) = (args.topic.clone(), args.partition);
+        let sent = send_all(&args, |key, value| {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value.as_ref());
+            if let Some(k) = &key {
+                record = record.key(k.as_ref());
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            let queued = producer.send_result(record).map_err(|(e, _)| e.to_string());
+            async move {
+                match queued?.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e.to_string()),
+                    Err(_) => Err("the producer stopped before the record was acknowledged".to_string()),
                 }
             }
-            bar.finish_and_clear();
+        })
+        .await?;
+        blocking(|| producer.flush(TIMEOUT))?;
+        sent
+    } else {
+        let broker = open_broker(&settings)?;
+        let topic = broker.topic_or_create(&args.topic)?;
+        if let Some(p) = args.partition {
+            topic.partition(p)?;
         }
-        None => {
-            let mut lines = BufReader::new(tokio::io::stdin()).lines();
-            while let Some(line) = lines.next_line().await? {
-                let (key, value) = match &args.key_separator {
-                    Some(sep) => match line.split_once(sep.as_str()) {
-                        Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
-                        None => (None, line),
-                    },
-                    None => (None, line),
-                };
-                bytes_sent += value.len() as u64;
-                let record = ProduceRecord {
-                    topic: args.topic.clone(),
-                    partition: args.partition,
-                    key,
-                    value: Some(Bytes::from(value)),
-                    ..Default::default()
-                };
-                acks.push(producer.send(record)).await;
-            }
-        }
-    }
-    let totals = acks.finish().await;
+        let producer = broker.producer();
+        let sent = send_all(&args, |key, value| {
+            producer.send(ProduceRecord {
+                topic: args.topic.clone(),
+                partition: args.partition,
+                key,
+                value: Some(value),
+                ..Default::default()
+            })
+        })
+        .await;
+        broker.shutdown();
+        sent?
+    };
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    broker.shutdown();
     if totals.failed > 0 {
         bail!(
             "{} of {} records failed: {}",
@@ -93,4 +93,49 @@ pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Feeds every record (generated, or read from stdin) to `send` and waits for all acknowledgements; returns the
+/// totals and the value bytes sent.
+async fn send_all<F, Fut, T, E>(args: &ProduceArgs, mut send: F) -> Result<(AckTotals, u64)>
+where
+    F: FnMut(Option<Bytes>, Bytes) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut acks = AckWindow::new(WINDOW);
+    let mut bytes_sent = 0u64;
+    match args.count {
+        Some(count) => {
+            let value = Bytes::from(vec![b'x'; args.size]);
+            let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(count) };
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} records  {per_sec}  eta {eta}")
+                    .expect("valid template"),
+            );
+            for i in 0..count {
+                acks.push(send(None, value.clone())).await;
+                bytes_sent += args.size as u64;
+                if i % 4096 == 0 {
+                    bar.set_position(i);
+                }
+            }
+            bar.finish_and_clear();
+        }
+        None => {
+            let mut lines = BufReader::new(tokio::io::stdin()).lines();
+            while let Some(line) = lines.next_line().await? {
+                let (key, value) = match &args.key_separator {
+                    Some(sep) => match line.split_once(sep.as_str()) {
+                        Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+                        None => (None, line),
+                    },
+                    None => (None, line),
+                };
+                bytes_sent += value.len() as u64;
+                acks.push(send(key, Bytes::from(value))).await;
+            }
+        }
+    }
+    Ok((acks.finish().await, bytes_sent))
 }

@@ -1,13 +1,15 @@
-//! `weir up`: the platform in the foreground. It opens the embedded broker, starts the selected systems, proves the
-//! pipeline with a heartbeat (produce, consume, round-trip time), prints a status line every few seconds, and shuts
-//! down cleanly on Ctrl-C or SIGTERM.
+//! `weir up`: the platform in the foreground. It opens the embedded broker (or, with `--bus kafka://`, connects to an
+//! existing Kafka cluster instead), starts the selected systems on that bus, proves the pipeline with a heartbeat
+//! (produce, consume, round-trip time), prints a status line every few seconds, and shuts down cleanly on Ctrl-C or
+//! SIGTERM.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use weir_broker::{Broker, ConsumerConfig, OffsetReset, ProduceRecord};
+use weir_broker::Broker;
+use weir_runtime::{Bus, BusError, EmbeddedBus, KafkaBus, OutgoingMessage, StartFrom, SubscribeOptions};
 
 use super::{human_bytes, open_broker, shutdown_signal};
 use crate::cli::UpArgs;
@@ -37,26 +39,50 @@ fn select_systems(spec: &str) -> Result<Vec<&'static str>> {
 
 pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
     let systems = select_systems(&args.systems)?;
-    let broker = open_broker(&settings)?;
-    if broker.topic(HEARTBEAT_TOPIC).is_err() {
-        let configs = BTreeMap::from([
-            ("retention.ms".to_string(), "3600000".to_string()),
-            ("segment.bytes".to_string(), "1048576".to_string()),
-        ]);
-        broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
-    }
-    let kafka = start_kafka(&broker, &args, &settings).await?;
+    let (bus, broker): (Arc<dyn Bus>, Option<Arc<Broker>>) = match args.bus.trim() {
+        "embedded" => {
+            let broker = open_broker(&settings)?;
+            if broker.topic(HEARTBEAT_TOPIC).is_err() {
+                let configs = BTreeMap::from([
+                    ("retention.ms".to_string(), "3600000".to_string()),
+                    ("segment.bytes".to_string(), "1048576".to_string()),
+                ]);
+                broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
+            }
+            (Arc::new(EmbeddedBus::new(broker.clone())), Some(broker))
+        }
+        url if url.starts_with("kafka://") => {
+            let bus = KafkaBus::connect(url).map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
+            let name = bus.endpoint().bootstrap.clone();
+            tokio::time::timeout(Duration::from_secs(30), bus.ensure_topic(HEARTBEAT_TOPIC, 1))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer from the Kafka cluster at {name} within 30 s"))?
+                .with_context(|| format!("cannot create {HEARTBEAT_TOPIC} on {name}"))?;
+            (Arc::new(bus), None)
+        }
+        other => bail!("--bus {other:?}: expected `embedded` or kafka://HOST:PORT[,HOST:PORT]"),
+    };
+    let kafka = match &broker {
+        Some(broker) => start_kafka(broker, &args, &settings).await?,
+        None => None,
+    };
     eprintln!("weir is up");
-    eprintln!("  data dir   {}", settings.data_dir.display());
-    match &kafka {
-        Some(l) => eprintln!(
-            "  kafka      {} (Kafka wire protocol{})",
-            l.local_addr,
-            if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
-        ),
-        None => eprintln!("  kafka      disabled"),
+    match &broker {
+        Some(broker) => {
+            eprintln!("  bus        embedded");
+            eprintln!("  data dir   {}", settings.data_dir.display());
+            match &kafka {
+                Some(l) => eprintln!(
+                    "  kafka      {} (Kafka wire protocol{})",
+                    l.local_addr,
+                    if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
+                ),
+                None => eprintln!("  kafka      disabled"),
+            }
+            eprintln!("  topics     {}", broker.list_topics().len());
+        }
+        None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", args.bus.trim()),
     }
-    eprintln!("  topics     {}", broker.list_topics().len());
     eprintln!(
         "  systems    {}",
         if systems.is_empty() { "none (the systems arrive with their issues)".to_string() } else { systems.join(", ") }
@@ -64,7 +90,7 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
     eprintln!("  Ctrl-C stops it cleanly");
 
     let deadline = args.run_for.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let status = status_loop(broker.clone(), Duration::from_secs(args.status_every.max(1)));
+    let status = status_loop(bus, broker.clone(), Duration::from_secs(args.status_every.max(1)));
     let stop = async {
         match deadline {
             Some(d) => {
@@ -84,7 +110,9 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
     if let Some(l) = &kafka {
         l.stop();
     }
-    broker.shutdown();
+    if let Some(broker) = &broker {
+        broker.shutdown();
+    }
     eprintln!("weir stopped");
     outcome
 }
@@ -116,29 +144,49 @@ async fn start_kafka(
     Ok(Some(listener))
 }
 
-/// Every `every`, sends a heartbeat through the log, reads it back, and prints what the broker holds.
-async fn status_loop(broker: Arc<Broker>, every: Duration) -> Result<()> {
-    let producer = broker.producer();
-    let mut config = ConsumerConfig::new([HEARTBEAT_TOPIC]);
-    config.auto_offset_reset = OffsetReset::Latest;
-    let mut consumer = broker.consumer(config)?;
-    consumer.ensure_assigned().await?;
+/// Every `every`, sends a heartbeat through the bus, waits for it to come back through a group subscription, and
+/// prints the round trip (and, on the embedded bus, what the broker holds). The subscription reads from the earliest
+/// record and recognises its own heartbeats by their text, so no heartbeat can slip past an offset reset.
+async fn status_loop(bus: Arc<dyn Bus>, broker: Option<Arc<Broker>>, every: Duration) -> Result<()> {
+    let me = format!("__weir_heartbeat-{}-{:08x}", std::process::id(), rand::random::<u32>());
+    let mut options = SubscribeOptions::new(me.clone(), [HEARTBEAT_TOPIC]);
+    options.start_from = StartFrom::Earliest;
+    options.client_id = "weir-up-heartbeat".into();
+    let mut sub = bus.subscribe(options).await?;
+    // Join the group first, so the first round trip measures the pipeline rather than the join.
+    let joined_by = Instant::now() + Duration::from_secs(60);
+    while sub.assignment().is_empty() {
+        if Instant::now() > joined_by {
+            bail!("the heartbeat subscription was given no partition within 60 s");
+        }
+        match sub.next_batch(Duration::from_millis(200)).await {
+            Ok(_) | Err(BusError::Rebalanced) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut last_total: Option<(i64, Instant)> = None;
     let mut tick = tokio::time::interval(every);
-    loop {
+    for seq in 1u64.. {
         tick.tick().await;
+        let payload = bytes::Bytes::from(format!("{me} {seq}"));
         let sent = Instant::now();
-        let meta = producer.send(ProduceRecord::new(HEARTBEAT_TOPIC, sent.elapsed().as_nanos().to_string())).await?;
-        let mut round_trip = None;
-        while round_trip.is_none() {
-            let records = consumer.poll(Duration::from_secs(5)).await?;
-            if records.is_empty() {
-                bail!("heartbeat at offset {} was stored but never came back", meta.offset);
+        let delivery = bus.produce(OutgoingMessage::new(HEARTBEAT_TOPIC, payload.clone())).await?;
+        loop {
+            let waited = sent.elapsed();
+            if waited > Duration::from_secs(30) {
+                bail!("heartbeat at offset {} was stored but never came back", delivery.offset);
             }
-            if records.iter().any(|r| r.offset == meta.offset) {
-                round_trip = Some(sent.elapsed());
+            match sub.next_batch(Duration::from_secs(30) - waited).await {
+                Ok(batch) if batch.iter().any(|m| m.value.as_ref() == Some(&payload)) => break,
+                Ok(_) | Err(BusError::Rebalanced) => {}
+                Err(e) => return Err(e.into()),
             }
         }
+        let round_trip = sent.elapsed();
+        let Some(broker) = &broker else {
+            eprintln!("[status] heartbeat round trip {:.2} ms", round_trip.as_secs_f64() * 1e3);
+            continue;
+        };
         let (mut records, mut bytes, mut partitions) = (0i64, 0u64, 0usize);
         let topics = broker.list_topics();
         for t in &topics {
@@ -158,7 +206,8 @@ async fn status_loop(broker: Arc<Broker>, every: Duration) -> Result<()> {
             "[status] {} topics, {partitions} partitions, {records} records ({}){rate}; heartbeat round trip {:.2} ms",
             topics.len(),
             human_bytes(bytes),
-            round_trip.unwrap_or_default().as_secs_f64() * 1e3
+            round_trip.as_secs_f64() * 1e3
         );
     }
+    Ok(())
 }

@@ -1,5 +1,5 @@
 //! The `Bus` over a Kafka cluster (or weir's own Kafka listener) through rdkafka, selected with
-//! `kafka://host:port[,host:port]`: the same system code runs embedded or on Kafka.
+//! `kafka://[user:password@]host:port[,host:port]`: the same system code runs embedded or on Kafka.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,14 +19,14 @@ use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, S
 /// A [`Bus`] on Kafka. Cheap to clone.
 #[derive(Clone)]
 pub struct KafkaBus {
-    bootstrap: String,
+    endpoint: KafkaEndpoint,
     producer: FutureProducer,
     admin: Arc<AdminClient<DefaultClientContext>>,
 }
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaBus").field("bootstrap", &self.bootstrap).finish()
+        f.debug_struct("KafkaBus").field("endpoint", &self.endpoint).finish()
     }
 }
 
@@ -44,23 +44,81 @@ fn backend(e: KafkaError) -> BusError {
     }
 }
 
-impl KafkaBus {
-    /// `url` is `kafka://host:port[,host:port]` (or the bare broker list).
-    pub fn connect(url: &str) -> Result<KafkaBus, BusError> {
-        let bootstrap = url.strip_prefix("kafka://").unwrap_or(url).to_string();
-        if bootstrap.is_empty() {
-            return Err(BusError::Invalid(format!("no brokers in {url:?}")));
+/// Where a Kafka cluster is and how to log in, from `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]` (the `kafka://`
+/// prefix is optional). Credentials, when given, are sent with SASL/PLAIN, as weir's listener expects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaEndpoint {
+    /// librdkafka's `bootstrap.servers`: `host:port,host:port`.
+    pub bootstrap: String,
+    pub sasl_plain: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password: endpoints end up in logs and error messages.
+        f.debug_struct("KafkaEndpoint")
+            .field("bootstrap", &self.bootstrap)
+            .field("user", &self.sasl_plain.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
+impl KafkaEndpoint {
+    pub fn parse(url: &str) -> Result<KafkaEndpoint, BusError> {
+        let rest = url.trim().strip_prefix("kafka://").unwrap_or(url.trim());
+        let (sasl_plain, hosts) = match rest.rsplit_once('@') {
+            Some((creds, hosts)) => {
+                let (user, password) = creds.split_once(':').ok_or_else(|| {
+                    BusError::Invalid(format!("credentials in {url:?} must be USER:PASSWORD@ before the hosts"))
+                })?;
+                (Some((user.to_string(), password.to_string())), hosts)
+            }
+            None => (None, rest),
+        };
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.is_empty() {
+            return Err(BusError::Invalid(format!("no brokers in {url:?}; expected kafka://HOST:PORT[,HOST:PORT]")));
         }
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
+        for host in hosts.split(',') {
+            let port = host.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
+            if !matches!(port, Some((h, Ok(_))) if !h.is_empty()) {
+                return Err(BusError::Invalid(format!("{host:?} in {url:?} is not HOST:PORT")));
+            }
+        }
+        Ok(KafkaEndpoint { bootstrap: hosts.to_string(), sasl_plain })
+    }
+
+    /// A librdkafka configuration reaching this endpoint; callers add what their client needs.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        if let Some((user, password)) = &self.sasl_plain {
+            c.set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanism", "PLAIN")
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
+        c
+    }
+}
+
+impl KafkaBus {
+    /// `url` is `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]` (or the bare broker list); see [`KafkaEndpoint`].
+    pub fn connect(url: &str) -> Result<KafkaBus, BusError> {
+        let endpoint = KafkaEndpoint::parse(url)?;
+        let producer: FutureProducer = endpoint
+            .client_config()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")
             .create()
             .map_err(backend)?;
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().map_err(backend)?;
-        Ok(KafkaBus { bootstrap, producer, admin: Arc::new(admin) })
+        let admin: AdminClient<DefaultClientContext> = endpoint.client_config().create().map_err(backend)?;
+        Ok(KafkaBus { endpoint, producer, admin: Arc::new(admin) })
+    }
+
+    pub fn endpoint(&self) -> &KafkaEndpoint {
+        &self.endpoint
     }
 }
 
@@ -89,8 +147,9 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let consumer: StreamConsumer = self
+            .endpoint
+            .client_config()
             .set("group.id", &options.group)
             .set("client.id", &options.client_id)
             .set("enable.auto.commit", "false")
@@ -206,5 +265,25 @@ impl Subscription for KafkaSubscription {
     async fn close(self: Box<Self>) -> Result<(), BusError> {
         self.consumer.unsubscribe();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KafkaEndpoint;
+
+    #[test]
+    fn endpoints_parse_with_and_without_prefix_and_credentials() {
+        let e = KafkaEndpoint::parse("kafka://a:9092,b:9093").unwrap();
+        assert_eq!(e.bootstrap, "a:9092,b:9093");
+        assert_eq!(e.sasl_plain, None);
+        assert_eq!(KafkaEndpoint::parse("127.0.0.1:9092").unwrap().bootstrap, "127.0.0.1:9092");
+        let e = KafkaEndpoint::parse("kafka://alice:s3:cr@t@host:1/").unwrap();
+        assert_eq!(e.bootstrap, "host:1");
+        assert_eq!(e.sasl_plain, Some(("alice".into(), "s3:cr@t".into())));
+        assert!(!format!("{e:?}").contains("s3:cr"), "the password must not be printed");
+        for bad in ["", "kafka://", "host", "host:port", ":9092", "kafka://user@host:1", "a:1,b"] {
+            assert!(KafkaEndpoint::parse(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 }

@@ -8,4 +8,4 @@ mod kafka;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
 pub use embedded::EmbeddedBus;
-pub use kafka::KafkaBus;
+pub use kafka::{KafkaBus, KafkaEndpoint};

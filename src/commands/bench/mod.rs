@@ -1,6 +1,9 @@
 //! `weir bench`: named scenarios measuring the embedded log in-process — produce and consume throughput, produce-ack
 //! latency at a fixed rate, and resident memory while the log grows. Each runs in a fresh scratch directory (removed
-//! afterwards) and prints a human line, or JSON lines with `--json` for `scripts/bench.sh`.
+//! afterwards) and prints a human line, or JSON lines with `--json` for `scripts/bench.sh`. `wire` (in `wire.rs`)
+//! measures a running server over the Kafka protocol instead.
+
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +28,9 @@ pub enum BenchCommand {
     Latency(LatencyArgs),
     /// Fill a log with --bytes of data, then read it all back, sampling resident memory throughout.
     Memory(MemoryArgs),
+    /// Over the Kafka protocol: one librdkafka producer, then one consumer, against --server HOST:PORT (a `weir up`
+    /// or any Kafka-compatible server).
+    Wire(wire::WireArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +145,7 @@ fn report(common: &Common, scenario: &str, fields: serde_json::Value, human: Str
 
 pub async fn run(settings: Settings, cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Wire(a) => wire::run(settings.server.as_deref(), a).await,
         BenchCommand::Throughput(a) => throughput(settings, a).await,
         BenchCommand::Latency(a) => latency(settings, a).await,
         BenchCommand::Memory(a) => memory(settings, a).await,

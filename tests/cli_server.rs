@@ -1,0 +1,135 @@
+//! The CLI over the network: `--server` makes the data commands act on a running `weir up` through the Kafka
+//! protocol, `weir up --bus kafka://` runs on another server as on a Kafka cluster, and `weir bench wire` measures one.
+
+mod support;
+
+use std::process::Command;
+
+use support::{fails, ok, produce, start_up};
+
+/// Every data command against a running weir, and what they did visible to the same commands and to each other.
+#[test]
+fn data_commands_act_on_a_running_weir() {
+    let dir = tempfile::tempdir().unwrap();
+    let client_dir = tempfile::tempdir().unwrap();
+    let (mut up, addr, _stderr) = start_up(dir.path());
+    // The client's own --data-dir is never opened: the server's owns the data.
+    let c = client_dir.path();
+    let s = |args: &[&'static str]| -> Vec<String> {
+        ["--server", addr.as_str()].iter().chain(args).map(|a| a.to_string()).collect()
+    };
+
+    assert!(ok(c, &s(&["topics", "create", "orders", "-p", "3", "--config", "retention.ms=60000"])).contains("created"));
+    assert!(fails(c, &s(&["topics", "create", "orders"])).contains("already exists"));
+    assert!(ok(c, &s(&["topics", "list"])).lines().any(|l| l == "orders"));
+    let desc = ok(c, &s(&["topics", "describe", "orders"]));
+    assert!(desc.contains("partitions 3") && desc.contains("retention.ms=60000"), "{desc}");
+
+    produce(c, &s(&["produce", "orders", "--key-separator", ":"]), "k1:a\nk2:b\nk3:c\nk1:d\n");
+    let all = ok(c, &s(&["consume", "orders", "--from-beginning", "--idle-timeout-ms", "1500", "--print-key"]));
+    let mut lines: Vec<&str> = all.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["k1\ta", "k1\td", "k2\tb", "k3\tc"]);
+    // Same key, same partition, in order (the partitioner is Kafka's).
+    let k1: Vec<&str> = all.lines().filter(|l| l.starts_with("k1")).collect();
+    assert_eq!(k1, ["k1\ta", "k1\td"]);
+
+    // A group member commits what it printed; the next one resumes after it; describe shows the lag.
+    let first = ok(
+        c,
+        &s(&["consume", "orders", "-g", "billing", "--from-beginning", "--max", "2", "--idle-timeout-ms", "3000"]),
+    );
+    assert_eq!(first.lines().count(), 2, "{first}");
+    let group = ok(c, &s(&["groups", "describe", "billing"]));
+    let lag: i64 = group
+        .lines()
+        .skip_while(|l| !l.starts_with("TOPIC"))
+        .skip(1)
+        .map(|l| l.split_whitespace().last().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(lag, 2, "{group}");
+    assert!(ok(c, &s(&["groups", "list"])).lines().any(|l| l == "billing"));
+    let rest = ok(c, &s(&["consume", "orders", "-g", "billing", "--idle-timeout-ms", "3000"]));
+    let mut seen: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ["a", "b", "c", "d"], "each record once across the two members");
+
+    // Positions: by offset in one partition, and by time.
+    let p0 = ok(c, &s(&["consume", "orders", "--partition", "0", "--offset", "0", "--idle-timeout-ms", "1000"]));
+    let by_time = ok(c, &s(&["consume", "orders", "--timestamp", "0", "--idle-timeout-ms", "1500"]));
+    assert_eq!(by_time.lines().count(), 4, "{by_time}");
+    assert!(p0.lines().count() <= 4);
+    assert!(fails(c, &s(&["consume", "orders", "--partition", "0", "--offset", "99"])).contains("out of range"));
+    assert!(fails(c, &s(&["consume", "orders", "--partition", "7"])).contains("no partition 7"));
+    assert!(fails(c, &s(&["consume", "nope", "--idle-timeout-ms", "100"])).contains("unknown topic"));
+    assert!(fails(c, &s(&["groups", "describe", "nobody"])).contains("unknown group"));
+
+    ok(c, &s(&["topics", "delete", "orders"]));
+    assert!(!ok(c, &s(&["topics", "list"])).lines().any(|l| l == "orders"));
+    assert!(!c.join("topics").exists(), "the client must not have created a data dir");
+
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+}
+
+#[test]
+fn an_unreachable_or_malformed_server_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Port 1 on loopback refuses connections; the command gives up within its 10 s timeout.
+    let e = fails(d, &["--server", "127.0.0.1:1", "topics", "list"]);
+    assert!(e.contains("cannot read metadata from 127.0.0.1:1"), "{e}");
+    assert_eq!(e.lines().count(), 1, "one line, no librdkafka chatter: {e}");
+    let e = fails(d, &["--server", "localhost", "topics", "list"]);
+    assert!(e.contains("HOST:PORT"), "{e}");
+    let e = fails(d, &["--server", "127.0.0.1:9092", "up"]);
+    assert!(e.contains("--bus kafka://"), "{e}");
+    let e = fails(d, &["up", "--bus", "nats://x"]);
+    assert!(e.contains("expected `embedded` or kafka://"), "{e}");
+    let e = fails(d, &["bench", "wire", "--count", "10"]);
+    assert!(e.contains("--server"), "{e}");
+}
+
+/// `weir up --bus kafka://` runs without a data directory of its own, its heartbeat going through the other server.
+#[test]
+fn up_runs_on_a_kafka_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (mut up, addr, _stderr) = start_up(dir.path());
+    let bus = format!("kafka://{addr}");
+    let out = support::run(other.path(), &["up", "--bus", &bus, "--status-every", "1", "--run-for", "6"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("bus        {bus}")), "{err}");
+    assert!(err.matches("[status] heartbeat round trip").count() >= 2, "{err}");
+    assert!(!other.path().join("topics").exists());
+    // Its heartbeats are in the serving weir's log, beside the server's own (written every second, hence the short
+    // idle timeout).
+    let beats = ok(
+        other.path(),
+        &["--server", &addr, "consume", "__weir_heartbeat", "--from-beginning", "--idle-timeout-ms", "500"],
+    );
+    let server_own = format!("__weir_heartbeat-{}-", up.id());
+    assert!(beats.lines().filter(|l| !l.starts_with(&server_own)).count() >= 2, "{beats}");
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+}
+
+#[test]
+fn bench_wire_measures_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, addr, _stderr) = start_up(dir.path());
+    let out = ok(dir.path(), &["--server", &addr, "bench", "wire", "--count", "20000", "--partitions", "2", "--json"]);
+    let results: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(results.len(), 2, "{out}");
+    for (r, scenario) in results.iter().zip(["produce", "consume"]) {
+        assert_eq!(r["scenario"], scenario);
+        assert_eq!(r["count"], 20000);
+        assert!(r["records_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // The benchmark topic is gone afterwards.
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+    let topics = ok(dir.path(), &["topics", "list"]);
+    assert!(!topics.contains("weir-bench-wire"), "{topics}");
+}

@@ -26,7 +26,10 @@ def main(path):
         r = rows[i]
         if r["scenario"] == "produce" and i + 1 < len(rows) and rows[i + 1]["scenario"] == "consume":
             c = rows[i + 1]
-            if r["peer"] == "weir":
+            if r.get("transport") == "kafka-wire":
+                who, parts, fsync = f'{r["peer"]} (Kafka protocol, librdkafka)', r["partitions"], "-"
+                prod = f'1 x librdkafka, acks={r["acks"]}'
+            elif r["peer"] == "weir":
                 who, parts, fsync = "weir (in-process)", r["partitions"], r["fsync"]
                 prod = f'{r["producers"]} x {r["window"]}'
             else:
@@ -41,7 +44,12 @@ def main(path):
     print("|---|---|---|---|---|---|")
     for r in rows:
         if r["scenario"] == "latency":
-            who = "weir (in-process)" if r["peer"] == "weir" else f'{r["peer"]} ({r.get("note", "")})'
+            if r.get("transport") == "kafka-wire":
+                who = f'{r["peer"]} (Kafka protocol, librdkafka, acks={r["acks"]}, linger.ms=0)'
+            elif r["peer"] == "weir":
+                who = "weir (in-process)"
+            else:
+                who = f'{r["peer"]} ({r.get("note", "")})'
             print(f'| {who} | {r.get("fsync", "-")} | {r["p50_us"]} | {r["p99_us"]} | {r["p999_us"]} | {r["max_us"]} |')
     for r in rows:
         if r["scenario"] == "memory":

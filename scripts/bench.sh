@@ -37,41 +37,57 @@ wait_port() {
   return 1
 }
 
+# CPU time (user + system, in clock ticks of 10 ms) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+
 # One librdkafka producer, then one consumer, over loopback TCP: against `weir up`, then Tansu; and the peers' own
 # clients against them in the same run.
 wire() {
-  local scratch port=19092 pid
+  local scratch port pid label
   scratch=$(mktemp -d)
-  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port 2>"$scratch/up.log" &
-  pid=$!
-  wait_port $port
-  for parts in 1 8; do
-    run $weir bench wire --json --label weir --server 127.0.0.1:$port --count $count --partitions $parts
-  done
-  kill $pid; wait $pid || true
   local tansu=${TANSU:-$(command -v tansu || echo /work/.cache/tansu/bin/tansu)}
-  if [ -x "$tansu" ]; then
-    port=19093
-    "$tansu" broker --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
-      --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
+  for label in weir tansu-memory; do
+    if [ "$label" = weir ]; then
+      port=19092
+      $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none \
+        2>"$scratch/$label.log" &
+    elif [ -x "$tansu" ]; then
+      port=19093
+      "$tansu" broker --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
+        --storage-engine memory://tansu/ >"$scratch/$label.log" 2>&1 &
+    else
+      echo "tansu not found: skipping it (cargo install --locked tansu --features dynostore --root /work/.cache/tansu)" >&2
+      continue
+    fi
     pid=$!
     wait_port $port
-    for parts in 1 8; do
-      run $weir bench wire --json --label tansu-memory --server 127.0.0.1:$port --count $count --partitions $parts \
-        || echo "tansu run failed (see $scratch/tansu.log)" >&2
+    sleep 0.5
+    kill -0 $pid 2>/dev/null || { echo "$label did not start:" >&2; cat "$scratch/$label.log" >&2; exit 1; }
+    for size in 100 1024; do
+      n=$count; [ "$size" = 1024 ] && n=$kcount
+      for parts in 1 8; do
+        before=$(cpu_ticks $pid)
+        run $weir bench wire --json --label $label --server 127.0.0.1:$port --size $size --count $n --partitions $parts \
+          || echo "$label run failed (see $scratch/$label.log)" >&2
+        # What the server itself spent producing and consuming those records (the client is the rest of the machine).
+        echo "{\"peer\": \"$label\", \"scenario\": \"server_cpu\", \"size\": $size, \"partitions\": $parts, \"records\": $((2 * n)), \"cpu_seconds\": $(( $(cpu_ticks $pid) - before ))e-2}"
+      done
     done
+    run $weir bench wire --json --label $label --server 127.0.0.1:$port --rate 10000 --seconds $secs --size 100 \
+      || echo "$label latency run failed (see $scratch/$label.log)" >&2
     kill $pid; wait $pid || true
-  else
-    echo "tansu not found: skipping it (cargo install --locked tansu --features dynostore --root /work/.cache/tansu)" >&2
-  fi
+  done
   rm -rf "$scratch"
 }
 
 if [ "$mode" = wire ]; then
   wire
-  run $peers throughput --json --peer redis --size 100 --count $count
-  run $peers throughput --json --peer nats --size 100 --count $count
-  run $peers throughput --json --peer rabbitmq --size 100 --count $((count / 25))
+  for size in 100 1024; do
+    n=$count; [ "$size" = 1024 ] && n=$kcount
+    for peer in redis nats; do run $peers throughput --json --peer $peer --size $size --count $n; done
+    run $peers throughput --json --peer rabbitmq --size $size --count $((n / 25))
+  done
+  for peer in redis nats rabbitmq; do run $peers latency --json --peer $peer --rate 10000 --seconds $secs --size 100; done
   exit 0
 fi
 

@@ -26,6 +26,13 @@ if ! python3 -c "import kafka" >/dev/null 2>&1; then
   python3 -c "import kafka" >/dev/null 2>&1 || { echo "error: kafka-python is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# schemathesis (PyPI) fuzzes the HTTP API against its OpenAPI document; the test fails, not skips, without it.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "installing schemathesis (PyPI) for the HTTP API fuzz test" >&2
+  python3 -m pip install -q schemathesis >/dev/null 2>&1 || true
+  command -v schemathesis >/dev/null 2>&1 || { echo "error: schemathesis is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # cargo-nextest runs each test in its own process (the crash tests re-execute their own binary); fall back to cargo test.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

@@ -88,6 +88,12 @@ pub struct UpArgs {
     /// Largest Kafka request accepted; a larger one closes its connection (Kafka's socket.request.max.bytes).
     #[arg(long, default_value_t = 100 << 20, value_name = "BYTES", env = "WEIR_KAFKA_MAX_REQUEST_BYTES")]
     pub kafka_max_request_bytes: usize,
+    /// Address of the HTTP API (REST Proxy v2 produce/consume, /health, /metrics, /openapi.json; `none` to disable).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR|none", env = "WEIR_HTTP_LISTEN")]
+    pub http_listen: String,
+    /// Largest HTTP request body accepted; a larger one gets 413.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", env = "WEIR_HTTP_MAX_BODY_BYTES")]
+    pub http_max_body_bytes: usize,
     /// Where the systems publish and consume: `embedded` (this process's own broker), or an existing Kafka cluster
     /// (or another weir) as `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]`, in which case this process opens no data
     /// directory and starts no Kafka listener.

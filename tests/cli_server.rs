@@ -1,11 +1,12 @@
 //! The CLI over the network: `--server` makes the data commands act on a running `weir up` through the Kafka
-//! protocol, `weir up --bus kafka://` runs on another server as on a Kafka cluster, and `weir bench wire` measures one.
+//! protocol, `weir up --bus kafka://` runs on another server as on a Kafka cluster, `weir bench wire` measures one,
+//! and the HTTP API of `weir up` takes the seed documents' curl requests.
 
 mod support;
 
 use std::process::Command;
 
-use support::{fails, ok, produce, start_up};
+use support::{fails, ok, produce, start_up, start_up_http};
 
 /// Every data command against a running weir, and what they did visible to the same commands and to each other.
 #[test]
@@ -132,4 +133,27 @@ fn bench_wire_measures_a_running_server() {
     assert!(up.wait().unwrap().success());
     let topics = ok(dir.path(), &["topics", "list"]);
     assert!(!topics.contains("weir-bench-wire"), "{topics}");
+}
+
+/// Seed 000's request, verbatim but for the port, against `weir up`; a Kafka client reads what it wrote.
+#[test]
+fn the_seed_curl_request_produces_through_weir_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, kafka, http, _stderr) = start_up_http(dir.path());
+    let port = http.rsplit(':').next().unwrap();
+    let script = format!(
+        r#"curl -s -X POST "http://localhost:{port}/topics/$TOPIC" -H "Content-Type: application/vnd.kafka.binary.v2+json" -d '{{"records":[{{"value":"'$(printf $MESSAGE | base64)'"}}]}}'"#
+    );
+    let out =
+        Command::new("bash").arg("-c").arg(&script).env("TOPIC", "wedding").env("MESSAGE", "brawl").output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        answer,
+        r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":0,"offset":0,"error_code":null,"error":null}]}"#
+    );
+    let read = ok(dir.path(), &["--server", &kafka, "consume", "wedding", "--from-beginning", "--max", "1"]);
+    assert_eq!(read, "brawl\n");
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
 }

@@ -66,6 +66,10 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         Some(broker) => start_kafka(broker, &args, &settings).await?,
         None => None,
     };
+    let http = match &broker {
+        Some(broker) => start_http(broker, &args).await?,
+        None => None,
+    };
     eprintln!("weir is up");
     match &broker {
         Some(broker) => {
@@ -78,6 +82,13 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
                     if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
                 ),
                 None => eprintln!("  kafka      disabled"),
+            }
+            match &http {
+                Some(h) => eprintln!(
+                    "  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)",
+                    h.local_addr
+                ),
+                None => eprintln!("  http       disabled"),
             }
             eprintln!("  topics     {}", broker.list_topics().len());
         }
@@ -109,6 +120,9 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
     eprintln!("weir is stopping: flushing logs");
     if let Some(l) = &kafka {
         l.stop();
+    }
+    if let Some(h) = http {
+        h.stop().await;
     }
     if let Some(broker) = &broker {
         broker.shutdown();
@@ -142,6 +156,21 @@ async fn start_kafka(
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {listen}"))?;
     Ok(Some(listener))
+}
+
+async fn start_http(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_http::HttpServer>> {
+    if args.http_listen == "none" {
+        return Ok(None);
+    }
+    let listen: std::net::SocketAddr =
+        args.http_listen.parse().with_context(|| format!("--http-listen {:?} is not HOST:PORT", args.http_listen))?;
+    let mut config = weir_http::HttpConfig::new(listen);
+    config.max_body_bytes = args.http_max_body_bytes;
+    config.bus = args.bus.trim().to_string();
+    let server = weir_http::HttpServer::start(broker.clone(), config)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
+    Ok(Some(server))
 }
 
 /// Every `every`, sends a heartbeat through the bus, waits for it to come back through a group subscription, and

@@ -46,26 +46,33 @@ pub fn produce(dir: &Path, args: &[impl AsRef<OsStr> + std::fmt::Debug], input: 
 
 /// Starts `weir up` with its Kafka listener on a free port and waits for its banner. Returns the process, the Kafka
 /// address it printed, and its stderr, which must stay open while it runs (it keeps writing status lines there).
+pub fn start_up(d: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
+    let (up, kafka, _http, stderr) = start_up_http(d);
+    (up, kafka, stderr)
+}
+
+/// [`start_up`], also returning the HTTP API's address (both listeners on free ports).
 // The caller waits for the child; a panic on the way ends the test process, and the child with its pipes.
 #[allow(clippy::zombie_processes)]
-pub fn start_up(d: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
+pub fn start_up_http(d: &Path) -> (std::process::Child, String, String, std::io::BufReader<std::process::ChildStderr>) {
     use std::io::BufRead;
-    let mut up = weir(d, &["up", "--status-every", "1", "--kafka-listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = ["up", "--status-every", "1", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let mut up = weir(d, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
     let mut line = String::new();
+    let mut kafka = None;
     loop {
         line.clear();
         if stderr.read_line(&mut line).unwrap() == 0 {
             let status = up.wait().unwrap();
             panic!("weir up exited early with {status}");
         }
+        let addr = |rest: &str| rest.split_whitespace().next().expect("the line names an address").to_string();
         if let Some(rest) = line.trim().strip_prefix("kafka") {
-            let addr = rest.split_whitespace().next().expect("the kafka line names an address").to_string();
-            return (up, addr, stderr);
+            kafka = Some(addr(rest));
+        } else if let Some(rest) = line.trim().strip_prefix("http ") {
+            let http = addr(rest).trim_start_matches("http://").to_string();
+            return (up, kafka.expect("the kafka line comes first"), http, stderr);
         }
     }
 }

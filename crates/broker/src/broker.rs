@@ -300,9 +300,18 @@ impl Broker {
         self.check_open()?;
         let t = self.topic(topic)?;
         let p = t.partition(partition)?;
+        let len = bytes.len() as u64;
         let info = p.log()?.append_batches(bytes, false)?;
         p.notify_appended();
+        p.record_appended((info.last_offset - info.base_offset + 1) as u64, len);
         Ok(info)
+    }
+
+    /// Counts records and bytes handed to a consumer (`weir_records_consumed_total`, `weir_bytes_consumed_total`):
+    /// the Kafka listener calls it with the batches it serves, the in-process consumer with what it decoded.
+    pub fn record_consumed(&self, topic: &str, records: u64, bytes: u64) {
+        metrics::counter!("weir_records_consumed_total", "topic" => topic.to_string()).increment(records);
+        metrics::counter!("weir_bytes_consumed_total", "topic" => topic.to_string()).increment(bytes);
     }
 
     /// A fresh producer id for an idempotent producer (Kafka's InitProducerId).

@@ -225,6 +225,12 @@ impl Consumer {
         Ok(())
     }
 
+    /// Keeps a group membership alive between polls (Kafka's background heartbeat): for owners that poll only when
+    /// asked to, such as an HTTP consumer instance. A rebalance it learns of makes the next poll rejoin.
+    pub fn keep_alive(&mut self) -> Result<(), BrokerError> {
+        self.heartbeat_if_due()
+    }
+
     /// Heartbeats when due; a rebalance makes the next poll rejoin.
     fn heartbeat_if_due(&mut self) -> Result<(), BrokerError> {
         let Some(member) = &self.member else {
@@ -312,6 +318,7 @@ impl Consumer {
                 })
                 .map_err(weir_log::LogError::InvalidBatch)?;
             }
+            self.broker.record_consumed(&tp.topic, (next - pos).max(0) as u64, read.batches.len() as u64);
             self.positions[idx].1 = next;
         }
         if n > 0 {

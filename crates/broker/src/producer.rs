@@ -298,7 +298,9 @@ fn write(p: &Partition, records: &[Record]) -> Result<Vec<RecordMetadata>, Arc<B
         timestamps.push(r.timestamp.unwrap_or(now));
     }
     batch::encode(&records[start..], now, &mut buf);
+    let len = buf.len() as u64;
     let info = log.append_batches(buf, true).map_err(|e| Arc::new(BrokerError::Log(e)))?;
+    p.record_appended(records.len() as u64, len);
     Ok(timestamps
         .into_iter()
         .enumerate()

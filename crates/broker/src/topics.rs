@@ -70,6 +70,12 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Counts an append in the process's metrics (`weir_records_produced_total`, `weir_bytes_produced_total`).
+    pub(crate) fn record_appended(&self, records: u64, bytes: u64) {
+        metrics::counter!("weir_records_produced_total", "topic" => self.topic.to_string()).increment(records);
+        metrics::counter!("weir_bytes_produced_total", "topic" => self.topic.to_string()).increment(bytes);
+    }
+
     pub fn log(&self) -> Result<&Arc<Log>, BrokerError> {
         self.log.as_ref().map_err(|reason| BrokerError::PartitionOffline {
             topic: self.topic.to_string(),

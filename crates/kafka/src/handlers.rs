@@ -220,9 +220,23 @@ pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest) -> FetchResponse {
     loop {
         let (response, bytes) = fetch_once(broker, &req);
         if bytes >= min_bytes.max(1) || tokio::time::Instant::now() >= deadline {
+            count_served(broker, &response);
             return response;
         }
         let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
+    }
+}
+
+/// Counts what a fetch response hands out, per topic, in the process's metrics.
+fn count_served(broker: &Broker, response: &FetchResponse) {
+    for t in &response.responses {
+        for p in &t.partitions {
+            let Some(batches) = p.records.as_ref().filter(|b| !b.is_empty()) else { continue };
+            let records = weir_log::batch::Batches::new(batches)
+                .filter_map(|b| b.ok())
+                .map(|(h, _)| h.record_count.max(0) as u64);
+            broker.record_consumed(&t.topic.0, records.sum(), batches.len() as u64);
+        }
     }
 }
 

@@ -411,7 +411,9 @@ impl Log {
         let end = self.end_offset();
         let written = self.written_bytes.load(Ordering::Relaxed);
         let active = self.segments.read().values().next_back().cloned().expect("a log always has a segment");
+        let started = Instant::now();
         let result = self.sync_sealed().and_then(|_| active.sync_data());
+        metrics::histogram!("weir_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         let mut st = self.sync.lock();
         st.in_progress = false;
         if result.is_ok() {

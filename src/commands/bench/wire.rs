@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use hdrhistogram::Histogram;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -34,9 +35,21 @@ pub struct WireArgs {
     /// Producer acknowledgements: `all` (with the idempotent producer, Kafka's client default), `1` or `0`.
     #[arg(long, default_value = "all", value_parser = ["all", "1", "0"])]
     acks: String,
-    /// librdkafka's linger.ms: how long the producer waits to fill a batch.
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// librdkafka's linger.ms, how long the producer waits to fill a batch (default: 5, librdkafka's own default;
+    /// 0 with --rate, so latency is not the linger).
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Measure produce latency instead of throughput: this many records per second, each timed from its intended
+    /// send time to its acknowledgement (open loop, as `weir bench latency`).
+    #[arg(long, value_name = "RECORDS_PER_S")]
+    rate: Option<u64>,
+    /// How long the latency run lasts, in seconds.
+    #[arg(long, default_value_t = 10, requires = "rate")]
+    seconds: u64,
+    /// A librdkafka property for the producer and the consumer, as kcat's -X (repeatable), e.g.
+    /// `-X batch.num.messages=100000`.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    property: Vec<String>,
     /// Name of the server in the results (`peer` in JSON).
     #[arg(long, default_value = "kafka-wire")]
     label: String,
@@ -90,23 +103,50 @@ pub async fn run(server: Option<&str>, args: WireArgs) -> Result<()> {
     }
     let outcome = {
         let (remote, topic) = (remote.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || measure(&remote, &topic, &args)).await.context("benchmark thread")?
+        tokio::task::spawn_blocking(move || match args.rate {
+            Some(rate) => latency(&remote, &topic, &args, rate),
+            None => measure(&remote, &topic, &args),
+        })
+        .await
+        .context("benchmark thread")?
     };
     // Leave nothing behind, even when the measurement failed.
     let _ = admin.delete_topics(&[&topic], &options).await;
     outcome
 }
 
+/// The client configuration: `defaults`, then the `-X` properties over them.
+fn client_config(remote: &Remote, args: &WireArgs, defaults: &[(&str, String)]) -> Result<rdkafka::ClientConfig> {
+    let mut config = remote.config();
+    for (k, v) in defaults {
+        config.set(*k, v);
+    }
+    for p in &args.property {
+        let Some((k, v)) = p.split_once('=') else { bail!("-X takes KEY=VALUE, got {p:?}") };
+        config.set(k.trim(), v.trim());
+    }
+    Ok(config)
+}
+
+fn producer_config(remote: &Remote, args: &WireArgs, default_linger_ms: u64) -> Result<rdkafka::ClientConfig> {
+    let idempotent = if args.acks == "all" { "true" } else { "false" };
+    client_config(
+        remote,
+        args,
+        &[
+            ("acks", args.acks.clone()),
+            ("enable.idempotence", idempotent.into()),
+            ("linger.ms", args.linger_ms.unwrap_or(default_linger_ms).to_string()),
+            ("queue.buffering.max.messages", "1000000".into()),
+            ("queue.buffering.max.kbytes", "1048576".into()),
+            ("batch.size", "1000000".into()),
+        ],
+    )
+}
+
 fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     let bytes = args.count * args.size as u64;
-    let mut config = remote.config();
-    config
-        .set("acks", &args.acks)
-        .set("enable.idempotence", if args.acks == "all" { "true" } else { "false" })
-        .set("linger.ms", args.linger_ms.to_string())
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("batch.size", "1000000");
+    let config = producer_config(remote, args, 5)?;
     let counting = Counting::default();
     let producer: ThreadedProducer<Counting> =
         ThreadedProducer::from_config_and_context(&config, counting.clone()).context("cannot create the producer")?;
@@ -144,15 +184,19 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     report(args, "produce", args.count, secs, bytes);
     drop(producer);
 
-    let consumer: BaseConsumer = remote
-        .create(
-            remote
-                .config()
-                .set("group.id", "weir-bench-wire")
-                .set("enable.partition.eof", "false")
-                .set("fetch.wait.max.ms", "100"),
-        )
-        .context("cannot create the consumer")?;
+    let consumer_config = client_config(
+        remote,
+        args,
+        &[
+            ("group.id", "weir-bench-wire".into()),
+            // librdkafka otherwise pauses a partition's fetching for a second whenever its queue holds
+            // queued.min.messages, which leaves a fast consumer idle most of the time.
+            ("fetch.queue.backoff.ms", "1".into()),
+            ("enable.partition.eof", "false".into()),
+            ("fetch.wait.max.ms", "100".into()),
+        ],
+    )?;
+    let consumer: BaseConsumer = remote.create(&consumer_config).context("cannot create the consumer")?;
     let mut assignment = TopicPartitionList::new();
     for p in 0..args.partitions {
         assignment.add_partition_offset(topic, p, Offset::Beginning)?;
@@ -189,6 +233,88 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     Ok(())
 }
 
+/// Acknowledgement latency of each record, from its intended send time, into one histogram.
+#[derive(Debug, Clone)]
+struct Timing(Arc<std::sync::Mutex<Histogram<u64>>>, Arc<AtomicU64>);
+
+impl ClientContext for Timing {}
+
+impl ProducerContext for Timing {
+    type DeliveryOpaque = Box<Instant>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, intended: Box<Instant>) {
+        if result.is_err() {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let micros = intended.elapsed().as_micros() as u64;
+        if let Ok(mut h) = self.0.lock() {
+            h.saturating_record(micros.max(1));
+        }
+    }
+}
+
+fn latency(remote: &Remote, topic: &str, args: &WireArgs, rate: u64) -> Result<()> {
+    if rate == 0 {
+        bail!("--rate must be positive");
+    }
+    let hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    let timing = Timing(Arc::new(std::sync::Mutex::new(hist)), Arc::new(AtomicU64::new(0)));
+    let producer: ThreadedProducer<Timing> =
+        ThreadedProducer::from_config_and_context(&producer_config(remote, args, 0)?, timing.clone())
+            .context("cannot create the producer")?;
+    let value = vec![b'x'; args.size];
+    // Connect and learn the topic's leader before the clock starts.
+    let warm_up = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now()));
+    producer.send(warm_up.payload(&value[..])).map_err(|(e, _)| e)?;
+    producer.flush(TIMEOUT)?;
+    if let Ok(mut h) = timing.0.lock() {
+        h.reset();
+    }
+    let total = rate * args.seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    for i in 0..total {
+        let intended = start + interval.mul_f64(i as f64);
+        super::wait_until(intended);
+        let record =
+            BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(intended)).payload(&value[..]);
+        if let Err((e, _)) = producer.send(record) {
+            bail!("produce failed after {i} records: {e}");
+        }
+    }
+    producer.flush(Duration::from_secs(60)).context("the producer could not flush within 60 s")?;
+    let failed = timing.1.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} of {total} records failed");
+    }
+    let h = timing.0.lock().map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?.clone();
+    let q = |p: f64| h.value_at_quantile(p);
+    if args.json {
+        let obj = serde_json::json!({
+            "peer": args.label,
+            "transport": "kafka-wire",
+            "scenario": "latency",
+            "size": args.size,
+            "partitions": args.partitions,
+            "acks": args.acks,
+            "rate": rate,
+            "count": h.len(),
+            "p50_us": q(0.5),
+            "p99_us": q(0.99),
+            "p999_us": q(0.999),
+            "max_us": h.max(),
+        });
+        emit(&obj.to_string());
+    } else {
+        emit(&format!(
+            "latency  {} over the Kafka protocol: {rate} records/s x {} s, {} B, acks={}: p50 {} us, p99 {} us, p99.9 {} us, max {} us (open loop, from intended send time)",
+            args.label, args.seconds, args.size, args.acks, q(0.5), q(0.99), q(0.999), h.max()
+        ));
+    }
+    Ok(())
+}
+
 fn report(args: &WireArgs, scenario: &str, count: u64, secs: f64, bytes: u64) {
     let rate = count as f64 / secs;
     let mb = bytes as f64 / secs / 1e6;
@@ -204,11 +330,17 @@ fn report(args: &WireArgs, scenario: &str, count: u64, secs: f64, bytes: u64) {
             "records_per_s": rate,
             "mb_per_s": mb,
         });
-        println!("{obj}");
+        emit(&obj.to_string());
     } else {
-        println!(
+        emit(&format!(
             "{scenario:<8} {} over the Kafka protocol: {count} x {} B, {} partition(s), acks={}: {rate:.0} records/s, {mb:.1} MB/s ({secs:.2} s)",
             args.label, args.size, args.partitions, args.acks
-        );
+        ));
     }
+}
+
+/// One result line on stdout; a reader that went away (`| head`) is not an error worth a panic.
+fn emit(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

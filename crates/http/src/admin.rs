@@ -1,0 +1,143 @@
+//! Operator routes: consumer groups with their members, assignments, committed offsets and lag; and `/health`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use weir_broker::group::GroupError;
+use weir_broker::BrokerError;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupInfo {
+    pub group: String,
+    /// Empty, PreparingRebalance, CompletingRebalance, Stable or Dead.
+    pub state: String,
+    pub protocol: String,
+    pub generation: i32,
+    pub members: Vec<GroupMemberInfo>,
+    pub offsets: Vec<PartitionLagInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupMemberInfo {
+    pub member_id: String,
+    pub client_id: String,
+    pub host: String,
+    pub assignment: Vec<TopicAssignment>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicAssignment {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionLagInfo {
+    pub topic: String,
+    pub partition: i32,
+    pub committed_offset: Option<i64>,
+    pub log_end_offset: i64,
+    pub lag: Option<i64>,
+}
+
+/// Consumer group ids.
+#[utoipa::path(get, path = "/groups", tag = "admin", responses((status = 200, body = Vec<String>)))]
+pub async fn groups(State(state): State<AppState>) -> Json<Vec<String>> {
+    Json(state.broker.list_groups())
+}
+
+/// One group: members, assignments, committed offsets, end offsets and lag per partition.
+#[utoipa::path(
+    get, path = "/groups/{group}", tag = "admin",
+    params(("group" = String, Path, description = "Group id")),
+    responses((status = 200, body = GroupInfo), (status = 404, description = "40404 unknown group", body = ErrorBody))
+)]
+pub async fn group(State(state): State<AppState>, Path(group): Path<String>) -> Result<Json<GroupInfo>, ApiError> {
+    let d = match state.broker.describe_group(&group) {
+        Ok(d) => d,
+        Err(BrokerError::Group(GroupError::GroupIdNotFound(_))) => return Err(ApiError::group_not_found(&group)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(GroupInfo {
+        group: d.group,
+        state: d.state,
+        protocol: d.protocol,
+        generation: d.generation,
+        members: d
+            .members
+            .into_iter()
+            .map(|m| GroupMemberInfo {
+                member_id: m.member_id,
+                client_id: m.client_id,
+                host: m.host,
+                assignment: m
+                    .assignment
+                    .into_iter()
+                    .map(|(topic, partitions)| TopicAssignment { topic, partitions })
+                    .collect(),
+            })
+            .collect(),
+        offsets: d
+            .offsets
+            .into_iter()
+            .map(|o| PartitionLagInfo {
+                topic: o.topic,
+                partition: o.partition,
+                committed_offset: o.committed,
+                log_end_offset: o.log_end_offset,
+                lag: o.lag,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when a partition is offline.
+    pub status: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// The bus the systems of this process use.
+    pub bus: String,
+    pub storage: Storage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Storage {
+    pub data_dir: String,
+    pub topics: usize,
+    pub partitions: usize,
+    pub offline_partitions: usize,
+    pub size_bytes: u64,
+}
+
+/// Liveness and storage state.
+#[utoipa::path(get, path = "/health", tag = "admin", responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let topics = state.broker.list_topics();
+    let (mut partitions, mut offline, mut size) = (0, 0, 0);
+    for t in &topics {
+        if let Ok(d) = state.broker.describe_topic(t) {
+            partitions += d.partitions.len();
+            offline += d.partitions.iter().filter(|p| p.offline.is_some()).count();
+            size += d.partitions.iter().map(|p| p.size_bytes).sum::<u64>();
+        }
+    }
+    Json(Health {
+        status: if offline == 0 { "ok" } else { "degraded" }.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        bus: state.config.bus.clone(),
+        storage: Storage {
+            data_dir: state.broker.config().data_dir.display().to_string(),
+            topics: topics.len(),
+            partitions,
+            offline_partitions: offline,
+            size_bytes: size,
+        },
+    })
+}

@@ -1,0 +1,533 @@
+//! REST Proxy v2 consumer instances: an HTTP client creates a named member of a group, subscribes it to topics, and
+//! fetches and commits through it. Each instance is one group member of the embedded broker, so it shares its group
+//! with Kafka-protocol and in-process members. The reaper keeps idle members' sessions alive between requests (what
+//! Kafka's background heartbeat does) and closes instances unused for longer than the instance timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use weir_broker::group::TopicPartition;
+use weir_broker::{BrokerError, Consumer, ConsumerConfig, OffsetReset};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::records::{body_or_error, integer, media_type, Format, BINARY_V2, JSON_V2};
+use crate::AppState;
+
+const V2: &str = "application/vnd.kafka.v2+json";
+
+#[derive(Debug)]
+pub struct Registry {
+    instances: Mutex<HashMap<(String, String), Arc<Instance>>>,
+    timeout: Duration,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Instance {
+    format: Format,
+    reset: OffsetReset,
+    auto_commit: bool,
+    last_used: Mutex<Instant>,
+    topics: Mutex<Vec<String>>,
+    consumer: tokio::sync::Mutex<Option<Consumer>>,
+}
+
+impl Registry {
+    pub fn new(timeout: Duration) -> Self {
+        Registry { instances: Mutex::new(HashMap::new()), timeout, next_id: Default::default() }
+    }
+
+    fn get(&self, group: &str, name: &str) -> Result<Arc<Instance>, ApiError> {
+        let i = self.instances.lock().get(&(group.to_string(), name.to_string())).cloned();
+        let i = i.ok_or_else(|| ApiError::instance_not_found(group, name))?;
+        *i.last_used.lock() = Instant::now();
+        Ok(i)
+    }
+}
+
+/// Every few seconds: heartbeat for members between requests, and close instances idle past the timeout.
+pub async fn reap(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let all: Vec<_> = registry.instances.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (key, instance) in all {
+            if instance.last_used.lock().elapsed() > registry.timeout {
+                registry.instances.lock().remove(&key);
+                if let Some(c) = instance.consumer.lock().await.take() {
+                    let _ = c.close().await;
+                }
+                tracing::info!(group = %key.0, instance = %key.1, "closed an idle consumer instance");
+                continue;
+            }
+            // A request in progress is heartbeating through its poll.
+            if let Ok(mut guard) = instance.consumer.try_lock() {
+                if let Some(c) = guard.as_mut() {
+                    let _ = c.keep_alive();
+                }
+            }
+        }
+    }
+}
+
+fn check_json_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    match media_type(headers, header::CONTENT_TYPE).as_deref() {
+        Some(V2) | Some("application/json") => Ok(()),
+        other => Err(ApiError::unsupported_media_type(other.unwrap_or("(none)"), &format!("{V2} or application/json"))),
+    }
+}
+
+/// The body as a JSON object; an empty body is `{}` when `may_be_empty` (a commit of everything fetched).
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, may_be_empty: bool) -> Result<Value, ApiError> {
+    let body = body_or_error(body)?;
+    check_json_type(headers, &body)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        if may_be_empty {
+            return Ok(Value::Object(Default::default()));
+        }
+        return Err(ApiError::unprocessable(42200, "the body must be a JSON object (send {} for the defaults)"));
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::unprocessable(42200, format!("the body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(_) => Ok(v),
+        Value::Null if may_be_empty => Ok(Value::Object(Default::default())),
+        _ => Err(ApiError::unprocessable(42200, "the body must be a JSON object")),
+    }
+}
+
+/// A string setting (the REST Proxy's settings are strings, `"true"` included).
+fn setting<'a>(v: &'a Value, key: &str) -> Result<Option<std::borrow::Cow<'a, str>>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str().into())),
+        Some(other) => Err(ApiError::unprocessable(42200, format!("\"{key}\" must be a string, got {other}"))),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // parsed by hand for field-level errors; these types document the shape
+pub struct CreateConsumer {
+    /// Instance name (default: generated).
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^/]+$")]
+    pub name: Option<String>,
+    pub format: Option<FormatName>,
+    #[serde(rename = "auto.offset.reset")]
+    pub auto_offset_reset: Option<ResetName>,
+    /// `"true"` (default): each fetch first commits what the previous fetches returned.
+    #[serde(rename = "auto.commit.enable")]
+    pub auto_commit_enable: Option<BoolName>,
+}
+
+/// How keys and values are embedded: base64 (`binary`, the default) or JSON.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    Binary,
+    Json,
+}
+
+/// Where the group starts on partitions it never committed (default `latest`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetName {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BoolName {
+    True,
+    False,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedConsumer {
+    pub instance_id: String,
+    pub base_uri: String,
+}
+
+/// Create a consumer instance in a group.
+#[utoipa::path(
+    post, path = "/consumers/{group}", tag = "consumers",
+    params(("group" = String, Path, description = "Consumer group")),
+    request_body(content((CreateConsumer = "application/vnd.kafka.v2+json"), (CreateConsumer = "application/json"))),
+    responses(
+        (status = 200, body = CreatedConsumer),
+        (status = 409, description = "40902 an instance of that name exists", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 400, body = ErrorBody),
+        (status = 422, description = "Malformed body or unknown format or reset policy", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CreatedConsumer>, ApiError> {
+    let v = json_body(&headers, body, false)?;
+    let format = match setting(&v, "format")?.as_deref() {
+        None | Some("binary") => Format::Binary,
+        Some("json") => Format::Json,
+        Some(f) => return Err(ApiError::unprocessable(42204, format!("unsupported format {f:?}: use binary or json"))),
+    };
+    let reset = match setting(&v, "auto.offset.reset")?.as_deref() {
+        None | Some("latest") => OffsetReset::Latest,
+        Some("earliest") | Some("smallest") => OffsetReset::Earliest,
+        Some(r) => {
+            return Err(ApiError::unprocessable(42200, format!("auto.offset.reset {r:?}: use earliest or latest")))
+        }
+    };
+    let auto_commit = match setting(&v, "auto.commit.enable")?.as_deref() {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(x) => return Err(ApiError::unprocessable(42200, format!("auto.commit.enable {x:?}: use true or false"))),
+    };
+    let name = match setting(&v, "name")? {
+        Some(n) if n.is_empty() || n.len() > 255 || n.contains('/') => {
+            return Err(ApiError::unprocessable(42200, "name must be 1-255 characters without '/'"));
+        }
+        Some(n) => n.into_owned(),
+        None => {
+            let n = state.consumers.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("rest-consumer-{}-{n}", std::process::id())
+        }
+    };
+    let instance = Arc::new(Instance {
+        format,
+        reset,
+        auto_commit,
+        last_used: Mutex::new(Instant::now()),
+        topics: Mutex::new(Vec::new()),
+        consumer: tokio::sync::Mutex::new(None),
+    });
+    {
+        let mut all = state.consumers.instances.lock();
+        let key = (group.clone(), name.clone());
+        if all.contains_key(&key) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                40902,
+                format!("Consumer instance with the name {name} already exists in group {group}."),
+            ));
+        }
+        all.insert(key, instance);
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let base_uri = format!("http://{host}/consumers/{group}/instances/{name}");
+    Ok(Json(CreatedConsumer { instance_id: name, base_uri }))
+}
+
+/// Close a consumer instance (it leaves its group).
+#[utoipa::path(
+    delete, path = "/consumers/{group}/instances/{instance}", tag = "consumers",
+    params(("group" = String, Path), ("instance" = String, Path)),
+    responses((status = 204, description = "Closed"), (status = 404, description = "40403 unknown instance", body = ErrorBody))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let removed = state.consumers.instances.lock().remove(&(group.clone(), name.clone()));
+    let instance = removed.ok_or_else(|| ApiError::instance_not_found(&group, &name))?;
+    if let Some(c) = instance.consumer.lock().await.take() {
+        c.close().await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Subscribe {
+    #[schema(min_items = 1)]
+    pub topics: Vec<String>,
+}
+
+/// What an instance is subscribed to (nothing after an unsubscribe).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Subscription {
+    pub topics: Vec<String>,
+}
+
+/// Subscribe an instance to topics (replacing its subscription); it joins the group on its next fetch.
+#[utoipa::path(
+    post, path = "/consumers/{group}/instances/{instance}/subscription", tag = "consumers",
+    params(("group" = String, Path), ("instance" = String, Path)),
+    request_body(content((Subscribe = "application/vnd.kafka.v2+json"), (Subscribe = "application/json"))),
+    responses(
+        (status = 204, description = "Subscribed"),
+        (status = 404, description = "40403 unknown instance, 40401 unknown topic", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 400, body = ErrorBody),
+        (status = 422, description = "Malformed body", body = ErrorBody),
+    )
+)]
+pub async fn subscribe(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let instance = state.consumers.get(&group, &name)?;
+    let v = json_body(&headers, body, false)?;
+    if v.get("topic_pattern").is_some() {
+        return Err(ApiError::unprocessable(42200, "topic_pattern is not supported; list the topics"));
+    }
+    let topics: Vec<String> = match v.get("topics") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::unprocessable(42200, format!("topics[{i}] must be a string")))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(ApiError::unprocessable(42200, "the body needs a non-empty \"topics\" array of names")),
+    };
+    for t in &topics {
+        state.broker.topic(t)?;
+    }
+    let mut config = ConsumerConfig::new(topics.clone()).group(group);
+    config.client_id = format!("rest-proxy/{name}");
+    config.auto_offset_reset = instance.reset;
+    let consumer = state.broker.consumer(config)?;
+    let old = instance.consumer.lock().await.replace(consumer);
+    if let Some(old) = old {
+        let _ = old.close().await;
+    }
+    *instance.topics.lock() = topics;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The topics an instance is subscribed to.
+#[utoipa::path(
+    get, path = "/consumers/{group}/instances/{instance}/subscription", tag = "consumers",
+    params(("group" = String, Path), ("instance" = String, Path)),
+    responses((status = 200, body = Subscription), (status = 404, description = "40403 unknown instance", body = ErrorBody))
+)]
+pub async fn subscription(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+) -> Result<Json<Subscription>, ApiError> {
+    let instance = state.consumers.get(&group, &name)?;
+    let topics = instance.topics.lock().clone();
+    Ok(Json(Subscription { topics }))
+}
+
+/// Unsubscribe an instance: it leaves the group but stays usable.
+#[utoipa::path(
+    delete, path = "/consumers/{group}/instances/{instance}/subscription", tag = "consumers",
+    params(("group" = String, Path), ("instance" = String, Path)),
+    responses((status = 204, description = "Unsubscribed"), (status = 404, description = "40403 unknown instance", body = ErrorBody))
+)]
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let instance = state.consumers.get(&group, &name)?;
+    if let Some(c) = instance.consumer.lock().await.take() {
+        c.close().await?;
+    }
+    instance.topics.lock().clear();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FetchParams {
+    /// Longest wait for records, in milliseconds (default 1000, at most 30000).
+    pub timeout: Option<u64>,
+    /// Stop adding records once their keys and values reach this many bytes (default 64 MiB).
+    pub max_bytes: Option<u64>,
+}
+
+/// One fetched record. Keys and values are base64 (binary instances) or JSON (json instances).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    #[schema(value_type = Option<Object>)]
+    pub key: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<Value>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+fn embed(format: Format, bytes: Option<&[u8]>) -> Option<Value> {
+    let b = bytes?;
+    Some(match format {
+        Format::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        // Data written by non-JSON producers still comes back, as a string, rather than failing the fetch.
+        Format::Json => serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into())),
+    })
+}
+
+/// Fetch records for an instance (joining its group first if needed).
+#[utoipa::path(
+    get, path = "/consumers/{group}/instances/{instance}/records", tag = "consumers",
+    params(("group" = String, Path), ("instance" = String, Path), FetchParams),
+    responses(
+        (status = 200, description = "Records, possibly none", content(
+            (Vec<ConsumerRecord> = "application/vnd.kafka.binary.v2+json"),
+            (Vec<ConsumerRecord> = "application/vnd.kafka.json.v2+json"),
+        )),
+        (status = 400, description = "Bad query parameters", body = ErrorBody),
+        (status = 404, description = "40403 unknown instance", body = ErrorBody),
+        (status = 406, description = "40601 the Accept header asks for the other format", body = ErrorBody),
+        (status = 409, description = "40903 the instance has no subscription", body = ErrorBody),
+    )
+)]
+pub async fn records(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    params: Result<Query<FetchParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, 400, format!("bad query: {}", e.body_text())))?;
+    let instance = state.consumers.get(&group, &name)?;
+    let wanted = match media_type(&headers, header::ACCEPT).as_deref() {
+        Some(BINARY_V2) => Some(Format::Binary),
+        Some(JSON_V2) => Some(Format::Json),
+        _ => None,
+    };
+    if wanted.is_some_and(|w| w != instance.format) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            40601,
+            format!("this instance was created with the {} format", instance.format.name()),
+        ));
+    }
+    let timeout = Duration::from_millis(params.timeout.unwrap_or(1000).min(30_000));
+    let max_bytes = params.max_bytes.unwrap_or(64 << 20);
+    let started = Instant::now();
+    let mut guard = instance.consumer.lock().await;
+    let Some(consumer) = guard.as_mut() else {
+        return Err(ApiError::new(StatusCode::CONFLICT, 40903, "the consumer instance has no subscription"));
+    };
+    if instance.auto_commit {
+        // Kafka's auto-commit: what earlier fetches returned is committed when the next one starts.
+        if let Err(e) = consumer.commit().await {
+            tracing::debug!(error = %e, "auto-commit before fetch failed; the group is rebalancing");
+        }
+    }
+    let polled = match consumer.poll(timeout).await {
+        Ok(r) => r,
+        // The group is rebalancing: nothing this time, the next fetch rejoins.
+        Err(BrokerError::Group(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::with_capacity(polled.len());
+    let mut size = 0u64;
+    let mut rewind: HashMap<(String, i32), i64> = HashMap::new();
+    for r in polled {
+        let len = (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
+        if !out.is_empty() && size + len > max_bytes || rewind.contains_key(&(r.topic.to_string(), r.partition)) {
+            // Over the limit: this record and the rest of its partition are fetched again next time.
+            rewind.entry((r.topic.to_string(), r.partition)).or_insert(r.offset);
+            continue;
+        }
+        size += len;
+        out.push(ConsumerRecord {
+            topic: r.topic.to_string(),
+            key: embed(instance.format, r.key.as_deref()),
+            value: embed(instance.format, r.value.as_deref()),
+            partition: r.partition,
+            offset: r.offset,
+        });
+    }
+    for ((topic, partition), offset) in rewind {
+        consumer.seek(&topic, partition, offset)?;
+    }
+    drop(guard);
+    crate::metrics::consumed(&out, started.elapsed());
+    let content_type = if instance.format == Format::Binary { BINARY_V2 } else { JSON_V2 };
+    Ok(([(header::CONTENT_TYPE, content_type)], Json(out)).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CommitRequest {
+    /// Records to commit (the group resumes after each); absent or empty commits everything fetched so far.
+    pub offsets: Option<Vec<CommitOffset>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct CommitOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The offset of the last record processed.
+    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
+    pub offset: i64,
+}
+
+/// Commit offsets for an instance's group.
+#[utoipa::path(
+    post, path = "/consumers/{group}/instances/{instance}/offsets", tag = "consumers",
+    params(("group" = String, Path), ("instance" = String, Path)),
+    request_body(content((Option<CommitRequest> = "application/vnd.kafka.v2+json"), (Option<CommitRequest> = "application/json"))),
+    responses(
+        (status = 204, description = "Committed"),
+        (status = 404, description = "40403 unknown instance", body = ErrorBody),
+        (status = 409, description = "40903 no subscription, or the group rebalanced", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 400, body = ErrorBody),
+        (status = 422, description = "Malformed body", body = ErrorBody),
+    )
+)]
+pub async fn commit(
+    State(state): State<AppState>,
+    Path((group, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let instance = state.consumers.get(&group, &name)?;
+    let v = json_body(&headers, body, true)?;
+    let offsets: Vec<(TopicPartition, i64)> = match v.get("offsets") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let topic = o.get("topic").and_then(Value::as_str);
+                let partition = o.get("partition").and_then(integer).and_then(|p| i32::try_from(p).ok());
+                let offset = o.get("offset").and_then(integer).filter(|o| (0..i64::MAX).contains(o));
+                match (topic, partition, offset) {
+                    // REST Proxy v2 commits the record's offset + 1: the position after it.
+                    (Some(t), Some(p), Some(off)) => Ok((TopicPartition::new(t, p), off + 1)),
+                    _ => Err(ApiError::unprocessable(
+                        42200,
+                        format!("offsets[{i}] needs \"topic\" (string), \"partition\" and \"offset\" (non-negative integers)"),
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::unprocessable(42200, "\"offsets\" must be an array")),
+    };
+    let mut guard = instance.consumer.lock().await;
+    let Some(consumer) = guard.as_mut() else {
+        return Err(ApiError::new(StatusCode::CONFLICT, 40903, "the consumer instance has no subscription"));
+    };
+    let result = if offsets.is_empty() { consumer.commit().await } else { consumer.commit_offsets(offsets).await };
+    match result {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(BrokerError::Group(e)) => Err(ApiError::new(StatusCode::CONFLICT, 40903, format!("commit refused: {e}"))),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -51,6 +51,22 @@ def main(path):
             else:
                 who = f'{r["peer"]} ({r.get("note", "")})'
             print(f'| {who} | {r.get("fsync", "-")} | {r["p50_us"]} | {r["p99_us"]} | {r["p999_us"]} | {r["max_us"]} |')
+    cpu = [r for r in rows if r["scenario"] == "server_cpu"]
+    if cpu:
+        print("\n### Server CPU per run (produce then consume, one librdkafka client each)\n")
+        print("| server | record | partitions | records moved | server CPU seconds | records per CPU second |")
+        print("|---|---|---|---|---|---|")
+        for r in cpu:
+            print(f'| {r["peer"]} | {r["size"]} B | {r["partitions"]} | {r["records"]:,} | {r["cpu_seconds"]:.2f} | '
+                  f'{fmt(r["records"] / max(r["cpu_seconds"], 0.01))} |')
+    http = [r for r in rows if r["scenario"] == "http_produce"]
+    if http:
+        print("\n### HTTP produce (wrk, REST Proxy v2 binary format, 100-byte records)\n")
+        print("| records per request | requests/s | records/s | p50 µs | p99 µs | errors |")
+        print("|---|---|---|---|---|---|")
+        for r in http:
+            print(f'| {r["records_per_request"]} | {fmt(r["requests_per_s"])} | {fmt(r["records_per_s"])} | '
+                  f'{r["p50_us"]} | {r["p99_us"]} | {r["errors"]} |')
     for r in rows:
         if r["scenario"] == "memory":
             steps = ", ".join(f"{s / 2**20:.1f}" for s in r["rss_after_each_fifth"])

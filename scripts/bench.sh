@@ -6,6 +6,7 @@
 #   scripts/bench.sh > results.jsonl           # everything (about 10 minutes)
 #   scripts/bench.sh quick > results.jsonl     # smaller counts, a smoke run
 #   scripts/bench.sh wire > results.jsonl      # only the Kafka-protocol comparison and the peers it is read against
+#   scripts/bench.sh http > results.jsonl      # only the HTTP produce benchmark (wrk, Debian package)
 #
 # The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
 # producer and consumer (`weir bench wire`). Tansu is found as $TANSU, on the PATH, or in /work/.cache/tansu/bin;
@@ -17,7 +18,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire) ;; *) echo "usage: $0 [full|quick|wire]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|http) ;; *) echo "usage: $0 [full|quick|wire|http]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
@@ -80,6 +81,30 @@ wire() {
   rm -rf "$scratch"
 }
 
+# HTTP produce through `weir up` with wrk (one thread, so weir keeps a core): one 100-byte record per request over 64
+# connections, then 1,000 records per request over 16. The Lua script prints one JSON line per run.
+http() {
+  local scratch port=18080 pid records conns
+  command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk): skipping the HTTP benchmark" >&2; return 0; }
+  scratch=$(mktemp -d)
+  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen none \
+    --http-listen 127.0.0.1:$port 2>"$scratch/up.log" &
+  pid=$!
+  wait_port $port
+  for records in 1 1000; do
+    conns=64; [ "$records" = 1000 ] && conns=16
+    sync; echo "+ wrk RECORDS=$records -c$conns" >&2
+    RECORDS=$records wrk -t1 -c$conns -d${secs}s -s bench/http/produce.lua http://127.0.0.1:$port | grep '^{'
+  done
+  kill $pid; wait $pid || true
+  rm -rf "$scratch"
+}
+
+if [ "$mode" = http ]; then
+  http
+  exit 0
+fi
+
 if [ "$mode" = wire ]; then
   wire
   for size in 100 1024; do
@@ -120,3 +145,4 @@ else
   run $weir bench memory --json --bytes 5G --size 1024
 fi
 wire
+http

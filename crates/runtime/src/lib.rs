@@ -1,11 +1,24 @@
-//! weir's processing runtime. For now: the [`Bus`] trait systems program against (`bus.rs`), its embedded
-//! implementation over the in-process broker (`embedded.rs`) and its Kafka implementation through rdkafka
-//! (`kafka.rs`). A system takes a `Bus` and never names a backend.
+//! weir's processing runtime: what the systems are built from, independent of where they run.
+//!
+//! - [`Bus`] (`bus.rs`): publish and subscribe, shaped like a Kafka client; [`EmbeddedBus`] (`embedded.rs`) over the
+//!   in-process broker and [`KafkaBus`] (`kafka.rs`) over a Kafka cluster. A system takes a `Bus` and never names a
+//!   backend.
+//! - [`handler`]: the [`Runner`] driving handlers with per-partition order, retries with backoff, dead letters, and
+//!   at-least-once or exactly-once-into-SQL delivery.
+//! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
+//! - [`outbox`]: the transactional outbox and its relay.
+//! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
 
 mod bus;
 mod embedded;
+pub mod handler;
 mod kafka;
+pub mod kv;
+pub mod outbox;
+pub mod sql;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
 pub use embedded::EmbeddedBus;
+pub use handler::{Handler, HandlerError, RunStats, Runner, RunnerConfig, SqlHandler};
 pub use kafka::{KafkaBus, KafkaEndpoint};
+pub use sql::{SqlStore, SqlTx};

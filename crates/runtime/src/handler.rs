@@ -1,0 +1,437 @@
+//! Handlers and the runner that drives them: what every system does with the records it consumes.
+//!
+//! A [`Runner`] subscribes a group to topics on any [`Bus`] and hands each record to a handler, keeping the records of
+//! one partition in order while partitions run in parallel (bounded). A handler answers `Ok`, a retryable error
+//! (retried with exponential backoff and jitter up to `max_attempts`) or a permanent one; a record that still fails
+//! goes to a dead-letter topic (`<topic>.dlq`) with headers naming where it came from and why, and its partition moves
+//! on, so a poison record never stalls the rest.
+//!
+//! Two delivery modes:
+//! - **at-least-once** ([`Handler`]): offsets are committed to the bus after the batch's handlers succeed; a crash
+//!   before the commit redelivers.
+//! - **exactly-once into SQL** ([`SqlHandler`]): per partition and fetched batch, one database transaction holds the
+//!   handler's writes and the group's next offset (`weir_consumer_offsets`). The runner resumes from the database's
+//!   offsets and skips whatever the bus redelivers below them, so a crash anywhere leaves each effect once. With
+//!   `dedupe`, event ids (the `weir.event.id` header, or topic-partition-offset) are also recorded in
+//!   `weir_processed_events`, so an event published twice is handled once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use crate::bus::{Bus, BusError, Message, OutgoingMessage, StartFrom, SubscribeOptions};
+use crate::sql::{self, SqlStore, SqlTx};
+
+/// Header carrying an event's stable id (set by the outbox relay; producers may set it too).
+pub const EVENT_ID_HEADER: &str = "weir.event.id";
+
+/// Why a handler failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth trying again (a timeout, a lock, a service briefly down).
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail every time (bad data): dead-lettered at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        HandlerError::Retryable(e.to_string())
+    }
+}
+
+/// An at-least-once handler.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError>;
+}
+
+/// An exactly-once handler: its writes go through `tx`, which commits with the consumed offset.
+#[async_trait]
+pub trait SqlHandler: Send + Sync + 'static {
+    async fn handle(&self, message: &Message, tx: &mut SqlTx) -> Result<(), HandlerError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("store: {0}")]
+    Store(#[from] sql::StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("a handler task panicked: {0}")]
+    Panicked(String),
+}
+
+/// How a runner behaves.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    pub group: String,
+    pub topics: Vec<String>,
+    /// Tries per record before it is dead-lettered (retryable errors only; permanent ones go at once).
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Dead letters go to `<topic><dlq_suffix>`.
+    pub dlq_suffix: String,
+    /// Partitions handled at the same time.
+    pub concurrency: usize,
+    /// Records per fetch.
+    pub batch_size: usize,
+    pub start_from: StartFrom,
+    /// Exactly-once mode: also skip event ids already in `weir_processed_events`.
+    pub dedupe: bool,
+    /// How long a graceful stop may take to finish the batch in hand.
+    pub shutdown_deadline: Duration,
+}
+
+impl RunnerConfig {
+    pub fn new(group: impl Into<String>, topics: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        RunnerConfig {
+            group: group.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            max_attempts: 5,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            dlq_suffix: ".dlq".into(),
+            concurrency: 8,
+            batch_size: 2000,
+            start_from: StartFrom::Earliest,
+            dedupe: false,
+            shutdown_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a run did, for tests and the closing log line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub processed: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub skipped_duplicates: u64,
+}
+
+enum Mode {
+    AtLeastOnce(Arc<dyn Handler>),
+    ExactlyOnce(Arc<dyn SqlHandler>, SqlStore),
+}
+
+impl Clone for Mode {
+    fn clone(&self) -> Self {
+        match self {
+            Mode::AtLeastOnce(h) => Mode::AtLeastOnce(h.clone()),
+            Mode::ExactlyOnce(h, s) => Mode::ExactlyOnce(h.clone(), s.clone()),
+        }
+    }
+}
+
+/// Runs one handler for one group until told to stop.
+pub struct Runner {
+    bus: Arc<dyn Bus>,
+    config: Arc<RunnerConfig>,
+    mode: Mode,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("config", &self.config).finish()
+    }
+}
+
+impl Runner {
+    pub fn at_least_once(bus: Arc<dyn Bus>, config: RunnerConfig, handler: impl Handler) -> Runner {
+        Runner { bus, config: Arc::new(config), mode: Mode::AtLeastOnce(Arc::new(handler)) }
+    }
+
+    pub fn exactly_once(bus: Arc<dyn Bus>, config: RunnerConfig, store: SqlStore, handler: impl SqlHandler) -> Runner {
+        Runner { bus, config: Arc::new(config), mode: Mode::ExactlyOnce(Arc::new(handler), store) }
+    }
+
+    /// Consumes until `stop` resolves, then finishes the batch in hand (within the shutdown deadline), commits, and
+    /// leaves the group.
+    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<RunStats, RunnerError> {
+        // `stop` runs on its own task: a future suspended mid-way (holding a pooled connection, say) must not sit
+        // inside this loop's select while the handlers need that connection.
+        let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            stop.await;
+            let _ = stopped_tx.send(true);
+        });
+        let result = self.consume(&mut stopped).await;
+        watcher.abort();
+        result
+    }
+
+    async fn consume(&self, stopped: &mut tokio::sync::watch::Receiver<bool>) -> Result<RunStats, RunnerError> {
+        let c = &self.config;
+        let mut options = SubscribeOptions::new(c.group.clone(), c.topics.clone());
+        options.start_from = c.start_from;
+        options.max_batch = c.batch_size;
+        options.client_id = format!("weir-runner/{}", c.group);
+        let mut sub = self.bus.subscribe(options).await?;
+        let mut stats = RunStats::default();
+        // Exactly-once: the database's next offset per partition; records below it were already handled.
+        let mut db_offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut known_assignment: Vec<(String, i32)> = Vec::new();
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = stopped.wait_for(|s| *s) => break,
+                b = sub.next_batch(Duration::from_millis(500)) => b,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(BusError::Rebalanced) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Mode::ExactlyOnce(_, store) = &self.mode {
+                let mut assignment = sub.assignment();
+                assignment.sort();
+                if assignment != known_assignment {
+                    db_offsets = store.consumer_offsets(&c.group).await?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+                    known_assignment = assignment;
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mut by_partition: BTreeMap<(String, i32), Vec<Message>> = BTreeMap::new();
+            for m in batch {
+                by_partition.entry((m.topic.clone(), m.partition)).or_default().push(m);
+            }
+            let mut rewind = Vec::new();
+            if let Mode::ExactlyOnce(..) = &self.mode {
+                for (tp, msgs) in by_partition.iter_mut() {
+                    let Some(&next) = db_offsets.get(tp) else { continue };
+                    msgs.retain(|m| m.offset >= next);
+                    // The bus is ahead of the database (its commit landed, ours did not): go back.
+                    if msgs.first().is_some_and(|m| m.offset > next) {
+                        rewind.push((tp.clone(), next));
+                        msgs.clear();
+                    }
+                }
+                for ((t, p), next) in rewind {
+                    sub.seek(&t, p, next).await?;
+                }
+            }
+            let done = self.process(by_partition).await?;
+            let mut commits = Vec::with_capacity(done.len());
+            for (tp, next, s) in done {
+                stats.processed += s.processed;
+                stats.retried += s.retried;
+                stats.dead_lettered += s.dead_lettered;
+                stats.skipped_duplicates += s.skipped_duplicates;
+                db_offsets.insert(tp.clone(), next);
+                commits.push((tp.0, tp.1, next));
+            }
+            if !commits.is_empty() {
+                // In exactly-once mode this is only a hint for lag and for other consumers; the database decides.
+                match sub.commit_offsets(&commits).await {
+                    Ok(()) | Err(BusError::Rebalanced) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let _ = tokio::time::timeout(c.shutdown_deadline, sub.close()).await;
+        Ok(stats)
+    }
+
+    /// Handles each partition's records in order, partitions in parallel; returns each partition's next offset.
+    async fn process(
+        &self,
+        by_partition: BTreeMap<(String, i32), Vec<Message>>,
+    ) -> Result<Vec<((String, i32), i64, RunStats)>, RunnerError> {
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for (tp, msgs) in by_partition {
+            if msgs.is_empty() {
+                continue;
+            }
+            let (mode, config, bus, limit) = (self.mode.clone(), self.config.clone(), self.bus.clone(), limit.clone());
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let next = msgs.last().map(|m| m.offset + 1).unwrap_or_default();
+                let stats = match mode {
+                    Mode::AtLeastOnce(h) => partition_at_least_once(&*h, &config, &*bus, &msgs).await?,
+                    Mode::ExactlyOnce(h, store) => partition_exactly_once(&*h, &store, &config, &*bus, &tp, &msgs, next).await?,
+                };
+                Ok::<_, RunnerError>((tp, next, stats))
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            out.push(r.map_err(|e| RunnerError::Panicked(e.to_string()))??);
+        }
+        Ok(out)
+    }
+}
+
+fn backoff(config: &RunnerConfig, attempt: u32) -> Duration {
+    let exp = config.backoff_initial.saturating_mul(1u32 << attempt.min(20).saturating_sub(1));
+    let capped = exp.min(config.backoff_max);
+    // Full jitter: a random wait up to the exponential bound, so retrying consumers do not move in lockstep.
+    capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// Labels for a handler's metrics.
+fn labels(config: &RunnerConfig, topic: &str) -> [(&'static str, String); 2] {
+    [("group", config.group.clone()), ("topic", topic.to_string())]
+}
+
+async fn partition_at_least_once(
+    handler: &dyn Handler,
+    config: &RunnerConfig,
+    bus: &dyn Bus,
+    msgs: &[Message],
+) -> Result<RunStats, RunnerError> {
+    let mut stats = RunStats::default();
+    for m in msgs {
+        let started = Instant::now();
+        let mut attempt = 1;
+        let mut first_failure = None;
+        loop {
+            match handler.handle(m).await {
+                Ok(()) => break,
+                Err(e) => {
+                    let first = *first_failure.get_or_insert_with(sql::now_ms);
+                    metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
+                    if matches!(e, HandlerError::Retryable(_)) && attempt < config.max_attempts {
+                        stats.retried += 1;
+                        metrics::counter!("weir_handler_retried_total", &labels(config, &m.topic)).increment(1);
+                        tokio::time::sleep(backoff(config, attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    dead_letter(bus, config, m, &e, attempt, first).await?;
+                    stats.dead_lettered += 1;
+                    break;
+                }
+            }
+        }
+        stats.processed += 1;
+        observe(config, m, started);
+    }
+    Ok(stats)
+}
+
+async fn partition_exactly_once(
+    handler: &dyn SqlHandler,
+    store: &SqlStore,
+    config: &RunnerConfig,
+    bus: &dyn Bus,
+    tp: &(String, i32),
+    msgs: &[Message],
+    next: i64,
+) -> Result<RunStats, RunnerError> {
+    let mut stats = RunStats::default();
+    let mut tx = store.begin().await?;
+    for m in msgs {
+        let started = Instant::now();
+        if config.dedupe {
+            let id = event_id(m);
+            if !sql::first_time(&mut tx, &config.group, &id).await? {
+                stats.skipped_duplicates += 1;
+                continue;
+            }
+        }
+        let mut attempt = 1;
+        let mut first_failure = None;
+        loop {
+            // A savepoint per attempt: a failed attempt's partial writes are undone, the batch's others kept.
+            sqlx::query("SAVEPOINT weir_record").execute(&mut *tx).await?;
+            match handler.handle(m, &mut tx).await {
+                Ok(()) => {
+                    sqlx::query("RELEASE SAVEPOINT weir_record").execute(&mut *tx).await?;
+                    break;
+                }
+                Err(e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT weir_record").execute(&mut *tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT weir_record").execute(&mut *tx).await?;
+                    let first = *first_failure.get_or_insert_with(sql::now_ms);
+                    metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
+                    if matches!(e, HandlerError::Retryable(_)) && attempt < config.max_attempts {
+                        stats.retried += 1;
+                        metrics::counter!("weir_handler_retried_total", &labels(config, &m.topic)).increment(1);
+                        tokio::time::sleep(backoff(config, attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    // Published before the transaction commits: a crash in between re-sends the dead letter,
+                    // whose headers name the original record so it can be told apart.
+                    dead_letter(bus, config, m, &e, attempt, first).await?;
+                    stats.dead_lettered += 1;
+                    break;
+                }
+            }
+        }
+        stats.processed += 1;
+        observe(config, m, started);
+    }
+    sql::save_offset(&mut tx, &config.group, &tp.0, tp.1, next).await?;
+    tx.commit().await?;
+    Ok(stats)
+}
+
+fn observe(config: &RunnerConfig, m: &Message, started: Instant) {
+    metrics::counter!("weir_handler_processed_total", &labels(config, &m.topic)).increment(1);
+    metrics::histogram!("weir_handler_seconds", &labels(config, &m.topic)).record(started.elapsed().as_secs_f64());
+}
+
+/// The event's stable id: its `weir.event.id` header, else where it is stored.
+pub fn event_id(m: &Message) -> String {
+    match m.header(EVENT_ID_HEADER) {
+        Some(id) => String::from_utf8_lossy(id).into_owned(),
+        None => format!("{}-{}-{}", m.topic, m.partition, m.offset),
+    }
+}
+
+/// Headers of a dead letter.
+pub mod dlq_headers {
+    pub const TOPIC: &str = "weir.dlq.topic";
+    pub const PARTITION: &str = "weir.dlq.partition";
+    pub const OFFSET: &str = "weir.dlq.offset";
+    pub const ERROR: &str = "weir.dlq.error";
+    pub const ATTEMPTS: &str = "weir.dlq.attempts";
+    pub const FIRST_FAILURE_MS: &str = "weir.dlq.first_failure_ms";
+}
+
+async fn dead_letter(
+    bus: &dyn Bus,
+    config: &RunnerConfig,
+    m: &Message,
+    e: &HandlerError,
+    attempts: u32,
+    first_failure_ms: i64,
+) -> Result<(), RunnerError> {
+    let topic = format!("{}{}", m.topic, config.dlq_suffix);
+    let mut headers = m.headers.clone();
+    headers.extend([
+        (dlq_headers::TOPIC.to_string(), Bytes::from(m.topic.clone())),
+        (dlq_headers::PARTITION.to_string(), Bytes::from(m.partition.to_string())),
+        (dlq_headers::OFFSET.to_string(), Bytes::from(m.offset.to_string())),
+        (dlq_headers::ERROR.to_string(), Bytes::from(e.to_string())),
+        (dlq_headers::ATTEMPTS.to_string(), Bytes::from(attempts.to_string())),
+        (dlq_headers::FIRST_FAILURE_MS.to_string(), Bytes::from(first_failure_ms.to_string())),
+    ]);
+    let letter = OutgoingMessage {
+        topic,
+        key: m.key.clone(),
+        value: m.value.clone(),
+        headers,
+        partition: None,
+        timestamp: Some(m.timestamp),
+    };
+    bus.produce(letter).await?;
+    metrics::counter!("weir_handler_dead_lettered_total", &labels(config, &m.topic)).increment(1);
+    tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %e, attempts, "dead-lettered");
+    Ok(())
+}

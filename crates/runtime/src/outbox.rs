@@ -1,0 +1,179 @@
+//! The transactional outbox. A system writes the events it emits into `weir_outbox` in the same transaction as its
+//! own state ([`enqueue`]); the [`Relay`] publishes them to the bus in `seq` order and then marks them sent. A relay
+//! that dies between publishing and marking publishes those events again on restart, with the same
+//! `weir.event.id` header, so consumers dedupe (the runner's `dedupe` does); nothing is lost.
+//!
+//! On PostgreSQL the relay claims rows with `FOR UPDATE SKIP LOCKED`, so several relays can share one outbox, and
+//! it sleeps on `LISTEN weir_outbox` (each enqueue notifies at commit) instead of waiting for the next poll. On SQLite
+//! it polls.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sqlx::Row;
+
+use crate::bus::{Bus, BusError, OutgoingMessage};
+use crate::handler::EVENT_ID_HEADER;
+use crate::sql::{now_ms, Dialect, SqlStore, SqlTx, StoreError};
+
+const CHANNEL: &str = "weir_outbox";
+
+/// An event to emit through the outbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Stable id consumers dedupe on (default: generated).
+    pub id: Option<String>,
+    pub topic: String,
+    pub key: Option<Bytes>,
+    pub payload: Option<Bytes>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Writes `event` into the outbox inside `tx`; returns its id. It is published after `tx` commits, never before.
+pub async fn enqueue(tx: &mut SqlTx, dialect: Dialect, event: OutboxEvent) -> Result<String, sqlx::Error> {
+    let id = event.id.unwrap_or_else(new_id);
+    let headers = serde_json::to_string(&event.headers).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT INTO weir_outbox (event_id, topic, event_key, payload, headers, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(&event.topic)
+    .bind(event.key.map(|k| k.to_vec()))
+    .bind(event.payload.map(|p| p.to_vec()))
+    .bind(headers)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+    }
+    Ok(id)
+}
+
+/// A time-ordered unique id: milliseconds, then random bits.
+pub fn new_id() -> String {
+    format!("{:013x}-{:016x}", now_ms(), rand::random::<u64>())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+}
+
+/// Publishes the outbox to the bus.
+pub struct Relay {
+    store: SqlStore,
+    bus: Arc<dyn Bus>,
+    /// Rows claimed per round.
+    pub batch: i64,
+    /// Longest sleep between rounds when nothing wakes the relay.
+    pub poll_interval: Duration,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("store", &self.store.dialect()).field("batch", &self.batch).finish()
+    }
+}
+
+impl Relay {
+    pub fn new(store: SqlStore, bus: Arc<dyn Bus>) -> Relay {
+        Relay { store, bus, batch: 1000, poll_interval: Duration::from_millis(200) }
+    }
+
+    /// Publishes one round (up to `batch` events); returns how many.
+    pub async fn relay_once(&self) -> Result<usize, RelayError> {
+        let mut tx = self.store.begin().await?;
+        let select = format!(
+            "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE sent_at IS NULL \
+             ORDER BY seq LIMIT $1 {}",
+            self.store.dialect().skip_locked()
+        );
+        let rows = sqlx::query(&select).bind(self.batch).fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let mut seqs = Vec::with_capacity(rows.len());
+        let mut messages = Vec::with_capacity(rows.len());
+        for r in &rows {
+            seqs.push(r.try_get::<i64, _>(0)?);
+            let id: String = r.try_get(1)?;
+            let headers: Vec<(String, String)> = serde_json::from_str(&r.try_get::<String, _>(5)?).unwrap_or_default();
+            let mut headers: Vec<(String, Bytes)> = headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+            headers.push((EVENT_ID_HEADER.to_string(), Bytes::from(id)));
+            messages.push(OutgoingMessage {
+                topic: r.try_get(2)?,
+                key: r.try_get::<Option<Vec<u8>>, _>(3)?.map(Bytes::from),
+                value: r.try_get::<Option<Vec<u8>>, _>(4)?.map(Bytes::from),
+                headers,
+                partition: None,
+                timestamp: None,
+            });
+        }
+        // Publish first, mark after: a crash in between re-publishes (same ids), never loses.
+        self.bus.produce_all(messages).await?;
+        let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!("UPDATE weir_outbox SET sent_at = $1 WHERE seq IN ({list})"))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("weir_outbox_published_total").increment(seqs.len() as u64);
+        Ok(seqs.len())
+    }
+
+    /// Relays until `stop` resolves.
+    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<u64, RelayError> {
+        // As in the runner: `stop` on its own task, so it never sits suspended holding what a round needs.
+        let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(async move {
+            stop.await;
+            let _ = stopped_tx.send(true);
+        });
+        let result = self.relay_until(&mut stopped).await;
+        watcher.abort();
+        result
+    }
+
+    async fn relay_until(&self, stopped: &mut tokio::sync::watch::Receiver<bool>) -> Result<u64, RelayError> {
+        let mut listener = match self.store.dialect() {
+            Dialect::Postgres => {
+                let mut l = sqlx::postgres::PgListener::connect(self.store.url()).await?;
+                l.listen(CHANNEL).await?;
+                Some(l)
+            }
+            Dialect::Sqlite => None,
+        };
+        let mut total = 0u64;
+        loop {
+            if *stopped.borrow() {
+                return Ok(total);
+            }
+            let n = self.relay_once().await?;
+            total += n as u64;
+            if n as i64 >= self.batch {
+                continue; // more waiting
+            }
+            let wake = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        let _ = tokio::time::timeout(self.poll_interval.max(Duration::from_secs(1)), l.recv()).await;
+                    }
+                    None => tokio::time::sleep(self.poll_interval).await,
+                }
+            };
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return Ok(total),
+                _ = wake => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The SQL store the runtime and the systems write to: SQLite by default (a file in the data directory, WAL) or
+//! PostgreSQL (`postgres://...`), through sqlx's `Any` driver so system code is the same on both. Every place the two
+//! dialects differ is in [`Dialect`]; everything else is SQL both accept (`$1` placeholders, `ON CONFLICT ... DO
+//! UPDATE`, savepoints).
+//!
+//! The runtime's own tables, created by [`SqlStore::connect`]:
+//! - `weir_consumer_offsets`: the next offset per group, topic and partition, written in the same transaction as a
+//!   handler's effects (exactly-once mode);
+//! - `weir_processed_events`: event ids already handled per group (the idempotent-consumer dedupe);
+//! - `weir_outbox`: events a system emits, written with its own state and published by the relay (`outbox.rs`);
+//! - `weir_kv`: the persistent embedded key-value store (`kv.rs`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Row};
+
+/// A transaction handlers write through.
+pub type SqlTx = sqlx::Transaction<'static, sqlx::Any>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("invalid database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    Url(String),
+}
+
+/// What differs between SQLite and PostgreSQL, in one place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// An auto-incrementing 64-bit primary key column.
+    fn serial_key(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Dialect::Postgres => "BIGSERIAL PRIMARY KEY",
+        }
+    }
+
+    /// The column type for raw bytes.
+    fn bytes(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+        }
+    }
+
+    /// Row locks that let several relays share the outbox; SQLite has one writer and needs none.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// A connection pool plus its dialect. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+}
+
+impl SqlStore {
+    /// Connects (creating a SQLite file if needed) and creates the runtime's tables.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let mut options = AnyConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_string()))?;
+        options = options.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                // One writer at a time is SQLite's rule; a pool of one avoids "database is locked" between our own
+                // connections, and WAL lets readers in other processes proceed.
+                let pool = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?;
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+                sqlx::query("PRAGMA busy_timeout = 10000").execute(&pool).await?;
+                pool
+            }
+            Dialect::Postgres => {
+                AnyPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(options).await?
+            }
+        };
+        let store = SqlStore { pool, dialect, url: url.to_string() };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// `sqlite://<dir>/weir.db`, the default store inside a data directory.
+    pub fn sqlite_url(dir: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", dir.join("weir.db").display())
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let d = self.dialect;
+        let statements = [
+            "CREATE TABLE IF NOT EXISTS weir_consumer_offsets (group_id TEXT NOT NULL, topic TEXT NOT NULL, \
+             partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL, PRIMARY KEY (group_id, topic, partition_id))"
+                .to_string(),
+            "CREATE TABLE IF NOT EXISTS weir_processed_events (group_id TEXT NOT NULL, event_id TEXT NOT NULL, \
+             processed_at BIGINT NOT NULL, PRIMARY KEY (group_id, event_id))"
+                .to_string(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS weir_outbox (seq {}, event_id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, \
+                 event_key {b}, payload {b}, headers TEXT NOT NULL, created_at BIGINT NOT NULL, sent_at BIGINT)",
+                d.serial_key(),
+                b = d.bytes()
+            ),
+            "CREATE INDEX IF NOT EXISTS weir_outbox_unsent ON weir_outbox (seq) WHERE sent_at IS NULL".to_string(),
+            format!(
+                "CREATE TABLE IF NOT EXISTS weir_kv (k TEXT PRIMARY KEY, v {}, expires_at BIGINT)",
+                d.bytes()
+            ),
+        ];
+        for s in statements {
+            sqlx::query(&s).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn begin(&self) -> Result<SqlTx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// The next offsets a group has committed in this database, `(topic, partition) -> offset`.
+    pub async fn consumer_offsets(&self, group: &str) -> Result<Vec<(String, i32, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT topic, partition_id, next_offset FROM weir_consumer_offsets WHERE group_id = $1")
+            .bind(group)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get::<String, _>(0)?, r.try_get::<i32, _>(1)?, r.try_get::<i64, _>(2)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Records a group's next offset inside `tx` (exactly-once mode commits it with the handler's writes).
+pub async fn save_offset(tx: &mut SqlTx, group: &str, topic: &str, partition: i32, next: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO weir_consumer_offsets (group_id, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET next_offset = excluded.next_offset",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(next)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks `event_id` processed for `group` inside `tx`; false if it already was (the event is a duplicate).
+pub async fn first_time(tx: &mut SqlTx, group: &str, event_id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO weir_processed_events (group_id, event_id, processed_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (group_id, event_id) DO NOTHING",
+    )
+    .bind(group)
+    .bind(event_id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

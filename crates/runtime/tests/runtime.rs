@@ -1,0 +1,344 @@
+//! The runtime as systems use it, on the embedded bus, with SQL tests run on both SQLite and PostgreSQL: retries,
+//! dead letters, exactly-once sinks, dedupe by event id, the outbox, and the key-value stores (Redis included).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::Row;
+use support::{broker, Db};
+use weir_runtime::handler::{dlq_headers, EVENT_ID_HEADER};
+use weir_runtime::kv::{KvStore, MemoryKv, RedisKv, SqlKv};
+use weir_runtime::outbox::{self, OutboxEvent, Relay};
+use weir_runtime::{
+    Bus, EmbeddedBus, Handler, HandlerError, Message, OutgoingMessage, Runner, RunnerConfig, SqlHandler, SqlStore,
+    SqlTx, SubscribeOptions,
+};
+
+/// Resolves once `sink` holds `n` rows (or panics after a minute).
+async fn until_rows(store: SqlStore, n: i64) {
+    for _ in 0..600 {
+        let got: i64 = sqlx::query("SELECT COUNT(*) FROM sink").fetch_one(store.pool()).await.unwrap().get(0);
+        if got >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sink never reached {n} rows");
+}
+
+async fn produce(bus: &EmbeddedBus, topic: &str, values: impl IntoIterator<Item = String>) {
+    let msgs = values.into_iter().map(|v| OutgoingMessage::new(topic, v)).collect();
+    bus.produce_all(msgs).await.unwrap();
+}
+
+async fn read_all(bus: &EmbeddedBus, topic: &str, n: usize) -> Vec<Message> {
+    let mut sub = bus.subscribe(SubscribeOptions::new(format!("reader-{}", rand::random::<u32>()), [topic])).await.unwrap();
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        out.extend(sub.next_batch(Duration::from_millis(200)).await.unwrap());
+        if out.len() >= n {
+            break;
+        }
+    }
+    out
+}
+
+/// Fails every record whose value is in `poison`, and the others' first `flaky` attempts.
+struct Flaky {
+    poison: Vec<String>,
+    flaky: u32,
+    attempts: AtomicU32,
+}
+
+impl Flaky {
+    fn check(&self, m: &Message) -> Result<(), HandlerError> {
+        let v = String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned();
+        if self.poison.contains(&v) {
+            return Err(HandlerError::Retryable(format!("cannot handle {v}")));
+        }
+        if self.attempts.fetch_add(1, Ordering::SeqCst) < self.flaky {
+            return Err(HandlerError::Retryable("briefly unavailable".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SqlHandler for Flaky {
+    async fn handle(&self, m: &Message, tx: &mut SqlTx) -> Result<(), HandlerError> {
+        // Write first, then fail: the savepoint must undo the write of a failed attempt.
+        let v = String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned();
+        sqlx::query("INSERT INTO sink (v) VALUES ($1)").bind(&v).execute(&mut **tx).await?;
+        self.check(m)
+    }
+}
+
+#[async_trait]
+impl Handler for Flaky {
+    async fn handle(&self, m: &Message) -> Result<(), HandlerError> {
+        self.check(m)
+    }
+}
+
+fn fast_retries(config: &mut RunnerConfig) {
+    config.max_attempts = 3;
+    config.backoff_initial = Duration::from_millis(5);
+    config.backoff_max = Duration::from_millis(20);
+}
+
+async fn poison_is_dead_lettered_while_its_partition_flows(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir.path().join("data"));
+    b.create_topic("payments", 1, BTreeMap::new()).unwrap();
+    let bus = EmbeddedBus::new(b.clone());
+    produce(&bus, "payments", (0..100).map(|i| format!("p{i}"))).await;
+    let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
+    sqlx::query("CREATE TABLE sink (v TEXT NOT NULL)").execute(store.pool()).await.unwrap();
+
+    let mut config = RunnerConfig::new("billing", ["payments"]);
+    fast_retries(&mut config);
+    let handler = Flaky { poison: vec!["p37".into()], flaky: 2, attempts: AtomicU32::new(0) };
+    let runner = Runner::exactly_once(Arc::new(bus.clone()), config, store.clone(), handler);
+    let stats = runner.run(until_rows(store.clone(), 99)).await.unwrap();
+    assert_eq!((stats.dead_lettered, stats.processed), (1, 100), "{stats:?}");
+    assert!(stats.retried >= 2 + 2, "two flaky retries and two of the poison record: {stats:?}");
+
+    let rows: Vec<String> =
+        sqlx::query("SELECT v FROM sink").fetch_all(store.pool()).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows.len(), 99, "failed attempts' writes were rolled back");
+    assert!(!rows.contains(&"p37".to_string()) && rows.contains(&"p38".to_string()) && rows.contains(&"p99".to_string()));
+    let offsets = store.consumer_offsets("billing").await.unwrap();
+    assert_eq!(offsets, vec![("payments".to_string(), 0, 100)]);
+
+    let dlq = read_all(&bus, "payments.dlq", 1).await;
+    assert_eq!(dlq.len(), 1);
+    let h = |k: &str| String::from_utf8_lossy(dlq[0].header(k).unwrap()).into_owned();
+    assert_eq!(dlq[0].value.as_deref(), Some(&b"p37"[..]));
+    assert_eq!((h(dlq_headers::TOPIC), h(dlq_headers::PARTITION), h(dlq_headers::OFFSET)), ("payments".into(), "0".into(), "37".into()));
+    assert_eq!(h(dlq_headers::ATTEMPTS), "3");
+    assert!(h(dlq_headers::ERROR).contains("cannot handle p37"));
+    assert!(h(dlq_headers::FIRST_FAILURE_MS).parse::<i64>().unwrap() > 0);
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_while_its_partition_flows_sqlite() {
+    poison_is_dead_lettered_while_its_partition_flows(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_while_its_partition_flows_postgres() {
+    poison_is_dead_lettered_while_its_partition_flows(Db::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_retries_dead_letters_permanent_errors_and_commits() {
+    struct Picky(AtomicU32);
+    #[async_trait]
+    impl Handler for Picky {
+        async fn handle(&self, m: &Message) -> Result<(), HandlerError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            match m.value.as_deref() {
+                Some(b"bad") => Err(HandlerError::Permanent("unparseable".into())),
+                _ => Ok(()),
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    b.create_topic("orders", 3, BTreeMap::new()).unwrap();
+    let bus = EmbeddedBus::new(b.clone());
+    let mut values: Vec<String> = (0..300).map(|i| format!("o{i}")).collect();
+    values.insert(150, "bad".into());
+    produce(&bus, "orders", values).await;
+    let handler = Picky(AtomicU32::new(0));
+    let calls = Arc::new(handler);
+    struct Shared(Arc<Picky>);
+    #[async_trait]
+    impl Handler for Shared {
+        async fn handle(&self, m: &Message) -> Result<(), HandlerError> {
+            self.0.handle(m).await
+        }
+    }
+    let runner = Runner::at_least_once(Arc::new(bus.clone()), RunnerConfig::new("g", ["orders"]), Shared(calls.clone()));
+    let done = {
+        let b = b.clone();
+        async move {
+            while b.describe_group("g").map(|d| d.offsets.iter().filter_map(|o| o.lag).sum::<i64>() != 0 || d.offsets.len() < 3).unwrap_or(true) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let stats = runner.run(done).await.unwrap();
+    assert_eq!((stats.processed, stats.dead_lettered, stats.retried), (301, 1, 0), "a permanent error is not retried");
+    assert_eq!(calls.0.load(Ordering::SeqCst), 301);
+    assert_eq!(read_all(&bus, "orders.dlq", 1).await[0].value.as_deref(), Some(&b"bad"[..]));
+    b.shutdown();
+}
+
+async fn dedupe_handles_an_event_published_twice_once(db: Db) {
+    struct Count;
+    #[async_trait]
+    impl SqlHandler for Count {
+        async fn handle(&self, m: &Message, tx: &mut SqlTx) -> Result<(), HandlerError> {
+            let v = String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned();
+            sqlx::query("INSERT INTO sink (v) VALUES ($1)").bind(v).execute(&mut **tx).await?;
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir.path().join("data"));
+    let bus = EmbeddedBus::new(b.clone());
+    b.create_topic("events", 2, BTreeMap::new()).unwrap();
+    let mut msgs = Vec::new();
+    for i in 0..50 {
+        for _ in 0..2 {
+            // The same event twice (a producer retry, an outbox relay restart), keyed so both land in one partition.
+            msgs.push(OutgoingMessage::new("events", format!("e{i}")).key(format!("k{i}")).header(EVENT_ID_HEADER, format!("id-{i}")));
+        }
+    }
+    bus.produce_all(msgs).await.unwrap();
+    let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
+    sqlx::query("CREATE TABLE sink (v TEXT NOT NULL)").execute(store.pool()).await.unwrap();
+    let mut config = RunnerConfig::new("dedupe", ["events"]);
+    config.dedupe = true;
+    let runner = Runner::exactly_once(Arc::new(bus), config, store.clone(), Count);
+    let done = {
+        let store = store.clone();
+        async move {
+            loop {
+                let offsets = store.consumer_offsets("dedupe").await.unwrap();
+                if offsets.iter().map(|(_, _, o)| o).sum::<i64>() == 100 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let stats = runner.run(done).await.unwrap();
+    assert_eq!(stats.skipped_duplicates, 50, "{stats:?}");
+    let (n, distinct): (i64, i64) = {
+        let r = sqlx::query("SELECT COUNT(*), COUNT(DISTINCT v) FROM sink").fetch_one(store.pool()).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((n, distinct), (50, 50));
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_handles_an_event_published_twice_once_sqlite() {
+    dedupe_handles_an_event_published_twice_once(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_handles_an_event_published_twice_once_postgres() {
+    dedupe_handles_an_event_published_twice_once(Db::Postgres).await;
+}
+
+async fn the_outbox_publishes_committed_events_in_order_with_their_ids(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir.path().join("data"));
+    let bus = EmbeddedBus::new(b.clone());
+    b.create_topic("tickets", 1, BTreeMap::new()).unwrap();
+    let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
+    sqlx::query("CREATE TABLE tickets (id TEXT NOT NULL)").execute(store.pool()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        // The system's own state and its event, in one transaction.
+        let mut tx = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO tickets (id) VALUES ($1)").bind(format!("t{i}")).execute(&mut *tx).await.unwrap();
+        let event = OutboxEvent {
+            topic: "tickets".into(),
+            payload: Some(format!("ticket_opened t{i}").into()),
+            headers: vec![("type".into(), "ticket_opened".into())],
+            ..Default::default()
+        };
+        ids.push(outbox::enqueue(&mut tx, store.dialect(), event).await.unwrap());
+        tx.commit().await.unwrap();
+    }
+    // A rolled-back transaction's event is never published.
+    let mut tx = store.begin().await.unwrap();
+    outbox::enqueue(&mut tx, store.dialect(), OutboxEvent { topic: "tickets".into(), ..Default::default() }).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    let mut relay = Relay::new(store.clone(), Arc::new(bus.clone()));
+    relay.batch = 7;
+    relay.poll_interval = Duration::from_millis(20);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let got = read_all(&bus, "tickets", 30).await;
+    // Events enqueued while the relay waits arrive too (woken by NOTIFY on PostgreSQL, by polling on SQLite).
+    let mut tx = store.begin().await.unwrap();
+    let late = outbox::enqueue(&mut tx, store.dialect(), OutboxEvent { topic: "tickets".into(), ..Default::default() }).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut waited = 0;
+    while b.offsets("tickets", 0).unwrap().1 < 31 && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let _ = stop_tx.send(());
+    assert_eq!(task.await.unwrap().unwrap(), 31);
+    let published: Vec<String> =
+        got.iter().map(|m| String::from_utf8_lossy(m.header(EVENT_ID_HEADER).unwrap()).into_owned()).collect();
+    assert_eq!(published, ids, "every committed event, in order, with its id");
+    assert_eq!(got[3].header("type").map(|v| &v[..]), Some(&b"ticket_opened"[..]));
+    assert_eq!(b.offsets("tickets", 0).unwrap().1, 31, "the late event ({late}) too, and nothing else");
+    let unsent: i64 = sqlx::query("SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NULL").fetch_one(store.pool()).await.unwrap().get(0);
+    assert_eq!(unsent, 0);
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_publishes_committed_events_in_order_with_their_ids_sqlite() {
+    the_outbox_publishes_committed_events_in_order_with_their_ids(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_publishes_committed_events_in_order_with_their_ids_postgres() {
+    the_outbox_publishes_committed_events_in_order_with_their_ids(Db::Postgres).await;
+}
+
+async fn kv_contract(kv: &dyn KvStore) {
+    let k = format!("session-{}", rand::random::<u32>());
+    assert_eq!(kv.get(&k).await.unwrap(), None);
+    kv.set(&k, b"alice", None).await.unwrap();
+    assert_eq!(kv.get(&k).await.unwrap().as_deref(), Some(&b"alice"[..]));
+    kv.set(&k, b"bob", Some(Duration::from_millis(300))).await.unwrap();
+    assert_eq!(kv.get(&k).await.unwrap().as_deref(), Some(&b"bob"[..]));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(kv.get(&k).await.unwrap(), None, "expired");
+    let c = format!("counter-{}", rand::random::<u32>());
+    assert_eq!(kv.incr(&c, 2).await.unwrap(), 2);
+    assert_eq!(kv.incr(&c, 40).await.unwrap(), 42);
+    assert!(kv.delete(&c).await.unwrap());
+    assert!(!kv.delete(&c).await.unwrap());
+    kv.set(&c, b"x", None).await.unwrap();
+    assert!(kv.incr(&c, 1).await.is_err(), "not an integer");
+}
+
+#[tokio::test]
+async fn key_value_stores_share_one_contract() {
+    kv_contract(&MemoryKv::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqlStore::connect(&Db::Sqlite.url(dir.path()).await).await.unwrap();
+    kv_contract(&SqlKv::new(sqlite.clone())).await;
+    let postgres = SqlStore::connect(&Db::Postgres.url(dir.path()).await).await.unwrap();
+    kv_contract(&SqlKv::new(postgres)).await;
+    let url = std::env::var("WEIR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let redis = RedisKv::connect(&url, format!("weir-test-{}:", rand::random::<u32>()))
+        .await
+        .unwrap_or_else(|e| panic!("Redis is required at {url} (run scripts/test.sh, which starts it): {e}"));
+    kv_contract(&redis).await;
+
+    // The SQLite-backed store survives a restart.
+    SqlKv::new(sqlite).set("kept", b"yes", None).await.unwrap();
+    let reopened = SqlStore::connect(&Db::Sqlite.url(dir.path()).await).await.unwrap();
+    assert_eq!(SqlKv::new(reopened).get("kept").await.unwrap().as_deref(), Some(&b"yes"[..]));
+}

@@ -197,7 +197,8 @@ impl Runner {
                 let mut assignment = sub.assignment();
                 assignment.sort();
                 if assignment != known_assignment {
-                    db_offsets = store.consumer_offsets(&c.group).await?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+                    db_offsets =
+                        store.consumer_offsets(&c.group).await?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
                     known_assignment = assignment;
                 }
             }
@@ -262,7 +263,9 @@ impl Runner {
                 let next = msgs.last().map(|m| m.offset + 1).unwrap_or_default();
                 let stats = match mode {
                     Mode::AtLeastOnce(h) => partition_at_least_once(&*h, &config, &*bus, &msgs).await?,
-                    Mode::ExactlyOnce(h, store) => partition_exactly_once(&*h, &store, &config, &*bus, &tp, &msgs, next).await?,
+                    Mode::ExactlyOnce(h, store) => {
+                        partition_exactly_once(&*h, &store, &config, &*bus, &tp, &msgs, next).await?
+                    }
                 };
                 Ok::<_, RunnerError>((tp, next, stats))
             });

@@ -121,11 +121,12 @@ impl KvStore for SqlKv {
     async fn incr(&self, key: &str, by: i64) -> Result<i64, KvError> {
         let mut tx = self.store.pool().begin().await?;
         let now = now_ms();
-        let row = sqlx::query("SELECT v, expires_at FROM weir_kv WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)")
-            .bind(key)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT v, expires_at FROM weir_kv WHERE k = $1 AND (expires_at IS NULL OR expires_at > $2)")
+                .bind(key)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
         let (current, exp) = match row {
             Some(r) => (parse_int(key, &r.try_get::<Vec<u8>, _>(0)?)?, r.try_get::<Option<i64>, _>(1)?),
             None => (0, None),

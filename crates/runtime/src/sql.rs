@@ -102,7 +102,11 @@ impl SqlStore {
                 pool
             }
             Dialect::Postgres => {
-                AnyPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(options).await?
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await?
             }
         };
         let store = SqlStore { pool, dialect, url: url.to_string() };
@@ -131,10 +135,7 @@ impl SqlStore {
                 b = d.bytes()
             ),
             "CREATE INDEX IF NOT EXISTS weir_outbox_unsent ON weir_outbox (seq) WHERE sent_at IS NULL".to_string(),
-            format!(
-                "CREATE TABLE IF NOT EXISTS weir_kv (k TEXT PRIMARY KEY, v {}, expires_at BIGINT)",
-                d.bytes()
-            ),
+            format!("CREATE TABLE IF NOT EXISTS weir_kv (k TEXT PRIMARY KEY, v {}, expires_at BIGINT)", d.bytes()),
         ];
         for s in statements {
             sqlx::query(&s).execute(&self.pool).await?;
@@ -160,10 +161,11 @@ impl SqlStore {
 
     /// The next offsets a group has committed in this database, `(topic, partition) -> offset`.
     pub async fn consumer_offsets(&self, group: &str) -> Result<Vec<(String, i32, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT topic, partition_id, next_offset FROM weir_consumer_offsets WHERE group_id = $1")
-            .bind(group)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT topic, partition_id, next_offset FROM weir_consumer_offsets WHERE group_id = $1")
+                .bind(group)
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             out.push((r.try_get::<String, _>(0)?, r.try_get::<i32, _>(1)?, r.try_get::<i64, _>(2)?));
@@ -173,7 +175,13 @@ impl SqlStore {
 }
 
 /// Records a group's next offset inside `tx` (exactly-once mode commits it with the handler's writes).
-pub async fn save_offset(tx: &mut SqlTx, group: &str, topic: &str, partition: i32, next: i64) -> Result<(), sqlx::Error> {
+pub async fn save_offset(
+    tx: &mut SqlTx,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    next: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO weir_consumer_offsets (group_id, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET next_offset = excluded.next_offset",

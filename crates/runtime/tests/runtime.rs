@@ -37,7 +37,8 @@ async fn produce(bus: &EmbeddedBus, topic: &str, values: impl IntoIterator<Item 
 }
 
 async fn read_all(bus: &EmbeddedBus, topic: &str, n: usize) -> Vec<Message> {
-    let mut sub = bus.subscribe(SubscribeOptions::new(format!("reader-{}", rand::random::<u32>()), [topic])).await.unwrap();
+    let mut sub =
+        bus.subscribe(SubscribeOptions::new(format!("reader-{}", rand::random::<u32>()), [topic])).await.unwrap();
     let mut out = Vec::new();
     for _ in 0..100 {
         out.extend(sub.next_batch(Duration::from_millis(200)).await.unwrap());
@@ -111,7 +112,9 @@ async fn poison_is_dead_lettered_while_its_partition_flows(db: Db) {
     let rows: Vec<String> =
         sqlx::query("SELECT v FROM sink").fetch_all(store.pool()).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(rows.len(), 99, "failed attempts' writes were rolled back");
-    assert!(!rows.contains(&"p37".to_string()) && rows.contains(&"p38".to_string()) && rows.contains(&"p99".to_string()));
+    assert!(
+        !rows.contains(&"p37".to_string()) && rows.contains(&"p38".to_string()) && rows.contains(&"p99".to_string())
+    );
     let offsets = store.consumer_offsets("billing").await.unwrap();
     assert_eq!(offsets, vec![("payments".to_string(), 0, 100)]);
 
@@ -119,7 +122,10 @@ async fn poison_is_dead_lettered_while_its_partition_flows(db: Db) {
     assert_eq!(dlq.len(), 1);
     let h = |k: &str| String::from_utf8_lossy(dlq[0].header(k).unwrap()).into_owned();
     assert_eq!(dlq[0].value.as_deref(), Some(&b"p37"[..]));
-    assert_eq!((h(dlq_headers::TOPIC), h(dlq_headers::PARTITION), h(dlq_headers::OFFSET)), ("payments".into(), "0".into(), "37".into()));
+    assert_eq!(
+        (h(dlq_headers::TOPIC), h(dlq_headers::PARTITION), h(dlq_headers::OFFSET)),
+        ("payments".into(), "0".into(), "37".into())
+    );
     assert_eq!(h(dlq_headers::ATTEMPTS), "3");
     assert!(h(dlq_headers::ERROR).contains("cannot handle p37"));
     assert!(h(dlq_headers::FIRST_FAILURE_MS).parse::<i64>().unwrap() > 0);
@@ -165,11 +171,16 @@ async fn at_least_once_retries_dead_letters_permanent_errors_and_commits() {
             self.0.handle(m).await
         }
     }
-    let runner = Runner::at_least_once(Arc::new(bus.clone()), RunnerConfig::new("g", ["orders"]), Shared(calls.clone()));
+    let runner =
+        Runner::at_least_once(Arc::new(bus.clone()), RunnerConfig::new("g", ["orders"]), Shared(calls.clone()));
     let done = {
         let b = b.clone();
         async move {
-            while b.describe_group("g").map(|d| d.offsets.iter().filter_map(|o| o.lag).sum::<i64>() != 0 || d.offsets.len() < 3).unwrap_or(true) {
+            while b
+                .describe_group("g")
+                .map(|d| d.offsets.iter().filter_map(|o| o.lag).sum::<i64>() != 0 || d.offsets.len() < 3)
+                .unwrap_or(true)
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -199,7 +210,11 @@ async fn dedupe_handles_an_event_published_twice_once(db: Db) {
     for i in 0..50 {
         for _ in 0..2 {
             // The same event twice (a producer retry, an outbox relay restart), keyed so both land in one partition.
-            msgs.push(OutgoingMessage::new("events", format!("e{i}")).key(format!("k{i}")).header(EVENT_ID_HEADER, format!("id-{i}")));
+            msgs.push(
+                OutgoingMessage::new("events", format!("e{i}"))
+                    .key(format!("k{i}"))
+                    .header(EVENT_ID_HEADER, format!("id-{i}")),
+            );
         }
     }
     bus.produce_all(msgs).await.unwrap();
@@ -263,7 +278,9 @@ async fn the_outbox_publishes_committed_events_in_order_with_their_ids(db: Db) {
     }
     // A rolled-back transaction's event is never published.
     let mut tx = store.begin().await.unwrap();
-    outbox::enqueue(&mut tx, store.dialect(), OutboxEvent { topic: "tickets".into(), ..Default::default() }).await.unwrap();
+    outbox::enqueue(&mut tx, store.dialect(), OutboxEvent { topic: "tickets".into(), ..Default::default() })
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
 
     let mut relay = Relay::new(store.clone(), Arc::new(bus.clone()));
@@ -276,7 +293,9 @@ async fn the_outbox_publishes_committed_events_in_order_with_their_ids(db: Db) {
     let got = read_all(&bus, "tickets", 30).await;
     // Events enqueued while the relay waits arrive too (woken by NOTIFY on PostgreSQL, by polling on SQLite).
     let mut tx = store.begin().await.unwrap();
-    let late = outbox::enqueue(&mut tx, store.dialect(), OutboxEvent { topic: "tickets".into(), ..Default::default() }).await.unwrap();
+    let late = outbox::enqueue(&mut tx, store.dialect(), OutboxEvent { topic: "tickets".into(), ..Default::default() })
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut waited = 0;
     while b.offsets("tickets", 0).unwrap().1 < 31 && waited < 100 {
@@ -290,7 +309,11 @@ async fn the_outbox_publishes_committed_events_in_order_with_their_ids(db: Db) {
     assert_eq!(published, ids, "every committed event, in order, with its id");
     assert_eq!(got[3].header("type").map(|v| &v[..]), Some(&b"ticket_opened"[..]));
     assert_eq!(b.offsets("tickets", 0).unwrap().1, 31, "the late event ({late}) too, and nothing else");
-    let unsent: i64 = sqlx::query("SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NULL").fetch_one(store.pool()).await.unwrap().get(0);
+    let unsent: i64 = sqlx::query("SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(unsent, 0);
     b.shutdown();
 }

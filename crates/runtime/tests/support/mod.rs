@@ -17,9 +17,9 @@ pub fn postgres_server() -> String {
 pub async fn fresh_postgres() -> String {
     use sqlx::Connection;
     let server = postgres_server();
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is required at {server} (run scripts/test.sh, which starts it): {e}")
-    });
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at {server} (run scripts/test.sh, which starts it): {e}"));
     let name = format!("weir_test_{:016x}", rand::random::<u64>());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
     format!("{server}/{name}")

@@ -67,6 +67,13 @@ def main(path):
         for r in http:
             print(f'| {r["records_per_request"]} | {fmt(r["requests_per_s"])} | {fmt(r["records_per_s"])} | '
                   f'{r["p50_us"]} | {r["p99_us"]} | {r["errors"]} |')
+    rt = [r for r in rows if r["scenario"] in ("handler-at-least-once", "handler-exactly-once", "outbox-relay")]
+    if rt:
+        print("\n### Processing runtime (trivial handler, 100-byte records, 4 partitions)\n")
+        print("| scenario | store | records | batch | records/s |")
+        print("|---|---|---|---|---|")
+        for r in rt:
+            print(f'| {r["scenario"]} | {r["store"]} | {r["count"]:,} | {r["batch"]} | {fmt(r["records_per_s"])} |')
     for r in rows:
         if r["scenario"] == "memory":
             steps = ", ".join(f"{s / 2**20:.1f}" for s in r["rss_after_each_fifth"])

@@ -7,6 +7,7 @@
 #   scripts/bench.sh quick > results.jsonl     # smaller counts, a smoke run
 #   scripts/bench.sh wire > results.jsonl      # only the Kafka-protocol comparison and the peers it is read against
 #   scripts/bench.sh http > results.jsonl      # only the HTTP produce benchmark (wrk, Debian package)
+#   scripts/bench.sh runtime > results.jsonl   # only the processing runtime (handlers, outbox) on SQLite and PostgreSQL
 #
 # The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
 # producer and consumer (`weir bench wire`). Tansu is found as $TANSU, on the PATH, or in /work/.cache/tansu/bin;
@@ -18,7 +19,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|http) ;; *) echo "usage: $0 [full|quick|wire|http]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|http|runtime) ;; *) echo "usage: $0 [full|quick|wire|http|runtime]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
@@ -100,6 +101,26 @@ http() {
   rm -rf "$scratch"
 }
 
+# The processing runtime with a trivial handler, on SQLite (scratch file) and on PostgreSQL (a scratch database
+# weir_bench, recreated for each run; $WEIR_BENCH_POSTGRES points elsewhere).
+runtime() {
+  local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
+  local n=1000000
+  [ "$mode" = quick ] && n=100000
+  fresh_pg() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS weir_bench" -qc "CREATE DATABASE weir_bench" >/dev/null 2>&1; }
+  for m in at-least-once exactly-once; do
+    run $weir bench handlers --json --mode $m --count $n
+    fresh_pg && run $weir bench handlers --json --mode $m --count $n --database "$pg/weir_bench"
+  done
+  run $weir bench outbox --json --count $((n / 5)) --batch 1000
+  fresh_pg && run $weir bench outbox --json --count $((n / 5)) --batch 1000 --database "$pg/weir_bench"
+}
+
+if [ "$mode" = runtime ]; then
+  runtime
+  exit 0
+fi
+
 if [ "$mode" = http ]; then
   http
   exit 0
@@ -146,3 +167,4 @@ else
 fi
 wire
 http
+runtime

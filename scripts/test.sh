@@ -33,6 +33,34 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   command -v schemathesis >/dev/null 2>&1 || { echo "error: schemathesis is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# PostgreSQL and Redis back the runtime's store tests, which fail, not skip, without them: start them, or install them
+# from Debian's packages first on a machine that has neither.
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 50); do port_open "$1" && return 0; sleep 0.2; done; return 1; }
+
+if ! port_open 5432; then
+  echo "PostgreSQL is not running on 127.0.0.1:5432: starting it" >&2
+  command -v pg_ctlcluster >/dev/null 2>&1 || apt_install postgresql
+  as_root service postgresql start >/dev/null 2>&1 || as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | tail -1)" main start || true
+  wait_port 5432 || { echo "error: PostgreSQL is required by the tests and could not be started" >&2; exit 1; }
+  # A fresh Debian cluster asks for a password over TCP: give the tests' user the one they send.
+  as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null 2>&1 || true
+fi
+if ! port_open 6379; then
+  echo "Redis is not running on 127.0.0.1:6379: starting it" >&2
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no >/dev/null 2>&1 || true
+  wait_port 6379 || { echo "error: Redis is required by the tests and could not be started" >&2; exit 1; }
+fi
+
 # cargo-nextest runs each test in its own process (the crash tests re-execute their own binary); fall back to cargo test.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

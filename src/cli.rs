@@ -63,6 +63,9 @@ pub enum Command {
     /// Inspect consumer groups.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// Show and replay dead letters: records a handler gave up on, in `<TOPIC>.dlq`.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Measure throughput, latency and memory of the embedded log.
     #[command(subcommand)]
     Bench(crate::commands::bench::BenchCommand),
@@ -88,6 +91,14 @@ pub struct UpArgs {
     /// Largest Kafka request accepted; a larger one closes its connection (Kafka's socket.request.max.bytes).
     #[arg(long, default_value_t = 100 << 20, value_name = "BYTES", env = "WEIR_KAFKA_MAX_REQUEST_BYTES")]
     pub kafka_max_request_bytes: usize,
+    /// The SQL store systems write to (and the runtime keeps exactly-once offsets, processed events, the outbox and
+    /// the key-value table in): default SQLite in --data-dir (WAL); `postgres://USER:PASSWORD@HOST/DB` for scale.
+    #[arg(long, value_name = "URL", env = "WEIR_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Keep sessions and counters in Redis (`redis://HOST:PORT/DB`), shared between weir processes; default: the SQL
+    /// store's key-value table.
+    #[arg(long, value_name = "URL", env = "WEIR_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
     /// Address of the HTTP API (REST Proxy v2 produce/consume, /health, /metrics, /openapi.json; `none` to disable).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR|none", env = "WEIR_HTTP_LISTEN")]
     pub http_listen: String,
@@ -200,6 +211,27 @@ pub enum GroupsCommand {
     Describe {
         /// Group id.
         group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Print each dead letter of TOPIC: where it came from, attempts, first failure (ms since the epoch), error.
+    List {
+        /// The original topic (its dead letters are in TOPIC + suffix).
+        topic: String,
+        /// Suffix of the dead-letter topic.
+        #[arg(long, default_value = ".dlq")]
+        suffix: String,
+    },
+    /// Re-publish dead letters to the topic they came from (once: the replay group remembers what it sent).
+    Replay {
+        topic: String,
+        #[arg(long, default_value = ".dlq")]
+        suffix: String,
+        /// Replay at most N letters.
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
     },
 }
 

@@ -185,3 +185,64 @@ fn weir_up_serves_kafka_clients() {
     assert!(up.wait().unwrap().success());
     assert_eq!(ok(d, &["consume", "from-kcat", "--from-beginning", "--max", "2", "--print-key"]), "a\t1\nb\t2\n");
 }
+
+/// `weir dlq`: dead letters listed with their origin and error, replayed to their topic once.
+#[test]
+fn dead_letters_are_listed_and_replayed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let broker = weir_broker::Broker::open(weir_broker::BrokerConfig::new(d)).unwrap();
+        let producer = broker.producer();
+        for (offset, value) in [(5, "poison-a"), (9, "poison-b")] {
+            let headers = [
+                ("weir.dlq.topic", "orders".to_string()),
+                ("weir.dlq.partition", "0".into()),
+                ("weir.dlq.offset", offset.to_string()),
+                ("weir.dlq.error", "boom".into()),
+                ("weir.dlq.attempts", "3".into()),
+                ("weir.dlq.first_failure_ms", "1700000000000".into()),
+                ("trace", "t1".into()),
+            ];
+            let mut r = weir_broker::ProduceRecord::new("orders.dlq", value);
+            r.headers = headers.iter().map(|(k, v)| (k.to_string(), bytes::Bytes::from(v.clone()))).collect();
+            producer.send(r).await.unwrap();
+        }
+        broker.shutdown();
+    });
+    let listed = ok(d, &["dlq", "list", "orders"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("from orders/0/5") && listed.contains("attempts 3") && listed.contains("error boom"),
+        "{listed}"
+    );
+    let out = support::run(d, &["dlq", "replay", "orders"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replayed 2 dead letters"));
+    assert_eq!(ok(d, &["consume", "orders", "--from-beginning", "--idle-timeout-ms", "500"]), "poison-a\npoison-b\n");
+    let again = support::run(d, &["dlq", "replay", "orders"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to replay"), "a second replay sends nothing");
+    assert_eq!(ok(d, &["dlq", "list", "orders"]).lines().count(), 2, "listing is not consuming");
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = fails(
+        dir.path(),
+        &[
+            "up",
+            "--kafka-listen",
+            "none",
+            "--http-listen",
+            "none",
+            "--database",
+            "postgres://app:s3cret@127.0.0.1:1/db",
+        ],
+    );
+    assert!(e.contains("cannot open the database postgres://app:***@127.0.0.1:1/db") && e.contains("refused"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = fails(dir.path(), &["up", "--kafka-listen", "none", "--http-listen", "none", "--database", "mysql://x"]);
+    assert!(e.contains("sqlite://") && e.contains("postgres://"), "{e}");
+}

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod consume;
+mod dlq;
 mod groups;
 mod kafka_client;
 mod produce;
@@ -33,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let bench_wire = matches!(cli.command, Command::Bench(bench::BenchCommand::Wire(_)));
     if settings.server.is_some() && matches!(cli.command, Command::Up(_) | Command::Bench(_)) && !bench_wire {
         anyhow::bail!(
-            "--server is for topics, produce, consume and groups; `weir up --bus kafka://HOST:PORT` runs the systems \
+            "--server is for topics, produce, consume, groups and dlq; `weir up --bus kafka://HOST:PORT` runs the systems \
              on a Kafka cluster, and `weir bench wire --server HOST:PORT` measures one"
         );
     }
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Produce(args) => produce::run(settings, args).await,
         Command::Consume(args) => consume::run(settings, args).await,
         Command::Groups(cmd) => groups::run(settings, cmd).await,
+        Command::Dlq(cmd) => dlq::run(settings, cmd).await,
         Command::Bench(cmd) => bench::run(settings, cmd).await,
     }
 }

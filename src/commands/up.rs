@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use weir_broker::Broker;
-use weir_runtime::{Bus, BusError, EmbeddedBus, KafkaBus, OutgoingMessage, StartFrom, SubscribeOptions};
+use weir_runtime::kv::{KvStore, RedisKv, SqlKv};
+use weir_runtime::{Bus, BusError, EmbeddedBus, KafkaBus, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
 
 use super::{human_bytes, open_broker, shutdown_signal};
 use crate::cli::UpArgs;
@@ -62,6 +63,26 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         }
         other => bail!("--bus {other:?}: expected `embedded` or kafka://HOST:PORT[,HOST:PORT]"),
     };
+    let store_url = match &args.database {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+            SqlStore::sqlite_url(&settings.data_dir)
+        }
+    };
+    let store = SqlStore::connect(&store_url)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&store_url)))?;
+    let kv: Arc<dyn KvStore> = match &args.redis {
+        Some(url) => Arc::new(
+            RedisKv::connect(url, "weir:").await.with_context(|| format!("cannot reach Redis at {}", redact(url)))?,
+        ),
+        None => Arc::new(SqlKv::new(store.clone())),
+    };
+    kv.set("weir:up:last_start_ms", weir_log::now_ms().to_string().as_bytes(), None)
+        .await
+        .context("the key-value store refused a write")?;
     let kafka = match &broker {
         Some(broker) => start_kafka(broker, &args, &settings).await?,
         None => None,
@@ -94,6 +115,8 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         }
         None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", args.bus.trim()),
     }
+    eprintln!("  database   {} ({})", redact(&store_url), store.dialect().name());
+    eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
     eprintln!(
         "  systems    {}",
         if systems.is_empty() { "none (the systems arrive with their issues)".to_string() } else { systems.join(", ") }
@@ -156,6 +179,18 @@ async fn start_kafka(
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {listen}"))?;
     Ok(Some(listener))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 async fn start_http(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_http::HttpServer>> {

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Row};
+use sqlx::{AnyPool, ConnectOptions, Connection, Row};
 
 /// A transaction handlers write through.
 pub type SqlTx = sqlx::Transaction<'static, sqlx::Any>;
@@ -88,6 +88,8 @@ impl SqlStore {
         };
         let mut options = AnyConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_string()))?;
         options = options.log_statements(tracing::log::LevelFilter::Trace);
+        // One connection first: an unreachable server or a bad password says so now, rather than as a pool timeout.
+        sqlx::AnyConnection::connect_with(&options).await?.close().await?;
         let pool = match dialect {
             Dialect::Sqlite => {
                 // One writer at a time is SQLite's rule; a pool of one avoids "database is locked" between our own

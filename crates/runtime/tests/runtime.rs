@@ -107,7 +107,8 @@ async fn poison_is_dead_lettered_while_its_partition_flows(db: Db) {
     let runner = Runner::exactly_once(Arc::new(bus.clone()), config, store.clone(), handler);
     let stats = runner.run(until_rows(store.clone(), 99)).await.unwrap();
     assert_eq!((stats.dead_lettered, stats.processed), (1, 100), "{stats:?}");
-    assert!(stats.retried >= 2 + 2, "two flaky retries and two of the poison record: {stats:?}");
+    // The flaky handler fails its first two calls; the first of them only sends the batch down the careful path.
+    assert!(stats.retried >= 1 + 2, "a flaky retry and two of the poison record: {stats:?}");
 
     let rows: Vec<String> =
         sqlx::query("SELECT v FROM sink").fetch_all(store.pool()).await.unwrap().iter().map(|r| r.get(0)).collect();

@@ -3,6 +3,7 @@
 //! afterwards) and prints a human line, or JSON lines with `--json` for `scripts/bench.sh`. `wire` (in `wire.rs`)
 //! measures a running server over the Kafka protocol instead.
 
+mod runtime;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,10 @@ pub enum BenchCommand {
     /// Over the Kafka protocol: one librdkafka producer, then one consumer, against --server HOST:PORT (a `weir up`
     /// or any Kafka-compatible server).
     Wire(wire::WireArgs),
+    /// The processing runtime: a trivial handler consuming --count records at-least-once or exactly-once into SQL.
+    Handlers(runtime::HandlerArgs),
+    /// The outbox relay publishing --count pre-written outbox events.
+    Outbox(runtime::OutboxArgs),
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +151,8 @@ fn report(common: &Common, scenario: &str, fields: serde_json::Value, human: Str
 pub async fn run(settings: Settings, cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Wire(a) => wire::run(settings.server.as_deref(), a).await,
+        BenchCommand::Handlers(a) => runtime::handlers(a).await,
+        BenchCommand::Outbox(a) => runtime::outbox(a).await,
         BenchCommand::Throughput(a) => throughput(settings, a).await,
         BenchCommand::Latency(a) => latency(settings, a).await,
         BenchCommand::Memory(a) => memory(settings, a).await,

@@ -8,9 +8,9 @@ use weir_broker::{Broker, BrokerConfig};
 use weir_runtime::SqlStore;
 
 /// Where the tests find PostgreSQL: `WEIR_TEST_POSTGRES` (a server URL without a database), by default the local
-/// server with trust authentication.
+/// server as scripts/test.sh leaves it (trust authentication here; the password is for a fresh Debian cluster).
 pub fn postgres_server() -> String {
-    std::env::var("WEIR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("WEIR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into())
 }
 
 /// A fresh, empty PostgreSQL database for one test; returns its URL.

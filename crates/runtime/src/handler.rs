@@ -224,7 +224,19 @@ impl Runner {
                     sub.seek(&t, p, next).await?;
                 }
             }
-            let done = self.process(by_partition).await?;
+            // A stop arriving mid-batch lets the batch finish, for at most the shutdown deadline; past it the batch
+            // is abandoned uncommitted (its transactions roll back) and will be redelivered.
+            let deadline = async {
+                let _ = stopped.clone().wait_for(|s| *s).await;
+                tokio::time::sleep(c.shutdown_deadline).await;
+            };
+            let done = tokio::select! {
+                done = self.process(by_partition) => done?,
+                _ = deadline => {
+                    tracing::warn!(group = %c.group, "shutdown deadline passed; the batch in hand will be redelivered");
+                    break;
+                }
+            };
             let mut commits = Vec::with_capacity(done.len());
             for (tp, next, s) in done {
                 stats.processed += s.processed;

@@ -179,28 +179,20 @@ impl Runner {
         options.client_id = format!("weir-runner/{}", c.group);
         let mut sub = self.bus.subscribe(options).await?;
         let mut stats = RunStats::default();
-        // Exactly-once: the database's next offset per partition; records below it were already handled.
-        let mut db_offsets: HashMap<(String, i32), i64> = HashMap::new();
-        let mut known_assignment: Vec<(String, i32)> = Vec::new();
+        let mut positions = StoredPositions::new(&c.group);
         loop {
             let batch = tokio::select! {
                 biased;
                 _ = stopped.wait_for(|s| *s) => break,
                 b = sub.next_batch(Duration::from_millis(500)) => b,
             };
-            let batch = match batch {
+            let mut batch = match batch {
                 Ok(b) => b,
                 Err(BusError::Rebalanced) => continue,
                 Err(e) => return Err(e.into()),
             };
             if let Mode::ExactlyOnce(_, store) = &self.mode {
-                let mut assignment = sub.assignment();
-                assignment.sort();
-                if assignment != known_assignment {
-                    db_offsets =
-                        store.consumer_offsets(&c.group).await?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
-                    known_assignment = assignment;
-                }
+                batch = positions.admit(store, &mut *sub, batch).await?;
             }
             if batch.is_empty() {
                 continue;
@@ -208,21 +200,6 @@ impl Runner {
             let mut by_partition: BTreeMap<(String, i32), Vec<Message>> = BTreeMap::new();
             for m in batch {
                 by_partition.entry((m.topic.clone(), m.partition)).or_default().push(m);
-            }
-            let mut rewind = Vec::new();
-            if let Mode::ExactlyOnce(..) = &self.mode {
-                for (tp, msgs) in by_partition.iter_mut() {
-                    let Some(&next) = db_offsets.get(tp) else { continue };
-                    msgs.retain(|m| m.offset >= next);
-                    // The bus is ahead of the database (its commit landed, ours did not): go back.
-                    if msgs.first().is_some_and(|m| m.offset > next) {
-                        rewind.push((tp.clone(), next));
-                        msgs.clear();
-                    }
-                }
-                for ((t, p), next) in rewind {
-                    sub.seek(&t, p, next).await?;
-                }
             }
             // A stop arriving mid-batch lets the batch finish, for at most the shutdown deadline; past it the batch
             // is abandoned uncommitted (its transactions roll back) and will be redelivered.
@@ -243,7 +220,7 @@ impl Runner {
                 stats.retried += s.retried;
                 stats.dead_lettered += s.dead_lettered;
                 stats.skipped_duplicates += s.skipped_duplicates;
-                db_offsets.insert(tp.clone(), next);
+                positions.advance(&tp.0, tp.1, next);
                 commits.push((tp.0, tp.1, next));
             }
             if !commits.is_empty() {
@@ -287,6 +264,69 @@ impl Runner {
             out.push(r.map_err(|e| RunnerError::Panicked(e.to_string()))??);
         }
         Ok(out)
+    }
+}
+
+/// Exactly-once bookkeeping for a consumer whose offsets live in the SQL store: on every assignment change it loads
+/// the group's offsets from the database, drops redelivered records below them, and seeks back where the bus is ahead
+/// of the database (its commit landed, the database's did not). Used by the [`Runner`] and by consumers that commit
+/// on their own schedule (a windowed aggregator flushing every minute).
+#[derive(Debug, Default)]
+pub struct StoredPositions {
+    group: String,
+    offsets: HashMap<(String, i32), i64>,
+    assignment: Vec<(String, i32)>,
+}
+
+impl StoredPositions {
+    pub fn new(group: &str) -> Self {
+        StoredPositions { group: group.to_string(), ..Default::default() }
+    }
+
+    /// The records of `batch` not yet reflected in the database, in order.
+    pub async fn admit(
+        &mut self,
+        store: &SqlStore,
+        sub: &mut dyn crate::bus::Subscription,
+        mut batch: Vec<Message>,
+    ) -> Result<Vec<Message>, RunnerError> {
+        let mut assignment = sub.assignment();
+        assignment.sort();
+        if assignment != self.assignment {
+            self.offsets =
+                store.consumer_offsets(&self.group).await?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+            self.assignment = assignment;
+        }
+        // Per partition: drop what the database already has, keep the consecutive run from its offset on, and on a
+        // gap (the bus is ahead) drop the rest and seek back.
+        let mut expected: HashMap<(String, i32), i64> = HashMap::new();
+        let mut rewind: HashMap<(String, i32), i64> = HashMap::new();
+        batch.retain(|m| {
+            let tp = (m.topic.clone(), m.partition);
+            if rewind.contains_key(&tp) {
+                return false;
+            }
+            let Some(&stored) = self.offsets.get(&tp) else { return true };
+            let want = *expected.entry(tp.clone()).or_insert(stored);
+            if m.offset < want {
+                return false;
+            }
+            if m.offset > want {
+                rewind.insert(tp, want);
+                return false;
+            }
+            expected.insert(tp, want + 1);
+            true
+        });
+        for ((t, p), next) in rewind {
+            sub.seek(&t, p, next).await?;
+        }
+        Ok(batch)
+    }
+
+    /// Records that the database now holds everything of `topic`/`partition` below `next`.
+    pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
+        self.offsets.insert((topic.to_string(), partition), next);
     }
 }
 

@@ -1,0 +1,20 @@
+//! The analytics pipeline (seed 002), built on weir: producers write JSON events to `events`; the aggregator folds
+//! them into hourly windows per event type with a grace period and flushes them, exactly once, to
+//! `hourly_aggregations` on SQLite or PostgreSQL; an HTTP API at the seed's paths serves the results.
+//!
+//! - `event.rs`: the event format and the generator the producers share.
+//! - `time.rs`: RFC 3339 parsing and formatting on the hot path.
+//! - `hll.rs`: the HyperLogLog sketch behind `unique_users`.
+//! - `aggregator.rs`: windows, watermark, late events, the flush transaction.
+//! - `api.rs`: `/api/aggregations`, `/api/aggregations/latest`, `/api/stats`, `/api/event-types`,
+//!   `/api/pipeline/memory`, `POST /api/pipeline/flush`.
+//!
+//! The system takes a `Bus` and a `SqlStore`: it runs unchanged on the embedded broker or a Kafka cluster.
+
+pub mod aggregator;
+pub mod api;
+pub mod event;
+pub mod hll;
+pub mod time;
+
+pub use aggregator::{Aggregator, AggregatorConfig, Control, FlushReport};

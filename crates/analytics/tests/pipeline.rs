@@ -1,0 +1,311 @@
+//! The analytics pipeline end to end on the embedded bus, on SQLite and PostgreSQL: exact totals per type and window
+//! with events out of order within the grace period, late events kept out of final windows, the API's answers, and
+//! exact totals after the aggregator is killed with SIGKILL again and again during a bulk ingest.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use rand::{Rng, SeedableRng};
+use sqlx::Row;
+use tower::ServiceExt;
+use weir_analytics::aggregator::HOUR_MS;
+use weir_analytics::event::{Generator, TOPIC};
+use weir_analytics::time::format_rfc3339;
+use weir_analytics::{Aggregator, AggregatorConfig, Control};
+use weir_broker::{Broker, BrokerConfig};
+use weir_runtime::{Bus, EmbeddedBus, OutgoingMessage, SqlStore};
+
+const BASE: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+
+fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    let mut config = BrokerConfig::new(dir);
+    config.group.initial_rebalance_delay_ms = 0;
+    Broker::open(config).unwrap()
+}
+
+async fn store_url(postgres: bool, dir: &std::path::Path) -> String {
+    if !postgres {
+        return SqlStore::sqlite_url(dir);
+    }
+    use sqlx::Connection;
+    let server =
+        std::env::var("WEIR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into());
+    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required at {server} (scripts/test.sh starts it): {e}"));
+    let name = format!("weir_test_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+    format!("{server}/{name}")
+}
+
+/// Produces `n` events over `hours` hours starting at BASE, each up to `disorder_ms` earlier than its slot, so events
+/// arrive out of order by less than that. Returns the expected count per (window start, type).
+async fn produce(bus: &EmbeddedBus, n: i64, hours: i64, disorder_ms: i64, seed: u64) -> BTreeMap<(i64, String), i64> {
+    let mut generator = Generator::new(rand::rngs::StdRng::seed_from_u64(seed), 500);
+    let mut jitter = rand::rngs::StdRng::seed_from_u64(seed + 1);
+    let mut expected = BTreeMap::new();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let slot = BASE + i * hours * HOUR_MS / n;
+        let ts = (slot - jitter.gen_range(0..=disorder_ms)).max(BASE);
+        let (key, event) = generator.event_at(ts);
+        *expected.entry((ts.div_euclid(HOUR_MS) * HOUR_MS, event.event_type.to_string())).or_insert(0) += 1;
+        batch.push(OutgoingMessage::new(TOPIC, serde_json::to_vec(&event).unwrap()).key(key));
+        if batch.len() == 5000 {
+            bus.produce_all(std::mem::take(&mut batch)).await.unwrap();
+        }
+    }
+    bus.produce_all(batch).await.unwrap();
+    expected
+}
+
+async fn stored(store: &SqlStore) -> BTreeMap<(i64, String), i64> {
+    let rows = sqlx::query("SELECT window_start, event_type, event_count FROM hourly_aggregations")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let ws = weir_analytics::time::parse_rfc3339(&r.get::<String, _>(0)).unwrap();
+            ((ws, r.get::<String, _>(1)), r.get::<i64, _>(2))
+        })
+        .collect()
+}
+
+async fn start(
+    bus: Arc<dyn Bus>,
+    store: SqlStore,
+    config: AggregatorConfig,
+) -> (Control, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (aggregator, control) = Aggregator::new(bus, store, config).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move { aggregator.run(stopped).await.unwrap() });
+    (control, stop, task)
+}
+
+async fn until_consumed(control: &Control, n: u64) {
+    let started = Instant::now();
+    loop {
+        let s = control.snapshot();
+        if s.events_consumed + s.events_in_memory + s.late_events >= n {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "consumed only {:?}", s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn exact_totals(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir.path().join("data"));
+    b.create_topic(TOPIC, 4, BTreeMap::new()).unwrap();
+    let bus = EmbeddedBus::new(b.clone());
+    let n = 30_000;
+    let expected = produce(&bus, n, 12, 20_000, 7).await;
+    let store = SqlStore::connect(&store_url(postgres, dir.path()).await).await.unwrap();
+    let config = AggregatorConfig { flush_interval: Duration::from_millis(300), ..Default::default() };
+    let (control, stop, task) = start(Arc::new(bus), store.clone(), config).await;
+    until_consumed(&control, n as u64).await;
+    control.flush().await.unwrap();
+    assert_eq!(control.snapshot().late_events, 0, "disorder within the grace period is never late");
+    assert_eq!(stored(&store).await, expected, "every window and type holds exactly its events");
+
+    // The API over the same store.
+    let api = weir_analytics::api::routes(store.clone(), control.clone());
+    let get = |uri: String| {
+        let api = api.clone();
+        async move {
+            let resp = api.oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+        }
+    };
+    let (s, stats) = get("/api/stats".into()).await;
+    assert_eq!((s, stats["events_stored"].as_i64()), (200, Some(n)));
+    let page_views: i64 = expected.iter().filter(|((_, t), _)| t == "page_view").map(|(_, c)| c).sum();
+    assert_eq!(stats["per_type"]["page_view"]["events"].as_i64(), Some(page_views));
+    let (_, page) = get(format!(
+        "/api/aggregations?event_type=click&start={}&end={}&limit=5",
+        format_rfc3339(BASE),
+        format_rfc3339(BASE + 6 * HOUR_MS)
+    ))
+    .await;
+    assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(6), 5));
+    assert!(page["items"].as_array().unwrap().iter().all(|i| i["event_type"] == "click"));
+    let (_, types) = get("/api/event-types".into()).await;
+    assert!(types.as_array().unwrap().contains(&serde_json::json!("purchase")));
+    let (_, latest) = get("/api/aggregations/latest".into()).await;
+    assert_eq!(latest[0]["window_start"], format_rfc3339(BASE + 11 * HOUR_MS));
+    let (_, memory) = get("/api/pipeline/memory".into()).await;
+    assert_eq!(memory["events_in_memory"], 0);
+    for bad in [
+        "/api/aggregations?start=yesterday",
+        "/api/aggregations?start=2025-01-02T00:00:00Z&end=2025-01-01T00:00:00Z",
+        "/api/aggregations?limit=0",
+    ] {
+        let (s, body) = get(bad.into()).await;
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let _ = stop.send(true);
+    task.await.unwrap();
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_totals_per_type_and_window_sqlite() {
+    exact_totals(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_totals_per_type_and_window_postgres() {
+    exact_totals(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_are_counted_and_never_enter_a_final_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(&dir.path().join("data"));
+    b.create_topic(TOPIC, 1, BTreeMap::new()).unwrap();
+    let bus = EmbeddedBus::new(b.clone());
+    let event = |ts: i64, user: &str| {
+        let v = serde_json::json!({"event_id": format!("{ts}-{user}"), "event_type": "click", "timestamp": format_rfc3339(ts), "user_id": user, "properties": {}});
+        OutgoingMessage::new(TOPIC, v.to_string())
+    };
+    let ten = BASE + 10 * HOUR_MS;
+    bus.produce_all(vec![
+        event(ten + 60_000, "a"),
+        event(ten + 120_000, "b"),
+        // Two hours on: the watermark (minus 30 s of grace) passes the end of hour 10.
+        event(ten + 2 * HOUR_MS + 60_000, "c"),
+        // Hour 10 again: late.
+        event(ten + 180_000, "d"),
+        // Hour 12, 10 s behind the newest: within the grace period, not late.
+        event(ten + 2 * HOUR_MS + 50_000, "e"),
+    ])
+    .await
+    .unwrap();
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let config = AggregatorConfig { route_late: true, ..Default::default() };
+    let (control, stop, task) = start(Arc::new(bus.clone()), store.clone(), config).await;
+    until_consumed(&control, 5).await;
+    let report = control.flush().await.unwrap();
+    assert_eq!(report.windows_finalized, 1, "hour 10 is behind the watermark");
+    assert_eq!(control.snapshot().late_events, 1);
+    let rows = sqlx::query(
+        "SELECT window_start, event_count, unique_users, is_final FROM hourly_aggregations ORDER BY window_start",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let rows: Vec<(String, i64, i64, i32)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    assert_eq!(rows, vec![(format_rfc3339(ten), 2, 2, 1), (format_rfc3339(ten + 2 * HOUR_MS), 2, 2, 0)]);
+    assert_eq!(b.offsets("events.late", 0).unwrap().1, 1, "the late event was routed to events.late");
+    let _ = stop.send(true);
+    task.await.unwrap();
+    b.shutdown();
+}
+
+const CHILD: &str = "WEIR_ANALYTICS_CRASH";
+const BULK: i64 = 200_000;
+
+fn crash_test(test: &str, postgres: bool) {
+    if let Ok(spec) = std::env::var(CHILD) {
+        // The child: aggregate until everything produced is flushed, as if nothing had happened before.
+        let (dir, url) = spec.split_once('|').unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let b = broker(&std::path::Path::new(dir).join("data"));
+            let store = SqlStore::connect(url).await.unwrap();
+            let config = AggregatorConfig { flush_interval: Duration::from_millis(100), ..Default::default() };
+            let (control, stop, task) = start(Arc::new(EmbeddedBus::new(b.clone())), store.clone(), config).await;
+            loop {
+                let done: i64 =
+                    sqlx::query("SELECT CAST(COALESCE(SUM(next_offset), 0) AS BIGINT) FROM weir_consumer_offsets")
+                        .fetch_one(store.pool())
+                        .await
+                        .unwrap()
+                        .get(0);
+                if done >= BULK {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drop(control);
+            let _ = stop.send(true);
+            task.await.unwrap();
+            b.shutdown();
+        });
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (url, expected) = rt.block_on(async {
+        let b = broker(&dir.path().join("data"));
+        b.create_topic(TOPIC, 4, BTreeMap::new()).unwrap();
+        let expected = produce(&EmbeddedBus::new(b.clone()), BULK, 24, 10_000, 11).await;
+        b.shutdown();
+        (store_url(postgres, dir.path()).await, expected)
+    });
+    let exe = std::env::current_exe().unwrap();
+    let spawn = || {
+        Command::new(&exe)
+            .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+            .env(CHILD, format!("{}|{url}", dir.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let progress = || {
+        rt.block_on(async {
+            let store = SqlStore::connect(&url).await.unwrap();
+            weir_analytics::aggregator::migrate(&store).await.unwrap();
+            stored(&store).await.values().sum::<i64>()
+        })
+    };
+    let mut rng = rand::thread_rng();
+    let mut mid_stream = 0;
+    for _ in 0..8 {
+        let before = progress();
+        let mut c = spawn();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..700)));
+        Command::new("kill").args(["-9", &c.id().to_string()]).status().unwrap();
+        c.wait().unwrap();
+        let after = progress();
+        if after > before && after < BULK {
+            mid_stream += 1;
+        }
+    }
+    assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-ingest");
+    let status = spawn().wait().unwrap();
+    assert!(status.success());
+    rt.block_on(async {
+        let store = SqlStore::connect(&url).await.unwrap();
+        let got = stored(&store).await;
+        let state: Vec<(String, i64)> = sqlx::query("SELECT k, v FROM analytics_state ORDER BY k")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(got.values().sum::<i64>(), BULK, "exactly N after the crashes; state {state:?}");
+        assert_eq!(got, expected, "and exactly each window's events");
+    });
+}
+
+#[test]
+fn totals_stay_exact_when_the_aggregator_is_killed_sqlite() {
+    crash_test("totals_stay_exact_when_the_aggregator_is_killed_sqlite", false);
+}
+
+#[test]
+fn totals_stay_exact_when_the_aggregator_is_killed_postgres() {
+    crash_test("totals_stay_exact_when_the_aggregator_is_killed_postgres", true);
+}

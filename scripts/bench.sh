@@ -8,6 +8,7 @@
 #   scripts/bench.sh wire > results.jsonl      # only the Kafka-protocol comparison and the peers it is read against
 #   scripts/bench.sh http > results.jsonl      # only the HTTP produce benchmark (wrk, Debian package)
 #   scripts/bench.sh runtime > results.jsonl   # only the processing runtime (handlers, outbox) on SQLite and PostgreSQL
+#   scripts/bench.sh analytics > results.jsonl # only a simulated day of the analytics pipeline (5 M events)
 #
 # The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
 # producer and consumer (`weir bench wire`). Tansu is found as $TANSU, on the PATH, or in /work/.cache/tansu/bin;
@@ -19,7 +20,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|http|runtime) ;; *) echo "usage: $0 [full|quick|wire|http|runtime]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|http|runtime|analytics) ;; *) echo "usage: $0 [full|quick|wire|http|runtime|analytics]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
@@ -116,6 +117,22 @@ runtime() {
   fresh_pg && run $weir bench outbox --json --count $((n / 5)) --batch 1000 --database "$pg/weir_bench"
 }
 
+# A simulated day of the analytics pipeline at the seed's rate, produced and aggregated as fast as possible, on
+# SQLite and on PostgreSQL (a fresh weir_bench database).
+analytics() {
+  local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
+  local n=5000000
+  [ "$mode" = quick ] && n=500000
+  run $weir bench analytics --json --events $n
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS weir_bench" -qc "CREATE DATABASE weir_bench" >/dev/null 2>&1 &&
+    run $weir bench analytics --json --events $n --database "$pg/weir_bench"
+}
+
+if [ "$mode" = analytics ]; then
+  analytics
+  exit 0
+fi
+
 if [ "$mode" = runtime ]; then
   runtime
   exit 0
@@ -168,3 +185,4 @@ fi
 wire
 http
 runtime
+analytics

@@ -63,6 +63,9 @@ pub enum Command {
     /// Inspect consumer groups.
     #[command(subcommand)]
     Groups(GroupsCommand),
+    /// The analytics pipeline's producers (seed 002).
+    #[command(subcommand)]
+    Analytics(crate::commands::analytics::AnalyticsCommand),
     /// Show and replay dead letters: records a handler gave up on, in `<TOPIC>.dlq`.
     #[command(subcommand)]
     Dlq(DlqCommand),

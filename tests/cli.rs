@@ -246,3 +246,32 @@ fn an_unreachable_database_is_a_clear_error_without_the_password() {
     let e = fails(dir.path(), &["up", "--kafka-listen", "none", "--http-listen", "none", "--database", "mysql://x"]);
     assert!(e.contains("sqlite://") && e.contains("postgres://"), "{e}");
 }
+
+/// The analytics producers: bulk and a simulated hour into the data directory, each event valid JSON with the
+/// seed's fields; bad options refused.
+#[test]
+fn analytics_producers_write_the_seed_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = support::run(d, &["analytics", "produce", "--bulk", "1500", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("produced 1500 events"));
+    // One simulated hour at 24,000 a day is 1,000 events, sent at once at --speed max.
+    let out = support::run(
+        d,
+        &["analytics", "produce", "--simulate", "--hours", "1", "--target-count", "24000", "--speed", "max", "--quiet"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events = ok(d, &["consume", "events", "--from-beginning", "--idle-timeout-ms", "500"]);
+    assert_eq!(events.lines().count(), 2500);
+    for line in events.lines().take(50) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for field in ["event_id", "event_type", "timestamp", "user_id", "properties"] {
+            assert!(!v[field].is_null(), "{field} missing in {line}");
+        }
+    }
+    let e = fails(d, &["analytics", "produce", "--simulate", "--speed", "fast"]);
+    assert!(e.contains("--speed"), "{e}");
+    let e = fails(d, &["analytics", "produce"]);
+    assert!(e.contains("--default") || e.contains("required"), "{e}");
+}

@@ -157,3 +157,28 @@ fn the_seed_curl_request_produces_through_weir_up() {
     Command::new("kill").arg(up.id().to_string()).status().unwrap();
     assert!(up.wait().unwrap().success());
 }
+
+/// `weir up` runs the analytics pipeline: its default producer's events reach `hourly_aggregations` and the API.
+#[test]
+fn weir_up_runs_the_analytics_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, _kafka, http, _stderr) = start_up_http(dir.path());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl").arg("-s").args(args).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let mut stored = 0;
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        curl(&["-X", "POST", &format!("http://{http}/api/pipeline/flush")]);
+        stored = curl(&[&format!("http://{http}/api/stats")])["events_stored"].as_i64().unwrap_or(0);
+        if stored > 0 {
+            break;
+        }
+    }
+    assert!(stored > 0, "the default producer's events were aggregated");
+    let types = curl(&[&format!("http://{http}/api/event-types")]);
+    assert!(!types.as_array().unwrap().is_empty());
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+}

@@ -1,5 +1,6 @@
 //! One module per top-level command; this one dispatches and holds what they share.
 
+pub mod analytics;
 pub mod bench;
 mod consume;
 mod dlq;
@@ -34,7 +35,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let bench_wire = matches!(cli.command, Command::Bench(bench::BenchCommand::Wire(_)));
     if settings.server.is_some() && matches!(cli.command, Command::Up(_) | Command::Bench(_)) && !bench_wire {
         anyhow::bail!(
-            "--server is for topics, produce, consume, groups and dlq; `weir up --bus kafka://HOST:PORT` runs the systems \
+            "--server is for topics, produce, consume, groups, dlq and analytics produce; `weir up --bus kafka://HOST:PORT` runs the systems \
              on a Kafka cluster, and `weir bench wire --server HOST:PORT` measures one"
         );
     }
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Consume(args) => consume::run(settings, args).await,
         Command::Groups(cmd) => groups::run(settings, cmd).await,
         Command::Dlq(cmd) => dlq::run(settings, cmd).await,
+        Command::Analytics(cmd) => analytics::run(settings, cmd).await,
         Command::Bench(cmd) => bench::run(settings, cmd).await,
     }
 }

@@ -17,7 +17,7 @@ use crate::cli::UpArgs;
 use crate::settings::Settings;
 
 /// The systems `weir up` can run. Each later issue adds its system here.
-pub const SYSTEMS: &[&str] = &[];
+pub const SYSTEMS: &[&str] = &["analytics"];
 
 const HEARTBEAT_TOPIC: &str = "__weir_heartbeat";
 
@@ -87,8 +87,16 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         Some(broker) => start_kafka(broker, &args, &settings).await?,
         None => None,
     };
+    let (systems_stop, systems_stopped) = tokio::sync::watch::channel(false);
+    let mut running = Vec::new();
+    let mut routes = axum::Router::new();
+    if systems.contains(&"analytics") {
+        let (r, tasks) = start_analytics(bus.clone(), store.clone(), systems_stopped.clone()).await?;
+        routes = routes.merge(r);
+        running.extend(tasks);
+    }
     let http = match &broker {
-        Some(broker) => start_http(broker, &args).await?,
+        Some(broker) => start_http(broker, &args, routes).await?,
         None => None,
     };
     eprintln!("weir is up");
@@ -140,7 +148,16 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         r = status => r,
         _ = stop => Ok(()),
     };
-    eprintln!("weir is stopping: flushing logs");
+    eprintln!("weir is stopping: finishing the systems' work, flushing logs");
+    let _ = systems_stop.send(true);
+    for (name, task) in running {
+        match tokio::time::timeout(Duration::from_secs(30), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("  {name} stopped with an error: {e:#}"),
+            Ok(Err(e)) => eprintln!("  {name} failed: {e}"),
+            Err(_) => eprintln!("  {name} did not stop within 30 s"),
+        }
+    }
     if let Some(l) = &kafka {
         l.stop();
     }
@@ -193,7 +210,50 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn start_http(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_http::HttpServer>> {
+type SystemTask = (&'static str, tokio::task::JoinHandle<Result<()>>);
+
+/// The analytics pipeline: its aggregator (settings from the seed's environment variables), the default producer,
+/// and its HTTP routes.
+async fn start_analytics(
+    bus: Arc<dyn Bus>,
+    store: SqlStore,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(axum::Router, Vec<SystemTask>)> {
+    let seconds = |name: &str, default: u64| -> Result<Duration> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map(Duration::from_secs)
+                .with_context(|| format!("{name} must be whole seconds, got {v:?}")),
+            Err(_) => Ok(Duration::from_secs(default)),
+        }
+    };
+    let config = weir_analytics::AggregatorConfig {
+        grace: seconds("GRACE_PERIOD_SECONDS", 30)?,
+        flush_interval: seconds("FLUSH_INTERVAL_SECONDS", 60)?,
+        ..Default::default()
+    };
+    let (aggregator, control) = weir_analytics::Aggregator::new(bus.clone(), store.clone(), config)
+        .await
+        .context("cannot start the analytics aggregator")?;
+    let routes = weir_analytics::api::routes(store, control);
+    let mut stop_producer = stop.clone();
+    let aggregate = tokio::spawn(async move { aggregator.run(stop).await.map_err(anyhow::Error::from) });
+    let produce = tokio::spawn(async move {
+        tokio::select! {
+            r = super::analytics::default_producer(bus, 10_000) => r,
+            _ = stop_producer.wait_for(|s| *s) => Ok(()),
+        }
+    });
+    Ok((routes, vec![("analytics producer", produce), ("analytics aggregator", aggregate)]))
+}
+
+async fn start_http(
+    broker: &Arc<Broker>,
+    args: &UpArgs,
+    routes: axum::Router,
+) -> Result<Option<weir_http::HttpServer>> {
     if args.http_listen == "none" {
         return Ok(None);
     }
@@ -202,7 +262,7 @@ async fn start_http(broker: &Arc<Broker>, args: &UpArgs) -> Result<Option<weir_h
     let mut config = weir_http::HttpConfig::new(listen);
     config.max_body_bytes = args.http_max_body_bytes;
     config.bus = args.bus.trim().to_string();
-    let server = weir_http::HttpServer::start(broker.clone(), config)
+    let server = weir_http::HttpServer::start_with(broker.clone(), config, routes)
         .await
         .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
     Ok(Some(server))

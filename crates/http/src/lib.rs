@@ -73,10 +73,10 @@ pub fn router(broker: Arc<Broker>, config: HttpConfig) -> Router {
         started: Instant::now(),
         config: Arc::new(config),
     };
-    build(state)
+    build(state, Router::new())
 }
 
-fn build(state: AppState) -> Router {
+fn build(state: AppState, extra: Router) -> Router {
     let limit = state.config.max_body_bytes;
     let instance = "/consumers/{group}/instances/{instance}";
     Router::new()
@@ -99,9 +99,10 @@ fn build(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+        .merge(extra)
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
 }
 
 /// A running HTTP listener. Dropping it does not stop it; call [`stop`](HttpServer::stop).
@@ -116,6 +117,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds `config.listen` and serves the API until [`stop`](HttpServer::stop).
     pub async fn start(broker: Arc<Broker>, config: HttpConfig) -> std::io::Result<HttpServer> {
+        Self::start_with(broker, config, Router::new()).await
+    }
+
+    /// [`start`](HttpServer::start), also serving `extra`: the systems' own routes (their paths must not collide
+    /// with the API's), timed and limited like the rest.
+    pub async fn start_with(broker: Arc<Broker>, config: HttpConfig, extra: Router) -> std::io::Result<HttpServer> {
         metrics::install();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -127,7 +134,7 @@ impl HttpServer {
             config: Arc::new(config),
         };
         let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
-        let app = build(state);
+        let app = build(state, extra);
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let shutdown = async move {

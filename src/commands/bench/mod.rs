@@ -3,6 +3,7 @@
 //! afterwards) and prints a human line, or JSON lines with `--json` for `scripts/bench.sh`. `wire` (in `wire.rs`)
 //! measures a running server over the Kafka protocol instead.
 
+mod analytics;
 mod runtime;
 mod wire;
 
@@ -36,6 +37,8 @@ pub enum BenchCommand {
     Handlers(runtime::HandlerArgs),
     /// The outbox relay publishing --count pre-written outbox events.
     Outbox(runtime::OutboxArgs),
+    /// A simulated day of the analytics pipeline (5 M events) produced and aggregated as fast as possible.
+    Analytics(analytics::AnalyticsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +156,7 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Wire(a) => wire::run(settings.server.as_deref(), a).await,
         BenchCommand::Handlers(a) => runtime::handlers(a).await,
         BenchCommand::Outbox(a) => runtime::outbox(a).await,
+        BenchCommand::Analytics(a) => analytics::run(a).await,
         BenchCommand::Throughput(a) => throughput(settings, a).await,
         BenchCommand::Latency(a) => latency(settings, a).await,
         BenchCommand::Memory(a) => memory(settings, a).await,

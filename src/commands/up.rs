@@ -229,9 +229,11 @@ async fn start_analytics(
             Err(_) => Ok(Duration::from_secs(default)),
         }
     };
+    let route_late = std::env::var("ROUTE_LATE_EVENTS").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
     let config = weir_analytics::AggregatorConfig {
         grace: seconds("GRACE_PERIOD_SECONDS", 30)?,
         flush_interval: seconds("FLUSH_INTERVAL_SECONDS", 60)?,
+        route_late,
         ..Default::default()
     };
     let (aggregator, control) = weir_analytics::Aggregator::new(bus.clone(), store.clone(), config)

@@ -197,7 +197,9 @@ impl Aggregator {
                 }
             }
         }
-        let watermark = max_event_ms.values().min().map(|m| m - config.grace.as_millis() as i64);
+        // The watermark as the last flush computed it: not recomputed from the partitions' times, since partitions
+        // not seen by then (holding it back) have no time stored.
+        let watermark = state_value(&store, "watermark_ms").await?;
         let snapshot = Arc::new(Mutex::new(Snapshot { watermark_ms: watermark, ..snapshot }));
         let (flush_tx, flush_rx) = mpsc::channel(16);
         let positions = StoredPositions::new(&config.group);
@@ -473,6 +475,9 @@ impl Aggregator {
         ];
         for ((topic, partition), m) in &self.max_event_ms {
             state.push((format!("max_event_ms/{topic}/{partition}"), *m));
+        }
+        if let Some(w) = self.watermark() {
+            state.push(("watermark_ms".to_string(), w));
         }
         for (k, v) in state {
             sqlx::query(

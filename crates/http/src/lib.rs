@@ -66,14 +66,19 @@ pub(crate) struct AppState {
 
 /// The whole API as an axum router over `broker` (the listener is [`HttpServer`]; tests drive the router directly).
 pub fn router(broker: Arc<Broker>, config: HttpConfig) -> Router {
-    let state = AppState {
-        producer: broker.producer(),
-        consumers: Arc::new(consumers::Registry::new(config.consumer_instance_timeout)),
-        broker,
-        started: Instant::now(),
-        config: Arc::new(config),
-    };
-    build(state, Router::new())
+    build(AppState::new(broker, config), Router::new())
+}
+
+impl AppState {
+    fn new(broker: Arc<Broker>, config: HttpConfig) -> Self {
+        AppState {
+            producer: broker.producer(),
+            consumers: Arc::new(consumers::Registry::new(config.consumer_instance_timeout)),
+            broker,
+            started: Instant::now(),
+            config: Arc::new(config),
+        }
+    }
 }
 
 fn build(state: AppState, extra: Router) -> Router {
@@ -126,13 +131,7 @@ impl HttpServer {
         metrics::install();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let state = AppState {
-            producer: broker.producer(),
-            consumers: Arc::new(consumers::Registry::new(config.consumer_instance_timeout)),
-            broker,
-            started: Instant::now(),
-            config: Arc::new(config),
-        };
+        let state = AppState::new(broker, config);
         let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
         let app = build(state, extra);
         let (stop, mut stopped) = watch::channel(false);

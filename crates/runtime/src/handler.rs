@@ -357,17 +357,9 @@ async fn partition_at_least_once(
             match handler.handle(m).await {
                 Ok(()) => break,
                 Err(e) => {
-                    let first = *first_failure.get_or_insert_with(sql::now_ms);
-                    metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
-                    if matches!(e, HandlerError::Retryable(_)) && attempt < config.max_attempts {
-                        stats.retried += 1;
-                        metrics::counter!("weir_handler_retried_total", &labels(config, &m.topic)).increment(1);
-                        tokio::time::sleep(backoff(config, attempt)).await;
-                        attempt += 1;
+                    if retry_or_dead_letter(bus, config, m, &e, &mut attempt, &mut first_failure, &mut stats).await? {
                         continue;
                     }
-                    dead_letter(bus, config, m, &e, attempt, first).await?;
-                    stats.dead_lettered += 1;
                     break;
                 }
             }
@@ -445,19 +437,11 @@ async fn careful_exactly_once(
                 Err(e) => {
                     sqlx::query("ROLLBACK TO SAVEPOINT weir_record").execute(&mut *tx).await?;
                     sqlx::query("RELEASE SAVEPOINT weir_record").execute(&mut *tx).await?;
-                    let first = *first_failure.get_or_insert_with(sql::now_ms);
-                    metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
-                    if matches!(e, HandlerError::Retryable(_)) && attempt < config.max_attempts {
-                        stats.retried += 1;
-                        metrics::counter!("weir_handler_retried_total", &labels(config, &m.topic)).increment(1);
-                        tokio::time::sleep(backoff(config, attempt)).await;
-                        attempt += 1;
+                    // A dead letter is published before the transaction commits: a crash in between re-sends it,
+                    // and its headers name the original record so it can be told apart.
+                    if retry_or_dead_letter(bus, config, m, &e, &mut attempt, &mut first_failure, &mut stats).await? {
                         continue;
                     }
-                    // Published before the transaction commits: a crash in between re-sends the dead letter,
-                    // whose headers name the original record so it can be told apart.
-                    dead_letter(bus, config, m, &e, attempt, first).await?;
-                    stats.dead_lettered += 1;
                     break;
                 }
             }
@@ -468,6 +452,31 @@ async fn careful_exactly_once(
     sql::save_offset(&mut tx, &config.group, &tp.0, tp.1, next).await?;
     tx.commit().await?;
     Ok(stats)
+}
+
+/// After a failed attempt: waits out the backoff and returns true to try again, or dead-letters the record and
+/// returns false (a permanent error, or the last attempt).
+async fn retry_or_dead_letter(
+    bus: &dyn Bus,
+    config: &RunnerConfig,
+    m: &Message,
+    e: &HandlerError,
+    attempt: &mut u32,
+    first_failure: &mut Option<i64>,
+    stats: &mut RunStats,
+) -> Result<bool, RunnerError> {
+    let first = *first_failure.get_or_insert_with(sql::now_ms);
+    metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
+    if matches!(e, HandlerError::Retryable(_)) && *attempt < config.max_attempts {
+        stats.retried += 1;
+        metrics::counter!("weir_handler_retried_total", &labels(config, &m.topic)).increment(1);
+        tokio::time::sleep(backoff(config, *attempt)).await;
+        *attempt += 1;
+        return Ok(true);
+    }
+    dead_letter(bus, config, m, e, *attempt, first).await?;
+    stats.dead_lettered += 1;
+    Ok(false)
 }
 
 fn observe(config: &RunnerConfig, m: &Message, started: Instant) {

@@ -275,3 +275,40 @@ fn analytics_producers_write_the_seed_events() {
     let e = fails(d, &["analytics", "produce"]);
     assert!(e.contains("--default") || e.contains("required"), "{e}");
 }
+
+/// `weir wedding simulate`: a deterministic report whose happy count never exceeds the bound; datasets in the
+/// exercise's format; bad input named.
+#[test]
+fn wedding_simulations_report_against_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ok(d, &[&["wedding", "simulate", "--report", "json"], args].concat());
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let edf = json(&["--seed", "7"]);
+    let fifo = json(&["--seed", "7", "--policy", "fifo"]);
+    for r in [&edf, &fifo] {
+        assert_eq!(r["events"], 1000);
+        assert!(r["happy"].as_u64() <= r["upper_bound"].as_u64(), "{r}");
+        for key in ["stress", "policy", "by_team", "by_priority", "by_type"] {
+            assert!(!r[key].is_null(), "{key} missing");
+        }
+    }
+    assert!(edf["happy"].as_u64() >= fifo["happy"].as_u64());
+    assert_eq!(json(&["--seed", "7"])["happy"], edf["happy"], "the same wedding, the same report");
+
+    let file = d.join("wedding.json");
+    std::fs::write(
+        &file,
+        r#"[{"event_type":"brawl","priority":"Low","description":"x","timestamp":"00:10"},
+        {"event_type":"broken_itens","priority":"High","description":"y","timestamp":"00:21"}]"#,
+    )
+    .unwrap();
+    let r = json(&["--dataset", file.to_str().unwrap()]);
+    assert_eq!((r["events"].as_u64(), r["happy"].as_u64()), (Some(2), Some(2)));
+    std::fs::write(&file, r#"[{"event_type":"karaoke","priority":"Low"}]"#).unwrap();
+    let e = fails(d, &["wedding", "simulate", "--dataset", file.to_str().unwrap()]);
+    assert!(e.contains("event 0") && e.contains("karaoke"), "{e}");
+    assert!(fails(d, &["wedding", "simulate", "--policy", "random"]).contains("--policy"));
+}

@@ -9,6 +9,7 @@ mod kafka_client;
 mod produce;
 mod topics;
 mod up;
+pub mod wedding;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Groups(cmd) => groups::run(settings, cmd).await,
         Command::Dlq(cmd) => dlq::run(settings, cmd).await,
         Command::Analytics(cmd) => analytics::run(settings, cmd).await,
+        Command::Wedding(cmd) => wedding::run(cmd),
         Command::Bench(cmd) => bench::run(settings, cmd).await,
     }
 }

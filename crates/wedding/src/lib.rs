@@ -1,0 +1,12 @@
+//! Wedding operations (seed 000, "Marry Me"): incidents at a wedding handled by teams on the exercise's rules,
+//! scheduled to keep guests happy, with a report that compares the stress level to the best any schedule could do.
+//!
+//! - `rules.rs`: types and routing, priorities, routines, every rule as a setting with the exercise's default.
+//! - `schedule.rs`: the deterministic simulation under a policy (`fifo`, `edf`) and the max-flow upper bound.
+//! - `dataset.rs`: the exercise's dataset files and seeded random weddings.
+//! - `report.rs`: stress, happiness and response times in total, per team, priority and type.
+
+pub mod dataset;
+pub mod report;
+pub mod rules;
+pub mod schedule;

@@ -72,7 +72,7 @@ pub enum Command {
     /// Show and replay dead letters: records a handler gave up on, in `<TOPIC>.dlq`.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Measure throughput, latency and memory of the embedded log.
+    /// Measure throughput, latency and memory: the log, the wire, HTTP, the runtime and the analytics pipeline.
     #[command(subcommand)]
     Bench(crate::commands::bench::BenchCommand),
 }

@@ -231,6 +231,11 @@ impl Consumer {
         self.heartbeat_if_due()
     }
 
+    /// A group member that lost its assignment to a rebalance and rejoins on its next poll.
+    pub fn needs_rejoin(&self) -> bool {
+        self.member.is_some() && !self.assigned
+    }
+
     /// Heartbeats when due; a rebalance makes the next poll rejoin.
     fn heartbeat_if_due(&mut self) -> Result<(), BrokerError> {
         let Some(member) = &self.member else {

@@ -3,7 +3,7 @@
 //! with Kafka-protocol and in-process members. The reaper keeps idle members' sessions alive between requests (what
 //! Kafka's background heartbeat does) and closes instances unused for longer than the instance timeout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use weir_broker::group::TopicPartition;
-use weir_broker::{BrokerError, Consumer, ConsumerConfig, OffsetReset};
+use weir_broker::{BrokerError, ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::records::{body_or_error, integer, media_type, Format, BINARY_V2, JSON_V2};
@@ -42,6 +42,12 @@ struct Instance {
     last_used: Mutex<Instant>,
     topics: Mutex<Vec<String>>,
     consumer: tokio::sync::Mutex<Option<Consumer>>,
+    /// Records polled but not yet returned: by a rejoin between requests, or left over by `max_bytes`.
+    buffer: Mutex<VecDeque<ConsumedRecord>>,
+    /// Per partition, the offset after the last record returned to the client: what "commit everything fetched"
+    /// and auto-commit commit (the consumer's own position may be ahead, over the buffer).
+    returned: Mutex<HashMap<(String, i32), i64>>,
+    rejoining: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -73,10 +79,29 @@ pub async fn reap(registry: Arc<Registry>) {
                 continue;
             }
             // A request in progress is heartbeating through its poll.
-            if let Ok(mut guard) = instance.consumer.try_lock() {
-                if let Some(c) = guard.as_mut() {
-                    let _ = c.keep_alive();
-                }
+            let rejoin = match instance.consumer.try_lock() {
+                Ok(mut guard) => match guard.as_mut() {
+                    Some(c) => {
+                        let _ = c.keep_alive();
+                        c.needs_rejoin()
+                    }
+                    None => false,
+                },
+                Err(_) => false,
+            };
+            // A rebalance waits for every member to rejoin; one nobody is fetching through would hold up the
+            // others until its session expired. Rejoin it here (on its own task: joins wait for each other), keeping
+            // whatever the poll returns for the client's next fetch.
+            if rejoin && !instance.rejoining.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let instance = instance.clone();
+                tokio::spawn(async move {
+                    if let Some(c) = instance.consumer.lock().await.as_mut() {
+                        if let Ok(records) = c.poll(Duration::ZERO).await {
+                            instance.buffer.lock().extend(records);
+                        }
+                    }
+                    instance.rejoining.store(false, std::sync::atomic::Ordering::Release);
+                });
             }
         }
     }
@@ -216,6 +241,9 @@ pub async fn create(
         last_used: Mutex::new(Instant::now()),
         topics: Mutex::new(Vec::new()),
         consumer: tokio::sync::Mutex::new(None),
+        buffer: Mutex::new(VecDeque::new()),
+        returned: Mutex::new(HashMap::new()),
+        rejoining: std::sync::atomic::AtomicBool::new(false),
     });
     {
         let mut all = state.consumers.instances.lock();
@@ -311,6 +339,8 @@ pub async fn subscribe(
     if let Some(old) = old {
         let _ = old.close().await;
     }
+    instance.buffer.lock().clear();
+    instance.returned.lock().clear();
     *instance.topics.lock() = topics;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -351,7 +381,9 @@ pub async fn unsubscribe(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FetchParams {
-    /// Longest wait for records, in milliseconds (default 1000, at most 30000).
+    /// Longest wait for records, in milliseconds (default 1000, at most 5000, as the REST Proxy caps it by
+    /// `consumer.request.timeout.ms`).
+    #[param(maximum = 5000)]
     pub timeout: Option<u64>,
     /// Stop adding records once their keys and values reach this many bytes (default 64 MiB).
     pub max_bytes: Option<u64>,
@@ -376,6 +408,11 @@ fn embed(format: Format, bytes: Option<&[u8]>) -> Option<Value> {
         // Data written by non-JSON producers still comes back, as a string, rather than failing the fetch.
         Format::Json => serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into())),
     })
+}
+
+/// The positions after what the client has been given, to commit.
+fn returned_offsets(instance: &Instance) -> Vec<(TopicPartition, i64)> {
+    instance.returned.lock().iter().map(|((t, p), o)| (TopicPartition::new(t.clone(), *p), *o)).collect()
 }
 
 /// Fetch records for an instance (joining its group first if needed).
@@ -414,7 +451,7 @@ pub async fn records(
             format!("this instance was created with the {} format", instance.format.name()),
         ));
     }
-    let timeout = Duration::from_millis(params.timeout.unwrap_or(1000).min(30_000));
+    let timeout = Duration::from_millis(params.timeout.unwrap_or(1000).min(5_000));
     let max_bytes = params.max_bytes.unwrap_or(64 << 20);
     let started = Instant::now();
     let mut guard = instance.consumer.lock().await;
@@ -423,27 +460,36 @@ pub async fn records(
     };
     if instance.auto_commit {
         // Kafka's auto-commit: what earlier fetches returned is committed when the next one starts.
-        if let Err(e) = consumer.commit().await {
-            tracing::debug!(error = %e, "auto-commit before fetch failed; the group is rebalancing");
+        let offsets = returned_offsets(&instance);
+        if !offsets.is_empty() {
+            if let Err(e) = consumer.commit_offsets(offsets).await {
+                tracing::debug!(error = %e, "auto-commit before fetch failed; the group is rebalancing");
+            }
         }
     }
-    let polled = match consumer.poll(timeout).await {
-        Ok(r) => r,
-        // The group is rebalancing: nothing this time, the next fetch rejoins.
-        Err(BrokerError::Group(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
+    let buffered: Vec<ConsumedRecord> = instance.buffer.lock().drain(..).collect();
+    let polled = if !buffered.is_empty() {
+        buffered
+    } else {
+        match consumer.poll(timeout).await {
+            Ok(r) => r,
+            // The group is rebalancing: nothing this time, the next fetch rejoins.
+            Err(BrokerError::Group(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        }
     };
     let mut out = Vec::with_capacity(polled.len());
     let mut size = 0u64;
-    let mut rewind: HashMap<(String, i32), i64> = HashMap::new();
+    let mut left = VecDeque::new();
     for r in polled {
         let len = (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
-        if !out.is_empty() && size + len > max_bytes || rewind.contains_key(&(r.topic.to_string(), r.partition)) {
-            // Over the limit: this record and the rest of its partition are fetched again next time.
-            rewind.entry((r.topic.to_string(), r.partition)).or_insert(r.offset);
+        // Over the limit: this record and the rest wait for the next fetch, in order.
+        if !left.is_empty() || (!out.is_empty() && size + len > max_bytes) {
+            left.push_back(r);
             continue;
         }
         size += len;
+        instance.returned.lock().insert((r.topic.to_string(), r.partition), r.offset + 1);
         out.push(ConsumerRecord {
             topic: r.topic.to_string(),
             key: embed(instance.format, r.key.as_deref()),
@@ -452,8 +498,11 @@ pub async fn records(
             offset: r.offset,
         });
     }
-    for ((topic, partition), offset) in rewind {
-        consumer.seek(&topic, partition, offset)?;
+    if !left.is_empty() {
+        let mut buffer = instance.buffer.lock();
+        for r in left.into_iter().rev() {
+            buffer.push_front(r);
+        }
     }
     drop(guard);
     crate::metrics::consumed(&out, started.elapsed());
@@ -524,7 +573,8 @@ pub async fn commit(
     let Some(consumer) = guard.as_mut() else {
         return Err(ApiError::new(StatusCode::CONFLICT, 40903, "the consumer instance has no subscription"));
     };
-    let result = if offsets.is_empty() { consumer.commit().await } else { consumer.commit_offsets(offsets).await };
+    let offsets = if offsets.is_empty() { returned_offsets(&instance) } else { offsets };
+    let result = if offsets.is_empty() { Ok(()) } else { consumer.commit_offsets(offsets).await };
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(BrokerError::Group(e)) => Err(ApiError::new(StatusCode::CONFLICT, 40903, format!("commit refused: {e}"))),

@@ -338,6 +338,54 @@ async fn idle_consumer_instances_are_reaped() {
     server.stop().await;
 }
 
+/// Over a socket, with the reaper running: a member joining a group whose other member is idle between requests
+/// gets its partitions within seconds (the reaper rejoins the idle one), and no record is lost to that rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_does_not_hold_up_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker_config = BrokerConfig::new(dir.path());
+    broker_config.group.initial_rebalance_delay_ms = 0;
+    let broker = Broker::open(broker_config).unwrap();
+    broker.create_topic("t", 2, BTreeMap::new()).unwrap();
+    let producer = broker.producer();
+    for i in 0..20 {
+        producer.send(weir_broker::ProduceRecord::new("t", format!("r{i}")).with_key(format!("k{i}"))).await.unwrap();
+    }
+    let server = weir_http::HttpServer::start(broker, HttpConfig::new("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let addr = server.local_addr;
+    let call = |method: &'static str, path: String, body: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {V2}\r\nAccept: {BINARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (out, body)
+    };
+    for name in ["a", "b"] {
+        let body = if name == "a" {
+            r#"{"name":"a","auto.offset.reset":"earliest"}"#
+        } else {
+            r#"{"name":"b","auto.offset.reset":"earliest"}"#
+        };
+        assert!(call("POST", "/consumers/g".into(), body).await.0.starts_with("HTTP/1.1 200"));
+        call("POST", format!("/consumers/g/instances/{name}/subscription"), r#"{"topics":["t"]}"#).await;
+    }
+    // a joins alone and takes everything it is given.
+    let (_, first) = call("GET", "/consumers/g/instances/a/records?timeout=2000".into(), "").await;
+    assert!(!serde_json::from_str::<Vec<Value>>(&first).unwrap().is_empty(), "{first}");
+    // b's join starts a rebalance that needs a again; a is idle, so only the reaper can bring it back.
+    let started = std::time::Instant::now();
+    let (resp, _) = call("GET", "/consumers/g/instances/b/records?timeout=1000".into(), "").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(15), "b waited {:?} for the rebalance", started.elapsed());
+    server.stop().await;
+}
+
 fn base64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)

@@ -182,3 +182,47 @@ fn weir_up_runs_the_analytics_pipeline() {
     Command::new("kill").arg(up.id().to_string()).status().unwrap();
     assert!(up.wait().unwrap().success());
 }
+
+/// `weir up` runs the wedding services: the seed simulator's body on `POST /message` lands on its type's topic.
+#[test]
+fn weir_up_takes_the_seed_simulators_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, kafka, http, _stderr) = start_up_http(dir.path());
+    let body = r#"{"event_type": "broken_glass", "priority": "High", "description": "a tray fell", "timestamp": "2026-11-23T10:00:00+00:00"}"#;
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &format!("http://{http}/message"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
+        .output()
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["topic"], "wedding.broken_items", "{answer}");
+    let bad = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("http://{http}/message"),
+            "-d",
+            "{",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bad.stdout), "400");
+    let read =
+        ok(dir.path(), &["--server", &kafka, "consume", "wedding.broken_items", "--from-beginning", "--max", "1"]);
+    assert!(read.contains("a tray fell"), "{read}");
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+}

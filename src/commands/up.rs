@@ -17,7 +17,7 @@ use crate::cli::UpArgs;
 use crate::settings::Settings;
 
 /// The systems `weir up` can run. Each later issue adds its system here.
-pub const SYSTEMS: &[&str] = &["analytics"];
+pub const SYSTEMS: &[&str] = &["analytics", "wedding"];
 
 const HEARTBEAT_TOPIC: &str = "__weir_heartbeat";
 
@@ -94,6 +94,30 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
         let (r, tasks) = start_analytics(bus.clone(), store.clone(), systems_stopped.clone()).await?;
         routes = routes.merge(r);
         running.extend(tasks);
+    }
+    if systems.contains(&"wedding") {
+        let policy = match std::env::var("WEDDING_POLICY") {
+            Ok(p) => weir_wedding::schedule::Policy::parse(&p)
+                .with_context(|| format!("WEDDING_POLICY {p:?}: edf or fifo"))?,
+            Err(_) => weir_wedding::schedule::Policy::Edf,
+        };
+        let speed = match std::env::var("WEDDING_SPEED") {
+            Ok(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| *x > 0.0)
+                .with_context(|| format!("WEDDING_SPEED {v:?} must be a positive number"))?,
+            Err(_) => 1.0,
+        };
+        let config = weir_wedding::service::ServiceConfig { policy, speed, ..Default::default() };
+        let (r, tasks) = weir_wedding::service::start(bus.clone(), store.clone(), config, systems_stopped.clone())
+            .await
+            .context("cannot start the wedding services")?;
+        routes = routes.merge(r);
+        running.extend(tasks.into_iter().map(|t| -> SystemTask {
+            ("wedding team", tokio::spawn(async move { t.await.map_err(anyhow::Error::from) }))
+        }));
     }
     let http = match &broker {
         Some(broker) => start_http(broker, &args, routes).await?,

@@ -72,7 +72,7 @@ pub fn run(cmd: WeddingCommand) -> Result<()> {
     let events = match &args.dataset {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            dataset::parse(&text, rules.wedding_length, &weir_analytics::time::parse_rfc3339)
+            dataset::parse(&text, rules.wedding_length, &weir_runtime::time::parse_rfc3339)
                 .with_context(|| format!("in {}", path.display()))?
         }
         None => dataset::generate(args.events, rules.wedding_length, args.seed),

@@ -3,7 +3,6 @@
 //! `hourly_aggregations` on SQLite or PostgreSQL; an HTTP API at the seed's paths serves the results.
 //!
 //! - `event.rs`: the event format and the generator the producers share.
-//! - `time.rs`: RFC 3339 parsing and formatting on the hot path.
 //! - `hll.rs`: the HyperLogLog sketch behind `unique_users`.
 //! - `aggregator.rs`: windows, watermark, late events, the flush transaction.
 //! - `api.rs`: `/api/aggregations`, `/api/aggregations/latest`, `/api/stats`, `/api/event-types`,
@@ -15,6 +14,7 @@ pub mod aggregator;
 pub mod api;
 pub mod event;
 pub mod hll;
-pub mod time;
+/// Event times: RFC 3339 to and from milliseconds (shared with the other systems through the runtime).
+pub use weir_runtime::time;
 
 pub use aggregator::{Aggregator, AggregatorConfig, Control, FlushReport};

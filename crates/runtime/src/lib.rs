@@ -8,6 +8,7 @@
 //! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
 //! - [`outbox`]: the transactional outbox and its relay.
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
+//! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
 
 mod bus;
 mod embedded;
@@ -16,6 +17,7 @@ mod kafka;
 pub mod kv;
 pub mod outbox;
 pub mod sql;
+pub mod time;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
 pub use embedded::EmbeddedBus;

@@ -5,8 +5,11 @@
 //! - `schedule.rs`: the deterministic simulation under a policy (`fifo`, `edf`) and the max-flow upper bound.
 //! - `dataset.rs`: the exercise's dataset files and seeded random weddings.
 //! - `report.rs`: stress, happiness and response times in total, per team, priority and type.
+//! - `service.rs`: the services on the bus: HTTP ingest to a topic per type, one consumer group per team, statuses
+//!   in `wedding_events`, the run's report.
 
 pub mod dataset;
 pub mod report;
 pub mod rules;
 pub mod schedule;
+pub mod service;

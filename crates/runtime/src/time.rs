@@ -1,5 +1,5 @@
 //! RFC 3339 instants as milliseconds since the epoch, both ways, without a date library: events carry their time
-//! as text, and parsing millions of them is on the aggregator's hot path.
+//! as text, and parsing millions of them is on the systems' hot paths (the analytics aggregator's, for one).
 
 /// Days from 1970-01-01 to the given civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

@@ -1,0 +1,118 @@
+//! The wedding services on the embedded bus, on a run clock 5 times real time: the seed simulator's body through
+//! `POST /message`, validation, topics per type, team consumer groups, statuses in the database, the report.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sqlx::Row;
+use tower::ServiceExt;
+use weir_broker::{Broker, BrokerConfig};
+use weir_runtime::{EmbeddedBus, SqlStore};
+use weir_wedding::service::{self, ServiceConfig};
+
+async fn call(app: &axum::Router, method: &str, uri: &str, body: Value) -> (u16, Value) {
+    let req = axum::http::Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_flow_from_http_through_topics_to_the_teams() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new(dir.path().join("data"));
+    config.group.initial_rebalance_delay_ms = 0;
+    let broker = Broker::open(config).unwrap();
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let cfg = ServiceConfig { speed: 5.0, ..Default::default() };
+    let (app, tasks) =
+        service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), cfg, stopped).await.unwrap();
+    // Let the team groups join before the first event.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (s, run) = call(&app, "POST", "/api/wedding/start", json!({})).await;
+    assert_eq!(s, 200, "{run}");
+    // What the seed's simulator sends: an RFC 3339 instant, read against the run's start.
+    let now = weir_runtime::time::format_rfc3339(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
+    );
+    let (s, ok) = call(
+        &app,
+        "POST",
+        "/message",
+        json!({"event_type": "brawl", "priority": "Low", "description": "two uncles", "timestamp": now}),
+    )
+    .await;
+    assert_eq!((s, ok["topic"].as_str()), (200, Some("wedding.brawl")), "{ok}");
+    // A type shared by catering and waiters, and one nobody can handle in time (officiant is busy for 60 s).
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/wedding/events",
+        json!([
+            {"id": "ill", "event_type": "feeling-ill", "priority": "low", "description": "", "timestamp": "00:10"},
+            {"id": "rings", "event_type": "missing_rings", "priority": "high", "description": "", "timestamp": "00:01"},
+            {"id": "b2", "event_type": "Brawl", "priority": "LOW", "description": "", "timestamp": "00:10"}
+        ]),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    for (body, field) in [
+        (json!({"event_type": "karaoke", "priority": "low"}), "event_type"),
+        (json!({"event_type": "brawl", "priority": "urgent"}), "priority"),
+        (json!({"event_type": "brawl", "priority": "low", "timestamp": "yesterday"}), "timestamp"),
+    ] {
+        let (s, e) = call(&app, "POST", "/message", body).await;
+        assert_eq!(s, 400);
+        assert!(e["error"].as_str().unwrap().contains(field), "{e}");
+    }
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/wedding/events",
+        json!([{"event_type": "brawl", "priority": "low"}, {"event_type": "nope", "priority": "low"}]),
+    )
+    .await;
+    assert_eq!(s, 400, "a bad event in a batch stores none of it");
+
+    // Run clock at 5x: security and waiters are free from 20 s (4 s of wall time); deadlines pass by 25 s.
+    let started = Instant::now();
+    let report = loop {
+        let (_, r) = call(&app, "GET", "/api/wedding/report", Value::Null).await;
+        if r["open"] == 0 && r["events"] == 4 {
+            break r;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let (_, all) = call(&app, "GET", "/api/wedding/events", Value::Null).await;
+            panic!("still open: {r}\n{all}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The brawl sent "now" (00:00, low: 15 s) is missed, as nobody in security is free before 20 s; the one at
+    // 00:10 (deadline 25 s) is handled from 20 s.
+    let (_, all) = call(&app, "GET", "/api/wedding/events", Value::Null).await;
+    assert_eq!((report["happy"].as_i64(), report["stress"].as_i64()), (Some(2), Some(2)), "{report}\n{all}");
+    assert!(report["happy"].as_i64() <= report["upper_bound"].as_i64());
+    let rows =
+        sqlx::query("SELECT id, team, status FROM wedding_events ORDER BY id").fetch_all(store.pool()).await.unwrap();
+    let rows: BTreeMap<String, (Option<String>, String)> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+    assert_eq!(rows["ill"], (Some("waiters".to_string()), "handled".to_string()), "taken once, by the team free first");
+    assert_eq!(rows["rings"], (None, "missed".to_string()));
+    assert_eq!(rows["b2"], (Some("security".to_string()), "handled".to_string()));
+    let (_, listed) = call(&app, "GET", "/api/wedding/events?status=handled", Value::Null).await;
+    assert_eq!(listed["events"].as_array().unwrap().len(), 2);
+
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    broker.shutdown();
+}

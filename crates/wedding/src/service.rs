@@ -44,6 +44,8 @@ struct Run {
     id: i64,
     started: Instant,
     started_ms: i64,
+    /// How many times faster than real time this run's clock goes.
+    speed: f64,
 }
 
 #[derive(Clone)]
@@ -56,7 +58,7 @@ struct Shared {
 
 impl Shared {
     fn clock(&self, run: &Run) -> Ms {
-        (run.started.elapsed().as_secs_f64() * 1000.0 * self.config.speed) as Ms
+        (run.started.elapsed().as_secs_f64() * 1000.0 * run.speed) as Ms
     }
 }
 
@@ -136,11 +138,11 @@ async fn open_run(s: &Shared) -> Result<Run, ApiError> {
     if let Some(r) = *s.run.lock() {
         return Ok(r);
     }
-    new_run(s).await
+    new_run(s, s.config.speed).await
 }
 
-async fn new_run(s: &Shared) -> Result<Run, ApiError> {
-    let run = Run { id: now_ms(), started: Instant::now(), started_ms: now_ms() };
+async fn new_run(s: &Shared, speed: f64) -> Result<Run, ApiError> {
+    let run = Run { id: now_ms(), started: Instant::now(), started_ms: now_ms(), speed };
     sqlx::query("INSERT INTO wedding_runs (run, started_at, policy) VALUES ($1, $2, $3)")
         .bind(run.id)
         .bind(run.started_ms)
@@ -151,9 +153,21 @@ async fn new_run(s: &Shared) -> Result<Run, ApiError> {
     Ok(run)
 }
 
-async fn start_run(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let run = new_run(&s).await?;
-    Ok(Json(json!({"run": run.id, "policy": s.config.policy.name(), "speed": s.config.speed})))
+/// `POST /api/wedding/start`, optionally with `{"speed": X}`: a new run from 00:00 now.
+async fn start_run(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let speed = if body.iter().all(u8::is_ascii_whitespace) {
+        s.config.speed
+    } else {
+        let v = parse_body(&body)?;
+        match v.get("speed") {
+            None | Some(Value::Null) => s.config.speed,
+            Some(x) => x.as_f64().filter(|x| *x > 0.0 && x.is_finite()).ok_or_else(|| {
+                ApiError(StatusCode::BAD_REQUEST, format!("speed must be a positive number, got {x}"))
+            })?,
+        }
+    };
+    let run = new_run(&s, speed).await?;
+    Ok(Json(json!({"run": run.id, "policy": s.config.policy.name(), "speed": speed})))
 }
 
 /// Validates, stores as pending and produces one event; its answer.
@@ -165,7 +179,7 @@ async fn ingest(s: &Shared, v: &Value, index: usize) -> Result<Value, ApiError> 
         parse_event(v, index, &instant).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     event.happened = match absolute {
         // An instant counts from the run's 00:00 on the run's clock.
-        Some(abs) => ((abs - run.started_ms) as f64 * s.config.speed) as Ms,
+        Some(abs) => ((abs - run.started_ms) as f64 * run.speed) as Ms,
         None if event.happened < 0 => clock,
         None => event.happened,
     }

@@ -19,6 +19,17 @@ if ! command -v kcat >/dev/null 2>&1; then
   command -v kcat >/dev/null 2>&1 || { echo "error: kcat is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# curl drives the HTTP tests of `weir up` (the seed documents' requests are curl commands).
+if ! command -v curl >/dev/null 2>&1; then
+  echo "installing curl (Debian package) for the HTTP tests" >&2
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+  fi
+  command -v curl >/dev/null 2>&1 || { echo "error: curl is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # kafka-python (PyPI) drives the Python client test; it fails, not skips, without it.
 if ! python3 -c "import kafka" >/dev/null 2>&1; then
   echo "installing kafka-python (PyPI) for the Python client test" >&2

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use weir_analytics::event::{Generator, TOPIC};
+use weir_runtime::time::now_ms;
 use weir_runtime::{Bus, EmbeddedBus, KafkaBus, OutgoingMessage};
 
 use super::{open_broker, shutdown_signal};
@@ -80,10 +81,6 @@ pub async fn run(settings: Settings, cmd: AnalyticsCommand) -> Result<()> {
         b.shutdown();
     }
     result
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn send(

@@ -145,6 +145,16 @@ async fn state_value(store: &SqlStore, k: &str) -> Result<Option<i64>, sqlx::Err
         .map(|r| r.get::<i64, _>(0)))
 }
 
+/// What became of one event.
+enum Absorbed {
+    /// Added to its window; `advanced` when it moved its partition's latest event time (the watermark may move).
+    Windowed {
+        advanced: bool,
+    },
+    Late,
+    Invalid,
+}
+
 pub struct Aggregator {
     bus: Arc<dyn Bus>,
     store: SqlStore,
@@ -280,18 +290,30 @@ impl Aggregator {
                 self.assigned_at = Instant::now();
             }
             let now = Instant::now();
+            // Per partition rather than per record (a batch holds runs of each partition's records): the
+            // bookkeeping keyed by topic name stays off the per-event path.
+            for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+                self.last_seen.insert((run[0].topic.clone(), run[0].partition), now);
+            }
             let mut watermark = self.watermark_at(now);
             let mut late = Vec::new();
+            let mut consumed = 0u64;
             for m in &batch {
-                let (is_late, advanced) = self.absorb(m, watermark);
-                if is_late {
-                    late.push(m);
+                match self.absorb(m, watermark) {
+                    Absorbed::Late => late.push(m),
+                    Absorbed::Windowed { advanced } => {
+                        consumed += 1;
+                        if advanced {
+                            watermark = self.watermark_at(now);
+                        }
+                    }
+                    Absorbed::Invalid => {}
                 }
-                if advanced {
-                    self.last_seen.insert((m.topic.clone(), m.partition), now);
-                    watermark = self.watermark_at(now);
-                }
-                self.consumed_to.insert((m.topic.clone(), m.partition), m.offset + 1);
+            }
+            metrics::counter!("events_consumed_total").increment(consumed);
+            for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+                let last = &run[run.len() - 1];
+                self.consumed_to.insert((last.topic.clone(), last.partition), last.offset + 1);
             }
             // What memory holds counts as handled: the next flush writes it with these offsets, and a crash before
             // that loses both together.
@@ -335,24 +357,23 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Adds one event to memory. Returns whether it was late, and whether it advanced its partition's latest time.
-    fn absorb(&mut self, m: &Message, watermark: Option<i64>) -> (bool, bool) {
+    /// Adds one event to memory.
+    fn absorb(&mut self, m: &Message, watermark: Option<i64>) -> Absorbed {
         let Some(ev) = m.value.as_deref().and_then(|v| serde_json::from_slice::<EventRef<'_>>(v).ok()) else {
             self.snapshot.lock().invalid_events += 1;
             metrics::counter!("invalid_events_total").increment(1);
-            return (false, false);
+            return Absorbed::Invalid;
         };
         let Some(ts) = parse_rfc3339(&ev.timestamp) else {
             self.snapshot.lock().invalid_events += 1;
             metrics::counter!("invalid_events_total").increment(1);
-            return (false, false);
+            return Absorbed::Invalid;
         };
-        metrics::counter!("events_consumed_total").increment(1);
         let window = ts.div_euclid(HOUR_MS) * HOUR_MS;
         if watermark.is_some_and(|w| window + HOUR_MS <= w) {
             self.snapshot.lock().late_events += 1;
             metrics::counter!("late_events_total").increment(1);
-            return (true, false);
+            return Absorbed::Late;
         }
         let tp = (m.topic.clone(), m.partition);
         let advanced = match self.max_event_ms.get_mut(&tp) {
@@ -383,7 +404,7 @@ impl Aggregator {
         if let Some(u) = ev.user_id.as_deref() {
             d.users.insert(u.as_bytes());
         }
-        (false, advanced)
+        Absorbed::Windowed { advanced }
     }
 
     fn publish_snapshot(&self, next_flush: Instant) {
@@ -393,13 +414,13 @@ impl Aggregator {
         s.events_in_memory = self.deltas.values().map(|d| d.count).sum();
         s.watermark_ms = watermark;
         let until = next_flush.saturating_duration_since(Instant::now()).as_millis() as i64;
-        s.next_flush_ms = weir_log_now() + until;
+        s.next_flush_ms = weir_runtime::time::now_ms() + until;
     }
 
     /// One transaction: the windows' deltas, the finalised windows, the counters and the consumed offsets.
     async fn flush(&mut self, sub: &mut dyn weir_runtime::Subscription) -> Result<FlushReport, AggregatorError> {
         let started = Instant::now();
-        let now = format_rfc3339(weir_log_now());
+        let now = format_rfc3339(weir_runtime::time::now_ms());
         let mut tx = self.store.begin().await.map_err(|e| match e {
             weir_runtime::sql::StoreError::Db(e) => AggregatorError::Db(e),
             other => AggregatorError::Db(sqlx::Error::Protocol(other.to_string())),
@@ -471,7 +492,7 @@ impl Aggregator {
             ("late_events".to_string(), late as i64),
             ("invalid_events".to_string(), invalid as i64),
             ("windows_flushed".to_string(), flushed as i64),
-            ("last_flush_ms".to_string(), weir_log_now()),
+            ("last_flush_ms".to_string(), weir_runtime::time::now_ms()),
         ];
         for ((topic, partition), m) in &self.max_event_ms {
             state.push((format!("max_event_ms/{topic}/{partition}"), *m));
@@ -496,7 +517,7 @@ impl Aggregator {
             let mut s = self.snapshot.lock();
             s.events_consumed = consumed;
             s.windows_flushed = flushed;
-            s.last_flush_ms = Some(weir_log_now());
+            s.last_flush_ms = Some(weir_runtime::time::now_ms());
         }
         let commits: Vec<(String, i32, i64)> = self.consumed_to.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         // A hint for lag and for `groups describe`; the database decides where a restart resumes.
@@ -519,8 +540,4 @@ impl Snapshot {
     fn events_consumed_after(&self, in_memory: u64) -> u64 {
         self.events_consumed + in_memory
     }
-}
-
-fn weir_log_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::bus::{Bus, BusError, Message, OutgoingMessage, StartFrom, SubscribeOptions};
 use crate::sql::{self, SqlStore, SqlTx};
+use crate::stop::StopSignal;
 
 /// Header carrying an event's stable id (set by the outbox relay; producers may set it too).
 pub const EVENT_ID_HEADER: &str = "weir.event.id";
@@ -159,19 +160,10 @@ impl Runner {
     /// Consumes until `stop` resolves, then finishes the batch in hand (within the shutdown deadline), commits, and
     /// leaves the group.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<RunStats, RunnerError> {
-        // `stop` runs on its own task: a future suspended mid-way (holding a pooled connection, say) must not sit
-        // inside this loop's select while the handlers need that connection.
-        let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
-        let watcher = tokio::spawn(async move {
-            stop.await;
-            let _ = stopped_tx.send(true);
-        });
-        let result = self.consume(&mut stopped).await;
-        watcher.abort();
-        result
+        self.consume(&mut StopSignal::new(stop)).await
     }
 
-    async fn consume(&self, stopped: &mut tokio::sync::watch::Receiver<bool>) -> Result<RunStats, RunnerError> {
+    async fn consume(&self, stopped: &mut StopSignal) -> Result<RunStats, RunnerError> {
         let c = &self.config;
         let mut options = SubscribeOptions::new(c.group.clone(), c.topics.clone());
         options.start_from = c.start_from;
@@ -183,7 +175,7 @@ impl Runner {
         loop {
             let batch = tokio::select! {
                 biased;
-                _ = stopped.wait_for(|s| *s) => break,
+                _ = stopped.wait() => break,
                 b = sub.next_batch(Duration::from_millis(500)) => b,
             };
             let mut batch = match batch {
@@ -203,8 +195,9 @@ impl Runner {
             }
             // A stop arriving mid-batch lets the batch finish, for at most the shutdown deadline; past it the batch
             // is abandoned uncommitted (its transactions roll back) and will be redelivered.
-            let deadline = async {
-                let _ = stopped.clone().wait_for(|s| *s).await;
+            let mut stop = stopped.receiver();
+            let deadline = async move {
+                let _ = stop.wait_for(|s| *s).await;
                 tokio::time::sleep(c.shutdown_deadline).await;
             };
             let done = tokio::select! {
@@ -465,7 +458,7 @@ async fn retry_or_dead_letter(
     first_failure: &mut Option<i64>,
     stats: &mut RunStats,
 ) -> Result<bool, RunnerError> {
-    let first = *first_failure.get_or_insert_with(sql::now_ms);
+    let first = *first_failure.get_or_insert_with(crate::time::now_ms);
     metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
     if matches!(e, HandlerError::Retryable(_)) && *attempt < config.max_attempts {
         stats.retried += 1;

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use sqlx::Row;
 
-use crate::sql::{now_ms, SqlStore};
+use crate::sql::SqlStore;
+use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {

@@ -8,6 +8,7 @@
 //! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
 //! - [`outbox`]: the transactional outbox and its relay.
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
+//! - [`stop`]: stopping long-running loops on a caller's future without holding its resources in a `select!`.
 //! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
 
 mod bus;
@@ -17,6 +18,7 @@ mod kafka;
 pub mod kv;
 pub mod outbox;
 pub mod sql;
+pub mod stop;
 pub mod time;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};

@@ -16,7 +16,9 @@ use sqlx::Row;
 
 use crate::bus::{Bus, BusError, OutgoingMessage};
 use crate::handler::EVENT_ID_HEADER;
-use crate::sql::{now_ms, Dialect, SqlStore, SqlTx, StoreError};
+use crate::sql::{Dialect, SqlStore, SqlTx, StoreError};
+use crate::stop::StopSignal;
+use crate::time::now_ms;
 
 const CHANNEL: &str = "weir_outbox";
 
@@ -132,18 +134,10 @@ impl Relay {
 
     /// Relays until `stop` resolves.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<u64, RelayError> {
-        // As in the runner: `stop` on its own task, so it never sits suspended holding what a round needs.
-        let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
-        let watcher = tokio::spawn(async move {
-            stop.await;
-            let _ = stopped_tx.send(true);
-        });
-        let result = self.relay_until(&mut stopped).await;
-        watcher.abort();
-        result
+        self.relay_until(&mut StopSignal::new(stop)).await
     }
 
-    async fn relay_until(&self, stopped: &mut tokio::sync::watch::Receiver<bool>) -> Result<u64, RelayError> {
+    async fn relay_until(&self, stopped: &mut StopSignal) -> Result<u64, RelayError> {
         let mut listener = match self.store.dialect() {
             Dialect::Postgres => {
                 let mut l = sqlx::postgres::PgListener::connect(self.store.url()).await?;
@@ -154,7 +148,7 @@ impl Relay {
         };
         let mut total = 0u64;
         loop {
-            if *stopped.borrow() {
+            if stopped.is_stopped() {
                 return Ok(total);
             }
             let n = self.relay_once().await?;
@@ -171,7 +165,7 @@ impl Relay {
                 }
             };
             tokio::select! {
-                _ = stopped.wait_for(|s| *s) => return Ok(total),
+                _ = stopped.wait() => return Ok(total),
                 _ = wake => {}
             }
         }

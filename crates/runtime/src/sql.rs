@@ -205,12 +205,8 @@ pub async fn first_time(tx: &mut SqlTx, group: &str, event_id: &str) -> Result<b
     )
     .bind(group)
     .bind(event_id)
-    .bind(now_ms())
+    .bind(crate::time::now_ms())
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

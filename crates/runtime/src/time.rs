@@ -1,6 +1,11 @@
 //! RFC 3339 instants as milliseconds since the epoch, both ways, without a date library: events carry their time
 //! as text, and parsing millions of them is on the systems' hot paths (the analytics aggregator's, for one).
 
+/// Now, in milliseconds since the epoch (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Days from 1970-01-01 to the given civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

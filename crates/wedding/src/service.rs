@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sqlx::Row;
 use tokio::sync::watch;
+use weir_runtime::time::now_ms;
 use weir_runtime::{Bus, BusError, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
 
 use crate::dataset::parse_event;
@@ -64,10 +65,6 @@ impl Shared {
 
 pub fn topic_for(event_type: &str) -> String {
     format!("wedding.{event_type}")
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Creates `wedding_runs` and `wedding_events`.

@@ -8,27 +8,24 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# kcat (librdkafka's command-line client) drives the Kafka-listener tests; they fail, not skip, without it.
-if ! command -v kcat >/dev/null 2>&1; then
-  echo "installing kcat (Debian package) for the Kafka compatibility tests" >&2
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   elif command -v sudo >/dev/null 2>&1; then
-    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
   fi
-  command -v kcat >/dev/null 2>&1 || { echo "error: kcat is required by the tests and could not be installed" >&2; exit 1; }
-fi
+}
 
-# curl drives the HTTP tests of `weir up` (the seed documents' requests are curl commands).
-if ! command -v curl >/dev/null 2>&1; then
-  echo "installing curl (Debian package) for the HTTP tests" >&2
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
-  fi
-  command -v curl >/dev/null 2>&1 || { echo "error: curl is required by the tests and could not be installed" >&2; exit 1; }
-fi
+# A command the tests drive, from its Debian package when missing; the tests fail, not skip, without it.
+need() { # need COMMAND PACKAGE WHY
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2 (Debian package) for $3" >&2
+  apt_install "$2" || true
+  command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is required by the tests and could not be installed" >&2; exit 1; }
+}
+
+need kcat kcat "the Kafka compatibility tests"   # librdkafka's command-line client
+need curl curl "the HTTP tests of weir up"       # the seed documents' requests are curl commands
 
 # kafka-python (PyPI) drives the Python client test; it fails, not skips, without it.
 if ! python3 -c "import kafka" >/dev/null 2>&1; then
@@ -46,13 +43,6 @@ fi
 
 # PostgreSQL and Redis back the runtime's store tests, which fail, not skip, without them: start them, or install them
 # from Debian's packages first on a machine that has neither.
-apt_install() {
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo apt-get update -qq >/dev/null && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-  fi
-}
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
 wait_port() { for _ in $(seq 50); do port_open "$1" && return 0; sleep 0.2; done; return 1; }

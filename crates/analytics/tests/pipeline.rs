@@ -222,7 +222,8 @@ fn crash_test(test: &str, postgres: bool) {
         rt.block_on(async {
             let b = broker(&std::path::Path::new(dir).join("data"));
             let store = SqlStore::connect(url).await.unwrap();
-            let config = AggregatorConfig { flush_interval: Duration::from_millis(100), ..Default::default() };
+            // Frequent flushes, so that a kill has many transactions to land in.
+            let config = AggregatorConfig { flush_interval: Duration::from_millis(25), ..Default::default() };
             let (control, stop, task) = start(Arc::new(EmbeddedBus::new(b.clone())), store.clone(), config).await;
             loop {
                 let done: i64 =
@@ -269,12 +270,18 @@ fn crash_test(test: &str, postgres: bool) {
             stored(&store).await.values().sum::<i64>()
         })
     };
+    // Each round kills the child a random moment after its first new flush is visible, so the kill lands mid-ingest
+    // however fast this machine aggregates (a fixed delay once let a fast machine finish before the kill).
     let mut rng = rand::thread_rng();
     let mut mid_stream = 0;
     for _ in 0..8 {
         let before = progress();
         let mut c = spawn();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(200..700)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while progress() == before && c.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
         Command::new("kill").args(["-9", &c.id().to_string()]).status().unwrap();
         c.wait().unwrap();
         let after = progress();
@@ -282,6 +289,7 @@ fn crash_test(test: &str, postgres: bool) {
             mid_stream += 1;
         }
     }
+    eprintln!("{mid_stream} of 8 kills landed mid-ingest");
     assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-ingest");
     let status = spawn().wait().unwrap();
     assert!(status.success());

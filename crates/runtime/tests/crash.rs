@@ -96,8 +96,9 @@ async fn child(kind: &str, dir: &str, url: &str) {
     b.shutdown();
 }
 
-/// Runs the child `KILLS` times, killing it at a random moment each time, then once more to the end. `progress`
-/// says how far the work had got (0 to `total`); the test insists that most kills landed mid-stream.
+/// Runs the child `KILLS` times, killing it at a random moment soon after its progress first moves (so the kill lands
+/// mid-stream however fast the machine is), then once more to the end. `progress` says how far the work had got
+/// (0 to `total`); the test insists that most kills landed mid-stream.
 fn kill_repeatedly(test: &str, kind: &str, dir: &std::path::Path, url: &str, total: i64, progress: impl Fn() -> i64) {
     let exe = std::env::current_exe().unwrap();
     let spawn = || {
@@ -118,7 +119,11 @@ fn kill_repeatedly(test: &str, kind: &str, dir: &std::path::Path, url: &str, tot
             break;
         }
         let mut c = spawn();
-        std::thread::sleep(Duration::from_millis(rng.gen_range(60..300)));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress() == before && c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
         Command::new("kill").args(["-9", &c.id().to_string()]).status().unwrap();
         c.wait().unwrap();
         killed += 1;
@@ -127,6 +132,7 @@ fn kill_repeatedly(test: &str, kind: &str, dir: &std::path::Path, url: &str, tot
             mid_stream += 1;
         }
     }
+    eprintln!("{mid_stream} of {killed} kills landed mid-stream");
     assert!(
         mid_stream >= 3 && mid_stream * 2 >= killed,
         "only {mid_stream} of {killed} kills landed mid-stream: make the work longer"

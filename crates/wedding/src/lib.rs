@@ -3,12 +3,14 @@
 //!
 //! - `rules.rs`: types and routing, priorities, routines, every rule as a setting with the exercise's default.
 //! - `schedule.rs`: the deterministic simulation under a policy (`fifo`, `edf`) and the max-flow upper bound.
+//! - `optimum.rs`: the exact optimum by an integer program over handling starts, checked by replaying it.
 //! - `dataset.rs`: the exercise's dataset files and seeded random weddings.
 //! - `report.rs`: stress, happiness and response times in total, per team, priority and type.
 //! - `service.rs`: the services on the bus: HTTP ingest to a topic per type, one consumer group per team, statuses
 //!   in `wedding_events`, the run's report.
 
 pub mod dataset;
+pub mod optimum;
 pub mod report;
 pub mod rules;
 pub mod schedule;

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::optimum::best_possible;
 use crate::rules::{Rules, Team};
-use crate::schedule::{upper_bound, Event, Outcome, Policy};
+use crate::schedule::{Event, Outcome, Policy};
 
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Tally {
@@ -20,7 +21,8 @@ pub struct Report {
     pub events: usize,
     pub happy: usize,
     pub stress: usize,
-    /// The most events any schedule could keep happy (a max-flow bound; see `schedule::upper_bound`).
+    /// The most events any schedule could keep happy: the exact optimum where it can be had (see `optimum.rs`),
+    /// else the max-flow bound; `upper_bound_kind` says which.
     pub upper_bound: usize,
     pub upper_bound_kind: &'static str,
     pub policy: Policy,
@@ -82,12 +84,13 @@ pub fn report(rules: &Rules, events: &[Event], outcomes: &[Outcome], policy: Pol
         })
         .collect();
     let happy = outcomes.iter().filter(|o| o.happy).count();
+    let (upper_bound, upper_bound_kind) = best_possible(rules, events);
     Report {
         events: events.len(),
         happy,
         stress: events.len() - happy,
-        upper_bound: upper_bound(rules, events),
-        upper_bound_kind: "max-flow relaxation (an upper bound; may exceed the true optimum)",
+        upper_bound,
+        upper_bound_kind,
         policy,
         by_team,
         by_priority,
@@ -102,12 +105,13 @@ impl Report {
     /// The human report.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "policy {}: {} events, {} happy, stress level {} (upper bound on happy: {}, {:.1}% of it reached)\n",
+            "policy {}: {} events, {} happy, stress level {} (best possible: {} happy, {}; {:.1}% of it reached)\n",
             self.policy.name(),
             self.events,
             self.happy,
             self.stress,
             self.upper_bound,
+            self.upper_bound_kind,
             100.0 * self.happy as f64 / self.upper_bound.max(1) as f64
         );
         out += &format!(

@@ -276,14 +276,15 @@ fn analytics_producers_write_the_seed_events() {
     assert!(e.contains("--default") || e.contains("required"), "{e}");
 }
 
-/// `weir wedding simulate`: a deterministic report whose happy count never exceeds the bound; datasets in the
-/// exercise's format; bad input named.
+/// `weir wedding simulate`: an embedded weir on the virtual clock at full speed gives a deterministic report, the same
+/// as the in-process model's, whose happy count never exceeds the bound; datasets in the exercise's format; bad input
+/// named.
 #[test]
 fn wedding_simulations_report_against_the_bound() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let json = |args: &[&str]| -> serde_json::Value {
-        let out = ok(d, &[&["wedding", "simulate", "--report", "json"], args].concat());
+        let out = ok(d, &[&["wedding", "simulate", "--speed", "max", "--report", "json"], args].concat());
         serde_json::from_str(out.lines().last().unwrap()).unwrap()
     };
     let edf = json(&["--seed", "7"]);
@@ -296,7 +297,13 @@ fn wedding_simulations_report_against_the_bound() {
         }
     }
     assert!(edf["happy"].as_u64() >= fifo["happy"].as_u64());
-    assert_eq!(json(&["--seed", "7"])["happy"], edf["happy"], "the same wedding, the same report");
+    let mut again = json(&["--seed", "7"]);
+    again["run"] = edf["run"].clone();
+    assert_eq!(again, edf, "the same wedding, the same report");
+    let mut model = json(&["--seed", "7", "--model"]);
+    model["run"] = edf["run"].clone();
+    assert_eq!(model, edf, "the run through weir decides as the model does");
+    assert_eq!(edf["upper_bound_kind"], "exact");
 
     let file = d.join("wedding.json");
     std::fs::write(
@@ -311,4 +318,6 @@ fn wedding_simulations_report_against_the_bound() {
     let e = fails(d, &["wedding", "simulate", "--dataset", file.to_str().unwrap()]);
     assert!(e.contains("event 0") && e.contains("karaoke"), "{e}");
     assert!(fails(d, &["wedding", "simulate", "--policy", "random"]).contains("--policy"));
+    assert!(fails(d, &["wedding", "simulate", "--speed", "fast"]).contains("--speed"));
+    assert!(fails(d, &["wedding", "simulate", "--routines", "security=sometimes"]).contains("sometimes"));
 }

@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Groups(cmd) => groups::run(settings, cmd).await,
         Command::Dlq(cmd) => dlq::run(settings, cmd).await,
         Command::Analytics(cmd) => analytics::run(settings, cmd).await,
-        Command::Wedding(cmd) => wedding::run(cmd),
+        Command::Wedding(cmd) => wedding::run(cmd).await,
         Command::Bench(cmd) => bench::run(settings, cmd).await,
     }
 }

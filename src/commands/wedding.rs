@@ -1,27 +1,42 @@
-//! `weir wedding simulate`: a wedding (a dataset file, or a seeded random one) run by the teams on the exercise's
-//! rules under a scheduling policy, on a virtual clock, with the report: stress, happiness, and how close the policy
-//! came to the upper bound. Deterministic: the same input, the same report.
+//! `weir wedding simulate`: a wedding (a dataset file, or a seeded random one) sent over HTTP to weir's wedding
+//! services like the seed's simulator does, handled by the teams on the exercise's rules, and the run's report:
+//! stress, happiness, response times, utilisation, and how close the policy came to the best possible.
 //!
-//! Without `--target` the rules run in-process, exactly and instantly. With `--target http://HOST:PORT` the events
-//! go over HTTP to a running weir (`weir up`) at their times, on a clock `--speed` times real time, through its
-//! topics and team consumer groups, and the report is that run's.
+//! Without `--target` it starts an embedded weir of its own (broker, HTTP listener, wedding services) in a fresh
+//! temporary data dir and runs on a virtual clock: the outcome is deterministic, and `--speed max` runs a 6-minute
+//! wedding in seconds. With `--target http://HOST:PORT` it drives a running weir (`weir up`) on that run's real clock
+//! (`--clock virtual` asks for a virtual one there too). `--model` skips weir altogether and computes the outcome from
+//! the rules in-process, which a virtual run reproduces decision for decision.
+
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use weir_wedding::rules::{Routine, Rules, Team};
-use weir_wedding::schedule::{simulate, Policy};
+use serde_json::{json, Value};
+use weir_wedding::report::Report;
+use weir_wedding::rules::{Ms, Rules};
+use weir_wedding::schedule::{simulate, Event, Policy};
 use weir_wedding::{dataset, report};
 
 #[derive(Debug, Subcommand)]
 pub enum WeddingCommand {
-    /// Run a wedding on the virtual clock and print its report.
+    /// Send a wedding's incidents to weir at their times and print the run's report.
     Simulate(SimulateArgs),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClockKind {
+    /// The run's clock follows the wall clock, `--speed` times faster.
+    Real,
+    /// The run's clock moves only when the simulator says, stopping at every moment where something can happen:
+    /// deterministic, whatever the machine's speed.
+    Virtual,
 }
 
 #[derive(Debug, Args)]
@@ -29,12 +44,12 @@ pub struct SimulateArgs {
     /// A dataset file: a JSON array of events (the exercise's format). Without it, a random wedding from --seed.
     #[arg(long, value_name = "FILE")]
     dataset: Option<std::path::PathBuf>,
-    /// `edf` (earliest feasible deadline first) or `fifo` (the naive oldest first).
-    #[arg(long, default_value = "edf")]
-    policy: String,
-    /// Workers per team.
-    #[arg(long, default_value_t = 2)]
-    workers: usize,
+    /// `edf` (earliest feasible deadline first) or `fifo` (the naive oldest first) [default: edf, or the target's].
+    #[arg(long)]
+    policy: Option<String>,
+    /// Workers per team [default: 2, or the target's].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Routines per team, e.g. `security=concentrated,waiters=intermittent` (standard|intermittent|concentrated).
     #[arg(long, value_name = "TEAM=ROUTINE,...")]
     routines: Option<String>,
@@ -49,32 +64,49 @@ pub struct SimulateArgs {
     events: usize,
     #[arg(long, value_enum, default_value = "text")]
     report: ReportFormat,
-    /// Send the events to a running weir (its HTTP address) instead of simulating in-process.
-    #[arg(long, value_name = "URL")]
+    /// Send the events to a running weir (its HTTP address) instead of an embedded one.
+    #[arg(long, value_name = "URL", conflicts_with = "model")]
     target: Option<String>,
-    /// With --target: how many times faster than real time the run's clock goes.
-    #[arg(long, default_value_t = 1.0)]
+    /// How many times faster than real time the wedding goes; `max` for as fast as the machine can.
+    #[arg(long, default_value = "1", value_parser = parse_speed)]
     speed: f64,
+    /// The run's clock [default: virtual on the embedded weir, real on --target].
+    #[arg(long, value_enum)]
+    clock: Option<ClockKind>,
+    /// Compute the outcome from the rules in-process, without weir (instant).
+    #[arg(long)]
+    model: bool,
+    /// Events per HTTP request when several happen at once.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
 }
 
-pub fn run(cmd: WeddingCommand) -> Result<()> {
+fn parse_speed(s: &str) -> Result<f64, String> {
+    if s.eq_ignore_ascii_case("max") {
+        return Ok(f64::INFINITY);
+    }
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 => Ok(x),
+        _ => Err(format!("{s:?} is not a positive number or `max`")),
+    }
+}
+
+pub async fn run(cmd: WeddingCommand) -> Result<()> {
     let WeddingCommand::Simulate(args) = cmd;
-    let Some(policy) = Policy::parse(&args.policy) else { bail!("--policy {:?}: use edf or fifo", args.policy) };
-    if args.workers == 0 {
+    let policy = match &args.policy {
+        Some(p) => Some(Policy::parse(p).with_context(|| format!("--policy {p:?}: use edf or fifo"))?),
+        None => None,
+    };
+    if args.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
-    let mut rules = Rules { workers_per_team: args.workers, allow_overrun: args.allow_overrun, ..Rules::default() };
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let mut rules =
+        Rules { workers_per_team: args.workers.unwrap_or(2), allow_overrun: args.allow_overrun, ..Rules::default() };
     if let Some(spec) = &args.routines {
-        for pair in spec.split(',') {
-            let (team, routine) =
-                pair.split_once('=').with_context(|| format!("--routines takes TEAM=ROUTINE, got {pair:?}"))?;
-            let i = Team::ALL.iter().position(|t| t.name() == team.trim().replace('-', "_"));
-            let Some(i) = i else { bail!("unknown team {team:?} in --routines") };
-            let Some(r) = Routine::parse(routine) else {
-                bail!("unknown routine {routine:?}: standard, intermittent or concentrated")
-            };
-            rules.routines[i] = r;
-        }
+        rules.set_routines(spec).map_err(|e| anyhow::anyhow!("--routines: {e}"))?;
     }
     let events = match &args.dataset {
         Some(path) => {
@@ -84,103 +116,235 @@ pub fn run(cmd: WeddingCommand) -> Result<()> {
         }
         None => dataset::generate(args.events, rules.wedding_length, args.seed),
     };
-    if let Some(target) = &args.target {
-        return remote(target, &events, &args);
+    if args.model {
+        let policy = policy.unwrap_or(Policy::Edf);
+        let outcomes = simulate(&rules, &events, policy);
+        return print(&args, &report::report(&rules, &events, &outcomes, policy), None);
     }
-    let outcomes = simulate(&rules, &events, policy);
-    let r = report::report(&rules, &events, &outcomes, policy);
+    if let Some(target) = args.target.clone() {
+        let addr = target.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let clock = args.clock.unwrap_or(ClockKind::Real);
+        let run = tokio::task::spawn_blocking(move || drive(&addr, &events, &args, policy, clock).map(|r| (r, args)))
+            .await??;
+        return print(&run.1, &run.0, Some(&target));
+    }
+    embedded(args, rules, policy.unwrap_or(Policy::Edf), events).await
+}
+
+/// Starts a weir of its own in a temporary data dir (broker, HTTP listener on a free port, wedding services), drives
+/// the wedding through it, and stops it.
+async fn embedded(args: SimulateArgs, rules: Rules, policy: Policy, events: Vec<Event>) -> Result<()> {
+    let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
+    let broker = weir_broker::Broker::open(weir_broker::BrokerConfig::new(dir.path().join("data")))
+        .map_err(|e| anyhow::anyhow!("cannot open the embedded broker: {e}"))?;
+    let store = weir_runtime::SqlStore::connect(&weir_runtime::SqlStore::sqlite_url(dir.path()))
+        .await
+        .context("cannot open the embedded database")?;
+    let bus = std::sync::Arc::new(weir_runtime::EmbeddedBus::new(broker.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let config = weir_wedding::service::ServiceConfig { rules, policy, speed: 1.0 };
+    let (routes, tasks) =
+        weir_wedding::service::start(bus, store, config, stopped).await.context("cannot start the wedding services")?;
+    let http = weir_http::HttpServer::start_with(
+        broker.clone(),
+        weir_http::HttpConfig::new("127.0.0.1:0".parse().expect("a valid address")),
+        routes,
+    )
+    .await
+    .context("cannot listen for HTTP")?;
+    let addr = http.local_addr.to_string();
+    let clock = args.clock.unwrap_or(ClockKind::Virtual);
+    let outcome =
+        tokio::task::spawn_blocking(move || drive(&addr, &events, &args, None, clock).map(|r| (r, args))).await;
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    http.stop().await;
+    broker.shutdown();
+    let (report, args) = outcome??;
+    print(&args, &report, None)
+}
+
+fn print(args: &SimulateArgs, r: &Report, target: Option<&str>) -> Result<()> {
     match args.report {
-        ReportFormat::Text => print!("{}", r.text()),
-        ReportFormat::Json => println!("{}", serde_json::to_string(&r)?),
+        ReportFormat::Text => {
+            if let Some(t) = target {
+                println!("on {t}:");
+            }
+            print!("{}", r.text())
+        }
+        ReportFormat::Json => println!("{}", serde_json::to_string(r)?),
     }
     Ok(())
 }
 
 /// A minimal HTTP/1.1 exchange (one request per connection): enough for weir's own API, without a client library.
-fn http(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> Result<(u16, serde_json::Value)> {
+fn http(addr: &str, method: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).with_context(|| format!("cannot reach {addr}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let payload = if body.is_null() { String::new() } else { body.to_string() };
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
         payload.len()
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null)))
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-fn remote(target: &str, events: &[weir_wedding::schedule::Event], args: &SimulateArgs) -> Result<()> {
-    if !(args.speed > 0.0 && args.speed.is_finite()) {
-        bail!("--speed must be a positive number");
-    }
-    let addr = target.trim_start_matches("http://").trim_end_matches('/').to_string();
-    let (status, run) = http(&addr, "POST", "/api/wedding/start", &serde_json::json!({"speed": args.speed}))?;
+fn call(addr: &str, method: &str, path: &str, body: &Value) -> Result<Value> {
+    let (status, answer) = http(addr, method, path, body)?;
     if status != 200 {
-        bail!("{target} refused to start a run ({status}): {run}");
+        bail!("{method} {path} on {addr} answered {status}: {answer}");
     }
-    let run_id = run["run"].as_i64().unwrap_or_default();
-    let started = std::time::Instant::now();
-    let mut order: Vec<&weir_wedding::schedule::Event> = events.iter().collect();
-    order.sort_by_key(|e| e.happened);
-    let wall = |ms: i64| std::time::Duration::from_secs_f64(ms as f64 / 1000.0 / args.speed);
-    let mut last_progress = std::time::Instant::now();
-    for (sent, e) in order.iter().enumerate() {
-        if let Some(wait) = wall(e.happened).checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        let body = serde_json::json!({"id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
-            "description": e.description, "timestamp": e.happened / 1000});
-        let (status, answer) = http(&addr, "POST", "/api/wedding/events", &body)?;
-        if status != 200 {
-            bail!("{target} refused event {} ({status}): {answer}", e.id);
-        }
-        if last_progress.elapsed() >= std::time::Duration::from_secs(1) {
-            progress(&addr, run_id, started, args.speed, sent + 1)?;
-            last_progress = std::time::Instant::now();
-        }
-    }
-    // Until every event is handled or past its deadline.
-    let last_deadline = order.iter().map(|e| e.deadline()).max().unwrap_or(0);
-    let give_up = wall(last_deadline) + std::time::Duration::from_secs(30);
-    let report = loop {
-        let (_, r) = http(&addr, "GET", &format!("/api/wedding/report?run={run_id}"), &serde_json::Value::Null)?;
-        if r["open"] == 0 && r["events"].as_u64() == Some(order.len() as u64) {
-            break r;
-        }
-        if started.elapsed() > give_up {
-            bail!("the run did not settle: {r}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
-    eprintln!();
-    match args.report {
-        ReportFormat::Json => println!("{report}"),
-        ReportFormat::Text => println!(
-            "run {run_id} on {target}, policy {}: {} events, {} happy, stress level {} (upper bound on happy: {})",
-            report["policy"].as_str().unwrap_or("?"),
-            report["events"],
-            report["happy"],
-            report["stress"],
-            report["upper_bound"]
-        ),
-    }
-    Ok(())
+    Ok(answer)
 }
 
-fn progress(addr: &str, run: i64, started: std::time::Instant, speed: f64, sent: usize) -> Result<()> {
-    let (_, r) = http(addr, "GET", &format!("/api/wedding/report?run={run}"), &serde_json::Value::Null)?;
-    let clock = (started.elapsed().as_secs_f64() * speed) as u64;
-    eprint!(
-        "\r{:02}:{:02}  sent {sent}  handled {}  missed {}   ",
-        clock / 60,
-        clock % 60,
-        r["happy"].as_i64().unwrap_or(0),
-        r["stress"].as_i64().unwrap_or(0)
-    );
-    Ok(())
+/// Runs the wedding on the weir at `addr`: a new run, the events sent at their times (on the run's clock), until
+/// every one is handled or past its deadline; returns the run's report.
+fn drive(
+    addr: &str,
+    events: &[Event],
+    args: &SimulateArgs,
+    policy: Option<Policy>,
+    clock: ClockKind,
+) -> Result<Report> {
+    let mut start = json!({"clock": if clock == ClockKind::Virtual { "virtual" } else { "real" }});
+    if args.speed.is_finite() {
+        start["speed"] = json!(args.speed);
+    } else if clock == ClockKind::Real {
+        bail!("--speed max needs the virtual clock (--clock virtual)");
+    }
+    if let Some(p) = policy {
+        start["policy"] = json!(p.name());
+    }
+    if let Some(w) = args.workers {
+        start["workers"] = json!(w);
+    }
+    if let Some(r) = &args.routines {
+        start["routines"] = json!(r);
+    }
+    if args.allow_overrun {
+        start["allow_overrun"] = json!(true);
+    }
+    let run = call(addr, "POST", "/api/wedding/start", &start)?["run"].as_i64().context("no run id in the answer")?;
+    let mut order: Vec<&Event> = events.iter().collect();
+    order.sort_by_key(|e| e.happened);
+    let end = order.iter().map(|e| e.deadline()).max().unwrap_or(0);
+    let started = Instant::now();
+    // The wall-clock moment a wedding moment is due.
+    let due = |ms: Ms| (args.speed.is_finite()).then(|| Duration::from_secs_f64(ms as f64 / 1000.0 / args.speed));
+    let mut progress = Progress::new(addr, run, order.len());
+    let mut sent = 0;
+    let post = |batch: &[&Event]| -> Result<()> {
+        let body: Vec<Value> = batch
+            .iter()
+            .map(|e| {
+                json!({"id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
+                    "description": e.description, "timestamp": e.happened / 1000})
+            })
+            .collect();
+        for chunk in body.chunks(args.batch) {
+            call(addr, "POST", "/api/wedding/events", &Value::Array(chunk.to_vec()))?;
+        }
+        Ok(())
+    };
+    match clock {
+        ClockKind::Virtual => {
+            // One wedding second at a time: what happens within it is sent, then the clock is moved to its end.
+            let mut t: Ms = 0;
+            loop {
+                if let Some(wait) = due(t).and_then(|d| d.checked_sub(started.elapsed())) {
+                    std::thread::sleep(wait);
+                }
+                let upto = order[sent..].partition_point(|e| e.happened <= t);
+                post(&order[sent..sent + upto])?;
+                sent += upto;
+                call(addr, "POST", "/api/wedding/advance", &json!({"to": t}))?;
+                progress.show(t, sent, false)?;
+                if t >= end && sent == order.len() {
+                    break;
+                }
+                t += 1000;
+            }
+        }
+        ClockKind::Real => {
+            while sent < order.len() {
+                let at = order[sent].happened;
+                if let Some(wait) = due(at).and_then(|d| d.checked_sub(started.elapsed())) {
+                    std::thread::sleep(wait);
+                }
+                let upto = order[sent..].partition_point(|e| e.happened <= at);
+                post(&order[sent..sent + upto])?;
+                sent += upto;
+                progress.show((started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false)?;
+            }
+            // Until every event is handled or past its deadline.
+            let give_up = due(end).unwrap_or_default() + Duration::from_secs(30);
+            loop {
+                let r = call(addr, "GET", &format!("/api/wedding/report?run={run}&summary=true"), &Value::Null)?;
+                if r["open"] == 0 && r["events"].as_u64() == Some(order.len() as u64) {
+                    break;
+                }
+                if started.elapsed() > give_up {
+                    bail!("the run did not settle: {r}");
+                }
+                progress.show((started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false)?;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    progress.show(end, sent, true)?;
+    let r = call(addr, "GET", &format!("/api/wedding/report?run={run}"), &Value::Null)?;
+    serde_json::from_value(r.clone()).with_context(|| format!("an unexpected report: {r}"))
+}
+
+/// The progress line on stderr: wedding time, events sent, handled and missed, about once a second.
+struct Progress<'a> {
+    addr: &'a str,
+    run: i64,
+    total: usize,
+    last: Option<Instant>,
+    tty: bool,
+}
+
+impl<'a> Progress<'a> {
+    fn new(addr: &'a str, run: i64, total: usize) -> Self {
+        use std::io::IsTerminal;
+        Progress { addr, run, total, last: None, tty: std::io::stderr().is_terminal() }
+    }
+
+    fn show(&mut self, now: Ms, sent: usize, last: bool) -> Result<()> {
+        if !last && self.last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        self.last = Some(Instant::now());
+        let r = call(self.addr, "GET", &format!("/api/wedding/report?run={}&summary=true", self.run), &Value::Null)?;
+        let secs = now.max(0) / 1000;
+        let line = format!(
+            "{:02}:{:02}  sent {sent}/{}  handled {}  missed {}  open {}",
+            secs / 60,
+            secs % 60,
+            self.total,
+            r["happy"].as_i64().unwrap_or(0),
+            r["stress"].as_i64().unwrap_or(0),
+            r["open"].as_i64().unwrap_or(0)
+        );
+        // On a terminal, one line redrawn in place; elsewhere (logs, CI) a line a second.
+        if self.tty {
+            eprint!("\r{line}   ");
+            if last {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+        Ok(())
+    }
 }

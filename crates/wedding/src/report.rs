@@ -3,28 +3,31 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::optimum::best_possible;
 use crate::rules::{Rules, Team};
 use crate::schedule::{Event, Outcome, Policy};
 
-#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Tally {
     pub events: usize,
     pub happy: usize,
     pub stress: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The service's run this report is of (none for an in-process model run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
     pub events: usize,
     pub happy: usize,
     pub stress: usize,
     /// The most events any schedule could keep happy: the exact optimum where it can be had (see `optimum.rs`),
     /// else the max-flow bound; `upper_bound_kind` says which.
     pub upper_bound: usize,
-    pub upper_bound_kind: &'static str,
+    pub upper_bound_kind: String,
     pub policy: Policy,
     pub by_team: BTreeMap<String, Tally>,
     pub by_priority: BTreeMap<String, Tally>,
@@ -86,11 +89,12 @@ pub fn report(rules: &Rules, events: &[Event], outcomes: &[Outcome], policy: Pol
     let happy = outcomes.iter().filter(|o| o.happy).count();
     let (upper_bound, upper_bound_kind) = best_possible(rules, events);
     Report {
+        run: None,
         events: events.len(),
         happy,
         stress: events.len() - happy,
         upper_bound,
-        upper_bound_kind,
+        upper_bound_kind: upper_bound_kind.into(),
         policy,
         by_team,
         by_priority,

@@ -213,6 +213,19 @@ impl Rules {
         self.routines[Team::ALL.iter().position(|t| *t == team).unwrap_or(0)]
     }
 
+    /// Sets routines from `TEAM=ROUTINE,...` (e.g. `security=concentrated,clean-up=standard`).
+    pub fn set_routines(&mut self, spec: &str) -> Result<(), String> {
+        for pair in spec.split(',').filter(|p| !p.trim().is_empty()) {
+            let (team, routine) =
+                pair.split_once('=').ok_or_else(|| format!("routines take TEAM=ROUTINE, got {pair:?}"))?;
+            let name = team.trim().to_ascii_lowercase().replace('-', "_");
+            let i = Team::ALL.iter().position(|t| t.name() == name).ok_or_else(|| format!("unknown team {team:?}"))?;
+            self.routines[i] = Routine::parse(routine)
+                .ok_or_else(|| format!("unknown routine {routine:?}: standard, intermittent or concentrated"))?;
+        }
+        Ok(())
+    }
+
     /// Whether a worker of `team` may start a handling at `t`.
     pub fn can_start(&self, team: Team, t: Ms) -> bool {
         match self.routine(team).available_phase_at(t) {

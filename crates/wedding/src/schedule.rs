@@ -3,7 +3,8 @@
 //!
 //! Decisions happen only when something changes: an event arrives, a worker finishes, an available phase begins. At
 //! each such moment every free worker that may start (available, and the handling fits the phase) takes an event of
-//! its team's types by the policy; workers decide in team order, then by index, so a run is reproducible. An event
+//! its team's types by the policy (ties to the smaller id); workers decide in team order, then by index, so a run is
+//! reproducible. An event
 //! routed to two teams sits in both queues and is taken once.
 
 use crate::rules::{teams_for, Ms, Priority, Rules, Team};
@@ -28,7 +29,7 @@ impl Event {
 }
 
 /// How a team chooses among its pending events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// The oldest pending event, even one that can no longer be finished in time (the naive solution).
@@ -116,10 +117,10 @@ pub fn simulate(rules: &Rules, events: &[Event], policy: Policy) -> Vec<Outcome>
             }
             let ours = pending.iter().enumerate().filter(|(_, &i)| teams_for(events[i].event_type).contains(&w.team));
             let pick = match policy {
-                Policy::Fifo => ours.min_by_key(|(_, &i)| (events[i].happened, i)),
+                Policy::Fifo => ours.min_by_key(|(_, &i)| (events[i].happened, &events[i].id)),
                 Policy::Edf => ours
                     .filter(|(_, &i)| t + rules.handling <= events[i].deadline())
-                    .min_by_key(|(_, &i)| (events[i].deadline(), events[i].happened, i)),
+                    .min_by_key(|(_, &i)| (events[i].deadline(), events[i].happened, &events[i].id)),
             };
             let Some((slot, &i)) = pick else { continue };
             pending.swap_remove(slot);

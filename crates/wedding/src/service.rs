@@ -1,11 +1,18 @@
 //! The wedding services on the bus: HTTP ingest that validates incidents like the exercise's Coordinator and
-//! produces each to its type's topic (`wedding.<type>`), and one service per team, a consumer group over its types'
-//! topics, whose workers follow their routines on the run's clock and take events by the policy. Statuses live in
-//! `wedding_events`; an event routed to two teams is claimed there once (`UPDATE ... WHERE status = 'pending'`).
+//! produces each to its type's topic (`wedding.<type>`), and one desk per team, fed by a consumer group over its
+//! types' topics, whose workers follow their routines on the run's clock and take events by the policy. Statuses live
+//! in `wedding_events`; an event routed to two teams is claimed there once (`UPDATE ... WHERE status = 'pending'`).
 //!
 //! A run starts at 00:00 when `POST /api/wedding/start` is called or the first event arrives with no run open. Its
-//! clock runs `speed` times real time (1 by default), so tests and demos need not wait six minutes.
+//! clock is either
+//! - real: `speed` times wall-clock time (1 by default); the desks act every few milliseconds; or
+//! - virtual: it moves only when `POST /api/wedding/advance` says so, and then stops at every moment where something
+//!   can happen (an arrival, the start of an available phase, the end of a handling). At each moment every desk, in
+//!   team order, first waits until every event sent so far has reached it through the bus, then acts. So a virtual
+//!   run's outcome depends on its events alone, not on how fast the machine is: the same as the in-process
+//!   simulation in `schedule.rs`, decision for decision.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,19 +24,19 @@ use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sqlx::Row;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use weir_runtime::time::now_ms;
 use weir_runtime::{Bus, BusError, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
 
 use crate::dataset::parse_event;
 use crate::rules::{canonical_type, teams_for, Ms, Priority, Rules, Team};
-use crate::schedule::{Event, Policy};
+use crate::schedule::{Event, Outcome, Policy};
 
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
     pub rules: Rules,
     pub policy: Policy,
-    /// How many times faster than real time a run's clock goes.
+    /// How many times faster than real time a real-clock run goes.
     pub speed: f64,
 }
 
@@ -39,14 +46,56 @@ impl Default for ServiceConfig {
     }
 }
 
-/// The open run: its id and when its 00:00 was (wall clock).
+/// How a run's clock goes.
 #[derive(Clone, Copy, Debug)]
+enum Clock {
+    /// `speed` times real time since `started`.
+    Real { started: Instant, speed: f64 },
+    /// Moved by `POST /api/wedding/advance` only.
+    Virtual,
+}
+
+/// The rules and policy a run plays by.
+#[derive(Debug)]
+struct Setup {
+    rules: Rules,
+    policy: Policy,
+}
+
+/// The open run.
+#[derive(Debug)]
 struct Run {
     id: i64,
-    started: Instant,
+    setup: Arc<Setup>,
+    /// Wall-clock milliseconds at 00:00, to read RFC 3339 instants against.
     started_ms: i64,
-    /// How many times faster than real time this run's clock goes.
-    speed: f64,
+    clock: Clock,
+    /// Virtual runs: the moment the clock stands at (-1 before 00:00 has been acted on).
+    now: Ms,
+    /// Virtual runs: moments still to stop at (arrivals sent ahead, ends of handlings).
+    moments: BTreeSet<Ms>,
+    /// Events sent to each team (by `Team::ALL` index) in this run, so a desk knows when it has them all.
+    sent: [u64; 5],
+}
+
+impl Run {
+    fn now(&self) -> Ms {
+        match self.clock {
+            Clock::Real { started, speed } => (started.elapsed().as_secs_f64() * 1000.0 * speed) as Ms,
+            Clock::Virtual => self.now.max(0),
+        }
+    }
+}
+
+/// A desk's orders for one virtual moment.
+struct Step {
+    run: i64,
+    setup: Arc<Setup>,
+    now: Ms,
+    /// How many events of the run the desk must have received before it acts.
+    expect: u64,
+    /// The ends of the handlings it started.
+    reply: oneshot::Sender<Result<Vec<Ms>, String>>,
 }
 
 #[derive(Clone)]
@@ -55,16 +104,35 @@ struct Shared {
     store: SqlStore,
     config: Arc<ServiceConfig>,
     run: Arc<Mutex<Option<Run>>>,
+    /// The setups of the runs this process has held, for their reports.
+    setups: Arc<Mutex<HashMap<i64, Arc<Setup>>>>,
+    desks: Arc<Vec<mpsc::Sender<Step>>>,
+    /// One advance at a time.
+    advancing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
-    fn clock(&self, run: &Run) -> Ms {
-        (run.started.elapsed().as_secs_f64() * 1000.0 * run.speed) as Ms
+    /// The open real-clock run, its time and setup, if any.
+    fn real_now(&self) -> Option<(i64, Ms, Arc<Setup>)> {
+        let run = self.run.lock();
+        run.as_ref().filter(|r| matches!(r.clock, Clock::Real { .. })).map(|r| (r.id, r.now(), r.setup.clone()))
+    }
+
+    fn setup_of(&self, run: i64) -> Arc<Setup> {
+        self.setups
+            .lock()
+            .get(&run)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Setup { rules: self.config.rules.clone(), policy: self.config.policy }))
     }
 }
 
 pub fn topic_for(event_type: &str) -> String {
     format!("wedding.{event_type}")
+}
+
+fn team_index(team: Team) -> usize {
+    Team::ALL.iter().position(|t| *t == team).unwrap_or(0)
 }
 
 /// Creates `wedding_runs` and `wedding_events`.
@@ -74,13 +142,15 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
         "CREATE TABLE IF NOT EXISTS wedding_events (run BIGINT NOT NULL, id TEXT NOT NULL, event_type TEXT NOT NULL, \
          priority TEXT NOT NULL, description TEXT NOT NULL, happened_at BIGINT NOT NULL, deadline BIGINT NOT NULL, \
          team TEXT, worker INTEGER, started_at BIGINT, completed_at BIGINT, status TEXT NOT NULL, PRIMARY KEY (run, id))",
+        // The sweep for missed events looks up a run's pending events by deadline.
+        "CREATE INDEX IF NOT EXISTS wedding_events_open ON wedding_events (run, status, deadline)",
     ] {
         sqlx::query(s).execute(store.pool()).await?;
     }
     Ok(())
 }
 
-/// Starts the team services and returns the HTTP routes (ingest, start, report, events).
+/// Starts the desks and their consumers, and returns the HTTP routes (ingest, start, advance, report, events).
 pub async fn start(
     bus: Arc<dyn Bus>,
     store: SqlStore,
@@ -91,20 +161,41 @@ pub async fn start(
     for t in crate::rules::all_types() {
         bus.ensure_topic(&topic_for(t), 1).await?;
     }
-    let shared = Shared { bus, store, config: Arc::new(config), run: Arc::new(Mutex::new(None)) };
+    let mut steps = Vec::new();
+    let mut step_rxs = Vec::new();
+    for _ in Team::ALL {
+        let (tx, rx) = mpsc::channel(1);
+        steps.push(tx);
+        step_rxs.push(rx);
+    }
+    let shared = Shared {
+        bus,
+        store,
+        config: Arc::new(config),
+        run: Arc::new(Mutex::new(None)),
+        setups: Arc::new(Mutex::new(HashMap::new())),
+        desks: Arc::new(steps),
+        advancing: Arc::new(tokio::sync::Mutex::new(())),
+    };
     let mut tasks = Vec::new();
-    for team in Team::ALL {
-        let (shared, stop) = (shared.clone(), stop.clone());
+    for (team, steps) in Team::ALL.into_iter().zip(step_rxs) {
+        // Generous: a desk that falls behind its consumer holds the consumer back rather than growing without bound.
+        let (tx, rx) = mpsc::channel(65_536);
+        let (s, stop2) = (shared.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = team_service(shared, team, stop).await {
-                tracing::error!(team = %team, error = %e, "a wedding team service stopped");
+            if let Err(e) = consume(s, team, tx, stop2).await {
+                tracing::error!(team = %team, error = %e, "a wedding team's consumer stopped");
             }
         }));
+        let desk = Desk::new(shared.clone(), team);
+        tasks.push(tokio::spawn(desk.run(rx, steps, stop.clone())));
     }
+    tasks.push(tokio::spawn(sweeper(shared.clone(), stop)));
     let routes = Router::new()
         .route("/message", post(message))
         .route("/api/wedding/events", post(ingest_many).get(list_events))
         .route("/api/wedding/start", post(start_run))
+        .route("/api/wedding/advance", post(advance))
         .route("/api/wedding/report", get(report))
         .with_state(shared);
     Ok((routes, tasks))
@@ -131,80 +222,166 @@ impl From<BusError> for ApiError {
     }
 }
 
-async fn open_run(s: &Shared) -> Result<Run, ApiError> {
-    if let Some(r) = *s.run.lock() {
-        return Ok(r);
-    }
-    new_run(s, s.config.speed).await
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
-async fn new_run(s: &Shared, speed: f64) -> Result<Run, ApiError> {
-    let run = Run { id: now_ms(), started: Instant::now(), started_ms: now_ms(), speed };
+/// Opens a run now: `virtual_clock` runs wait for `advance`; others go `speed` times real time.
+async fn new_run(s: &Shared, speed: f64, virtual_clock: bool, setup: Setup) -> Result<i64, ApiError> {
+    let id = now_ms().max(s.run.lock().as_ref().map_or(0, |r| r.id + 1));
     sqlx::query("INSERT INTO wedding_runs (run, started_at, policy) VALUES ($1, $2, $3)")
-        .bind(run.id)
-        .bind(run.started_ms)
-        .bind(s.config.policy.name())
+        .bind(id)
+        .bind(now_ms())
+        .bind(setup.policy.name())
         .execute(s.store.pool())
         .await?;
-    *s.run.lock() = Some(run);
-    Ok(run)
+    let clock = if virtual_clock { Clock::Virtual } else { Clock::Real { started: Instant::now(), speed } };
+    let setup = Arc::new(setup);
+    s.setups.lock().insert(id, setup.clone());
+    *s.run.lock() =
+        Some(Run { id, setup, started_ms: now_ms(), clock, now: -1, moments: BTreeSet::new(), sent: [0; 5] });
+    Ok(id)
 }
 
-/// `POST /api/wedding/start`, optionally with `{"speed": X}`: a new run from 00:00 now.
+/// `POST /api/wedding/start`: a new run from 00:00 now. The optional body may set `speed` (real clock), `clock`
+/// (`real` or `virtual`), `policy`, `workers` (per team), `routines` (`{"team": "routine"}` or `"team=routine,..."`)
+/// and `allow_overrun`; what it leaves out comes from the service's settings.
 async fn start_run(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let speed = if body.iter().all(u8::is_ascii_whitespace) {
-        s.config.speed
-    } else {
-        let v = parse_body(&body)?;
-        match v.get("speed") {
-            None | Some(Value::Null) => s.config.speed,
-            Some(x) => x.as_f64().filter(|x| *x > 0.0 && x.is_finite()).ok_or_else(|| {
-                ApiError(StatusCode::BAD_REQUEST, format!("speed must be a positive number, got {x}"))
-            })?,
+    let v = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { parse_body(&body)? };
+    let mut setup = Setup { rules: s.config.rules.clone(), policy: s.config.policy };
+    if let Some(p) = v.get("policy").filter(|p| !p.is_null()) {
+        setup.policy = p
+            .as_str()
+            .and_then(Policy::parse)
+            .ok_or_else(|| bad_request(format!("policy must be \"edf\" or \"fifo\", got {p}")))?;
+    }
+    if let Some(w) = v.get("workers").filter(|w| !w.is_null()) {
+        setup.rules.workers_per_team = w
+            .as_u64()
+            .filter(|w| (1..=1000).contains(w))
+            .ok_or_else(|| bad_request(format!("workers must be a whole number from 1 to 1000, got {w}")))?
+            as usize;
+    }
+    match v.get("routines") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(spec)) => {
+            setup.rules.set_routines(spec).map_err(|e| bad_request(format!("routines: {e}")))?
         }
+        Some(Value::Object(map)) => {
+            for (team, routine) in map {
+                let routine =
+                    routine.as_str().ok_or_else(|| bad_request(format!("routines.{team} must be a string")))?;
+                setup
+                    .rules
+                    .set_routines(&format!("{team}={routine}"))
+                    .map_err(|e| bad_request(format!("routines: {e}")))?;
+            }
+        }
+        Some(other) => {
+            return Err(bad_request(format!("routines must be an object or TEAM=ROUTINE text, got {other}")))
+        }
+    }
+    if let Some(o) = v.get("allow_overrun").filter(|o| !o.is_null()) {
+        setup.rules.allow_overrun =
+            o.as_bool().ok_or_else(|| bad_request(format!("allow_overrun must be true or false, got {o}")))?;
+    }
+    let speed = match v.get("speed") {
+        None | Some(Value::Null) => s.config.speed,
+        Some(x) => x
+            .as_f64()
+            .filter(|x| *x > 0.0 && x.is_finite())
+            .ok_or_else(|| bad_request(format!("speed must be a positive number, got {x}")))?,
     };
-    let run = new_run(&s, speed).await?;
-    Ok(Json(json!({"run": run.id, "policy": s.config.policy.name(), "speed": speed})))
+    let virtual_clock = match v.get("clock").and_then(Value::as_str) {
+        None => false,
+        Some("real") => false,
+        Some("virtual") => true,
+        Some(other) => return Err(bad_request(format!("clock must be \"real\" or \"virtual\", got {other:?}"))),
+    };
+    let policy = setup.policy.name();
+    let rules = serde_json::to_value(&setup.rules).unwrap_or_default();
+    let run = new_run(&s, speed, virtual_clock, setup).await?;
+    Ok(Json(json!({"run": run, "policy": policy, "rules": rules, "speed": speed,
+        "clock": if virtual_clock { "virtual" } else { "real" }})))
 }
 
-/// Validates, stores as pending and produces one event; its answer.
-async fn ingest(s: &Shared, v: &Value, index: usize) -> Result<Value, ApiError> {
-    let run = open_run(s).await?;
-    let clock = s.clock(&run);
-    let instant = |text: &str| instant_ms(text);
-    let (mut event, absolute) =
-        parse_event(v, index, &instant).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    event.happened = match absolute {
-        // An instant counts from the run's 00:00 on the run's clock.
-        Some(abs) => ((abs - run.started_ms) as f64 * run.speed) as Ms,
-        None if event.happened < 0 => clock,
-        None => event.happened,
+/// Validates every item, then stores them as pending in one transaction and produces each to its type's topic.
+async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
+    let mut events = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        let parsed = parse_event(v, i, &instant_ms).map_err(|e| bad_request(e.to_string()))?;
+        events.push((parsed, v.get("id").is_some()));
     }
-    .max(0);
-    if v.get("id").is_none() {
-        event.id = format!("{}-{}", run.id, rand::random::<u32>());
+    if s.run.lock().is_none() {
+        new_run(s, s.config.speed, false, Setup { rules: s.config.rules.clone(), policy: s.config.policy }).await?;
     }
-    let deadline = event.deadline();
-    sqlx::query(
-        "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (run, id) DO NOTHING",
-    )
-    .bind(run.id)
-    .bind(&event.id)
-    .bind(event.event_type)
-    .bind(event.priority.name())
-    .bind(&event.description)
-    .bind(event.happened)
-    .bind(deadline)
-    .execute(s.store.pool())
-    .await?;
-    let body = json!({"run": run.id, "id": event.id, "event_type": event.event_type, "priority": event.priority.name(),
-        "description": event.description, "happened_ms": event.happened});
-    s.bus.produce(OutgoingMessage::new(topic_for(event.event_type), body.to_string()).key(event.id.clone())).await?;
-    metrics::counter!("wedding_events_total", "type" => event.event_type).increment(1);
-    Ok(
-        json!({"status": "accepted", "run": run.id, "id": event.id, "topic": topic_for(event.event_type), "deadline_ms": deadline}),
-    )
+    let (run_id, now, started_ms, speed) = {
+        let guard = s.run.lock();
+        let r = guard.as_ref().ok_or_else(|| ApiError(StatusCode::CONFLICT, "the run was closed".into()))?;
+        let speed = match r.clock {
+            Clock::Real { speed, .. } => speed,
+            Clock::Virtual => 1.0,
+        };
+        (r.id, r.now(), r.started_ms, speed)
+    };
+    let mut ready = Vec::with_capacity(events.len());
+    for ((mut event, absolute), has_id) in events {
+        event.happened = match absolute {
+            // An instant counts from the run's 00:00 on the run's clock.
+            Some(abs) => ((abs - started_ms) as f64 * speed) as Ms,
+            None if event.happened < 0 => now,
+            None => event.happened,
+        }
+        .max(0);
+        if !has_id {
+            event.id = format!("{run_id}-{}", rand::random::<u64>());
+        }
+        ready.push(event);
+    }
+    let mut tx = s.store.begin().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    for e in &ready {
+        sqlx::query(
+            "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (run, id) DO NOTHING",
+        )
+        .bind(run_id)
+        .bind(&e.id)
+        .bind(e.event_type)
+        .bind(e.priority.name())
+        .bind(&e.description)
+        .bind(e.happened)
+        .bind(e.deadline())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    let messages = ready
+        .iter()
+        .map(|e| {
+            let body = json!({"run": run_id, "id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
+                "description": e.description, "happened_ms": e.happened});
+            OutgoingMessage::new(topic_for(e.event_type), body.to_string()).key(e.id.clone())
+        })
+        .collect();
+    s.bus.produce_all(messages).await?;
+    let mut answers = Vec::with_capacity(ready.len());
+    {
+        let mut guard = s.run.lock();
+        let run = guard.as_mut().filter(|r| r.id == run_id);
+        let mut run = run;
+        for e in &ready {
+            if let Some(r) = run.as_deref_mut() {
+                for &t in teams_for(e.event_type) {
+                    r.sent[team_index(t)] += 1;
+                }
+                r.moments.insert(e.happened);
+            }
+            metrics::counter!("wedding_events_total", "type" => e.event_type).increment(1);
+            answers.push(json!({"status": "accepted", "run": run_id, "id": e.id, "topic": topic_for(e.event_type),
+                "happened_ms": e.happened, "deadline_ms": e.deadline()}));
+        }
+    }
+    Ok(answers)
 }
 
 fn instant_ms(text: &str) -> Option<i64> {
@@ -212,31 +389,128 @@ fn instant_ms(text: &str) -> Option<i64> {
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("the body is not valid JSON: {e}")))
 }
 
 /// `POST /message`: exactly what the seed's simulator sends, one event.
 async fn message(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let v = parse_body(&body)?;
-    Ok(Json(ingest(&s, &v, 0).await?))
+    let mut answers = ingest(&s, std::slice::from_ref(&v)).await?;
+    Ok(Json(answers.pop().unwrap_or(Value::Null)))
 }
 
 /// `POST /api/wedding/events`: one event or an array; all are validated before any is stored.
 async fn ingest_many(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let v = parse_body(&body)?;
-    let items = match &v {
-        Value::Array(a) => a.clone(),
-        other => vec![other.clone()],
+    let items = match v {
+        Value::Array(a) => a,
+        other => vec![other],
     };
-    for (i, item) in items.iter().enumerate() {
-        parse_event(item, i, &instant_ms).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        out.push(ingest(&s, item, i).await?);
-    }
+    let out = ingest(&s, &items).await?;
     Ok(Json(json!({"accepted": out.len(), "events": out})))
+}
+
+/// The first moment after `after` at which an available phase of some team begins.
+fn next_phase_start(rules: &Rules, after: Ms) -> Ms {
+    Team::ALL
+        .iter()
+        .map(|&t| {
+            let r = rules.routine(t);
+            let (start, end) = r.phase_from(after + 1);
+            if start > after {
+                start
+            } else {
+                r.phase_from(end).0
+            }
+        })
+        .min()
+        .unwrap_or(Ms::MAX)
+}
+
+/// `POST /api/wedding/advance {"to": MS}`: moves a virtual run's clock to `to`, stopping at every moment on the way
+/// where something can happen; at each, every desk in team order acts once it has every event sent so far.
+async fn advance(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let v = parse_body(&body)?;
+    let to = v.get("to").and_then(Value::as_i64).filter(|t| *t >= 0).ok_or_else(|| {
+        bad_request(format!(
+            "to must be a whole number of milliseconds from 00:00, got {}",
+            v.get("to").unwrap_or(&Value::Null)
+        ))
+    })?;
+    let _one = s.advancing.lock().await;
+    let (run_id, setup) = match &*s.run.lock() {
+        Some(r) if matches!(r.clock, Clock::Virtual) => (r.id, r.setup.clone()),
+        _ => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "no virtual run is open: POST /api/wedding/start {\"clock\": \"virtual\"}".into(),
+            ))
+        }
+    };
+    let mut stops = 0u64;
+    loop {
+        let (t, sent) = {
+            let guard = s.run.lock();
+            let Some(r) = guard.as_ref().filter(|r| r.id == run_id) else {
+                return Err(ApiError(StatusCode::CONFLICT, "the run was replaced while advancing".into()));
+            };
+            let next = r.moments.range(r.now + 1..).next().copied().unwrap_or(Ms::MAX);
+            (next.min(next_phase_start(&setup.rules, r.now)), r.sent)
+        };
+        if t > to {
+            break;
+        }
+        for (k, desk) in s.desks.iter().enumerate() {
+            let (reply, answer) = oneshot::channel();
+            desk.send(Step { run: run_id, setup: setup.clone(), now: t, expect: sent[k], reply })
+                .await
+                .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the team desks have stopped".into()))?;
+            let ends = answer
+                .await
+                .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "a team desk stopped".into()))?
+                .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e))?;
+            if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
+                r.moments.extend(ends);
+            }
+        }
+        sweep(&s.store, run_id, t).await?;
+        if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
+            r.now = t;
+        }
+        stops += 1;
+    }
+    sweep(&s.store, run_id, to).await?;
+    if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
+        r.now = r.now.max(to);
+    }
+    Ok(Json(json!({"run": run_id, "now": to, "moments": stops})))
+}
+
+/// Events still pending at or past their deadline are stress marks.
+async fn sweep(store: &SqlStore, run: i64, now: Ms) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE wedding_events SET status = 'missed' WHERE run = $1 AND status = 'pending' AND deadline <= $2")
+        .bind(run)
+        .bind(now)
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Sweeps the open real-clock run as its time passes (virtual runs are swept by `advance`).
+async fn sweeper(s: Shared, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if let Some((run, now, _)) = s.real_now() {
+                    if let Err(e) = sweep(&s.store, run, now).await {
+                        tracing::warn!(error = %e, "cannot mark missed wedding events");
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -244,17 +518,20 @@ struct RunQuery {
     run: Option<i64>,
     status: Option<String>,
     team: Option<String>,
+    /// `report?summary=true`: the counts only (cheap enough to poll).
+    #[serde(default)]
+    summary: bool,
 }
 
-async fn run_id(s: &Shared, q: &RunQuery) -> Result<i64, ApiError> {
-    match q.run.or_else(|| s.run.lock().map(|r| r.id)) {
+fn run_id(s: &Shared, q: &RunQuery) -> Result<i64, ApiError> {
+    match q.run.or_else(|| s.run.lock().as_ref().map(|r| r.id)) {
         Some(r) => Ok(r),
         None => Err(ApiError(StatusCode::NOT_FOUND, "no run yet: POST /api/wedding/start or send an event".into())),
     }
 }
 
 async fn list_events(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Json<Value>, ApiError> {
-    let run = run_id(&s, &q).await?;
+    let run = run_id(&s, &q)?;
     let rows = sqlx::query(
         "SELECT id, event_type, priority, happened_at, deadline, team, worker, started_at, completed_at, status \
          FROM wedding_events WHERE run = $1 AND ($2 = '' OR status = $2) AND ($3 = '' OR team = $3) ORDER BY happened_at, id",
@@ -276,68 +553,180 @@ async fn list_events(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Resu
     Ok(Json(json!({"run": run, "events": events})))
 }
 
+/// `GET /api/wedding/report`: the run's report (as `weir wedding simulate` prints it) from its rows, with `open`
+/// (events neither handled nor missed yet) and the clock's `now`.
 async fn report(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Json<Value>, ApiError> {
-    let run = run_id(&s, &q).await?;
+    let run = run_id(&s, &q)?;
+    let now = s.run.lock().as_ref().filter(|r| r.id == run).map(Run::now);
+    if q.summary {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM wedding_events WHERE run = $1 GROUP BY status")
+            .bind(run)
+            .fetch_all(s.store.pool())
+            .await?;
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for r in &rows {
+            counts.insert(r.get(0), r.get(1));
+        }
+        let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+        return Ok(Json(
+            json!({"run": run, "now": now, "events": counts.values().sum::<i64>(), "happy": get("handled"),
+            "stress": get("missed"), "open": get("pending") + get("in_progress")}),
+        ));
+    }
     let rows = sqlx::query(
-        "SELECT id, event_type, priority, description, happened_at, status FROM wedding_events WHERE run = $1",
+        "SELECT id, event_type, priority, description, happened_at, status, team, worker, started_at, completed_at, \
+         deadline FROM wedding_events WHERE run = $1 ORDER BY happened_at, id",
     )
     .bind(run)
     .fetch_all(s.store.pool())
     .await?;
     let mut events = Vec::new();
-    let (mut happy, mut missed, mut open) = (0, 0, 0);
+    let mut outcomes = Vec::new();
+    let mut open = 0;
     for r in &rows {
         let (Some(t), Some(p)) = (canonical_type(&r.get::<String, _>(1)), Priority::parse(&r.get::<String, _>(2)))
         else {
             continue;
         };
         events.push(Event { id: r.get(0), event_type: t, priority: p, description: r.get(3), happened: r.get(4) });
-        match r.get::<String, _>(5).as_str() {
-            "handled" => happy += 1,
-            "missed" => missed += 1,
-            _ => open += 1,
-        }
+        let status: String = r.get(5);
+        let team = r.get::<Option<String>, _>(6).and_then(|n| Team::ALL.into_iter().find(|t| t.name() == n));
+        open += usize::from(status == "pending" || status == "in_progress");
+        outcomes.push(Outcome {
+            team,
+            worker: r.get::<Option<i32>, _>(7).map(|w| w as usize),
+            started: r.get(8),
+            completed: r.get(9),
+            happy: status == "handled",
+            missed_at: (status == "missed").then(|| r.get(10)),
+        });
     }
-    let bound = crate::schedule::upper_bound(&s.config.rules, &events);
-    Ok(Json(json!({"run": run, "events": events.len(), "happy": happy, "stress": missed, "open": open,
-        "upper_bound": bound, "policy": s.config.policy.name()})))
+    let setup = s.setup_of(run);
+    let mut full = crate::report::report(&setup.rules, &events, &outcomes, setup.policy);
+    full.run = Some(run);
+    let mut v = serde_json::to_value(&full).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    v["open"] = json!(open);
+    v["now"] = json!(now);
+    // Open events are neither happy nor stress marks yet.
+    v["stress"] = json!(outcomes.iter().filter(|o| o.missed_at.is_some()).count());
+    Ok(Json(v))
 }
 
-/// One team: pending events from its topics, its workers on the run's clock, statuses in the database.
-async fn team_service(s: Shared, team: Team, mut stop: watch::Receiver<bool>) -> Result<(), BusError> {
+/// Reads a team's topics and hands the run's events to its desk, in order.
+async fn consume(
+    s: Shared,
+    team: Team,
+    desk: mpsc::Sender<(i64, Event)>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), BusError> {
     let topics: Vec<String> =
         crate::rules::all_types().filter(|t| teams_for(t).contains(&team)).map(topic_for).collect();
     let mut options = SubscribeOptions::new(format!("wedding-{}", team.name()), topics);
     // From the earliest record: a team whose group joins after the first incidents still gets them (older runs'
-    // events are recognised by their run and dropped).
+    // events are recognised by their run and dropped by the desk).
     options.start_from = StartFrom::Earliest;
     let mut sub = s.bus.subscribe(options).await?;
-    let rules = &s.config.rules;
-    let mut pending: Vec<(i64, Event)> = Vec::new();
-    let mut free_at: Vec<(i64, Ms)> = vec![(0, 0); rules.workers_per_team];
-    let mut finishing: Vec<(i64, String, Ms, Ms)> = Vec::new(); // run, id, done at, deadline
-    loop {
-        if *stop.borrow_and_update() {
-            break;
-        }
-        let batch = match sub.next_batch(Duration::from_millis(20)).await {
+    while !*stop.borrow() {
+        let batch = match sub.next_batch(Duration::from_millis(100)).await {
             Ok(b) => b,
-            Err(BusError::Rebalanced) => Vec::new(),
+            Err(BusError::Rebalanced) => continue,
             Err(e) => return Err(e),
         };
+        if batch.is_empty() {
+            continue;
+        }
         for m in batch {
             let Ok(v) = serde_json::from_slice::<Value>(m.value.as_deref().unwrap_or_default()) else { continue };
             let (Some(run), Ok((mut e, _))) = (v["run"].as_i64(), parse_event(&v, 0, &|_| None)) else { continue };
             e.happened = v["happened_ms"].as_i64().unwrap_or(0);
-            pending.push((run, e));
+            if desk.send((run, e)).await.is_err() {
+                break;
+            }
         }
         sub.commit().await.ok();
-        let Some(run) = *s.run.lock() else { continue };
-        let now = s.clock(&run);
-        // Finish handlings whose 3 s are up.
+    }
+    let _ = sub.close().await;
+    Ok(())
+}
+
+/// One team's workers and the events waiting for them.
+struct Desk {
+    s: Shared,
+    team: Team,
+    pending: Vec<(i64, Event)>,
+    /// Per worker: the run and the moment it is free again.
+    workers: Vec<(i64, Ms)>,
+    /// Handlings under way: run, event id, when they end, the event's deadline.
+    finishing: Vec<(i64, String, Ms, Ms)>,
+    received: HashMap<i64, u64>,
+}
+
+impl Desk {
+    fn new(s: Shared, team: Team) -> Desk {
+        Desk { workers: Vec::new(), s, team, pending: Vec::new(), finishing: Vec::new(), received: HashMap::new() }
+    }
+
+    fn absorb(&mut self, run: i64, e: Event) {
+        *self.received.entry(run).or_default() += 1;
+        self.pending.push((run, e));
+    }
+
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<(i64, Event)>,
+        mut steps: mpsc::Receiver<Step>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                Some((run, e)) = events.recv() => self.absorb(run, e),
+                Some(step) = steps.recv() => {
+                    let result = self.step(&mut events, &step).await;
+                    let _ = step.reply.send(result);
+                }
+                _ = tick.tick() => {
+                    if let Some((run, now, setup)) = self.s.real_now() {
+                        self.act(run, now, &setup).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A virtual moment: every event sent so far first, then the decisions.
+    async fn step(&mut self, events: &mut mpsc::Receiver<(i64, Event)>, step: &Step) -> Result<Vec<Ms>, String> {
+        let (run, expect) = (step.run, step.expect);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.received.get(&run).copied().unwrap_or(0) < expect {
+            match tokio::time::timeout_at(give_up, events.recv()).await {
+                Ok(Some((r, e))) => self.absorb(r, e),
+                Ok(None) => return Err(format!("{}'s consumer has stopped", self.team)),
+                Err(_) => {
+                    return Err(format!(
+                        "{} has {} of the {expect} events sent to it after 30 s (is another process in its group?)",
+                        self.team,
+                        self.received.get(&run).copied().unwrap_or(0)
+                    ))
+                }
+            }
+        }
+        Ok(self.act(run, step.now, &step.setup).await)
+    }
+
+    /// Everything due at `now`: handlings that have ended recorded, expired events dropped (the sweep marks them),
+    /// free available workers given events by the policy. Returns when the handlings it started will end.
+    async fn act(&mut self, run: i64, now: Ms, setup: &Setup) -> Vec<Ms> {
+        let (store, rules) = (self.s.store.clone(), &setup.rules);
+        if self.workers.len() != rules.workers_per_team || self.workers.iter().any(|(r, _)| *r != run && *r != 0) {
+            // A new run (or new rules): every worker starts free.
+            self.workers = vec![(0, 0); rules.workers_per_team];
+        }
         let mut still = Vec::new();
-        for (r, id, done, deadline) in finishing.drain(..) {
-            if done > now {
+        for (r, id, done, deadline) in std::mem::take(&mut self.finishing) {
+            if done > now && r == run {
                 still.push((r, id, done, deadline));
                 continue;
             }
@@ -347,74 +736,59 @@ async fn team_service(s: Shared, team: Team, mut stop: watch::Receiver<bool>) ->
                 .bind(done)
                 .bind(r)
                 .bind(&id)
-                .execute(s.store.pool())
+                .execute(store.pool())
                 .await;
         }
-        finishing = still;
-        // Whatever is still pending past its deadline is a stress mark, whether or not a team ever saw it (one
-        // team's service sweeps for all).
-        if team == Team::ALL[0] {
-            let _ = sqlx::query(
-                "UPDATE wedding_events SET status = 'missed' WHERE run = $1 AND status = 'pending' AND deadline <= $2",
-            )
-            .bind(run.id)
-            .bind(now)
-            .execute(s.store.pool())
-            .await;
-        }
-        // Events of older runs, or past their deadline, leave the queue; the latter as stress marks.
-        let mut keep = Vec::new();
-        for (r, e) in pending.drain(..) {
-            if r != run.id {
+        self.finishing = still;
+        self.pending.retain(|(r, e)| *r == run && e.deadline() > now);
+        self.received.retain(|r, _| *r == run);
+        let mut ends = Vec::new();
+        for w in 0..self.workers.len() {
+            let (r, free_at) = self.workers[w];
+            if (r == run && free_at > now) || !rules.can_start(self.team, now) {
                 continue;
             }
-            if e.deadline() <= now {
-                let _ = sqlx::query(
-                    "UPDATE wedding_events SET status = 'missed' WHERE run = $1 AND id = $2 AND status = 'pending'",
+            // Shared types sit in two teams' queues: the database decides who has it, and a worker that loses an
+            // event to the other team picks again.
+            while let Some(i) = self.pick(now, rules.handling, setup.policy) {
+                let (r, e) = self.pending.swap_remove(i);
+                let claimed = sqlx::query(
+                    "UPDATE wedding_events SET status = 'in_progress', team = $1, worker = $2, started_at = $3 \
+                     WHERE run = $4 AND id = $5 AND status = 'pending'",
                 )
+                .bind(self.team.name())
+                .bind(w as i32)
+                .bind(now)
                 .bind(r)
                 .bind(&e.id)
-                .execute(s.store.pool())
-                .await;
-                continue;
-            }
-            keep.push((r, e));
-        }
-        pending = keep;
-        for (w, slot) in free_at.iter_mut().enumerate() {
-            if (slot.0 == run.id && slot.1 > now) || !rules.can_start(team, now) {
-                continue;
-            }
-            // Only what has happened by now on the run's clock (a dataset may send its events ahead of time).
-            let candidates = pending.iter().enumerate().filter(|(_, (_, e))| e.happened <= now);
-            let pick = match s.config.policy {
-                Policy::Fifo => candidates.min_by_key(|(_, (_, e))| (e.happened, e.id.clone())),
-                Policy::Edf => candidates
-                    .filter(|(_, (_, e))| now + rules.handling <= e.deadline())
-                    .min_by_key(|(_, (_, e))| (e.deadline(), e.happened, e.id.clone())),
-            };
-            let Some((i, _)) = pick else { continue };
-            let (r, e) = pending.swap_remove(i);
-            // Shared types sit in two teams' queues: the database decides who has it.
-            let claimed = sqlx::query(
-                "UPDATE wedding_events SET status = 'in_progress', team = $1, worker = $2, started_at = $3 \
-                 WHERE run = $4 AND id = $5 AND status = 'pending'",
-            )
-            .bind(team.name())
-            .bind(w as i32)
-            .bind(now)
-            .bind(r)
-            .bind(&e.id)
-            .execute(s.store.pool())
-            .await
-            .map(|d| d.rows_affected() == 1)
-            .unwrap_or(false);
-            if claimed {
-                *slot = (r, now + rules.handling);
-                finishing.push((r, e.id.clone(), now + rules.handling, e.deadline()));
+                .execute(store.pool())
+                .await
+                .map(|d| d.rows_affected() == 1)
+                .unwrap_or(false);
+                if claimed {
+                    let done = now + rules.handling;
+                    self.workers[w] = (r, done);
+                    self.finishing.push((r, e.id.clone(), done, e.deadline()));
+                    ends.push(done);
+                    break;
+                }
             }
         }
+        ends
     }
-    let _ = sub.close().await;
-    Ok(())
+
+    /// The pending event the policy hands a worker free at `now`, if any; only what has happened by now counts (a
+    /// dataset may be sent ahead of its times). Ties go to the smaller id, as in `schedule::simulate`.
+    fn pick(&self, now: Ms, handling: Ms, policy: Policy) -> Option<usize> {
+        let candidates = self.pending.iter().enumerate().filter(|(_, (_, e))| e.happened <= now);
+        let best = match policy {
+            Policy::Fifo => candidates.min_by(|(_, (_, a)), (_, (_, b))| (a.happened, &a.id).cmp(&(b.happened, &b.id))),
+            Policy::Edf => {
+                candidates.filter(|(_, (_, e))| now + handling <= e.deadline()).min_by(|(_, (_, a)), (_, (_, b))| {
+                    (a.deadline(), a.happened, &a.id).cmp(&(b.deadline(), b.happened, &b.id))
+                })
+            }
+        };
+        best.map(|(i, _)| i)
+    }
 }

@@ -116,3 +116,99 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     }
     broker.shutdown();
 }
+
+/// A virtual run through the bus (ingest, topics, team groups, desks, database) makes the same decisions as the
+/// in-process simulation, event for event, under both policies; sending events ahead of their times changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_run_makes_the_simulations_decisions() {
+    use weir_wedding::rules::Rules;
+    use weir_wedding::schedule::{simulate, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig::new(dir.path().join("data"))).unwrap();
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (app, tasks) =
+        service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), ServiceConfig::default(), stopped)
+            .await
+            .unwrap();
+    let rules = Rules::default();
+    let events = weir_wedding::dataset::generate(600, rules.wedding_length, 4);
+    for (policy, ahead) in [(Policy::Edf, false), (Policy::Fifo, true)] {
+        let (s, run) =
+            call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual", "policy": policy.name()})).await;
+        assert_eq!(s, 200, "{run}");
+        let body = |es: &[&weir_wedding::schedule::Event]| {
+            Value::Array(
+                es.iter()
+                    .map(|e| {
+                        json!({"id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
+                        "timestamp": e.happened / 1000})
+                    })
+                    .collect(),
+            )
+        };
+        if ahead {
+            // The whole wedding at once: desks must not act on events before they happen.
+            let all: Vec<_> = events.iter().collect();
+            assert_eq!(call(&app, "POST", "/api/wedding/events", body(&all)).await.0, 200);
+            let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": 400_000})).await;
+            assert_eq!(s, 200, "{a}");
+        } else {
+            let mut sent = 0;
+            for t in (0..=400).map(|s| s * 1000) {
+                let upto = events[sent..].partition_point(|e| e.happened <= t);
+                let batch: Vec<_> = events[sent..sent + upto].iter().collect();
+                sent += upto;
+                if !batch.is_empty() {
+                    assert_eq!(call(&app, "POST", "/api/wedding/events", body(&batch)).await.0, 200);
+                }
+                let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": t})).await;
+                assert_eq!(s, 200, "{a}");
+            }
+        }
+        let expected = simulate(&rules, &events, policy);
+        let (_, rows) = call(&app, "GET", &format!("/api/wedding/events?run={}", run["run"]), Value::Null).await;
+        let rows: BTreeMap<String, Value> = rows["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r.clone()))
+            .collect();
+        assert_eq!(rows.len(), events.len());
+        for (e, o) in events.iter().zip(&expected) {
+            let r = &rows[&e.id];
+            let status = if o.happy { "handled" } else { "missed" };
+            assert_eq!(
+                (r["status"].as_str(), r["team"].as_str(), r["started_ms"].as_i64()),
+                (Some(status), o.team.map(|t| t.name()), o.started),
+                "{policy:?}: event {e:?}"
+            );
+        }
+        let (_, report) = call(&app, "GET", &format!("/api/wedding/report?run={}", run["run"]), Value::Null).await;
+        assert_eq!(report["happy"].as_u64(), Some(expected.iter().filter(|o| o.happy).count() as u64));
+        assert_eq!((report["open"].as_u64(), report["upper_bound_kind"].as_str()), (Some(0), Some("exact")));
+    }
+
+    // What a virtual run refuses.
+    let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": -5})).await;
+    assert!(s == 400 && e["error"].as_str().unwrap().contains("to"), "{e}");
+    call(&app, "POST", "/api/wedding/start", json!({})).await;
+    let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": 1000})).await;
+    assert!(s == 409 && e["error"].as_str().unwrap().contains("virtual"), "a real-clock run is not advanced: {e}");
+    for (body, field) in [
+        (json!({"policy": "random"}), "policy"),
+        (json!({"workers": 0}), "workers"),
+        (json!({"routines": {"security": "sometimes"}}), "routine"),
+        (json!({"clock": "sundial"}), "clock"),
+        (json!({"speed": -1}), "speed"),
+    ] {
+        let (s, e) = call(&app, "POST", "/api/wedding/start", body).await;
+        assert!(s == 400 && e["error"].as_str().unwrap().contains(field), "{field}: {e}");
+    }
+
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    broker.shutdown();
+}

@@ -9,6 +9,7 @@
 #   scripts/bench.sh http > results.jsonl      # only the HTTP produce benchmark (wrk, Debian package)
 #   scripts/bench.sh runtime > results.jsonl   # only the processing runtime (handlers, outbox) on SQLite and PostgreSQL
 #   scripts/bench.sh analytics > results.jsonl # only a simulated day of the analytics pipeline (5 M events)
+#   scripts/bench.sh wedding > results.jsonl   # only wedding operations: policies against the optimum, 1 M events
 #
 # The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
 # producer and consumer (`weir bench wire`). Tansu is found as $TANSU, on the PATH, or in /work/.cache/tansu/bin;
@@ -20,7 +21,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|http|runtime|analytics) ;; *) echo "usage: $0 [full|quick|wire|http|runtime|analytics]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|http|runtime|analytics|wedding) ;; *) echo "usage: $0 [full|quick|wire|http|runtime|analytics|wedding]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
@@ -128,6 +129,60 @@ analytics() {
     run $weir bench analytics --json --events $n --database "$pg/weir_bench"
 }
 
+# Runs a command, prints its stdout's last line as JSON with `extra` fields merged in, plus its wall time and peak
+# resident memory (the child's, from getrusage).
+measured() {
+  local extra=$1; shift
+  echo "+ $*" >&2
+  python3 - "$extra" "$@" <<'PY'
+import json, resource, subprocess, sys, time
+extra = json.loads(sys.argv[1])
+t = time.monotonic()
+out = subprocess.run(sys.argv[2:], stdout=subprocess.PIPE, check=True).stdout.decode()
+wall = time.monotonic() - t
+r = json.loads(out.strip().splitlines()[-1])
+keep = {k: r[k] for k in ("events", "happy", "stress", "upper_bound", "upper_bound_kind", "policy") if k in r}
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({**extra, **keep, "wall_s": round(wall, 2), "events_per_s": round(r["events"] / wall),
+                  "peak_rss_mib": round(rss / 1024, 1)}))
+PY
+}
+
+# Wedding operations: fifo and edf against the exact optimum on five generated 1,000-event weddings (an embedded weir
+# on the virtual clock at full speed), then a million events through ingest -> topics -> teams -> database, on SQLite
+# and on PostgreSQL, and once more against a separate `weir up` to see the server's own memory.
+wedding() {
+  local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
+  local n=1000000
+  [ "$mode" = quick ] && n=100000
+  for seed in 1 2 3 4 5; do
+    for policy in fifo edf; do
+      measured "{\"bench\":\"wedding-policy\",\"seed\":$seed}" \
+        $weir wedding simulate --speed max --seed $seed --policy $policy --report json
+    done
+  done
+  measured '{"bench":"wedding-million","database":"sqlite"}' $weir wedding simulate --speed max --events $n --report json
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS weir_bench" -qc "CREATE DATABASE weir_bench" >/dev/null 2>&1 &&
+    measured '{"bench":"wedding-million","database":"postgres"}' \
+      $weir wedding simulate --speed max --events $n --report json --database "$pg/weir_bench"
+  local scratch pid
+  scratch=$(mktemp -d)
+  $weir --data-dir "$scratch" up --systems wedding --status-every 3600 --kafka-listen none \
+    --http-listen 127.0.0.1:18080 2>"$scratch/up.log" &
+  pid=$!
+  wait_port 18080
+  measured '{"bench":"wedding-million-target","database":"sqlite"}' \
+    $weir wedding simulate --target http://127.0.0.1:18080 --clock virtual --speed max --events $n --report json
+  echo "{\"bench\":\"wedding-million-server\",\"peak_rss_mib\":$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' /proc/$pid/status)}"
+  kill $pid; wait $pid || true
+  rm -rf "$scratch"
+}
+
+if [ "$mode" = wedding ]; then
+  wedding
+  exit 0
+fi
+
 if [ "$mode" = analytics ]; then
   analytics
   exit 0
@@ -186,3 +241,4 @@ wire
 http
 runtime
 analytics
+wedding

@@ -76,6 +76,9 @@ pub struct SimulateArgs {
     /// Compute the outcome from the rules in-process, without weir (instant).
     #[arg(long)]
     model: bool,
+    /// The embedded weir's database (e.g. postgres://...) [default: SQLite in its temporary data dir].
+    #[arg(long, value_name = "URL", conflicts_with = "target")]
+    database: Option<String>,
     /// Events per HTTP request when several happen at once.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -135,11 +138,13 @@ pub async fn run(cmd: WeddingCommand) -> Result<()> {
 /// the wedding through it, and stops it.
 async fn embedded(args: SimulateArgs, rules: Rules, policy: Policy, events: Vec<Event>) -> Result<()> {
     let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
-    let broker = weir_broker::Broker::open(weir_broker::BrokerConfig::new(dir.path().join("data")))
-        .map_err(|e| anyhow::anyhow!("cannot open the embedded broker: {e}"))?;
-    let store = weir_runtime::SqlStore::connect(&weir_runtime::SqlStore::sqlite_url(dir.path()))
-        .await
-        .context("cannot open the embedded database")?;
+    let mut config = weir_broker::BrokerConfig::new(dir.path().join("data"));
+    // The team groups are the only members they will ever have: no point waiting for others to join.
+    config.group.initial_rebalance_delay_ms = 0;
+    let broker =
+        weir_broker::Broker::open(config).map_err(|e| anyhow::anyhow!("cannot open the embedded broker: {e}"))?;
+    let url = args.database.clone().unwrap_or_else(|| weir_runtime::SqlStore::sqlite_url(dir.path()));
+    let store = weir_runtime::SqlStore::connect(&url).await.context("cannot open the embedded weir's database")?;
     let bus = std::sync::Arc::new(weir_runtime::EmbeddedBus::new(broker.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let config = weir_wedding::service::ServiceConfig { rules, policy, speed: 1.0 };

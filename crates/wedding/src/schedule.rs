@@ -144,9 +144,16 @@ pub fn simulate(rules: &Rules, events: &[Event], policy: Policy) -> Vec<Outcome>
 /// eligible team's worker in which a whole handling fits between its arrival and its deadline, and a phase of length
 /// L takes at most ⌊L / handling⌋ events. Every real schedule is such a flow, so no policy can beat the bound; it can
 /// exceed the true optimum when events sharing a phase cannot all be ordered within their own times.
+///
+/// Events with the same teams, arrival and deadline are interchangeable, so they enter the flow as one node carrying
+/// their count: a million-event wedding has a few thousand such classes.
 pub fn upper_bound(rules: &Rules, events: &[Event]) -> usize {
     let horizon = events.iter().map(Event::deadline).max().unwrap_or(0) + rules.handling;
-    // Nodes: source, events, phases (per team, worker, phase), sink.
+    let mut classes: std::collections::BTreeMap<(&'static [Team], Ms, Ms), i64> = std::collections::BTreeMap::new();
+    for e in events {
+        *classes.entry((teams_for(e.event_type), e.happened, e.deadline())).or_default() += 1;
+    }
+    // Nodes: source, classes, phases (per team, worker, phase), sink.
     let mut phases: Vec<(Team, Ms, Ms)> = Vec::new();
     for team in Team::ALL {
         for _ in 0..rules.workers_per_team {
@@ -155,20 +162,19 @@ pub fn upper_bound(rules: &Rules, events: &[Event]) -> usize {
             }
         }
     }
-    let (source, sink) = (0, 1 + events.len() + phases.len());
+    let (source, sink) = (0, 1 + classes.len() + phases.len());
     let mut g = Flow::new(sink + 1);
-    for (i, e) in events.iter().enumerate() {
-        g.edge(source, 1 + i, 1);
-        let teams = teams_for(e.event_type);
+    for (i, (&(teams, happened, deadline), &count)) in classes.iter().enumerate() {
+        g.edge(source, 1 + i, count);
         for (p, &(team, start, end)) in phases.iter().enumerate() {
-            let earliest = e.happened.max(start);
-            if teams.contains(&team) && earliest + rules.handling <= end.min(e.deadline()) {
-                g.edge(1 + i, 1 + events.len() + p, 1);
+            let earliest = happened.max(start);
+            if teams.contains(&team) && earliest + rules.handling <= end.min(deadline) {
+                g.edge(1 + i, 1 + classes.len() + p, count);
             }
         }
     }
     for (p, &(_, start, end)) in phases.iter().enumerate() {
-        g.edge(1 + events.len() + p, sink, (end - start) / rules.handling);
+        g.edge(1 + classes.len() + p, sink, (end - start) / rules.handling);
     }
     g.max_flow(source, sink) as usize
 }

@@ -21,6 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::TryStreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -305,6 +306,9 @@ async fn start_run(State(s): State<Shared>, body: axum::body::Bytes) -> Result<J
         "clock": if virtual_clock { "virtual" } else { "real" }})))
 }
 
+/// Rows per INSERT statement (7 parameters a row stays well under SQLite's and PostgreSQL's limits).
+const ROWS_PER_INSERT: usize = 50;
+
 /// Validates every item, then stores them as pending in one transaction and produces each to its type's topic.
 async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
     let mut events = Vec::with_capacity(items.len());
@@ -338,21 +342,39 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
         }
         ready.push(event);
     }
+    // Many rows a statement: each statement is a round trip to the database's worker.
     let mut tx = s.store.begin().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    for e in &ready {
-        sqlx::query(
-            "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (run, id) DO NOTHING",
-        )
-        .bind(run_id)
-        .bind(&e.id)
-        .bind(e.event_type)
-        .bind(e.priority.name())
-        .bind(&e.description)
-        .bind(e.happened)
-        .bind(e.deadline())
-        .execute(&mut *tx)
-        .await?;
+    for chunk in ready.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 7;
+            sql += &format!(
+                "{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending')",
+                if i == 0 { "" } else { ", " },
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7
+            );
+        }
+        sql += " ON CONFLICT (run, id) DO NOTHING";
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(run_id)
+                .bind(e.id.clone())
+                .bind(e.event_type)
+                .bind(e.priority.name())
+                .bind(e.description.clone())
+                .bind(e.happened)
+                .bind(e.deadline());
+        }
+        q.execute(&mut *tx).await?;
     }
     tx.commit().await?;
     let messages = ready
@@ -573,34 +595,35 @@ async fn report(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Js
             "stress": get("missed"), "open": get("pending") + get("in_progress")}),
         ));
     }
-    let rows = sqlx::query(
-        "SELECT id, event_type, priority, description, happened_at, status, team, worker, started_at, completed_at, \
-         deadline FROM wedding_events WHERE run = $1 ORDER BY happened_at, id",
+    // Streamed, not fetched whole: a run may hold a million events. Descriptions play no part in the report.
+    let mut rows = sqlx::query(
+        "SELECT id, event_type, priority, happened_at, status, team, worker, started_at, completed_at, deadline \
+         FROM wedding_events WHERE run = $1 ORDER BY happened_at, id",
     )
     .bind(run)
-    .fetch_all(s.store.pool())
-    .await?;
+    .fetch(s.store.pool());
     let mut events = Vec::new();
     let mut outcomes = Vec::new();
     let mut open = 0;
-    for r in &rows {
+    while let Some(r) = rows.try_next().await? {
         let (Some(t), Some(p)) = (canonical_type(&r.get::<String, _>(1)), Priority::parse(&r.get::<String, _>(2)))
         else {
             continue;
         };
-        events.push(Event { id: r.get(0), event_type: t, priority: p, description: r.get(3), happened: r.get(4) });
-        let status: String = r.get(5);
-        let team = r.get::<Option<String>, _>(6).and_then(|n| Team::ALL.into_iter().find(|t| t.name() == n));
+        events.push(Event { id: r.get(0), event_type: t, priority: p, description: String::new(), happened: r.get(3) });
+        let status: String = r.get(4);
+        let team = r.get::<Option<String>, _>(5).and_then(|n| Team::ALL.into_iter().find(|t| t.name() == n));
         open += usize::from(status == "pending" || status == "in_progress");
         outcomes.push(Outcome {
             team,
-            worker: r.get::<Option<i32>, _>(7).map(|w| w as usize),
-            started: r.get(8),
-            completed: r.get(9),
+            worker: r.get::<Option<i32>, _>(6).map(|w| w as usize),
+            started: r.get(7),
+            completed: r.get(8),
             happy: status == "handled",
-            missed_at: (status == "missed").then(|| r.get(10)),
+            missed_at: (status == "missed").then(|| r.get(9)),
         });
     }
+    drop(rows);
     let setup = s.setup_of(run);
     let mut full = crate::report::report(&setup.rules, &events, &outcomes, setup.policy);
     full.run = Some(run);

@@ -304,6 +304,13 @@ fn wedding_simulations_report_against_the_bound() {
     model["run"] = edf["run"].clone();
     assert_eq!(model, edf, "the run through weir decides as the model does");
     assert_eq!(edf["upper_bound_kind"], "exact");
+    // The same wedding as a dataset file in the exercise's format, sent from the file: the same report.
+    let file = d.join("seed7.json");
+    std::fs::write(&file, ok(d, &["wedding", "dataset", "--seed", "7"])).unwrap();
+    assert!(std::fs::read_to_string(&file).unwrap().contains("\"timestamp\": \""), "MM:SS timestamps");
+    let mut from_file = json(&["--dataset", file.to_str().unwrap()]);
+    from_file["run"] = edf["run"].clone();
+    assert_eq!(from_file, edf, "a generated dataset round-trips through the exercise's format");
 
     let file = d.join("wedding.json");
     std::fs::write(

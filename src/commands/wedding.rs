@@ -22,6 +22,18 @@ use weir_wedding::{dataset, report};
 pub enum WeddingCommand {
     /// Send a wedding's incidents to weir at their times and print the run's report.
     Simulate(SimulateArgs),
+    /// Print a random wedding as a dataset file in the exercise's format (`MM:SS` timestamps, a JSON array).
+    Dataset(DatasetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// Seed of the random wedding: the same seed, the same events (and the same as `simulate --seed`).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Events in the wedding.
+    #[arg(long, alias = "rate", default_value_t = 1000)]
+    events: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,7 +72,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Events in the random wedding.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, alias = "rate", default_value_t = 1000)]
     events: usize,
     #[arg(long, value_enum, default_value = "text")]
     report: ReportFormat,
@@ -95,7 +107,14 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 }
 
 pub async fn run(cmd: WeddingCommand) -> Result<()> {
-    let WeddingCommand::Simulate(args) = cmd;
+    let args = match cmd {
+        WeddingCommand::Simulate(args) => args,
+        WeddingCommand::Dataset(d) => {
+            let events = dataset::generate(d.events, Rules::default().wedding_length, d.seed);
+            println!("{}", serde_json::to_string_pretty(&dataset::to_exercise_format(&events))?);
+            return Ok(());
+        }
+    };
     let policy = match &args.policy {
         Some(p) => Some(Policy::parse(p).with_context(|| format!("--policy {p:?}: use edf or fifo"))?),
         None => None,

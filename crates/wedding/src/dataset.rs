@@ -91,6 +91,24 @@ pub fn parse(
         .collect())
 }
 
+/// Events as a dataset file in the exercise's format: `MM:SS` timestamps, capitalised priorities, and the
+/// exercise's spelling `broken_itens`.
+pub fn to_exercise_format(events: &[Event]) -> Value {
+    Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                let secs = e.happened / SECOND;
+                let ty = if e.event_type == "broken_items" { "broken_itens" } else { e.event_type };
+                let p = e.priority.name();
+                let priority = format!("{}{}", p[..1].to_ascii_uppercase(), &p[1..]);
+                serde_json::json!({"id": e.id, "event_type": ty, "priority": priority, "description": e.description,
+                    "timestamp": format!("{:02}:{:02}", secs / 60, secs % 60)})
+            })
+            .collect(),
+    )
+}
+
 /// `n` events at random times over the wedding, from `seed`: the same seed, the same events.
 pub fn generate(n: usize, wedding_length: Ms, seed: u64) -> Vec<Event> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);

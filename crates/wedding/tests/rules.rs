@@ -89,6 +89,24 @@ fn no_policy_beats_the_bound_and_edf_beats_fifo() {
     }
 }
 
+/// A 1,000-event dataset in the exercise's format (`MM:SS`, `broken_itens`, capitalised priorities), made with
+/// `weir wedding dataset --seed 11`.
+#[test]
+fn a_thousand_event_dataset_in_the_exercise_format() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/wedding-1000.json")).unwrap();
+    assert!(text.contains("broken_itens") && text.contains("\"05:"), "the exercise's spellings and clock");
+    let events = dataset::parse(&text, 360_000, &|_| None).unwrap();
+    assert_eq!(events.len(), 1000);
+    assert!(events.iter().all(|e| (1_000..=360_000).contains(&e.happened)));
+    for p in [Priority::High, Priority::Medium, Priority::Low] {
+        assert!(events.iter().filter(|e| e.priority == p).count() > 200, "mixed priorities");
+    }
+    let rules = Rules::default();
+    let edf = report(&rules, &events, &simulate(&rules, &events, Policy::Edf), Policy::Edf);
+    assert_eq!(edf.upper_bound_kind, "exact");
+    assert!(edf.happy <= edf.upper_bound && edf.happy as f64 >= 0.99 * edf.upper_bound as f64, "{edf:?}");
+}
+
 #[test]
 fn datasets_in_the_exercise_format_parse_and_bad_ones_name_the_field() {
     let text = r#"[

@@ -88,6 +88,9 @@ impl SqlStore {
         };
         let mut options = AnyConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_string()))?;
         options = options.log_statements(tracing::log::LevelFilter::Trace);
+        // A long statement is often a big job done on purpose (a report over a million rows): a debug line, not a
+        // warning on the operator's console.
+        options = options.log_slow_statements(tracing::log::LevelFilter::Debug, std::time::Duration::from_secs(1));
         // One connection first: an unreachable server or a bad password says so now, rather than as a pool timeout.
         sqlx::AnyConnection::connect_with(&options).await?.close().await?;
         let pool = match dialect {

@@ -55,6 +55,25 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Which of `candidates` (a team's pending events that have happened, with a caller's index) one of its workers
+    /// free at `now` takes, if any; ties go to the smaller id. The model and the service both decide with this.
+    pub fn choose<'a>(
+        self,
+        rules: &Rules,
+        now: Ms,
+        candidates: impl Iterator<Item = (usize, &'a Event)>,
+    ) -> Option<usize> {
+        let best = match self {
+            Policy::Fifo => candidates.min_by(|(_, a), (_, b)| (a.happened, &a.id).cmp(&(b.happened, &b.id))),
+            Policy::Edf => candidates
+                .filter(|(_, e)| now + rules.handling <= e.deadline())
+                .min_by(|(_, a), (_, b)| (a.deadline(), a.happened, &a.id).cmp(&(b.deadline(), b.happened, &b.id))),
+        };
+        best.map(|(i, _)| i)
+    }
+}
+
 /// What became of one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -115,14 +134,13 @@ pub fn simulate(rules: &Rules, events: &[Event], policy: Policy) -> Vec<Outcome>
             if w.free_at > t || !rules.can_start(w.team, t) {
                 continue;
             }
-            let ours = pending.iter().enumerate().filter(|(_, &i)| teams_for(events[i].event_type).contains(&w.team));
-            let pick = match policy {
-                Policy::Fifo => ours.min_by_key(|(_, &i)| (events[i].happened, &events[i].id)),
-                Policy::Edf => ours
-                    .filter(|(_, &i)| t + rules.handling <= events[i].deadline())
-                    .min_by_key(|(_, &i)| (events[i].deadline(), events[i].happened, &events[i].id)),
-            };
-            let Some((slot, &i)) = pick else { continue };
+            let ours = pending
+                .iter()
+                .enumerate()
+                .filter(|(_, &i)| teams_for(events[i].event_type).contains(&w.team))
+                .map(|(slot, &i)| (slot, &events[i]));
+            let Some(slot) = policy.choose(rules, t, ours) else { continue };
+            let i = pending[slot];
             pending.swap_remove(slot);
             let done = t + rules.handling;
             outcomes[i] = Outcome {

@@ -773,7 +773,7 @@ impl Desk {
             }
             // Shared types sit in two teams' queues: the database decides who has it, and a worker that loses an
             // event to the other team picks again.
-            while let Some(i) = self.pick(now, rules.handling, setup.policy) {
+            while let Some(i) = self.pick(now, setup) {
                 let (r, e) = self.pending.swap_remove(i);
                 let claimed = sqlx::query(
                     "UPDATE wedding_events SET status = 'in_progress', team = $1, worker = $2, started_at = $3 \
@@ -800,18 +800,11 @@ impl Desk {
         ends
     }
 
-    /// The pending event the policy hands a worker free at `now`, if any; only what has happened by now counts (a
-    /// dataset may be sent ahead of its times). Ties go to the smaller id, as in `schedule::simulate`.
-    fn pick(&self, now: Ms, handling: Ms, policy: Policy) -> Option<usize> {
-        let candidates = self.pending.iter().enumerate().filter(|(_, (_, e))| e.happened <= now);
-        let best = match policy {
-            Policy::Fifo => candidates.min_by(|(_, (_, a)), (_, (_, b))| (a.happened, &a.id).cmp(&(b.happened, &b.id))),
-            Policy::Edf => {
-                candidates.filter(|(_, (_, e))| now + handling <= e.deadline()).min_by(|(_, (_, a)), (_, (_, b))| {
-                    (a.deadline(), a.happened, &a.id).cmp(&(b.deadline(), b.happened, &b.id))
-                })
-            }
-        };
-        best.map(|(i, _)| i)
+    /// The pending event the policy hands a worker free at `now`, if any: only what has happened by now counts (a
+    /// dataset may be sent ahead of its times), and the choice is `Policy::choose`, the model's own.
+    fn pick(&self, now: Ms, setup: &Setup) -> Option<usize> {
+        let candidates =
+            self.pending.iter().enumerate().filter(|(_, (_, e))| e.happened <= now).map(|(i, (_, e))| (i, e));
+        setup.policy.choose(&setup.rules, now, candidates)
     }
 }

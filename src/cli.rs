@@ -66,7 +66,8 @@ pub enum Command {
     /// The analytics pipeline's producers (seed 002).
     #[command(subcommand)]
     Analytics(crate::commands::analytics::AnalyticsCommand),
-    /// Wedding operations (seed 000): run a wedding on the exercise's rules and report stress against the bound.
+    /// Wedding operations (seed 000): run a wedding through weir on the exercise's rules and report its stress level
+    /// against the best any schedule could do.
     #[command(subcommand)]
     Wedding(crate::commands::wedding::WeddingCommand),
     /// Show and replay dead letters: records a handler gave up on, in `<TOPIC>.dlq`.

@@ -74,6 +74,7 @@ pub struct SimulateArgs {
     /// Events in the random wedding.
     #[arg(long, alias = "rate", default_value_t = 1000)]
     events: usize,
+    /// `text` for people, or `json`: one object on the last line of stdout.
     #[arg(long, value_enum, default_value = "text")]
     report: ReportFormat,
     /// Send the events to a running weir (its HTTP address) instead of an embedded one.

@@ -77,6 +77,8 @@ struct Run {
     moments: BTreeSet<Ms>,
     /// Events sent to each team (by `Team::ALL` index) in this run, so a desk knows when it has them all.
     sent: [u64; 5],
+    /// Virtual runs: the latest deadline of any event sent; past it there is nothing left to decide.
+    last_deadline: Ms,
 }
 
 impl Run {
@@ -239,8 +241,16 @@ async fn new_run(s: &Shared, speed: f64, virtual_clock: bool, setup: Setup) -> R
     let clock = if virtual_clock { Clock::Virtual } else { Clock::Real { started: Instant::now(), speed } };
     let setup = Arc::new(setup);
     s.setups.lock().insert(id, setup.clone());
-    *s.run.lock() =
-        Some(Run { id, setup, started_ms: now_ms(), clock, now: -1, moments: BTreeSet::new(), sent: [0; 5] });
+    *s.run.lock() = Some(Run {
+        id,
+        setup,
+        started_ms: now_ms(),
+        clock,
+        now: -1,
+        moments: BTreeSet::new(),
+        sent: [0; 5],
+        last_deadline: -1,
+    });
     Ok(id)
 }
 
@@ -306,6 +316,10 @@ async fn start_run(State(s): State<Shared>, body: axum::body::Bytes) -> Result<J
         "clock": if virtual_clock { "virtual" } else { "real" }})))
 }
 
+/// The latest an event of a virtual run may happen, from its 00:00: a wedding lasts minutes, and the virtual clock
+/// stops at every phase start up to the last deadline. (A real-clock run opened by `weir up` may well be days old.)
+const LATEST_VIRTUAL_EVENT: Ms = 24 * 3600 * 1000;
+
 /// Rows per INSERT statement (7 parameters a row stays well under SQLite's and PostgreSQL's limits).
 const ROWS_PER_INSERT: usize = 50;
 
@@ -319,14 +333,14 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
     if s.run.lock().is_none() {
         new_run(s, s.config.speed, false, Setup { rules: s.config.rules.clone(), policy: s.config.policy }).await?;
     }
-    let (run_id, now, started_ms, speed) = {
+    let (run_id, now, started_ms, speed, virtual_clock) = {
         let guard = s.run.lock();
         let r = guard.as_ref().ok_or_else(|| ApiError(StatusCode::CONFLICT, "the run was closed".into()))?;
-        let speed = match r.clock {
-            Clock::Real { speed, .. } => speed,
-            Clock::Virtual => 1.0,
+        let (speed, virtual_clock) = match r.clock {
+            Clock::Real { speed, .. } => (speed, false),
+            Clock::Virtual => (1.0, true),
         };
-        (r.id, r.now(), r.started_ms, speed)
+        (r.id, r.now(), r.started_ms, speed, virtual_clock)
     };
     let mut ready = Vec::with_capacity(events.len());
     for ((mut event, absolute), has_id) in events {
@@ -337,6 +351,12 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
             None => event.happened,
         }
         .max(0);
+        if virtual_clock && event.happened > LATEST_VIRTUAL_EVENT {
+            return Err(bad_request(format!(
+                "timestamp of event {}: {} ms is more than 24 h after the virtual run's 00:00",
+                event.id, event.happened
+            )));
+        }
         if !has_id {
             event.id = format!("{run_id}-{}", rand::random::<u64>());
         }
@@ -397,6 +417,7 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
                     r.sent[team_index(t)] += 1;
                 }
                 r.moments.insert(e.happened);
+                r.last_deadline = r.last_deadline.max(e.deadline());
             }
             metrics::counter!("wedding_events_total", "type" => e.event_type).increment(1);
             answers.push(json!({"status": "accepted", "run": run_id, "id": e.id, "topic": topic_for(e.event_type),
@@ -477,9 +498,12 @@ async fn advance(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Jso
                 return Err(ApiError(StatusCode::CONFLICT, "the run was replaced while advancing".into()));
             };
             let next = r.moments.range(r.now + 1..).next().copied().unwrap_or(Ms::MAX);
-            (next.min(next_phase_start(&setup.rules, r.now)), r.sent)
+            let next = next.min(next_phase_start(&setup.rules, r.now));
+            // Phases keep starting forever; past the last deadline (and every handling's end) they decide nothing.
+            let settled = r.last_deadline.max(r.moments.last().copied().unwrap_or(-1));
+            (if next > settled { Ms::MAX } else { next }, r.sent)
         };
-        if t > to {
+        if t > to || t == Ms::MAX {
             break;
         }
         for (k, desk) in s.desks.iter().enumerate() {

@@ -187,9 +187,21 @@ async fn a_virtual_run_makes_the_simulations_decisions() {
         let (_, report) = call(&app, "GET", &format!("/api/wedding/report?run={}", run["run"]), Value::Null).await;
         assert_eq!(report["happy"].as_u64(), Some(expected.iter().filter(|o| o.happy).count() as u64));
         assert_eq!((report["open"].as_u64(), report["upper_bound_kind"].as_str()), (Some(0), Some("exact")));
+        // Far past the last deadline nothing is left to decide: the clock jumps there at once.
+        let far = tokio::time::timeout(
+            Duration::from_secs(5),
+            call(&app, "POST", "/api/wedding/advance", json!({"to": i64::MAX})),
+        )
+        .await
+        .expect("advancing to the end of time must not walk every phase");
+        assert_eq!(far.0, 200, "{}", far.1);
     }
 
     // What a virtual run refuses.
+    call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual"})).await;
+    let (s, e) =
+        call(&app, "POST", "/message", json!({"event_type": "brawl", "priority": "low", "timestamp": 90_000})).await;
+    assert!(s == 400 && e["error"].as_str().unwrap().contains("24 h"), "{e}");
     let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": -5})).await;
     assert!(s == 400 && e["error"].as_str().unwrap().contains("to"), "{e}");
     call(&app, "POST", "/api/wedding/start", json!({})).await;

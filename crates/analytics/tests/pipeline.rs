@@ -31,15 +31,7 @@ async fn store_url(postgres: bool, dir: &std::path::Path) -> String {
     if !postgres {
         return SqlStore::sqlite_url(dir);
     }
-    use sqlx::Connection;
-    let server =
-        std::env::var("WEIR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into());
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required at {server} (scripts/test.sh starts it): {e}"));
-    let name = format!("weir_test_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-    format!("{server}/{name}")
+    weir_runtime::testing::fresh_postgres().await
 }
 
 /// Produces `n` events over `hours` hours starting at BASE, each up to `disorder_ms` earlier than its slot, so events

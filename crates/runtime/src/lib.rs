@@ -10,6 +10,7 @@
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
 //! - [`stop`]: stopping long-running loops on a caller's future without holding its resources in a `select!`.
 //! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
+//! - [`testing`]: a scratch PostgreSQL database per test, for this crate's tests and the systems'.
 
 mod bus;
 mod embedded;
@@ -19,6 +20,7 @@ pub mod kv;
 pub mod outbox;
 pub mod sql;
 pub mod stop;
+pub mod testing;
 pub mod time;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};

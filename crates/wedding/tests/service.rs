@@ -117,15 +117,27 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     broker.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_run_makes_the_simulations_decisions_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    virtual_run(dir.path(), &SqlStore::sqlite_url(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_run_makes_the_simulations_decisions_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    virtual_run(dir.path(), &weir_runtime::testing::fresh_postgres().await).await;
+}
+
 /// A virtual run through the bus (ingest, topics, team groups, desks, database) makes the same decisions as the
 /// in-process simulation, event for event, under both policies; sending events ahead of their times changes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_virtual_run_makes_the_simulations_decisions() {
+async fn virtual_run(dir: &std::path::Path, url: &str) {
     use weir_wedding::rules::Rules;
     use weir_wedding::schedule::{simulate, Policy};
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(BrokerConfig::new(dir.path().join("data"))).unwrap();
-    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let mut config = BrokerConfig::new(dir.join("data"));
+    config.group.initial_rebalance_delay_ms = 0;
+    let broker = Broker::open(config).unwrap();
+    let store = SqlStore::connect(url).await.unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (app, tasks) =
         service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), ServiceConfig::default(), stopped)

@@ -7,23 +7,7 @@ use std::sync::Arc;
 use weir_broker::{Broker, BrokerConfig};
 use weir_runtime::SqlStore;
 
-/// Where the tests find PostgreSQL: `WEIR_TEST_POSTGRES` (a server URL without a database), by default the local
-/// server as scripts/test.sh leaves it (trust authentication here; the password is for a fresh Debian cluster).
-pub fn postgres_server() -> String {
-    std::env::var("WEIR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".into())
-}
-
-/// A fresh, empty PostgreSQL database for one test; returns its URL.
-pub async fn fresh_postgres() -> String {
-    use sqlx::Connection;
-    let server = postgres_server();
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required at {server} (run scripts/test.sh, which starts it): {e}"));
-    let name = format!("weir_test_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-    format!("{server}/{name}")
-}
+pub use weir_runtime::testing::fresh_postgres;
 
 /// The store kinds every SQL test runs on.
 #[derive(Clone, Copy, Debug)]

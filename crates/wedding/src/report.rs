@@ -38,11 +38,13 @@ pub struct Report {
     pub utilisation: BTreeMap<String, f64>,
 }
 
-fn add(t: &mut Tally, happy: bool) {
+/// Counts one event: happy, a stress mark once it has been missed, or neither while it is still open (a run in
+/// progress).
+fn add(t: &mut Tally, o: &Outcome) {
     t.events += 1;
-    if happy {
+    if o.happy {
         t.happy += 1;
-    } else {
+    } else if o.missed_at.is_some() {
         t.stress += 1;
     }
 }
@@ -57,10 +59,10 @@ pub fn report(rules: &Rules, events: &[Event], outcomes: &[Outcome], policy: Pol
         // An event nobody took counts against the first team it was routed to.
         let team = o.team.or_else(|| crate::rules::teams_for(e.event_type).first().copied());
         if let Some(t) = team {
-            add(by_team.entry(t.name().into()).or_default(), o.happy);
+            add(by_team.entry(t.name().into()).or_default(), o);
         }
-        add(by_priority.entry(e.priority.name().into()).or_default(), o.happy);
-        add(by_type.entry(e.event_type.into()).or_default(), o.happy);
+        add(by_priority.entry(e.priority.name().into()).or_default(), o);
+        add(by_type.entry(e.event_type.into()).or_default(), o);
         if let (Some(t), Some(done)) = (o.team, o.completed) {
             *busy.entry(t).or_default() += rules.handling;
             if o.happy {
@@ -92,7 +94,7 @@ pub fn report(rules: &Rules, events: &[Event], outcomes: &[Outcome], policy: Pol
         run: None,
         events: events.len(),
         happy,
-        stress: events.len() - happy,
+        stress: outcomes.iter().filter(|o| !o.happy && o.missed_at.is_some()).count(),
         upper_bound,
         upper_bound_kind: upper_bound_kind.into(),
         policy,

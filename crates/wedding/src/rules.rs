@@ -172,6 +172,16 @@ impl Routine {
         }
     }
 
+    /// The start of the first available phase that begins after `t`.
+    pub fn next_start_after(self, t: Ms) -> Ms {
+        let (start, end) = self.phase_from(t + 1);
+        if start > t {
+            start
+        } else {
+            self.phase_from(end).0
+        }
+    }
+
     /// Every available phase overlapping `[0, until)`.
     pub fn phases_until(self, until: Ms) -> Vec<(Ms, Ms)> {
         let mut out = Vec::new();
@@ -257,6 +267,10 @@ mod tests {
         assert_eq!(s.available_phase_at(20_000), Some((20_000, 25_000)));
         assert_eq!(s.available_phase_at(25_000), None);
         assert_eq!(s.phase_from(26_000), (45_000, 50_000));
+        assert_eq!(
+            (s.next_start_after(-1), s.next_start_after(20_000), s.next_start_after(44_999)),
+            (20_000, 45_000, 45_000)
+        );
         let rules = Rules::default();
         assert!(rules.can_start(Team::Security, 22_000));
         assert!(!rules.can_start(Team::Security, 22_001), "would run past 25 s");

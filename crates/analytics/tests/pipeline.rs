@@ -255,13 +255,14 @@ fn crash_test(test: &str, postgres: bool) {
             .spawn()
             .unwrap()
     };
-    let progress = || {
-        rt.block_on(async {
-            let store = SqlStore::connect(&url).await.unwrap();
-            weir_analytics::aggregator::migrate(&store).await.unwrap();
-            stored(&store).await.values().sum::<i64>()
-        })
-    };
+    // One connection for every look, opened once: a new pool per look (hundreds a second) contends with the child
+    // for the database's locks and its recovery after each kill.
+    let watcher = rt.block_on(async {
+        let store = SqlStore::connect(&url).await.unwrap();
+        weir_analytics::aggregator::migrate(&store).await.unwrap();
+        store
+    });
+    let progress = || rt.block_on(async { stored(&watcher).await.values().sum::<i64>() });
     // Each round kills the child a random moment after its first new flush is visible, so the kill lands mid-ingest
     // however fast this machine aggregates (a fixed delay once let a fast machine finish before the kill).
     let mut rng = rand::thread_rng();
@@ -269,9 +270,13 @@ fn crash_test(test: &str, postgres: bool) {
     for _ in 0..8 {
         let before = progress();
         let mut c = spawn();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while progress() == before && c.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
+        let round = std::time::Instant::now();
+        while progress() == before && c.try_wait().unwrap().is_none() {
+            if round.elapsed() > Duration::from_secs(20) {
+                let _ = c.kill();
+                panic!("the aggregator made no progress in 20 s after a restart (at {before} of {BULK})");
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
         Command::new("kill").args(["-9", &c.id().to_string()]).status().unwrap();
@@ -283,7 +288,18 @@ fn crash_test(test: &str, postgres: bool) {
     }
     eprintln!("{mid_stream} of 8 kills landed mid-ingest");
     assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-ingest");
-    let status = spawn().wait().unwrap();
+    let mut last = spawn();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = last.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = last.kill();
+            panic!("the last aggregator run did not finish in 60 s (at {} of {BULK})", progress());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(status.success());
     rt.block_on(async {
         let store = SqlStore::connect(&url).await.unwrap();

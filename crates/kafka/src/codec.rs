@@ -22,6 +22,9 @@ pub enum CodecError {
     Malformed { api: ApiKey, version: i16, reason: String },
 }
 
+/// The most a partly received frame grows the read buffer by at once.
+const RESERVE_STEP: usize = 1 << 20;
+
 /// Takes one complete frame (without its 4-byte size) off the front of `buf`, or `None` if it has not all arrived.
 pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
     if buf.len() < 4 {
@@ -36,7 +39,8 @@ pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Codec
         return Err(CodecError::TooLarge { size, max });
     }
     if buf.len() < 4 + size {
-        buf.reserve(4 + size - buf.len());
+        // Room for what is still to come, in steps: a size prefix alone must not reserve 100 MiB.
+        buf.reserve((4 + size - buf.len()).min(RESERVE_STEP));
         return Ok(None);
     }
     buf.advance(4);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use kafka_protocol::messages::sasl_authenticate_response::SaslAuthenticateResponse;
 use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
-use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::messages::{ApiKey, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
@@ -38,6 +38,11 @@ impl AuthState {
     pub fn allows_requests(&self) -> bool {
         matches!(self, AuthState::Open | AuthState::Authenticated(_))
     }
+}
+
+/// The requests a connection may send before it has authenticated: ApiVersions and the SASL ones.
+pub fn allowed_before_authentication(api_key: i16) -> bool {
+    [ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate].iter().any(|k| *k as i16 == api_key)
 }
 
 pub fn handshake(state: &mut AuthState, version: i16, req: SaslHandshakeRequest) -> SaslHandshakeResponse {

@@ -1,17 +1,30 @@
 //! The listener: accepts connections and serves each one's requests in order (Kafka clients rely on responses
 //! arriving in request order on a connection). A bad frame closes that connection only.
+//!
+//! Connections are bounded like Kafka's `max.connections` and `connections.max.idle.ms`: past the cap a new
+//! connection is closed at once (a client retries with backoff; one left waiting in the kernel's backlog would only
+//! time out), one silent for the idle timeout is closed, and the conditions that refuse connections (the cap, or
+//! accept failing because the process is out of file descriptors) are logged once when they start and once when they
+//! clear, never per connection.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use weir_broker::Broker;
 
 use crate::codec::{self, CodecError};
 use crate::{groups, handlers, sasl};
+
+/// Largest frame a connection may send before it has authenticated (Kafka's `sasl.server.max.receive.size`): the
+/// SASL requests are small, and an unauthenticated client must not make the broker buffer 100 MiB.
+const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 
 /// How the listener is reached and what it accepts.
 #[derive(Clone, Debug)]
@@ -24,6 +37,10 @@ pub struct ListenerConfig {
     pub max_request_bytes: usize,
     /// SASL/PLAIN users (name → password); `None` leaves the listener open.
     pub users: Option<std::collections::HashMap<String, String>>,
+    /// Most connections served at once (Kafka's `max.connections`); further ones are closed on arrival.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (Kafka's `connections.max.idle.ms`).
+    pub idle_timeout: Duration,
 }
 
 impl ListenerConfig {
@@ -34,6 +51,8 @@ impl ListenerConfig {
             advertised_port: listen.port(),
             max_request_bytes: 100 << 20,
             users: None,
+            max_connections: 1000,
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -61,24 +80,7 @@ impl KafkaListener {
             config.advertised_port = local_addr.port();
         }
         let config = Arc::new(config);
-        let task = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let (broker, config) = (broker.clone(), config.clone());
-                        tokio::spawn(async move {
-                            if let Err(e) = serve(stream, peer, broker, config).await {
-                                tracing::debug!(%peer, "kafka connection closed: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!("kafka listener accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
+        let task = tokio::spawn(accept_loop(listener, broker, config));
         Ok(KafkaListener { local_addr, task })
     }
 
@@ -93,6 +95,77 @@ impl Drop for KafkaListener {
     }
 }
 
+/// A condition that refuses connections, logged when it starts and when it clears with how many it refused.
+#[derive(Debug, Default)]
+struct Condition {
+    refused: AtomicU64,
+}
+
+impl Condition {
+    /// Counts one refusal; true for the first since the condition last cleared (the caller logs it).
+    fn hit(&self) -> bool {
+        self.refused.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// How many were refused if the condition held until now (and resets it), else `None`.
+    fn clear(&self) -> Option<u64> {
+        match self.refused.swap(0, Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, config: Arc<ListenerConfig>) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let (at_cap, out_of_fds) = (Condition::default(), Condition::default());
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors (EMFILE/ENFILE) or another transient failure: accepting again at once
+                // would spin on the same error, so wait, longer each time, until an accept succeeds.
+                if out_of_fds.hit() {
+                    tracing::error!(
+                        "the Kafka listener cannot accept connections: {e}; retrying with backoff (raise `ulimit -n` \
+                         or lower --kafka-max-connections if this is the file-descriptor limit)"
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        if let Some(n) = out_of_fds.clear() {
+            tracing::warn!("the Kafka listener accepts connections again ({n} accept attempts failed meanwhile)");
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if at_cap.hit() {
+                tracing::warn!(
+                    max = config.max_connections,
+                    "the Kafka listener is at its limit of {} connections; closing new ones until some close \
+                     (--kafka-max-connections)",
+                    config.max_connections
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        if let Some(n) = at_cap.clear() {
+            tracing::warn!("the Kafka listener is below its connection limit again ({n} connections were refused)");
+        }
+        let (broker, config) = (broker.clone(), config.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = serve(stream, peer, broker, config).await {
+                tracing::debug!(%peer, "kafka connection closed: {e}");
+            }
+        });
+    }
+}
+
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -103,7 +176,15 @@ async fn serve(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut auth = sasl::AuthState::new(&config.users);
     loop {
-        while let Some(frame) = codec::take_frame(&mut buf, config.max_request_bytes)? {
+        loop {
+            let max_frame = if auth.allows_requests() {
+                config.max_request_bytes
+            } else {
+                config.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)
+            };
+            let Some(frame) = codec::take_frame(&mut buf, max_frame)? else {
+                break;
+            };
             if auth == sasl::AuthState::AwaitingRawToken {
                 if !sasl::check_plain(&mut auth, &config.users, &frame) {
                     anyhow::bail!("SASL authentication failed");
@@ -112,6 +193,10 @@ async fn serve(
                 continue;
             }
             let peek = codec::peek(&frame)?;
+            // Before authenticating, only the SASL requests (and ApiVersions) are even decoded.
+            if !auth.allows_requests() && !sasl::allowed_before_authentication(peek.api_key) {
+                anyhow::bail!("API key {} before SASL authentication", peek.api_key);
+            }
             let request = match codec::decode_request(frame, handlers::supported) {
                 Ok(r) => r,
                 Err(CodecError::UnsupportedVersion { api: ApiKey::ApiVersions, .. }) => {
@@ -187,8 +272,16 @@ async fn serve(
             let out = codec::encode_response(api, version, correlation_id, &body)?;
             stream.write_all(&out).await?;
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
+        match tokio::time::timeout(config.idle_timeout, stream.read_buf(&mut buf)).await {
+            Ok(read) => {
+                if read? == 0 {
+                    return Ok(());
+                }
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "closing a Kafka connection idle for {:?}", config.idle_timeout);
+                return Ok(());
+            }
         }
     }
 }

@@ -476,30 +476,37 @@ impl Log {
 
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes` (at least one batch).
     /// At the end of the log the result is empty; outside `start..=end` it is [`LogError::OffsetOutOfRange`].
+    /// Only offsets below the end published when the read starts are returned: a segment's size grows before the
+    /// log's end moves past the batch just written, so reading up to the file's size could hand out a batch whose
+    /// offsets are not yet part of the log (and a consumer would then sit past the end).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        let segments: Vec<Arc<Segment>> = {
+        let (segments, end) = {
             let segs = self.segments.read();
             let start = self.start_offset();
             let end = self.end_offset();
             if offset < start || offset > end {
                 return Err(LogError::OffsetOutOfRange { offset, log_start: start, log_end: end });
             }
-            segs.range(..=offset)
+            let segments = segs
+                .range(..=offset)
                 .next_back()
                 .into_iter()
                 .chain(segs.range(offset + 1..))
                 .map(|(_, s)| s.clone())
                 .take(2)
-                .collect()
+                .collect::<Vec<Arc<Segment>>>();
+            (segments, end)
         };
         let mut batches = Bytes::new();
-        for seg in segments {
-            if let Some(bytes) = seg.read(offset, max_bytes, seg.size())? {
-                batches = bytes;
-                break;
+        if offset < end {
+            for seg in segments {
+                if let Some(bytes) = seg.read(offset, max_bytes, seg.size(), end)? {
+                    batches = bytes;
+                    break;
+                }
             }
         }
-        Ok(ReadResult { batches, log_start_offset: self.start_offset(), log_end_offset: self.end_offset() })
+        Ok(ReadResult { batches, log_start_offset: self.start_offset(), log_end_offset: end })
     }
 
     /// The earliest offset whose record has a timestamp ≥ `ts`, or `None` if no record does.

@@ -346,11 +346,19 @@ impl Segment {
     }
 
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (but at least one batch), reading
-    /// nothing at or past `limit`.
-    pub(crate) fn read(&self, offset: i64, max_bytes: usize, limit: u64) -> Result<Option<Bytes>> {
+    /// nothing at or past byte `limit` and no batch holding offsets at or past `end_offset` (the log's published end).
+    pub(crate) fn read(&self, offset: i64, max_bytes: usize, limit: u64, end_offset: i64) -> Result<Option<Bytes>> {
         let Some((start, first)) = self.position_of(offset, limit)? else {
             return Ok(None);
         };
+        // Batches are published whole: one starting at or past the end is not in the log yet, while one that
+        // starts below the end and runs past it is damage (a flipped bit in its offset delta).
+        if first.base_offset >= end_offset {
+            return Ok(None);
+        }
+        if first.last_offset() >= end_offset {
+            return Err(self.corrupt(start, format!("batch runs past the log's end offset {end_offset}")));
+        }
         let first_len = first.total_len() as u64;
         if start + first_len > limit {
             return Err(self.corrupt(start, "batch runs past the end of the segment".into()));
@@ -366,8 +374,11 @@ impl Segment {
             if h.check_shape().is_err() || h.base_offset != expected {
                 return Err(self.corrupt(start + end as u64, "malformed batch header".into()));
             }
-            if end + h.total_len() > buf.len() {
+            if end + h.total_len() > buf.len() || h.base_offset >= end_offset {
                 break;
+            }
+            if h.last_offset() >= end_offset {
+                return Err(self.corrupt(start + end as u64, format!("batch runs past the log's end offset {end_offset}")));
             }
             expected = h.last_offset() + 1;
             end += h.total_len();

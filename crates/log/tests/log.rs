@@ -277,3 +277,48 @@ fn idempotent_retries_are_stored_once_even_across_restarts() {
         assert_eq!(read_all(&log).unwrap().len(), 4);
     }
 }
+
+/// Readers racing an appender never get a batch at or past the end offset the same read reports, and never see the
+/// end go backwards (issue 13, F4: a segment's new size was published before the log's end offset, so a read could
+/// return a batch whose offset was not yet the end, and a consumer then sat past the end, got OffsetOutOfRange and
+/// reset to 0).
+#[test]
+fn reads_never_run_ahead_of_the_end_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { fsync: FsyncPolicy::Never, segment_bytes: 256 << 10, ..LogConfig::default() };
+    let log = Log::open(dir.path(), config).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut pos, mut reads) = (0i64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = log.read(pos, 1 << 16).unwrap_or_else(|e| panic!("read at {pos} after {reads} reads: {e}"));
+                    reads += 1;
+                    for b in weir_log::batch::Batches::new(&r.batches) {
+                        let (h, _) = b.unwrap();
+                        assert!(
+                            h.last_offset() < r.log_end_offset,
+                            "read {reads} returned offsets {}..={} with the end at {}",
+                            h.base_offset,
+                            h.last_offset(),
+                            r.log_end_offset
+                        );
+                        pos = pos.max(h.last_offset() + 1);
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let mut appended = 0usize;
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        log.append(&[rec(appended), rec(appended + 1)]).unwrap();
+        appended += 2;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 10_000, "only {reads} reads raced {appended} appends");
+}

@@ -97,6 +97,27 @@ pub struct PartitionLag {
     pub lag: Option<i64>,
 }
 
+/// The broker's state as `/health` reports it.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerHealth {
+    pub topics: usize,
+    pub partitions: usize,
+    /// Partitions whose log could not be opened: (topic, partition, reason).
+    pub offline: Vec<(String, i32, String)>,
+    /// Partitions whose latest append failed in the storage (a full disk, an I/O error).
+    pub failing_writes: Vec<(String, i32, crate::topics::WriteFailure)>,
+    /// Stored batches consumers could not decode and skipped since the process started.
+    pub skipped_batches: u64,
+}
+
+impl BrokerHealth {
+    /// Healthy: nothing offline, no write failing. Skipped batches are reported but do not make it unhealthy: the
+    /// consumers went on.
+    pub fn ok(&self) -> bool {
+        self.offline.is_empty() && self.failing_writes.is_empty()
+    }
+}
+
 /// The in-process broker. Always shared as `Arc<Broker>`.
 #[derive(Debug)]
 pub struct Broker {
@@ -110,6 +131,8 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     lock: Mutex<Option<DataDirLock>>,
     closed: AtomicBool,
+    /// Batches in-process consumers could not decode and skipped (see [`Broker::note_skipped_batch`]).
+    skipped_batches: std::sync::atomic::AtomicU64,
     /// Next idempotent-producer id. Seeded from the clock (ms × 1000) so ids stay unique across restarts without a
     /// file, as long as fewer than 1000 are handed out per millisecond on average.
     next_producer_id: std::sync::atomic::AtomicI64,
@@ -160,6 +183,7 @@ impl Broker {
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
             next_producer_id: std::sync::atomic::AtomicI64::new(weir_log::now_ms() * 1000),
+            skipped_batches: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
         Ok(broker)
@@ -301,7 +325,9 @@ impl Broker {
         let t = self.topic(topic)?;
         let p = t.partition(partition)?;
         let len = bytes.len() as u64;
-        let info = p.log()?.append_batches(bytes, false)?;
+        let result = p.log()?.append_batches(bytes, false);
+        p.note_write(&result);
+        let info = result?;
         p.notify_appended();
         p.record_appended((info.last_offset - info.base_offset + 1) as u64, len);
         Ok(info)
@@ -312,6 +338,39 @@ impl Broker {
     pub fn record_consumed(&self, topic: &str, records: u64, bytes: u64) {
         metrics::counter!("weir_records_consumed_total", "topic" => topic.to_string()).increment(records);
         metrics::counter!("weir_bytes_consumed_total", "topic" => topic.to_string()).increment(bytes);
+    }
+
+    /// Records that a consumer skipped a stored batch it could not decode (`weir_consumer_skipped_batches_total`),
+    /// logging it: the records are lost to that consumer, which is better than a group stuck on them forever.
+    pub fn note_skipped_batch(&self, topic: &str, partition: i32, offsets: (i64, i64), reason: &str) {
+        self.skipped_batches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("weir_consumer_skipped_batches_total", "topic" => topic.to_string()).increment(1);
+        tracing::error!(
+            topic,
+            partition,
+            "skipping the undecodable batch at offsets {}..={}: {reason}",
+            offsets.0,
+            offsets.1
+        );
+    }
+
+    /// What `/health` reports: partitions offline or failing writes, and batches consumers had to skip.
+    pub fn health(&self) -> BrokerHealth {
+        let mut h =
+            BrokerHealth { skipped_batches: self.skipped_batches.load(Ordering::Relaxed), ..Default::default() };
+        for topic in self.topics.read().values() {
+            for p in &topic.partitions {
+                h.partitions += 1;
+                if let Some(reason) = p.offline_reason() {
+                    h.offline.push((topic.meta.name.clone(), p.index, reason.to_string()));
+                }
+                if let Some(f) = p.write_failure() {
+                    h.failing_writes.push((topic.meta.name.clone(), p.index, f));
+                }
+            }
+        }
+        h.topics = self.topics.read().len();
+        h
     }
 
     /// A fresh producer id for an idempotent producer (Kafka's InitProducerId).

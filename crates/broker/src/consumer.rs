@@ -103,6 +103,8 @@ pub struct Consumer {
     cursor: usize,
     notify: Arc<Notify>,
     next_heartbeat: Instant,
+    /// Positions where reading failed, so each is logged once rather than at every poll.
+    read_failures: std::collections::HashSet<(TopicPartition, i64)>,
 }
 
 impl Consumer {
@@ -136,6 +138,7 @@ impl Consumer {
             cursor: 0,
             notify: Arc::new(Notify::new()),
             next_heartbeat: Instant::now(),
+            read_failures: Default::default(),
         })
     }
 
@@ -294,7 +297,14 @@ impl Consumer {
                     continue;
                 }
                 Err(BrokerError::PartitionOffline { .. }) => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Damage the log found on reading (or an I/O error): this partition waits, the others and the
+                    // group go on. Logged once per position, not at every poll.
+                    if self.read_failures.insert((tp.clone(), pos)) {
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, offset = pos, "cannot read: {e}");
+                    }
+                    continue;
+                }
             };
             if read.batches.is_empty() {
                 continue;
@@ -302,13 +312,16 @@ impl Consumer {
             let topic: Arc<str> = Arc::from(tp.topic.as_str());
             let mut next = pos;
             for b in weir_log::batch::Batches::new(&read.batches) {
-                let (header, bytes) = b.map_err(weir_log::LogError::InvalidBatch)?;
+                let Ok((header, bytes)) = b else {
+                    break; // the log checked every header it returned; nothing more can be read here
+                };
                 let room = self.config.max_poll_records - out.len();
                 if room == 0 {
                     break;
                 }
                 out.reserve((header.record_count.max(0) as usize).min(room));
-                weir_log::batch::for_each_record(&bytes, pos, |r| {
+                let kept = out.len();
+                let decoded = weir_log::batch::for_each_record(&bytes, pos, |r| {
                     next = r.offset + 1;
                     out.push(ConsumedRecord {
                         topic: topic.clone(),
@@ -320,8 +333,20 @@ impl Consumer {
                         headers: r.headers,
                     });
                     out.len() < self.config.max_poll_records
-                })
-                .map_err(weir_log::LogError::InvalidBatch)?;
+                });
+                if let Err(reason) = decoded {
+                    // A batch that cannot be decoded (stored before appends were fully validated, or damaged in a
+                    // way its CRC cannot tell) is skipped whole: a consumer retrying it forever would stop its
+                    // group. None of its records is handed out.
+                    out.truncate(kept);
+                    self.broker.note_skipped_batch(
+                        &tp.topic,
+                        tp.partition,
+                        (header.base_offset, header.last_offset()),
+                        &reason,
+                    );
+                    next = next.max(header.last_offset() + 1);
+                }
             }
             self.broker.record_consumed(&tp.topic, (next - pos).max(0) as u64, read.batches.len() as u64);
             self.positions[idx].1 = next;

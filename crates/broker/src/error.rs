@@ -52,6 +52,7 @@ impl BrokerError {
             BrokerError::OffsetOutOfRange { .. } => 1,                                // OFFSET_OUT_OF_RANGE
             BrokerError::Log(LogError::RecordTooLarge { .. }) => 10,                  // MESSAGE_TOO_LARGE
             BrokerError::Log(LogError::InvalidBatch(_)) => 2,                         // CORRUPT_MESSAGE
+            BrokerError::Log(LogError::InvalidRecord(_)) => 87,                       // INVALID_RECORD
             BrokerError::Log(LogError::OffsetOutOfRange { .. }) => 1,
             BrokerError::Log(LogError::OutOfOrderSequence { .. }) => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
             BrokerError::Log(LogError::InvalidProducerEpoch { .. }) => 47, // INVALID_PRODUCER_EPOCH

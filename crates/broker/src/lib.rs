@@ -21,11 +21,12 @@ mod producer;
 mod topics;
 
 pub use broker::{
-    Broker, BrokerConfig, GroupDetails, MemberDetails, PartitionDescription, PartitionLag, TopicDescription,
+    Broker, BrokerConfig, BrokerHealth, GroupDetails, MemberDetails, PartitionDescription, PartitionLag,
+    TopicDescription,
 };
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 pub use error::BrokerError;
 pub use lock::DataDirLock;
 pub use producer::{ProduceRecord, Producer, RecordMetadata};
-pub use topics::{validate_partitions, validate_topic_name, Partition, Topic};
+pub use topics::{validate_partitions, validate_topic_name, Partition, Topic, WriteFailure};
 pub use weir_log::{FsyncPolicy, Header, LogConfig};

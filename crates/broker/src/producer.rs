@@ -299,7 +299,9 @@ fn write(p: &Partition, records: &[Record]) -> Result<Vec<RecordMetadata>, Arc<B
     }
     batch::encode(&records[start..], now, &mut buf);
     let len = buf.len() as u64;
-    let info = log.append_batches(buf, true).map_err(|e| Arc::new(BrokerError::Log(e)))?;
+    let result = log.append_batches(buf, true);
+    p.note_write(&result);
+    let info = result.map_err(|e| Arc::new(BrokerError::Log(e)))?;
     p.record_appended(records.len() as u64, len);
     Ok(timestamps
         .into_iter()

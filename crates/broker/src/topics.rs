@@ -60,16 +60,88 @@ pub(crate) fn effective_config(
     Ok(c)
 }
 
-/// One partition: its log (or why it is offline) and the consumers waiting for it to grow.
+/// Why writes to a partition are failing: the error of the latest failed append, since when, how many failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub error: String,
+    pub since_ms: i64,
+    pub failures: u64,
+}
+
+/// One partition: its log (or why it is offline), the consumers waiting for it to grow, and whether writes to it are
+/// failing (a full disk, an I/O error), so `/health` can say so while it lasts.
 #[derive(Debug)]
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     log: Result<Arc<Log>, String>,
     waiters: Mutex<Vec<Weak<Notify>>>,
+    /// Set while appends fail; `failing` lets the common case (no failure) skip the lock.
+    failing: std::sync::atomic::AtomicBool,
+    write_failure: Mutex<Option<WriteFailure>>,
 }
 
 impl Partition {
+    pub(crate) fn new(topic: Arc<str>, index: i32, log: Result<Arc<Log>, String>) -> Partition {
+        Partition {
+            topic,
+            index,
+            log,
+            waiters: Mutex::new(Vec::new()),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            write_failure: Mutex::new(None),
+        }
+    }
+
+    /// Notes the outcome of an append. A failure of the storage itself (not a client's bad batch) is logged when
+    /// writes start failing and again when they succeed, not once per failed request.
+    pub(crate) fn note_write<T>(&self, result: &Result<T, weir_log::LogError>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(_) => {
+                if self.failing.load(Ordering::Acquire) {
+                    if let Some(f) = self.write_failure.lock().take() {
+                        tracing::warn!(
+                            topic = %self.topic,
+                            partition = self.index,
+                            "writes succeed again after {} failed since {} ms ago",
+                            f.failures,
+                            weir_log::now_ms() - f.since_ms
+                        );
+                    }
+                    self.failing.store(false, Ordering::Release);
+                }
+            }
+            Err(e @ (weir_log::LogError::Io { .. } | weir_log::LogError::Corrupt { .. })) => {
+                let mut slot = self.write_failure.lock();
+                match slot.as_mut() {
+                    Some(f) => {
+                        f.failures += 1;
+                        f.error = e.to_string();
+                    }
+                    None => {
+                        tracing::error!(
+                            topic = %self.topic,
+                            partition = self.index,
+                            "writes fail: {e}; producers get a storage error until this clears"
+                        );
+                        *slot = Some(WriteFailure { error: e.to_string(), since_ms: weir_log::now_ms(), failures: 1 });
+                    }
+                }
+                self.failing.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Err(_) => {} // the client's batch was refused; the storage is fine
+        }
+    }
+
+    /// Why writes to this partition are failing, while they are.
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        if !self.failing.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.write_failure.lock().clone()
+    }
+
     /// Counts an append in the process's metrics (`weir_records_produced_total`, `weir_bytes_produced_total`).
     pub(crate) fn record_appended(&self, records: u64, bytes: u64) {
         metrics::counter!("weir_records_produced_total", "topic" => self.topic.to_string()).increment(records);
@@ -153,7 +225,7 @@ impl Topic {
                     }
                     Err(e) => tracing::error!(topic = %name, partition = i, "partition offline: {e}"),
                 }
-                Arc::new(Partition { topic: name.clone(), index: i, log, waiters: Mutex::new(Vec::new()) })
+                Arc::new(Partition::new(name.clone(), i, log))
             })
             .collect();
         Topic { meta, dir: dir.to_owned(), config, partitions }

@@ -285,3 +285,49 @@ async fn the_retention_task_deletes_old_segments() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The red team's poison batch: a valid CRC over a header that claims two records and a body that holds one.
+/// Appended "trusted" (as the in-process producer's own batches are), the way a batch stored before appends were
+/// fully validated sits in the log.
+fn store_poison_batch(b: &Broker, topic: &str) {
+    let mut batch = Vec::new();
+    weir_log::batch::encode(&[weir_log::Record::from_value("poison")], weir_log::now_ms(), &mut batch);
+    batch[23..27].copy_from_slice(&1i32.to_be_bytes()); // last offset delta
+    batch[57..61].copy_from_slice(&2i32.to_be_bytes()); // record count
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let log = b.topic(topic).unwrap().partition(0).unwrap().log().unwrap().clone();
+    log.append_batches(batch, true).unwrap();
+}
+
+/// A stored batch no reader can decode is skipped by in-process consumers, reported by the broker's health, and
+/// never stops the group (issue 13, F2: it stopped the analytics aggregator after every restart).
+#[tokio::test]
+async fn an_undecodable_stored_batch_is_skipped_and_the_group_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::open(config(dir.path())).unwrap();
+    b.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let p = b.producer();
+    p.send(ProduceRecord::new("t", "before")).await.unwrap();
+    store_poison_batch(&b, "t");
+    p.send(ProduceRecord::new("t", "after")).await.unwrap();
+
+    let mut cfg = ConsumerConfig::new(["t"]);
+    cfg.group = Some("g".into());
+    let mut c = b.consumer(cfg.clone()).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 2 && Instant::now() < deadline {
+        for r in c.poll(Duration::from_millis(200)).await.unwrap() {
+            got.push((r.offset, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+        }
+    }
+    assert_eq!(got, [(0, "before".to_string()), (3, "after".to_string())]);
+    assert_eq!(b.health().skipped_batches, 1);
+    c.commit().await.unwrap();
+    c.close().await.unwrap();
+    // Resuming from the commit finds nothing left: the skipped batch is behind the group.
+    let mut again = b.consumer(cfg).unwrap();
+    assert!(again.poll(Duration::from_millis(500)).await.unwrap().is_empty());
+    assert_eq!(b.health().skipped_batches, 1);
+}

@@ -165,8 +165,12 @@ pub fn metadata(broker: &Broker, config: &ListenerConfig, req: MetadataRequest) 
     r
 }
 
+/// Kafka's INVALID_REQUIRED_ACKS: acks other than -1 (all), 0 and 1.
+const INVALID_REQUIRED_ACKS: i16 = 21;
+
 pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> ProduceResponse {
     let mut r = ProduceResponse::default();
+    let acks_valid = matches!(req.acks, -1..=1);
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let mut tr = TopicProduceResponse::default();
@@ -176,6 +180,12 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> ProduceRespon
             pr.index = part.index;
             pr.base_offset = -1;
             pr.log_append_time_ms = -1;
+            if !acks_valid {
+                pr.error_code = INVALID_REQUIRED_ACKS;
+                pr.error_message = Some(s(&format!("acks={} (use -1, 0 or 1)", req.acks)));
+                tr.partition_responses.push(pr);
+                continue;
+            }
             let records = part.records.unwrap_or_default();
             let b = broker.clone();
             let n = name.clone();

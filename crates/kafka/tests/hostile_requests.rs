@@ -1,6 +1,7 @@
 //! Hostile requests against the Kafka decoder and listener: an element count off the wire must never turn into an
 //! allocation, whatever the API, version or encoding (issue 13, F1: a 20-byte Metadata request with a topic count of
-//! 0x7fffffff made the process reserve ~154 GB and abort).
+//! 0x7fffffff made the process reserve ~154 GB and abort), and a produced batch whose records are not what its header
+//! says is refused rather than stored (F2).
 //!
 //! The test binary runs under an allocator capped at 1 GiB, so an oversized reservation aborts it (a failure) instead
 //! of depending on how much the machine lets a process overcommit. The fuzz test covers every API and version weir
@@ -300,7 +301,10 @@ fn a_huge_count_anywhere_is_an_error_not_an_allocation() {
                     Err(_) => refused += 1,
                 }
                 let peak = ALLOCATOR.max_allocated();
-                assert!(peak < 256 << 20, "{api:?} v{version}, count at byte {pos}: {peak} bytes allocated (was {before})");
+                assert!(
+                    peak < 256 << 20,
+                    "{api:?} v{version}, count at byte {pos}: {peak} bytes allocated (was {before})"
+                );
             }
         }
     }
@@ -413,4 +417,64 @@ fn assert_still_serving(addr: std::net::SocketAddr) {
     let mut rest = vec![0u8; i32::from_be_bytes(size) as usize];
     sock.read_exact(&mut rest).unwrap();
     assert_eq!(&rest[..4], &7i32.to_be_bytes(), "the answer carries the request's correlation id");
+}
+
+/// Sends one request and decodes the Produce answer's first partition: (error code, base offset).
+fn produce_once(addr: std::net::SocketAddr, request: &ProduceRequest, version: i16) -> (i16, i64) {
+    use kafka_protocol::messages::ProduceResponse;
+    use kafka_protocol::protocol::Decodable;
+    let frame = encode(ApiKey::Produce, version, &RequestKind::Produce(request.clone()));
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    sock.write_all(&frame).unwrap();
+    let mut size = [0u8; 4];
+    sock.read_exact(&mut size).unwrap();
+    let mut rest = vec![0u8; i32::from_be_bytes(size) as usize];
+    sock.read_exact(&mut rest).unwrap();
+    // The correlation id, and in flexible versions (response header v1) an empty tagged-field section.
+    let header_len = if ApiKey::Produce.response_header_version(version) >= 1 { 5 } else { 4 };
+    let mut body = Bytes::from(rest).slice(header_len..);
+    let response = ProduceResponse::decode(&mut body, version).unwrap();
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// The red team's F2 batch (valid CRC, header claiming two records, body holding one) gets INVALID_RECORD and is not
+/// stored; acks=5 gets INVALID_REQUIRED_ACKS; the same batch made honest is stored.
+#[test]
+fn produce_refuses_batches_that_lie_and_acks_kafka_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BackgroundBroker::start(
+        weir_broker::BrokerConfig::new(dir.path()),
+        ListenerConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .unwrap();
+    let batch = |claimed: i32| {
+        let mut b = Vec::new();
+        weir_log::batch::encode(&[weir_log::Record::from_value("hi")], 1_700_000_000_000, &mut b);
+        b[23..27].copy_from_slice(&(claimed - 1).to_be_bytes());
+        b[57..61].copy_from_slice(&claimed.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    };
+    let request = |acks: i16, records: Bytes| {
+        let mut p = PartitionProduceData::default();
+        p.records = Some(records);
+        let mut t = TopicProduceData::default();
+        t.name = TopicName(s("events"));
+        t.partition_data = vec![p];
+        let mut r = ProduceRequest::default();
+        r.acks = acks;
+        r.timeout_ms = 5000;
+        r.topic_data = vec![t];
+        r
+    };
+    assert_eq!(produce_once(broker.addr, &request(1, batch(2)), 3).0, 87, "INVALID_RECORD");
+    assert_eq!(produce_once(broker.addr, &request(-1, batch(2)), 9).0, 87, "INVALID_RECORD (flexible version)");
+    assert_eq!(produce_once(broker.addr, &request(5, batch(1)), 3).0, 21, "INVALID_REQUIRED_ACKS");
+    assert_eq!(broker.broker.offsets("events", 0).unwrap(), (0, 0), "nothing stored");
+    assert_eq!(produce_once(broker.addr, &request(-1, batch(1)), 9), (0, 0));
+    assert_eq!(broker.broker.offsets("events", 0).unwrap(), (0, 1));
 }

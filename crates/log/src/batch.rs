@@ -31,6 +31,7 @@ const OFF_RECORD_COUNT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+const ATTR_CONTROL: i16 = 0x20;
 
 /// The fixed fields of a batch, parsed from its first [`HEADER_LEN`] bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,7 +340,73 @@ fn decompress(codec: i16, data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// Parses `header.record_count` records from `buf` starting at `start`, handing those at or after `min_offset` to `f`.
+/// One record's fields as positions in the records section, before anything is copied out of it.
+#[derive(Clone, Copy, Debug)]
+struct RawRecord {
+    ts_delta: i64,
+    offset_delta: i32,
+    key: Option<(usize, usize)>,
+    value: Option<(usize, usize)>,
+    header_count: usize,
+    /// Where the headers start; they end where the record does.
+    headers_at: usize,
+    end: usize,
+}
+
+/// Walks the records of a batch's (decompressed) records section `b` from `start`, checking that they are what the
+/// header claims: exactly `record_count` of them with offset deltas 0, 1, 2…, each record's length matching its
+/// fields, header keys present and UTF-8, and nothing after the last record. `f` gets each record and returns false
+/// to stop early (the rest is then not checked).
+fn walk_records(
+    header: &BatchHeader,
+    b: &[u8],
+    start: usize,
+    mut f: impl FnMut(&RawRecord) -> bool,
+) -> Result<(), String> {
+    let bad = |what: &str| format!("malformed record in batch at offset {}: {what}", header.base_offset);
+    let mut pos = start;
+    for i in 0..header.record_count {
+        let len = get_varint(b, &mut pos).ok_or_else(|| bad("length"))?;
+        if len < 0 || len as usize > b.len() - pos {
+            return Err(bad("length past end of batch"));
+        }
+        let end = pos + len as usize;
+        if pos == end {
+            return Err(bad("empty record"));
+        }
+        pos += 1; // attributes: unused in v2
+        let ts_delta = get_varlong(&b[..end], &mut pos).ok_or_else(|| bad("timestamp"))?;
+        let offset_delta = get_varint(&b[..end], &mut pos).ok_or_else(|| bad("offset delta"))?;
+        if offset_delta != i {
+            return Err(bad(&format!("offset delta {offset_delta} where {i} was expected")));
+        }
+        let key = nullable_at(b, &mut pos, end).ok_or_else(|| bad("key"))?;
+        let value = nullable_at(b, &mut pos, end).ok_or_else(|| bad("value"))?;
+        let n_headers = get_varint(&b[..end], &mut pos).ok_or_else(|| bad("header count"))?;
+        if n_headers < 0 || n_headers as usize > end - pos {
+            return Err(bad("header count"));
+        }
+        let headers_at = pos;
+        for _ in 0..n_headers {
+            let (k0, k1) = nullable_at(b, &mut pos, end).flatten().ok_or_else(|| bad("header key"))?;
+            std::str::from_utf8(&b[k0..k1]).map_err(|_| bad("header key is not UTF-8"))?;
+            nullable_at(b, &mut pos, end).ok_or_else(|| bad("header value"))?;
+        }
+        if pos != end {
+            return Err(bad("record length disagrees with its fields"));
+        }
+        let raw = RawRecord { ts_delta, offset_delta, key, value, header_count: n_headers as usize, headers_at, end };
+        if !f(&raw) {
+            return Ok(());
+        }
+    }
+    if pos != b.len() {
+        return Err(bad(&format!("{} bytes after the last of its {} records", b.len() - pos, header.record_count)));
+    }
+    Ok(())
+}
+
+/// Parses the records of a batch from `buf` starting at `start`, handing those at or after `min_offset` to `f`.
 fn parse_records(
     header: &BatchHeader,
     buf: &Bytes,
@@ -348,49 +415,45 @@ fn parse_records(
     mut f: impl FnMut(StoredRecord) -> bool,
 ) -> Result<(), String> {
     let log_append = header.is_log_append_time();
-    let b = &buf[..];
-    let mut pos = start;
-    let bad = |what: &str| format!("malformed record in batch at offset {}: {what}", header.base_offset);
-    for _ in 0..header.record_count {
-        let len = get_varint(b, &mut pos).ok_or_else(|| bad("length"))?;
-        if len < 0 || pos + len as usize > b.len() {
-            return Err(bad("length past end of batch"));
-        }
-        let end = pos + len as usize;
-        pos += 1; // attributes
-        let ts_delta = get_varlong(b, &mut pos).ok_or_else(|| bad("timestamp"))?;
-        let off_delta = get_varint(b, &mut pos).ok_or_else(|| bad("offset delta"))?;
-        let key = get_nullable(buf, &mut pos, end).ok_or_else(|| bad("key"))?;
-        let value = get_nullable(buf, &mut pos, end).ok_or_else(|| bad("value"))?;
-        let n_headers = get_varint(b, &mut pos).ok_or_else(|| bad("header count"))?;
-        if n_headers < 0 || n_headers as usize > len as usize {
-            return Err(bad("header count"));
-        }
-        let mut headers = Vec::with_capacity(n_headers as usize);
-        for _ in 0..n_headers {
-            let k = get_nullable(buf, &mut pos, end).flatten().ok_or_else(|| bad("header key"))?;
-            let key = String::from_utf8(k.to_vec()).map_err(|_| bad("header key is not UTF-8"))?;
-            let value = get_nullable(buf, &mut pos, end).ok_or_else(|| bad("header value"))?;
-            headers.push(Header { key, value });
-        }
-        if pos != end {
-            return Err(bad("record length disagrees with its fields"));
-        }
-        let offset = header.base_offset + off_delta as i64;
+    let slice = |r: Option<(usize, usize)>| r.map(|(a, b)| buf.slice(a..b));
+    walk_records(header, buf, start, |raw| {
+        let offset = header.base_offset + raw.offset_delta as i64;
         if offset < min_offset {
-            continue;
+            return true;
         }
-        let timestamp = if log_append { header.max_timestamp } else { header.base_timestamp + ts_delta };
-        if !f(StoredRecord { offset, timestamp, key, value, headers }) {
-            break;
+        let mut headers = Vec::with_capacity(raw.header_count);
+        let mut pos = raw.headers_at;
+        for _ in 0..raw.header_count {
+            // Checked by the walk: the key is present and UTF-8.
+            let (k0, k1) = nullable_at(buf, &mut pos, raw.end).flatten().unwrap_or((0, 0));
+            let value = nullable_at(buf, &mut pos, raw.end).flatten();
+            let key = String::from_utf8_lossy(&buf[k0..k1]).into_owned();
+            headers.push(Header { key, value: slice(value) });
         }
-    }
-    Ok(())
+        let timestamp = if log_append { header.max_timestamp } else { header.base_timestamp + raw.ts_delta };
+        f(StoredRecord { offset, timestamp, key: slice(raw.key), value: slice(raw.value), headers })
+    })
 }
 
-/// Reads a varint-length-prefixed nullable byte string; `Some(None)` is a null.
-fn get_nullable(batch: &Bytes, pos: &mut usize, end: usize) -> Option<Option<Bytes>> {
-    let len = get_varint(batch, pos)?;
+/// Checks the records of a batch from a client (whose CRC the caller has checked) before it is appended, as Kafka's
+/// broker does: a known codec, no control batch, and records that match the header (see `walk_records`); a
+/// compressed batch is decompressed to check them. A batch that passes can be decoded by every reader.
+pub fn validate_records(bytes: &[u8], header: &BatchHeader) -> Result<(), String> {
+    if header.attributes & ATTR_CONTROL != 0 {
+        return Err("a client's batch cannot hold control records".into());
+    }
+    if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
+        return Err("record count and last offset delta disagree".into());
+    }
+    match header.compression() {
+        0 => walk_records(header, bytes, HEADER_LEN, |_| true),
+        codec => walk_records(header, &decompress(codec, &bytes[HEADER_LEN..])?, 0, |_| true),
+    }
+}
+
+/// Reads a varint-length-prefixed nullable byte string ending by `end`, as its byte range; `Some(None)` is a null.
+fn nullable_at(b: &[u8], pos: &mut usize, end: usize) -> Option<Option<(usize, usize)>> {
+    let len = get_varint(&b[..end], pos)?;
     if len < 0 {
         return Some(None);
     }
@@ -398,9 +461,9 @@ fn get_nullable(batch: &Bytes, pos: &mut usize, end: usize) -> Option<Option<Byt
     if stop > end {
         return None;
     }
-    let b = batch.slice(*pos..stop);
+    let range = (*pos, stop);
     *pos = stop;
-    Some(Some(b))
+    Some(Some(range))
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub enum LogError {
     OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
     #[error("invalid record batch: {0}")]
     InvalidBatch(String),
+    /// The batch is intact (its CRC matches) but its records are not what its header says.
+    #[error("invalid records: {0}")]
+    InvalidRecord(String),
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     RecordTooLarge { size: usize, max: usize },
     #[error("invalid log configuration: {0}")]

@@ -287,11 +287,17 @@ impl Log {
             if len > config.max_message_bytes {
                 return Err(LogError::RecordTooLarge { size: len, max: config.max_message_bytes });
             }
-            if !trusted && !batch::crc_matches(&buf[pos..pos + len], &header) {
-                return Err(LogError::InvalidBatch("CRC-32C mismatch".into()));
-            }
             if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
                 return Err(LogError::InvalidBatch("record count and last offset delta disagree".into()));
+            }
+            if !trusted {
+                // Everything a reader will rely on, checked before the batch becomes part of the log: one whose
+                // header promises records its body does not hold would stop every consumer that reaches it.
+                let bytes = &buf[pos..pos + len];
+                if !batch::crc_matches(bytes, &header) {
+                    return Err(LogError::InvalidBatch("CRC-32C mismatch".into()));
+                }
+                batch::validate_records(bytes, &header).map_err(LogError::InvalidRecord)?;
             }
             layout.push((pos, len, header));
             pos += len;

@@ -378,7 +378,9 @@ impl Segment {
                 break;
             }
             if h.last_offset() >= end_offset {
-                return Err(self.corrupt(start + end as u64, format!("batch runs past the log's end offset {end_offset}")));
+                return Err(
+                    self.corrupt(start + end as u64, format!("batch runs past the log's end offset {end_offset}"))
+                );
             }
             expected = h.last_offset() + 1;
             end += h.total_len();

@@ -322,3 +322,63 @@ fn reads_never_run_ahead_of_the_end_offset() {
     let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(reads > 10_000, "only {reads} reads raced {appended} appends");
 }
+
+/// A batch whose CRC is right but whose records are not what its header says is refused on append (Kafka's
+/// INVALID_RECORD), and nothing of it is stored (issue 13, F2: one that claimed two records and held one was
+/// accepted, and stopped every consumer that reached it).
+#[test]
+fn batches_whose_records_disagree_with_their_header_are_refused() {
+    use common::{forge_batch, raw_record, varint};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let one = raw_record(0, b"hi");
+    let two = [raw_record(0, b"a"), raw_record(1, b"b")].concat();
+    let huge_value = {
+        // A value length of 2^40: no such record fits in a batch.
+        let mut body = vec![0u8];
+        varint(&mut body, 0);
+        varint(&mut body, 0);
+        varint(&mut body, -1);
+        varint(&mut body, 1 << 40);
+        body.extend_from_slice(b"hi");
+        varint(&mut body, 0);
+        let mut r = Vec::new();
+        varint(&mut r, body.len() as i64);
+        r.extend(body);
+        r
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("two records claimed, one present", forge_batch(&one, 2, 1, 0)),
+        ("a count of 2^31-1", forge_batch(&one, i32::MAX, i32::MAX - 1, 0)),
+        ("a value length of 2^40", forge_batch(&huge_value, 1, 0, 0)),
+        ("gzip claimed over plain records", forge_batch(&one, 1, 0, 1)),
+        ("an unknown codec", forge_batch(&one, 1, 0, 6)),
+        ("offset deltas 0, 0", forge_batch(&[raw_record(0, b"a"), raw_record(0, b"b")].concat(), 2, 1, 0)),
+        ("bytes after the last record", forge_batch(&[one.clone(), vec![0, 0, 0]].concat(), 1, 0, 0)),
+        ("one record claimed, two present", forge_batch(&two, 1, 0, 0)),
+        ("a control batch from a client", forge_batch(&one, 1, 0, 0x20)),
+    ];
+    for (what, batch) in cases {
+        match log.append_batches(batch, false) {
+            Err(LogError::InvalidRecord(reason) | LogError::InvalidBatch(reason)) => {
+                assert!(!reason.is_empty(), "{what}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(log.end_offset(), 0, "{what}: nothing stored");
+    }
+    // The same shapes, well formed, are accepted, compressed ones too (checked after decompressing).
+    assert_eq!(log.append_batches(forge_batch(&two, 2, 1, 0), false).unwrap().last_offset, 1);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &two).unwrap();
+    let info = log.append_batches(forge_batch(&gz.finish().unwrap(), 2, 1, 1), false).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (2, 3));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &one).unwrap();
+    assert!(matches!(
+        log.append_batches(forge_batch(&gz.finish().unwrap(), 2, 1, 1), false),
+        Err(LogError::InvalidRecord(_))
+    ));
+    let values: Vec<_> = read_all(&log).unwrap().into_iter().map(|r| r.value.unwrap()).collect();
+    assert_eq!(values, ["a", "b", "a", "b"].map(|v| Bytes::from_static(v.as_bytes())));
+}

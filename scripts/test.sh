@@ -26,6 +26,7 @@ need() { # need COMMAND PACKAGE WHY
 
 need kcat kcat "the Kafka compatibility tests"   # librdkafka's command-line client
 need curl curl "the HTTP tests of weir up"       # the seed documents' requests are curl commands
+need unshare util-linux "the full-disk test"      # mounts a small tmpfs in a namespace of its own, without root
 
 # kafka-python (PyPI) drives the Python client test; it fails, not skips, without it.
 if ! python3 -c "import kafka" >/dev/null 2>&1; then

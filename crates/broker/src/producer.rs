@@ -121,6 +121,15 @@ impl Producer {
         name: &str,
     ) -> Result<&'a mut TopicRoute, BrokerError> {
         let version = self.shared.broker.topics_version();
+        if routes.values().any(|r| r.version != version) {
+            // Topics were created or deleted: forget the routes of deleted ones, whose open segment files would
+            // otherwise keep their disk space until this producer happened to send to that name again.
+            let broker = &self.shared.broker;
+            routes.retain(|n, r| broker.topic(n).is_ok_and(|t| Arc::ptr_eq(&t, &r.topic)));
+            for r in routes.values_mut() {
+                r.version = version;
+            }
+        }
         let fresh = routes.get(name).is_some_and(|r| r.version == version);
         if !fresh {
             let topic = self.shared.broker.topic_or_create(name)?;

@@ -1,6 +1,7 @@
 //! Operator routes: consumer groups with their members, assignments, committed offsets and lag; and `/health`.
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -97,7 +98,7 @@ pub async fn group(State(state): State<AppState>, Path(group): Path<String>) -> 
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, or `degraded` when a partition is offline.
+    /// `ok`, or `degraded` (with status 503) when a partition is offline or writes to one are failing.
     pub status: String,
     pub version: String,
     pub uptime_seconds: u64,
@@ -112,32 +113,78 @@ pub struct Storage {
     pub topics: usize,
     pub partitions: usize,
     pub offline_partitions: usize,
+    /// Partitions whose latest write failed in the storage (a full disk, an I/O error).
+    pub failing_partitions: usize,
     pub size_bytes: u64,
+    /// Stored batches that consumers could not decode and skipped since the process started.
+    pub skipped_batches: u64,
+    /// What is wrong, one entry a partition.
+    pub problems: Vec<StorageProblem>,
 }
 
-/// Liveness and storage state.
-#[utoipa::path(get, path = "/health", tag = "admin", responses((status = 200, body = Health)))]
-pub async fn health(State(state): State<AppState>) -> Json<Health> {
-    let topics = state.broker.list_topics();
-    let (mut partitions, mut offline, mut size) = (0, 0, 0);
-    for t in &topics {
-        if let Ok(d) = state.broker.describe_topic(t) {
-            partitions += d.partitions.len();
-            offline += d.partitions.iter().filter(|p| p.offline.is_some()).count();
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StorageProblem {
+    pub topic: String,
+    pub partition: i32,
+    /// `offline` (its log could not be opened) or `writes failing`.
+    pub problem: String,
+    pub error: String,
+    /// For failing writes: when they started failing (ms since the epoch) and how many have failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u64>,
+}
+
+/// Liveness and storage state: 200 when healthy, 503 when degraded, with the same body.
+#[utoipa::path(get, path = "/health", tag = "admin", responses(
+    (status = 200, body = Health),
+    (status = 503, description = "A partition is offline or its writes are failing", body = Health),
+))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let h = state.broker.health();
+    let mut size = 0;
+    for t in state.broker.list_topics() {
+        if let Ok(d) = state.broker.describe_topic(&t) {
             size += d.partitions.iter().map(|p| p.size_bytes).sum::<u64>();
         }
     }
-    Json(Health {
-        status: if offline == 0 { "ok" } else { "degraded" }.into(),
+    let mut problems: Vec<StorageProblem> = h
+        .offline
+        .iter()
+        .map(|(topic, partition, reason)| StorageProblem {
+            topic: topic.clone(),
+            partition: *partition,
+            problem: "offline".into(),
+            error: reason.clone(),
+            since_ms: None,
+            failures: None,
+        })
+        .collect();
+    problems.extend(h.failing_writes.iter().map(|(topic, partition, f)| StorageProblem {
+        topic: topic.clone(),
+        partition: *partition,
+        problem: "writes failing".into(),
+        error: f.error.clone(),
+        since_ms: Some(f.since_ms),
+        failures: Some(f.failures),
+    }));
+    let status = if h.ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Health {
+        status: if h.ok() { "ok" } else { "degraded" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: state.started.elapsed().as_secs(),
         bus: state.config.bus.clone(),
         storage: Storage {
             data_dir: state.broker.config().data_dir.display().to_string(),
-            topics: topics.len(),
-            partitions,
-            offline_partitions: offline,
+            topics: h.topics,
+            partitions: h.partitions,
+            offline_partitions: h.offline.len(),
+            failing_partitions: h.failing_writes.len(),
             size_bytes: size,
+            skipped_batches: h.skipped_batches,
+            problems,
         },
-    })
+    };
+    (status, Json(body))
 }

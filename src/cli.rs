@@ -98,6 +98,13 @@ pub struct UpArgs {
     /// Largest Kafka request accepted; a larger one closes its connection (Kafka's socket.request.max.bytes).
     #[arg(long, default_value_t = 100 << 20, value_name = "BYTES", env = "WEIR_KAFKA_MAX_REQUEST_BYTES")]
     pub kafka_max_request_bytes: usize,
+    /// Most Kafka connections served at once (Kafka's max.connections); further ones are closed on arrival. Lowered
+    /// at start if the open-file limit (`ulimit -n`) cannot hold them.
+    #[arg(long, default_value_t = 1000, value_name = "N", env = "WEIR_KAFKA_MAX_CONNECTIONS")]
+    pub kafka_max_connections: usize,
+    /// A Kafka connection that sends nothing for this long is closed (Kafka's connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000, value_name = "MS", env = "WEIR_KAFKA_IDLE_TIMEOUT_MS")]
+    pub kafka_idle_timeout_ms: u64,
     /// The SQL store systems write to (and the runtime keeps exactly-once offsets, processed events, the outbox and
     /// the key-value table in): default SQLite in --data-dir (WAL); `postgres://USER:PASSWORD@HOST/DB` for scale.
     #[arg(long, value_name = "URL", env = "WEIR_DATABASE", hide_env_values = true)]
@@ -112,6 +119,16 @@ pub struct UpArgs {
     /// Largest HTTP request body accepted; a larger one gets 413.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", env = "WEIR_HTTP_MAX_BODY_BYTES")]
     pub http_max_body_bytes: usize,
+    /// Most records one HTTP produce request may hold; more get 413.
+    #[arg(long, default_value_t = 100_000, value_name = "N", env = "WEIR_HTTP_MAX_RECORDS")]
+    pub http_max_records: usize,
+    /// Most HTTP connections open at once; past it a new one gets 503 and is closed. Lowered at start if the
+    /// open-file limit (`ulimit -n`) cannot hold them.
+    #[arg(long, default_value_t = 1024, value_name = "N", env = "WEIR_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: usize,
+    /// An HTTP connection with no request in progress is closed after this long without a byte.
+    #[arg(long, default_value_t = 60_000, value_name = "MS", env = "WEIR_HTTP_IDLE_TIMEOUT_MS")]
+    pub http_idle_timeout_ms: u64,
     /// Where the systems publish and consume: `embedded` (this process's own broker), or an existing Kafka cluster
     /// (or another weir) as `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]`, in which case this process opens no data
     /// directory and starts no Kafka listener.

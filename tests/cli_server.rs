@@ -5,6 +5,7 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use support::{fails, ok, produce, start_up, start_up_http};
 
@@ -275,4 +276,57 @@ fn a_wedding_simulated_against_a_running_weir_reports_its_run() {
     assert_eq!(rings["status"], "missed");
     Command::new("kill").arg(up.id().to_string()).status().unwrap();
     assert!(up.wait().unwrap().success());
+}
+
+/// Issue 13, F8: under `ulimit -n 256`, 300 idle connections to each listener made Kafka and HTTP unreachable and
+/// logged "Too many open files" hundreds of times. Now the caps fit under the limit (lowered at start, saying so),
+/// connections past them are refused with one log line per listener, and once the idle ones time out both listeners
+/// serve again.
+#[test]
+fn a_flood_of_idle_connections_stays_within_the_open_file_limit() {
+    use std::io::{BufRead, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "ulimit -n 256 && exec '{}' --data-dir '{}' up --systems none --status-every 1 --kafka-listen 127.0.0.1:0 \
+         --http-listen 127.0.0.1:0 --kafka-idle-timeout-ms 3000 --http-idle-timeout-ms 3000",
+        env!("CARGO_BIN_EXE_weir"),
+        dir.path().display()
+    );
+    let mut shell = std::process::Command::new("bash");
+    shell.arg("-c").arg(&script);
+    let (mut up, kafka, http, stderr) = support::start_up_command(shell);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let collector = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    let flood: Vec<std::net::TcpStream> = [&kafka, &http]
+        .iter()
+        .flat_map(|addr| (0..300).map(move |_| std::net::TcpStream::connect(addr.as_str()).unwrap()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(up.try_wait().unwrap().is_none(), "weir up is still running");
+    // The server closes every flooding connection: those past the caps at once, the rest after the idle timeout.
+    for mut c in flood {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut sink = Vec::new();
+        let _ = c.read_to_end(&mut sink);
+    }
+    let health = std::process::Command::new("curl").args(["-s", "-m", "10", &format!("http://{http}/health")]).output();
+    let health = String::from_utf8_lossy(&health.unwrap().stdout).to_string();
+    assert!(health.contains("\"status\":\"ok\""), "HTTP serves again: {health}");
+    let meta = std::process::Command::new("kcat").args(["-b", &kafka, "-L", "-m", "10"]).output().unwrap();
+    assert!(meta.status.success(), "Kafka serves again: {}", String::from_utf8_lossy(&meta.stderr));
+    let _ = up.kill();
+    let _ = up.wait();
+    collector.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("open-file limit 256: caps lowered"), "the lowered caps are announced:\n{log}");
+    assert_eq!(log.matches("Kafka listener is at its limit").count(), 1, "{log}");
+    assert_eq!(log.matches("HTTP connections at the limit").count(), 1, "{log}");
+    assert!(log.matches("Too many open files").count() <= 2, "{log}");
 }

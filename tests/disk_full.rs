@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 fn http(method: &str, url: &str, content_type: &str, body: Option<&str>) -> (u16, String) {
     let mut c = Command::new("curl");
     c.args(["-s", "-m", "20", "-X", method, "-w", "\n%{http_code}", url]);
-    if let Some(b) = body {
+    if body.is_some() {
         c.args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", "@-"]);
         c.stdin(Stdio::piped());
     }

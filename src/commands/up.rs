@@ -38,8 +38,9 @@ fn select_systems(spec: &str) -> Result<Vec<&'static str>> {
     }
 }
 
-pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
+pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let systems = select_systems(&args.systems)?;
+    let limits_note = fit_connections_to_open_file_limit(&mut args);
     let (bus, broker): (Arc<dyn Bus>, Option<Arc<Broker>>) = match args.bus.trim() {
         "embedded" => {
             let broker = open_broker(&settings)?;
@@ -143,6 +144,10 @@ pub async fn run(settings: Settings, args: UpArgs) -> Result<()> {
                 ),
                 None => eprintln!("  http       disabled"),
             }
+            eprintln!(
+                "  conns      at most {} Kafka, {} HTTP ({limits_note})",
+                args.kafka_max_connections, args.http_max_connections
+            );
             eprintln!("  topics     {}", broker.list_topics().len());
         }
         None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", args.bus.trim()),
@@ -210,6 +215,8 @@ async fn start_kafka(
     let mut config = weir_kafka::ListenerConfig::new(listen);
     config.users = settings.kafka_users.clone().map(|u| u.into_iter().collect());
     config.max_request_bytes = args.kafka_max_request_bytes;
+    config.max_connections = args.kafka_max_connections.max(1);
+    config.idle_timeout = Duration::from_millis(args.kafka_idle_timeout_ms.max(1));
     if let Some(adv) = &args.kafka_advertised {
         let (host, port) =
             adv.rsplit_once(':').with_context(|| format!("--kafka-advertised {adv:?} is not HOST:PORT"))?;
@@ -220,6 +227,32 @@ async fn start_kafka(
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {listen}"))?;
     Ok(Some(listener))
+}
+
+/// Raises the open-file soft limit to the hard one (as servers do; many shells start at 1,024), then lowers the
+/// connection caps if, with the listeners' caps together, connections could take over half of the descriptors: the
+/// rest are for segment files (three per segment), the database and the outgoing connections. The caps are what
+/// keeps a flood of idle connections from exhausting descriptors, so they must fit under the limit. Returns the
+/// banner's line about it.
+fn fit_connections_to_open_file_limit(args: &mut UpArgs) -> String {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => return format!("open-file limit unknown ({e}); caps as set"),
+    };
+    let wanted = (args.kafka_max_connections + args.http_max_connections) as u64;
+    let room = limit / 2;
+    if wanted <= room {
+        return format!("open-file limit {limit}");
+    }
+    let scale = |n: usize| ((n as u64 * room / wanted) as usize).max(1);
+    let (kafka, http) = (scale(args.kafka_max_connections), scale(args.http_max_connections));
+    let note = format!(
+        "open-file limit {limit}: caps lowered from {} and {} (raise `ulimit -n` for more)",
+        args.kafka_max_connections, args.http_max_connections
+    );
+    args.kafka_max_connections = kafka;
+    args.http_max_connections = http;
+    note
 }
 
 /// A URL without its password, for messages.
@@ -287,6 +320,9 @@ async fn start_http(
         args.http_listen.parse().with_context(|| format!("--http-listen {:?} is not HOST:PORT", args.http_listen))?;
     let mut config = weir_http::HttpConfig::new(listen);
     config.max_body_bytes = args.http_max_body_bytes;
+    config.max_records_per_request = args.http_max_records.max(1);
+    config.max_connections = args.http_max_connections.max(1);
+    config.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms.max(1));
     config.bus = args.bus.trim().to_string();
     let server = weir_http::HttpServer::start_with(broker.clone(), config, routes)
         .await

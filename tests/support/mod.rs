@@ -55,9 +55,17 @@ pub fn start_up(d: &Path) -> (std::process::Child, String, std::io::BufReader<st
 // The caller waits for the child; a panic on the way ends the test process, and the child with its pipes.
 #[allow(clippy::zombie_processes)]
 pub fn start_up_http(d: &Path) -> (std::process::Child, String, String, std::io::BufReader<std::process::ChildStderr>) {
-    use std::io::BufRead;
     let args = ["up", "--status-every", "1", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
-    let mut up = weir(d, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    start_up_command(weir(d, &args))
+}
+
+/// [`start_up_http`] for a command of the caller's (a shell that sets limits first, say) that runs `weir up`.
+#[allow(clippy::zombie_processes)]
+pub fn start_up_command(
+    mut command: Command,
+) -> (std::process::Child, String, String, std::io::BufReader<std::process::ChildStderr>) {
+    use std::io::BufRead;
+    let mut up = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
     let mut line = String::new();
     let mut kafka = None;

@@ -224,9 +224,13 @@ pub async fn create(
         Some("false") => false,
         Some(x) => return Err(ApiError::unprocessable(42200, format!("auto.commit.enable {x:?}: use true or false"))),
     };
+    if group == "." || group == ".." {
+        // Percent-encoding cannot help here: URL parsers read "%2E%2E" as ".." too, so no URI could name it.
+        return Err(ApiError::unprocessable(42200, "a consumer group cannot be named . or .."));
+    }
     let name = match setting(&v, "name")? {
-        Some(n) if n.is_empty() || n.len() > 255 || n.contains('/') => {
-            return Err(ApiError::unprocessable(42200, "name must be 1-255 characters without '/'"));
+        Some(n) if n.is_empty() || n.len() > 255 || n.contains('/') || n == "." || n == ".." => {
+            return Err(ApiError::unprocessable(42200, "name must be 1-255 characters without '/', and not . or .."));
         }
         Some(n) => n.into_owned(),
         None => {
@@ -258,8 +262,16 @@ pub async fn create(
         all.insert(key, instance);
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let base_uri = format!("http://{host}/consumers/{group}/instances/{name}");
+    let base_uri = format!("http://{host}/consumers/{}/instances/{}", path_segment(&group), path_segment(&name));
     Ok(Json(CreatedConsumer { instance_id: name, base_uri }))
+}
+
+/// `s` as one path segment: everything but RFC 3986's unreserved characters percent-encoded, so a group or instance
+/// named `../x` or `a?b` stays one segment of the URI a client is told to use.
+fn path_segment(s: &str) -> percent_encoding::PercentEncode<'_> {
+    const RESERVED: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    percent_encoding::utf8_percent_encode(s, RESERVED)
 }
 
 /// Close a consumer instance (it leaves its group).

@@ -7,7 +7,10 @@
 //! - `metrics.rs`: the Prometheus recorder, the request-latency layer and `/metrics`, with broker gauges taken at
 //!   scrape time.
 //! - `openapi.rs`: `/openapi.json`, generated from the handlers' annotations, so the document cannot drift from them.
-//! - `error.rs`: every error as `{"error_code": N, "message": "..."}` with the REST Proxy's codes.
+//! - `error.rs`: every error as `{"error_code": N, "message": "..."}` with the REST Proxy's codes, including axum's
+//!   own rejections (of any route, the systems' too), and the 413 for a declared `Content-Length` over the limit.
+//! - `server.rs`: the listener's accept loop: a cap on connections, idle and header-read timeouts, backoff when
+//!   accepting fails, and the graceful stop.
 
 mod admin;
 mod consumers;
@@ -15,6 +18,7 @@ mod error;
 mod metrics;
 mod openapi;
 mod records;
+mod server;
 mod topics;
 
 use std::net::SocketAddr;
@@ -27,15 +31,26 @@ use axum::Router;
 use tokio::sync::watch;
 use weir_broker::Broker;
 
-pub use error::ApiError;
+pub use error::{json_errors, ApiError, ErrorBody};
 pub use openapi::openapi_json;
 
 /// How the HTTP listener behaves.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
-    /// Largest request body accepted; larger ones get 413.
+    /// Largest request body accepted; larger ones get 413 (at once when `Content-Length` says so).
     pub max_body_bytes: usize,
+    /// Most records one produce request may hold; more get 413 (41302) before any is parsed past the cap. Each
+    /// record in flight costs a few hundred bytes besides its data, so this bounds a request's memory where the body
+    /// limit alone would not: 64 MiB of `{},` is 22 million records.
+    pub max_records_per_request: usize,
+    /// Most HTTP connections open at once; past it a new connection gets 503 and is closed. The default is 1,024,
+    /// or a quarter of the process's open-file limit if that is lower.
+    pub max_connections: usize,
+    /// A connection with no request in progress is closed after this long without receiving a byte.
+    pub idle_timeout: Duration,
+    /// A request's head (request line and headers) must arrive within this long of its first byte (slowloris).
+    pub header_read_timeout: Duration,
     /// A consumer instance not used for this long is closed and removed (the REST Proxy's
     /// `consumer.instance.timeout.ms`).
     pub consumer_instance_timeout: Duration,
@@ -48,6 +63,12 @@ impl HttpConfig {
         HttpConfig {
             listen,
             max_body_bytes: 64 << 20,
+            // Ten times the largest batch the REST Proxy's own clients send by default (librdkafka's
+            // batch.num.messages is 10,000): about 30 MB of bookkeeping at most.
+            max_records_per_request: 100_000,
+            max_connections: server::default_max_connections(),
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
             consumer_instance_timeout: Duration::from_secs(300),
             bus: "embedded".into(),
         }
@@ -66,7 +87,12 @@ pub(crate) struct AppState {
 
 /// The whole API as an axum router over `broker` (the listener is [`HttpServer`]; tests drive the router directly).
 pub fn router(broker: Arc<Broker>, config: HttpConfig) -> Router {
-    build(AppState::new(broker, config), Router::new())
+    router_with(broker, config, Router::new())
+}
+
+/// [`router`] with `extra` routes merged in, as [`HttpServer::start_with`] serves them.
+pub fn router_with(broker: Arc<Broker>, config: HttpConfig, extra: Router) -> Router {
+    build(AppState::new(broker, config), extra)
 }
 
 impl AppState {
@@ -106,6 +132,10 @@ fn build(state: AppState, extra: Router) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .merge(extra)
+        // Innermost first: rejections become JSON, then an oversized body is refused before anything reads it, and
+        // the metrics see every answer as the client gets it.
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn_with_state(limit, error::refuse_declared_oversize))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))
 }
@@ -131,25 +161,37 @@ impl HttpServer {
         metrics::install();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        let soft = server::open_files_soft_limit();
+        if soft.is_some_and(|soft| config.max_connections as u64 > soft / 2) {
+            tracing::warn!(
+                max_connections = config.max_connections,
+                open_files_limit = soft,
+                "the HTTP connection cap is over half the open-file limit: the process may run out of descriptors \
+                 before the cap is reached"
+            );
+        }
+        let limits = server::Limits {
+            max_connections: config.max_connections.max(1),
+            idle_timeout: config.idle_timeout,
+            header_read_timeout: config.header_read_timeout,
+        };
         let state = AppState::new(broker, config);
         let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
         let app = build(state, extra);
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "the HTTP listener failed");
-            }
-        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(server::serve(listener, app, limits, stopped));
         Ok(HttpServer { local_addr, stop, task, reaper })
     }
 
-    /// Stops accepting, lets requests in flight finish (up to 5 s), and closes consumer instances.
+    /// Stops accepting, lets requests in flight finish (up to 5 s, then closes what is left), and stops reaping
+    /// consumer instances.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         self.reaper.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), self.task).await.is_err() {
+            // Dropping the accept loop's task drops its connections.
+            abort.abort();
+        }
     }
 }

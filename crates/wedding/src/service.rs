@@ -47,6 +47,12 @@ impl Default for ServiceConfig {
     }
 }
 
+/// The largest message (key and value, plus [`RECORD_OVERHEAD`]) ingest sends to an event's topic. The bus cannot
+/// say what its topics accept, so this stays under the default `max.message.bytes` of weir (1,048,588) and of Kafka
+/// brokers, and under librdkafka's `message.max.bytes` (1,000,000). An event over it is refused with 413 before
+/// anything is stored.
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+
 /// How a run's clock goes.
 #[derive(Clone, Copy, Debug)]
 enum Clock {
@@ -207,9 +213,10 @@ pub async fn start(
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
+    /// The shape of every error weir's HTTP server answers, `{"error_code": status, "message": ...}`.
     fn into_response(self) -> Response {
         metrics::counter!("wedding_rejected_events_total").increment(u64::from(self.0 == StatusCode::BAD_REQUEST));
-        (self.0, Json(json!({"error": self.1}))).into_response()
+        (self.0, Json(json!({"error_code": self.0.as_u16(), "message": self.1}))).into_response()
     }
 }
 
@@ -323,6 +330,54 @@ const LATEST_VIRTUAL_EVENT: Ms = 24 * 3600 * 1000;
 /// Rows per INSERT statement (7 parameters a row stays well under SQLite's and PostgreSQL's limits).
 const ROWS_PER_INSERT: usize = 50;
 
+/// What a record costs in its topic besides its key and value: a batch header (61 bytes) and the record's own
+/// varints and attributes, rounded up.
+const RECORD_OVERHEAD: usize = 128;
+
+/// After a failed produce: removes the rows this request inserted that no desk has taken, and returns the error
+/// the client gets.
+///
+/// Their messages may not have reached the topics (some may have: `produce_all` stops at the first failure), and a
+/// pending row that no desk holds would be swept as missed at its deadline: stress for an event the teams never
+/// saw. The client is told the request failed, so it is taken back whole, as a refused request stores nothing, and
+/// a retry starts clean. A message that did get through finds no pending row, so no desk can claim it. Marking the
+/// rows instead (`failed`) would keep them in the report's totals as events that never happened.
+async fn withdraw(s: &Shared, run: i64, inserted: &[String], cause: BusError) -> ApiError {
+    let mut removed = Ok(0u64);
+    for chunk in inserted.chunks(ROWS_PER_INSERT) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "DELETE FROM wedding_events WHERE run = $1 AND status = 'pending' AND id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(run);
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        removed = match (removed, q.execute(s.store.pool()).await) {
+            (Ok(n), Ok(done)) => Ok(n + done.rows_affected()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+    }
+    match removed {
+        Ok(n) => {
+            tracing::warn!(error = %cause, withdrawn = n, "wedding ingest could not produce its events; withdrew them");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("bus: {cause}; nothing of this request was kept, retry it"),
+            )
+        }
+        Err(db) => {
+            tracing::error!(error = %cause, database = %db, ids = ?inserted,
+                "wedding ingest could not produce its events nor withdraw them: they stay pending until swept as missed");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("bus: {cause}; withdrawing the stored events also failed ({db}): they will show as missed"),
+            )
+        }
+    }
+}
+
 /// Validates every item, then stores them as pending in one transaction and produces each to its type's topic.
 async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
     let mut events = Vec::with_capacity(items.len());
@@ -362,8 +417,32 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
         }
         ready.push(event);
     }
+    let messages: Vec<OutgoingMessage> = ready
+        .iter()
+        .map(|e| {
+            let body = json!({"run": run_id, "id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
+                "description": e.description, "happened_ms": e.happened});
+            OutgoingMessage::new(topic_for(e.event_type), body.to_string()).key(e.id.clone())
+        })
+        .collect();
+    // Refused here, before the transaction: once a row is committed its message has to reach the topic.
+    for (i, m) in messages.iter().enumerate() {
+        let size = m.key.as_ref().map_or(0, |k| k.len()) + m.value.as_ref().map_or(0, |v| v.len()) + RECORD_OVERHEAD;
+        if size > MAX_MESSAGE_BYTES {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "event {i} ({}) would be a {size}-byte message, over the {} bytes its topic {} takes \
+                     (max.message.bytes): shorten its description",
+                    ready[i].id, MAX_MESSAGE_BYTES, m.topic
+                ),
+            ));
+        }
+    }
     // Many rows a statement: each statement is a round trip to the database's worker.
     let mut tx = s.store.begin().await.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    // The ids this request inserted (not those already stored, which a retry sends again).
+    let mut inserted: Vec<String> = Vec::with_capacity(ready.len());
     for chunk in ready.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) VALUES ",
@@ -382,7 +461,7 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
                 b + 7
             );
         }
-        sql += " ON CONFLICT (run, id) DO NOTHING";
+        sql += " ON CONFLICT (run, id) DO NOTHING RETURNING id";
         let mut q = sqlx::query(&sql);
         for e in chunk {
             q = q
@@ -394,18 +473,12 @@ async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, ApiError> {
                 .bind(e.happened)
                 .bind(e.deadline());
         }
-        q.execute(&mut *tx).await?;
+        inserted.extend(q.fetch_all(&mut *tx).await?.iter().map(|r| r.get::<String, _>(0)));
     }
     tx.commit().await?;
-    let messages = ready
-        .iter()
-        .map(|e| {
-            let body = json!({"run": run_id, "id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
-                "description": e.description, "happened_ms": e.happened});
-            OutgoingMessage::new(topic_for(e.event_type), body.to_string()).key(e.id.clone())
-        })
-        .collect();
-    s.bus.produce_all(messages).await?;
+    if let Err(e) = s.bus.produce_all(messages).await {
+        return Err(withdraw(s, run_id, &inserted, e).await);
+    }
     // What a virtual run's advance needs: how many events each desk must wait for, and when they happen.
     if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
         for e in &ready {
@@ -464,6 +537,13 @@ async fn advance(State(s): State<Shared>, body: axum::body::Bytes) -> Result<Jso
     })?;
     let _one = s.advancing.lock().await;
     let (run_id, setup) = match &*s.run.lock() {
+        // Decisions already made at later moments cannot be unmade: the clock only goes forward.
+        Some(r) if matches!(r.clock, Clock::Virtual) && to < r.now => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("the run's clock is at {} ms and never goes back: advance to {} or later", r.now, r.now),
+            ))
+        }
         Some(r) if matches!(r.clock, Clock::Virtual) => (r.id, r.setup.clone()),
         _ => {
             return Err(ApiError(

@@ -71,7 +71,7 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     ] {
         let (s, e) = call(&app, "POST", "/message", body).await;
         assert_eq!(s, 400);
-        assert!(e["error"].as_str().unwrap().contains(field), "{e}");
+        assert!(e["message"].as_str().unwrap().contains(field), "{e}");
     }
     let (s, _) = call(
         &app,
@@ -213,12 +213,12 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
     call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual"})).await;
     let (s, e) =
         call(&app, "POST", "/message", json!({"event_type": "brawl", "priority": "low", "timestamp": 90_000})).await;
-    assert!(s == 400 && e["error"].as_str().unwrap().contains("24 h"), "{e}");
+    assert!(s == 400 && e["message"].as_str().unwrap().contains("24 h"), "{e}");
     let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": -5})).await;
-    assert!(s == 400 && e["error"].as_str().unwrap().contains("to"), "{e}");
+    assert!(s == 400 && e["message"].as_str().unwrap().contains("to"), "{e}");
     call(&app, "POST", "/api/wedding/start", json!({})).await;
     let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": 1000})).await;
-    assert!(s == 409 && e["error"].as_str().unwrap().contains("virtual"), "a real-clock run is not advanced: {e}");
+    assert!(s == 409 && e["message"].as_str().unwrap().contains("virtual"), "a real-clock run is not advanced: {e}");
     for (body, field) in [
         (json!({"policy": "random"}), "policy"),
         (json!({"workers": 0}), "workers"),
@@ -227,7 +227,7 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
         (json!({"speed": -1}), "speed"),
     ] {
         let (s, e) = call(&app, "POST", "/api/wedding/start", body).await;
-        assert!(s == 400 && e["error"].as_str().unwrap().contains(field), "{field}: {e}");
+        assert!(s == 400 && e["message"].as_str().unwrap().contains(field), "{field}: {e}");
     }
 
     let _ = stop.send(true);
@@ -235,4 +235,63 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     broker.shutdown();
+}
+
+/// What the red team found (issue 13): an oversized description got 503 after committing a `pending` row that never
+/// reached its topic (F3: now 413 before anything is stored), the virtual clock could be moved backwards (F5: now
+/// 409), and a bad query got a plain-text 400 (now JSON, through weir's router as `weir up` serves the routes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_store_nothing_and_the_clock_never_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new(dir.path().join("data"));
+    config.group.initial_rebalance_delay_ms = 0;
+    let broker = Broker::open(config).unwrap();
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let (routes, _tasks) =
+        service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), ServiceConfig::default(), stopped)
+            .await
+            .unwrap();
+    let app =
+        weir_http::router_with(broker.clone(), weir_http::HttpConfig::new("127.0.0.1:0".parse().unwrap()), routes);
+    let rows = || async {
+        sqlx::query("SELECT COUNT(*) FROM wedding_events").fetch_one(store.pool()).await.unwrap().get::<i64, _>(0)
+    };
+    let (s, _) = call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual"})).await;
+    assert_eq!(s, 200);
+
+    let huge = "d".repeat(2_000_000);
+    let (s, e) =
+        call(&app, "POST", "/message", json!({"event_type": "bride", "priority": "Low", "description": huge})).await;
+    assert_eq!(s, 413, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("max.message.bytes"), "{e}");
+    let batch = json!([
+        {"event_type": "brawl", "priority": "low", "description": "fine"},
+        {"event_type": "bride", "priority": "low", "description": "d".repeat(1_000_000)},
+    ]);
+    let (s, _) = call(&app, "POST", "/api/wedding/events", batch).await;
+    assert_eq!(s, 413, "a batch with one oversized event is refused whole");
+    assert_eq!(rows().await, 0, "nothing of a refused request is stored");
+
+    let (s, _) =
+        call(&app, "POST", "/message", json!({"event_type": "brawl", "priority": "low", "timestamp": 1000})).await;
+    assert_eq!(s, 200);
+    assert_eq!(rows().await, 1);
+
+    let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": 60_000})).await;
+    assert_eq!(s, 200, "{a}");
+    let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": 1000})).await;
+    assert_eq!(s, 409, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("never goes back"), "{e}");
+    let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": 60_000})).await;
+    assert_eq!(s, 200, "advancing to where the clock is stays possible: {a}");
+    assert_eq!(a["now"], 60_000, "{a}");
+
+    let req = axum::http::Request::builder().uri("/api/wedding/report?run=abc").body(Body::empty()).unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes())
+        .expect("a bad query is answered in JSON");
+    assert_eq!(body["error_code"], 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("run"), "{body}");
 }

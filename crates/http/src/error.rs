@@ -1,10 +1,9 @@
 //! Errors as the Confluent REST Proxy sends them: an HTTP status and `{"error_code": N, "message": "..."}`, where
 //! `error_code` is the status followed by a detail digit or two (40401 topic not found, 42201 invalid key, ...).
 //!
-//! Two layers over the whole server make that hold for answers no handler writes: [`json_errors`] turns axum's
+//! One layer over the whole server, [`guard`], makes that hold for answers no handler writes: it turns axum's
 //! plain-text rejections (a query, path or body that does not parse, an unrouted method, of any route including the
-//! systems' merged in) into this shape, and [`refuse_declared_oversize`] answers 413 to a declared body over the
-//! limit before anyone waits for it.
+//! systems' merged in) into this shape, and answers 413 to a declared body over the limit before anyone waits for it.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -110,19 +109,38 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 405, format!("{method} is not allowed on {}.", uri.path()))
 }
 
-/// Rewrites any error answer that is not JSON (axum's extractor rejections are plain text, an unrouted method's 405
-/// has no body) into [`ErrorBody`], with the status as `error_code` and the text as `message`; headers such as
-/// `Allow` are kept. One layer for every route, rather than a mapping in each handler of each crate.
-pub async fn json_errors(req: Request, next: Next) -> Response {
+/// The one layer every request of the server passes (one layer, not two: each `from_fn` layer costs a boxed future
+/// per request). Before the handler, a request whose `Content-Length` is over `limit` gets 413 at once: otherwise the
+/// server would wait for (and a slow client could trickle) a body it will refuse anyway; bodies without a declared
+/// length are cut at the limit by axum's `DefaultBodyLimit` as they arrive. After it, an error answer that is not
+/// JSON (axum's extractor rejections are plain text, an unrouted method's 405 has no body) is rewritten into
+/// [`ErrorBody`], with the status as `error_code` and the text as `message`, headers such as `Allow` kept: one
+/// mapping for every route of every crate.
+pub async fn guard(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req.headers().get(header::CONTENT_LENGTH).map(HeaderValue::to_str).and_then(Result::ok);
+    if declared.and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|len| len > limit as u64) {
+        let mut response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413,
+            format!("the request body is larger than the server accepts ({limit} bytes)"),
+        )
+        .into_response();
+        // The body is never read, so the connection cannot carry another request.
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = next.run(req).await;
     let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json") || v.contains("+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    if is_json {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -143,23 +161,4 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         }
     }
     json
-}
-
-/// 413 at once for a request whose `Content-Length` is over `limit`: otherwise the server would wait for (and a
-/// slow client could trickle) a body it will refuse anyway. Bodies without a declared length are cut at the limit by
-/// axum's `DefaultBodyLimit` as they arrive.
-pub async fn refuse_declared_oversize(State(limit): State<usize>, req: Request, next: Next) -> Response {
-    let declared = req.headers().get(header::CONTENT_LENGTH).map(HeaderValue::to_str).and_then(Result::ok);
-    if declared.and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|len| len > limit as u64) {
-        let mut response = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            413,
-            format!("the request body is larger than the server accepts ({limit} bytes)"),
-        )
-        .into_response();
-        // The body is never read, so the connection cannot carry another request.
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    }
-    next.run(req).await
 }

@@ -31,7 +31,7 @@ use axum::Router;
 use tokio::sync::watch;
 use weir_broker::Broker;
 
-pub use error::{json_errors, ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody};
 pub use openapi::openapi_json;
 
 /// How the HTTP listener behaves.
@@ -132,10 +132,9 @@ fn build(state: AppState, extra: Router) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .merge(extra)
-        // Innermost first: rejections become JSON, then an oversized body is refused before anything reads it, and
-        // the metrics see every answer as the client gets it.
-        .layer(axum::middleware::from_fn(error::json_errors))
-        .layer(axum::middleware::from_fn_with_state(limit, error::refuse_declared_oversize))
+        // Innermost first: the guard refuses a declared oversized body and makes rejections JSON, and the metrics
+        // see every answer as the client gets it.
+        .layer(axum::middleware::from_fn_with_state(limit, error::guard))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))
 }

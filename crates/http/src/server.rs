@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
@@ -139,9 +139,13 @@ async fn connection(
     // idle timeout too. `Activity` keeps the two apart.
     let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
+    // The connection is looked at only when a timeout could have passed, never per request: a request costs no
+    // wake-up or timer here. While one is served (or before its head begins) the next look is at most the shorter
+    // timeout away, so a head that starts meanwhile is still held to its own deadline.
+    let check = tokio::time::sleep(limits.idle_timeout.min(limits.header_read_timeout));
+    let mut check = std::pin::pin!(check);
     let mut stopping = false;
     loop {
-        let deadline = activity.deadline(&limits);
         tokio::select! {
             done = conn.as_mut() => {
                 if let Err(e) = done {
@@ -149,13 +153,13 @@ async fn connection(
                 }
                 return;
             }
-            _ = activity.changed.notified() => {}
-            _ = sleep_until(deadline) => {
-                if activity.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
+            _ = check.as_mut() => match activity.next_check(&limits, Instant::now()) {
+                Some(at) => check.as_mut().reset(at),
+                None => {
                     tracing::debug!("closing an HTTP connection past its idle or header-read timeout");
                     return;
                 }
-            }
+            },
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
@@ -164,19 +168,10 @@ async fn connection(
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Where a connection stands, for its timeouts.
 #[derive(Debug)]
 struct Activity {
     phase: Mutex<Phase>,
-    /// Woken when the deadline may have moved.
-    changed: Notify,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -189,28 +184,25 @@ enum Phase {
 
 impl Activity {
     fn new() -> Self {
-        Activity {
-            phase: Mutex::new(Phase::Waiting { since: Instant::now(), head_from: None }),
-            changed: Notify::new(),
-        }
+        Activity { phase: Mutex::new(Phase::Waiting { since: Instant::now(), head_from: None }) }
     }
 
-    /// When the connection is to be closed if nothing changes.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        match *self.phase.lock() {
-            Phase::Serving(_) => None,
-            Phase::Waiting { since, head_from: None } => Some(since + limits.idle_timeout),
-            Phase::Waiting { head_from: Some(from), .. } => Some(from + limits.header_read_timeout),
-        }
+    /// When to look at the connection again, or `None` if it is past its idle or header-read timeout.
+    fn next_check(&self, limits: &Limits, now: Instant) -> Option<Instant> {
+        // A head may begin at any moment: look again within the header-read timeout at the latest.
+        let head_could_expire = now + limits.header_read_timeout;
+        let deadline = match *self.phase.lock() {
+            Phase::Serving(_) => return Some(now + limits.idle_timeout.min(limits.header_read_timeout)),
+            Phase::Waiting { since, head_from: None } => since + limits.idle_timeout,
+            Phase::Waiting { head_from: Some(from), .. } => from + limits.header_read_timeout,
+        };
+        (deadline > now).then(|| deadline.min(head_could_expire))
     }
 
     /// Bytes arrived: while waiting, the next request's head has begun.
     fn received(&self) {
-        let mut phase = self.phase.lock();
-        if let Phase::Waiting { head_from: head_from @ None, .. } = &mut *phase {
+        if let Phase::Waiting { head_from: head_from @ None, .. } = &mut *self.phase.lock() {
             *head_from = Some(Instant::now());
-            drop(phase);
-            self.changed.notify_one();
         }
     }
 
@@ -222,7 +214,6 @@ impl Activity {
             Phase::Waiting { .. } => Phase::Serving(1),
         };
         drop(phase);
-        self.changed.notify_one();
         Busy(self.clone())
     }
 }
@@ -237,8 +228,6 @@ impl Drop for Busy {
             Phase::Serving(n) if n > 1 => Phase::Serving(n - 1),
             _ => Phase::Waiting { since: Instant::now(), head_from: None },
         };
-        drop(phase);
-        self.0.changed.notify_one();
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -15,31 +15,10 @@ use tower::ServiceExt;
 use weir_broker::{Broker, BrokerConfig};
 use weir_http::{HttpConfig, HttpServer};
 
-/// Log lines, captured for the assertions.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+#[path = "../../../testing/net.rs"]
+mod net;
 
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install() -> Captured {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).init();
-        captured
-    }
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).matches(needle).count()
-    }
-}
+use net::{closed_by_server, CapturedLogs};
 
 async fn server(configure: impl FnOnce(&mut HttpConfig)) -> (tempfile::TempDir, Arc<Broker>, HttpServer) {
     let dir = tempfile::tempdir().unwrap();
@@ -83,19 +62,9 @@ fn health(s: &mut TcpStream) -> Option<u16> {
     response(s).map(|(status, _)| status)
 }
 
-/// True if the server closes `s` within the read timeout; false if it stays open.
-fn closed_by_server(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_new_connections_get_503_and_the_others_are_served() {
-    let log = Captured::install();
+    let log = CapturedLogs::install();
     let (_dir, _broker, server) = server(|c| c.max_connections = 3).await;
     let addr = server.local_addr;
     tokio::task::spawn_blocking(move || {

@@ -4,36 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 
-/// Log lines, captured for the assertions.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+#[path = "../../../testing/net.rs"]
+mod net;
 
-impl Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn install() -> Captured {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).init();
-        captured
-    }
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).matches(needle).count()
-    }
-}
+use net::{closed_by_server, CapturedLogs};
 
 fn start(max_connections: usize, idle_timeout: Duration) -> (tempfile::TempDir, BackgroundBroker) {
     let dir = tempfile::tempdir().unwrap();
@@ -66,19 +44,9 @@ fn connect(addr: SocketAddr) -> TcpStream {
     sock
 }
 
-/// True if the server closes `sock` within the read timeout (end of file or a reset); false if it stays open.
-fn closed_by_server(sock: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    match sock.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-    }
-}
-
 #[test]
 fn past_the_cap_new_connections_are_closed_and_the_others_served() {
-    let log = Captured::install();
+    let log = CapturedLogs::install();
     let (_dir, broker) = start(5, Duration::from_secs(600));
     let mut held: Vec<TcpStream> = (0..5).map(|_| connect(broker.addr)).collect();
     for s in &mut held {

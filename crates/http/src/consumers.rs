@@ -15,17 +15,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use weir_broker::group::TopicPartition;
 use weir_broker::{BrokerError, ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
 
-use crate::error::{ApiError, ErrorBody};
-use crate::records::{body_or_error, integer, media_type, Format, BINARY_V2, JSON_V2};
+use crate::body::{self, BodyError, Offset, Partition};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::media::{self, Format};
 use crate::AppState;
-
-const V2: &str = "application/vnd.kafka.v2+json";
 
 #[derive(Debug)]
 pub struct Registry {
@@ -107,51 +107,46 @@ pub async fn reap(registry: Arc<Registry>) {
     }
 }
 
-fn check_json_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    if body.is_empty() {
-        return Ok(());
+/// A consumer route's body as a `T`: 415 for another media type, 422 naming the field that does not fit (with the
+/// code `code` gives for that field). `empty` is what an empty body or `null` means, where the route allows one.
+fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    empty: Option<fn() -> T>,
+    code: fn(&BodyError) -> ErrorCode,
+) -> Result<T, ApiError> {
+    let body = body::read(body)?;
+    media::check_v2_json(headers, &body)?;
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return match empty {
+            Some(empty) => Ok(empty()),
+            None => Err(ApiError::new(
+                ErrorCode::UnprocessableEntity,
+                "the body must be a JSON object (send {} for the defaults)",
+            )),
+        };
     }
-    match media_type(headers, header::CONTENT_TYPE).as_deref() {
-        Some(V2) | Some("application/json") => Ok(()),
-        other => Err(ApiError::unsupported_media_type(other.unwrap_or("(none)"), &format!("{V2} or application/json"))),
-    }
+    body::object(text).map_err(|e| {
+        let code = code(&e);
+        e.into_api(code)
+    })
 }
 
-/// The body as a JSON object; an empty body is `{}` when `may_be_empty` (a commit of everything fetched).
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>, may_be_empty: bool) -> Result<Value, ApiError> {
-    let body = body_or_error(body)?;
-    check_json_type(headers, &body)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        if may_be_empty {
-            return Ok(Value::Object(Default::default()));
-        }
-        return Err(ApiError::unprocessable(42200, "the body must be a JSON object (send {} for the defaults)"));
-    }
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::unprocessable(42200, format!("the body is not valid JSON: {e}")))?;
-    match v {
-        Value::Object(_) => Ok(v),
-        Value::Null if may_be_empty => Ok(Value::Object(Default::default())),
-        _ => Err(ApiError::unprocessable(42200, "the body must be a JSON object")),
-    }
+/// Any misfit in a body is 42200.
+fn unprocessable(_: &BodyError) -> ErrorCode {
+    ErrorCode::UnprocessableEntity
 }
 
-/// A string setting (the REST Proxy's settings are strings, `"true"` included).
-fn setting<'a>(v: &'a Value, key: &str) -> Result<Option<std::borrow::Cow<'a, str>>, ApiError> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str().into())),
-        Some(other) => Err(ApiError::unprocessable(42200, format!("\"{key}\" must be a string, got {other}"))),
-    }
-}
-
+/// The body of `POST /consumers/{group}`; every field may be left out. The settings are strings, as the REST
+/// Proxy's are (`"true"` included).
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // parsed by hand for field-level errors; these types document the shape
 pub struct CreateConsumer {
     /// Instance name (default: generated).
     #[schema(min_length = 1, max_length = 255, pattern = "^[^/]+$")]
     pub name: Option<String>,
-    pub format: Option<FormatName>,
+    /// How keys and values are embedded: base64 (`binary`, the default) or JSON.
+    pub format: Option<Format>,
     #[serde(rename = "auto.offset.reset")]
     pub auto_offset_reset: Option<ResetName>,
     /// `"true"` (default): each fetch first commits what the previous fetches returned.
@@ -159,27 +154,64 @@ pub struct CreateConsumer {
     pub auto_commit_enable: Option<BoolName>,
 }
 
-/// How keys and values are embedded: base64 (`binary`, the default) or JSON.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FormatName {
-    Binary,
-    Json,
+impl CreateConsumer {
+    /// A setting that does not fit is an invalid consumer configuration (42204), anything else 42200.
+    fn error_code(e: &BodyError) -> ErrorCode {
+        match e.field.as_str() {
+            "format" | "auto.offset.reset" | "auto.commit.enable" => ErrorCode::InvalidConsumerConfig,
+            _ => ErrorCode::UnprocessableEntity,
+        }
+    }
 }
 
-/// Where the group starts on partitions it never committed (default `latest`).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+/// Where the group starts on partitions it never committed (default `latest`; `smallest` is taken for `earliest`,
+/// as older clients send it).
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+// Named for the document, read by `try_from`, as `Format` is (see there).
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum ResetName {
     Earliest,
     Latest,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+impl TryFrom<String> for ResetName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "earliest" | "smallest" => Ok(ResetName::Earliest),
+            "latest" => Ok(ResetName::Latest),
+            _ => Err(format!("unknown value {s:?}: use earliest or latest")),
+        }
+    }
+}
+
+impl From<ResetName> for OffsetReset {
+    fn from(r: ResetName) -> Self {
+        match r {
+            ResetName::Earliest => OffsetReset::Earliest,
+            ResetName::Latest => OffsetReset::Latest,
+        }
+    }
+}
+
+/// A boolean setting, as the string `"true"` or `"false"`.
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+// Named for the document, read by `try_from`, as `Format` is (see there).
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum BoolName {
     True,
     False,
+}
+
+impl TryFrom<String> for BoolName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "true" => Ok(BoolName::True),
+            "false" => Ok(BoolName::False),
+            _ => Err(format!("unknown value {s:?}: use \"true\" or \"false\"")),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -197,7 +229,7 @@ pub struct CreatedConsumer {
         (status = 200, body = CreatedConsumer),
         (status = 409, description = "40902 an instance of that name exists", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 400, body = ErrorBody),
-        (status = 422, description = "Malformed body or unknown format or reset policy", body = ErrorBody),
+        (status = 422, description = "Malformed body (42200) or setting (42204: format, auto.offset.reset, auto.commit.enable)", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -206,33 +238,22 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CreatedConsumer>, ApiError> {
-    let v = json_body(&headers, body, false)?;
-    let format = match setting(&v, "format")?.as_deref() {
-        None | Some("binary") => Format::Binary,
-        Some("json") => Format::Json,
-        Some(f) => return Err(ApiError::unprocessable(42204, format!("unsupported format {f:?}: use binary or json"))),
-    };
-    let reset = match setting(&v, "auto.offset.reset")?.as_deref() {
-        None | Some("latest") => OffsetReset::Latest,
-        Some("earliest") | Some("smallest") => OffsetReset::Earliest,
-        Some(r) => {
-            return Err(ApiError::unprocessable(42200, format!("auto.offset.reset {r:?}: use earliest or latest")))
-        }
-    };
-    let auto_commit = match setting(&v, "auto.commit.enable")?.as_deref() {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(x) => return Err(ApiError::unprocessable(42200, format!("auto.commit.enable {x:?}: use true or false"))),
-    };
+    let request: CreateConsumer = json_body(&headers, body, None, CreateConsumer::error_code)?;
+    let format = request.format.unwrap_or(Format::Binary);
+    let reset = request.auto_offset_reset.map_or(OffsetReset::Latest, OffsetReset::from);
+    let auto_commit = !matches!(request.auto_commit_enable, Some(BoolName::False));
     if group == "." || group == ".." {
         // Percent-encoding cannot help here: URL parsers read "%2E%2E" as ".." too, so no URI could name it.
-        return Err(ApiError::unprocessable(42200, "a consumer group cannot be named . or .."));
+        return Err(ApiError::new(ErrorCode::UnprocessableEntity, "a consumer group cannot be named . or .."));
     }
-    let name = match setting(&v, "name")? {
+    let name = match request.name {
         Some(n) if n.is_empty() || n.len() > 255 || n.contains('/') || n == "." || n == ".." => {
-            return Err(ApiError::unprocessable(42200, "name must be 1-255 characters without '/', and not . or .."));
+            return Err(ApiError::new(
+                ErrorCode::UnprocessableEntity,
+                "name: must be 1-255 characters without '/', and not . or ..",
+            ));
         }
-        Some(n) => n.into_owned(),
+        Some(n) => n,
         None => {
             let n = state.consumers.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             format!("rest-consumer-{}-{n}", std::process::id())
@@ -254,8 +275,7 @@ pub async fn create(
         let key = (group.clone(), name.clone());
         if all.contains_key(&key) {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                40902,
+                ErrorCode::ConsumerAlreadyExists,
                 format!("Consumer instance with the name {name} already exists in group {group}."),
             ));
         }
@@ -292,11 +312,17 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The body of a subscription: the topics, by name.
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
 pub struct Subscribe {
-    #[schema(min_items = 1)]
+    // Left out, it is refused like an empty list, after a `topic_pattern` is refused for what it is.
+    #[serde(default)]
+    #[schema(required = true, min_items = 1)]
     pub topics: Vec<String>,
+    /// The REST Proxy's other way to subscribe, which weir refuses (and so does not document): read only to say so.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub topic_pattern: Option<serde::de::IgnoredAny>,
 }
 
 /// What an instance is subscribed to (nothing after an unsubscribe).
@@ -324,22 +350,16 @@ pub async fn subscribe(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let instance = state.consumers.get(&group, &name)?;
-    let v = json_body(&headers, body, false)?;
-    if v.get("topic_pattern").is_some() {
-        return Err(ApiError::unprocessable(42200, "topic_pattern is not supported; list the topics"));
+    let Subscribe { topics, topic_pattern } = json_body(&headers, body, None, unprocessable)?;
+    if topic_pattern.is_some() {
+        return Err(ApiError::new(ErrorCode::UnprocessableEntity, "topic_pattern: not supported; list the topics"));
     }
-    let topics: Vec<String> = match v.get("topics") {
-        Some(Value::Array(a)) if !a.is_empty() => a
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                t.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ApiError::unprocessable(42200, format!("topics[{i}] must be a string")))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => return Err(ApiError::unprocessable(42200, "the body needs a non-empty \"topics\" array of names")),
-    };
+    if topics.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::UnprocessableEntity,
+            "topics: a non-empty array of topic names is needed",
+        ));
+    }
     for t in &topics {
         state.broker.topic(t)?;
     }
@@ -449,17 +469,11 @@ pub async fn records(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(params) =
-        params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, 400, format!("bad query: {}", e.body_text())))?;
+        params.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {}", e.body_text())))?;
     let instance = state.consumers.get(&group, &name)?;
-    let wanted = match media_type(&headers, header::ACCEPT).as_deref() {
-        Some(BINARY_V2) => Some(Format::Binary),
-        Some(JSON_V2) => Some(Format::Json),
-        _ => None,
-    };
-    if wanted.is_some_and(|w| w != instance.format) {
+    if media::accepted_format(&headers).is_some_and(|w| w != instance.format) {
         return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            40601,
+            ErrorCode::ConsumerFormatMismatch,
             format!("this instance was created with the {} format", instance.format.name()),
         ));
     }
@@ -468,7 +482,7 @@ pub async fn records(
     let started = Instant::now();
     let mut guard = instance.consumer.lock().await;
     let Some(consumer) = guard.as_mut() else {
-        return Err(ApiError::new(StatusCode::CONFLICT, 40903, "the consumer instance has no subscription"));
+        return Err(ApiError::new(ErrorCode::IllegalState, "the consumer instance has no subscription"));
     };
     if instance.auto_commit {
         // Kafka's auto-commit: what earlier fetches returned is committed when the next one starts.
@@ -518,25 +532,24 @@ pub async fn records(
     }
     drop(guard);
     crate::metrics::consumed(&out, started.elapsed());
-    let content_type = if instance.format == Format::Binary { BINARY_V2 } else { JSON_V2 };
-    Ok(([(header::CONTENT_TYPE, content_type)], Json(out)).into_response())
+    Ok(([(header::CONTENT_TYPE, instance.format.media_type())], Json(out)).into_response())
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
+/// The body of a commit; an empty body, `null` or `{}` commits everything fetched so far.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CommitRequest {
     /// Records to commit (the group resumes after each); absent or empty commits everything fetched so far.
     pub offsets: Option<Vec<CommitOffset>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
 pub struct CommitOffset {
     pub topic: String,
-    pub partition: i32,
+    #[schema(value_type = i32, minimum = 0)]
+    pub partition: Partition,
     /// The offset of the last record processed.
-    #[schema(minimum = 0, maximum = 9007199254740991_i64)]
-    pub offset: i64,
+    #[schema(value_type = i64, minimum = 0, maximum = 9007199254740991_i64)]
+    pub offset: Offset,
 }
 
 /// Commit offsets for an instance's group.
@@ -559,37 +572,23 @@ pub async fn commit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let instance = state.consumers.get(&group, &name)?;
-    let v = json_body(&headers, body, true)?;
-    let offsets: Vec<(TopicPartition, i64)> = match v.get("offsets") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                let topic = o.get("topic").and_then(Value::as_str);
-                let partition = o.get("partition").and_then(integer).and_then(|p| i32::try_from(p).ok());
-                let offset = o.get("offset").and_then(integer).filter(|o| (0..i64::MAX).contains(o));
-                match (topic, partition, offset) {
-                    // REST Proxy v2 commits the record's offset + 1: the position after it.
-                    (Some(t), Some(p), Some(off)) => Ok((TopicPartition::new(t, p), off + 1)),
-                    _ => Err(ApiError::unprocessable(
-                        42200,
-                        format!("offsets[{i}] needs \"topic\" (string), \"partition\" and \"offset\" (non-negative integers)"),
-                    )),
-                }
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ApiError::unprocessable(42200, "\"offsets\" must be an array")),
-    };
+    let request: CommitRequest = json_body(&headers, body, Some(CommitRequest::default), unprocessable)?;
+    // REST Proxy v2 commits the record's offset + 1: the position after it.
+    let offsets: Vec<(TopicPartition, i64)> = request
+        .offsets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| (TopicPartition::new(o.topic, o.partition.0), o.offset.0 + 1))
+        .collect();
     let mut guard = instance.consumer.lock().await;
     let Some(consumer) = guard.as_mut() else {
-        return Err(ApiError::new(StatusCode::CONFLICT, 40903, "the consumer instance has no subscription"));
+        return Err(ApiError::new(ErrorCode::IllegalState, "the consumer instance has no subscription"));
     };
     let offsets = if offsets.is_empty() { returned_offsets(&instance) } else { offsets };
     let result = if offsets.is_empty() { Ok(()) } else { consumer.commit_offsets(offsets).await };
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(BrokerError::Group(e)) => Err(ApiError::new(StatusCode::CONFLICT, 40903, format!("commit refused: {e}"))),
+        Err(BrokerError::Group(e)) => Err(ApiError::new(ErrorCode::IllegalState, format!("commit refused: {e}"))),
         Err(e) => Err(e.into()),
     }
 }

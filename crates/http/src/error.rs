@@ -1,5 +1,6 @@
 //! Errors as the Confluent REST Proxy sends them: an HTTP status and `{"error_code": N, "message": "..."}`, where
 //! `error_code` is the status followed by a detail digit or two (40401 topic not found, 42201 invalid key, ...).
+//! [`ErrorCode`] is the one list of those codes, each with its status; handlers name a code, never a number.
 //!
 //! One layer over the whole server, [`guard`], makes that hold for answers no handler writes: it turns axum's
 //! plain-text rejections (a query, path or body that does not parse, an unrouted method, of any route including the
@@ -22,6 +23,83 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Every `error_code` weir sends, with its HTTP status. The detail codes follow the Confluent REST Proxy's (its
+/// `Errors` class) where the case is the same; those marked "weir's" are weir's own in the same scheme (the status
+/// followed by a detail number), some reusing a number whose REST Proxy case cannot arise in weir. A plain status
+/// (404, 415, ...) is the code of an error with no detail, as in the REST Proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ErrorCode {
+    /// A path, query or body that cannot be read at all.
+    BadRequest = 400,
+    /// No route for the path.
+    NotFound = 404,
+    MethodNotAllowed = 405,
+    /// The body is over the server's limit.
+    PayloadTooLarge = 413,
+    /// A `Content-Type` the route does not take.
+    UnsupportedMediaType = 415,
+    TopicNotFound = 40401,
+    PartitionNotFound = 40402,
+    ConsumerInstanceNotFound = 40403,
+    /// weir's: the REST Proxy v2 has no group routes (its 40404 is "leader not available", which one broker never
+    /// is).
+    GroupNotFound = 40404,
+    /// A fetch whose `Accept` asks for the other embedded format than the instance was created with.
+    ConsumerFormatMismatch = 40601,
+    /// weir's: a topic created meanwhile by someone else (the REST Proxy's 40901 is a consumer already subscribed,
+    /// which weir allows: a subscription replaces the last).
+    TopicExists = 40901,
+    ConsumerAlreadyExists = 40902,
+    /// The REST Proxy's "illegal state": a consumer instance without a subscription, a commit the group refused.
+    IllegalState = 40903,
+    /// weir's: a record over the topic's `max.message.bytes`.
+    RecordTooLarge = 41301,
+    /// weir's: more records in one produce request than the server takes at once.
+    TooManyRecords = 41302,
+    /// weir's: a body that parses but does not fit its type; the message names the field.
+    UnprocessableEntity = 42200,
+    /// A produce record's key that does not fit the format (the REST Proxy's key without a schema: weir has no
+    /// schemas).
+    InvalidKey = 42201,
+    /// A produce record's value that does not fit the format.
+    InvalidValue = 42202,
+    /// A consumer instance's settings (`format`, `auto.offset.reset`, `auto.commit.enable`) that are not valid.
+    InvalidConsumerConfig = 42204,
+    /// weir's: anything else that went wrong inside the server.
+    Internal = 50001,
+    /// weir's: the broker is stopping.
+    ShuttingDown = 50301,
+    /// weir's: the HTTP connection cap is reached (sent by the accept loop, which then closes the connection).
+    TooManyConnections = 50302,
+}
+
+impl ErrorCode {
+    /// The number sent as `error_code`.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The HTTP status sent with it, which the code starts with.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            BadRequest => StatusCode::BAD_REQUEST,
+            NotFound | TopicNotFound | PartitionNotFound | ConsumerInstanceNotFound | GroupNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ConsumerFormatMismatch => StatusCode::NOT_ACCEPTABLE,
+            TopicExists | ConsumerAlreadyExists | IllegalState => StatusCode::CONFLICT,
+            PayloadTooLarge | RecordTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UnprocessableEntity | InvalidKey | InvalidValue | InvalidConsumerConfig => StatusCode::UNPROCESSABLE_ENTITY,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ShuttingDown | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
@@ -31,41 +109,44 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error_code: u32, message: impl Into<String>) -> Self {
-        ApiError { status, error_code, message: message.into() }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status: code.status(), error_code: code.code(), message: message.into() }
+    }
+
+    /// An error with only an HTTP status, which is also its code (what the REST Proxy sends for errors it has no
+    /// detail code for): axum's rejections as [`guard`] rewrites them.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, error_code: u32::from(status.as_u16()), message: message.into() }
     }
 
     pub fn topic_not_found(topic: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, 40401, format!("Topic {topic} not found."))
+        Self::new(ErrorCode::TopicNotFound, format!("Topic {topic} not found."))
     }
 
     pub fn partition_not_found(topic: &str, partition: i32) -> Self {
-        Self::new(StatusCode::NOT_FOUND, 40402, format!("Partition {partition} of topic {topic} not found."))
+        Self::new(ErrorCode::PartitionNotFound, format!("Partition {partition} of topic {topic} not found."))
     }
 
     pub fn instance_not_found(group: &str, instance: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, 40403, format!("Consumer instance {instance} of group {group} not found."))
+        Self::new(
+            ErrorCode::ConsumerInstanceNotFound,
+            format!("Consumer instance {instance} of group {group} not found."),
+        )
     }
 
     pub fn group_not_found(group: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, 40404, format!("Consumer group {group} not found."))
-    }
-
-    /// 422 for a body that parses but says something invalid; `field` names where.
-    pub fn unprocessable(code: u32, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        Self::new(ErrorCode::GroupNotFound, format!("Consumer group {group} not found."))
     }
 
     pub fn unsupported_media_type(got: &str, expected: &str) -> Self {
         Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            415,
+            ErrorCode::UnsupportedMediaType,
             format!("Content-Type {got:?} is not supported here; send {expected}."),
         )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, 50001, message)
+        Self::new(ErrorCode::Internal, message)
     }
 }
 
@@ -80,15 +161,15 @@ impl From<&BrokerError> for ApiError {
         match e {
             BrokerError::Shared(inner) => ApiError::from(&**inner),
             BrokerError::Log(weir_log::LogError::RecordTooLarge { .. }) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, 41301, e.to_string())
+                ApiError::new(ErrorCode::RecordTooLarge, e.to_string())
             }
             BrokerError::UnknownTopic(t) => ApiError::topic_not_found(t),
             BrokerError::UnknownPartition { topic, partition } => ApiError::partition_not_found(topic, *partition),
             BrokerError::InvalidTopicName(_) | BrokerError::InvalidPartitions(_) | BrokerError::InvalidConfig(_) => {
-                ApiError::unprocessable(42200, e.to_string())
+                ApiError::new(ErrorCode::UnprocessableEntity, e.to_string())
             }
-            BrokerError::TopicExists(_) => ApiError::new(StatusCode::CONFLICT, 40901, e.to_string()),
-            BrokerError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 50301, e.to_string()),
+            BrokerError::TopicExists(_) => ApiError::new(ErrorCode::TopicExists, e.to_string()),
+            BrokerError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
     }
@@ -102,11 +183,11 @@ impl IntoResponse for ApiError {
 }
 
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, 404, format!("No route for {}.", uri.path()))
+    ApiError::new(ErrorCode::NotFound, format!("No route for {}.", uri.path()))
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 405, format!("{method} is not allowed on {}.", uri.path()))
+    ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}.", uri.path()))
 }
 
 /// The one layer every request of the server passes (one layer, not two: each `from_fn` layer costs a boxed future
@@ -120,8 +201,7 @@ pub async fn guard(State(limit): State<usize>, req: Request, next: Next) -> Resp
     let declared = req.headers().get(header::CONTENT_LENGTH).map(HeaderValue::to_str).and_then(Result::ok);
     if declared.and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|len| len > limit as u64) {
         let mut response = ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            413,
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than the server accepts ({limit} bytes)"),
         )
         .into_response();
@@ -154,11 +234,49 @@ pub async fn guard(State(limit): State<usize>, req: Request, next: Next) -> Resp
     } else {
         text
     };
-    let mut json = ApiError::new(status, u32::from(status.as_u16()), message).into_response();
+    let mut json = ApiError::from_status(status, message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             json.headers_mut().append(name, value.clone());
         }
     }
     json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode::{self, *};
+
+    /// A code is its status followed by the detail: clients that only look at the first three digits get it right.
+    #[test]
+    fn every_code_starts_with_its_status() {
+        let all: [ErrorCode; 22] = [
+            BadRequest,
+            NotFound,
+            MethodNotAllowed,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            TopicNotFound,
+            PartitionNotFound,
+            ConsumerInstanceNotFound,
+            GroupNotFound,
+            ConsumerFormatMismatch,
+            TopicExists,
+            ConsumerAlreadyExists,
+            IllegalState,
+            RecordTooLarge,
+            TooManyRecords,
+            UnprocessableEntity,
+            InvalidKey,
+            InvalidValue,
+            InvalidConsumerConfig,
+            Internal,
+            ShuttingDown,
+            TooManyConnections,
+        ];
+        for code in all {
+            let status = u32::from(code.status().as_u16());
+            assert!(code.code() == status || code.code() / 100 == status, "{code:?} {} {status}", code.code());
+        }
+    }
 }

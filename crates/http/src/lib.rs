@@ -1,20 +1,28 @@
 //! weir's HTTP adapter, beside the Kafka one: what services that speak HTTP rather than Kafka use.
 //!
 //! - `records.rs`: produce, as the Confluent REST Proxy v2 accepts it (binary, JSON and plain `application/json`).
+//! - `media.rs`: the REST Proxy's media types: a produce body's format, a fetch's `Accept`, the consumer routes'
+//!   JSON types.
+//! - `body.rs`: request bodies read within the limit and deserialized into the handlers' types, with errors that
+//!   name the field.
 //! - `topics.rs`: topic metadata, REST Proxy v2 shapes.
 //! - `consumers.rs`: REST Proxy v2 consumer instances (create, subscribe, fetch, commit, delete), reaped when idle.
 //! - `admin.rs`: consumer groups with lag, and `/health`.
 //! - `metrics.rs`: the Prometheus recorder, the request-latency layer and `/metrics`, with broker gauges taken at
 //!   scrape time.
-//! - `openapi.rs`: `/openapi.json`, generated from the handlers' annotations, so the document cannot drift from them.
-//! - `error.rs`: every error as `{"error_code": N, "message": "..."}` with the REST Proxy's codes, including axum's
-//!   own rejections (of any route, the systems' too), and the 413 for a declared `Content-Length` over the limit.
+//! - `openapi.rs`: `/openapi.json`, generated from the handlers' annotations and the types their bodies deserialize
+//!   into, so the document cannot drift from them.
+//! - `error.rs`: every error as `{"error_code": N, "message": "..."}` with the REST Proxy's codes (one enum of them),
+//!   including axum's own rejections (of any route, the systems' too), and the 413 for a declared `Content-Length`
+//!   over the limit.
 //! - `server.rs`: the listener's accept loop: a cap on connections, idle and header-read timeouts, backoff when
 //!   accepting fails, and the graceful stop.
 
 mod admin;
+mod body;
 mod consumers;
 mod error;
+mod media;
 mod metrics;
 mod openapi;
 mod records;
@@ -31,7 +39,7 @@ use axum::Router;
 use tokio::sync::watch;
 use weir_broker::Broker;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::openapi_json;
 
 /// How the HTTP listener behaves.

@@ -3,100 +3,187 @@
 //! are base64 under `application/vnd.kafka.binary.v2+json`, and any JSON under `application/vnd.kafka.json.v2+json` or
 //! plain `application/json` (stored as their JSON text). Every record is validated before any is written, so a bad
 //! request stores nothing; the answer lists each record's partition and offset in request order.
+//!
+//! The request types here are both what a body is deserialized into and what the OpenAPI document shows for it. They
+//! borrow from the body rather than copy it (`records` stays raw text until [`parse_as`] walks it, a record's base64
+//! stays in place until it is decoded), so a request of a million tiny records builds no tree.
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::ops::Range;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Deserialize, Deserializer, Unexpected};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::ToSchema;
 use weir_broker::ProduceRecord;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::body::{self, BodyError, Partition};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::media::{self, Format};
 use crate::AppState;
 
-/// How keys and values are embedded in JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// base64 strings
-    Binary,
-    /// JSON values, stored as their JSON text
-    Json,
+/// A produce request in the binary format. Other top-level fields (the REST Proxy's schema ids) are ignored.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct BinaryProduceRequest<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = Vec<BinaryRecord<'static>>)]
+    pub records: Records<'a, BinaryRecord<'a>>,
 }
 
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Binary => "binary",
-            Format::Json => "json",
+/// One record of a binary produce request.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct BinaryRecord<'a> {
+    /// base64; null or absent for no key.
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
+    pub key: Option<Base64<'a>>,
+    /// base64; null or absent for no value.
+    #[serde(borrow)]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
+    pub value: Option<Base64<'a>>,
+    /// Send to this partition instead of choosing by key.
+    #[schema(value_type = Option<i32>, minimum = 0)]
+    pub partition: Option<Partition>,
+}
+
+/// A produce request in the JSON format (also plain `application/json`): keys and values are any JSON.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct JsonProduceRequest<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = Vec<JsonRecord<'static>>)]
+    pub records: Records<'a, JsonRecord<'a>>,
+}
+
+/// One record of a JSON produce request.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct JsonRecord<'a> {
+    /// Any JSON value, stored as its JSON text; null or absent for no key.
+    #[serde(borrow)]
+    #[schema(value_type = Option<Value>)]
+    pub key: Option<&'a RawValue>,
+    /// Any JSON value, stored as its JSON text; null or absent for no value.
+    #[serde(borrow)]
+    #[schema(value_type = Option<Value>)]
+    pub value: Option<&'a RawValue>,
+    /// Send to this partition instead of choosing by key.
+    #[schema(value_type = Option<i32>, minimum = 0)]
+    pub partition: Option<Partition>,
+}
+
+/// A produce request's `records`: the array, still as its raw text in the body, read one `R` at a time by
+/// [`parse_as`] rather than all at once.
+#[derive(Debug)]
+pub struct Records<'a, R> {
+    raw: &'a RawValue,
+    record: PhantomData<fn() -> R>,
+}
+
+impl<'de: 'a, 'a, R> Deserialize<'de> for Records<'a, R> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(d)?;
+        match raw.get().as_bytes()[0] {
+            b'[' => Ok(Records { raw, record: PhantomData }),
+            first => Err(de::Error::invalid_type(Unexpected::Other(body::kind(first)), &"an array of records")),
         }
     }
 }
 
-pub const BINARY_V2: &str = "application/vnd.kafka.binary.v2+json";
-pub const JSON_V2: &str = "application/vnd.kafka.json.v2+json";
+/// A binary record's key or value: base64 text, borrowed from the body (base64 needs no escapes; a sender that
+/// escapes `/` anyway gets its own copy).
+#[derive(Debug)]
+pub struct Base64<'a>(Cow<'a, str>);
 
-/// The media type without parameters, lower-cased.
-pub fn media_type(headers: &HeaderMap, name: axum::http::HeaderName) -> Option<String> {
-    let v = headers.get(name)?.to_str().ok()?;
-    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-}
-
-fn produce_format(headers: &HeaderMap) -> Result<Format, ApiError> {
-    let expected = format!("{BINARY_V2}, {JSON_V2} or application/json");
-    match media_type(headers, axum::http::header::CONTENT_TYPE).as_deref() {
-        Some(BINARY_V2) => Ok(Format::Binary),
-        Some(JSON_V2) | Some("application/json") => Ok(Format::Json),
-        Some(other) => Err(ApiError::unsupported_media_type(other, &expected)),
-        None => Err(ApiError::unsupported_media_type("(none)", &expected)),
+impl<'de: 'a, 'a> Deserialize<'de> for Base64<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> de::Visitor<'de> for Text {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string or null")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+        }
+        d.deserialize_str(Text).map(Base64)
     }
 }
 
-/// A produce request in the binary format. Other top-level fields (the REST Proxy's schema ids) are ignored.
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)] // parsed by hand for field-level errors; these types document the shape
-pub struct BinaryProduceRequest {
-    pub records: Vec<BinaryRecord>,
+/// One request type per format: which records it holds and how one becomes bytes.
+trait ProduceRequest<'a>: Deserialize<'a> {
+    type Record: Deserialize<'a> + Record;
+    fn records(self) -> Records<'a, Self::Record>;
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct BinaryRecord {
-    /// base64; null or absent for no key.
-    #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
-    pub key: Option<String>,
-    /// base64; null or absent for no value.
-    #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
-    pub value: Option<String>,
-    /// Send to this partition instead of choosing by key.
-    #[schema(minimum = 0)]
-    pub partition: Option<i32>,
+impl<'a> ProduceRequest<'a> for BinaryProduceRequest<'a> {
+    type Record = BinaryRecord<'a>;
+    fn records(self) -> Records<'a, BinaryRecord<'a>> {
+        self.records
+    }
 }
 
-/// A produce request in the JSON format (also plain `application/json`): keys and values are any JSON.
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct JsonProduceRequest {
-    pub records: Vec<JsonRecord>,
+impl<'a> ProduceRequest<'a> for JsonProduceRequest<'a> {
+    type Record = JsonRecord<'a>;
+    fn records(self) -> Records<'a, JsonRecord<'a>> {
+        self.records
+    }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct JsonRecord {
-    /// Any JSON value, stored as its JSON text; null or absent for no key.
-    #[schema(value_type = Option<Value>)]
-    pub key: Option<Value>,
-    /// Any JSON value, stored as its JSON text; null or absent for no value.
-    #[schema(value_type = Option<Value>)]
-    pub value: Option<Value>,
-    #[schema(minimum = 0)]
-    pub partition: Option<i32>,
+/// A record as sent, turned into what is stored.
+trait Record {
+    /// Record `i`, its key and value appended to `data`.
+    fn decode(self, i: usize, data: &mut Vec<u8>) -> Result<Parsed, ApiError>;
+}
+
+impl Record for BinaryRecord<'_> {
+    fn decode(self, i: usize, data: &mut Vec<u8>) -> Result<Parsed, ApiError> {
+        let mut field = |text: Option<Base64<'_>>, what: &str, code: ErrorCode| -> Result<_, ApiError> {
+            let Some(Base64(text)) = text else { return Ok(None) };
+            let start = data.len();
+            LENIENT_BASE64
+                .decode_vec(text.as_bytes(), data)
+                .map_err(|e| ApiError::new(code, format!("records[{i}].{what} is not valid base64: {e}")))?;
+            Ok(Some(start..data.len()))
+        };
+        Ok(Parsed {
+            key: field(self.key, "key", ErrorCode::InvalidKey)?,
+            value: field(self.value, "value", ErrorCode::InvalidValue)?,
+            partition: self.partition.map(|p| p.0),
+        })
+    }
+}
+
+impl Record for JsonRecord<'_> {
+    fn decode(self, i: usize, data: &mut Vec<u8>) -> Result<Parsed, ApiError> {
+        // Stored as serde_json writes it (compact, escapes normalised), whatever the spacing of the request. The
+        // tree lives only for this one value.
+        let mut field = |raw: Option<&RawValue>, what: &str, code: ErrorCode| -> Result<_, ApiError> {
+            let Some(raw) = raw else { return Ok(None) };
+            let start = data.len();
+            let v: Value = serde_json::from_str(raw.get())
+                .map_err(|e| ApiError::new(code, format!("records[{i}].{what}: {e}")))?;
+            serde_json::to_writer(&mut *data, &v)
+                .map_err(|e| ApiError::internal(format!("cannot re-encode records[{i}].{what}: {e}")))?;
+            Ok(Some(start..data.len()))
+        };
+        Ok(Parsed {
+            key: field(self.key, "key", ErrorCode::InvalidKey)?,
+            value: field(self.value, "value", ErrorCode::InvalidValue)?,
+            partition: self.partition.map(|p| p.0),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -118,8 +205,8 @@ pub struct RecordOffset {
 /// One record, checked: its key and value are ranges of the request's one decoded buffer (see [`parse`]).
 #[derive(Debug)]
 struct Parsed {
-    key: Option<std::ops::Range<usize>>,
-    value: Option<std::ops::Range<usize>>,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
     partition: Option<i32>,
 }
 
@@ -131,7 +218,7 @@ struct ParsedRecords {
 }
 
 impl ParsedRecords {
-    fn bytes(&self, range: &Option<std::ops::Range<usize>>) -> Option<Bytes> {
+    fn bytes(&self, range: &Option<Range<usize>>) -> Option<Bytes> {
         range.as_ref().map(|r| self.data.slice(r.clone()))
     }
 }
@@ -142,88 +229,68 @@ const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPu
     base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
 );
 
-/// An integral JSON number (`3` or `3.0`).
-pub fn integer(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
-}
-
-/// The top level of a produce body: only `records` matters (the REST Proxy's schema ids and anything else are
-/// skipped), kept as its raw text to be walked record by record.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    records: Option<&'a RawValue>,
-}
-
-/// One record as sent, each field still raw JSON text until it is checked.
-#[derive(Deserialize)]
-struct WireRecord<'a> {
-    #[serde(borrow, default)]
-    key: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    value: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    partition: Option<&'a RawValue>,
-}
-
 /// Checks a produce body and decodes its keys and values, refusing more than `max_records` records.
+fn parse(format: Format, body: &[u8], max_records: usize) -> Result<ParsedRecords, ApiError> {
+    match format {
+        Format::Binary => parse_as::<BinaryProduceRequest<'_>>(body, max_records),
+        Format::Json => parse_as::<JsonProduceRequest<'_>>(body, max_records),
+    }
+}
+
+/// [`parse`] for the request type of one format.
 ///
 /// Memory is the point here: a `serde_json::Value` tree costs several hundred bytes per `{"value":"aGk="}` (a map
 /// node, two strings, a decoded buffer each), 50 times the 17 bytes on the wire, and glibc keeps most of it after the
-/// request. So the body is walked in place: the envelope and each record borrow their fields from it as raw text,
-/// base64 is decoded straight into one buffer that the records then share as slices, and the walk stops at the first
-/// record past the cap, before doing its work.
-fn parse(format: Format, body: &[u8], max_records: usize) -> Result<ParsedRecords, ApiError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable(42200, "the body needs a \"records\" array"),
-        _ => ApiError::unprocessable(42200, format!("the body is not valid JSON: {e}")),
-    })?;
-    let records =
-        envelope.records.ok_or_else(|| ApiError::unprocessable(42200, "the body needs a \"records\" array"))?;
-    if !records.get().starts_with('[') {
-        return Err(ApiError::unprocessable(42200, "\"records\" must be an array"));
-    }
-    let mut walk = Walk { format, max_records, records: Vec::new(), data: Vec::new(), failure: None };
-    // The text was checked as JSON when the envelope was read, so the walk fails only where `failure` says why.
+/// request. So the body is walked in place: the request keeps `records` as its raw text, each record borrows its
+/// fields from it, base64 is decoded straight into one buffer that the records then share as slices, and the walk
+/// stops at the first record past the cap, before doing its work.
+fn parse_as<'a, T: ProduceRequest<'a>>(body: &'a [u8], max_records: usize) -> Result<ParsedRecords, ApiError> {
+    let request: T = body::object(body).map_err(|e| e.into_api(ErrorCode::UnprocessableEntity))?;
+    let records = request.records();
+    let mut walk =
+        Walk::<T::Record> { max_records, records: Vec::new(), data: Vec::new(), failure: None, record: PhantomData };
+    // The text was checked as JSON when the request was read, so the walk fails only where `failure` says why.
     let walked =
-        serde::Deserializer::deserialize_seq(&mut serde_json::Deserializer::from_str(records.get()), &mut walk);
+        de::Deserializer::deserialize_seq(&mut serde_json::Deserializer::from_str(records.raw.get()), &mut walk);
     if let Some(e) = walk.failure {
         return Err(e);
     }
-    walked.map_err(|e| ApiError::unprocessable(42200, format!("\"records\": {e}")))?;
+    walked.map_err(|e| ApiError::new(ErrorCode::UnprocessableEntity, format!("records: {e}")))?;
     Ok(ParsedRecords { records: walk.records, data: Bytes::from(walk.data) })
 }
 
-/// The state of [`parse`]'s walk over the records array.
-struct Walk {
-    format: Format,
+/// The state of [`parse_as`]'s walk over the records array.
+struct Walk<R> {
     max_records: usize,
     records: Vec<Parsed>,
     data: Vec<u8>,
     /// Why the walk stopped, when it was a record's fault (serde's own error type cannot carry an `ApiError`).
     failure: Option<ApiError>,
+    record: PhantomData<fn() -> R>,
 }
 
-impl<'de> serde::de::Visitor<'de> for &mut Walk {
+impl<'de, R: Deserialize<'de> + Record> de::Visitor<'de> for &mut Walk<R> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an array of records")
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(raw) = seq.next_element::<&'de RawValue>()? {
             let i = self.records.len();
             let checked = if i == self.max_records {
                 Err(too_many_records(self.max_records))
             } else {
-                record(self.format, raw, i, &mut self.data)
+                body::object_str::<R>(raw.get())
+                    .map_err(|e| record_error(i, e))
+                    .and_then(|r| r.decode(i, &mut self.data))
             };
             match checked {
                 Ok(r) => self.records.push(r),
                 Err(e) => {
                     self.failure = Some(e);
-                    return Err(serde::de::Error::custom("a record was refused"));
+                    return Err(de::Error::custom("a record was refused"));
                 }
             }
         }
@@ -231,97 +298,22 @@ impl<'de> serde::de::Visitor<'de> for &mut Walk {
     }
 }
 
+/// Record `i` does not fit its type: the REST Proxy's codes for a bad key or value, 42200 for the rest.
+fn record_error(i: usize, e: BodyError) -> ApiError {
+    let code = match e.field.as_str() {
+        "key" => ErrorCode::InvalidKey,
+        "value" => ErrorCode::InvalidValue,
+        _ => ErrorCode::UnprocessableEntity,
+    };
+    e.within(&format!("records[{i}]")).into_api(code)
+}
+
 /// 413 for a request with more records than the server takes at once.
 fn too_many_records(max: usize) -> ApiError {
     ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        41302,
+        ErrorCode::TooManyRecords,
         format!("a produce request may hold at most {max} records; split it into several requests"),
     )
-}
-
-/// Checks record `i` and appends its key and value to `data`.
-fn record(format: Format, raw: &RawValue, i: usize, data: &mut Vec<u8>) -> Result<Parsed, ApiError> {
-    if !raw.get().starts_with('{') {
-        return Err(ApiError::unprocessable(42200, format!("records[{i}] must be an object")));
-    }
-    let r: WireRecord<'_> =
-        serde_json::from_str(raw.get()).map_err(|e| ApiError::unprocessable(42200, format!("records[{i}]: {e}")))?;
-    let partition = match r.partition.map(RawValue::get) {
-        None | Some("null") => None,
-        // JSON Schema counts 3.0 as an integer; so does this.
-        Some(p) => Some(
-            serde_json::from_str::<Value>(p)
-                .ok()
-                .as_ref()
-                .and_then(integer)
-                .and_then(|p| i32::try_from(p).ok())
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| {
-                    ApiError::unprocessable(42200, format!("records[{i}].partition must be a non-negative integer"))
-                })?,
-        ),
-    };
-    Ok(Parsed {
-        key: embedded(format, r.key, "key", i, 42201, data)?,
-        value: embedded(format, r.value, "value", i, 42202, data)?,
-        partition,
-    })
-}
-
-/// Decodes a key or value (base64 text, or any JSON stored as its compact text) onto the end of `data`.
-fn embedded(
-    format: Format,
-    raw: Option<&RawValue>,
-    what: &str,
-    i: usize,
-    code: u32,
-    data: &mut Vec<u8>,
-) -> Result<Option<std::ops::Range<usize>>, ApiError> {
-    let Some(raw) = raw.map(RawValue::get).filter(|r| *r != "null") else { return Ok(None) };
-    let start = data.len();
-    match format {
-        Format::Binary => {
-            if !raw.starts_with('"') {
-                return Err(ApiError::unprocessable(
-                    code,
-                    format!("records[{i}].{what} must be a base64 string or null"),
-                ));
-            }
-            // base64 needs no escapes, so the text between the quotes is the string; a sender that escapes `/`
-            // anyway is read through serde.
-            let unescaped;
-            let text = if raw.contains('\\') {
-                unescaped = serde_json::from_str::<String>(raw)
-                    .map_err(|e| ApiError::unprocessable(code, format!("records[{i}].{what}: {e}")))?;
-                unescaped.as_str()
-            } else {
-                &raw[1..raw.len() - 1]
-            };
-            LENIENT_BASE64
-                .decode_vec(text.as_bytes(), data)
-                .map_err(|e| ApiError::unprocessable(code, format!("records[{i}].{what} is not valid base64: {e}")))?;
-        }
-        // Stored as serde_json writes it (compact, escapes normalised), as before this parser, whatever the spacing
-        // of the request. The tree lives only for this one value.
-        Format::Json => {
-            let v: Value = serde_json::from_str(raw)
-                .map_err(|e| ApiError::unprocessable(code, format!("records[{i}].{what}: {e}")))?;
-            serde_json::to_writer(&mut *data, &v)
-                .map_err(|e| ApiError::internal(format!("cannot re-encode records[{i}].{what}: {e}")))?;
-        }
-    }
-    Ok(Some(start..data.len()))
-}
-
-/// The body, or 413 when it is over the limit (axum's own answer would be plain text).
-pub fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, 413, "the request body is larger than the server accepts")
-        }
-        other => ApiError::new(StatusCode::BAD_REQUEST, 400, format!("cannot read the request body: {other}")),
-    })
 }
 
 /// Produce records to a topic (partition by key, or spread when keyless).
@@ -329,9 +321,9 @@ pub fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiEr
     post, path = "/topics/{topic}", tag = "produce",
     params(("topic" = String, Path, description = "Topic name", pattern = "^[a-zA-Z0-9._-]{1,249}$")),
     request_body(content(
-        (BinaryProduceRequest = "application/vnd.kafka.binary.v2+json"),
-        (JsonProduceRequest = "application/vnd.kafka.json.v2+json"),
-        (JsonProduceRequest = "application/json"),
+        (BinaryProduceRequest<'_> = "application/vnd.kafka.binary.v2+json"),
+        (JsonProduceRequest<'_> = "application/vnd.kafka.json.v2+json"),
+        (JsonProduceRequest<'_> = "application/json"),
     )),
     responses(
         (status = 200, description = "Each record's partition and offset, in request order", body = ProduceResponse),
@@ -356,9 +348,9 @@ pub async fn produce_to_topic(
     post, path = "/topics/{topic}/partitions/{partition}", tag = "produce",
     params(("topic" = String, Path, description = "Topic name", pattern = "^[a-zA-Z0-9._-]{1,249}$"), ("partition" = i32, Path, description = "Partition")),
     request_body(content(
-        (BinaryProduceRequest = "application/vnd.kafka.binary.v2+json"),
-        (JsonProduceRequest = "application/vnd.kafka.json.v2+json"),
-        (JsonProduceRequest = "application/json"),
+        (BinaryProduceRequest<'_> = "application/vnd.kafka.binary.v2+json"),
+        (JsonProduceRequest<'_> = "application/vnd.kafka.json.v2+json"),
+        (JsonProduceRequest<'_> = "application/json"),
     )),
     responses(
         (status = 200, description = "Each record's partition and offset, in request order", body = ProduceResponse),
@@ -387,8 +379,8 @@ async fn produce(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let started = Instant::now();
-    let format = produce_format(&headers)?;
-    let body = body_or_error(body)?;
+    let format = media::produce_format(&headers)?;
+    let body = body::read(body)?;
     let parsed = parse(format, &body, state.config.max_records_per_request)?;
     let topic = state.broker.topic_or_create(&topic_name)?;
     for r in &parsed.records {
@@ -457,24 +449,34 @@ mod tests {
         assert_eq!(json[0].0.as_deref(), Some(&br#"{"id":1}"#[..]));
         assert_eq!(json[0].1.as_deref(), Some(&br#"[1,"x"]"#[..]));
         assert_eq!(json[1].1.as_deref(), Some(&br#""s""#[..]));
+        use ErrorCode::*;
         for (body, code, needle) in [
-            (&br#"{"records":[{"value":"%%%"}]}"#[..], 42202, "records[0].value"),
-            (br#"{"records":[{"key":"!","value":"aA=="}]}"#, 42201, "records[0].key"),
-            (br#"{"records":[{"value":5}]}"#, 42202, "base64 string"),
-            (br#"{"records":[{"partition":-1}]}"#, 42200, "partition"),
-            (br#"{"records":[{"partition":"1"}]}"#, 42200, "partition"),
-            (br#"{"records":{}}"#, 42200, "array"),
-            (br#"{"recs":[]}"#, 42200, "records"),
-            (br#"[1]"#, 42200, "records"),
-            (br#"{"records":[{},1]}"#, 42200, "records[1]"),
-            (b"{not json", 42200, "not valid JSON"),
-            (br#"{"records":[{"value":"aGk="}"#, 42200, "not valid JSON"),
-            (br#"{"records":[{},{},{},{}]}"#, 41302, "at most 3 records"),
+            (&br#"{"records":[{"value":"%%%"}]}"#[..], InvalidValue, "records[0].value"),
+            (br#"{"records":[{"key":"!","value":"aA=="}]}"#, InvalidKey, "records[0].key"),
+            (br#"{"records":[{"value":5}]}"#, InvalidValue, "base64 string"),
+            (br#"{"records":[{"partition":-1}]}"#, UnprocessableEntity, "partition"),
+            (br#"{"records":[{"partition":"1"}]}"#, UnprocessableEntity, "partition"),
+            (br#"{"records":{}}"#, UnprocessableEntity, "array"),
+            (br#"{"recs":[]}"#, UnprocessableEntity, "records"),
+            (br#"[1]"#, UnprocessableEntity, "expected a JSON object"),
+            (br#"{"records":null}"#, UnprocessableEntity, "records: invalid type: null, expected an array of records"),
+            (br#"{"records":[{},1]}"#, UnprocessableEntity, "records[1]"),
+            (b"{not json", UnprocessableEntity, "not valid JSON"),
+            (br#"{"records":[{"value":"aGk="}"#, UnprocessableEntity, "not valid JSON"),
+            (br#"{"records":[{},{},{},{}]}"#, TooManyRecords, "at most 3 records"),
         ] {
             let e = parse(Format::Binary, body, 3).err().unwrap();
-            assert_eq!(e.error_code, code, "{}", String::from_utf8_lossy(body));
+            assert_eq!(e.error_code, code.code(), "{}", String::from_utf8_lossy(body));
             assert!(e.message.contains(needle), "{}: {}", String::from_utf8_lossy(body), e.message);
         }
+    }
+
+    /// A binary record's key and value are read in place: copied only when the sender escaped a character.
+    #[test]
+    fn base64_is_borrowed_from_the_body() {
+        let r: BinaryRecord<'_> = body::object_str(r#"{"key":"aw==","value":"aGk\/"}"#).unwrap();
+        assert!(matches!(r.key, Some(Base64(Cow::Borrowed("aw==")))), "{r:?}");
+        assert!(matches!(r.value, Some(Base64(Cow::Owned(ref v))) if v == "aGk/"), "{r:?}");
     }
 
     /// Every key and value of a request lives in one buffer, whatever the number of records.

@@ -28,6 +28,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
+use crate::error::{ErrorBody, ErrorCode};
+
 /// Connection limits and timeouts, from [`crate::HttpConfig`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
@@ -36,17 +38,10 @@ pub(crate) struct Limits {
     pub header_read_timeout: Duration,
 }
 
-/// What a refused connection is told before it is closed (the head is written with its length in `serve`).
-const AT_CAPACITY: &str = r#"{"error_code":50302,"message":"too many open HTTP connections; retry in a moment"}"#;
-
 /// Serves `app` on `listener` until `stop` turns true, then lets the open connections finish.
 pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let refusal = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
-         content-length: {}\r\nretry-after: 1\r\n\r\n{AT_CAPACITY}",
-        AT_CAPACITY.len()
-    );
+    let refusal = refusal();
     let mut connections = JoinSet::new();
     // Connections refused at the cap since it was reached, and accepts failed in a row.
     let (mut refused, mut failures) = (0u64, 0u32);
@@ -104,6 +99,21 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, mu
     // Each connection saw `stop` too: idle ones close now, busy ones after their response. `HttpServer::stop`
     // bounds this wait and aborts the rest.
     while connections.join_next().await.is_some() {}
+}
+
+/// What a connection past the cap is told before it is closed: a whole HTTP response, written by hand since hyper
+/// never sees the connection.
+fn refusal() -> String {
+    let code = ErrorCode::TooManyConnections;
+    let body =
+        ErrorBody { error_code: code.code(), message: "too many open HTTP connections; retry in a moment".into() };
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    format!(
+        "HTTP/1.1 {}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\
+         retry-after: 1\r\n\r\n{body}",
+        code.status(),
+        body.len()
+    )
 }
 
 /// Errors of one incoming connection rather than of the listener (as hyper-util and axum classify them).

@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 use weir_broker::PartitionDescription;
 
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,7 +55,7 @@ fn partition_info(p: &PartitionDescription) -> PartitionInfo {
 
 /// 400 for a path parameter that does not parse (a partition that is not a number).
 pub fn bad_path(e: PathRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, 400, format!("bad path: {}", e.body_text()))
+    ApiError::new(ErrorCode::BadRequest, format!("bad path: {}", e.body_text()))
 }
 
 /// Topic names.

@@ -187,6 +187,93 @@ async fn client_mistakes_get_4xx_with_the_proxy_codes_and_nothing_is_stored() {
     assert_eq!((s.as_u16(), Api::error_code(&b)), (404, 40404));
 }
 
+/// A body that does not fit its type gets 422 with the REST Proxy's error body, its message naming the field.
+#[tokio::test]
+async fn bodies_that_do_not_fit_their_type_name_the_field() {
+    let api = api();
+    for (uri, ct, body, code, names) in [
+        (
+            "/consumers/g",
+            V2,
+            r#"{"name":"a","auto.offset.reset":5}"#,
+            42204,
+            "auto.offset.reset: invalid type: integer `5`",
+        ),
+        (
+            "/consumers/g",
+            V2,
+            r#"{"auto.offset.reset":"oldest"}"#,
+            42204,
+            r#"auto.offset.reset: unknown value "oldest""#,
+        ),
+        ("/consumers/g", V2, r#"{"format":"avro"}"#, 42204, "format: unsupported format"),
+        ("/consumers/g", V2, r#"{"auto.commit.enable":true}"#, 42204, "auto.commit.enable: invalid type: boolean"),
+        ("/consumers/g", V2, r#"{"name":7}"#, 42200, "name: invalid type: integer `7`"),
+        ("/consumers/g", V2, r#"{"name":""}"#, 42200, "name: must be 1-255 characters"),
+        ("/consumers/g", V2, r#"[]"#, 42200, "expected a JSON object"),
+        ("/consumers/g", V2, r#"{"name":"a""#, 42200, "not valid JSON"),
+        ("/consumers/g", V2, "", 42200, "must be a JSON object"),
+        (
+            "/topics/t",
+            BINARY,
+            r#"{"records":{"value":"aGk="}}"#,
+            42200,
+            "records: invalid type: an object, expected an array",
+        ),
+        ("/topics/t", BINARY, r#"{"value":"aGk="}"#, 42200, "missing field `records`"),
+        (
+            "/topics/t",
+            BINARY,
+            r#"{"records":[{"value":"aGk="},{"partition":"0"}]}"#,
+            42200,
+            "records[1].partition: invalid type: string",
+        ),
+        ("/topics/t", BINARY, r#"{"records":[{"key":[1]}]}"#, 42201, "records[0].key: invalid type: sequence"),
+        (
+            "/topics/t",
+            JSON,
+            r#"{"records":[{"value":{},"partition":1.5}]}"#,
+            42200,
+            "records[0].partition: invalid value",
+        ),
+    ] {
+        let (s, b) = api.call("POST", uri, Some(ct), body).await;
+        assert_eq!((s.as_u16(), Api::error_code(&b)), (422, code), "{uri} {body}: {b}");
+        let message = b["message"].as_str().unwrap();
+        assert!(message.contains(names), "{uri} {body}: {message}");
+    }
+    assert!(api.broker.topic("t").is_err(), "no produce got as far as creating the topic");
+
+    api.call("POST", "/consumers/g", Some(V2), r#"{"name":"one"}"#).await;
+    let instance = "/consumers/g/instances/one";
+    for (path, body, names) in [
+        ("subscription", r#"{"topics":["a",5]}"#, "topics[1]: invalid type: integer `5`, expected a string"),
+        ("subscription", r#"{"topics":[]}"#, "topics: a non-empty array"),
+        ("subscription", r#"{}"#, "topics: a non-empty array"),
+        ("subscription", r#"{"topic_pattern":"a.*"}"#, "topic_pattern: not supported"),
+        (
+            "offsets",
+            r#"{"offsets":[{"topic":"a","partition":0,"offset":-1}]}"#,
+            "offsets[0].offset: invalid value: integer `-1`",
+        ),
+        ("offsets", r#"{"offsets":[{"topic":"a","offset":1}]}"#, "offsets[0]: missing field `partition`"),
+        ("offsets", r#"{"offsets":"all"}"#, "offsets: invalid type: string"),
+    ] {
+        let (s, b) = api.call("POST", &format!("{instance}/{path}"), Some(V2), body).await;
+        assert_eq!((s.as_u16(), Api::error_code(&b)), (422, 42200), "{path} {body}: {b}");
+        let message = b["message"].as_str().unwrap();
+        assert!(message.contains(names), "{path} {body}: {message}");
+    }
+    // What is well-formed still works: `smallest` for `earliest`, as older clients say it, and a commit of `null`.
+    let (s, b) = api.call("POST", "/consumers/g", Some(V2), r#"{"name":"two","auto.offset.reset":"smallest"}"#).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    api.broker.create_topic("a", 1, BTreeMap::new()).unwrap();
+    let (s, _) = api.call("POST", &format!("{instance}/subscription"), Some(V2), r#"{"topics":["a"]}"#).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = api.call("POST", &format!("{instance}/offsets"), Some(V2), "null").await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+}
+
 #[tokio::test]
 async fn a_consumer_instance_joins_fetches_commits_and_leaves() {
     let api = api();

@@ -70,3 +70,7 @@ else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# A brief run of the cargo-fuzz targets in fuzz/ (Kafka request decoding; nightly, its first build takes about five
+# minutes): a crash fails the suite. `scripts/fuzz.sh` without an argument is the longer, scheduled run.
+scripts/fuzz.sh 20

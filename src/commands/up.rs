@@ -187,8 +187,8 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             Err(_) => eprintln!("  {name} did not stop within 30 s"),
         }
     }
-    if let Some(l) = &kafka {
-        l.stop();
+    if let Some(l) = kafka {
+        l.stop().await;
     }
     if let Some(h) = http {
         h.stop().await;

@@ -75,7 +75,8 @@ pub struct Request {
     pub body: RequestKind,
 }
 
-/// Decodes a frame, checking the API and version against `supported` (weir's own ranges, a subset of the crate's).
+/// Decodes a frame, checking the API and version against `supported` (the listener passes `apis::supported`, weir's
+/// own ranges within the protocol crate's).
 pub fn decode_request(frame: Bytes, supported: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Result<Request, CodecError> {
     let p = peek(&frame)?;
     let api = ApiKey::try_from(p.api_key).map_err(|_| CodecError::UnknownApi(p.api_key))?;
@@ -146,7 +147,7 @@ mod tests {
             frame.extend_from_slice(&version.to_be_bytes());
             frame.extend_from_slice(&correlation.to_be_bytes());
             frame.extend_from_slice(&body);
-            let _ = decode_request(Bytes::from(frame), crate::handlers::supported);
+            let _ = decode_request(Bytes::from(frame), crate::apis::supported);
         }
 
         /// Frames cut from an arbitrary byte stream: complete frames or none, never a panic or a bogus size.

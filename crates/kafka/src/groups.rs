@@ -26,16 +26,24 @@ use kafka_protocol::protocol::StrBytes;
 use weir_broker::group::{self, GroupError, OffsetAndMetadata, TopicPartition};
 use weir_broker::Broker;
 
-use crate::server::{Client, ListenerConfig};
+use crate::config::ListenerConfig;
+use crate::error_code::{NONE, UNKNOWN_TOPIC_OR_PARTITION};
 
 const NODE_ID: i32 = 0;
+
+/// Who is on the other end of a connection, as group membership records it (and DescribeGroups reports it).
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub client_id: String,
+    pub host: String,
+}
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
 fn err(r: Result<(), GroupError>) -> i16 {
-    r.err().map_or(0, |e| e.kafka_error_code())
+    r.err().map_or(NONE, |e| e.kafka_error_code())
 }
 
 pub fn find_coordinator(config: &ListenerConfig, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
@@ -178,7 +186,7 @@ pub fn offset_commit(broker: &Broker, req: OffsetCommitRequest) -> OffsetCommitR
         |tp: &TopicPartition| broker.topic(&tp.topic).and_then(|t| t.partition(tp.partition).map(|_| ())).is_err();
     let (bad, good): (Vec<_>, Vec<_>) = offsets.into_iter().partition(|(tp, _)| unknown(tp));
     let code = if good.is_empty() {
-        0
+        NONE
     } else {
         err(broker.groups().commit_offsets(&req.group_id.0, &req.member_id, req.generation_id_or_member_epoch, good))
     };
@@ -190,7 +198,7 @@ pub fn offset_commit(broker: &Broker, req: OffsetCommitRequest) -> OffsetCommitR
             let mut pr = OffsetCommitResponsePartition::default();
             pr.partition_index = p.partition_index;
             let is_bad = bad.iter().any(|(tp, _)| tp.topic == *t.name.0 && tp.partition == p.partition_index);
-            pr.error_code = if is_bad { 3 } else { code };
+            pr.error_code = if is_bad { UNKNOWN_TOPIC_OR_PARTITION } else { code };
             tr.partitions.push(pr);
         }
         r.topics.push(tr);

@@ -22,73 +22,19 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, InitProducerIdRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
 use weir_broker::{Broker, BrokerError};
 
-use crate::server::ListenerConfig;
+use crate::apis::{self, APIS};
+use crate::config::ListenerConfig;
+use crate::error_code::{
+    INVALID_REQUEST, INVALID_REQUIRED_ACKS, KAFKA_STORAGE_ERROR, NONE, UNKNOWN_TOPIC_OR_PARTITION, UNSUPPORTED_VERSION,
+};
 
-/// The APIs and versions weir answers, intersected with what the protocol crate knows.
-pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
-    let ours = match api {
-        ApiKey::Produce => (3, 9),
-        ApiKey::Fetch => (4, 12),
-        ApiKey::ListOffsets => (1, 7),
-        ApiKey::Metadata => (1, 12),
-        ApiKey::ApiVersions => (0, 3),
-        ApiKey::CreateTopics => (2, 7),
-        ApiKey::DeleteTopics => (1, 6),
-        ApiKey::FindCoordinator => (0, 4),
-        ApiKey::InitProducerId => (0, 4),
-        ApiKey::DescribeConfigs => (1, 4),
-        // v0 must be advertised: librdkafka detects SASL support by it, though it then uses v1.
-        ApiKey::SaslHandshake => (0, 1),
-        ApiKey::SaslAuthenticate => (0, 2),
-        ApiKey::JoinGroup => (0, 9),
-        ApiKey::SyncGroup => (0, 5),
-        ApiKey::Heartbeat => (0, 4),
-        ApiKey::LeaveGroup => (0, 5),
-        ApiKey::OffsetCommit => (2, 8),
-        ApiKey::OffsetFetch => (1, 7),
-        ApiKey::ListGroups => (0, 4),
-        ApiKey::DescribeGroups => (0, 5),
-        _ => return None,
-    };
-    let known = api.valid_versions();
-    let (min, max) = (ours.0.max(known.min), ours.1.min(known.max));
-    (min <= max).then_some((min, max))
-}
-
-const SERVED: &[ApiKey] = &[
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::Metadata,
-    ApiKey::ApiVersions,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::FindCoordinator,
-    ApiKey::InitProducerId,
-    ApiKey::DescribeConfigs,
-    ApiKey::SaslHandshake,
-    ApiKey::SaslAuthenticate,
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::ListGroups,
-    ApiKey::DescribeGroups,
-];
-
-const NONE: i16 = 0;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const UNSUPPORTED_VERSION: i16 = 35;
-const INVALID_REQUEST: i16 = 42;
 const NODE_ID: i32 = 0;
 
 fn s(v: &str) -> StrBytes {
@@ -99,15 +45,17 @@ fn code(e: &BrokerError) -> i16 {
     e.kafka_error_code()
 }
 
+/// Every API of the table with the versions weir serves; `unsupported_version` for the v0 answer to an ApiVersions
+/// request at a version weir cannot parse.
 pub fn api_versions(unsupported_version: bool) -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
     r.error_code = if unsupported_version { UNSUPPORTED_VERSION } else { NONE };
-    r.api_keys = SERVED
+    r.api_keys = APIS
         .iter()
         .filter_map(|api| {
-            supported(*api).map(|(min, max)| {
+            apis::supported(api.key).map(|(min, max)| {
                 let mut v = ApiVersion::default();
-                v.api_key = *api as i16;
+                v.api_key = api.key as i16;
                 v.min_version = min;
                 v.max_version = max;
                 v
@@ -151,7 +99,7 @@ pub fn metadata(broker: &Broker, config: &ListenerConfig, req: MetadataRequest) 
                         mp.replica_nodes = vec![BrokerId(NODE_ID)];
                         mp.isr_nodes = vec![BrokerId(NODE_ID)];
                         if p.offline_reason().is_some() {
-                            mp.error_code = 56; // KAFKA_STORAGE_ERROR
+                            mp.error_code = KAFKA_STORAGE_ERROR;
                             mp.offline_replicas = vec![BrokerId(NODE_ID)];
                         }
                         mp
@@ -165,11 +113,9 @@ pub fn metadata(broker: &Broker, config: &ListenerConfig, req: MetadataRequest) 
     r
 }
 
-/// Kafka's INVALID_REQUIRED_ACKS: acks other than -1 (all), 0 and 1.
-const INVALID_REQUIRED_ACKS: i16 = 21;
-
 pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> ProduceResponse {
     let mut r = ProduceResponse::default();
+    // Kafka's acks: -1 (all), 0 (no response) or 1 (the leader); anything else is INVALID_REQUIRED_ACKS.
     let acks_valid = matches!(req.acks, -1..=1);
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -295,6 +241,11 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize) {
     (r, total)
 }
 
+/// ListOffsets' special timestamps (Kafka's `ListOffsetsRequest.LATEST_TIMESTAMP` and the others).
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut r = ListOffsetsResponse::default();
     for t in req.topics {
@@ -306,10 +257,10 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResp
             pr.partition_index = p.partition_index;
             pr.timestamp = -1;
             pr.offset = -1;
-            // -1 latest, -2 earliest, -3 max timestamp (answered as latest), otherwise a timestamp.
+            // The latest, the earliest, the record with the largest timestamp (answered as latest), or a timestamp.
             let answer = match p.timestamp {
-                -2 => broker.offsets(&name, p.partition_index).map(|(s, _)| Some(s)),
-                -1 | -3 => broker.offsets(&name, p.partition_index).map(|(_, e)| Some(e)),
+                EARLIEST_TIMESTAMP => broker.offsets(&name, p.partition_index).map(|(s, _)| Some(s)),
+                LATEST_TIMESTAMP | MAX_TIMESTAMP => broker.offsets(&name, p.partition_index).map(|(_, e)| Some(e)),
                 ts => broker.offset_for_timestamp(&name, p.partition_index, ts),
             };
             match answer {
@@ -389,8 +340,10 @@ pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProd
     r
 }
 
+/// DescribeConfigs' resource types and config sources, as Kafka numbers them.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const DEFAULT_CONFIG: i8 = 5;
 
 /// Topic settings as weir applies them (every key, with its effective value); a few broker settings.
 pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -422,7 +375,7 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> Describ
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = s(&k);
                         c.value = Some(s(&v));
-                        c.config_source = 5; // DEFAULT_CONFIG; weir does not yet say which were set per topic
+                        c.config_source = DEFAULT_CONFIG; // weir does not yet say which were set per topic
                         c
                     })
                     .collect();

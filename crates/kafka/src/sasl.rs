@@ -1,18 +1,17 @@
 //! SASL/PLAIN authentication (KIP-43 handshake, then SaslAuthenticate), against the users of the listener's config.
-//! When users are configured, a connection may send only ApiVersions, SaslHandshake and SaslAuthenticate until it has
-//! authenticated; anything else closes it, as Kafka's SASL listeners do.
+//! When users are configured, a connection may send only the APIs the API table marks as allowed before
+//! authentication (ApiVersions, SaslHandshake, SaslAuthenticate) until it has authenticated; anything else closes it,
+//! as Kafka's SASL listeners do.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use kafka_protocol::messages::sasl_authenticate_response::SaslAuthenticateResponse;
 use kafka_protocol::messages::sasl_handshake_response::SaslHandshakeResponse;
-use kafka_protocol::messages::{ApiKey, SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
 
-const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-const ILLEGAL_SASL_STATE: i16 = 34;
-const SASL_AUTHENTICATION_FAILED: i16 = 58;
+use crate::error_code::{ILLEGAL_SASL_STATE, SASL_AUTHENTICATION_FAILED, UNSUPPORTED_SASL_MECHANISM};
 
 /// Where a connection is in authenticating.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,11 +37,6 @@ impl AuthState {
     pub fn allows_requests(&self) -> bool {
         matches!(self, AuthState::Open | AuthState::Authenticated(_))
     }
-}
-
-/// The requests a connection may send before it has authenticated: ApiVersions and the SASL ones.
-pub fn allowed_before_authentication(api_key: i16) -> bool {
-    [ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate].iter().any(|k| *k as i16 == api_key)
 }
 
 pub fn handshake(state: &mut AuthState, version: i16, req: SaslHandshakeRequest) -> SaslHandshakeResponse {

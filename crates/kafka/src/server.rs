@@ -1,11 +1,16 @@
 //! The listener: accepts connections and serves each one's requests in order (Kafka clients rely on responses
-//! arriving in request order on a connection). A bad frame closes that connection only.
+//! arriving in request order on a connection). A bad frame closes that connection only. Each request goes to its
+//! handler through [`apis::dispatch!`], whose arms the compiler checks against the API table.
 //!
 //! Connections are bounded like Kafka's `max.connections` and `connections.max.idle.ms`: past the cap a new
 //! connection is closed at once (a client retries with backoff; one left waiting in the kernel's backlog would only
 //! time out), one silent for the idle timeout is closed, and the conditions that refuse connections (the cap, or
 //! accept failing because the process is out of file descriptors) are logged once when they start and once when they
 //! clear, never per connection.
+//!
+//! Stopping drains: accepting ends (new connections are refused), a connection waiting for its next request closes,
+//! and one in the middle of a request answers it and then closes, for up to `drain_timeout`; connections still busy
+//! after that are closed unanswered.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,61 +18,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use weir_broker::Broker;
 
+use crate::apis::{self, dispatch};
 use crate::codec::{self, CodecError};
-use crate::{groups, handlers, sasl};
+use crate::config::ListenerConfig;
+use crate::error_code::NONE;
+use crate::groups::{self, Client};
+use crate::{handlers, sasl};
 
 /// Largest frame a connection may send before it has authenticated (Kafka's `sasl.server.max.receive.size`): the
 /// SASL requests are small, and an unauthenticated client must not make the broker buffer 100 MiB.
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 
-/// How the listener is reached and what it accepts.
-#[derive(Clone, Debug)]
-pub struct ListenerConfig {
-    pub listen: SocketAddr,
-    /// The host and port clients are told to connect to in Metadata responses.
-    pub advertised_host: String,
-    pub advertised_port: u16,
-    /// Largest request accepted; a larger one closes the connection (Kafka's `socket.request.max.bytes`).
-    pub max_request_bytes: usize,
-    /// SASL/PLAIN users (name → password); `None` leaves the listener open.
-    pub users: Option<std::collections::HashMap<String, String>>,
-    /// Most connections served at once (Kafka's `max.connections`); further ones are closed on arrival.
-    pub max_connections: usize,
-    /// A connection that sends nothing for this long is closed (Kafka's `connections.max.idle.ms`).
-    pub idle_timeout: Duration,
-}
-
-impl ListenerConfig {
-    pub fn new(listen: SocketAddr) -> Self {
-        ListenerConfig {
-            listen,
-            advertised_host: listen.ip().to_string(),
-            advertised_port: listen.port(),
-            max_request_bytes: 100 << 20,
-            users: None,
-            max_connections: 1000,
-            idle_timeout: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Who is on the other end of a connection, as group membership records it.
-#[derive(Clone, Debug)]
-pub struct Client {
-    pub client_id: String,
-    pub host: String,
-}
-
-/// A running listener.
+/// A running listener. Dropping it closes the listener and every connection at once; [`KafkaListener::stop`] drains.
 #[derive(Debug)]
 pub struct KafkaListener {
     pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -80,17 +53,25 @@ impl KafkaListener {
             config.advertised_port = local_addr.port();
         }
         let config = Arc::new(config);
-        let task = tokio::spawn(accept_loop(listener, broker, config));
-        Ok(KafkaListener { local_addr, task })
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, broker, config, stopped));
+        Ok(KafkaListener { local_addr, stop, task })
     }
 
-    pub fn stop(&self) {
-        self.task.abort();
+    /// Stops accepting, lets the requests in flight be answered (for up to the config's `drain_timeout`), closes
+    /// every connection, and returns once they are all closed.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        // The accept loop bounds the drain itself; it only fails if it panicked or was aborted.
+        if let Err(e) = (&mut self.task).await {
+            tracing::warn!("the Kafka listener did not stop cleanly: {e}");
+        }
     }
 }
 
 impl Drop for KafkaListener {
     fn drop(&mut self) {
+        // Dropping the accept loop's task drops its connections' tasks too (they are in its `JoinSet`).
         self.task.abort();
     }
 }
@@ -116,12 +97,24 @@ impl Condition {
     }
 }
 
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, config: Arc<ListenerConfig>) {
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    config: Arc<ListenerConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut connections = JoinSet::new();
     let (at_cap, out_of_fds) = (Condition::default(), Condition::default());
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap the connections that ended, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors (EMFILE/ENFILE) or another transient failure: accepting again at once
@@ -132,7 +125,10 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, config: Arc<Lis
                          or lower --kafka-max-connections if this is the file-descriptor limit)"
                     );
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
@@ -156,48 +152,85 @@ async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, config: Arc<Lis
         if let Some(n) = at_cap.clear() {
             tracing::warn!("the Kafka listener is below its connection limit again ({n} connections were refused)");
         }
-        let (broker, config) = (broker.clone(), config.clone());
-        tokio::spawn(async move {
+        let connection = Connection {
+            broker: broker.clone(),
+            config: config.clone(),
+            peer,
+            auth: sasl::AuthState::new(&config.users),
+        };
+        let stop = stop.clone();
+        connections.spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve(stream, peer, broker, config).await {
+            if let Err(e) = serve(stream, connection, stop).await {
                 tracing::debug!(%peer, "kafka connection closed: {e}");
             }
         });
     }
+    // New connections are refused from here on; each open one saw `stop` too and closes once it is between requests.
+    drop(listener);
+    let drained =
+        tokio::time::timeout(config.drain_timeout, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "closing {} Kafka connections still busy {:?} after the listener stopped",
+            connections.len(),
+            config.drain_timeout
+        );
+        connections.shutdown().await;
+    }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+/// One connection's state between its requests.
+#[derive(Debug)]
+struct Connection {
     broker: Arc<Broker>,
     config: Arc<ListenerConfig>,
-) -> anyhow::Result<()> {
+    peer: SocketAddr,
+    auth: sasl::AuthState,
+}
+
+/// What a handled request leaves to send.
+#[derive(Debug)]
+enum Reply {
+    Send(ResponseKind),
+    /// Nothing: a Produce with acks=0, whose client expects no response at all.
+    Silence,
+    /// The response, then the connection is closed for this reason (a failed SASL authentication).
+    SendAndClose(ResponseKind, &'static str),
+}
+
+fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow()
+}
+
+async fn serve(mut stream: TcpStream, mut conn: Connection, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut auth = sasl::AuthState::new(&config.users);
     loop {
-        loop {
-            let max_frame = if auth.allows_requests() {
-                config.max_request_bytes
+        // Every complete request received so far, in order; once the listener stops, none is started (a request
+        // being answered is finished first: this checks only between requests).
+        while !stopping(&stop) {
+            let max_frame = if conn.auth.allows_requests() {
+                conn.config.max_request_bytes
             } else {
-                config.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)
+                conn.config.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)
             };
             let Some(frame) = codec::take_frame(&mut buf, max_frame)? else {
                 break;
             };
-            if auth == sasl::AuthState::AwaitingRawToken {
-                if !sasl::check_plain(&mut auth, &config.users, &frame) {
+            if conn.auth == sasl::AuthState::AwaitingRawToken {
+                if !sasl::check_plain(&mut conn.auth, &conn.config.users, &frame) {
                     anyhow::bail!("SASL authentication failed");
                 }
                 stream.write_all(&0i32.to_be_bytes()).await?; // an empty server token
                 continue;
             }
             let peek = codec::peek(&frame)?;
-            // Before authenticating, only the SASL requests (and ApiVersions) are even decoded.
-            if !auth.allows_requests() && !sasl::allowed_before_authentication(peek.api_key) {
+            // Before authenticating, only the APIs the table allows then are even decoded.
+            if !conn.auth.allows_requests() && !apis::allowed_before_authentication(peek.api_key) {
                 anyhow::bail!("API key {} before SASL authentication", peek.api_key);
             }
-            let request = match codec::decode_request(frame, handlers::supported) {
+            let request = match codec::decode_request(frame, apis::supported) {
                 Ok(r) => r,
                 Err(CodecError::UnsupportedVersion { api: ApiKey::ApiVersions, .. }) => {
                     // Kafka answers an ApiVersions it cannot parse with v0 and UNSUPPORTED_VERSION, so the client
@@ -210,85 +243,87 @@ async fn serve(
                 Err(e) => return Err(e.into()),
             };
             let (api, version, correlation_id) = (request.api, request.version, request.header.correlation_id);
-            let client = Client {
-                client_id: request.header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
-                host: format!("/{}", peer.ip()),
-            };
-            let allowed = matches!(
-                request.body,
-                RequestKind::ApiVersions(_) | RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_)
-            );
-            if !allowed && !auth.allows_requests() {
-                anyhow::bail!("{api:?} before SASL authentication");
-            }
-            let body = match request.body {
-                RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl::handshake(&mut auth, version, r)),
-                RequestKind::SaslAuthenticate(r) => {
-                    let response = sasl::authenticate(&mut auth, &config.users, r);
-                    let failed = response.error_code != 0;
-                    let out = codec::encode_response(
-                        api,
-                        version,
-                        correlation_id,
-                        &ResponseKind::SaslAuthenticate(response),
-                    )?;
-                    stream.write_all(&out).await?;
-                    if failed {
-                        anyhow::bail!("SASL authentication failed");
-                    }
-                    continue;
-                }
-                RequestKind::DescribeConfigs(r) => {
-                    ResponseKind::DescribeConfigs(handlers::describe_configs(&broker, r))
-                }
-                RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(false)),
-                RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(&broker, &config, r)),
-                RequestKind::Produce(r) => {
-                    let acks = r.acks;
-                    let response = handlers::produce(&broker, r).await;
-                    if acks == 0 {
-                        continue; // acks=0: the client expects no response at all
-                    }
-                    ResponseKind::Produce(response)
-                }
-                RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch(&broker, r).await),
-                RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(&broker, r)),
-                RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(&broker, r)),
-                RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(&broker, r)),
-                RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(handlers::init_producer_id(&broker, r)),
-                RequestKind::FindCoordinator(r) => {
-                    ResponseKind::FindCoordinator(groups::find_coordinator(&config, version, r))
-                }
-                RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(&broker, &client, r).await),
-                RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(&broker, r).await),
-                RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(&broker, r)),
-                RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(&broker, r).await),
-                RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(groups::offset_commit(&broker, r)),
-                RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(groups::offset_fetch(&broker, r)),
-                RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(&broker, r)),
-                RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(groups::describe_groups(&broker, r)),
-                other => anyhow::bail!("no handler for {other:?}"),
+            let (body, close) = match handle(&mut conn, request).await? {
+                Reply::Send(body) => (body, None),
+                Reply::Silence => continue,
+                Reply::SendAndClose(body, why) => (body, Some(why)),
             };
             let out = codec::encode_response(api, version, correlation_id, &body)?;
             stream.write_all(&out).await?;
+            if let Some(why) = close {
+                anyhow::bail!(why);
+            }
         }
-        match tokio::time::timeout(config.idle_timeout, stream.read_buf(&mut buf)).await {
-            Ok(read) => {
-                if read? == 0 {
+        if stopping(&stop) {
+            return Ok(());
+        }
+        tokio::select! {
+            read = tokio::time::timeout(conn.config.idle_timeout, stream.read_buf(&mut buf)) => match read {
+                Ok(read) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    let idle = conn.config.idle_timeout;
+                    tracing::debug!(peer = %conn.peer, "closing a Kafka connection idle for {idle:?}");
                     return Ok(());
                 }
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "closing a Kafka connection idle for {:?}", config.idle_timeout);
-                return Ok(());
-            }
+            },
+            // Waiting for the next request (or the rest of one): nothing is in flight, so close now.
+            _ = stop.wait_for(|s| *s) => return Ok(()),
         }
     }
 }
 
+/// Answers one decoded request. The dispatch's arms are checked against the API table when the crate compiles.
+async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Result<Reply> {
+    let codec::Request { version, header, body, .. } = request;
+    let Connection { broker, config, peer, auth } = conn;
+    let client = || Client {
+        client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        host: format!("/{}", peer.ip()),
+    };
+    let reply = dispatch!(body, {
+        Produce(r) => {
+            let acks = r.acks;
+            let response = handlers::produce(broker, r).await;
+            if acks == 0 { Reply::Silence } else { Reply::Send(ResponseKind::Produce(response)) }
+        },
+        Fetch(r) => Reply::Send(ResponseKind::Fetch(handlers::fetch(broker, r).await)),
+        ListOffsets(r) => Reply::Send(ResponseKind::ListOffsets(handlers::list_offsets(broker, r))),
+        Metadata(r) => Reply::Send(ResponseKind::Metadata(handlers::metadata(broker, config, r))),
+        OffsetCommit(r) => Reply::Send(ResponseKind::OffsetCommit(groups::offset_commit(broker, r))),
+        OffsetFetch(r) => Reply::Send(ResponseKind::OffsetFetch(groups::offset_fetch(broker, r))),
+        FindCoordinator(r) => {
+            Reply::Send(ResponseKind::FindCoordinator(groups::find_coordinator(config, version, r)))
+        },
+        JoinGroup(r) => Reply::Send(ResponseKind::JoinGroup(groups::join_group(broker, &client(), r).await)),
+        Heartbeat(r) => Reply::Send(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
+        LeaveGroup(r) => Reply::Send(ResponseKind::LeaveGroup(groups::leave_group(broker, r).await)),
+        SyncGroup(r) => Reply::Send(ResponseKind::SyncGroup(groups::sync_group(broker, r).await)),
+        DescribeGroups(r) => Reply::Send(ResponseKind::DescribeGroups(groups::describe_groups(broker, r))),
+        ListGroups(r) => Reply::Send(ResponseKind::ListGroups(groups::list_groups(broker, r))),
+        SaslHandshake(r) => Reply::Send(ResponseKind::SaslHandshake(sasl::handshake(auth, version, r))),
+        ApiVersions(_) => Reply::Send(ResponseKind::ApiVersions(handlers::api_versions(false))),
+        CreateTopics(r) => Reply::Send(ResponseKind::CreateTopics(handlers::create_topics(broker, r))),
+        DeleteTopics(r) => Reply::Send(ResponseKind::DeleteTopics(handlers::delete_topics(broker, r))),
+        InitProducerId(r) => Reply::Send(ResponseKind::InitProducerId(handlers::init_producer_id(broker, r))),
+        DescribeConfigs(r) => Reply::Send(ResponseKind::DescribeConfigs(handlers::describe_configs(broker, r))),
+        SaslAuthenticate(r) => {
+            let response = sasl::authenticate(auth, &config.users, r);
+            let failed = response.error_code != NONE;
+            let response = ResponseKind::SaslAuthenticate(response);
+            if failed { Reply::SendAndClose(response, "SASL authentication failed") } else { Reply::Send(response) }
+        },
+    });
+    Ok(reply)
+}
+
 /// A broker and its Kafka listener on a runtime and threads of their own, for tests and tools that drive blocking
 /// Kafka clients (librdkafka's synchronous commits, child processes) from the same process: those clients can then
-/// never starve the broker that must answer them. Dropping it stops the listener and shuts the broker down.
+/// never starve the broker that must answer them. Dropping it stops the listener (draining its connections, see
+/// [`KafkaListener::stop`]) and shuts the broker down.
 #[derive(Debug)]
 pub struct BackgroundBroker {
     pub broker: Arc<Broker>,
@@ -319,7 +354,7 @@ impl BackgroundBroker {
                 Ok((runtime, broker, listener)) => {
                     let _ = ready_tx.send(Ok((broker.clone(), listener.local_addr)));
                     let _ = stop_rx.recv();
-                    listener.stop();
+                    runtime.block_on(listener.stop());
                     broker.shutdown();
                     drop(runtime);
                 }

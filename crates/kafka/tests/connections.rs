@@ -1,11 +1,17 @@
 //! The listener's connection limits (issue 13, F8: 300 idle connections exhausted the file descriptors and made the
 //! broker unreachable): a cap past which new connections are closed at once while the others keep being served, an
-//! idle timeout, and one log line per condition rather than one per refused connection.
+//! idle timeout, and one log line per condition rather than one per refused connection. And stopping drains (issue
+//! 14): new connections are refused, a request in flight is answered before its connection closes, and one that takes
+//! longer than the drain timeout is cut off.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
+use kafka_protocol::protocol::{Encodable, StrBytes};
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 #[path = "../../../testing/net.rs"]
@@ -107,4 +113,87 @@ fn an_unauthenticated_client_cannot_make_the_broker_buffer_a_large_frame() {
     assert!(closed_by_server(&mut sock));
     let mut sock = connect(broker.addr);
     assert!(answers(&mut sock), "ApiVersions is still answered before authentication");
+}
+
+/// A Fetch v4 of topic `t` partition 0 from offset 0 that long-polls up to `max_wait_ms` for a first byte, as a frame.
+fn long_poll_fetch(correlation_id: i32, max_wait_ms: i32) -> Vec<u8> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Fetch as i16;
+    header.request_api_version = 4;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("t"));
+    let mut partition = FetchPartition::default();
+    partition.partition_max_bytes = 1 << 20;
+    let mut topic = FetchTopic::default();
+    topic.topic = TopicName(StrBytes::from_static_str("t"));
+    topic.partitions = vec![partition];
+    let mut fetch = FetchRequest::default();
+    fetch.max_wait_ms = max_wait_ms;
+    fetch.min_bytes = 1;
+    fetch.max_bytes = 1 << 20;
+    fetch.topics = vec![topic];
+    let mut body = BytesMut::new();
+    header.encode(&mut body, ApiKey::Fetch.request_header_version(4)).unwrap();
+    fetch.encode(&mut body, 4).unwrap();
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    frame.to_vec()
+}
+
+/// Reads one response frame and returns its correlation id, or `None` if the connection closed first.
+fn response_correlation_id(sock: &mut TcpStream) -> Option<i32> {
+    let mut size = [0u8; 4];
+    sock.read_exact(&mut size).ok()?;
+    let mut rest = vec![0u8; i32::from_be_bytes(size) as usize];
+    sock.read_exact(&mut rest).ok()?;
+    Some(i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]))
+}
+
+/// Waits until connecting to `addr` is refused (the listener is closed); panics after `within`.
+fn refused_within(addr: SocketAddr, within: Duration) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        assert!(Instant::now() < deadline, "the listener still accepts connections {within:?} after stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stopping_refuses_new_connections_and_answers_the_request_in_flight_before_closing() {
+    let (_dir, broker) = start(100, Duration::from_secs(600));
+    broker.broker.create_topic("t", 1, Default::default()).unwrap();
+    let addr = broker.addr;
+    let mut idle = connect(addr);
+    assert!(answers(&mut idle));
+    // A Fetch on an empty partition waits its 2 s out: it is in flight when the listener stops.
+    let mut busy = connect(addr);
+    busy.write_all(&long_poll_fetch(42, 2000)).unwrap();
+    let sent = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    // Dropping the background broker stops its listener and waits for the drain.
+    let stopper = std::thread::spawn(move || drop(broker));
+    refused_within(addr, Duration::from_secs(1));
+    assert!(sent.elapsed() < Duration::from_millis(1800), "new connections were refused while the Fetch was in flight");
+    assert!(closed_by_server(&mut idle), "a connection between requests is closed at once");
+    assert_eq!(response_correlation_id(&mut busy), Some(42), "the request in flight is answered");
+    assert!(sent.elapsed() >= Duration::from_millis(1900), "the answer is the Fetch's own, after its wait");
+    assert!(closed_by_server(&mut busy), "then its connection is closed");
+    stopper.join().unwrap();
+}
+
+#[test]
+fn a_request_outlasting_the_drain_timeout_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
+    config.drain_timeout = Duration::from_millis(500);
+    let broker = BackgroundBroker::start(weir_broker::BrokerConfig::new(dir.path()), config).unwrap();
+    broker.broker.create_topic("t", 1, Default::default()).unwrap();
+    let mut busy = connect(broker.addr);
+    busy.write_all(&long_poll_fetch(42, 60_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    drop(broker);
+    assert!(started.elapsed() < Duration::from_secs(5), "stop waited {:?}, not the drain timeout", started.elapsed());
+    assert_eq!(response_correlation_id(&mut busy), None, "the minute-long Fetch is closed unanswered");
 }

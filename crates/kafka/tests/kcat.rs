@@ -315,5 +315,5 @@ fn describe_configs_reports_effective_topic_settings() {
     let r = weir_kafka::handlers::describe_configs(&w.broker, req);
     let retention = r.results[0].configs.iter().find(|c| &*c.name == "retention.ms").unwrap();
     assert_eq!(retention.value.as_deref(), Some("123456"));
-    assert_eq!(r.results[1].error_code, 3);
+    assert_eq!(r.results[1].error_code, weir_kafka::error_code::UNKNOWN_TOPIC_OR_PARTITION);
 }

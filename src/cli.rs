@@ -20,8 +20,24 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// `None` for a system's own subcommand (`weir wedding ...`), added at run time from the registry
+    /// (`systems.rs`) and dispatched by name.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The whole command line: the built-in commands, then each system's (`weir <system> ...`).
+    pub fn command_with_systems() -> clap::Command {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command().subcommand_required(true).arg_required_else_help(true);
+        for system in crate::systems::all() {
+            if let Some(sub) = system.command() {
+                cmd = cmd.subcommand(sub);
+            }
+        }
+        cmd
+    }
 }
 
 #[derive(Debug, Args)]
@@ -63,13 +79,6 @@ pub enum Command {
     /// Inspect consumer groups.
     #[command(subcommand)]
     Groups(GroupsCommand),
-    /// The analytics pipeline's producers (seed 002).
-    #[command(subcommand)]
-    Analytics(crate::commands::analytics::AnalyticsCommand),
-    /// Wedding operations (seed 000): run a wedding through weir on the exercise's rules and report its stress level
-    /// against the best any schedule could do.
-    #[command(subcommand)]
-    Wedding(crate::commands::wedding::WeddingCommand),
     /// Show and replay dead letters: records a handler gave up on, in `<TOPIC>.dlq`.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -80,9 +89,13 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Which systems to run: `all`, `none`, or a comma-separated list.
+    /// Which systems to run: `all`, `none`, or a comma-separated list (analytics, wedding).
     #[arg(long, default_value = "all", value_name = "all|none|LIST")]
     pub systems: String,
+    /// A system's setting, over its `[systems.<name>]` table and the environment (repeatable), e.g.
+    /// `--set wedding.policy=fifo`, `--set analytics.grace_period_seconds=10`.
+    #[arg(long = "set", value_name = "SYSTEM.KEY=VALUE")]
+    pub set: Vec<String>,
     /// Seconds between status lines.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub status_every: u64,

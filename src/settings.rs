@@ -16,7 +16,13 @@
 //!
 //! [kafka.users]                     # SASL/PLAIN users of the Kafka listener; absent: no authentication
 //! alice = "alice-secret"
+//!
+//! [systems.wedding]                 # a system's own settings: WEIR_WEDDING_POLICY, --set wedding.policy=fifo
+//! policy = "fifo"
 //! ```
+//!
+//! A system's settings are layered by the runtime (`weir_runtime::SystemSettings`): its `[systems.<name>]` table,
+//! then the environment (the names its seed used, then `WEIR_<NAME>_<KEY>`), then `weir up --set`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +45,9 @@ struct FileSettings {
     log: BTreeMap<String, toml::Value>,
     #[serde(default)]
     kafka: KafkaFileSettings,
+    /// `[systems.<name>]` tables, read by each system as its own type.
+    #[serde(default)]
+    systems: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +66,10 @@ pub struct Settings {
     pub kafka_users: Option<BTreeMap<String, String>>,
     /// `--server`: the data commands act on this Kafka-protocol server instead of the data directory.
     pub server: Option<String>,
+    /// The config file's `[systems.<name>]` tables, as JSON objects.
+    pub systems: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// The environment the settings were read from, for the systems' own layering.
+    pub env: Vec<(String, String)>,
 }
 
 fn env_bool(name: &str, v: &str) -> Result<bool> {
@@ -103,7 +116,8 @@ impl Settings {
             };
             log.set(k, &v).context("in [log] of the config file")?;
         }
-        for (name, value) in env {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        for (name, value) in env.iter().cloned() {
             let Some(key) = name.strip_prefix("WEIR_") else {
                 continue;
             };
@@ -142,7 +156,30 @@ impl Settings {
         if let Some(ms) = rebalance_delay_ms {
             broker.group.initial_rebalance_delay_ms = ms;
         }
-        Ok(Settings { data_dir, broker, kafka_users: file.kafka.users, server: None })
+        let mut systems = BTreeMap::new();
+        for (name, table) in file.systems {
+            let json = serde_json::to_value(&table).with_context(|| format!("in [systems.{name}] of the config file"))?;
+            if let serde_json::Value::Object(map) = json {
+                systems.insert(name, map);
+            }
+        }
+        Ok(Settings { data_dir, broker, kafka_users: file.kafka.users, server: None, systems, env })
+    }
+
+    /// `system`'s settings, layered: its `[systems.<name>]` table, the environment, then `flags` (`key=value` pairs of
+    /// `--set <name>.key=value`).
+    pub fn system_settings(
+        &self,
+        system: &dyn weir_runtime::System,
+        flags: &[(String, String)],
+    ) -> weir_runtime::SystemSettings {
+        weir_runtime::SystemSettings::layered(
+            system.name(),
+            system.env_names(),
+            self.systems.get(system.name()).cloned(),
+            self.env.iter().cloned(),
+            flags,
+        )
     }
 }
 

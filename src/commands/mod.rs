@@ -1,6 +1,5 @@
 //! One module per top-level command; this one dispatches and holds what they share.
 
-pub mod analytics;
 pub mod bench;
 mod consume;
 mod dlq;
@@ -9,7 +8,6 @@ mod kafka_client;
 mod produce;
 mod topics;
 mod up;
-pub mod wedding;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -22,7 +20,7 @@ use weir_broker::{Broker, BrokerError};
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(cli: Cli, matches: clap::ArgMatches) -> Result<()> {
     // `--config` is both the settings file (Kafka tools' habit would be a properties file) and, for `topics create`,
     // Kafka's `--config key=value`: tell them apart by the `=`.
     let (topic_configs, files): (Vec<String>, Vec<String>) =
@@ -33,28 +31,38 @@ pub async fn run(cli: Cli) -> Result<()> {
     let file = files.first().map(std::path::PathBuf::from).or_else(|| std::env::var_os("WEIR_CONFIG").map(Into::into));
     let mut settings = Settings::load(file.as_deref(), cli.global.data_dir.clone())?;
     settings.server = cli.global.server.clone();
-    let bench_wire = matches!(cli.command, Command::Bench(bench::BenchCommand::Wire(_)));
-    if settings.server.is_some() && matches!(cli.command, Command::Up(_) | Command::Bench(_)) && !bench_wire {
+    crate::systems::check_file_tables(&settings)?;
+    let bench_wire = matches!(cli.command, Some(Command::Bench(bench::BenchCommand::Wire(_))));
+    if settings.server.is_some() && matches!(cli.command, Some(Command::Up(_) | Command::Bench(_))) && !bench_wire {
         anyhow::bail!(
             "--server is for topics, produce, consume, groups, dlq and analytics produce; `weir up --bus kafka://HOST:PORT` runs the systems \
              on a Kafka cluster, and `weir bench wire --server HOST:PORT` measures one"
         );
     }
-    let creating = matches!(cli.command, Command::Topics(crate::cli::TopicsCommand::Create { .. }));
+    let creating = matches!(cli.command, Some(Command::Topics(crate::cli::TopicsCommand::Create { .. })));
     if !topic_configs.is_empty() && !creating {
         anyhow::bail!("--config {} is a topic setting; it goes with `weir topics create`", topic_configs[0]);
     }
-    match cli.command {
+    let Some(command) = cli.command else {
+        return run_system_command(settings, matches).await;
+    };
+    match command {
         Command::Up(args) => up::run(settings, args).await,
         Command::Topics(cmd) => topics::run(settings, cmd, topic_configs).await,
         Command::Produce(args) => produce::run(settings, args).await,
         Command::Consume(args) => consume::run(settings, args).await,
         Command::Groups(cmd) => groups::run(settings, cmd).await,
         Command::Dlq(cmd) => dlq::run(settings, cmd).await,
-        Command::Analytics(cmd) => analytics::run(settings, cmd).await,
-        Command::Wedding(cmd) => wedding::run(cmd).await,
         Command::Bench(cmd) => bench::run(settings, cmd).await,
     }
+}
+
+/// `weir <system> ...`: the system's own subcommand, run on the binary's command host.
+async fn run_system_command(settings: Settings, matches: clap::ArgMatches) -> Result<()> {
+    let (name, sub) = matches.subcommand().context("no command given (see --help)")?;
+    let system = crate::systems::find(name).with_context(|| format!("unknown command {name:?}"))?;
+    let host = Arc::new(crate::systems::Commands { settings });
+    system.run_command(sub.clone(), host).await
 }
 
 /// Opens the broker on the configured data directory.

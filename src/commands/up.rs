@@ -10,181 +10,57 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use weir_broker::Broker;
 use weir_runtime::kv::{KvStore, RedisKv, SqlKv};
-use weir_runtime::{Bus, BusError, EmbeddedBus, KafkaBus, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
+use weir_runtime::system::TaskEnd;
+use weir_runtime::{
+    Bus, BusError, EmbeddedBus, Host, KafkaBus, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions, System,
+    SystemSettings,
+};
 
 use super::{human_bytes, open_broker, shutdown_signal};
 use crate::cli::UpArgs;
 use crate::settings::Settings;
 
-/// The systems `weir up` can run. Each later issue adds its system here.
-pub const SYSTEMS: &[&str] = &["analytics", "wedding"];
-
 const HEARTBEAT_TOPIC: &str = "__weir_heartbeat";
 
-fn select_systems(spec: &str) -> Result<Vec<&'static str>> {
-    match spec.trim() {
-        "all" => Ok(SYSTEMS.to_vec()),
-        "none" | "" => Ok(Vec::new()),
-        list => list
-            .split(',')
-            .map(|name| {
-                let name = name.trim();
-                SYSTEMS.iter().copied().find(|s| *s == name).ok_or_else(|| {
-                    let known = if SYSTEMS.is_empty() { "none yet".to_string() } else { SYSTEMS.join(", ") };
-                    anyhow::anyhow!("unknown system {name:?} (available: {known})")
-                })
-            })
-            .collect(),
-    }
-}
+/// How long the systems have, in all, to finish their work once asked to stop.
+const SYSTEMS_STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
-    let systems = select_systems(&args.systems)?;
+    // Every system's settings are checked before anything opens: a bad one is an error naming it, not a half start.
+    let systems = chosen_systems(&settings, &args)?;
     let limits_note = fit_connections_to_open_file_limit(&mut args);
-    let (bus, broker): (Arc<dyn Bus>, Option<Arc<Broker>>) = match args.bus.trim() {
-        "embedded" => {
-            let broker = open_broker(&settings)?;
-            if broker.topic(HEARTBEAT_TOPIC).is_err() {
-                let configs = BTreeMap::from([
-                    ("retention.ms".to_string(), "3600000".to_string()),
-                    ("segment.bytes".to_string(), "1048576".to_string()),
-                ]);
-                broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
-            }
-            (Arc::new(EmbeddedBus::new(broker.clone())), Some(broker))
-        }
-        url if url.starts_with("kafka://") => {
-            let bus = KafkaBus::connect(url).map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
-            let name = bus.endpoint().bootstrap.clone();
-            tokio::time::timeout(Duration::from_secs(30), bus.ensure_topic(HEARTBEAT_TOPIC, 1))
-                .await
-                .map_err(|_| anyhow::anyhow!("no answer from the Kafka cluster at {name} within 30 s"))?
-                .with_context(|| format!("cannot create {HEARTBEAT_TOPIC} on {name}"))?;
-            (Arc::new(bus), None)
-        }
-        other => bail!("--bus {other:?}: expected `embedded` or kafka://HOST:PORT[,HOST:PORT]"),
-    };
-    let store_url = match &args.database {
-        Some(url) => url.clone(),
-        None => {
-            std::fs::create_dir_all(&settings.data_dir)
-                .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
-            SqlStore::sqlite_url(&settings.data_dir)
-        }
-    };
-    let store = SqlStore::connect(&store_url)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact(&store_url)))?;
-    let kv: Arc<dyn KvStore> = match &args.redis {
-        Some(url) => Arc::new(
-            RedisKv::connect(url, "weir:").await.with_context(|| format!("cannot reach Redis at {}", redact(url)))?,
-        ),
-        None => Arc::new(SqlKv::new(store.clone())),
-    };
-    kv.set("weir:up:last_start_ms", weir_log::now_ms().to_string().as_bytes(), None)
-        .await
-        .context("the key-value store refused a write")?;
+    let (bus, broker) = open_bus(&settings, &args).await?;
+    let (store, store_url) = open_store(&settings, &args).await?;
+    let kv = open_kv(&store, &args).await?;
     let kafka = match &broker {
         Some(broker) => start_kafka(broker, &args, &settings).await?,
         None => None,
     };
-    let (systems_stop, systems_stopped) = tokio::sync::watch::channel(false);
-    let mut running = Vec::new();
+    let mut host = Host::new(bus.clone(), store.clone(), kv);
     let mut routes = axum::Router::new();
-    if systems.contains(&"analytics") {
-        let (r, tasks) = start_analytics(bus.clone(), store.clone(), systems_stopped.clone()).await?;
-        routes = routes.merge(r);
-        running.extend(tasks);
-    }
-    if systems.contains(&"wedding") {
-        let policy = match std::env::var("WEDDING_POLICY") {
-            Ok(p) => weir_wedding::schedule::Policy::parse(&p)
-                .with_context(|| format!("WEDDING_POLICY {p:?}: edf or fifo"))?,
-            Err(_) => weir_wedding::schedule::Policy::Edf,
-        };
-        let speed = match std::env::var("WEDDING_SPEED") {
-            Ok(v) => v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|x| *x > 0.0)
-                .with_context(|| format!("WEDDING_SPEED {v:?} must be a positive number"))?,
-            Err(_) => 1.0,
-        };
-        let config = weir_wedding::service::ServiceConfig { policy, speed, ..Default::default() };
-        let (r, tasks) = weir_wedding::service::start(bus.clone(), store.clone(), config, systems_stopped.clone())
+    for (system, system_settings) in &systems {
+        let r = host
+            .start(&**system, system_settings.clone())
             .await
-            .context("cannot start the wedding services")?;
+            .with_context(|| format!("cannot start the {} system", system.name()))?;
         routes = routes.merge(r);
-        running.extend(tasks.into_iter().map(|t| -> SystemTask {
-            ("wedding team", tokio::spawn(async move { t.await.map_err(anyhow::Error::from) }))
-        }));
     }
     let http = match &broker {
         Some(broker) => start_http(broker, &args, routes).await?,
         None => None,
     };
-    eprintln!("weir is up");
-    match &broker {
-        Some(broker) => {
-            eprintln!("  bus        embedded");
-            eprintln!("  data dir   {}", settings.data_dir.display());
-            match &kafka {
-                Some(l) => eprintln!(
-                    "  kafka      {} (Kafka wire protocol{})",
-                    l.local_addr,
-                    if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
-                ),
-                None => eprintln!("  kafka      disabled"),
-            }
-            match &http {
-                Some(h) => eprintln!(
-                    "  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)",
-                    h.local_addr
-                ),
-                None => eprintln!("  http       disabled"),
-            }
-            eprintln!(
-                "  conns      at most {} Kafka, {} HTTP ({limits_note})",
-                args.kafka_max_connections, args.http_max_connections
-            );
-            eprintln!("  topics     {}", broker.list_topics().len());
-        }
-        None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", args.bus.trim()),
-    }
-    eprintln!("  database   {} ({})", redact(&store_url), store.dialect().name());
-    eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
-    eprintln!(
-        "  systems    {}",
-        if systems.is_empty() { "none (the systems arrive with their issues)".to_string() } else { systems.join(", ") }
-    );
-    eprintln!("  Ctrl-C stops it cleanly");
+    let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
+    let banner = Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url };
+    banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), &store, &names);
 
-    let deadline = args.run_for.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let status = status_loop(bus, broker.clone(), Duration::from_secs(args.status_every.max(1)));
-    let stop = async {
-        match deadline {
-            Some(d) => {
-                tokio::select! {
-                    _ = shutdown_signal() => {}
-                    _ = tokio::time::sleep_until(d) => {}
-                }
-            }
-            None => shutdown_signal().await,
-        }
-    };
-    let outcome = tokio::select! {
-        r = status => r,
-        _ = stop => Ok(()),
-    };
+    let outcome = until_stopped(bus, broker.clone(), &args).await;
     eprintln!("weir is stopping: finishing the systems' work, flushing logs");
-    let _ = systems_stop.send(true);
-    for (name, task) in running {
-        match tokio::time::timeout(Duration::from_secs(30), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("  {name} stopped with an error: {e:#}"),
-            Ok(Err(e)) => eprintln!("  {name} failed: {e}"),
-            Err(_) => eprintln!("  {name} did not stop within 30 s"),
+    for (task, end) in host.stop(SYSTEMS_STOP_DEADLINE).await {
+        match end {
+            TaskEnd::Finished => {}
+            TaskEnd::Failed(e) => eprintln!("  {task} stopped with an error: {e}"),
+            TaskEnd::Panicked(e) => eprintln!("  {task} failed: {e}"),
+            TaskEnd::TimedOut => eprintln!("  {task} did not stop within {} s", SYSTEMS_STOP_DEADLINE.as_secs()),
         }
     }
     if let Some(l) = kafka {
@@ -198,6 +74,149 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     }
     eprintln!("weir stopped");
     outcome
+}
+
+/// The systems `--systems` chooses, each with its settings layered and checked.
+fn chosen_systems(settings: &Settings, args: &UpArgs) -> Result<Vec<(Arc<dyn System>, SystemSettings)>> {
+    let flags = crate::systems::parse_set_flags(&args.set)?;
+    let mut chosen = Vec::new();
+    for system in crate::systems::select(&args.systems)? {
+        let own: Vec<(String, String)> =
+            flags.iter().filter(|(name, _)| name == system.name()).map(|(_, kv)| kv.clone()).collect();
+        let system_settings = settings.system_settings(&*system, &own);
+        system.check(&system_settings)?;
+        chosen.push((system, system_settings));
+    }
+    Ok(chosen)
+}
+
+/// The embedded broker on the data directory, or (`--bus kafka://...`) a Kafka cluster; the heartbeat topic on it.
+async fn open_bus(settings: &Settings, args: &UpArgs) -> Result<(Arc<dyn Bus>, Option<Arc<Broker>>)> {
+    match args.bus.trim() {
+        "embedded" => {
+            let broker = open_broker(settings)?;
+            if broker.topic(HEARTBEAT_TOPIC).is_err() {
+                let configs = BTreeMap::from([
+                    ("retention.ms".to_string(), "3600000".to_string()),
+                    ("segment.bytes".to_string(), "1048576".to_string()),
+                ]);
+                broker.create_topic(HEARTBEAT_TOPIC, 1, configs)?;
+            }
+            Ok((Arc::new(EmbeddedBus::new(broker.clone())), Some(broker)))
+        }
+        url if url.starts_with("kafka://") => {
+            let bus = KafkaBus::connect(url).map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
+            let name = bus.endpoint().bootstrap.clone();
+            tokio::time::timeout(Duration::from_secs(30), bus.ensure_topic(HEARTBEAT_TOPIC, 1))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer from the Kafka cluster at {name} within 30 s"))?
+                .with_context(|| format!("cannot create {HEARTBEAT_TOPIC} on {name}"))?;
+            Ok((Arc::new(bus), None))
+        }
+        other => bail!("--bus {other:?}: expected `embedded` or kafka://HOST:PORT[,HOST:PORT]"),
+    }
+}
+
+/// `--database`, or SQLite in the data directory; returns the store and its URL.
+async fn open_store(settings: &Settings, args: &UpArgs) -> Result<(SqlStore, String)> {
+    let url = match &args.database {
+        Some(url) => url.clone(),
+        None => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("cannot create {}", settings.data_dir.display()))?;
+            SqlStore::sqlite_url(&settings.data_dir)
+        }
+    };
+    let store = SqlStore::connect(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))?;
+    Ok((store, url))
+}
+
+/// `--redis`, or the store's key-value table; proven with a write.
+async fn open_kv(store: &SqlStore, args: &UpArgs) -> Result<Arc<dyn KvStore>> {
+    let kv: Arc<dyn KvStore> = match &args.redis {
+        Some(url) => Arc::new(
+            RedisKv::connect(url, "weir:").await.with_context(|| format!("cannot reach Redis at {}", redact(url)))?,
+        ),
+        None => Arc::new(SqlKv::new(store.clone())),
+    };
+    kv.set("weir:up:last_start_ms", weir_log::now_ms().to_string().as_bytes(), None)
+        .await
+        .context("the key-value store refused a write")?;
+    Ok(kv)
+}
+
+/// What `weir up` prints once everything is listening.
+struct Banner<'a> {
+    settings: &'a Settings,
+    args: &'a UpArgs,
+    limits_note: &'a str,
+    store_url: &'a str,
+}
+
+impl Banner<'_> {
+    fn print(
+        &self,
+        broker: Option<&Broker>,
+        kafka: Option<&weir_kafka::KafkaListener>,
+        http: Option<&weir_http::HttpServer>,
+        store: &SqlStore,
+        systems: &[&str],
+    ) {
+        let (settings, args) = (self.settings, self.args);
+        eprintln!("weir is up");
+        match broker {
+            Some(broker) => {
+                eprintln!("  bus        embedded");
+                eprintln!("  data dir   {}", settings.data_dir.display());
+                match kafka {
+                    Some(l) => eprintln!(
+                        "  kafka      {} (Kafka wire protocol{})",
+                        l.local_addr,
+                        if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
+                    ),
+                    None => eprintln!("  kafka      disabled"),
+                }
+                match http {
+                    Some(h) => eprintln!(
+                        "  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)",
+                        h.local_addr
+                    ),
+                    None => eprintln!("  http       disabled"),
+                }
+                eprintln!(
+                    "  conns      at most {} Kafka, {} HTTP ({})",
+                    args.kafka_max_connections, args.http_max_connections, self.limits_note
+                );
+                eprintln!("  topics     {}", broker.list_topics().len());
+            }
+            None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", args.bus.trim()),
+        }
+        eprintln!("  database   {} ({})", redact(self.store_url), store.dialect().name());
+        eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
+        eprintln!("  systems    {}", if systems.is_empty() { "none".to_string() } else { systems.join(", ") });
+        eprintln!("  Ctrl-C stops it cleanly");
+    }
+}
+
+/// Runs the status loop until Ctrl-C, SIGTERM or `--run-for`; returns the status loop's error, if it failed.
+async fn until_stopped(bus: Arc<dyn Bus>, broker: Option<Arc<Broker>>, args: &UpArgs) -> Result<()> {
+    let deadline = args.run_for.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let status = status_loop(bus, broker, Duration::from_secs(args.status_every.max(1)));
+    let stop = async {
+        match deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = shutdown_signal() => {}
+                    _ = tokio::time::sleep_until(d) => {}
+                }
+            }
+            None => shutdown_signal().await,
+        }
+    };
+    tokio::select! {
+        r = status => r,
+        _ = stop => Ok(()),
+    }
 }
 
 async fn start_kafka(
@@ -265,47 +284,6 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-type SystemTask = (&'static str, tokio::task::JoinHandle<Result<()>>);
-
-/// The analytics pipeline: its aggregator (settings from the seed's environment variables), the default producer,
-/// and its HTTP routes.
-async fn start_analytics(
-    bus: Arc<dyn Bus>,
-    store: SqlStore,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(axum::Router, Vec<SystemTask>)> {
-    let seconds = |name: &str, default: u64| -> Result<Duration> {
-        match std::env::var(name) {
-            Ok(v) => v
-                .trim()
-                .parse()
-                .map(Duration::from_secs)
-                .with_context(|| format!("{name} must be whole seconds, got {v:?}")),
-            Err(_) => Ok(Duration::from_secs(default)),
-        }
-    };
-    let route_late = std::env::var("ROUTE_LATE_EVENTS").is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
-    let config = weir_analytics::AggregatorConfig {
-        grace: seconds("GRACE_PERIOD_SECONDS", 30)?,
-        flush_interval: seconds("FLUSH_INTERVAL_SECONDS", 60)?,
-        route_late,
-        ..Default::default()
-    };
-    let (aggregator, control) = weir_analytics::Aggregator::new(bus.clone(), store.clone(), config)
-        .await
-        .context("cannot start the analytics aggregator")?;
-    let routes = weir_analytics::api::routes(store, control);
-    let mut stop_producer = stop.clone();
-    let aggregate = tokio::spawn(async move { aggregator.run(stop).await.map_err(anyhow::Error::from) });
-    let produce = tokio::spawn(async move {
-        tokio::select! {
-            r = super::analytics::default_producer(bus, 10_000) => r,
-            _ = stop_producer.wait_for(|s| *s) => Ok(()),
-        }
-    });
-    Ok((routes, vec![("analytics producer", produce), ("analytics aggregator", aggregate)]))
 }
 
 async fn start_http(

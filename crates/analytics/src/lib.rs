@@ -7,14 +7,21 @@
 //! - `aggregator.rs`: windows, watermark, late events, the flush transaction.
 //! - `api.rs`: `/api/aggregations`, `/api/aggregations/latest`, `/api/stats`, `/api/event-types`,
 //!   `/api/pipeline/memory`, `POST /api/pipeline/flush`.
+//! - `producer.rs`: the default producer `weir up` runs and the simulated day the benchmark sends.
+//! - `system.rs`: the pipeline as a weir system (settings, topics, tables, tasks, routes, commands).
+//! - `cli.rs`: `weir analytics produce`.
 //!
 //! The system takes a `Bus` and a `SqlStore`: it runs unchanged on the embedded broker or a Kafka cluster.
 
 pub mod aggregator;
 pub mod api;
+pub mod cli;
 pub mod event;
 pub mod hll;
+pub mod producer;
+pub mod system;
 /// Event times: RFC 3339 to and from milliseconds (shared with the other systems through the runtime).
 pub use weir_runtime::time;
 
 pub use aggregator::{Aggregator, AggregatorConfig, Control, FlushReport};
+pub use system::{AnalyticsSettings, AnalyticsSystem};

@@ -18,6 +18,7 @@ use crate::time::now_ms;
 pub enum KvError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[cfg(feature = "redis")]
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("value of {0:?} is not an integer")]
@@ -156,19 +157,22 @@ impl KvStore for SqlKv {
     }
 }
 
-/// Redis, shared by every process that points at it.
+/// Redis, shared by every process that points at it (the `redis` feature, on by default).
+#[cfg(feature = "redis")]
 #[derive(Clone)]
 pub struct RedisKv {
     conn: redis::aio::MultiplexedConnection,
     prefix: String,
 }
 
+#[cfg(feature = "redis")]
 impl std::fmt::Debug for RedisKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisKv").field("prefix", &self.prefix).finish()
     }
 }
 
+#[cfg(feature = "redis")]
 impl RedisKv {
     /// Connects to `url` (`redis://host:port/db`); every key is stored under `prefix`.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<RedisKv, KvError> {
@@ -182,6 +186,7 @@ impl RedisKv {
     }
 }
 
+#[cfg(feature = "redis")]
 #[async_trait]
 impl KvStore for RedisKv {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {

@@ -10,21 +10,31 @@
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
 //! - [`stop`]: stopping long-running loops on a caller's future without holding its resources in a `select!`.
 //! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
+//! - [`system`]: the contract every system implements (settings, topics, tables, routes, tasks, commands) and the
+//!   one path that starts and stops them.
 //! - [`testing`]: a scratch PostgreSQL database per test, for this crate's tests and the systems'.
+//!
+//! Features: `kafka` ([`KafkaBus`], over librdkafka) and `redis` (`kv::RedisKv`), both on by default. A system
+//! depends on this crate without them (`default-features = false`), so building it alone never compiles
+//! librdkafka; the binary turns them on.
 
 mod bus;
 mod embedded;
 pub mod handler;
+#[cfg(feature = "kafka")]
 mod kafka;
 pub mod kv;
 pub mod outbox;
 pub mod sql;
 pub mod stop;
+pub mod system;
 pub mod testing;
 pub mod time;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
 pub use embedded::EmbeddedBus;
 pub use handler::{Handler, HandlerError, RunStats, Runner, RunnerConfig, SqlHandler};
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaEndpoint};
-pub use sql::{SqlStore, SqlTx};
+pub use system::{CommandHost, Host, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec};
+pub use sql::{SqlStore, SqlTx, StoreError};

@@ -5,7 +5,11 @@
 //!
 //! On PostgreSQL the relay claims rows with `FOR UPDATE SKIP LOCKED`, so several relays can share one outbox, and
 //! it sleeps on `LISTEN weir_outbox` (each enqueue notifies at commit) instead of waiting for the next poll. On SQLite
-//! it polls.
+//! it polls. Either way, a writer in the same process can wake it at once with the relay's [`RelayWaker`]: a system
+//! that answers its client only after the event is committed should not add a poll interval to every event's way.
+//!
+//! Rows stay in the table, marked sent, for [`Relay::keep_sent`] (an hour by default: what was published, and when,
+//! can be looked up), then the relay deletes them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +58,46 @@ pub async fn enqueue(tx: &mut SqlTx, dialect: Dialect, event: OutboxEvent) -> Re
     Ok(id)
 }
 
+/// Rows per INSERT in [`enqueue_all`]: seven parameters a row stays under SQLite's and PostgreSQL's limits, and
+/// sqlx binds `$N` by name, which costs more per parameter the more there are.
+const ROWS_PER_INSERT: usize = 50;
+
+/// Writes `events` into the outbox inside `tx`, many rows a statement; returns their ids, in order. One
+/// notification for them all on PostgreSQL.
+pub async fn enqueue_all(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEvent>) -> Result<Vec<String>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(events.len());
+    let now = now_ms();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<OutboxEvent> = events.by_ref().take(ROWS_PER_INSERT).collect();
+        let mut sql =
+            String::from("INSERT INTO weir_outbox (event_id, topic, event_key, payload, headers, created_at) VALUES ");
+        for i in 0..chunk.len() {
+            let b = i * 6;
+            let sep = if i == 0 { "" } else { ", " };
+            sql += &format!("{sep}(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
+        }
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            let id = e.id.unwrap_or_else(new_id);
+            let headers = serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into());
+            q = q
+                .bind(id.clone())
+                .bind(e.topic)
+                .bind(e.key.map(|k| k.to_vec()))
+                .bind(e.payload.map(|p| p.to_vec()))
+                .bind(headers)
+                .bind(now);
+            ids.push(id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    if dialect == Dialect::Postgres && !ids.is_empty() {
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
+    }
+    Ok(ids)
+}
+
 /// A time-ordered unique id: milliseconds, then random bits.
 pub fn new_id() -> String {
     format!("{:013x}-{:016x}", now_ms(), rand::random::<u64>())
@@ -69,14 +113,27 @@ pub enum RelayError {
     Bus(#[from] BusError),
 }
 
+/// Wakes a [`Relay`] in the same process at once (after the transaction that enqueued has committed).
+#[derive(Clone, Debug, Default)]
+pub struct RelayWaker(Arc<tokio::sync::Notify>);
+
+impl RelayWaker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// Publishes the outbox to the bus.
 pub struct Relay {
     store: SqlStore,
     bus: Arc<dyn Bus>,
+    waker: RelayWaker,
     /// Rows claimed per round.
     pub batch: i64,
     /// Longest sleep between rounds when nothing wakes the relay.
     pub poll_interval: Duration,
+    /// How long published rows are kept before the relay deletes them.
+    pub keep_sent: Duration,
 }
 
 impl std::fmt::Debug for Relay {
@@ -87,7 +144,29 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     pub fn new(store: SqlStore, bus: Arc<dyn Bus>) -> Relay {
-        Relay { store, bus, batch: 1000, poll_interval: Duration::from_millis(200) }
+        Relay {
+            store,
+            bus,
+            waker: RelayWaker::default(),
+            batch: 1000,
+            poll_interval: Duration::from_millis(200),
+            keep_sent: Duration::from_secs(3600),
+        }
+    }
+
+    /// What wakes this relay from the same process.
+    pub fn waker(&self) -> RelayWaker {
+        self.waker.clone()
+    }
+
+    /// Deletes rows published more than [`Relay::keep_sent`] ago; returns how many.
+    pub async fn purge_sent(&self) -> Result<u64, RelayError> {
+        let before = now_ms() - self.keep_sent.as_millis() as i64;
+        let done = sqlx::query("DELETE FROM weir_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(before)
+            .execute(self.store.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Publishes one round (up to `batch` events); returns how many.
@@ -132,7 +211,8 @@ impl Relay {
         Ok(seqs.len())
     }
 
-    /// Relays until `stop` resolves.
+    /// Relays until `stop` resolves. A failed round (bus or database away) is logged and retried, not returned:
+    /// only failing to start (PostgreSQL's LISTEN) is an error.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<u64, RelayError> {
         self.relay_until(&mut StopSignal::new(stop)).await
     }
@@ -147,11 +227,39 @@ impl Relay {
             Dialect::Sqlite => None,
         };
         let mut total = 0u64;
+        let mut failing: Option<()> = None;
+        let mut purged_at = tokio::time::Instant::now();
         loop {
             if stopped.is_stopped() {
                 return Ok(total);
             }
-            let n = self.relay_once().await?;
+            if purged_at.elapsed() >= Duration::from_secs(60) {
+                purged_at = tokio::time::Instant::now();
+                if let Err(e) = self.purge_sent().await {
+                    tracing::warn!(error = %e, "the outbox relay cannot delete published rows");
+                }
+            }
+            let n = match self.relay_once().await {
+                Ok(n) => {
+                    if failing.take().is_some() {
+                        tracing::info!("the outbox relay publishes again");
+                    }
+                    n
+                }
+                // A bus or database that is briefly away must not stop the relay: what is unsent stays in the
+                // table, and the next round tries again. Logged once per outage, counted always.
+                Err(e) => {
+                    metrics::counter!("weir_outbox_errors_total").increment(1);
+                    if failing.replace(()).is_none() {
+                        tracing::warn!(error = %e, "the outbox relay cannot publish; retrying");
+                    }
+                    tokio::select! {
+                        _ = stopped.wait() => return Ok(total),
+                        _ = tokio::time::sleep(self.poll_interval.max(Duration::from_secs(1))) => {}
+                    }
+                    continue;
+                }
+            };
             total += n as u64;
             if n as i64 >= self.batch {
                 continue; // more waiting
@@ -166,6 +274,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = stopped.wait() => return Ok(total),
+                _ = self.waker.0.notified() => {}
                 _ = wake => {}
             }
         }

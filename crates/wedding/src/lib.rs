@@ -6,12 +6,18 @@
 //! - `optimum.rs`: the exact optimum by an integer program over handling starts, checked by replaying it.
 //! - `dataset.rs`: the exercise's dataset files and seeded random weddings.
 //! - `report.rs`: stress, happiness and response times in total, per team, priority and type.
-//! - `service.rs`: the services on the bus: HTTP ingest to a topic per type, one consumer group per team, statuses
-//!   in `wedding_events`, the run's report.
+//! - `service/`: the services on the bus: HTTP ingest (each event stored with its outbox row), a topic per type,
+//!   one consumer group per team, statuses in `wedding_events`, the run's report.
+//! - `system.rs`: the wedding as a weir system (settings, topics, tables, routes, tasks, metrics, commands).
+//! - `cli.rs`: `weir wedding simulate` (the seed's simulator, over HTTP or in-process) and `weir wedding dataset`.
 
+pub mod cli;
 pub mod dataset;
 pub mod optimum;
 pub mod report;
 pub mod rules;
 pub mod schedule;
 pub mod service;
+pub mod system;
+
+pub use system::{WeddingSettings, WeddingSystem};

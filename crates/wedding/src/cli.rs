@@ -1,22 +1,29 @@
-//! `weir wedding simulate`: a wedding (a dataset file, or a seeded random one) sent over HTTP to weir's wedding
-//! services like the seed's simulator does, handled by the teams on the exercise's rules, and the run's report:
-//! stress, happiness, response times, utilisation, and how close the policy came to the best possible.
+//! `weir wedding ...`: `simulate` sends a wedding (a dataset file, or a seeded random one) over the wedding's HTTP API
+//! like the seed's simulator does, has the teams handle it on the exercise's rules, and prints the run's report:
+//! stress, happiness, response times, utilisation, and how close the policy came to the best possible. `dataset`
+//! prints a random wedding in the exercise's format.
 //!
-//! Without `--target` it starts an embedded weir of its own (broker, HTTP listener, wedding services) in a fresh
-//! temporary data dir and runs on a virtual clock: the outcome is deterministic, and `--speed max` runs a 6-minute
-//! wedding in seconds. With `--target http://HOST:PORT` it drives a running weir (`weir up`) on that run's real clock
-//! (`--clock virtual` asks for a virtual one there too). `--model` skips weir altogether and computes the outcome from
-//! the rules in-process, which a virtual run reproduces decision for decision.
+//! Without `--target`, `simulate` starts a weir of its own (the command host's scratch platform: an embedded broker
+//! and SQLite in a temporary directory) with the wedding system on it, calls its routes in-process, and runs on a
+//! virtual clock: the outcome is deterministic, and `--speed max` runs a 6-minute wedding in seconds. With `--target
+//! http://HOST:PORT` it drives a running weir (`weir up`) over HTTP on that run's real clock (`--clock virtual` asks
+//! for a virtual one there too). `--model` skips weir altogether and computes the outcome from the rules in-process,
+//! which a virtual run reproduces decision for decision.
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Subcommand, ValueEnum};
 use serde_json::{json, Value};
-use weir_wedding::report::Report;
-use weir_wedding::rules::{Ms, Rules};
-use weir_wedding::schedule::{simulate, Event, Policy};
-use weir_wedding::{dataset, report};
+use weir_runtime::{CommandHost, Host, SystemSettings};
+
+use crate::report::Report;
+use crate::rules::{Ms, Rules};
+use crate::schedule::{simulate, Event, Policy};
+use crate::system::WeddingSystem;
+use crate::{dataset, report};
 
 #[derive(Debug, Subcommand)]
 pub enum WeddingCommand {
@@ -107,7 +114,19 @@ fn parse_speed(s: &str) -> Result<f64, String> {
     }
 }
 
-pub async fn run(cmd: WeddingCommand) -> Result<()> {
+/// `weir wedding` as a clap command, its subcommands from [`WeddingCommand`].
+pub fn command() -> clap::Command {
+    WeddingCommand::augment_subcommands(
+        clap::Command::new("wedding")
+            .about("Wedding operations (seed 000): run a wedding through weir on the exercise's rules and report its stress level")
+            .subcommand_required(true)
+            .arg_required_else_help(true),
+    )
+}
+
+/// Runs `weir wedding ...` from its parsed arguments.
+pub async fn run(matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
+    let cmd = WeddingCommand::from_arg_matches(&matches)?;
     let args = match cmd {
         WeddingCommand::Simulate(args) => args,
         WeddingCommand::Dataset(d) => {
@@ -145,50 +164,32 @@ pub async fn run(cmd: WeddingCommand) -> Result<()> {
         return print(&args, &report::report(&rules, &events, &outcomes, policy), None);
     }
     if let Some(target) = args.target.clone() {
-        let addr = target.trim_start_matches("http://").trim_end_matches('/').to_string();
-        let clock = args.clock.unwrap_or(ClockKind::Real);
-        let run = tokio::task::spawn_blocking(move || drive(&addr, &events, &args, policy, clock).map(|r| (r, args)))
-            .await??;
-        return print(&run.1, &run.0, Some(&target));
+        let api = Api::Http(target.trim_start_matches("http://").trim_end_matches('/').to_string());
+        let report = drive(&api, &events, &args, policy, args.clock.unwrap_or(ClockKind::Real)).await?;
+        return print(&args, &report, Some(&target));
     }
-    embedded(args, rules, policy.unwrap_or(Policy::Edf), events).await
+    embedded(&*host, args, policy.unwrap_or(Policy::Edf), events).await
 }
 
-/// Starts a weir of its own in a temporary data dir (broker, HTTP listener on a free port, wedding services), drives
-/// the wedding through it, and stops it.
-async fn embedded(args: SimulateArgs, rules: Rules, policy: Policy, events: Vec<Event>) -> Result<()> {
-    let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
-    let mut config = weir_broker::BrokerConfig::new(dir.path().join("data"));
-    // The team groups are the only members they will ever have: no point waiting for others to join.
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker =
-        weir_broker::Broker::open(config).map_err(|e| anyhow::anyhow!("cannot open the embedded broker: {e}"))?;
-    let url = args.database.clone().unwrap_or_else(|| weir_runtime::SqlStore::sqlite_url(dir.path()));
-    let store = weir_runtime::SqlStore::connect(&url).await.context("cannot open the embedded weir's database")?;
-    let bus = std::sync::Arc::new(weir_runtime::EmbeddedBus::new(broker.clone()));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let config = weir_wedding::service::ServiceConfig { rules, policy, speed: 1.0 };
-    let (routes, tasks) =
-        weir_wedding::service::start(bus, store, config, stopped).await.context("cannot start the wedding services")?;
-    let http = weir_http::HttpServer::start_with(
-        broker.clone(),
-        weir_http::HttpConfig::new("127.0.0.1:0".parse().expect("a valid address")),
-        routes,
-    )
-    .await
-    .context("cannot listen for HTTP")?;
-    let addr = http.local_addr.to_string();
-    let clock = args.clock.unwrap_or(ClockKind::Virtual);
-    let outcome =
-        tokio::task::spawn_blocking(move || drive(&addr, &events, &args, None, clock).map(|r| (r, args))).await;
-    let _ = stop.send(true);
-    for t in tasks {
-        let _ = t.await;
+/// Starts a weir of its own (the host's scratch platform, with the wedding system on it), drives the wedding through
+/// its routes in-process, and stops it.
+async fn embedded(host: &dyn CommandHost, args: SimulateArgs, policy: Policy, events: Vec<Event>) -> Result<()> {
+    let platform = host.scratch(args.database.as_deref()).await?;
+    let store = platform.store.clone().context("the scratch platform has no database")?;
+    let kv = platform.kv.clone().context("the scratch platform has no key-value store")?;
+    let mut systems = Host::new(platform.bus.clone(), store, kv);
+    let routes = systems
+        .start(&WeddingSystem, SystemSettings::defaults("wedding"))
+        .await
+        .context("cannot start the wedding services")?;
+    let outcome = drive(&Api::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
+    for (task, end) in systems.stop(std::time::Duration::from_secs(10)).await {
+        if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
+            tracing::warn!(task, end = ?end, "a wedding task did not stop cleanly");
+        }
     }
-    http.stop().await;
-    broker.shutdown();
-    let (report, args) = outcome??;
-    print(&args, &report, None)
+    platform.close().await;
+    print(&args, &outcome?, None)
 }
 
 fn print(args: &SimulateArgs, r: &Report, target: Option<&str>) -> Result<()> {
@@ -204,37 +205,79 @@ fn print(args: &SimulateArgs, r: &Report, target: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Where the simulator sends: a weir over HTTP (`--target`), or the wedding's routes in-process.
+enum Api {
+    Http(String),
+    Router(axum::Router),
+}
+
+impl Api {
+    fn name(&self) -> &str {
+        match self {
+            Api::Http(addr) => addr,
+            Api::Router(_) => "the embedded weir",
+        }
+    }
+
+    /// One request; the status and the JSON body (`null` when there is none).
+    async fn exchange(&self, method: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+        let payload = if body.is_null() { String::new() } else { body.to_string() };
+        match self {
+            Api::Http(addr) => http(addr, method, path, payload).await,
+            Api::Router(router) => {
+                use http_body_util::BodyExt;
+                use tower::ServiceExt;
+                let request = axum::http::Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(payload))?;
+                let response = router.clone().oneshot(request).await?;
+                let status = response.status().as_u16();
+                let bytes = response.into_body().collect().await?.to_bytes();
+                Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+            }
+        }
+    }
+
+    /// A request that must answer 200; its JSON body.
+    async fn call(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
+        let (status, answer) = self.exchange(method, path, body).await?;
+        if status != 200 {
+            bail!("{method} {path} on {} answered {status}: {answer}", self.name());
+        }
+        Ok(answer)
+    }
+}
+
 /// A minimal HTTP/1.1 exchange (one request per connection): enough for weir's own API, without a client library.
-fn http(addr: &str, method: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).with_context(|| format!("cannot reach {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    let payload = if body.is_null() { String::new() } else { body.to_string() };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+async fn http(addr: &str, method: &str, path: &str, payload: String) -> Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot reach {addr}"))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            payload.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(payload.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(120), exchange)
+        .await
+        .with_context(|| format!("{method} {path} on {addr}: no answer within 120 s"))??;
     let response = String::from_utf8_lossy(&response);
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-fn call(addr: &str, method: &str, path: &str, body: &Value) -> Result<Value> {
-    let (status, answer) = http(addr, method, path, body)?;
-    if status != 200 {
-        bail!("{method} {path} on {addr} answered {status}: {answer}");
-    }
-    Ok(answer)
-}
-
 /// Runs the wedding on the weir at `addr`: a new run, the events sent at their times (on the run's clock), until
 /// every one is handled or past its deadline; returns the run's report.
-fn drive(
-    addr: &str,
+async fn drive(
+    api: &Api,
     events: &[Event],
     args: &SimulateArgs,
     policy: Option<Policy>,
@@ -258,16 +301,16 @@ fn drive(
     if args.allow_overrun {
         start["allow_overrun"] = json!(true);
     }
-    let run = call(addr, "POST", "/api/wedding/start", &start)?["run"].as_i64().context("no run id in the answer")?;
+    let run = api.call("POST", "/api/wedding/start", &start).await?["run"].as_i64().context("no run id in the answer")?;
     let mut order: Vec<&Event> = events.iter().collect();
     order.sort_by_key(|e| e.happened);
     let end = order.iter().map(|e| e.deadline()).max().unwrap_or(0);
     let started = Instant::now();
     // The wall-clock moment a wedding moment is due.
     let due = |ms: Ms| (args.speed.is_finite()).then(|| Duration::from_secs_f64(ms as f64 / 1000.0 / args.speed));
-    let mut progress = Progress::new(addr, run, order.len());
+    let mut progress = Progress::new(run, order.len());
     let mut sent = 0;
-    let post = |batch: &[&Event]| -> Result<()> {
+    let post = |batch: &[&Event]| {
         let body: Vec<Value> = batch
             .iter()
             .map(|e| {
@@ -275,10 +318,12 @@ fn drive(
                     "description": e.description, "timestamp": e.happened / 1000})
             })
             .collect();
-        for chunk in body.chunks(args.batch) {
-            call(addr, "POST", "/api/wedding/events", &Value::Array(chunk.to_vec()))?;
+        async move {
+            for chunk in body.chunks(args.batch) {
+                api.call("POST", "/api/wedding/events", &Value::Array(chunk.to_vec())).await?;
+            }
+            anyhow::Ok(())
         }
-        Ok(())
     };
     match clock {
         ClockKind::Virtual => {
@@ -286,13 +331,13 @@ fn drive(
             let mut t: Ms = 0;
             loop {
                 if let Some(wait) = due(t).and_then(|d| d.checked_sub(started.elapsed())) {
-                    std::thread::sleep(wait);
+                    tokio::time::sleep(wait).await;
                 }
                 let upto = order[sent..].partition_point(|e| e.happened <= t);
-                post(&order[sent..sent + upto])?;
+                post(&order[sent..sent + upto]).await?;
                 sent += upto;
-                call(addr, "POST", "/api/wedding/advance", &json!({"to": t}))?;
-                progress.show(t, sent, false)?;
+                api.call("POST", "/api/wedding/advance", &json!({"to": t})).await?;
+                progress.show(api, t, sent, false).await?;
                 if t >= end && sent == order.len() {
                     break;
                 }
@@ -303,54 +348,53 @@ fn drive(
             while sent < order.len() {
                 let at = order[sent].happened;
                 if let Some(wait) = due(at).and_then(|d| d.checked_sub(started.elapsed())) {
-                    std::thread::sleep(wait);
+                    tokio::time::sleep(wait).await;
                 }
                 let upto = order[sent..].partition_point(|e| e.happened <= at);
-                post(&order[sent..sent + upto])?;
+                post(&order[sent..sent + upto]).await?;
                 sent += upto;
-                progress.show((started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false)?;
+                progress.show(api, (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false).await?;
             }
             // Until every event is handled or past its deadline.
             let give_up = due(end).unwrap_or_default() + Duration::from_secs(30);
             loop {
-                let r = call(addr, "GET", &format!("/api/wedding/report?run={run}&summary=true"), &Value::Null)?;
+                let r = api.call("GET", &format!("/api/wedding/report?run={run}&summary=true"), &Value::Null).await?;
                 if r["open"] == 0 && r["events"].as_u64() == Some(order.len() as u64) {
                     break;
                 }
                 if started.elapsed() > give_up {
                     bail!("the run did not settle: {r}");
                 }
-                progress.show((started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false)?;
-                std::thread::sleep(Duration::from_millis(100));
+                progress.show(api, (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
-    progress.show(end, sent, true)?;
-    let r = call(addr, "GET", &format!("/api/wedding/report?run={run}"), &Value::Null)?;
+    progress.show(api, end, sent, true).await?;
+    let r = api.call("GET", &format!("/api/wedding/report?run={run}"), &Value::Null).await?;
     serde_json::from_value(r.clone()).with_context(|| format!("an unexpected report: {r}"))
 }
 
 /// The progress line on stderr: wedding time, events sent, handled and missed, about once a second.
-struct Progress<'a> {
-    addr: &'a str,
+struct Progress {
     run: i64,
     total: usize,
     last: Option<Instant>,
     tty: bool,
 }
 
-impl<'a> Progress<'a> {
-    fn new(addr: &'a str, run: i64, total: usize) -> Self {
+impl Progress {
+    fn new(run: i64, total: usize) -> Self {
         use std::io::IsTerminal;
-        Progress { addr, run, total, last: None, tty: std::io::stderr().is_terminal() }
+        Progress { run, total, last: None, tty: std::io::stderr().is_terminal() }
     }
 
-    fn show(&mut self, now: Ms, sent: usize, last: bool) -> Result<()> {
+    async fn show(&mut self, api: &Api, now: Ms, sent: usize, last: bool) -> Result<()> {
         if !last && self.last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
             return Ok(());
         }
         self.last = Some(Instant::now());
-        let r = call(self.addr, "GET", &format!("/api/wedding/report?run={}&summary=true", self.run), &Value::Null)?;
+        let r = api.call("GET", &format!("/api/wedding/report?run={}&summary=true", self.run), &Value::Null).await?;
         let secs = now.max(0) / 1000;
         let line = format!(
             "{:02}:{:02}  sent {sent}/{}  handled {}  missed {}  open {}",

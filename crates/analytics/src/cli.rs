@@ -1,0 +1,119 @@
+//! `weir analytics produce`: the pipeline's producers (seed 002), into the data directory or, with `--server`, into
+//! a running weir or Kafka cluster (the command host's data bus). `--default` sends a few events at irregular intervals until stopped (what
+//! `weir up` runs), `--bulk N` sends N as fast as possible, `--simulate` sends at a steady rate (5 M a day by default)
+//! on a clock that `--speed` can run faster, with event times following that clock.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, FromArgMatches, Subcommand};
+use weir_runtime::time::now_ms;
+use weir_runtime::{Bus, CommandHost};
+
+use crate::event::TOPIC;
+use crate::producer::{bar, default_producer, generator, produce_simulated, send, CHUNK};
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Produce events to the `events` topic.
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["default", "bulk", "simulate"])))]
+pub struct ProduceArgs {
+    /// A few events at irregular intervals, until Ctrl-C (what `weir up` runs).
+    #[arg(long)]
+    default: bool,
+    /// N events as fast as possible (without N: EVENT_COUNT, else 100,000), with a progress bar and a summary.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0")]
+    bulk: Option<u64>,
+    /// Events at a steady rate on a simulated clock starting now.
+    #[arg(long)]
+    simulate: bool,
+    /// How long the simulation runs, in simulated hours.
+    #[arg(long, env = "SIMULATION_DURATION_HOURS", default_value_t = 1.0, value_name = "H")]
+    hours: f64,
+    /// Events per simulated day (the rate): 5,000,000 is about 58 a second.
+    #[arg(long, env = "TARGET_EVENT_COUNT", default_value_t = 5_000_000, value_name = "N")]
+    target_count: u64,
+    /// How fast the simulated clock runs: 1 is real time, 3600 an hour a second, `max` as fast as possible.
+    #[arg(long, default_value = "1", value_name = "X|max")]
+    speed: String,
+    /// Distinct users the events come from.
+    #[arg(long, default_value_t = 10_000)]
+    users: u32,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// `weir analytics` as a clap command, its subcommands from [`AnalyticsCommand`].
+pub fn command() -> clap::Command {
+    AnalyticsCommand::augment_subcommands(
+        clap::Command::new("analytics")
+            .about("The analytics pipeline (seed 002): produce events to `events`")
+            .subcommand_required(true)
+            .arg_required_else_help(true),
+    )
+}
+
+/// Runs `weir analytics ...` from its parsed arguments.
+pub async fn run(matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
+    let AnalyticsCommand::Produce(args) = AnalyticsCommand::from_arg_matches(&matches)?;
+    let platform = host.data_bus().await?;
+    let bus = platform.bus.clone();
+    bus.ensure_topic(TOPIC, 4).await?;
+    let result = if args.default {
+        tokio::select! {
+            r = default_producer(bus.clone(), args.users) => r,
+            _ = host.shutdown_signal() => Ok(()),
+        }
+    } else if let Some(n) = args.bulk {
+        let n =
+            if n > 0 { n } else { std::env::var("EVENT_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000) };
+        bulk(&*bus, n, &args).await
+    } else {
+        simulate(&*bus, &args).await
+    };
+    platform.close().await;
+    result
+}
+
+async fn bulk(bus: &dyn Bus, n: u64, args: &ProduceArgs) -> Result<()> {
+    let mut g = generator(args.users);
+    let b = bar(n, args.quiet);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        let chunk = (n - sent).min(CHUNK as u64);
+        let now = now_ms();
+        sent += send(bus, &mut g, (0..chunk).map(|_| now)).await?;
+        b.set_position(sent);
+    }
+    b.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("produced {sent} events to {TOPIC} in {secs:.2} s: {:.0} events/s", sent as f64 / secs.max(1e-9));
+    Ok(())
+}
+
+async fn simulate(bus: &dyn Bus, args: &ProduceArgs) -> Result<()> {
+    let speed = match args.speed.as_str() {
+        "max" => None,
+        s => match s.parse::<f64>() {
+            Ok(x) if x > 0.0 => Some(x),
+            _ => bail!("--speed must be a positive number or `max`, got {s:?}"),
+        },
+    };
+    let (sent, secs) = produce_simulated(bus, args.target_count, args.hours, speed, args.users, args.quiet).await?;
+    eprintln!(
+        "simulated {:.1} h ({} events at {} a day) in {secs:.2} s: {:.0} events/s",
+        args.hours,
+        sent,
+        args.target_count,
+        sent as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+

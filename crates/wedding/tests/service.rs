@@ -11,8 +11,26 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use tower::ServiceExt;
 use weir_broker::{Broker, BrokerConfig};
-use weir_runtime::{EmbeddedBus, SqlStore};
-use weir_wedding::service::{self, ServiceConfig};
+use weir_runtime::kv::SqlKv;
+use weir_runtime::{EmbeddedBus, Host, SqlStore, SystemSettings};
+use weir_wedding::WeddingSystem;
+
+/// The wedding system on `broker` and `store`, as `weir up` runs it, with `settings` (`key=value`, as `--set`).
+async fn start(broker: &Arc<Broker>, store: &SqlStore, settings: &[(&str, &str)]) -> (axum::Router, Host) {
+    let bus = Arc::new(EmbeddedBus::new(broker.clone()));
+    let mut host = Host::new(bus, store.clone(), Arc::new(SqlKv::new(store.clone())));
+    let flags: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let routes = host.start(&WeddingSystem, SystemSettings::layered("wedding", &[], None, Vec::new(), &flags)).await;
+    (routes.expect("the wedding system starts"), host)
+}
+
+/// Stops the system (every task must end cleanly) and the broker.
+async fn stop(host: Host, broker: &Broker) {
+    for (task, end) in host.stop(Duration::from_secs(20)).await {
+        assert!(matches!(end, weir_runtime::system::TaskEnd::Finished), "{task}: {end:?}");
+    }
+    broker.shutdown();
+}
 
 async fn call(app: &axum::Router, method: &str, uri: &str, body: Value) -> (u16, Value) {
     let req = axum::http::Request::builder().method(method).uri(uri).header("content-type", "application/json");
@@ -29,10 +47,7 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     config.group.initial_rebalance_delay_ms = 0;
     let broker = Broker::open(config).unwrap();
     let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let cfg = ServiceConfig { speed: 5.0, ..Default::default() };
-    let (app, tasks) =
-        service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), cfg, stopped).await.unwrap();
+    let (app, host) = start(&broker, &store, &[("speed", "5")]).await;
     // Let the team groups join before the first event.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -110,11 +125,7 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     let (_, listed) = call(&app, "GET", "/api/wedding/events?status=handled", Value::Null).await;
     assert_eq!(listed["events"].as_array().unwrap().len(), 2);
 
-    let _ = stop.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    broker.shutdown();
+    stop(host, &broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,11 +149,7 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
     config.group.initial_rebalance_delay_ms = 0;
     let broker = Broker::open(config).unwrap();
     let store = SqlStore::connect(url).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (app, tasks) =
-        service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), ServiceConfig::default(), stopped)
-            .await
-            .unwrap();
+    let (app, host) = start(&broker, &store, &[]).await;
     let rules = Rules::default();
     let events = weir_wedding::dataset::generate(600, rules.wedding_length, 4);
     for (policy, ahead) in [(Policy::Edf, false), (Policy::Fifo, true)] {
@@ -230,11 +237,7 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
         assert!(s == 400 && e["message"].as_str().unwrap().contains(field), "{field}: {e}");
     }
 
-    let _ = stop.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-    }
-    broker.shutdown();
+    stop(host, &broker).await;
 }
 
 /// What the red team found (issue 13): an oversized description got 503 after committing a `pending` row that never
@@ -247,11 +250,7 @@ async fn refusals_store_nothing_and_the_clock_never_goes_back() {
     config.group.initial_rebalance_delay_ms = 0;
     let broker = Broker::open(config).unwrap();
     let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let (routes, _tasks) =
-        service::start(Arc::new(EmbeddedBus::new(broker.clone())), store.clone(), ServiceConfig::default(), stopped)
-            .await
-            .unwrap();
+    let (routes, host) = start(&broker, &store, &[]).await;
     let app =
         weir_http::router_with(broker.clone(), weir_http::HttpConfig::new("127.0.0.1:0".parse().unwrap()), routes);
     let rows = || async {
@@ -294,4 +293,5 @@ async fn refusals_store_nothing_and_the_clock_never_goes_back() {
         .expect("a bad query is answered in JSON");
     assert_eq!(body["error_code"], 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("run"), "{body}");
+    stop(host, &broker).await;
 }

@@ -81,6 +81,25 @@ pub(super) struct Step {
 
 /// Opens a run now: `virtual_clock` runs wait for `advance`; others go `speed` times real time.
 pub(super) async fn new_run(s: &Shared, speed: f64, virtual_clock: bool, setup: Setup) -> Result<i64, ApiError> {
+    let _one = s.opening.lock().await;
+    open(s, speed, virtual_clock, setup).await
+}
+
+/// Opens a real-clock run on the service's settings if none is open (the first event of a `weir up`).
+pub(super) async fn ensure_run(s: &Shared) -> Result<(), ApiError> {
+    if s.run.lock().is_some() {
+        return Ok(());
+    }
+    // Two first events at once must not open two runs (they would get the same id).
+    let _one = s.opening.lock().await;
+    if s.run.lock().is_none() {
+        let setup = Setup { rules: s.config.rules.clone(), policy: s.config.policy };
+        open(s, s.config.speed, false, setup).await?;
+    }
+    Ok(())
+}
+
+async fn open(s: &Shared, speed: f64, virtual_clock: bool, setup: Setup) -> Result<i64, ApiError> {
     let id = now_ms().max(s.run.lock().as_ref().map_or(0, |r| r.id + 1));
     store::insert_run(&s.store, id, setup.policy.name()).await?;
     let clock = if virtual_clock { Clock::Virtual } else { Clock::Real { started: Instant::now(), speed } };

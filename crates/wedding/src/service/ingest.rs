@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::clock::{new_run, Clock, Setup, LATEST_VIRTUAL_EVENT};
+use super::clock::{ensure_run, Clock, LATEST_VIRTUAL_EVENT};
 use super::routes::{bad_request, ApiError};
 use super::store::{self, NewEvent};
 use super::{team_index, topic_for, Shared, MAX_MESSAGE_BYTES};
@@ -22,9 +22,7 @@ const RECORD_OVERHEAD: usize = 128;
 /// The open run's id, clock reading, 00:00 instant, speed and whether it is virtual; opens a real-clock run first if
 /// none is open.
 async fn open_run(s: &Shared) -> Result<(i64, Ms, i64, f64, bool), ApiError> {
-    if s.run.lock().is_none() {
-        new_run(s, s.config.speed, false, Setup { rules: s.config.rules.clone(), policy: s.config.policy }).await?;
-    }
+    ensure_run(s).await?;
     let guard = s.run.lock();
     let r = guard.as_ref().ok_or_else(|| ApiError(StatusCode::CONFLICT, "the run was closed".into()))?;
     let (speed, virtual_clock) = match r.clock {

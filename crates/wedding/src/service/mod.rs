@@ -79,6 +79,8 @@ struct Shared {
     desks: Arc<Vec<mpsc::Sender<Step>>>,
     /// One advance at a time.
     advancing: Arc<tokio::sync::Mutex<()>>,
+    /// One run opened at a time.
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
@@ -115,6 +117,7 @@ pub async fn start(ctx: SystemContext, config: ServiceConfig) -> Result<Started,
         setups: Arc::new(Mutex::new(HashMap::new())),
         desks: Arc::new(step_txs),
         advancing: Arc::new(tokio::sync::Mutex::new(())),
+        opening: Arc::new(tokio::sync::Mutex::new(())),
     };
     let mut started = Started::default();
     for (team, steps) in Team::ALL.into_iter().zip(step_rxs) {

@@ -71,6 +71,9 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
+# The documentation's examples (nextest does not run doctests).
+cargo test --workspace --doc --quiet
+
 # A brief run of the cargo-fuzz targets in fuzz/ (Kafka request decoding; nightly, its first build takes about five
 # minutes): a crash fails the suite. `scripts/fuzz.sh` without an argument is the longer, scheduled run.
 scripts/fuzz.sh 20

@@ -117,16 +117,16 @@ impl Settings {
             log.set(k, &v).context("in [log] of the config file")?;
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
-        for (name, value) in env.iter().cloned() {
+        for (name, value) in &env {
             let Some(key) = name.strip_prefix("WEIR_") else {
                 continue;
             };
             match key {
-                "DATA_DIR" => data_dir = Some(PathBuf::from(&value)),
-                "AUTO_CREATE_TOPICS" => auto_create = env_bool(&name, &value)?,
-                "DEFAULT_PARTITIONS" => default_partitions = env_num(&name, &value)?,
-                "RETENTION_CHECK_INTERVAL_MS" => retention_ms = env_num(&name, &value)?,
-                "GROUP_INITIAL_REBALANCE_DELAY_MS" => rebalance_delay_ms = Some(env_num(&name, &value)?),
+                "DATA_DIR" => data_dir = Some(PathBuf::from(value)),
+                "AUTO_CREATE_TOPICS" => auto_create = env_bool(name, value)?,
+                "DEFAULT_PARTITIONS" => default_partitions = env_num(name, value)?,
+                "RETENTION_CHECK_INTERVAL_MS" => retention_ms = env_num(name, value)?,
+                "GROUP_INITIAL_REBALANCE_DELAY_MS" => rebalance_delay_ms = Some(env_num(name, value)?),
                 // The tracing filter of `--log-level`, not a log (storage) setting.
                 "LOG" | "LOG_LEVEL" => {}
                 _ => {
@@ -135,7 +135,7 @@ impl Settings {
                         // message.timestamp.type's value is case-sensitive; the key is matched without case.
                         let known = CONFIG_KEYS.iter().find(|k| **k == dotted);
                         match known {
-                            Some(k) => log.set(k, &value).with_context(|| format!("in {name}"))?,
+                            Some(k) => log.set(k, value).with_context(|| format!("in {name}"))?,
                             None => bail!("{name} is not a log setting (known: {})", CONFIG_KEYS.join(", ")),
                         }
                     }
@@ -158,7 +158,8 @@ impl Settings {
         }
         let mut systems = BTreeMap::new();
         for (name, table) in file.systems {
-            let json = serde_json::to_value(&table).with_context(|| format!("in [systems.{name}] of the config file"))?;
+            let json =
+                serde_json::to_value(&table).with_context(|| format!("in [systems.{name}] of the config file"))?;
             if let serde_json::Value::Object(map) = json {
                 systems.insert(name, map);
             }

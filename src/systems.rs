@@ -17,10 +17,7 @@ use crate::settings::Settings;
 
 /// Every system, in the order `weir up` starts them.
 pub fn all() -> Vec<Arc<dyn System>> {
-    vec![
-        Arc::new(weir_analytics::AnalyticsSystem),
-        Arc::new(weir_wedding::WeddingSystem),
-    ]
+    vec![Arc::new(weir_analytics::AnalyticsSystem), Arc::new(weir_wedding::WeddingSystem)]
 }
 
 /// The system named `name`.

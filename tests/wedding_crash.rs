@@ -118,7 +118,12 @@ async fn a_kill_between_ingest_and_publish_loses_no_wedding_event() {
         .collect();
     let stored: HashSet<&str> = rows.iter().map(|(_, id)| id.as_str()).collect();
     let lost: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(id.as_str())).collect();
-    assert!(lost.is_empty(), "{} acknowledged events are not stored, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events are not stored, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 
     let read = support::ok(
         dir.path(),
@@ -131,7 +136,12 @@ async fn a_kill_between_ingest_and_publish_loses_no_wedding_event() {
         published.insert((v["run"].as_i64().unwrap(), v["id"].as_str().unwrap().to_string()));
     }
     let unpublished: Vec<_> = rows.difference(&published).collect();
-    assert!(unpublished.is_empty(), "{} stored events never reached their topic: {:?}", unpublished.len(), &unpublished[..unpublished.len().min(5)]);
+    assert!(
+        unpublished.is_empty(),
+        "{} stored events never reached their topic: {:?}",
+        unpublished.len(),
+        &unpublished[..unpublished.len().min(5)]
+    );
     let orphans: Vec<_> = published.difference(&rows).collect();
     assert!(orphans.is_empty(), "{} messages have no row: {:?}", orphans.len(), &orphans[..orphans.len().min(5)]);
     eprintln!(

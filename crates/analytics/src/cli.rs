@@ -116,4 +116,3 @@ async fn simulate(bus: &dyn Bus, args: &ProduceArgs) -> Result<()> {
     );
     Ok(())
 }
-

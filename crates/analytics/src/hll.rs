@@ -2,6 +2,26 @@
 //! 1.04/√16384 ≈ 0.81 %; counts up to about 40,000 use linear counting and are within a few users of exact).
 //! Merging is a register-wise maximum, so merging the same users twice changes nothing: a replay after a crash cannot
 //! inflate the count, which is why the aggregator persists sketches rather than user lists.
+//!
+//! ```
+//! use weir_analytics::hll::Hll;
+//!
+//! let (mut monday, mut tuesday) = (Hll::default(), Hll::default());
+//! for user in 0..1000 {
+//!     monday.insert(format!("user-{user}").as_bytes());
+//! }
+//! for user in 500..1500 {
+//!     tuesday.insert(format!("user-{user}").as_bytes());
+//! }
+//! monday.merge(&tuesday);
+//! let both = monday.estimate();
+//! assert!((1485..=1515).contains(&both), "{both}");
+//! // Merging the same users again changes nothing: a replay cannot inflate the count.
+//! monday.merge(&tuesday);
+//! assert_eq!(monday.estimate(), both);
+//! // Stored as bytes and read back whole.
+//! assert_eq!(Hll::from_bytes(&monday.to_bytes()), monday);
+//! ```
 
 pub const PRECISION: u32 = 14;
 pub const REGISTERS: usize = 1 << PRECISION;

@@ -3,29 +3,22 @@
 //! exact totals after the aggregator is killed with SIGKILL again and again during a bulk ingest.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use http_body_util::BodyExt;
+use axum::http::Method;
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
-use tower::ServiceExt;
 use weir_analytics::aggregator::HOUR_MS;
 use weir_analytics::event::{Generator, TOPIC};
 use weir_analytics::time::format_rfc3339;
 use weir_analytics::{Aggregator, AggregatorConfig, Control};
-use weir_broker::{Broker, BrokerConfig};
+use weir_broker::testing::crash::{kill_and_restart, rerun_test};
+use weir_broker::testing::open_broker;
+use weir_http::testing::call;
 use weir_runtime::{Bus, EmbeddedBus, OutgoingMessage, SqlStore};
 
 const BASE: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let mut config = BrokerConfig::new(dir);
-    config.group.initial_rebalance_delay_ms = 0;
-    Broker::open(config).unwrap()
-}
 
 async fn store_url(postgres: bool, dir: &std::path::Path) -> String {
     if !postgres {
@@ -93,7 +86,7 @@ async fn until_consumed(control: &Control, n: u64) {
 
 async fn exact_totals(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(&dir.path().join("data"));
+    let b = open_broker(dir.path().join("data"));
     b.create_topic(TOPIC, 4, BTreeMap::new()).unwrap();
     let bus = EmbeddedBus::new(b.clone());
     let n = 30_000;
@@ -111,10 +104,8 @@ async fn exact_totals(postgres: bool) {
     let get = |uri: String| {
         let api = api.clone();
         async move {
-            let resp = api.oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+            let (status, body) = call(&api, Method::GET, &uri, None).await;
+            (status.as_u16(), body)
         }
     };
     let (s, stats) = get("/api/stats".into()).await;
@@ -162,7 +153,7 @@ async fn exact_totals_per_type_and_window_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_are_counted_and_never_enter_a_final_window() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(&dir.path().join("data"));
+    let b = open_broker(dir.path().join("data"));
     b.create_topic(TOPIC, 1, BTreeMap::new()).unwrap();
     let bus = EmbeddedBus::new(b.clone());
     let event = |ts: i64, user: &str| {
@@ -212,7 +203,7 @@ fn crash_test(test: &str, postgres: bool) {
         let (dir, url) = spec.split_once('|').unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            let b = broker(&std::path::Path::new(dir).join("data"));
+            let b = open_broker(std::path::Path::new(dir).join("data"));
             let store = SqlStore::connect(url).await.unwrap();
             // Frequent flushes, so that a kill has many transactions to land in.
             let config = AggregatorConfig { flush_interval: Duration::from_millis(25), ..Default::default() };
@@ -239,22 +230,12 @@ fn crash_test(test: &str, postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (url, expected) = rt.block_on(async {
-        let b = broker(&dir.path().join("data"));
+        let b = open_broker(dir.path().join("data"));
         b.create_topic(TOPIC, 4, BTreeMap::new()).unwrap();
         let expected = produce(&EmbeddedBus::new(b.clone()), BULK, 24, 10_000, 11).await;
         b.shutdown();
         (store_url(postgres, dir.path()).await, expected)
     });
-    let exe = std::env::current_exe().unwrap();
-    let spawn = || {
-        Command::new(&exe)
-            .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-            .env(CHILD, format!("{}|{url}", dir.path().display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    };
     // One connection for every look, opened once: a new pool per look (hundreds a second) contends with the child
     // for the database's locks and its recovery after each kill.
     let watcher = rt.block_on(async {
@@ -263,44 +244,10 @@ fn crash_test(test: &str, postgres: bool) {
         store
     });
     let progress = || rt.block_on(async { stored(&watcher).await.values().sum::<i64>() });
-    // Each round kills the child a random moment after its first new flush is visible, so the kill lands mid-ingest
-    // however fast this machine aggregates (a fixed delay once let a fast machine finish before the kill).
-    let mut rng = rand::thread_rng();
-    let mut mid_stream = 0;
-    for _ in 0..8 {
-        let before = progress();
-        let mut c = spawn();
-        let round = std::time::Instant::now();
-        while progress() == before && c.try_wait().unwrap().is_none() {
-            if round.elapsed() > Duration::from_secs(20) {
-                let _ = c.kill();
-                panic!("the aggregator made no progress in 20 s after a restart (at {before} of {BULK})");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
-        Command::new("kill").args(["-9", &c.id().to_string()]).status().unwrap();
-        c.wait().unwrap();
-        let after = progress();
-        if after > before && after < BULK {
-            mid_stream += 1;
-        }
-    }
-    eprintln!("{mid_stream} of 8 kills landed mid-ingest");
-    assert!(mid_stream >= 3, "only {mid_stream} kills landed mid-ingest");
-    let mut last = spawn();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = last.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = last.kill();
-            panic!("the last aggregator run did not finish in 60 s (at {} of {BULK})", progress());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
+    // Each kill lands a random moment after the child's first new flush is visible, so mid-ingest however fast this
+    // machine aggregates (a fixed delay once let a fast machine finish before the kill).
+    let spawn = || rerun_test(test, CHILD, format!("{}|{url}", dir.path().display())).spawn().unwrap();
+    kill_and_restart("the aggregator", 8, BULK, spawn, progress);
     rt.block_on(async {
         let store = SqlStore::connect(&url).await.unwrap();
         let got = stored(&store).await;

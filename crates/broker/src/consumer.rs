@@ -279,6 +279,8 @@ impl Consumer {
         }
     }
 
+    /// Up to `max_poll_records` records, taking the partitions in turn from the cursor so that one busy partition
+    /// cannot starve the others.
     fn fetch(&mut self) -> Result<Vec<ConsumedRecord>, BrokerError> {
         let mut out = Vec::new();
         let n = self.positions.len();
@@ -286,75 +288,80 @@ impl Consumer {
             if out.len() >= self.config.max_poll_records {
                 break;
             }
-            let idx = (self.cursor + i) % n;
-            let (tp, pos) = self.positions[idx].clone();
-            let read = match self.broker.read(&tp.topic, tp.partition, pos, self.config.max_partition_fetch_bytes) {
-                Ok(r) => r,
-                Err(BrokerError::OffsetOutOfRange { .. }) => {
-                    let reset = self.reset_offset(&tp);
-                    tracing::warn!(topic = %tp.topic, partition = tp.partition, from = pos, to = reset, "offset out of range; resetting");
-                    self.positions[idx].1 = reset;
-                    continue;
-                }
-                Err(BrokerError::PartitionOffline { .. }) => continue,
-                Err(e) => {
-                    // Damage the log found on reading (or an I/O error): this partition waits, the others and the
-                    // group go on. Logged once per position, not at every poll.
-                    if self.read_failures.insert((tp.clone(), pos)) {
-                        tracing::error!(topic = %tp.topic, partition = tp.partition, offset = pos, "cannot read: {e}");
-                    }
-                    continue;
-                }
-            };
-            if read.batches.is_empty() {
-                continue;
-            }
-            let topic: Arc<str> = Arc::from(tp.topic.as_str());
-            let mut next = pos;
-            for b in weir_log::batch::Batches::new(&read.batches) {
-                let Ok((header, bytes)) = b else {
-                    break; // the log checked every header it returned; nothing more can be read here
-                };
-                let room = self.config.max_poll_records - out.len();
-                if room == 0 {
-                    break;
-                }
-                out.reserve((header.record_count.max(0) as usize).min(room));
-                let kept = out.len();
-                let decoded = weir_log::batch::for_each_record(&bytes, pos, |r| {
-                    next = r.offset + 1;
-                    out.push(ConsumedRecord {
-                        topic: topic.clone(),
-                        partition: tp.partition,
-                        offset: r.offset,
-                        timestamp: r.timestamp,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers,
-                    });
-                    out.len() < self.config.max_poll_records
-                });
-                if let Err(reason) = decoded {
-                    // A batch that cannot be decoded (stored before appends were fully validated, or damaged in a
-                    // way its CRC cannot tell) is skipped whole: a consumer retrying it forever would stop its
-                    // group. None of its records is handed out.
-                    out.truncate(kept);
-                    self.broker.note_skipped_batch(
-                        &tp.topic,
-                        tp.partition,
-                        (header.base_offset, header.last_offset()),
-                        &reason,
-                    );
-                    next = next.max(header.last_offset() + 1);
-                }
-            }
-            self.broker.record_consumed(&tp.topic, (next - pos).max(0) as u64, read.batches.len() as u64);
-            self.positions[idx].1 = next;
+            self.fetch_partition((self.cursor + i) % n, &mut out);
         }
         if n > 0 {
             self.cursor = (self.cursor + 1) % n;
         }
         Ok(out)
+    }
+
+    /// Adds the records of the partition at `positions[idx]` to `out` (up to `max_poll_records` in all) and moves
+    /// its position past them. A partition that cannot be read is passed over: the others go on.
+    fn fetch_partition(&mut self, idx: usize, out: &mut Vec<ConsumedRecord>) {
+        let (tp, pos) = self.positions[idx].clone();
+        let read = match self.broker.read(&tp.topic, tp.partition, pos, self.config.max_partition_fetch_bytes) {
+            Ok(r) => r,
+            Err(BrokerError::OffsetOutOfRange { .. }) => {
+                let reset = self.reset_offset(&tp);
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, from = pos, to = reset, "offset out of range; resetting");
+                self.positions[idx].1 = reset;
+                return;
+            }
+            Err(BrokerError::PartitionOffline { .. }) => return,
+            Err(e) => {
+                // Damage the log found on reading (or an I/O error): this partition waits, the others and the
+                // group go on. Logged once per position, not at every poll.
+                if self.read_failures.insert((tp.clone(), pos)) {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, offset = pos, "cannot read: {e}");
+                }
+                return;
+            }
+        };
+        if read.batches.is_empty() {
+            return;
+        }
+        let topic: Arc<str> = Arc::from(tp.topic.as_str());
+        let mut next = pos;
+        for b in weir_log::batch::Batches::new(&read.batches) {
+            let Ok((header, bytes)) = b else {
+                break; // the log checked every header it returned; nothing more can be read here
+            };
+            let room = self.config.max_poll_records - out.len();
+            if room == 0 {
+                break;
+            }
+            out.reserve((header.record_count.max(0) as usize).min(room));
+            let kept = out.len();
+            let decoded = weir_log::batch::for_each_record(&bytes, pos, |r| {
+                next = r.offset + 1;
+                out.push(ConsumedRecord {
+                    topic: topic.clone(),
+                    partition: tp.partition,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                });
+                out.len() < self.config.max_poll_records
+            });
+            if let Err(reason) = decoded {
+                // A batch that cannot be decoded (stored before appends were fully validated, or damaged in a
+                // way its CRC cannot tell) is skipped whole: a consumer retrying it forever would stop its
+                // group. None of its records is handed out.
+                out.truncate(kept);
+                self.broker.note_skipped_batch(
+                    &tp.topic,
+                    tp.partition,
+                    (header.base_offset, header.last_offset()),
+                    &reason,
+                );
+                next = next.max(header.last_offset() + 1);
+            }
+        }
+        self.broker.record_consumed(&tp.topic, (next - pos).max(0) as u64, read.batches.len() as u64);
+        self.positions[idx].1 = next;
     }
 
     /// Commits the current positions of every assigned partition (the offsets after the records polled so far).

@@ -5,19 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_broker::partitioner::partition_for_key;
-use weir_broker::{Broker, BrokerConfig, BrokerError, ConsumerConfig, OffsetReset, ProduceRecord};
-
-fn config(dir: &std::path::Path) -> BrokerConfig {
-    let mut c = BrokerConfig::new(dir);
-    c.group.initial_rebalance_delay_ms = 0;
-    c
-}
+use weir_broker::testing::broker_config;
+use weir_broker::{Broker, BrokerError, ConsumerConfig, OffsetReset, ProduceRecord};
 
 #[tokio::test]
 async fn topics_persist_and_validate() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let b = Broker::open(config(dir.path())).unwrap();
+        let b = Broker::open(broker_config(dir.path())).unwrap();
         let cfg = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
         b.create_topic("orders", 3, cfg).unwrap();
         b.create_topic("audit", 1, BTreeMap::new()).unwrap();
@@ -31,7 +26,7 @@ async fn topics_persist_and_validate() {
         assert!(matches!(b.delete_topic("audit"), Err(BrokerError::UnknownTopic(_))));
         b.shutdown();
     }
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     assert_eq!(b.list_topics(), vec!["orders"]);
     let d = b.describe_topic("orders").unwrap();
     assert_eq!(d.partitions.len(), 3);
@@ -41,8 +36,8 @@ async fn topics_persist_and_validate() {
 #[tokio::test]
 async fn one_process_owns_a_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
-    match Broker::open(config(dir.path())) {
+    let b = Broker::open(broker_config(dir.path())).unwrap();
+    match Broker::open(broker_config(dir.path())) {
         Err(BrokerError::Locked { owner, .. }) => {
             assert!(owner.contains(&std::process::id().to_string()), "{owner}")
         }
@@ -50,13 +45,13 @@ async fn one_process_owns_a_data_dir() {
     }
     b.shutdown();
     drop(b);
-    Broker::open(config(dir.path())).unwrap();
+    Broker::open(broker_config(dir.path())).unwrap();
 }
 
 #[tokio::test]
 async fn keyed_records_land_where_kafka_puts_them() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     b.create_topic("t", 6, BTreeMap::new()).unwrap();
     let p = b.producer();
     for i in 0..200 {
@@ -75,7 +70,7 @@ async fn keyed_records_land_where_kafka_puts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_are_all_stored_once_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     b.create_topic("t", 1, BTreeMap::new()).unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -102,7 +97,7 @@ async fn concurrent_sends_are_all_stored_once_in_order() {
 #[tokio::test]
 async fn oversized_records_fail_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     let cfg = BTreeMap::from([("max.message.bytes".to_string(), "1000".to_string())]);
     b.create_topic("t", 1, cfg).unwrap();
     let p = b.producer();
@@ -117,7 +112,7 @@ async fn oversized_records_fail_alone() {
 #[tokio::test]
 async fn a_waiting_consumer_is_woken_by_an_append() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     b.create_topic("t", 2, BTreeMap::new()).unwrap();
     let mut c = b.consumer(ConsumerConfig::new(["t"])).unwrap();
     assert!(c.poll(Duration::from_millis(50)).await.unwrap().is_empty());
@@ -142,7 +137,7 @@ async fn a_waiting_consumer_is_woken_by_an_append() {
 #[tokio::test]
 async fn seeking_by_offset_and_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     b.create_topic("t", 1, BTreeMap::new()).unwrap();
     let p = b.producer();
     for i in 0..100i64 {
@@ -170,7 +165,7 @@ async fn seeking_by_offset_and_timestamp() {
 async fn committed_offsets_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let b = Broker::open(config(dir.path())).unwrap();
+        let b = Broker::open(broker_config(dir.path())).unwrap();
         b.create_topic("t", 1, BTreeMap::new()).unwrap();
         let p = b.producer();
         for i in 0..10 {
@@ -195,7 +190,7 @@ async fn committed_offsets_survive_restart() {
     // The forgotten broker still holds the lock in this process; a crash would release it. Simulate by copying.
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&dir2, copy.path());
-    let b = Broker::open(config(copy.path())).unwrap();
+    let b = Broker::open(broker_config(copy.path())).unwrap();
     let mut c = b.consumer(ConsumerConfig::new(["t"]).group("g")).unwrap();
     let r = c.poll(Duration::from_secs(5)).await.unwrap();
     assert_eq!(r[0].offset, 6);
@@ -219,7 +214,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn a_corrupt_partition_goes_offline_and_the_rest_keep_serving() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let b = Broker::open(config(dir.path())).unwrap();
+        let b = Broker::open(broker_config(dir.path())).unwrap();
         let cfg = BTreeMap::from([("segment.bytes".to_string(), "2048".to_string())]);
         b.create_topic("t", 2, cfg).unwrap();
         let p = b.producer();
@@ -236,7 +231,7 @@ async fn a_corrupt_partition_goes_offline_and_the_rest_keep_serving() {
     std::fs::write(&first, bytes).unwrap();
     std::fs::write(pdir.join(format!("{:020}.index", 0)), b"x").unwrap();
 
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     let d = b.describe_topic("t").unwrap();
     let reason = d.partitions[1].offline.clone().expect("partition 1 is offline");
     assert!(reason.contains("00000000000000000000.log") && reason.contains("at byte"), "{reason}");
@@ -261,7 +256,7 @@ async fn a_corrupt_partition_goes_offline_and_the_rest_keep_serving() {
 #[tokio::test]
 async fn the_retention_task_deletes_old_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path());
+    let mut cfg = broker_config(dir.path());
     cfg.retention_check_interval = Duration::from_millis(100);
     let b = Broker::open(cfg).unwrap();
     let topic_cfg = BTreeMap::from([
@@ -305,7 +300,7 @@ fn store_poison_batch(b: &Broker, topic: &str) {
 #[tokio::test]
 async fn an_undecodable_stored_batch_is_skipped_and_the_group_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::open(config(dir.path())).unwrap();
+    let b = Broker::open(broker_config(dir.path())).unwrap();
     b.create_topic("t", 1, BTreeMap::new()).unwrap();
     let p = b.producer();
     p.send(ProduceRecord::new("t", "before")).await.unwrap();

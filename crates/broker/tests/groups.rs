@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use weir_broker::{Broker, BrokerConfig, ConsumerConfig, ProduceRecord};
+use weir_broker::testing::scratch_broker_with;
+use weir_broker::{Broker, ConsumerConfig, ProduceRecord};
 
 const PARTITIONS: i32 = 6;
 
@@ -83,11 +84,7 @@ async fn member(broker: Arc<Broker>, journal: Arc<Journal>, stop: Arc<AtomicBool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_skips_nothing_and_each_partition_has_one_owner_per_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new(dir.path());
-    config.group.initial_rebalance_delay_ms = 0;
-    config.group.session_timeout_min_ms = 100;
-    let broker = Broker::open(config).unwrap();
+    let (_dir, broker) = scratch_broker_with(|config| config.group.session_timeout_min_ms = 100);
     broker.create_topic("churn", PARTITIONS, BTreeMap::new()).unwrap();
     let journal = Arc::new(Journal::default());
 

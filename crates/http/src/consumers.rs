@@ -447,6 +447,39 @@ fn returned_offsets(instance: &Instance) -> Vec<(TopicPartition, i64)> {
     instance.returned.lock().iter().map(|((t, p), o)| (TopicPartition::new(t.clone(), *p), *o)).collect()
 }
 
+/// The records of `polled` that fit in `max_bytes` of keys and values (the first always does), embedded in the
+/// instance's format and noted as returned; the rest go back to the front of its buffer, in order, for the next
+/// fetch.
+fn hand_out(instance: &Instance, polled: Vec<ConsumedRecord>, max_bytes: u64) -> Vec<ConsumerRecord> {
+    let mut out = Vec::with_capacity(polled.len());
+    let mut size = 0u64;
+    let mut left = VecDeque::new();
+    for r in polled {
+        let len = (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
+        // Over the limit: this record and the rest wait for the next fetch, in order.
+        if !left.is_empty() || (!out.is_empty() && size + len > max_bytes) {
+            left.push_back(r);
+            continue;
+        }
+        size += len;
+        instance.returned.lock().insert((r.topic.to_string(), r.partition), r.offset + 1);
+        out.push(ConsumerRecord {
+            topic: r.topic.to_string(),
+            key: embed(instance.format, r.key.as_deref()),
+            value: embed(instance.format, r.value.as_deref()),
+            partition: r.partition,
+            offset: r.offset,
+        });
+    }
+    if !left.is_empty() {
+        let mut buffer = instance.buffer.lock();
+        for r in left.into_iter().rev() {
+            buffer.push_front(r);
+        }
+    }
+    out
+}
+
 /// Fetch records for an instance (joining its group first if needed).
 #[utoipa::path(
     get, path = "/consumers/{group}/instances/{instance}/records", tag = "consumers",
@@ -504,32 +537,7 @@ pub async fn records(
             Err(e) => return Err(e.into()),
         }
     };
-    let mut out = Vec::with_capacity(polled.len());
-    let mut size = 0u64;
-    let mut left = VecDeque::new();
-    for r in polled {
-        let len = (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
-        // Over the limit: this record and the rest wait for the next fetch, in order.
-        if !left.is_empty() || (!out.is_empty() && size + len > max_bytes) {
-            left.push_back(r);
-            continue;
-        }
-        size += len;
-        instance.returned.lock().insert((r.topic.to_string(), r.partition), r.offset + 1);
-        out.push(ConsumerRecord {
-            topic: r.topic.to_string(),
-            key: embed(instance.format, r.key.as_deref()),
-            value: embed(instance.format, r.value.as_deref()),
-            partition: r.partition,
-            offset: r.offset,
-        });
-    }
-    if !left.is_empty() {
-        let mut buffer = instance.buffer.lock();
-        for r in left.into_iter().rev() {
-            buffer.push_front(r);
-        }
-    }
+    let out = hand_out(&instance, polled, max_bytes);
     drop(guard);
     crate::metrics::consumed(&out, started.elapsed());
     Ok(([(header::CONTENT_TYPE, instance.format.media_type())], Json(out)).into_response())

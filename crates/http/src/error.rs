@@ -114,7 +114,7 @@ impl ApiError {
     }
 
     /// An error with only an HTTP status, which is also its code (what the REST Proxy sends for errors it has no
-    /// detail code for): axum's rejections as [`guard`] rewrites them.
+    /// detail code for): axum's rejections as the server's error layer (`guard`) rewrites them.
     pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, error_code: u32::from(status.as_u16()), message: message.into() }
     }

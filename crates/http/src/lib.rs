@@ -17,6 +17,55 @@
 //!   over the limit.
 //! - `server.rs`: the listener's accept loop: a cap on connections, idle and header-read timeouts, backoff when
 //!   accepting fails, and the graceful stop.
+//! - `testing` (feature `testing`, for tests only): calling a router in-process, the status and the body as JSON.
+//!
+//! # Example
+//!
+//! The API as a router over a broker, driven without a socket ([`HttpServer`] serves the same router): a record
+//! produced as to the Confluent REST Proxy, and a client mistake answered in the error shape.
+//!
+//! ```
+//! use axum::body::Body;
+//! use axum::http::{Request, StatusCode};
+//! use serde_json::Value;
+//! use tower::ServiceExt; // `oneshot`
+//! use weir_broker::{Broker, BrokerConfig};
+//! use weir_http::{router, ErrorCode, HttpConfig};
+//!
+//! async fn post(api: &axum::Router, uri: &str, body: &'static str) -> (StatusCode, Value) {
+//!     let request = Request::post(uri)
+//!         .header("content-type", "application/vnd.kafka.json.v2+json")
+//!         .body(Body::from(body))
+//!         .unwrap();
+//!     let response = api.clone().oneshot(request).await.unwrap();
+//!     let status = response.status();
+//!     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+//!     (status, serde_json::from_slice(&bytes).unwrap())
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let broker = Broker::open(BrokerConfig::new(dir.path()))?;
+//! let api = router(broker.clone(), HttpConfig::new("127.0.0.1:0".parse()?));
+//!
+//! // The topic is created on first use; the value is stored as its JSON text.
+//! let (status, body) = post(&api, "/topics/orders", r#"{"records":[{"value":{"drink":"latte"}}]}"#).await;
+//! assert_eq!(status, StatusCode::OK);
+//! assert_eq!((&body["offsets"][0]["partition"], &body["offsets"][0]["offset"]), (&Value::from(0), &Value::from(0)));
+//! let stored = broker.read("orders", 0, 0, 1 << 20)?.records(0)?;
+//! assert_eq!(stored[0].value.as_deref(), Some(&br#"{"drink":"latte"}"#[..]));
+//!
+//! // Every error is `{"error_code", "message"}`, the code one of `ErrorCode`'s: its status and a detail digit.
+//! let (status, body) = post(&api, "/topics/orders/partitions/9", r#"{"records":[{"value":1}]}"#).await;
+//! assert_eq!(status, StatusCode::NOT_FOUND);
+//! assert_eq!(ErrorCode::PartitionNotFound.status(), status);
+//! assert_eq!(body["error_code"], ErrorCode::PartitionNotFound.code());
+//! assert_eq!(body["message"], "Partition 9 of topic orders not found.");
+//! broker.shutdown();
+//! # Ok(())
+//! # }
+//! ```
 
 mod admin;
 mod body;
@@ -27,6 +76,8 @@ mod metrics;
 mod openapi;
 mod records;
 mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod topics;
 
 use std::net::SocketAddr;

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
+use weir_broker::testing::{scratch_broker, scratch_broker_with};
 use weir_broker::{Broker, BrokerConfig};
-use weir_http::HttpConfig;
+use weir_http::{testing, HttpConfig};
 
 const BINARY: &str = "application/vnd.kafka.binary.v2+json";
 const JSON: &str = "application/vnd.kafka.json.v2+json";
@@ -24,12 +23,8 @@ struct Api {
 }
 
 fn api_with(configure: impl FnOnce(&mut BrokerConfig, &mut HttpConfig)) -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker_config = BrokerConfig::new(dir.path());
-    broker_config.group.initial_rebalance_delay_ms = 0;
     let mut http = HttpConfig::new("127.0.0.1:0".parse().unwrap());
-    configure(&mut broker_config, &mut http);
-    let broker = Broker::open(broker_config).unwrap();
+    let (dir, broker) = scratch_broker_with(|broker_config| configure(broker_config, &mut http));
     Api { router: weir_http::router(broker.clone(), http), broker, _dir: dir }
 }
 
@@ -50,22 +45,14 @@ impl Api {
         accept: Option<&str>,
         body: &str,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri).header("host", "weir.test");
+        let mut req = testing::request(method.parse().unwrap(), uri);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
         if let Some(a) = accept {
             req = req.header("accept", a);
         }
-        let resp = self.router.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, value)
+        testing::send(&self.router, req.body(Body::from(body.to_string())).unwrap()).await
     }
 
     fn error_code(v: &Value) -> u64 {
@@ -429,10 +416,7 @@ async fn idle_consumer_instances_are_reaped() {
 /// gets its partitions within seconds (the reaper rejoins the idle one), and no record is lost to that rejoin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_instance_does_not_hold_up_a_rebalance() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker_config = BrokerConfig::new(dir.path());
-    broker_config.group.initial_rebalance_delay_ms = 0;
-    let broker = Broker::open(broker_config).unwrap();
+    let (_dir, broker) = scratch_broker();
     broker.create_topic("t", 2, BTreeMap::new()).unwrap();
     let producer = broker.producer();
     for i in 0..20 {

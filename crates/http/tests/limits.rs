@@ -8,11 +8,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use http_body_util::BodyExt;
+use axum::http::Method;
 use serde_json::Value;
-use tower::ServiceExt;
 use weir_broker::{Broker, BrokerConfig};
+use weir_http::testing::{call, call_raw};
 use weir_http::{HttpConfig, HttpServer};
 
 #[path = "../../../testing/net.rs"]
@@ -155,20 +154,6 @@ async fn a_declared_body_over_the_limit_is_refused_at_once() {
     server.stop().await;
 }
 
-async fn call(router: &axum::Router, method: &str, uri: &str, content_type: &str, body: String) -> (u16, Value) {
-    let req = axum::http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "weir.test")
-        .header("content-type", content_type)
-        .body(Body::from(body))
-        .unwrap();
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn a_produce_over_the_record_cap_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,12 +163,12 @@ async fn a_produce_over_the_record_cap_stores_nothing() {
     let router = weir_http::router(broker.clone(), config);
     let body = |n: usize| format!("{{\"records\":[{}]}}", vec![r#"{"value":"aGk="}"#; n].join(","));
     let binary = "application/vnd.kafka.binary.v2+json";
-    let (s, e) = call(&router, "POST", "/topics/t", binary, body(1001)).await;
+    let (s, e) = call_raw(&router, Method::POST, "/topics/t", binary, body(1001)).await;
     assert_eq!(s, 413, "{e}");
     assert_eq!(e["error_code"], 41302);
     assert!(e["message"].as_str().unwrap().contains("at most 1000 records"), "{e}");
     assert!(broker.topic("t").is_err(), "nothing stored, not even the topic");
-    let (s, r) = call(&router, "POST", "/topics/t", binary, body(1000)).await;
+    let (s, r) = call_raw(&router, Method::POST, "/topics/t", binary, body(1000)).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["offsets"].as_array().unwrap().len(), 1000);
 }
@@ -200,13 +185,13 @@ async fn group_names_stay_one_path_segment_and_rejections_are_json() {
     );
     let router = weir_http::router_with(broker, HttpConfig::new("127.0.0.1:0".parse().unwrap()), extra);
     let v2 = "application/vnd.kafka.v2+json";
-    let (s, r) = call(&router, "POST", "/consumers/..%2Fx", v2, r#"{"name":"a b"}"#.into()).await;
+    let (s, r) = call_raw(&router, Method::POST, "/consumers/..%2Fx", v2, r#"{"name":"a b"}"#).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["base_uri"], "http://weir.test/consumers/..%2Fx/instances/a%20b");
-    let (s, r) = call(&router, "POST", "/consumers/..", v2, "{}".into()).await;
+    let (s, r) = call_raw(&router, Method::POST, "/consumers/..", v2, "{}").await;
     assert_eq!(s, 422, "no URI could name a group called ..: {r}");
     // A route's own extractor rejection (a system's route, merged in) comes back in the error shape.
-    let (s, r) = call(&router, "GET", "/typed?n=abc", "", String::new()).await;
+    let (s, r) = call(&router, Method::GET, "/typed?n=abc", None).await;
     assert_eq!(s, 400);
     assert_eq!(r["error_code"], 400, "{r}");
     assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");

@@ -16,6 +16,42 @@
 //! ListOffsets (earliest, latest, by timestamp), CreateTopics, DeleteTopics, and the consumer-group APIs
 //! (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
 //! DescribeGroups), InitProducerId (idempotent producers), DescribeConfigs, and SASL/PLAIN.
+//!
+//! # Example
+//!
+//! The listener's decode path on bytes alone: a frame cut from a stream as it arrives, then decoded against the
+//! API table. [`KafkaListener`] shows the same request answered over a socket.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use kafka_protocol::messages::{ApiKey, RequestKind};
+//! use weir_kafka::codec::{self, CodecError};
+//! use weir_kafka::apis;
+//!
+//! // ApiVersions v0, what a client sends first: a 4-byte size, then API key 18, version 0, correlation id 7,
+//! // client id "kcat" (a 2-byte length and the text), and an empty body.
+//! let frame = [&[0, 0, 0, 14][..], &[0, 18, 0, 0], &[0, 0, 0, 7], &[0, 4], b"kcat"].concat();
+//!
+//! // Nothing comes out until the whole frame has arrived.
+//! let mut received = BytesMut::from(&frame[..6]);
+//! assert!(codec::take_frame(&mut received, 1 << 20)?.is_none());
+//! received.extend_from_slice(&frame[6..]);
+//! let one = codec::take_frame(&mut received, 1 << 20)?.expect("a whole frame");
+//! assert!(received.is_empty());
+//!
+//! let request = codec::decode_request(one, apis::supported)?;
+//! assert_eq!((request.api, request.version, request.header.correlation_id), (ApiKey::ApiVersions, 0, 7));
+//! assert_eq!(request.header.client_id.as_deref(), Some("kcat"));
+//! assert!(matches!(request.body, RequestKind::ApiVersions(_)));
+//!
+//! // An API missing from the table (AlterConfigs, key 33) is refused before its body is read, and a size
+//! // prefix over the limit before anything is buffered for it.
+//! let alter = [&[0, 33, 0, 0][..], &[0, 0, 0, 8], &[0xff, 0xff]].concat();
+//! assert!(matches!(codec::decode_request(alter.into(), apis::supported), Err(CodecError::UnknownApi(33))));
+//! let mut huge = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
+//! assert!(matches!(codec::take_frame(&mut huge, 1 << 20), Err(CodecError::TooLarge { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod apis;
 pub mod codec;

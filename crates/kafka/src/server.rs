@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use weir_broker::Broker;
 
@@ -37,6 +37,41 @@ use crate::{handlers, sasl};
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 
 /// A running listener. Dropping it closes the listener and every connection at once; [`KafkaListener::stop`] drains.
+///
+/// # Example
+///
+/// A broker served on a free port, asked which APIs it serves as a client's first request does.
+///
+/// ```
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use weir_broker::{Broker, BrokerConfig};
+/// use weir_kafka::{apis, KafkaListener, ListenerConfig};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let broker = Broker::open(BrokerConfig::new(dir.path()))?;
+/// let listener = KafkaListener::start(broker.clone(), ListenerConfig::new("127.0.0.1:0".parse()?)).await?;
+///
+/// // ApiVersions v0: size, API key 18, version 0, correlation id 7, client id "doc", no body.
+/// let mut stream = tokio::net::TcpStream::connect(listener.local_addr).await?;
+/// stream.write_all(&[0, 0, 0, 13, 0, 18, 0, 0, 0, 0, 0, 7, 0, 3, b'd', b'o', b'c']).await?;
+/// let size = stream.read_i32().await? as usize;
+/// let mut response = vec![0; size];
+/// stream.read_exact(&mut response).await?;
+///
+/// // The correlation id, error code 0, then the API table: a count and (key, min, max) per API.
+/// assert_eq!(response[..4], 7i32.to_be_bytes());
+/// assert_eq!(response[4..6], 0i16.to_be_bytes());
+/// assert_eq!(response[6..10], (apis::APIS.len() as i32).to_be_bytes());
+/// assert_eq!(size, 10 + 6 * apis::APIS.len());
+///
+/// listener.stop().await; // answers what is in flight, then closes every connection
+/// assert_eq!(stream.read(&mut [0; 1]).await?, 0, "the connection is closed");
+/// broker.shutdown();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct KafkaListener {
     pub local_addr: SocketAddr,
@@ -97,6 +132,8 @@ impl Condition {
     }
 }
 
+/// Accepts until `stop`, each connection served on a task of its own while a slot under the cap is free, then
+/// drains the connections (see [`drain`]).
 async fn accept_loop(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -137,21 +174,10 @@ async fn accept_loop(
         if let Some(n) = out_of_fds.clear() {
             tracing::warn!("the Kafka listener accepts connections again ({n} accept attempts failed meanwhile)");
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if at_cap.hit() {
-                tracing::warn!(
-                    max = config.max_connections,
-                    "the Kafka listener is at its limit of {} connections; closing new ones until some close \
-                     (--kafka-max-connections)",
-                    config.max_connections
-                );
-            }
+        let Some(slot) = take_slot(&slots, &at_cap, config.max_connections) else {
             drop(stream);
             continue;
         };
-        if let Some(n) = at_cap.clear() {
-            tracing::warn!("the Kafka listener is below its connection limit again ({n} connections were refused)");
-        }
         let connection = Connection {
             broker: broker.clone(),
             config: config.clone(),
@@ -168,13 +194,36 @@ async fn accept_loop(
     }
     // New connections are refused from here on; each open one saw `stop` too and closes once it is between requests.
     drop(listener);
-    let drained =
-        tokio::time::timeout(config.drain_timeout, async { while connections.join_next().await.is_some() {} }).await;
+    drain(connections, config.drain_timeout).await;
+}
+
+/// A slot for a new connection, or `None` at the cap (logged when the listener reaches it and when it is below it
+/// again, not per connection).
+fn take_slot(slots: &Arc<Semaphore>, at_cap: &Condition, max: usize) -> Option<OwnedSemaphorePermit> {
+    let Ok(slot) = slots.clone().try_acquire_owned() else {
+        if at_cap.hit() {
+            tracing::warn!(
+                max,
+                "the Kafka listener is at its limit of {max} connections; closing new ones until some close \
+                 (--kafka-max-connections)"
+            );
+        }
+        return None;
+    };
+    if let Some(n) = at_cap.clear() {
+        tracing::warn!("the Kafka listener is below its connection limit again ({n} connections were refused)");
+    }
+    Some(slot)
+}
+
+/// Waits up to `timeout` for the connections to finish the requests they are answering and close, then closes the
+/// ones still busy.
+async fn drain(mut connections: JoinSet<()>, timeout: Duration) {
+    let drained = tokio::time::timeout(timeout, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
-            "closing {} Kafka connections still busy {:?} after the listener stopped",
-            connections.len(),
-            config.drain_timeout
+            "closing {} Kafka connections still busy {timeout:?} after the listener stopped",
+            connections.len()
         );
         connections.shutdown().await;
     }
@@ -203,6 +252,8 @@ fn stopping(stop: &watch::Receiver<bool>) -> bool {
     *stop.borrow()
 }
 
+/// Serves one connection until the client closes it, it idles past the timeout, the listener stops, or a request
+/// is malformed (the error).
 async fn serve(mut stream: TcpStream, mut conn: Connection, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -218,41 +269,7 @@ async fn serve(mut stream: TcpStream, mut conn: Connection, mut stop: watch::Rec
             let Some(frame) = codec::take_frame(&mut buf, max_frame)? else {
                 break;
             };
-            if conn.auth == sasl::AuthState::AwaitingRawToken {
-                if !sasl::check_plain(&mut conn.auth, &conn.config.users, &frame) {
-                    anyhow::bail!("SASL authentication failed");
-                }
-                stream.write_all(&0i32.to_be_bytes()).await?; // an empty server token
-                continue;
-            }
-            let peek = codec::peek(&frame)?;
-            // Before authenticating, only the APIs the table allows then are even decoded.
-            if !conn.auth.allows_requests() && !apis::allowed_before_authentication(peek.api_key) {
-                anyhow::bail!("API key {} before SASL authentication", peek.api_key);
-            }
-            let request = match codec::decode_request(frame, apis::supported) {
-                Ok(r) => r,
-                Err(CodecError::UnsupportedVersion { api: ApiKey::ApiVersions, .. }) => {
-                    // Kafka answers an ApiVersions it cannot parse with v0 and UNSUPPORTED_VERSION, so the client
-                    // retries with a version both know.
-                    let body = ResponseKind::ApiVersions(handlers::api_versions(true));
-                    let out = codec::encode_response(ApiKey::ApiVersions, 0, peek.correlation_id, &body)?;
-                    stream.write_all(&out).await?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let (api, version, correlation_id) = (request.api, request.version, request.header.correlation_id);
-            let (body, close) = match handle(&mut conn, request).await? {
-                Reply::Send(body) => (body, None),
-                Reply::Silence => continue,
-                Reply::SendAndClose(body, why) => (body, Some(why)),
-            };
-            let out = codec::encode_response(api, version, correlation_id, &body)?;
-            stream.write_all(&out).await?;
-            if let Some(why) = close {
-                anyhow::bail!(why);
-            }
+            answer(&mut stream, &mut conn, frame).await?;
         }
         if stopping(&stop) {
             return Ok(());
@@ -274,6 +291,46 @@ async fn serve(mut stream: TcpStream, mut conn: Connection, mut stop: watch::Rec
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
     }
+}
+
+/// Answers one request frame (or, in SASL's v0 form, takes the raw token it is). An error closes the connection.
+async fn answer(stream: &mut TcpStream, conn: &mut Connection, frame: Bytes) -> anyhow::Result<()> {
+    if conn.auth == sasl::AuthState::AwaitingRawToken {
+        if !sasl::check_plain(&mut conn.auth, &conn.config.users, &frame) {
+            anyhow::bail!("SASL authentication failed");
+        }
+        stream.write_all(&0i32.to_be_bytes()).await?; // an empty server token
+        return Ok(());
+    }
+    let peek = codec::peek(&frame)?;
+    // Before authenticating, only the APIs the table allows then are even decoded.
+    if !conn.auth.allows_requests() && !apis::allowed_before_authentication(peek.api_key) {
+        anyhow::bail!("API key {} before SASL authentication", peek.api_key);
+    }
+    let request = match codec::decode_request(frame, apis::supported) {
+        Ok(r) => r,
+        Err(CodecError::UnsupportedVersion { api: ApiKey::ApiVersions, .. }) => {
+            // Kafka answers an ApiVersions it cannot parse with v0 and UNSUPPORTED_VERSION, so the client
+            // retries with a version both know.
+            let body = ResponseKind::ApiVersions(handlers::api_versions(true));
+            let out = codec::encode_response(ApiKey::ApiVersions, 0, peek.correlation_id, &body)?;
+            stream.write_all(&out).await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (api, version, correlation_id) = (request.api, request.version, request.header.correlation_id);
+    let (body, close) = match handle(conn, request).await? {
+        Reply::Send(body) => (body, None),
+        Reply::Silence => return Ok(()),
+        Reply::SendAndClose(body, why) => (body, Some(why)),
+    };
+    let out = codec::encode_response(api, version, correlation_id, &body)?;
+    stream.write_all(&out).await?;
+    if let Some(why) = close {
+        anyhow::bail!(why);
+    }
+    Ok(())
 }
 
 /// Answers one decoded request. The dispatch's arms are checked against the API table when the crate compiles.

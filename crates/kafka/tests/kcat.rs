@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_broker::partitioner::partition_for_key;
-use weir_broker::{Broker, BrokerConfig};
+use weir_broker::testing::broker_config;
+use weir_broker::Broker;
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 /// kcat with the system's librdkafka: the test harness puts build directories on LD_LIBRARY_PATH, and the copy of
@@ -35,11 +36,9 @@ impl Weir {
 
     fn start_with(tune: impl FnOnce(&mut ListenerConfig)) -> Weir {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = BrokerConfig::new(dir.path());
-        config.group.initial_rebalance_delay_ms = 0;
         let mut listener_config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
         tune(&mut listener_config);
-        let background = BackgroundBroker::start(config, listener_config).unwrap();
+        let background = BackgroundBroker::start(broker_config(dir.path()), listener_config).unwrap();
         let broker = background.broker.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         Weir { _dir: dir, background, broker, runtime }

@@ -3,15 +3,14 @@
 
 use std::process::Command;
 
-use weir_broker::BrokerConfig;
+use weir_broker::testing::broker_config;
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 #[test]
 fn kafka_python_producer_and_two_member_group() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new(dir.path());
-    config.group.initial_rebalance_delay_ms = 0;
-    let w = BackgroundBroker::start(config, ListenerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
     let broker = w.broker.clone();
     broker.create_topic("py", 4, Default::default()).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/group.py");

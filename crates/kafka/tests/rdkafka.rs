@@ -12,16 +12,15 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use weir_broker::BrokerConfig;
+use weir_broker::testing::broker_config;
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 /// weir on its own runtime and threads: the clients below block (synchronous commits), and must not be able to starve
 /// the broker that has to answer them.
 fn weir() -> (tempfile::TempDir, BackgroundBroker) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new(dir.path());
-    config.group.initial_rebalance_delay_ms = 0;
-    let w = BackgroundBroker::start(config, ListenerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
     (dir, w)
 }
 

@@ -132,40 +132,8 @@ impl LogConfig {
                 self.index_interval_bytes = u32::try_from(positive(key, value)?)
                     .map_err(|_| LogError::InvalidConfig("index.interval.bytes is too large".into()))?
             }
-            "fsync" => {
-                self.fsync = match value.trim() {
-                    "always" => FsyncPolicy::Always,
-                    "never" => FsyncPolicy::Never,
-                    "interval" => match self.fsync {
-                        p @ FsyncPolicy::Interval { .. } => p,
-                        _ => FsyncPolicy::default(),
-                    },
-                    other => {
-                        return Err(LogError::InvalidConfig(format!(
-                            "fsync must be always, interval or never, got {other:?}"
-                        )))
-                    }
-                }
-            }
-            "fsync.interval.ms" | "fsync.interval.bytes" => {
-                let n = positive(key, value)?;
-                let (mut ms, mut bytes) = match self.fsync {
-                    FsyncPolicy::Interval { ms, bytes } => (ms, bytes),
-                    _ => match FsyncPolicy::default() {
-                        FsyncPolicy::Interval { ms, bytes } => (ms, bytes),
-                        _ => unreachable!("the default policy is interval"),
-                    },
-                };
-                if key == "fsync.interval.ms" {
-                    ms = n
-                } else {
-                    bytes = n
-                }
-                // Setting an interval parameter implies the interval policy only if none other was chosen explicitly.
-                if let FsyncPolicy::Interval { .. } = self.fsync {
-                    self.fsync = FsyncPolicy::Interval { ms, bytes };
-                }
-            }
+            "fsync" => self.fsync = self.fsync_policy(value)?,
+            "fsync.interval.ms" | "fsync.interval.bytes" => self.set_fsync_interval(key, positive(key, value)?),
             "retention.ms" => self.retention_ms = unlimited_or_positive(key, value)?,
             "retention.bytes" => self.retention_bytes = unlimited_or_positive(key, value)?,
             "max.message.bytes" => self.max_message_bytes = positive(key, value)? as usize,
@@ -188,6 +156,31 @@ impl LogConfig {
             }
         }
         Ok(())
+    }
+
+    /// The policy `fsync=value` names; `interval` keeps the interval's parameters if they were set first.
+    fn fsync_policy(&self, value: &str) -> Result<FsyncPolicy> {
+        match value.trim() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            "interval" => match self.fsync {
+                p @ FsyncPolicy::Interval { .. } => Ok(p),
+                _ => Ok(FsyncPolicy::default()),
+            },
+            other => Err(LogError::InvalidConfig(format!("fsync must be always, interval or never, got {other:?}"))),
+        }
+    }
+
+    /// `fsync.interval.ms` or `fsync.interval.bytes` set to `n`. Only the interval policy has these parameters: under
+    /// `always` or `never` (chosen explicitly, the default being `interval`) the setting is ignored.
+    fn set_fsync_interval(&mut self, key: &str, n: u64) {
+        if let FsyncPolicy::Interval { ms, bytes } = &mut self.fsync {
+            if key == "fsync.interval.ms" {
+                *ms = n
+            } else {
+                *bytes = n
+            }
+        }
     }
 
     /// The settings as `key=value` pairs, the inverse of [`LogConfig::set`].
@@ -241,5 +234,22 @@ mod tests {
         assert!(c.set("segment.bytes", "10").is_err());
         assert!(c.set("no.such.key", "1").is_err());
         assert_eq!(c, LogConfig::default());
+    }
+
+    /// The interval's parameters belong to the interval policy: kept when it is named after them, ignored under
+    /// another policy.
+    #[test]
+    fn interval_parameters_apply_only_to_the_interval_policy() {
+        let mut c = LogConfig::default();
+        c.set("fsync.interval.ms", "20").unwrap();
+        c.set("fsync.interval.bytes", "4096").unwrap();
+        c.set("fsync", "interval").unwrap();
+        assert_eq!(c.fsync, FsyncPolicy::Interval { ms: 20, bytes: 4096 });
+        c.set("fsync", "never").unwrap();
+        c.set("fsync.interval.ms", "30").unwrap();
+        assert_eq!(c.fsync, FsyncPolicy::Never);
+        c.set("fsync", "interval").unwrap();
+        assert_eq!(c.fsync, FsyncPolicy::default());
+        assert!(c.set("fsync.interval.ms", "0").is_err());
     }
 }

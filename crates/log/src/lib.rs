@@ -6,9 +6,47 @@
 //! - [`batch`]: the RecordBatch v2 codec (CRC-32C, varint records), shared with the Kafka listener.
 //! - [`Flusher`] (`flusher.rs`): the background thread behind `fsync=interval`.
 //! - [`LogConfig`] (`config.rs`): per-log settings under their Kafka-style names.
+//! - `testing` (feature `testing`, for tests only): the kill-and-restart harness of the crash tests.
 //!
 //! On disk a log directory holds `<base offset>.log` segments, each with `.index` and `.timeindex`, and a
 //! `.clean-shutdown` marker while closed cleanly.
+//!
+//! # Example
+//!
+//! A log in a directory of its own: append, read back by offset, close, and reopen as after a restart.
+//!
+//! ```
+//! use weir_log::{Log, LogConfig, LogError, Record};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut config = LogConfig::default();
+//! config.set("fsync", "always")?; // acknowledged means on disk
+//!
+//! let log = Log::open(dir.path(), config.clone())?;
+//! let first = log.append(&[Record::from_value("a"), Record::from_value("b")])?;
+//! assert_eq!((first.base_offset, first.last_offset), (0, 1));
+//! let keyed = Record { key: Some("user-7".into()), ..Record::from_value("c") };
+//! assert_eq!(log.append(&[keyed])?.base_offset, 2);
+//! assert_eq!((log.end_offset(), log.durable_offset()), (3, 3));
+//!
+//! // Reads return whole stored batches, so offset 1 comes with the batch that starts at 0;
+//! // `records(from)` decodes only those at or after `from`.
+//! let read = log.read(1, 1 << 20)?;
+//! let records = read.records(1)?;
+//! let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+//! assert_eq!(offsets, [1, 2]);
+//! assert_eq!(records[1].key.as_deref(), Some(&b"user-7"[..]));
+//! assert_eq!(records[1].value.as_deref(), Some(&b"c"[..]));
+//! // Past the end is an error, not an empty read.
+//! assert!(matches!(log.read(4, 1 << 20), Err(LogError::OffsetOutOfRange { .. })));
+//!
+//! log.close()?;
+//! drop(log);
+//! let log = Log::open(dir.path(), config)?;
+//! assert!(log.recovery().clean_shutdown);
+//! assert_eq!(log.end_offset(), 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod batch;
 mod config;
@@ -19,6 +57,8 @@ mod log;
 mod producer_state;
 mod record;
 mod segment;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod varint;
 
 pub use config::{FsyncPolicy, LogConfig, TimestampType, CONFIG_KEYS};

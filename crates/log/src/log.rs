@@ -116,21 +116,7 @@ impl Log {
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(LogError::io("create log directory", &dir))?;
         let now = now_ms();
-        let mut bases = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(LogError::io("list log directory", &dir))? {
-            let entry = entry.map_err(LogError::io("list log directory", &dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(stem) = name.strip_suffix(".log") {
-                if let Ok(base) = stem.parse::<i64>() {
-                    bases.push(base);
-                }
-            }
-        }
-        bases.sort_unstable();
-        if bases.is_empty() {
-            bases.push(0);
-        }
+        let bases = segment_bases(&dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
         let mut report = RecoveryReport { clean_shutdown: clean, ..Default::default() };
@@ -142,33 +128,8 @@ impl Log {
             let is_last = base == last_base;
             let trusted = indexes_whole && (!is_last || clean) && seg.open_trusted()?;
             if !trusted {
-                let scan = seg.scan(config.index_interval_bytes, true)?;
-                if let Some(reason) = &scan.invalid {
-                    if !is_last {
-                        return Err(LogError::Corrupt {
-                            path: seg.path().to_owned(),
-                            position: scan.valid_len,
-                            reason: reason.clone(),
-                        });
-                    }
-                    let size = seg.size();
-                    report.truncated_bytes = size - scan.valid_len;
-                    report.truncation = Some(format!("{} at byte {}: {reason}", seg.path().display(), scan.valid_len));
-                    tracing::warn!(
-                        segment = %seg.path().display(),
-                        position = scan.valid_len,
-                        truncated_bytes = report.truncated_bytes,
-                        "recovery truncated the log tail: {reason}"
-                    );
-                }
-                seg.adopt_scan(&scan)?;
-                if is_last {
-                    let mut states = ProducerStates::default();
-                    for h in &scan.producer_batches {
-                        states.record(h, h.base_offset);
-                    }
-                    producers = Some(states);
-                }
+                let rebuilt = recover_segment(&seg, &config, is_last, &mut report)?;
+                producers = rebuilt.or(producers);
             }
             if let Some(&next_base) = bases.get(i + 1) {
                 if seg.next_offset() != next_base {
@@ -193,9 +154,20 @@ impl Log {
             fs::remove_file(&marker).map_err(LogError::io("remove", &marker))?;
             sync_dir(&dir)?;
         }
+        Ok(Arc::new(Log::with_segments(dir, config, segments, producers, report)))
+    }
+
+    /// The log over segments already opened and checked, its end where the last one ends.
+    fn with_segments(
+        dir: PathBuf,
+        config: LogConfig,
+        segments: BTreeMap<i64, Arc<Segment>>,
+        producers: ProducerStates,
+        recovery: RecoveryReport,
+    ) -> Log {
         let start = *segments.keys().next().expect("at least one segment");
         let end = segments.values().next_back().expect("at least one segment").next_offset();
-        Ok(Arc::new(Log {
+        Log {
             dir,
             config: RwLock::new(config),
             segments: RwLock::new(segments),
@@ -213,8 +185,8 @@ impl Log {
             flush_signal: OnceLock::new(),
             unsynced_sealed: Mutex::new(Vec::new()),
             producers: Mutex::new(producers),
-            recovery: report,
-        }))
+            recovery,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -274,37 +246,7 @@ impl Log {
     /// check for batches this process encoded itself; bytes from the network must pass `trusted = false`.
     pub fn append_batches(&self, mut buf: Vec<u8>, trusted: bool) -> Result<AppendInfo> {
         let config = self.config();
-        let mut layout = Vec::new();
-        let mut pos = 0usize;
-        while pos < buf.len() {
-            let header = BatchHeader::parse(&buf[pos..])
-                .ok_or_else(|| LogError::InvalidBatch("trailing bytes shorter than a batch header".into()))?;
-            header.check_shape().map_err(LogError::InvalidBatch)?;
-            let len = header.total_len();
-            if pos + len > buf.len() {
-                return Err(LogError::InvalidBatch(format!("batch claims {len} bytes, {} present", buf.len() - pos)));
-            }
-            if len > config.max_message_bytes {
-                return Err(LogError::RecordTooLarge { size: len, max: config.max_message_bytes });
-            }
-            if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
-                return Err(LogError::InvalidBatch("record count and last offset delta disagree".into()));
-            }
-            if !trusted {
-                // Everything a reader will rely on, checked before the batch becomes part of the log: one whose
-                // header promises records its body does not hold would stop every consumer that reaches it.
-                let bytes = &buf[pos..pos + len];
-                if !batch::crc_matches(bytes, &header) {
-                    return Err(LogError::InvalidBatch("CRC-32C mismatch".into()));
-                }
-                batch::validate_records(bytes, &header).map_err(LogError::InvalidRecord)?;
-            }
-            layout.push((pos, len, header));
-            pos += len;
-        }
-        if layout.is_empty() {
-            return Err(LogError::InvalidBatch("no batch to append".into()));
-        }
+        let mut layout = check_batches(&buf, &config, trusted)?;
         let log_append_time = (config.timestamp_type == TimestampType::LogAppendTime).then(now_ms);
         if let Some(now) = log_append_time {
             for (pos, len, header) in layout.iter_mut() {
@@ -312,46 +254,7 @@ impl Log {
                 header.max_timestamp = now;
             }
         }
-
-        let info = {
-            let _appending = self.appender.lock();
-            let mut producers = self.producers.lock();
-            for (_, _, header) in &layout {
-                if let Verdict::Duplicate { base_offset, last_offset } = producers.check(header)? {
-                    if layout.len() > 1 {
-                        return Err(LogError::InvalidBatch("a retried idempotent batch sent with others".into()));
-                    }
-                    // A retry of a batch already stored: acknowledge it again, store nothing.
-                    return Ok(AppendInfo { base_offset, last_offset, log_append_time: None });
-                }
-            }
-            let base_offset = self.end_offset();
-            let total_records: i64 = layout.iter().map(|(_, _, h)| h.last_offset_delta as i64 + 1).sum();
-            let active = self.active_for_append(&config, buf.len() as u64, total_records)?;
-            let mut next = base_offset;
-            let start_pos = active.size();
-            let mut placed = Vec::with_capacity(layout.len());
-            for (pos, len, header) in &layout {
-                batch::set_base_offset(&mut buf[*pos..], next);
-                let last_offset = next + header.last_offset_delta as i64;
-                placed.push(Placed {
-                    base_offset: next,
-                    last_offset,
-                    max_timestamp: header.max_timestamp,
-                    position: start_pos + *pos as u64,
-                    len: *len as u64,
-                });
-                next = last_offset + 1;
-            }
-            active.append(&buf, &placed, config.index_interval_bytes)?;
-            for ((_, _, header), p) in layout.iter().zip(&placed) {
-                producers.record(header, p.base_offset);
-            }
-            self.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-            self.end_offset.store(next, Ordering::Release);
-            AppendInfo { base_offset, last_offset: next - 1, log_append_time }
-        };
-
+        let info = self.write_batches(&config, &mut buf, &layout, log_append_time)?;
         match config.fsync {
             FsyncPolicy::Always => self.sync_to(info.last_offset + 1)?,
             FsyncPolicy::Interval { bytes, .. } => {
@@ -364,6 +267,54 @@ impl Log {
             FsyncPolicy::Never => {}
         }
         Ok(info)
+    }
+
+    /// Under the append lock: answers an idempotent producer's retry with its original offsets, or assigns offsets
+    /// to the checked batches laid out in `buf` (rewriting their base offsets), writes them to the active segment in
+    /// one write and publishes the new end.
+    fn write_batches(
+        &self,
+        config: &LogConfig,
+        buf: &mut [u8],
+        layout: &[(usize, usize, BatchHeader)],
+        log_append_time: Option<i64>,
+    ) -> Result<AppendInfo> {
+        let _appending = self.appender.lock();
+        let mut producers = self.producers.lock();
+        for (_, _, header) in layout {
+            if let Verdict::Duplicate { base_offset, last_offset } = producers.check(header)? {
+                if layout.len() > 1 {
+                    return Err(LogError::InvalidBatch("a retried idempotent batch sent with others".into()));
+                }
+                // A retry of a batch already stored: acknowledge it again, store nothing.
+                return Ok(AppendInfo { base_offset, last_offset, log_append_time: None });
+            }
+        }
+        let base_offset = self.end_offset();
+        let total_records: i64 = layout.iter().map(|(_, _, h)| h.last_offset_delta as i64 + 1).sum();
+        let active = self.active_for_append(config, buf.len() as u64, total_records)?;
+        let mut next = base_offset;
+        let start_pos = active.size();
+        let mut placed = Vec::with_capacity(layout.len());
+        for (pos, len, header) in layout {
+            batch::set_base_offset(&mut buf[*pos..], next);
+            let last_offset = next + header.last_offset_delta as i64;
+            placed.push(Placed {
+                base_offset: next,
+                last_offset,
+                max_timestamp: header.max_timestamp,
+                position: start_pos + *pos as u64,
+                len: *len as u64,
+            });
+            next = last_offset + 1;
+        }
+        active.append(buf, &placed, config.index_interval_bytes)?;
+        for ((_, _, header), p) in layout.iter().zip(&placed) {
+            producers.record(header, p.base_offset);
+        }
+        self.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.end_offset.store(next, Ordering::Release);
+        Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time })
     }
 
     fn unsynced_bytes(&self) -> u64 {
@@ -591,6 +542,102 @@ impl Log {
         }
         Ok(outcome)
     }
+}
+
+/// Cuts `buf` into batches, as (position, length, header), checking each as the log will rely on it: its shape and
+/// size, and, unless `trusted` (encoded by this process), its CRC and records.
+fn check_batches(buf: &[u8], config: &LogConfig, trusted: bool) -> Result<Vec<(usize, usize, BatchHeader)>> {
+    let mut layout = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let header = BatchHeader::parse(&buf[pos..])
+            .ok_or_else(|| LogError::InvalidBatch("trailing bytes shorter than a batch header".into()))?;
+        header.check_shape().map_err(LogError::InvalidBatch)?;
+        let len = header.total_len();
+        if pos + len > buf.len() {
+            return Err(LogError::InvalidBatch(format!("batch claims {len} bytes, {} present", buf.len() - pos)));
+        }
+        if len > config.max_message_bytes {
+            return Err(LogError::RecordTooLarge { size: len, max: config.max_message_bytes });
+        }
+        if header.record_count == 0 || header.last_offset_delta != header.record_count - 1 {
+            return Err(LogError::InvalidBatch("record count and last offset delta disagree".into()));
+        }
+        if !trusted {
+            // Everything a reader will rely on, checked before the batch becomes part of the log: one whose
+            // header promises records its body does not hold would stop every consumer that reaches it.
+            let bytes = &buf[pos..pos + len];
+            if !batch::crc_matches(bytes, &header) {
+                return Err(LogError::InvalidBatch("CRC-32C mismatch".into()));
+            }
+            batch::validate_records(bytes, &header).map_err(LogError::InvalidRecord)?;
+        }
+        layout.push((pos, len, header));
+        pos += len;
+    }
+    if layout.is_empty() {
+        return Err(LogError::InvalidBatch("no batch to append".into()));
+    }
+    Ok(layout)
+}
+
+/// The base offsets of the segments in `dir`, ascending; `[0]` for a new log.
+fn segment_bases(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).map_err(LogError::io("list log directory", dir))? {
+        let entry = entry.map_err(LogError::io("list log directory", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            if let Ok(base) = stem.parse::<i64>() {
+                bases.push(base);
+            }
+        }
+    }
+    bases.sort_unstable();
+    if bases.is_empty() {
+        bases.push(0);
+    }
+    Ok(bases)
+}
+
+/// Rescans a segment whose indexes cannot be trusted and rebuilds them. Damage in a sealed segment is an error
+/// naming file and position (it held acknowledged records: cutting it would lose them silently); in the active one
+/// it is a torn or corrupt tail, cut off and noted in `report`. For the active segment, also returns the idempotent
+/// producers' state rebuilt from its batches.
+fn recover_segment(
+    seg: &Segment,
+    config: &LogConfig,
+    is_last: bool,
+    report: &mut RecoveryReport,
+) -> Result<Option<ProducerStates>> {
+    let scan = seg.scan(config.index_interval_bytes, true)?;
+    if let Some(reason) = &scan.invalid {
+        if !is_last {
+            return Err(LogError::Corrupt {
+                path: seg.path().to_owned(),
+                position: scan.valid_len,
+                reason: reason.clone(),
+            });
+        }
+        report.truncated_bytes = seg.size() - scan.valid_len;
+        report.truncation = Some(format!("{} at byte {}: {reason}", seg.path().display(), scan.valid_len));
+        tracing::warn!(
+            segment = %seg.path().display(),
+            position = scan.valid_len,
+            truncated_bytes = report.truncated_bytes,
+            "recovery truncated the log tail: {reason}"
+        );
+    }
+    seg.adopt_scan(&scan)?;
+    if !is_last {
+        return Ok(None);
+    }
+    let mut states = ProducerStates::default();
+    for h in &scan.producer_batches {
+        states.record(h, h.base_offset);
+    }
+    Ok(Some(states))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

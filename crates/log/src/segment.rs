@@ -150,20 +150,13 @@ impl Segment {
             }
             let at = (pos - buf_pos) as usize;
             let header = BatchHeader::parse(&buf[at..]).expect("header bytes are buffered");
-            if let Err(reason) = header.check_shape() {
-                out.invalid = Some(reason);
-                break;
-            }
-            let len = header.total_len() as u64;
-            if pos + len > file_len {
-                out.invalid = Some(format!("batch of {len} bytes is torn ({} bytes present)", file_len - pos));
-                break;
-            }
-            if header.base_offset != expected_base {
-                out.invalid =
-                    Some(format!("batch base offset {} is not the expected {expected_base}", header.base_offset));
-                break;
-            }
+            let len = match check_in_file(&header, file_len - pos, expected_base) {
+                Ok(len) => len,
+                Err(reason) => {
+                    out.invalid = Some(reason);
+                    break;
+                }
+            };
             if verify_crc {
                 let bytes = if at + len as usize <= buf.len() {
                     &buf[at..at + len as usize]
@@ -405,4 +398,19 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// The length of the batch `header` begins, when it can be part of the log: its shape is a batch's, it ends within
+/// the `left` bytes of the file, and it starts at `expected_base`, where the previous one ended. Otherwise why not,
+/// which is where a scan stops.
+fn check_in_file(header: &BatchHeader, left: u64, expected_base: i64) -> Result<u64, String> {
+    header.check_shape()?;
+    let len = header.total_len() as u64;
+    if len > left {
+        return Err(format!("batch of {len} bytes is torn ({left} bytes present)"));
+    }
+    if header.base_offset != expected_base {
+        return Err(format!("batch base offset {} is not the expected {expected_base}", header.base_offset));
+    }
+    Ok(len)
 }

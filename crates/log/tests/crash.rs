@@ -6,11 +6,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use weir_log::testing::crash::rerun_test;
 use weir_log::{FsyncPolicy, Log, LogConfig, Record};
 
 const CHILD_ENV: &str = "WEIR_CRASH_CHILD";
@@ -52,13 +53,12 @@ fn acknowledged_records_survive_sigkill() {
         child(&dir);
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: HashMap<i64, String> = HashMap::new();
     let mut rng = rand::thread_rng();
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "acknowledged_records_survive_sigkill", "--nocapture", "--test-threads", "1"])
-            .env(CHILD_ENV, dir.path())
+        // Killed after a random time rather than by `kill_and_restart`: the child's progress shows only on its
+        // stdout, which is read whole once it is dead.
+        let mut child = rerun_test("acknowledged_records_survive_sigkill", CHILD_ENV, dir.path())
             .env("WEIR_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

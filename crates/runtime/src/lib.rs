@@ -12,7 +12,7 @@
 //! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
 //! - [`system`]: the contract every system implements (settings, topics, tables, routes, tasks, commands) and the
 //!   one path that starts and stops them.
-//! - [`testing`]: a scratch PostgreSQL database per test, for this crate's tests and the systems'.
+//! - `testing` (feature `testing`): a scratch PostgreSQL database per test, for this crate's tests and the systems'.
 //!
 //! Features: `kafka` ([`KafkaBus`], over librdkafka) and `redis` (`kv::RedisKv`), both on by default. A system
 //! depends on this crate without them (`default-features = false`), so building it alone never compiles
@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod sql;
 pub mod stop;
 pub mod system;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
 
@@ -36,5 +37,5 @@ pub use embedded::EmbeddedBus;
 pub use handler::{Handler, HandlerError, RunStats, Runner, RunnerConfig, SqlHandler};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaEndpoint};
-pub use system::{CommandHost, Host, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec};
 pub use sql::{SqlStore, SqlTx, StoreError};
+pub use system::{CommandHost, Host, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec};

@@ -64,7 +64,11 @@ const ROWS_PER_INSERT: usize = 50;
 
 /// Writes `events` into the outbox inside `tx`, many rows a statement; returns their ids, in order. One
 /// notification for them all on PostgreSQL.
-pub async fn enqueue_all(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEvent>) -> Result<Vec<String>, sqlx::Error> {
+pub async fn enqueue_all(
+    tx: &mut SqlTx,
+    dialect: Dialect,
+    events: Vec<OutboxEvent>,
+) -> Result<Vec<String>, sqlx::Error> {
     let mut ids = Vec::with_capacity(events.len());
     let now = now_ms();
     let mut events = events.into_iter().peekable();
@@ -72,15 +76,16 @@ pub async fn enqueue_all(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEve
         let chunk: Vec<OutboxEvent> = events.by_ref().take(ROWS_PER_INSERT).collect();
         let mut sql =
             String::from("INSERT INTO weir_outbox (event_id, topic, event_key, payload, headers, created_at) VALUES ");
-        for i in 0..chunk.len() {
-            let b = i * 6;
-            let sep = if i == 0 { "" } else { ", " };
-            sql += &format!("{sep}(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
-        }
+        let rows: Vec<String> = (0..chunk.len()).map(|i| dialect.param_row(i * 6 + 1, 6)).collect();
+        sql += &rows.join(", ");
         let mut q = sqlx::query(&sql);
         for e in chunk {
             let id = e.id.unwrap_or_else(new_id);
-            let headers = serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into());
+            let headers = if e.headers.is_empty() {
+                "[]".into()
+            } else {
+                serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into())
+            };
             q = q
                 .bind(id.clone())
                 .bind(e.topic)
@@ -148,7 +153,8 @@ impl Relay {
             store,
             bus,
             waker: RelayWaker::default(),
-            batch: 1000,
+            // Large rounds: each costs a read and a marking statement, whatever its size.
+            batch: 5000,
             poll_interval: Duration::from_millis(200),
             keep_sent: Duration::from_secs(3600),
         }
@@ -170,24 +176,61 @@ impl Relay {
     }
 
     /// Publishes one round (up to `batch` events); returns how many.
+    ///
+    /// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) from the claim to the mark, so relays sharing
+    /// the outbox never take the same rows. On SQLite the process owns the database (its one connection is every
+    /// writer's), so the rows are read, published and marked in separate statements: holding a transaction while the
+    /// bus publishes would stall every other writer of the process for that long.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
-        let mut tx = self.store.begin().await?;
         let select = format!(
             "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE sent_at IS NULL \
              ORDER BY seq LIMIT $1 {}",
             self.store.dialect().skip_locked()
         );
-        let rows = sqlx::query(&select).bind(self.batch).fetch_all(&mut *tx).await?;
-        if rows.is_empty() {
-            tx.rollback().await?;
-            return Ok(0);
-        }
+        let mark = |seqs: &[i64]| {
+            let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            format!("UPDATE weir_outbox SET sent_at = $1 WHERE seq IN ({list})")
+        };
+        let published = match self.store.dialect() {
+            Dialect::Postgres => {
+                let mut tx = self.store.begin().await?;
+                let rows = sqlx::query(&select).bind(self.batch).fetch_all(&mut *tx).await?;
+                if rows.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(0);
+                }
+                let (seqs, messages) = Self::messages(&rows)?;
+                // Publish first, mark after: a crash in between re-publishes (same ids), never loses.
+                self.bus.produce_all(messages).await?;
+                sqlx::query(&mark(&seqs)).bind(now_ms()).execute(&mut *tx).await?;
+                tx.commit().await?;
+                seqs.len()
+            }
+            Dialect::Sqlite => {
+                let rows = sqlx::query(&select).bind(self.batch).fetch_all(self.store.pool()).await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let (seqs, messages) = Self::messages(&rows)?;
+                self.bus.produce_all(messages).await?;
+                sqlx::query(&mark(&seqs)).bind(now_ms()).execute(self.store.pool()).await?;
+                seqs.len()
+            }
+        };
+        metrics::counter!("weir_outbox_published_total").increment(published as u64);
+        Ok(published)
+    }
+
+    /// The rows' sequence numbers and their messages, each with its event id header.
+    fn messages(rows: &[sqlx::any::AnyRow]) -> Result<(Vec<i64>, Vec<OutgoingMessage>), RelayError> {
         let mut seqs = Vec::with_capacity(rows.len());
         let mut messages = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for r in rows {
             seqs.push(r.try_get::<i64, _>(0)?);
             let id: String = r.try_get(1)?;
-            let headers: Vec<(String, String)> = serde_json::from_str(&r.try_get::<String, _>(5)?).unwrap_or_default();
+            let text: String = r.try_get(5)?;
+            let headers: Vec<(String, String)> =
+                if text == "[]" { Vec::new() } else { serde_json::from_str(&text).unwrap_or_default() };
             let mut headers: Vec<(String, Bytes)> = headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
             headers.push((EVENT_ID_HEADER.to_string(), Bytes::from(id)));
             messages.push(OutgoingMessage {
@@ -199,16 +242,7 @@ impl Relay {
                 timestamp: None,
             });
         }
-        // Publish first, mark after: a crash in between re-publishes (same ids), never loses.
-        self.bus.produce_all(messages).await?;
-        let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        sqlx::query(&format!("UPDATE weir_outbox SET sent_at = $1 WHERE seq IN ({list})"))
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        metrics::counter!("weir_outbox_published_total").increment(seqs.len() as u64);
-        Ok(seqs.len())
+        Ok((seqs, messages))
     }
 
     /// Relays until `stop` resolves. A failed round (bus or database away) is logged and retried, not returned:

@@ -52,6 +52,23 @@ impl Dialect {
     }
 
     /// Row locks that let several relays share the outbox; SQLite has one writer and needs none.
+    /// The `n`th (from 1) bind parameter of a statement whose parameters are bound in the order they appear: `$n` on
+    /// PostgreSQL, an anonymous `?` on SQLite. A multi-row INSERT wants the latter: sqlx looks every parameter up by
+    /// its name, and SQLite's lookup walks the statement's list of names, so named ones cost quadratically in their
+    /// number, while anonymous ones have no name to look up.
+    pub fn param(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".to_string(),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `count` parameters from `first` on, as a parenthesised row of [`Dialect::param`]s.
+    pub fn param_row(self, first: usize, count: usize) -> String {
+        let params: Vec<String> = (first..first + count).map(|n| self.param(n)).collect();
+        format!("({})", params.join(", "))
+    }
+
     pub fn skip_locked(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",

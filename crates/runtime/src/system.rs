@@ -13,6 +13,35 @@
 //! key or a bad value is an error that names the key and where it came from.
 //!
 //! A system is registered by adding one line to the binary's registry (`src/systems.rs`).
+//!
+//! ```
+//! use weir_runtime::SystemSettings;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(default, deny_unknown_fields)]
+//! struct Demo {
+//!     grace_period_seconds: u64,
+//! }
+//! impl Default for Demo {
+//!     fn default() -> Self {
+//!         Demo { grace_period_seconds: 30 }
+//!     }
+//! }
+//!
+//! // The seed's own environment name, as its docker-compose file set it, over the default...
+//! let env = vec![("GRACE_PERIOD_SECONDS".to_string(), "10".to_string())];
+//! let names = [("GRACE_PERIOD_SECONDS", "grace_period_seconds")];
+//! let settings = SystemSettings::layered("demo", &names, None, env.clone(), &[]);
+//! assert_eq!(settings.parse::<Demo>().unwrap().grace_period_seconds, 10);
+//! // ...and a flag over both.
+//! let flags = [("grace_period_seconds".to_string(), "5".to_string())];
+//! let settings = SystemSettings::layered("demo", &names, None, env, &flags);
+//! assert_eq!(settings.parse::<Demo>().unwrap().grace_period_seconds, 5);
+//! // A bad value names the key and where it came from.
+//! let bad = SystemSettings::layered("demo", &names, None, vec![("WEIR_DEMO_GRACE_PERIOD_SECONDS".into(), "soon".into())], &[]);
+//! let error = bad.parse::<Demo>().err().unwrap().to_string();
+//! assert!(error.contains("grace_period_seconds") && error.contains("WEIR_DEMO_GRACE_PERIOD_SECONDS"), "{error}");
+//! ```
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -218,7 +247,13 @@ impl Host {
         let mut running = Running::new();
         let mut stop = running.signal();
         let relay = tokio::spawn(async move {
-            relay.run(async move { let _ = stop.wait_for(|s| *s).await; }).await.map(|_| ()).map_err(|e| SystemError::Other(format!("outbox relay: {e}")))
+            relay
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .map(|_| ())
+                .map_err(|e| SystemError::Other(format!("outbox relay: {e}")))
         });
         running.add(vec![("outbox relay".to_string(), relay)]);
         Host { bus, store, kv, outbox, running }

@@ -11,14 +11,14 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rand::Rng;
 use sqlx::Row;
-use support::{broker, Db};
+use support::Db;
+use weir_broker::testing::crash::{kill_and_restart, rerun_test};
+use weir_broker::testing::open_broker;
 use weir_runtime::handler::EVENT_ID_HEADER;
 use weir_runtime::outbox::{self, OutboxEvent, Relay};
 use weir_runtime::{
@@ -54,7 +54,7 @@ async fn count(store: &SqlStore, sql: &str) -> i64 {
 
 /// The child: consume (or relay) until done, as if nothing had happened before.
 async fn child(kind: &str, dir: &str, url: &str) {
-    let b = broker(&std::path::Path::new(dir).join("data"));
+    let b = open_broker(std::path::Path::new(dir).join("data"));
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(b.clone()));
     let store = SqlStore::connect(url).await.unwrap();
     match kind {
@@ -96,64 +96,11 @@ async fn child(kind: &str, dir: &str, url: &str) {
     b.shutdown();
 }
 
-/// Runs the child `KILLS` times, killing it at a random moment soon after its progress first moves (so the kill lands
-/// mid-stream however fast the machine is), then once more to the end. `progress` says how far the work had got
-/// (0 to `total`); the test insists that most kills landed mid-stream.
+/// Kills the child `KILLS` times mid-stream, then lets it finish (see `kill_and_restart`). `progress` says how far
+/// the work had got (0 to `total`).
 fn kill_repeatedly(test: &str, kind: &str, dir: &std::path::Path, url: &str, total: i64, progress: impl Fn() -> i64) {
-    let exe = std::env::current_exe().unwrap();
-    let spawn = || {
-        Command::new(&exe)
-            .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-            .env(CHILD, format!("{kind}|{}|{url}", dir.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    };
-    let mut rng = rand::thread_rng();
-    let kills = std::env::var("WEIR_TEST_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(KILLS);
-    let (mut mid_stream, mut killed) = (0, 0);
-    for _ in 0..kills {
-        let before = progress();
-        if before >= total {
-            break;
-        }
-        let mut c = spawn();
-        let round = Instant::now();
-        while progress() == before && c.try_wait().unwrap().is_none() {
-            if round.elapsed() > Duration::from_secs(20) {
-                let _ = c.kill();
-                panic!("the {kind} child made no progress in 20 s after a restart (at {before} of {total})");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..40)));
-        Command::new("kill").args(["-9", &c.id().to_string()]).status().unwrap();
-        c.wait().unwrap();
-        killed += 1;
-        let after = progress();
-        if after > before && after < total {
-            mid_stream += 1;
-        }
-    }
-    eprintln!("{mid_stream} of {killed} kills landed mid-stream");
-    assert!(
-        mid_stream >= 3 && mid_stream * 2 >= killed,
-        "only {mid_stream} of {killed} kills landed mid-stream: make the work longer"
-    );
-    let mut c = spawn();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = c.try_wait().unwrap() {
-            assert!(status.success(), "the last {kind} run failed: {status}");
-            return;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = c.kill();
-            panic!("the last {kind} run did not finish in 60 s (at {} of {total})", progress());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let spawn = || rerun_test(test, CHILD, format!("{kind}|{}|{url}", dir.display())).spawn().unwrap();
+    kill_and_restart(&format!("the {kind} child"), KILLS, total, spawn, progress);
 }
 
 fn child_if_asked() -> bool {
@@ -176,7 +123,7 @@ fn exactly_once_survives_sigkill(test: &str, db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (url, expected_sum) = rt.block_on(async {
-        let b = broker(&dir.path().join("data"));
+        let b = open_broker(dir.path().join("data"));
         b.create_topic("payments", 4, BTreeMap::new()).unwrap();
         let bus = EmbeddedBus::new(b.clone());
         let msgs: Vec<_> = (0..EVENTS)
@@ -223,7 +170,7 @@ fn the_outbox_relay_loses_nothing_under_sigkill(test: &str, db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (url, ids) = rt.block_on(async {
-        let b = broker(&dir.path().join("data"));
+        let b = open_broker(dir.path().join("data"));
         b.create_topic("tickets", 3, BTreeMap::new()).unwrap();
         b.shutdown();
         let url = db.url(dir.path()).await;
@@ -248,7 +195,7 @@ fn the_outbox_relay_loses_nothing_under_sigkill(test: &str, db: Db) {
     let progress = || rt.block_on(count(&watcher, "SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NOT NULL"));
     kill_repeatedly(test, "relay", dir.path(), &url, OUTBOX_EVENTS, progress);
     rt.block_on(async {
-        let b = broker(&dir.path().join("data"));
+        let b = open_broker(dir.path().join("data"));
         let bus = EmbeddedBus::new(b.clone());
         let total: i64 = (0..3).map(|p| b.offsets("tickets", p).unwrap().1).sum();
         let mut sub = bus.subscribe(SubscribeOptions::new("check", ["tickets"])).await.unwrap();

@@ -4,13 +4,11 @@ mod common;
 
 use std::sync::Arc;
 
-use weir_broker::{Broker, BrokerConfig};
+use weir_broker::testing::open_broker;
 use weir_runtime::{Bus, EmbeddedBus, OutgoingMessage};
 
 fn bus(dir: &std::path::Path) -> Arc<dyn Bus> {
-    let mut config = BrokerConfig::new(dir);
-    config.group.initial_rebalance_delay_ms = 0;
-    Arc::new(EmbeddedBus::new(Broker::open(config).unwrap()))
+    Arc::new(EmbeddedBus::new(open_broker(dir)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

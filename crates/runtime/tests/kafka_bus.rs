@@ -4,17 +4,16 @@ mod common;
 
 use std::sync::Arc;
 
-use weir_broker::BrokerConfig;
+use weir_broker::testing::broker_config;
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 use weir_runtime::{Bus, KafkaBus};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kafka_bus_meets_the_bus_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new(dir.path());
-    config.group.initial_rebalance_delay_ms = 0;
     // Its own runtime and threads, so blocking client calls cannot starve it.
-    let w = BackgroundBroker::start(config, ListenerConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::connect(&format!("kafka://{}", w.addr)).unwrap());
     common::produce_subscribe_commit_and_resume(bus).await;
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use support::{broker, Db};
+use support::Db;
+use weir_broker::testing::open_broker;
 use weir_runtime::handler::{dlq_headers, EVENT_ID_HEADER};
 use weir_runtime::kv::{KvStore, MemoryKv, RedisKv, SqlKv};
 use weir_runtime::outbox::{self, OutboxEvent, Relay};
@@ -94,7 +95,7 @@ fn fast_retries(config: &mut RunnerConfig) {
 
 async fn poison_is_dead_lettered_while_its_partition_flows(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(&dir.path().join("data"));
+    let b = open_broker(dir.path().join("data"));
     b.create_topic("payments", 1, BTreeMap::new()).unwrap();
     let bus = EmbeddedBus::new(b.clone());
     produce(&bus, "payments", (0..100).map(|i| format!("p{i}"))).await;
@@ -157,7 +158,7 @@ async fn at_least_once_retries_dead_letters_permanent_errors_and_commits() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path());
     b.create_topic("orders", 3, BTreeMap::new()).unwrap();
     let bus = EmbeddedBus::new(b.clone());
     let mut values: Vec<String> = (0..300).map(|i| format!("o{i}")).collect();
@@ -204,7 +205,7 @@ async fn dedupe_handles_an_event_published_twice_once(db: Db) {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(&dir.path().join("data"));
+    let b = open_broker(dir.path().join("data"));
     let bus = EmbeddedBus::new(b.clone());
     b.create_topic("events", 2, BTreeMap::new()).unwrap();
     let mut msgs = Vec::new();
@@ -258,7 +259,7 @@ async fn dedupe_handles_an_event_published_twice_once_postgres() {
 
 async fn the_outbox_publishes_committed_events_in_order_with_their_ids(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(&dir.path().join("data"));
+    let b = open_broker(dir.path().join("data"));
     let bus = EmbeddedBus::new(b.clone());
     b.create_topic("tickets", 1, BTreeMap::new()).unwrap();
     let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
@@ -381,7 +382,7 @@ async fn a_stop_finishes_the_batch_within_the_deadline() {
         }
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = open_broker(dir.path());
     b.create_topic("slow", 1, BTreeMap::new()).unwrap();
     let bus = EmbeddedBus::new(b.clone());
     produce(&bus, "slow", ["a".to_string()]).await;

@@ -182,7 +182,8 @@ async fn embedded(host: &dyn CommandHost, args: SimulateArgs, policy: Policy, ev
         .start(&WeddingSystem, SystemSettings::defaults("wedding"))
         .await
         .context("cannot start the wedding services")?;
-    let outcome = drive(&Api::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
+    let outcome =
+        drive(&Api::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
     for (task, end) in systems.stop(std::time::Duration::from_secs(10)).await {
         if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
             tracing::warn!(task, end = ?end, "a wedding task did not stop cleanly");
@@ -301,7 +302,8 @@ async fn drive(
     if args.allow_overrun {
         start["allow_overrun"] = json!(true);
     }
-    let run = api.call("POST", "/api/wedding/start", &start).await?["run"].as_i64().context("no run id in the answer")?;
+    let run =
+        api.call("POST", "/api/wedding/start", &start).await?["run"].as_i64().context("no run id in the answer")?;
     let mut order: Vec<&Event> = events.iter().collect();
     order.sort_by_key(|e| e.happened);
     let end = order.iter().map(|e| e.deadline()).max().unwrap_or(0);

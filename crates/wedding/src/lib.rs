@@ -10,6 +10,24 @@
 //!   one consumer group per team, statuses in `wedding_events`, the run's report.
 //! - `system.rs`: the wedding as a weir system (settings, topics, tables, routes, tasks, metrics, commands).
 //! - `cli.rs`: `weir wedding simulate` (the seed's simulator, over HTTP or in-process) and `weir wedding dataset`.
+//!
+//! The model on its own: a seeded wedding, scheduled by both policies, reported and compared with the bound.
+//!
+//! ```
+//! use weir_wedding::rules::Rules;
+//! use weir_wedding::schedule::{simulate, Policy};
+//! use weir_wedding::{dataset, report};
+//!
+//! let rules = Rules::default();
+//! let events = dataset::generate(200, rules.wedding_length, 7);
+//! let stress = |policy| {
+//!     let outcomes = simulate(&rules, &events, policy);
+//!     assert_eq!(outcomes.len(), events.len(), "every event has an outcome");
+//!     report::report(&rules, &events, &outcomes, policy).stress
+//! };
+//! // Earliest feasible deadline first never does worse than oldest first on the exercise's rules.
+//! assert!(stress(Policy::Edf) <= stress(Policy::Fifo));
+//! ```
 
 pub mod cli;
 pub mod dataset;

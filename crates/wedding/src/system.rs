@@ -108,7 +108,11 @@ impl System for WeddingSystem {
         Some(crate::cli::command())
     }
 
-    async fn run_command(&self, matches: clap::ArgMatches, host: std::sync::Arc<dyn CommandHost>) -> anyhow::Result<()> {
+    async fn run_command(
+        &self,
+        matches: clap::ArgMatches,
+        host: std::sync::Arc<dyn CommandHost>,
+    ) -> anyhow::Result<()> {
         crate::cli::run(matches, host).await
     }
 }

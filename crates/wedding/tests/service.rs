@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use http_body_util::BodyExt;
+use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Row;
-use tower::ServiceExt;
-use weir_broker::{Broker, BrokerConfig};
+use weir_broker::testing::{open_broker, scratch_broker};
+use weir_broker::Broker;
+use weir_http::testing::call;
 use weir_runtime::kv::SqlKv;
 use weir_runtime::{EmbeddedBus, Host, SqlStore, SystemSettings};
 use weir_wedding::WeddingSystem;
@@ -32,26 +32,15 @@ async fn stop(host: Host, broker: &Broker) {
     broker.shutdown();
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: Value) -> (u16, Value) {
-    let req = axum::http::Request::builder().method(method).uri(uri).header("content-type", "application/json");
-    let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incidents_flow_from_http_through_topics_to_the_teams() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new(dir.path().join("data"));
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker = Broker::open(config).unwrap();
+    let (dir, broker) = scratch_broker();
     let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
     let (app, host) = start(&broker, &store, &[("speed", "5")]).await;
     // Let the team groups join before the first event.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let (s, run) = call(&app, "POST", "/api/wedding/start", json!({})).await;
+    let (s, run) = call(&app, Method::POST, "/api/wedding/start", Some(json!({}))).await;
     assert_eq!(s, 200, "{run}");
     // What the seed's simulator sends: an RFC 3339 instant, read against the run's start.
     let now = weir_runtime::time::format_rfc3339(
@@ -59,22 +48,22 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     );
     let (s, ok) = call(
         &app,
-        "POST",
+        Method::POST,
         "/message",
-        json!({"event_type": "brawl", "priority": "Low", "description": "two uncles", "timestamp": now}),
+        Some(json!({"event_type": "brawl", "priority": "Low", "description": "two uncles", "timestamp": now})),
     )
     .await;
-    assert_eq!((s, ok["topic"].as_str()), (200, Some("wedding.brawl")), "{ok}");
+    assert_eq!((s, ok["topic"].as_str()), (StatusCode::OK, Some("wedding.brawl")), "{ok}");
     // A type shared by catering and waiters, and one nobody can handle in time (officiant is busy for 60 s).
     let (s, _) = call(
         &app,
-        "POST",
+        Method::POST,
         "/api/wedding/events",
-        json!([
+        Some(json!([
             {"id": "ill", "event_type": "feeling-ill", "priority": "low", "description": "", "timestamp": "00:10"},
             {"id": "rings", "event_type": "missing_rings", "priority": "high", "description": "", "timestamp": "00:01"},
             {"id": "b2", "event_type": "Brawl", "priority": "LOW", "description": "", "timestamp": "00:10"}
-        ]),
+        ])),
     )
     .await;
     assert_eq!(s, 200);
@@ -84,15 +73,15 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
         (json!({"event_type": "brawl", "priority": "urgent"}), "priority"),
         (json!({"event_type": "brawl", "priority": "low", "timestamp": "yesterday"}), "timestamp"),
     ] {
-        let (s, e) = call(&app, "POST", "/message", body).await;
+        let (s, e) = call(&app, Method::POST, "/message", Some(body)).await;
         assert_eq!(s, 400);
         assert!(e["message"].as_str().unwrap().contains(field), "{e}");
     }
     let (s, _) = call(
         &app,
-        "POST",
+        Method::POST,
         "/api/wedding/events",
-        json!([{"event_type": "brawl", "priority": "low"}, {"event_type": "nope", "priority": "low"}]),
+        Some(json!([{"event_type": "brawl", "priority": "low"}, {"event_type": "nope", "priority": "low"}])),
     )
     .await;
     assert_eq!(s, 400, "a bad event in a batch stores none of it");
@@ -100,19 +89,19 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     // Run clock at 5x: security and waiters are free from 20 s (4 s of wall time); deadlines pass by 25 s.
     let started = Instant::now();
     let report = loop {
-        let (_, r) = call(&app, "GET", "/api/wedding/report", Value::Null).await;
+        let (_, r) = call(&app, Method::GET, "/api/wedding/report", None).await;
         if r["open"] == 0 && r["events"] == 4 {
             break r;
         }
         if started.elapsed() > Duration::from_secs(20) {
-            let (_, all) = call(&app, "GET", "/api/wedding/events", Value::Null).await;
+            let (_, all) = call(&app, Method::GET, "/api/wedding/events", None).await;
             panic!("still open: {r}\n{all}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // The brawl sent "now" (00:00, low: 15 s) is missed, as nobody in security is free before 20 s; the one at
     // 00:10 (deadline 25 s) is handled from 20 s.
-    let (_, all) = call(&app, "GET", "/api/wedding/events", Value::Null).await;
+    let (_, all) = call(&app, Method::GET, "/api/wedding/events", None).await;
     assert_eq!((report["happy"].as_i64(), report["stress"].as_i64()), (Some(2), Some(2)), "{report}\n{all}");
     assert!(report["happy"].as_i64() <= report["upper_bound"].as_i64());
     let rows =
@@ -122,7 +111,7 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     assert_eq!(rows["ill"], (Some("waiters".to_string()), "handled".to_string()), "taken once, by the team free first");
     assert_eq!(rows["rings"], (None, "missed".to_string()));
     assert_eq!(rows["b2"], (Some("security".to_string()), "handled".to_string()));
-    let (_, listed) = call(&app, "GET", "/api/wedding/events?status=handled", Value::Null).await;
+    let (_, listed) = call(&app, Method::GET, "/api/wedding/events?status=handled", None).await;
     assert_eq!(listed["events"].as_array().unwrap().len(), 2);
 
     stop(host, &broker).await;
@@ -145,16 +134,15 @@ async fn a_virtual_run_makes_the_simulations_decisions_postgres() {
 async fn virtual_run(dir: &std::path::Path, url: &str) {
     use weir_wedding::rules::Rules;
     use weir_wedding::schedule::{simulate, Policy};
-    let mut config = BrokerConfig::new(dir.join("data"));
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker = Broker::open(config).unwrap();
+    let broker = open_broker(dir.join("data"));
     let store = SqlStore::connect(url).await.unwrap();
     let (app, host) = start(&broker, &store, &[]).await;
     let rules = Rules::default();
     let events = weir_wedding::dataset::generate(600, rules.wedding_length, 4);
     for (policy, ahead) in [(Policy::Edf, false), (Policy::Fifo, true)] {
         let (s, run) =
-            call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual", "policy": policy.name()})).await;
+            call(&app, Method::POST, "/api/wedding/start", Some(json!({"clock": "virtual", "policy": policy.name()})))
+                .await;
         assert_eq!(s, 200, "{run}");
         let body = |es: &[&weir_wedding::schedule::Event]| {
             Value::Array(
@@ -169,8 +157,8 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
         if ahead {
             // The whole wedding at once: desks must not act on events before they happen.
             let all: Vec<_> = events.iter().collect();
-            assert_eq!(call(&app, "POST", "/api/wedding/events", body(&all)).await.0, 200);
-            let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": 400_000})).await;
+            assert_eq!(call(&app, Method::POST, "/api/wedding/events", Some(body(&all))).await.0, 200);
+            let (s, a) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": 400_000}))).await;
             assert_eq!(s, 200, "{a}");
         } else {
             let mut sent = 0;
@@ -179,14 +167,14 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
                 let batch: Vec<_> = events[sent..sent + upto].iter().collect();
                 sent += upto;
                 if !batch.is_empty() {
-                    assert_eq!(call(&app, "POST", "/api/wedding/events", body(&batch)).await.0, 200);
+                    assert_eq!(call(&app, Method::POST, "/api/wedding/events", Some(body(&batch))).await.0, 200);
                 }
-                let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": t})).await;
+                let (s, a) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": t}))).await;
                 assert_eq!(s, 200, "{a}");
             }
         }
         let expected = simulate(&rules, &events, policy);
-        let (_, rows) = call(&app, "GET", &format!("/api/wedding/events?run={}", run["run"]), Value::Null).await;
+        let (_, rows) = call(&app, Method::GET, &format!("/api/wedding/events?run={}", run["run"]), None).await;
         let rows: BTreeMap<String, Value> = rows["events"]
             .as_array()
             .unwrap()
@@ -203,13 +191,13 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
                 "{policy:?}: event {e:?}"
             );
         }
-        let (_, report) = call(&app, "GET", &format!("/api/wedding/report?run={}", run["run"]), Value::Null).await;
+        let (_, report) = call(&app, Method::GET, &format!("/api/wedding/report?run={}", run["run"]), None).await;
         assert_eq!(report["happy"].as_u64(), Some(expected.iter().filter(|o| o.happy).count() as u64));
         assert_eq!((report["open"].as_u64(), report["upper_bound_kind"].as_str()), (Some(0), Some("exact")));
         // Far past the last deadline nothing is left to decide: the clock jumps there at once.
         let far = tokio::time::timeout(
             Duration::from_secs(5),
-            call(&app, "POST", "/api/wedding/advance", json!({"to": i64::MAX})),
+            call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": i64::MAX}))),
         )
         .await
         .expect("advancing to the end of time must not walk every phase");
@@ -217,14 +205,19 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
     }
 
     // What a virtual run refuses.
-    call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual"})).await;
-    let (s, e) =
-        call(&app, "POST", "/message", json!({"event_type": "brawl", "priority": "low", "timestamp": 90_000})).await;
+    call(&app, Method::POST, "/api/wedding/start", Some(json!({"clock": "virtual"}))).await;
+    let (s, e) = call(
+        &app,
+        Method::POST,
+        "/message",
+        Some(json!({"event_type": "brawl", "priority": "low", "timestamp": 90_000})),
+    )
+    .await;
     assert!(s == 400 && e["message"].as_str().unwrap().contains("24 h"), "{e}");
-    let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": -5})).await;
+    let (s, e) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": -5}))).await;
     assert!(s == 400 && e["message"].as_str().unwrap().contains("to"), "{e}");
-    call(&app, "POST", "/api/wedding/start", json!({})).await;
-    let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": 1000})).await;
+    call(&app, Method::POST, "/api/wedding/start", Some(json!({}))).await;
+    let (s, e) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": 1000}))).await;
     assert!(s == 409 && e["message"].as_str().unwrap().contains("virtual"), "a real-clock run is not advanced: {e}");
     for (body, field) in [
         (json!({"policy": "random"}), "policy"),
@@ -233,7 +226,7 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
         (json!({"clock": "sundial"}), "clock"),
         (json!({"speed": -1}), "speed"),
     ] {
-        let (s, e) = call(&app, "POST", "/api/wedding/start", body).await;
+        let (s, e) = call(&app, Method::POST, "/api/wedding/start", Some(body)).await;
         assert!(s == 400 && e["message"].as_str().unwrap().contains(field), "{field}: {e}");
     }
 
@@ -245,10 +238,7 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
 /// 409), and a bad query got a plain-text 400 (now JSON, through weir's router as `weir up` serves the routes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_store_nothing_and_the_clock_never_goes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = BrokerConfig::new(dir.path().join("data"));
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker = Broker::open(config).unwrap();
+    let (dir, broker) = scratch_broker();
     let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
     let (routes, host) = start(&broker, &store, &[]).await;
     let app =
@@ -256,41 +246,49 @@ async fn refusals_store_nothing_and_the_clock_never_goes_back() {
     let rows = || async {
         sqlx::query("SELECT COUNT(*) FROM wedding_events").fetch_one(store.pool()).await.unwrap().get::<i64, _>(0)
     };
-    let (s, _) = call(&app, "POST", "/api/wedding/start", json!({"clock": "virtual"})).await;
+    let (s, _) = call(&app, Method::POST, "/api/wedding/start", Some(json!({"clock": "virtual"}))).await;
     assert_eq!(s, 200);
 
     let huge = "d".repeat(2_000_000);
-    let (s, e) =
-        call(&app, "POST", "/message", json!({"event_type": "bride", "priority": "Low", "description": huge})).await;
+    let (s, e) = call(
+        &app,
+        Method::POST,
+        "/message",
+        Some(json!({"event_type": "bride", "priority": "Low", "description": huge})),
+    )
+    .await;
     assert_eq!(s, 413, "{e}");
     assert!(e["message"].as_str().unwrap().contains("max.message.bytes"), "{e}");
     let batch = json!([
         {"event_type": "brawl", "priority": "low", "description": "fine"},
         {"event_type": "bride", "priority": "low", "description": "d".repeat(1_000_000)},
     ]);
-    let (s, _) = call(&app, "POST", "/api/wedding/events", batch).await;
+    let (s, _) = call(&app, Method::POST, "/api/wedding/events", Some(batch)).await;
     assert_eq!(s, 413, "a batch with one oversized event is refused whole");
     assert_eq!(rows().await, 0, "nothing of a refused request is stored");
 
-    let (s, _) =
-        call(&app, "POST", "/message", json!({"event_type": "brawl", "priority": "low", "timestamp": 1000})).await;
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        "/message",
+        Some(json!({"event_type": "brawl", "priority": "low", "timestamp": 1000})),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(rows().await, 1);
 
-    let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": 60_000})).await;
+    let (s, a) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": 60_000}))).await;
     assert_eq!(s, 200, "{a}");
-    let (s, e) = call(&app, "POST", "/api/wedding/advance", json!({"to": 1000})).await;
+    let (s, e) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": 1000}))).await;
     assert_eq!(s, 409, "{e}");
     assert!(e["message"].as_str().unwrap().contains("never goes back"), "{e}");
-    let (s, a) = call(&app, "POST", "/api/wedding/advance", json!({"to": 60_000})).await;
+    let (s, a) = call(&app, Method::POST, "/api/wedding/advance", Some(json!({"to": 60_000}))).await;
     assert_eq!(s, 200, "advancing to where the clock is stays possible: {a}");
     assert_eq!(a["now"], 60_000, "{a}");
 
-    let req = axum::http::Request::builder().uri("/api/wedding/report?run=abc").body(Body::empty()).unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes())
-        .expect("a bad query is answered in JSON");
+    let (s, body) = call(&app, Method::GET, "/api/wedding/report?run=abc", None).await;
+    assert_eq!(s, 400);
+    assert!(body.is_object(), "a bad query is answered in JSON: {body}");
     assert_eq!(body["error_code"], 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("run"), "{body}");
     stop(host, &broker).await;

@@ -82,6 +82,18 @@ pub struct JoinGroupRequest {
     pub protocols: Vec<(String, Vec<u8>)>,
 }
 
+impl JoinGroupRequest {
+    /// The member's session and rebalance timeouts.
+    fn timeouts(&self) -> (Duration, Duration) {
+        let session_timeout = Duration::from_millis(self.session_timeout_ms);
+        let rebalance_timeout = match self.rebalance_timeout_ms {
+            0 => session_timeout,
+            ms => Duration::from_millis(ms),
+        };
+        (session_timeout, rebalance_timeout)
+    }
+}
+
 /// The answer to a JoinGroup: the generation the member is now part of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinGroupResponse {
@@ -254,6 +266,77 @@ impl Group {
 
     fn max_rebalance_timeout(&self) -> Duration {
         self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default()
+    }
+
+    /// A member joining for the first time: it gets a new id and its JoinGroup (`tx`) waits for the rebalance.
+    fn add_member(&mut self, req: JoinGroupRequest, tx: JoinTx, now: Instant) {
+        let (session_timeout, rebalance_timeout) = req.timeouts();
+        let member_id = new_member_id(&req.client_id, self);
+        tracing::debug!(group = %req.group_id, member = %member_id, "new member joining");
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.members.insert(
+            member_id,
+            Member {
+                seq,
+                instance_id: req.group_instance_id,
+                client_id: req.client_id,
+                client_host: req.client_host,
+                session_timeout,
+                rebalance_timeout,
+                protocols: req.protocols,
+                assignment: Vec::new(),
+                last_heartbeat: now,
+                awaiting_join: Some(tx),
+                awaiting_sync: None,
+            },
+        );
+        // The first member sets the group's protocol type; later ones were checked against it.
+        if self.members.len() == 1 {
+            self.protocol_type = Some(req.protocol_type);
+        }
+    }
+
+    /// A known member joining again, its settings updated. Answered at once (`Some`, the current generation) when
+    /// its protocols are unchanged and the group is completing a rebalance, or stable and the member not its leader:
+    /// it probably lost the earlier answer, as Kafka assumes. Otherwise its JoinGroup (`tx`) waits for the rebalance.
+    fn rejoin(
+        &mut self,
+        req: JoinGroupRequest,
+        tx: JoinTx,
+        now: Instant,
+    ) -> Result<Option<JoinGroupResponse>, GroupError> {
+        let (session_timeout, rebalance_timeout) = req.timeouts();
+        let state = self.state;
+        let is_leader = self.leader.as_deref() == Some(req.member_id.as_str());
+        let Some(m) = self.members.get_mut(&req.member_id) else {
+            return Err(GroupError::UnknownMemberId);
+        };
+        m.session_timeout = session_timeout;
+        m.rebalance_timeout = rebalance_timeout;
+        m.client_id = req.client_id;
+        m.client_host = req.client_host;
+        m.instance_id = req.group_instance_id;
+        m.last_heartbeat = now;
+        let unchanged = m.protocols == req.protocols;
+        let answer_now = match state {
+            GroupState::CompletingRebalance => unchanged,
+            GroupState::Stable => unchanged && !is_leader,
+            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => false,
+        };
+        if answer_now {
+            return Ok(Some(self.current_join_response(&req.member_id)));
+        }
+        m.protocols = req.protocols;
+        if let Some(old) = m.awaiting_join.replace(tx) {
+            // A retried JoinGroup supersedes the first; whoever still listens to the first should rejoin.
+            let _ = old.send(Err(GroupError::RebalanceInProgress));
+        }
+        // A sole member has nobody to agree with, so it may change even the protocol type.
+        if self.members.len() == 1 {
+            self.protocol_type = Some(req.protocol_type);
+        }
+        Ok(None)
     }
 
     /// Kafka's `supportsProtocols`: a joiner must use the group's protocol type and share at least one protocol
@@ -529,16 +612,7 @@ impl GroupCoordinator {
     }
 
     fn join_or_park(&self, req: JoinGroupRequest) -> Result<Joined, GroupError> {
-        if req.group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
-        let timeouts = self.config.session_timeout_min_ms..=self.config.session_timeout_max_ms;
-        if !timeouts.contains(&req.session_timeout_ms) {
-            return Err(GroupError::InvalidSessionTimeout);
-        }
-        if req.protocol_type.is_empty() || req.protocols.is_empty() {
-            return Err(GroupError::InconsistentGroupProtocol);
-        }
+        self.check_join_request(&req)?;
         let now = Instant::now();
         let delay = self.initial_delay();
         let mut groups = self.groups.lock();
@@ -551,75 +625,31 @@ impl GroupCoordinator {
         if !group.supports_protocols(&req.member_id, &req.protocol_type, &req.protocols) {
             return Err(GroupError::InconsistentGroupProtocol);
         }
-        let session_timeout = Duration::from_millis(req.session_timeout_ms);
-        let rebalance_timeout = match req.rebalance_timeout_ms {
-            0 => session_timeout,
-            ms => Duration::from_millis(ms),
-        };
         let (tx, rx) = oneshot::channel();
-
         if req.member_id.is_empty() {
-            let member_id = new_member_id(&req.client_id, group);
-            tracing::debug!(group = %req.group_id, member = %member_id, "new member joining");
-            let seq = group.next_seq;
-            group.next_seq += 1;
-            group.members.insert(
-                member_id,
-                Member {
-                    seq,
-                    instance_id: req.group_instance_id,
-                    client_id: req.client_id,
-                    client_host: req.client_host,
-                    session_timeout,
-                    rebalance_timeout,
-                    protocols: req.protocols,
-                    assignment: Vec::new(),
-                    last_heartbeat: now,
-                    awaiting_join: Some(tx),
-                    awaiting_sync: None,
-                },
-            );
-            // The first member sets the group's protocol type; later ones were checked against it.
-            if group.members.len() == 1 {
-                group.protocol_type = Some(req.protocol_type);
-            }
-            group.rebalance_for_join(now, delay);
-            group.try_complete_join(now);
-            return Ok(Joined::Later(rx));
-        }
-
-        let state = group.state;
-        let is_leader = group.leader.as_deref() == Some(req.member_id.as_str());
-        let Some(m) = group.members.get_mut(&req.member_id) else {
-            return Err(GroupError::UnknownMemberId);
-        };
-        m.session_timeout = session_timeout;
-        m.rebalance_timeout = rebalance_timeout;
-        m.client_id = req.client_id;
-        m.client_host = req.client_host;
-        m.instance_id = req.group_instance_id;
-        m.last_heartbeat = now;
-        let unchanged = m.protocols == req.protocols;
-        let answer_now = match state {
-            GroupState::CompletingRebalance => unchanged,
-            GroupState::Stable => unchanged && !is_leader,
-            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => false,
-        };
-        if answer_now {
-            return Ok(Joined::Now(group.current_join_response(&req.member_id)));
-        }
-        m.protocols = req.protocols;
-        if let Some(old) = m.awaiting_join.replace(tx) {
-            // A retried JoinGroup supersedes the first; whoever still listens to the first should rejoin.
-            let _ = old.send(Err(GroupError::RebalanceInProgress));
-        }
-        // A sole member has nobody to agree with, so it may change even the protocol type.
-        if group.members.len() == 1 {
-            group.protocol_type = Some(req.protocol_type);
+            group.add_member(req, tx, now);
+        } else if let Some(response) = group.rejoin(req, tx, now)? {
+            return Ok(Joined::Now(response));
         }
         group.rebalance_for_join(now, delay);
         group.try_complete_join(now);
         Ok(Joined::Later(rx))
+    }
+
+    /// What a JoinGroup is refused for whatever the group's state: no group id, a session timeout outside the
+    /// configured range, no protocol.
+    fn check_join_request(&self, req: &JoinGroupRequest) -> Result<(), GroupError> {
+        if req.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let timeouts = self.config.session_timeout_min_ms..=self.config.session_timeout_max_ms;
+        if !timeouts.contains(&req.session_timeout_ms) {
+            return Err(GroupError::InvalidSessionTimeout);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        Ok(())
     }
 
     /// SyncGroup: the leader hands in the assignment (completing the rebalance: the group becomes Stable) and every

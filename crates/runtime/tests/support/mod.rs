@@ -1,10 +1,8 @@
-//! What the runtime's tests share: a scratch broker, and the two SQL stores they run on. PostgreSQL must be
-//! reachable (scripts/test.sh makes sure it is): a test that needs it fails, never skips, without it.
+//! What the runtime's tests share: the two SQL stores they run on. PostgreSQL must be reachable (scripts/test.sh
+//! makes sure it is): a test that needs it fails, never skips, without it. Their brokers come from
+//! `weir_broker::testing`.
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::sync::Arc;
-
-use weir_broker::{Broker, BrokerConfig};
 use weir_runtime::SqlStore;
 
 pub use weir_runtime::testing::fresh_postgres;
@@ -24,10 +22,4 @@ impl Db {
             Db::Postgres => fresh_postgres().await,
         }
     }
-}
-
-pub fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let mut config = BrokerConfig::new(dir);
-    config.group.initial_rebalance_delay_ms = 0;
-    Broker::open(config).unwrap()
 }

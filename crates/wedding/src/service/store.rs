@@ -70,20 +70,14 @@ pub(super) async fn insert_events(
         let mut sql = String::from(
             "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) VALUES ",
         );
-        for i in 0..chunk.len() {
-            let b = i * 7;
-            let sep = if i == 0 { "" } else { ", " };
-            sql += &format!(
-                "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending')",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7
-            );
-        }
+        let dialect = store.dialect();
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |k: usize| dialect.param(i * 7 + k);
+                format!("({}, {}, {}, {}, {}, {}, {}, 'pending')", p(1), p(2), p(3), p(4), p(5), p(6), p(7))
+            })
+            .collect();
+        sql += &rows.join(", ");
         sql += " ON CONFLICT (run, id) DO NOTHING RETURNING id";
         let mut q = sqlx::query(&sql);
         for n in chunk {
@@ -106,8 +100,9 @@ pub(super) async fn insert_events(
         .iter()
         .filter(|n| fresh.remove(n.event.id.as_str()))
         .map(|n| OutboxEvent {
-            // Unique per run and event, as the row is: the relay's id, which consumers may dedupe on.
-            id: Some(format!("wedding/{run}/{}", n.event.id)),
+            // The outbox's own time-ordered id: its unique index grows at one end. (An id made of the run and the
+            // event's id would land at random places in it, a page written per event: client ids are anything.)
+            id: None,
             topic: n.topic.clone(),
             key: Some(Bytes::from(n.event.id.clone())),
             payload: Some(n.message.clone()),

@@ -99,11 +99,7 @@ impl CommandHost for Commands {
 
     async fn scratch(&self, database: Option<&str>) -> Result<Platform> {
         let dir = tempfile::tempdir().context("cannot create a temporary data dir")?;
-        let mut config = weir_broker::BrokerConfig::new(dir.path().join("data"));
-        // Its groups are the only members they will ever have: no point waiting for others to join.
-        config.group.initial_rebalance_delay_ms = 0;
-        let broker =
-            weir_broker::Broker::open(config).map_err(|e| anyhow::anyhow!("cannot open the embedded broker: {e}"))?;
+        let broker = crate::commands::scratch_broker(dir.path())?;
         let url = database.map_or_else(|| SqlStore::sqlite_url(dir.path()), str::to_string);
         let store = SqlStore::connect(&url).await.context("cannot open the scratch weir's database")?;
         let kv = Arc::new(SqlKv::new(store.clone()));

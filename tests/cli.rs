@@ -328,3 +328,42 @@ fn wedding_simulations_report_against_the_bound() {
     assert!(fails(d, &["wedding", "simulate", "--speed", "fast"]).contains("--speed"));
     assert!(fails(d, &["wedding", "simulate", "--routines", "security=sometimes"]).contains("sometimes"));
 }
+
+/// A system's settings: a bad value or an unknown key, from a flag, the seed's environment name, `WEIR_<SYSTEM>_*` or
+/// the config file, is refused before `weir up` opens anything, naming the setting and where it came from.
+#[test]
+fn bad_system_settings_are_refused_naming_the_setting_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = ["up", "--kafka-listen", "none", "--http-listen", "none", "--run-for", "1"];
+    fn with<'a>(up: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        [up, extra].concat()
+    }
+    let e = fails(d, &with(&up, &["--set", "wedding.policy=random"]));
+    assert!(e.contains("wedding.policy") && e.contains("--set wedding.policy"), "{e}");
+    let e = fails(d, &with(&up, &["--set", "wedding.colour=blue"]));
+    assert!(e.contains("colour"), "{e}");
+    let e = fails(d, &with(&up, &["--set", "bakery.oven=hot"]));
+    assert!(e.contains("bakery"), "{e}");
+    let e = fails(d, &with(&up, &["--set", "wedding.policy"]));
+    assert!(e.contains("SYSTEM.KEY=VALUE"), "{e}");
+    let out = weir(d, &up).env("GRACE_PERIOD_SECONDS", "soon").output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("grace_period_seconds") && e.contains("GRACE_PERIOD_SECONDS"), "{e}");
+    let out = weir(d, &up).env("WEIR_WEDDING_SPEED", "-1").output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("wedding.speed") && e.contains("WEIR_WEDDING_SPEED"), "{e}");
+    let file = d.join("weir.toml");
+    std::fs::write(&file, "[systems.wedding]\nworkers = 0\n").unwrap();
+    let e = fails(d, &with(&up, &["--config", file.to_str().unwrap()]));
+    assert!(e.contains("wedding.workers") && e.contains("config file"), "{e}");
+    std::fs::write(&file, "[systems.bakery]\noven = \"hot\"\n").unwrap();
+    let e = fails(d, &with(&up, &["--config", file.to_str().unwrap()]));
+    assert!(e.contains("[systems.bakery]"), "{e}");
+    // A good file table and a flag over it: weir up starts and stops.
+    std::fs::write(&file, "[systems.wedding]\npolicy = \"fifo\"\n").unwrap();
+    let out = weir(d, &with(&up, &["--config", file.to_str().unwrap(), "--set", "analytics.producer=false"]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

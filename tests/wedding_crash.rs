@@ -48,9 +48,9 @@ async fn store(dir: &Path) -> weir_runtime::SqlStore {
 
 async fn unsent(dir: &Path) -> i64 {
     let s = store(dir).await;
-    let n = sqlx::query("SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NULL").fetch_one(s.pool()).await.unwrap();
+    let n = weir_runtime::outbox::unsent(&s).await.unwrap();
     s.pool().close().await;
-    n.get(0)
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,6 +75,14 @@ pub fn open_broker(settings: &Settings) -> Result<Arc<Broker>> {
     })
 }
 
+/// A broker of a command's own in `dir/data`, whose groups join at once: the command's consumers are the only
+/// members they will ever have, so Kafka's wait for others to join (`initial_rebalance_delay_ms`) would only delay it.
+pub fn scratch_broker(dir: &std::path::Path) -> Result<Arc<Broker>> {
+    let mut config = weir_broker::BrokerConfig::new(dir.join("data"));
+    config.group.initial_rebalance_delay_ms = 0;
+    Broker::open(config).map_err(|e| anyhow::anyhow!("cannot open the scratch broker in {}: {e}", dir.display()))
+}
+
 /// Awaits acknowledgements in the order records were sent, keeping at most `limit` outstanding: a fast sender waits
 /// for the log instead of queueing without bound. Acks usually complete in order, so awaiting the oldest is cheap.
 pub struct AckWindow<F> {

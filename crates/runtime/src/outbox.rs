@@ -3,13 +3,15 @@
 //! that dies between publishing and marking publishes those events again on restart, with the same
 //! `weir.event.id` header, so consumers dedupe (the runner's `dedupe` does); nothing is lost.
 //!
-//! On PostgreSQL the relay claims rows with `FOR UPDATE SKIP LOCKED`, so several relays can share one outbox, and
-//! it sleeps on `LISTEN weir_outbox` (each enqueue notifies at commit) instead of waiting for the next poll. On SQLite
-//! it polls. Either way, a writer in the same process can wake it at once with the relay's [`RelayWaker`]: a system
+//! On PostgreSQL the relay claims rows with `FOR UPDATE SKIP LOCKED`, so several relays can share one outbox, marks
+//! each row `sent_at` when published, and sleeps on `LISTEN weir_outbox` (each enqueue notifies at commit) instead of
+//! waiting for the next poll. On SQLite, where one writer at a time means rows commit in `seq` order, the relay keeps
+//! one high-water mark instead (`weir_outbox_relayed`: every row up to it is published), which spares rewriting each
+//! published row (with its payload) a second time; it polls. Either way, a writer in the same process can wake it at once with the relay's [`RelayWaker`]: a system
 //! that answers its client only after the event is committed should not add a poll interval to every event's way.
 //!
-//! Rows stay in the table, marked sent, for [`Relay::keep_sent`] (an hour by default: what was published, and when,
-//! can be looked up), then the relay deletes them.
+//! Rows stay in the table after they are published for [`Relay::keep_sent`] (an hour by default: what was published
+//! can be looked up), then the relay deletes them. [`unsent`] and [`published`] count rows either way.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,6 +105,27 @@ pub async fn enqueue_all(
     Ok(ids)
 }
 
+/// How far SQLite's relay has published.
+const RELAYED: &str = "SELECT seq FROM weir_outbox_relayed WHERE relay = 'relay'";
+
+/// Rows not yet published.
+pub async fn unsent(store: &SqlStore) -> Result<i64, sqlx::Error> {
+    let sql = match store.dialect() {
+        Dialect::Postgres => "SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NULL".to_string(),
+        Dialect::Sqlite => format!("SELECT COUNT(*) FROM weir_outbox WHERE seq > ({RELAYED})"),
+    };
+    sqlx::query(&sql).fetch_one(store.pool()).await?.try_get(0)
+}
+
+/// Rows published and still kept.
+pub async fn published(store: &SqlStore) -> Result<i64, sqlx::Error> {
+    let sql = match store.dialect() {
+        Dialect::Postgres => "SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NOT NULL".to_string(),
+        Dialect::Sqlite => format!("SELECT COUNT(*) FROM weir_outbox WHERE seq <= ({RELAYED})"),
+    };
+    sqlx::query(&sql).fetch_one(store.pool()).await?.try_get(0)
+}
+
 /// A time-ordered unique id: milliseconds, then random bits.
 pub fn new_id() -> String {
     format!("{:013x}-{:016x}", now_ms(), rand::random::<u64>())
@@ -165,27 +188,32 @@ impl Relay {
         self.waker.clone()
     }
 
-    /// Deletes rows published more than [`Relay::keep_sent`] ago; returns how many.
+    /// Deletes rows published more than [`Relay::keep_sent`] ago (on SQLite: published, and written that long ago);
+    /// returns how many.
     pub async fn purge_sent(&self) -> Result<u64, RelayError> {
         let before = now_ms() - self.keep_sent.as_millis() as i64;
-        let done = sqlx::query("DELETE FROM weir_outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-            .bind(before)
-            .execute(self.store.pool())
-            .await?;
+        let sql = match self.store.dialect() {
+            Dialect::Postgres => "DELETE FROM weir_outbox WHERE sent_at IS NOT NULL AND sent_at < $1",
+            Dialect::Sqlite => {
+                "DELETE FROM weir_outbox WHERE seq <= (SELECT seq FROM weir_outbox_relayed WHERE relay = 'relay') \
+                 AND created_at < $1"
+            }
+        };
+        let done = sqlx::query(sql).bind(before).execute(self.store.pool()).await?;
         Ok(done.rows_affected())
     }
 
     /// Publishes one round (up to `batch` events); returns how many.
     ///
-    /// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) from the claim to the mark, so relays sharing
-    /// the outbox never take the same rows. On SQLite the process owns the database (its one connection is every
-    /// writer's), so the rows are read, published and marked in separate statements: holding a transaction while the
-    /// bus publishes would stall every other writer of the process for that long.
+    /// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) from the claim to their `sent_at`, so relays
+    /// sharing the outbox never take the same rows. On SQLite the rows after the high-water mark are read, published,
+    /// and the mark moved, in separate statements: the store's one connection is every writer's, and holding a
+    /// transaction while the bus publishes would stall all of them for that long.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
         let select = format!(
             "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE sent_at IS NULL \
              ORDER BY seq LIMIT $1 {}",
-            self.store.dialect().skip_locked()
+            Dialect::Postgres.skip_locked()
         );
         let mark = |seqs: &[i64]| {
             let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
@@ -207,13 +235,27 @@ impl Relay {
                 seqs.len()
             }
             Dialect::Sqlite => {
-                let rows = sqlx::query(&select).bind(self.batch).fetch_all(self.store.pool()).await?;
+                let pool = self.store.pool();
+                let after: i64 = sqlx::query(RELAYED).fetch_one(pool).await?.try_get(0)?;
+                let rows = sqlx::query(
+                    "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE seq > $1 \
+                     ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(self.batch)
+                .fetch_all(pool)
+                .await?;
                 if rows.is_empty() {
                     return Ok(0);
                 }
                 let (seqs, messages) = Self::messages(&rows)?;
+                // Publish first, mark after: a crash in between re-publishes (same ids), never loses.
                 self.bus.produce_all(messages).await?;
-                sqlx::query(&mark(&seqs)).bind(now_ms()).execute(self.store.pool()).await?;
+                let last = seqs.last().copied().unwrap_or(after);
+                sqlx::query("UPDATE weir_outbox_relayed SET seq = $1 WHERE relay = 'relay'")
+                    .bind(last)
+                    .execute(pool)
+                    .await?;
                 seqs.len()
             }
         };

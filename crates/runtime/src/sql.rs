@@ -7,7 +7,8 @@
 //! - `weir_consumer_offsets`: the next offset per group, topic and partition, written in the same transaction as a
 //!   handler's effects (exactly-once mode);
 //! - `weir_processed_events`: event ids already handled per group (the idempotent-consumer dedupe);
-//! - `weir_outbox`: events a system emits, written with its own state and published by the relay (`outbox.rs`);
+//! - `weir_outbox`: events a system emits, written with its own state and published by the relay (`outbox.rs`), and
+//!   `weir_outbox_relayed`, how far the relay has published on SQLite;
 //! - `weir_kv`: the persistent embedded key-value store (`kv.rs`).
 
 use std::str::FromStr;
@@ -157,6 +158,12 @@ impl SqlStore {
                 b = d.bytes()
             ),
             "CREATE INDEX IF NOT EXISTS weir_outbox_unsent ON weir_outbox (seq) WHERE sent_at IS NULL".to_string(),
+            // SQLite's relay marks how far it has published (`outbox.rs`); an outbox of an older weir starts from its
+            // last row marked sent.
+            "CREATE TABLE IF NOT EXISTS weir_outbox_relayed (relay TEXT PRIMARY KEY, seq BIGINT NOT NULL)".to_string(),
+            "INSERT INTO weir_outbox_relayed (relay, seq) SELECT 'relay', COALESCE(MAX(seq), 0) FROM weir_outbox \
+             WHERE sent_at IS NOT NULL ON CONFLICT (relay) DO NOTHING"
+                .to_string(),
             format!("CREATE TABLE IF NOT EXISTS weir_kv (k TEXT PRIMARY KEY, v {}, expires_at BIGINT)", d.bytes()),
         ];
         for s in statements {

@@ -84,7 +84,7 @@ async fn child(kind: &str, dir: &str, url: &str) {
             let done = {
                 let store = store.clone();
                 async move {
-                    while count(&store, "SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NULL").await > 0 {
+                    while weir_runtime::outbox::unsent(&store).await.unwrap() > 0 {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
@@ -192,7 +192,7 @@ fn the_outbox_relay_loses_nothing_under_sigkill(test: &str, db: Db) {
         (url, ids)
     });
     let watcher = rt.block_on(SqlStore::connect(&url)).unwrap();
-    let progress = || rt.block_on(count(&watcher, "SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NOT NULL"));
+    let progress = || rt.block_on(weir_runtime::outbox::published(&watcher)).unwrap();
     kill_repeatedly(test, "relay", dir.path(), &url, OUTBOX_EVENTS, progress);
     rt.block_on(async {
         let b = open_broker(dir.path().join("data"));

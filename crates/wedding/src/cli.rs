@@ -275,15 +275,8 @@ async fn http(addr: &str, method: &str, path: &str, payload: String) -> Result<(
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-/// Runs the wedding on the weir at `addr`: a new run, the events sent at their times (on the run's clock), until
-/// every one is handled or past its deadline; returns the run's report.
-async fn drive(
-    api: &Api,
-    events: &[Event],
-    args: &SimulateArgs,
-    policy: Option<Policy>,
-    clock: ClockKind,
-) -> Result<Report> {
+/// The body of `POST /api/wedding/start` for the simulator's flags.
+fn start_body(args: &SimulateArgs, policy: Option<Policy>, clock: ClockKind) -> Result<Value> {
     let mut start = json!({"clock": if clock == ClockKind::Virtual { "virtual" } else { "real" }});
     if args.speed.is_finite() {
         start["speed"] = json!(args.speed);
@@ -302,6 +295,34 @@ async fn drive(
     if args.allow_overrun {
         start["allow_overrun"] = json!(true);
     }
+    Ok(start)
+}
+
+/// Sends `events` to ingest, `per_request` to a request, with times in whole seconds from 00:00 as the seed does.
+async fn post_events(api: &Api, events: &[&Event], per_request: usize) -> Result<()> {
+    let body: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({"id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
+                "description": e.description, "timestamp": e.happened / 1000})
+        })
+        .collect();
+    for chunk in body.chunks(per_request) {
+        api.call("POST", "/api/wedding/events", &Value::Array(chunk.to_vec())).await?;
+    }
+    Ok(())
+}
+
+/// Runs the wedding on the weir at `api`: a new run, the events sent at their times (on the run's clock), until
+/// every one is handled or past its deadline; returns the run's report.
+async fn drive(
+    api: &Api,
+    events: &[Event],
+    args: &SimulateArgs,
+    policy: Option<Policy>,
+    clock: ClockKind,
+) -> Result<Report> {
+    let start = start_body(args, policy, clock)?;
     let run =
         api.call("POST", "/api/wedding/start", &start).await?["run"].as_i64().context("no run id in the answer")?;
     let mut order: Vec<&Event> = events.iter().collect();
@@ -312,21 +333,6 @@ async fn drive(
     let due = |ms: Ms| (args.speed.is_finite()).then(|| Duration::from_secs_f64(ms as f64 / 1000.0 / args.speed));
     let mut progress = Progress::new(run, order.len());
     let mut sent = 0;
-    let post = |batch: &[&Event]| {
-        let body: Vec<Value> = batch
-            .iter()
-            .map(|e| {
-                json!({"id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
-                    "description": e.description, "timestamp": e.happened / 1000})
-            })
-            .collect();
-        async move {
-            for chunk in body.chunks(args.batch) {
-                api.call("POST", "/api/wedding/events", &Value::Array(chunk.to_vec())).await?;
-            }
-            anyhow::Ok(())
-        }
-    };
     match clock {
         ClockKind::Virtual => {
             // One wedding second at a time: what happens within it is sent, then the clock is moved to its end.
@@ -336,7 +342,7 @@ async fn drive(
                     tokio::time::sleep(wait).await;
                 }
                 let upto = order[sent..].partition_point(|e| e.happened <= t);
-                post(&order[sent..sent + upto]).await?;
+                post_events(api, &order[sent..sent + upto], args.batch).await?;
                 sent += upto;
                 api.call("POST", "/api/wedding/advance", &json!({"to": t})).await?;
                 progress.show(api, t, sent, false).await?;
@@ -353,7 +359,7 @@ async fn drive(
                     tokio::time::sleep(wait).await;
                 }
                 let upto = order[sent..].partition_point(|e| e.happened <= at);
-                post(&order[sent..sent + upto]).await?;
+                post_events(api, &order[sent..sent + upto], args.batch).await?;
                 sent += upto;
                 progress.show(api, (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false).await?;
             }

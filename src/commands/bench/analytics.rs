@@ -11,7 +11,6 @@ use clap::Args;
 use sqlx::Row;
 use weir_analytics::event::TOPIC;
 use weir_analytics::{Aggregator, AggregatorConfig};
-use weir_broker::{Broker, BrokerConfig};
 use weir_runtime::{Bus, EmbeddedBus, SqlStore};
 
 #[derive(Debug, Args)]
@@ -39,9 +38,7 @@ pub async fn run(args: AnalyticsArgs) -> Result<()> {
 }
 
 async fn measure(args: &AnalyticsArgs, dir: &std::path::Path) -> Result<()> {
-    let mut config = BrokerConfig::new(dir.join("data"));
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker = Broker::open(config)?;
+    let broker = crate::commands::scratch_broker(dir)?;
     broker.create_topic(TOPIC, args.partitions, BTreeMap::new())?;
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(broker.clone()));
     let url = args.database.clone().unwrap_or_else(|| SqlStore::sqlite_url(dir));

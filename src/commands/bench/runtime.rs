@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
-use weir_broker::{Broker, BrokerConfig, ProduceRecord};
+use weir_broker::{Broker, ProduceRecord};
 use weir_runtime::outbox::{self, OutboxEvent, Relay};
 use weir_runtime::{EmbeddedBus, Handler, HandlerError, Message, Runner, RunnerConfig, SqlHandler, SqlStore, SqlTx};
 
@@ -69,9 +69,7 @@ async fn setup(c: &RuntimeCommon) -> Result<(Scratch, Arc<Broker>, SqlStore)> {
     let dir = std::env::temp_dir().join(format!("weir-bench-runtime-{}-{}", std::process::id(), weir_log::now_ms()));
     std::fs::create_dir_all(&dir)?;
     let scratch = Scratch(dir.clone());
-    let mut config = BrokerConfig::new(dir.join("data"));
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker = Broker::open(config)?;
+    let broker = crate::commands::scratch_broker(&dir)?;
     broker.create_topic("bench", c.partitions, BTreeMap::new())?;
     let url = c.database.clone().unwrap_or_else(|| SqlStore::sqlite_url(&dir));
     let store = SqlStore::connect(&url).await.with_context(|| format!("cannot open the store {url}"))?;

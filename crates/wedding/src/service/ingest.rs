@@ -40,26 +40,11 @@ pub(super) async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, Ap
         events.push((parsed, v.get("id").is_some()));
     }
     let (run_id, now, started_ms, speed, virtual_clock) = open_run(s).await?;
-    let mut ready: Vec<Event> = Vec::with_capacity(events.len());
-    for ((mut event, absolute), has_id) in events {
-        event.happened = match absolute {
-            // An instant counts from the run's 00:00 on the run's clock.
-            Some(abs) => ((abs - started_ms) as f64 * speed) as Ms,
-            None if event.happened < 0 => now,
-            None => event.happened,
-        }
-        .max(0);
-        if virtual_clock && event.happened > LATEST_VIRTUAL_EVENT {
-            return Err(bad_request(format!(
-                "timestamp of event {}: {} ms is more than 24 h after the virtual run's 00:00",
-                event.id, event.happened
-            )));
-        }
-        if !has_id {
-            event.id = format!("{run_id}-{}", rand::random::<u64>());
-        }
-        ready.push(event);
-    }
+    let clock = RunClock { run_id, now, started_ms, speed, virtual_clock };
+    let ready = events
+        .into_iter()
+        .map(|((event, absolute), has_id)| clock.place(event, absolute, has_id))
+        .collect::<Result<Vec<Event>, ApiError>>()?;
     let rows: Vec<NewEvent<'_>> = ready
         .iter()
         .map(|e| {
@@ -68,20 +53,7 @@ pub(super) async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, Ap
             NewEvent { event: e, topic: topic_for(e.event_type), message: Bytes::from(body.to_string()) }
         })
         .collect();
-    // Refused here, before the transaction: once a row is committed the relay has to be able to publish it.
-    for (i, n) in rows.iter().enumerate() {
-        let size = n.event.id.len() + n.message.len() + RECORD_OVERHEAD;
-        if size > MAX_MESSAGE_BYTES {
-            return Err(ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "event {i} ({}) would be a {size}-byte message, over the {MAX_MESSAGE_BYTES} bytes its topic {} \
-                     takes (max.message.bytes): shorten its description",
-                    n.event.id, n.topic
-                ),
-            ));
-        }
-    }
+    check_sizes(&rows)?;
     let inserted = store::insert_events(&s.store, run_id, &rows)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing of this request was kept")))?;
@@ -106,6 +78,58 @@ pub(super) async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, Ap
                 "happened_ms": e.happened, "deadline_ms": e.deadline()})
         })
         .collect())
+}
+
+/// Refuses a request with a message over [`MAX_MESSAGE_BYTES`], before the transaction: once a row is committed the
+/// relay has to be able to publish it.
+fn check_sizes(rows: &[NewEvent<'_>]) -> Result<(), ApiError> {
+    for (i, n) in rows.iter().enumerate() {
+        let size = n.event.id.len() + n.message.len() + RECORD_OVERHEAD;
+        if size > MAX_MESSAGE_BYTES {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "event {i} ({}) would be a {size}-byte message, over the {MAX_MESSAGE_BYTES} bytes its topic {} \
+                     takes (max.message.bytes): shorten its description",
+                    n.event.id, n.topic
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The open run's clock, as a request's events are placed on it.
+struct RunClock {
+    run_id: i64,
+    now: Ms,
+    started_ms: i64,
+    speed: f64,
+    virtual_clock: bool,
+}
+
+impl RunClock {
+    /// An event's time from the run's 00:00 (an RFC 3339 instant read against it, no time at all meaning now), and an
+    /// id if the client gave none.
+    fn place(&self, mut event: Event, absolute: Option<i64>, has_id: bool) -> Result<Event, ApiError> {
+        event.happened = match absolute {
+            // An instant counts from the run's 00:00 on the run's clock.
+            Some(abs) => ((abs - self.started_ms) as f64 * self.speed) as Ms,
+            None if event.happened < 0 => self.now,
+            None => event.happened,
+        }
+        .max(0);
+        if self.virtual_clock && event.happened > LATEST_VIRTUAL_EVENT {
+            return Err(bad_request(format!(
+                "timestamp of event {}: {} ms is more than 24 h after the virtual run's 00:00",
+                event.id, event.happened
+            )));
+        }
+        if !has_id {
+            event.id = format!("{}-{}", self.run_id, rand::random::<u64>());
+        }
+        Ok(event)
+    }
 }
 
 fn instant_ms(text: &str) -> Option<i64> {

@@ -42,24 +42,26 @@ pub enum BrokerError {
 impl BrokerError {
     /// The closest Kafka protocol error code.
     pub fn kafka_error_code(&self) -> i16 {
+        use crate::kafka_code::*;
         match self {
-            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => 3, // UNKNOWN_TOPIC_OR_PARTITION
-            BrokerError::TopicExists(_) => 36,                                        // TOPIC_ALREADY_EXISTS
-            BrokerError::InvalidTopicName(_) => 17,                                   // INVALID_TOPIC_EXCEPTION
-            BrokerError::InvalidPartitions(_) => 37,                                  // INVALID_PARTITIONS
-            BrokerError::InvalidConfig(_) => 40,                                      // INVALID_CONFIG
-            BrokerError::PartitionOffline { .. } => 39,                               // KAFKA_STORAGE_ERROR
-            BrokerError::OffsetOutOfRange { .. } => 1,                                // OFFSET_OUT_OF_RANGE
-            BrokerError::Log(LogError::RecordTooLarge { .. }) => 10,                  // MESSAGE_TOO_LARGE
-            BrokerError::Log(LogError::InvalidBatch(_)) => 2,                         // CORRUPT_MESSAGE
-            BrokerError::Log(LogError::InvalidRecord(_)) => 87,                       // INVALID_RECORD
-            BrokerError::Log(LogError::OffsetOutOfRange { .. }) => 1,
-            BrokerError::Log(LogError::OutOfOrderSequence { .. }) => 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
-            BrokerError::Log(LogError::InvalidProducerEpoch { .. }) => 47, // INVALID_PRODUCER_EPOCH
-            BrokerError::Log(LogError::Corrupt { .. } | LogError::Io { .. }) => 56, // KAFKA_STORAGE_ERROR
+            BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => UNKNOWN_TOPIC_OR_PARTITION,
+            BrokerError::TopicExists(_) => TOPIC_ALREADY_EXISTS,
+            BrokerError::InvalidTopicName(_) => INVALID_TOPIC_EXCEPTION,
+            BrokerError::InvalidPartitions(_) => INVALID_PARTITIONS,
+            BrokerError::InvalidConfig(_) => INVALID_CONFIG,
+            // A partition whose log could not be opened: Kafka's answer for a replica on a failed disk.
+            BrokerError::PartitionOffline { .. } => KAFKA_STORAGE_ERROR,
+            BrokerError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+            BrokerError::Log(LogError::RecordTooLarge { .. }) => MESSAGE_TOO_LARGE,
+            BrokerError::Log(LogError::InvalidBatch(_)) => CORRUPT_MESSAGE,
+            BrokerError::Log(LogError::InvalidRecord(_)) => INVALID_RECORD,
+            BrokerError::Log(LogError::OffsetOutOfRange { .. }) => OFFSET_OUT_OF_RANGE,
+            BrokerError::Log(LogError::OutOfOrderSequence { .. }) => OUT_OF_ORDER_SEQUENCE_NUMBER,
+            BrokerError::Log(LogError::InvalidProducerEpoch { .. }) => INVALID_PRODUCER_EPOCH,
+            BrokerError::Log(LogError::Corrupt { .. } | LogError::Io { .. }) => KAFKA_STORAGE_ERROR,
             BrokerError::Group(e) => e.kafka_error_code(),
             BrokerError::Shared(e) => e.kafka_error_code(),
-            _ => -1, // UNKNOWN_SERVER_ERROR
+            _ => UNKNOWN_SERVER_ERROR,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`Consumer`] (`consumer.rs`): standalone, or a group member that joins through [`group`] like a Kafka client.
 //! - [`partitioner`]: murmur2 exactly as Kafka's Java client, so keys land where they would in Kafka.
 //! - [`group`]: the group coordinator (join, sync, heartbeat, leave, assignors, offsets store).
+//! - [`kafka_code`]: the Kafka protocol error codes its errors map to, by name.
 //! - `testing` (feature `testing`, for tests only): a broker set up for tests, and the crash tests' harness.
 //!
 //! Data directory layout: `.lock`, `topics/<name>/topic.json`, `topics/<name>/<partition>/<segments>`, `groups/`.
@@ -57,6 +58,7 @@ mod broker;
 mod consumer;
 mod error;
 pub mod group;
+pub mod kafka_code;
 mod lock;
 pub mod partitioner;
 mod producer;

@@ -240,7 +240,7 @@ async fn a_corrupt_partition_goes_offline_and_the_rest_keep_serving() {
     let meta = p.send(ProduceRecord { partition: Some(0), ..ProduceRecord::new("t", "still here") }).await.unwrap();
     assert_eq!(meta.offset, 100);
     let err = p.send(ProduceRecord { partition: Some(1), ..ProduceRecord::new("t", "x") }).await.unwrap_err();
-    assert_eq!(err.kafka_error_code(), 39, "{err}");
+    assert_eq!(err.kafka_error_code(), weir_broker::kafka_code::KAFKA_STORAGE_ERROR, "{err}");
     let mut c = b.consumer(ConsumerConfig { partitions: Some(vec![0]), ..ConsumerConfig::new(["t"]) }).unwrap();
     let mut got = 0;
     loop {

@@ -123,17 +123,18 @@ pub enum GroupError {
 impl GroupError {
     /// The Kafka protocol error code for this error.
     pub fn kafka_error_code(&self) -> i16 {
+        use crate::kafka_code::*;
         match self {
-            GroupError::UnknownMemberId => 25,
-            GroupError::IllegalGeneration => 22,
-            GroupError::RebalanceInProgress => 27,
-            GroupError::InconsistentGroupProtocol => 23,
-            GroupError::InvalidSessionTimeout => 26,
-            GroupError::GroupIdNotFound(_) => 69,
-            GroupError::NonEmptyGroup => 68,
-            GroupError::InvalidGroupId => 24,
-            GroupError::CoordinatorNotAvailable => 15,
-            GroupError::Protocol(_) | GroupError::Io { .. } => -1, // UNKNOWN_SERVER_ERROR
+            GroupError::UnknownMemberId => UNKNOWN_MEMBER_ID,
+            GroupError::IllegalGeneration => ILLEGAL_GENERATION,
+            GroupError::RebalanceInProgress => REBALANCE_IN_PROGRESS,
+            GroupError::InconsistentGroupProtocol => INCONSISTENT_GROUP_PROTOCOL,
+            GroupError::InvalidSessionTimeout => INVALID_SESSION_TIMEOUT,
+            GroupError::GroupIdNotFound(_) => GROUP_ID_NOT_FOUND,
+            GroupError::NonEmptyGroup => NON_EMPTY_GROUP,
+            GroupError::InvalidGroupId => INVALID_GROUP_ID,
+            GroupError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
+            GroupError::Protocol(_) | GroupError::Io { .. } => UNKNOWN_SERVER_ERROR,
         }
     }
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use async_trait::async_trait;
 use weir_runtime::kv::SqlKv;
 use weir_runtime::system::Platform;
-use weir_runtime::{CommandHost, EmbeddedBus, KafkaBus, SqlStore, System, SystemError, SystemSettings};
+use weir_runtime::{CommandHost, EmbeddedBus, KafkaBus, SqlStore, System};
 
 use crate::commands::{open_broker, shutdown_signal};
 use crate::settings::Settings;
@@ -77,12 +77,6 @@ pub struct Commands {
 
 #[async_trait]
 impl CommandHost for Commands {
-    fn settings(&self, system: &dyn System) -> Result<SystemSettings, SystemError> {
-        let settings = self.settings.system_settings(system, &[]);
-        system.check(&settings)?;
-        Ok(settings)
-    }
-
     async fn data_bus(&self) -> Result<Platform> {
         match &self.settings.server {
             Some(server) => {

@@ -134,8 +134,6 @@ impl Started {
 /// weir of its own for commands that run a whole system (a simulator, a benchmark).
 #[async_trait]
 pub trait CommandHost: Send + Sync {
-    /// The system's layered settings, as `weir up` would resolve them.
-    fn settings(&self, system: &dyn System) -> Result<SystemSettings, SystemError>;
     /// The bus the data commands use: the data directory's broker, or the cluster named by `--server`.
     async fn data_bus(&self) -> anyhow::Result<Platform>;
     /// A weir of the command's own in a temporary directory: an embedded bus whose groups join at once (they will

@@ -60,9 +60,8 @@ pub(super) async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, Ap
     s.outbox.wake();
     // What a virtual run's advance needs: how many events each desk must wait for, and when they happen. Only what
     // this request inserted is published; a retried id was counted the first time.
-    let mut fresh: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
     if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
-        for e in ready.iter().filter(|e| fresh.remove(e.id.as_str())) {
+        for e in inserted.iter().map(|&i| &ready[i]) {
             for &t in teams_for(e.event_type) {
                 r.sent[team_index(t)] += 1;
             }

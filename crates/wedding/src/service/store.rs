@@ -56,14 +56,14 @@ pub(super) struct NewEvent<'a> {
     pub message: Bytes,
 }
 
-/// Stores `events` of `run` as pending and their messages in the outbox, in one transaction; returns the ids it
-/// inserted. An id already stored (a client's retry) is neither inserted nor enqueued again: its message was
-/// enqueued with it the first time.
+/// Stores `events` of `run` as pending and their messages in the outbox, in one transaction; returns the positions
+/// in `events` of those it inserted. An id already stored (a client's retry, or named twice in one request) is
+/// neither inserted nor enqueued again: its message was enqueued with it the first time.
 pub(super) async fn insert_events(
     store: &SqlStore,
     run: i64,
     events: &[NewEvent<'_>],
-) -> Result<Vec<String>, weir_runtime::StoreError> {
+) -> Result<Vec<usize>, weir_runtime::StoreError> {
     let mut tx = store.begin().await?;
     let mut inserted: Vec<String> = Vec::with_capacity(events.len());
     for chunk in events.chunks(ROWS_PER_INSERT) {
@@ -94,11 +94,12 @@ pub(super) async fn insert_events(
         let rows = q.fetch_all(&mut *tx).await?;
         inserted.extend(rows.iter().map(|r| r.get::<String, _>(0)));
     }
-    // Once per inserted id, even if a request names an id twice (the second row was not inserted).
+    // The first occurrence of each inserted id (the second row of an id named twice was not inserted).
     let mut fresh: std::collections::HashSet<&str> = inserted.iter().map(String::as_str).collect();
-    let messages: Vec<OutboxEvent> = events
+    let positions: Vec<usize> = (0..events.len()).filter(|&i| fresh.remove(events[i].event.id.as_str())).collect();
+    let messages: Vec<OutboxEvent> = positions
         .iter()
-        .filter(|n| fresh.remove(n.event.id.as_str()))
+        .map(|&i| &events[i])
         .map(|n| OutboxEvent {
             // The outbox's own time-ordered id: its unique index grows at one end. (An id made of the run and the
             // event's id would land at random places in it, a page written per event: client ids are anything.)
@@ -111,7 +112,7 @@ pub(super) async fn insert_events(
         .collect();
     outbox::enqueue_all(&mut tx, store.dialect(), messages).await?;
     tx.commit().await?;
-    Ok(inserted)
+    Ok(positions)
 }
 
 /// Events still pending at or past their deadline are stress marks.

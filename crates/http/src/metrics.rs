@@ -20,6 +20,9 @@ const LATENCY_BUCKETS: &[f64] =
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often recorded histogram values are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
@@ -30,6 +33,16 @@ pub fn install() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if something else installed a recorder first; then this handle renders what it has.
         let _ = metrics::set_global_recorder(recorder);
+        // A histogram keeps every value recorded until upkeep folds them into its buckets; without it, a process
+        // nobody scrapes grows by a few bytes per handled message, forever (tens of megabytes per million).
+        let upkeep = handle.clone();
+        let started = std::thread::Builder::new().name("weir-metrics".into()).spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            upkeep.run_upkeep();
+        });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms fold only when scraped");
+        }
         handle
     })
 }

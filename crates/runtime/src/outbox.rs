@@ -7,12 +7,19 @@
 //! each row `sent_at` when published, and sleeps on `LISTEN weir_outbox` (each enqueue notifies at commit) instead of
 //! waiting for the next poll. On SQLite, where one writer at a time means rows commit in `seq` order, the relay keeps
 //! one high-water mark instead (`weir_outbox_relayed`: every row up to it is published), which spares rewriting each
-//! published row (with its payload) a second time; it polls. Either way, a writer in the same process can wake it at once with the relay's [`RelayWaker`]: a system
-//! that answers its client only after the event is committed should not add a poll interval to every event's way.
+//! published row (with its payload) a second time; it polls, and it writes the mark down every
+//! [`Relay::mark_every`] while it publishes (at once when idle or stopping), not once per round: a round often follows
+//! a single committed transaction, and a second commit for each would double the writes. Either way, a writer in the same process can wake it at
+//! once with the relay's [`RelayWaker`]: a system that answers its client only after the event is committed should not
+//! add a poll interval to every event's way. On SQLite the writer can also hand the committed messages over
+//! ([`RelayWaker::committed`] with what [`enqueue_all`] returned), so the relay publishes them without reading back
+//! what was just written; the table stays the truth: a gap in what was handed over (a row written by another
+//! process, a hand-over dropped because too much was waiting) is read from it.
 //!
 //! Rows stay in the table after they are published for [`Relay::keep_sent`] (an hour by default: what was published
 //! can be looked up), then the relay deletes them. [`unsent`] and [`published`] count rows either way.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +29,7 @@ use sqlx::Row;
 
 use crate::bus::{Bus, BusError, OutgoingMessage};
 use crate::handler::EVENT_ID_HEADER;
-use crate::sql::{Dialect, SqlStore, SqlTx, StoreError};
+use crate::sql::{insert_chunks, Dialect, SqlStore, SqlTx, StoreError};
 use crate::stop::StopSignal;
 use crate::time::now_ms;
 
@@ -60,27 +67,38 @@ pub async fn enqueue(tx: &mut SqlTx, dialect: Dialect, event: OutboxEvent) -> Re
     Ok(id)
 }
 
-/// Rows per INSERT in [`enqueue_all`]: seven parameters a row stays under SQLite's and PostgreSQL's limits, and
-/// sqlx binds `$N` by name, which costs more per parameter the more there are.
-const ROWS_PER_INSERT: usize = 50;
+/// What [`enqueue_all`] wrote: the events' ids, in order, and (on SQLite) their messages by sequence number, for
+/// [`RelayWaker::committed`] once the transaction has committed.
+#[derive(Debug, Default)]
+#[must_use = "hand it to `RelayWaker::committed` once the transaction has committed"]
+pub struct Enqueued {
+    pub ids: Vec<String>,
+    messages: Vec<(i64, OutgoingMessage)>,
+}
 
 /// Writes `events` into the outbox inside `tx`, many rows a statement; returns their ids, in order. One
-/// notification for them all on PostgreSQL.
-pub async fn enqueue_all(
-    tx: &mut SqlTx,
-    dialect: Dialect,
-    events: Vec<OutboxEvent>,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut ids = Vec::with_capacity(events.len());
+/// notification for them all on PostgreSQL. On an error, roll `tx` back (dropping it does): a statement that failed
+/// may have written some of its rows.
+pub async fn enqueue_all(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEvent>) -> Result<Enqueued, sqlx::Error> {
+    let mut out = Enqueued { ids: Vec::with_capacity(events.len()), messages: Vec::new() };
     let now = now_ms();
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let chunk: Vec<OutboxEvent> = events.by_ref().take(ROWS_PER_INSERT).collect();
-        let mut sql =
-            String::from("INSERT INTO weir_outbox (event_id, topic, event_key, payload, headers, created_at) VALUES ");
+    let mut events = events.into_iter();
+    for size in insert_chunks(events.len()) {
+        let chunk: Vec<OutboxEvent> = events.by_ref().take(size).collect();
+        // The caller's transaction is rolled back whole on any error.
+        let mut sql = format!(
+            "{} INTO weir_outbox (event_id, topic, event_key, payload, headers, created_at) VALUES ",
+            dialect.insert_in_tx()
+        );
         let rows: Vec<String> = (0..chunk.len()).map(|i| dialect.param_row(i * 6 + 1, 6)).collect();
         sql += &rows.join(", ");
+        // SQLite's relay can take the messages from memory, by their sequence numbers.
+        let hand_over = dialect == Dialect::Sqlite;
+        if hand_over {
+            sql += " RETURNING seq";
+        }
         let mut q = sqlx::query(&sql);
+        let mut messages = Vec::with_capacity(if hand_over { chunk.len() } else { 0 });
         for e in chunk {
             let id = e.id.unwrap_or_else(new_id);
             let headers = if e.headers.is_empty() {
@@ -88,6 +106,9 @@ pub async fn enqueue_all(
             } else {
                 serde_json::to_string(&e.headers).unwrap_or_else(|_| "[]".into())
             };
+            if hand_over {
+                messages.push(message(&id, e.topic.clone(), e.key.clone(), e.payload.clone(), e.headers));
+            }
             q = q
                 .bind(id.clone())
                 .bind(e.topic)
@@ -95,14 +116,41 @@ pub async fn enqueue_all(
                 .bind(e.payload.map(|p| p.to_vec()))
                 .bind(headers)
                 .bind(now);
-            ids.push(id);
+            out.ids.push(id);
         }
-        q.execute(&mut **tx).await?;
+        if hand_over {
+            // SQLite numbers the rows of one INSERT one after another, in the order of its VALUES, under the write
+            // lock this transaction holds (and OR FAIL inserts every row or none); RETURNING's own order is not
+            // promised, so only its largest number is used.
+            let mut last = None;
+            for row in q.fetch_all(&mut **tx).await? {
+                last = last.max(Some(row.try_get::<i64, _>(0)?));
+            }
+            if let Some(last) = last {
+                let first = last - messages.len() as i64 + 1;
+                out.messages.extend((first..=last).zip(messages));
+            }
+        } else {
+            q.execute(&mut **tx).await?;
+        }
     }
-    if dialect == Dialect::Postgres && !ids.is_empty() {
+    if dialect == Dialect::Postgres && !out.ids.is_empty() {
         sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(&mut **tx).await?;
     }
-    Ok(ids)
+    Ok(out)
+}
+
+/// The message an outbox row is published as: its headers, then its event id's.
+fn message(
+    id: &str,
+    topic: String,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Vec<(String, String)>,
+) -> OutgoingMessage {
+    let mut headers: Vec<(String, Bytes)> = headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+    headers.push((EVENT_ID_HEADER.to_string(), Bytes::copy_from_slice(id.as_bytes())));
+    OutgoingMessage { topic, key, value, headers, partition: None, timestamp: None }
 }
 
 /// How far SQLite's relay has published.
@@ -141,13 +189,60 @@ pub enum RelayError {
     Bus(#[from] BusError),
 }
 
-/// Wakes a [`Relay`] in the same process at once (after the transaction that enqueued has committed).
+/// Messages handed to the relay past this many wait in the table instead (the relay reads them from there): the
+/// hand-over saves reading back, it must not hold a backlog in memory.
+const MAX_HANDED: usize = 20_000;
+
+/// Wakes a [`Relay`] in the same process at once (after the transaction that enqueued has committed), and hands it
+/// the committed messages where it can take them from memory.
 #[derive(Clone, Debug, Default)]
-pub struct RelayWaker(Arc<tokio::sync::Notify>);
+pub struct RelayWaker(Arc<Waker>);
+
+#[derive(Debug, Default)]
+struct Waker {
+    notify: tokio::sync::Notify,
+    /// Committed messages not yet published, by sequence number.
+    handed: parking_lot::Mutex<BTreeMap<i64, OutgoingMessage>>,
+}
 
 impl RelayWaker {
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
+    }
+
+    /// Wakes the relay with the messages of a committed transaction (call only once `commit` has succeeded: the
+    /// relay publishes what it is handed as the rows of those sequence numbers).
+    pub fn committed(&self, enqueued: Enqueued) {
+        {
+            let mut handed = self.0.handed.lock();
+            for (seq, m) in enqueued.messages {
+                if handed.len() >= MAX_HANDED {
+                    break;
+                }
+                handed.insert(seq, m);
+            }
+        }
+        self.wake();
+    }
+
+    /// The handed messages that follow `after` without a gap, at most `limit`; forgets those at or before it.
+    fn take_after(&self, after: i64, limit: usize) -> (Vec<i64>, Vec<OutgoingMessage>) {
+        let mut handed = self.0.handed.lock();
+        let mut rest = handed.split_off(&(after + 1));
+        std::mem::swap(&mut *handed, &mut rest); // what was at or before `after` is dropped with `rest`
+        let (mut seqs, mut messages) = (Vec::new(), Vec::new());
+        let mut next = after + 1;
+        while seqs.len() < limit {
+            match handed.first_entry() {
+                Some(e) if *e.key() == next => {
+                    seqs.push(next);
+                    messages.push(e.remove());
+                    next += 1;
+                }
+                _ => break,
+            }
+        }
+        (seqs, messages)
     }
 }
 
@@ -156,12 +251,25 @@ pub struct Relay {
     store: SqlStore,
     bus: Arc<dyn Bus>,
     waker: RelayWaker,
+    mark: parking_lot::Mutex<Mark>,
     /// Rows claimed per round.
     pub batch: i64,
     /// Longest sleep between rounds when nothing wakes the relay.
     pub poll_interval: Duration,
     /// How long published rows are kept before the relay deletes them.
     pub keep_sent: Duration,
+    /// On SQLite, how often a relay that keeps publishing writes its high-water mark down (an idle or stopping
+    /// relay writes it at once). A crash re-publishes what was published since, with the same event ids: the
+    /// price of not committing a second transaction for every one a writer commits.
+    pub mark_every: Duration,
+}
+
+/// SQLite's high-water mark: as far as this relay has published, and as far as the table says.
+#[derive(Debug)]
+struct Mark {
+    published: Option<i64>,
+    saved: i64,
+    saved_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Relay {
@@ -176,10 +284,12 @@ impl Relay {
             store,
             bus,
             waker: RelayWaker::default(),
+            mark: parking_lot::Mutex::new(Mark { published: None, saved: 0, saved_at: std::time::Instant::now() }),
             // Large rounds: each costs a read and a marking statement, whatever its size.
             batch: 5000,
             poll_interval: Duration::from_millis(200),
             keep_sent: Duration::from_secs(3600),
+            mark_every: Duration::from_millis(250),
         }
     }
 
@@ -236,31 +346,60 @@ impl Relay {
             }
             Dialect::Sqlite => {
                 let pool = self.store.pool();
-                let after: i64 = sqlx::query(RELAYED).fetch_one(pool).await?.try_get(0)?;
-                let rows = sqlx::query(
-                    "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE seq > $1 \
-                     ORDER BY seq LIMIT $2",
-                )
-                .bind(after)
-                .bind(self.batch)
-                .fetch_all(pool)
-                .await?;
-                if rows.is_empty() {
-                    return Ok(0);
+                let known = self.mark.lock().published;
+                let after = match known {
+                    Some(seq) => seq,
+                    None => {
+                        let seq: i64 = sqlx::query(RELAYED).fetch_one(pool).await?.try_get(0)?;
+                        let mut mark = self.mark.lock();
+                        (mark.published, mark.saved) = (Some(seq), seq);
+                        seq
+                    }
+                };
+                // What was handed over from the mark on, else the table from the mark on.
+                let (mut seqs, mut messages) = self.waker.take_after(after, self.batch as usize);
+                if seqs.is_empty() {
+                    let rows = sqlx::query(
+                        "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE seq > $1 \
+                         ORDER BY seq LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(self.batch)
+                    .fetch_all(pool)
+                    .await?;
+                    if rows.is_empty() {
+                        // Idle: the table learns how far the relay got.
+                        self.save_mark(true).await?;
+                        return Ok(0);
+                    }
+                    (seqs, messages) = Self::messages(&rows)?;
                 }
-                let (seqs, messages) = Self::messages(&rows)?;
                 // Publish first, mark after: a crash in between re-publishes (same ids), never loses.
                 self.bus.produce_all(messages).await?;
-                let last = seqs.last().copied().unwrap_or(after);
-                sqlx::query("UPDATE weir_outbox_relayed SET seq = $1 WHERE relay = 'relay'")
-                    .bind(last)
-                    .execute(pool)
-                    .await?;
+                self.mark.lock().published = Some(seqs.last().copied().unwrap_or(after));
+                self.save_mark(false).await?;
                 seqs.len()
             }
         };
         metrics::counter!("weir_outbox_published_total").increment(published as u64);
         Ok(published)
+    }
+
+    /// Writes SQLite's high-water mark down if it moved, and [`Relay::mark_every`] has passed or `now`.
+    async fn save_mark(&self, now: bool) -> Result<(), RelayError> {
+        let due = {
+            let mark = self.mark.lock();
+            mark.published.filter(|&p| p > mark.saved && (now || mark.saved_at.elapsed() >= self.mark_every))
+        };
+        if let Some(seq) = due {
+            sqlx::query("UPDATE weir_outbox_relayed SET seq = $1 WHERE relay = 'relay'")
+                .bind(seq)
+                .execute(self.store.pool())
+                .await?;
+            let mut mark = self.mark.lock();
+            (mark.saved, mark.saved_at) = (seq, std::time::Instant::now());
+        }
+        Ok(())
     }
 
     /// The rows' sequence numbers and their messages, each with its event id header.
@@ -273,16 +412,13 @@ impl Relay {
             let text: String = r.try_get(5)?;
             let headers: Vec<(String, String)> =
                 if text == "[]" { Vec::new() } else { serde_json::from_str(&text).unwrap_or_default() };
-            let mut headers: Vec<(String, Bytes)> = headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
-            headers.push((EVENT_ID_HEADER.to_string(), Bytes::from(id)));
-            messages.push(OutgoingMessage {
-                topic: r.try_get(2)?,
-                key: r.try_get::<Option<Vec<u8>>, _>(3)?.map(Bytes::from),
-                value: r.try_get::<Option<Vec<u8>>, _>(4)?.map(Bytes::from),
+            messages.push(message(
+                &id,
+                r.try_get(2)?,
+                r.try_get::<Option<Vec<u8>>, _>(3)?.map(Bytes::from),
+                r.try_get::<Option<Vec<u8>>, _>(4)?.map(Bytes::from),
                 headers,
-                partition: None,
-                timestamp: None,
-            });
+            ));
         }
         Ok((seqs, messages))
     }
@@ -290,7 +426,12 @@ impl Relay {
     /// Relays until `stop` resolves. A failed round (bus or database away) is logged and retried, not returned:
     /// only failing to start (PostgreSQL's LISTEN) is an error.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<u64, RelayError> {
-        self.relay_until(&mut StopSignal::new(stop)).await
+        let total = self.relay_until(&mut StopSignal::new(stop)).await?;
+        // What a restart need not publish again.
+        if let Err(e) = self.save_mark(true).await {
+            tracing::warn!(error = %e, "the outbox relay cannot record how far it published; a restart re-publishes");
+        }
+        Ok(total)
     }
 
     async fn relay_until(&self, stopped: &mut StopSignal) -> Result<u64, RelayError> {
@@ -350,7 +491,7 @@ impl Relay {
             };
             tokio::select! {
                 _ = stopped.wait() => return Ok(total),
-                _ = self.waker.0.notified() => {}
+                _ = self.waker.0.notify.notified() => {}
                 _ = wake => {}
             }
         }

@@ -52,7 +52,6 @@ impl Dialect {
         }
     }
 
-    /// Row locks that let several relays share the outbox; SQLite has one writer and needs none.
     /// The `n`th (from 1) bind parameter of a statement whose parameters are bound in the order they appear: `$n` on
     /// PostgreSQL, an anonymous `?` on SQLite. A multi-row INSERT wants the latter: sqlx looks every parameter up by
     /// its name, and SQLite's lookup walks the statement's list of names, so named ones cost quadratically in their
@@ -70,6 +69,18 @@ impl Dialect {
         format!("({})", params.join(", "))
     }
 
+    /// How a multi-row INSERT inside a transaction starts, when any error rolls the whole transaction back:
+    /// `INSERT OR FAIL` on SQLite. A constraint error then ends the statement without undoing the rows it already
+    /// wrote (the rollback does), so SQLite keeps no statement journal for it: otherwise every page the statement
+    /// changes is first copied to a temporary file, which for an append-mostly table is most of what it writes.
+    pub fn insert_in_tx(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INSERT OR FAIL",
+            Dialect::Postgres => "INSERT",
+        }
+    }
+
+    /// Row locks that let several relays share the outbox; SQLite has one writer and needs none.
     pub fn skip_locked(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
@@ -84,6 +95,32 @@ impl Dialect {
         }
     }
 }
+
+/// A SQLite URL that creates its file when it is missing, as `sqlite:///path/w.db` reads to anyone who has not met
+/// sqlx's default (open an existing file only); a URL that names its own `mode` (`ro`, `rw`) or an in-memory
+/// database is left as it is.
+fn sqlite_creating(url: &str) -> String {
+    if url.contains(":memory:") || url.contains("mode=") {
+        return url.to_string();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}mode=rwc")
+}
+
+/// The rows per statement of a multi-row INSERT of `rows` rows: as many of [`ROWS_PER_INSERT`] as fit, then the
+/// rest in powers of two. Every statement text is prepared once and kept in the connection's statement cache
+/// (a hundred of them); a last chunk of any size from 1 to 63 would make as many texts per table, each a prepared
+/// statement of up to a few hundred parameters, evicting one another and holding tens of megabytes.
+pub fn insert_chunks(rows: usize) -> impl Iterator<Item = usize> {
+    let full = rows / ROWS_PER_INSERT;
+    let rest = rows % ROWS_PER_INSERT;
+    std::iter::repeat_n(ROWS_PER_INSERT, full)
+        .chain((0..usize::BITS).rev().map(|bit| 1usize << bit).filter(move |size| rest & size != 0))
+}
+
+/// The most rows [`insert_chunks`] puts in one statement (of up to 7 parameters a row, within SQLite's and
+/// PostgreSQL's limits on parameters).
+pub const ROWS_PER_INSERT: usize = 64;
 
 /// A connection pool plus its dialect. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -103,6 +140,10 @@ impl SqlStore {
             Dialect::Postgres
         } else {
             return Err(StoreError::Url(url.to_string()));
+        };
+        let url = &match dialect {
+            Dialect::Sqlite => sqlite_creating(url),
+            Dialect::Postgres => url.to_string(),
         };
         let mut options = AnyConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_string()))?;
         options = options.log_statements(tracing::log::LevelFilter::Trace);
@@ -157,7 +198,15 @@ impl SqlStore {
                 d.serial_key(),
                 b = d.bytes()
             ),
-            "CREATE INDEX IF NOT EXISTS weir_outbox_unsent ON weir_outbox (seq) WHERE sent_at IS NULL".to_string(),
+            // PostgreSQL's relays claim unsent rows through this index. SQLite's relay never sets `sent_at` (it keeps
+            // a high-water mark), so there the index would hold every row for nothing: an index write per event.
+            match d {
+                Dialect::Postgres => {
+                    "CREATE INDEX IF NOT EXISTS weir_outbox_unsent ON weir_outbox (seq) WHERE sent_at IS NULL"
+                }
+                Dialect::Sqlite => "DROP INDEX IF EXISTS weir_outbox_unsent",
+            }
+            .to_string(),
             // SQLite's relay marks how far it has published (`outbox.rs`); an outbox of an older weir starts from its
             // last row marked sent.
             "CREATE TABLE IF NOT EXISTS weir_outbox_relayed (relay TEXT PRIMARY KEY, seq BIGINT NOT NULL)".to_string(),
@@ -236,4 +285,40 @@ pub async fn first_time(tx: &mut SqlTx, group: &str, event_id: &str) -> Result<b
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{insert_chunks, sqlite_creating, SqlStore, ROWS_PER_INSERT};
+
+    #[test]
+    fn sqlite_urls_create_their_file_unless_they_say_otherwise() {
+        assert_eq!(sqlite_creating("sqlite:///d/w.db"), "sqlite:///d/w.db?mode=rwc");
+        assert_eq!(sqlite_creating("sqlite:///d/w.db?cache=shared"), "sqlite:///d/w.db?cache=shared&mode=rwc");
+        assert_eq!(sqlite_creating("sqlite:///d/w.db?mode=ro"), "sqlite:///d/w.db?mode=ro");
+        assert_eq!(sqlite_creating("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    #[tokio::test]
+    async fn a_plain_sqlite_url_opens_a_new_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.db");
+        let store = SqlStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        store.pool().close().await;
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn insert_chunks_cover_every_row_with_few_statement_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for rows in 0..1000 {
+            let chunks: Vec<usize> = insert_chunks(rows).collect();
+            assert_eq!(chunks.iter().sum::<usize>(), rows, "{rows} rows: {chunks:?}");
+            assert!(chunks.iter().all(|&c| c > 0 && c <= ROWS_PER_INSERT));
+            sizes.extend(chunks);
+        }
+        // So a table's INSERT has seven texts to prepare and cache, whatever the batches.
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(insert_chunks(1000).collect::<Vec<_>>().len(), 15 + 2);
+    }
 }

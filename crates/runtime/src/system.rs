@@ -96,8 +96,9 @@ pub struct SystemContext {
     pub store: SqlStore,
     pub kv: Arc<dyn KvStore>,
     pub settings: SystemSettings,
-    /// Wakes the platform's outbox relay: call it after committing a transaction that enqueued events
-    /// (`outbox::enqueue_all`), so they are published at once rather than at the next poll.
+    /// The platform's outbox relay: after committing a transaction that enqueued events, hand it what
+    /// `outbox::enqueue_all` returned (`committed`), so they are published at once, without being read back, rather
+    /// than at the next poll.
     pub outbox: RelayWaker,
     /// Turns true when the platform stops: every task of the system returns soon after.
     pub stop: watch::Receiver<bool>,

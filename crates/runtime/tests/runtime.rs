@@ -325,6 +325,93 @@ async fn the_outbox_publishes_committed_events_in_order_with_their_ids_postgres(
     the_outbox_publishes_committed_events_in_order_with_their_ids(Db::Postgres).await;
 }
 
+/// Events handed to the relay from memory ([`RelayWaker::committed`]) and events it must read from the table (one
+/// enqueued without a hand-over, so a gap) come out once each, in commit order; on SQLite the handed ones are
+/// published as handed, without reading the table back.
+async fn handed_over_and_unhanded_outbox_events_are_published_once_each_in_order(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path().join("data"));
+    let bus = EmbeddedBus::new(b.clone());
+    b.create_topic("orders", 1, BTreeMap::new()).unwrap();
+    let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
+    let mut relay = Relay::new(store.clone(), Arc::new(bus.clone()));
+    relay.batch = 10;
+    let waker = relay.waker();
+    let events = |n: usize, tag: &str| -> Vec<OutboxEvent> {
+        (0..n)
+            .map(|i| OutboxEvent {
+                topic: "orders".into(),
+                payload: Some(format!("{tag}{i}").into()),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let mut expected = Vec::new();
+    // 70 rows: statements of 64, 4 and 2.
+    let mut tx = store.begin().await.unwrap();
+    let first = outbox::enqueue_all(&mut tx, store.dialect(), events(70, "a")).await.unwrap();
+    tx.commit().await.unwrap();
+    expected.extend(first.ids.clone());
+    // Rewritten in the table after the commit: what SQLite's relay publishes shows which copy it read.
+    sqlx::query("UPDATE weir_outbox SET payload = $1 WHERE event_id = $2")
+        .bind(b"rewritten".to_vec())
+        .bind(first.ids[0].clone())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    waker.committed(first);
+    // A row nobody hands over: the relay has to find it in the table.
+    let mut tx = store.begin().await.unwrap();
+    expected.push(outbox::enqueue(&mut tx, store.dialect(), events(1, "b").remove(0)).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let third = outbox::enqueue_all(&mut tx, store.dialect(), events(5, "c")).await.unwrap();
+    tx.commit().await.unwrap();
+    expected.extend(third.ids.clone());
+    waker.committed(third);
+    // Rolled back: never published, though its statements ran.
+    let mut tx = store.begin().await.unwrap();
+    let dropped = outbox::enqueue_all(&mut tx, store.dialect(), events(3, "d")).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(dropped.ids.len(), 3);
+
+    let mut total = 0;
+    loop {
+        let n = relay.relay_once().await.unwrap();
+        assert!(n <= 10, "a round publishes at most its batch");
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 76);
+    let got = read_all(&bus, "orders", 76).await;
+    let published: Vec<String> =
+        got.iter().map(|m| String::from_utf8_lossy(m.header(EVENT_ID_HEADER).unwrap()).into_owned()).collect();
+    assert_eq!(published, expected, "each committed event once, in commit order");
+    // The row after the gap, and the handed-over ones behind it that the same round read from the table.
+    assert_eq!(got[70].value.as_deref(), Some(&b"b0"[..]));
+    assert_eq!(got[71].value.as_deref(), Some(&b"c0"[..]));
+    let a0 = got[0].value.as_deref().unwrap();
+    match db {
+        Db::Sqlite => assert_eq!(a0, b"a0", "SQLite's relay publishes the handed-over message"),
+        Db::Postgres => assert_eq!(a0, b"rewritten", "PostgreSQL's relays read the table"),
+    }
+    assert_eq!(b.offsets("orders", 0).unwrap().1, 76, "nothing published twice");
+    assert_eq!(weir_runtime::outbox::unsent(&store).await.unwrap(), 0);
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_over_and_unhanded_outbox_events_are_published_once_each_in_order_sqlite() {
+    handed_over_and_unhanded_outbox_events_are_published_once_each_in_order(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_over_and_unhanded_outbox_events_are_published_once_each_in_order_postgres() {
+    handed_over_and_unhanded_outbox_events_are_published_once_each_in_order(Db::Postgres).await;
+}
+
 async fn kv_contract(kv: &dyn KvStore) {
     let k = format!("session-{}", rand::random::<u32>());
     assert_eq!(kv.get(&k).await.unwrap(), None);

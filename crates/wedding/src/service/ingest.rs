@@ -54,10 +54,9 @@ pub(super) async fn ingest(s: &Shared, items: &[Value]) -> Result<Vec<Value>, Ap
         })
         .collect();
     check_sizes(&rows)?;
-    let inserted = store::insert_events(&s.store, run_id, &rows)
+    let inserted = store::insert_events(&s.store, &s.outbox, run_id, &rows)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing of this request was kept")))?;
-    s.outbox.wake();
     // What a virtual run's advance needs: how many events each desk must wait for, and when they happen. Only what
     // this request inserted is published; a retried id was counted the first time.
     if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use weir_runtime::outbox::{self, OutboxEvent};
+use weir_runtime::outbox::{self, OutboxEvent, RelayWaker};
+use weir_runtime::sql::insert_chunks;
 use weir_runtime::SqlStore;
 
 use crate::rules::Ms;
@@ -46,9 +47,6 @@ pub(super) async fn insert_run(store: &SqlStore, run: i64, policy: &str) -> Resu
     Ok(())
 }
 
-/// Rows per INSERT statement (7 parameters a row stays well under SQLite's and PostgreSQL's limits).
-const ROWS_PER_INSERT: usize = 50;
-
 /// An event ready to store, with the message its topic gets.
 pub(super) struct NewEvent<'a> {
     pub event: &'a Event,
@@ -56,21 +54,28 @@ pub(super) struct NewEvent<'a> {
     pub message: Bytes,
 }
 
-/// Stores `events` of `run` as pending and their messages in the outbox, in one transaction; returns the positions
-/// in `events` of those it inserted. An id already stored (a client's retry, or named twice in one request) is
-/// neither inserted nor enqueued again: its message was enqueued with it the first time.
+/// Stores `events` of `run` as pending and their messages in the outbox, in one transaction, and hands the messages
+/// to `relay` once committed; returns the positions in `events` of those it inserted. An id already stored (a
+/// client's retry, or named twice in one request) is neither inserted nor enqueued again: its message was enqueued
+/// with it the first time.
 pub(super) async fn insert_events(
     store: &SqlStore,
+    relay: &RelayWaker,
     run: i64,
     events: &[NewEvent<'_>],
 ) -> Result<Vec<usize>, weir_runtime::StoreError> {
     let mut tx = store.begin().await?;
     let mut inserted: Vec<String> = Vec::with_capacity(events.len());
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) VALUES ",
+    let dialect = store.dialect();
+    let mut rest = events;
+    for size in insert_chunks(events.len()) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        // Any error drops `tx`, which rolls back every statement of it.
+        let mut sql = format!(
+            "{} INTO wedding_events (run, id, event_type, priority, description, happened_at, deadline, status) VALUES ",
+            dialect.insert_in_tx()
         );
-        let dialect = store.dialect();
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let p = |k: usize| dialect.param(i * 7 + k);
@@ -110,8 +115,9 @@ pub(super) async fn insert_events(
             headers: Vec::new(),
         })
         .collect();
-    outbox::enqueue_all(&mut tx, store.dialect(), messages).await?;
+    let enqueued = outbox::enqueue_all(&mut tx, store.dialect(), messages).await?;
     tx.commit().await?;
+    relay.committed(enqueued);
     Ok(positions)
 }
 

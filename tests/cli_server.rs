@@ -4,10 +4,10 @@
 
 mod support;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{fails, ok, produce, start_up, start_up_http};
+use support::{fails, ok, produce, start_up, start_up_http, weir};
 
 /// Every data command against a running weir, and what they did visible to the same commands and to each other.
 #[test]
@@ -329,4 +329,99 @@ fn a_flood_of_idle_connections_stays_within_the_open_file_limit() {
     assert_eq!(log.matches("Kafka listener is at its limit").count(), 1, "{log}");
     assert_eq!(log.matches("HTTP connections at the limit").count(), 1, "{log}");
     assert!(log.matches("Too many open files").count() <= 2, "{log}");
+}
+
+/// `curl -s -w '\n%{http_code}'`: the body as JSON and the status.
+fn curl_json(args: &[&str]) -> (serde_json::Value, String) {
+    let out = Command::new("curl").args(["-s", "-m", "10", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (serde_json::from_str(body).unwrap_or(serde_json::Value::Null), status.to_string())
+}
+
+/// `weir up --bus kafka://...` (the cluster here is another `weir up`'s Kafka listener) serves HTTP like any instance:
+/// its systems' routes, `/health` with the cluster's reachability, and a JSON 501 for the REST Proxy routes. When the
+/// cluster dies it stays up, says so in `/health`, and keeps taking wedding events into its outbox; when the cluster
+/// comes back, the event taken meanwhile reaches its topic.
+#[test]
+fn weir_up_on_a_cluster_serves_http_and_rides_out_the_cluster_going_away() {
+    use std::io::BufRead;
+    let (cluster_dir, own_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut cluster, kafka, _cluster_http, _cluster_err) = start_up_http(cluster_dir.path());
+    let bus = format!("kafka://{kafka}");
+    let args = ["up", "--bus", &bus, "--systems", "wedding", "--kafka-listen", "none", "--http-listen", "127.0.0.1:0"];
+    let mut up = weir(own_dir.path(), &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
+    let mut http = None;
+    let mut line = String::new();
+    while http.is_none() {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir up on the cluster exited early");
+        if let Some(rest) = line.trim().strip_prefix("http ") {
+            let addr = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
+            assert!(line.contains("501 on a cluster"), "{line}");
+            http = Some(addr);
+        }
+    }
+    let http = http.unwrap();
+    // Keep reading its stderr, so it never blocks writing status lines.
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            eprintln!("[weir up on the cluster] {l}");
+        }
+    });
+
+    let (health, status) = curl_json(&[&format!("http://{http}/health")]);
+    assert_eq!((status.as_str(), health["cluster"]["reachable"].as_bool()), ("200", Some(true)), "{health}");
+    assert_eq!(health["bus"], bus.as_str());
+    let (refused, status) = curl_json(&[&format!("http://{http}/topics")]);
+    assert_eq!((status.as_str(), refused["error_code"].as_u64()), ("501", Some(50101)), "{refused}");
+    let message = |description: &str| {
+        let body = format!(r#"{{"event_type": "brawl", "priority": "High", "description": "{description}"}}"#);
+        let url = format!("http://{http}/message");
+        curl_json(&["-X", "POST", &url, "-H", "Content-Type: application/json", "-d", &body])
+    };
+    let (accepted, status) = message("before the outage");
+    assert_eq!((status.as_str(), accepted["topic"].as_str()), ("200", Some("wedding.brawl")), "{accepted}");
+    let brawls = |timeout: &str| {
+        let args = ["--server", &kafka, "consume", "wedding.brawl", "--from-beginning", "--idle-timeout-ms", timeout];
+        support::run(cluster_dir.path(), &args)
+    };
+    let mut seen = String::new();
+    for _ in 0..60 {
+        seen = String::from_utf8_lossy(&brawls("1000").stdout).into_owned();
+        if seen.contains("before the outage") {
+            break;
+        }
+    }
+    assert!(seen.contains("before the outage"), "{seen}");
+
+    // The cluster dies.
+    Command::new("kill").args(["-9", &cluster.id().to_string()]).status().unwrap();
+    cluster.wait().unwrap();
+    let (health, status) = curl_json(&[&format!("http://{http}/health")]);
+    assert_eq!((status.as_str(), health["status"].as_str()), ("503", Some("unreachable")), "{health}");
+    let (accepted, status) = message("during the outage");
+    assert_eq!(status, "200", "the event is kept in the outbox: {accepted}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(up.try_wait().unwrap().is_none(), "weir up must stay up while its cluster is away");
+
+    // It comes back on the same address and data: the event taken meanwhile arrives.
+    let again = ["up", "--kafka-listen", &kafka, "--http-listen", "none", "--systems", "none"];
+    let mut cluster = weir(cluster_dir.path(), &again).stderr(Stdio::null()).stdout(Stdio::null()).spawn().unwrap();
+    for _ in 0..60 {
+        seen = String::from_utf8_lossy(&brawls("1000").stdout).into_owned();
+        if seen.contains("during the outage") {
+            break;
+        }
+    }
+    assert!(seen.contains("during the outage"), "{seen}");
+    assert_eq!(seen.matches("before the outage").count(), 1, "{seen}");
+    let (health, status) = curl_json(&[&format!("http://{http}/health")]);
+    assert_eq!(status, "200", "{health}");
+
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+    Command::new("kill").arg(cluster.id().to_string()).status().unwrap();
+    cluster.wait().unwrap();
 }

@@ -45,10 +45,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             .with_context(|| format!("cannot start the {} system", system.name()))?;
         routes = routes.merge(r);
     }
-    let http = match &broker {
-        Some(broker) => start_http(broker, &args, routes).await?,
-        None => None,
-    };
+    let http = start_http(broker.as_ref(), &bus, &args, routes).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
     let banner = Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url };
     banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), &store, &names);
@@ -176,20 +173,24 @@ impl Banner<'_> {
                     ),
                     None => eprintln!("  kafka      disabled"),
                 }
-                match http {
-                    Some(h) => eprintln!(
-                        "  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)",
-                        h.local_addr
-                    ),
-                    None => eprintln!("  http       disabled"),
-                }
                 eprintln!(
                     "  conns      at most {} Kafka, {} HTTP ({})",
                     args.kafka_max_connections, args.http_max_connections, self.limits_note
                 );
                 eprintln!("  topics     {}", broker.list_topics().len());
             }
-            None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", args.bus.trim()),
+            None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", redact(args.bus.trim())),
+        }
+        match (http, broker) {
+            (Some(h), Some(_)) => {
+                eprintln!("  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)", h.local_addr)
+            }
+            (Some(h), None) => eprintln!(
+                "  http       http://{} (the systems' routes, /health with the cluster's reachability, /metrics; the \
+                 REST Proxy routes answer 501 on a cluster)",
+                h.local_addr
+            ),
+            (None, _) => eprintln!("  http       disabled"),
         }
         eprintln!("  database   {} ({})", redact(self.store_url), store.dialect().name());
         eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
@@ -274,20 +275,37 @@ fn fit_connections_to_open_file_limit(args: &mut UpArgs) -> String {
     note
 }
 
-/// A URL without its password, for messages.
+/// A URL without its password (nor the value of a query parameter naming a password or secret), for messages.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
+            let creds = &base[scheme + 3..at];
             let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            format!("{}{user}:***{}", &base[..scheme + 3], &base[at..])
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.contains("password") || k.contains("secret") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out = format!("{out}?{}", pairs.join("&"));
     }
+    out
 }
 
+/// The HTTP API: over the embedded broker, or, on a cluster, the systems' routes with health and metrics.
 async fn start_http(
-    broker: &Arc<Broker>,
+    broker: Option<&Arc<Broker>>,
+    bus: &Arc<dyn Bus>,
     args: &UpArgs,
     routes: axum::Router,
 ) -> Result<Option<weir_http::HttpServer>> {
@@ -301,11 +319,39 @@ async fn start_http(
     config.max_records_per_request = args.http_max_records.max(1);
     config.max_connections = args.http_max_connections.max(1);
     config.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms.max(1));
-    config.bus = args.bus.trim().to_string();
-    let server = weir_http::HttpServer::start_with(broker.clone(), config, routes)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
+    config.bus = redact(args.bus.trim());
+    let server = match broker {
+        Some(broker) => weir_http::HttpServer::start_with(broker.clone(), config, routes).await,
+        None => {
+            // The cluster answers if it can confirm the heartbeat topic (created at start) exists.
+            let bus = bus.clone();
+            let probe: weir_http::cluster::ClusterProbe = Arc::new(move || {
+                let bus = bus.clone();
+                Box::pin(async move { bus.ensure_topic(HEARTBEAT_TOPIC, 1).await.map_err(|e| e.to_string()) })
+            });
+            weir_http::HttpServer::start_on_cluster(config, probe, routes).await
+        }
+    }
+    .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
     Ok(Some(server))
+}
+
+/// Sends `text` through the heartbeat topic and waits (up to 30 s) until the subscription sees it come back.
+async fn heartbeat(bus: &dyn Bus, sub: &mut dyn weir_runtime::Subscription, text: &str) -> Result<()> {
+    let payload = bytes::Bytes::from(text.to_string());
+    let sent = Instant::now();
+    let delivery = bus.produce(OutgoingMessage::new(HEARTBEAT_TOPIC, payload.clone())).await?;
+    loop {
+        let waited = sent.elapsed();
+        if waited > Duration::from_secs(30) {
+            bail!("heartbeat at offset {} was stored but did not come back within 30 s", delivery.offset);
+        }
+        match sub.next_batch(Duration::from_secs(30) - waited).await {
+            Ok(batch) if batch.iter().any(|m| m.value.as_ref() == Some(&payload)) => return Ok(()),
+            Ok(_) | Err(BusError::Rebalanced) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Every `every`, sends a heartbeat through the bus, waits for it to come back through a group subscription, and
@@ -325,26 +371,27 @@ async fn status_loop(bus: Arc<dyn Bus>, broker: Option<Arc<Broker>>, every: Dura
         }
         match sub.next_batch(Duration::from_millis(200)).await {
             Ok(_) | Err(BusError::Rebalanced) => {}
+            // A cluster that went away right after the start: the heartbeats below report it while it is away.
+            Err(BusError::Unavailable(_)) => break,
             Err(e) => return Err(e.into()),
         }
     }
     let mut last_total: Option<(i64, Instant)> = None;
     let mut tick = tokio::time::interval(every);
+    // Once running, a heartbeat that fails is reported, not fatal: on a cluster that is briefly away the systems
+    // pause and resume, and so does this loop (one line when it starts failing, one when it recovers).
+    let mut failing: Option<()> = None;
     for seq in 1u64.. {
         tick.tick().await;
-        let payload = bytes::Bytes::from(format!("{me} {seq}"));
         let sent = Instant::now();
-        let delivery = bus.produce(OutgoingMessage::new(HEARTBEAT_TOPIC, payload.clone())).await?;
-        loop {
-            let waited = sent.elapsed();
-            if waited > Duration::from_secs(30) {
-                bail!("heartbeat at offset {} was stored but never came back", delivery.offset);
+        if let Err(e) = heartbeat(&*bus, &mut *sub, &format!("{me} {seq}")).await {
+            if failing.replace(()).is_none() {
+                eprintln!("[status] heartbeat failed: {e:#}; the systems pause where they need the bus");
             }
-            match sub.next_batch(Duration::from_secs(30) - waited).await {
-                Ok(batch) if batch.iter().any(|m| m.value.as_ref() == Some(&payload)) => break,
-                Ok(_) | Err(BusError::Rebalanced) => {}
-                Err(e) => return Err(e.into()),
-            }
+            continue;
+        }
+        if failing.take().is_some() {
+            eprintln!("[status] the bus answers again");
         }
         let round_trip = sent.elapsed();
         let Some(broker) = &broker else {
@@ -374,4 +421,19 @@ async fn status_loop(bus: Arc<dyn Bus>, broker: Option<Arc<Broker>>, every: Dura
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn urls_lose_their_passwords_and_secret_parameters_in_messages() {
+        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("kafka://h:1"), "kafka://h:1");
+        assert_eq!(
+            redact("kafka://a:b@h:1?compression.type=lz4&sasl.password=x&ssl.key.password=y"),
+            "kafka://a:***@h:1?compression.type=lz4&sasl.password=***&ssl.key.password=***"
+        );
+    }
 }

@@ -272,14 +272,29 @@ impl Aggregator {
         self.bus.ensure_topic(TOPIC, 4).await?;
         let mut sub = self.bus.subscribe(options).await?;
         let mut next_flush = Instant::now() + self.config.flush_interval;
+        let mut unreachable: Option<()> = None;
         loop {
             if *stop.borrow() {
                 break;
             }
             // A short wait, then the timers: next_batch is not cancel-safe on every bus, so it is never raced.
             let batch = match sub.next_batch(Duration::from_millis(100)).await {
-                Ok(b) => b,
+                Ok(b) => {
+                    if unreachable.take().is_some() {
+                        tracing::info!("the cluster answers again; the aggregator resumes");
+                    }
+                    b
+                }
                 Err(BusError::Rebalanced) => Vec::new(),
+                // The client reconnects by itself: pause, keeping the windows and the subscription (logged once per
+                // outage).
+                Err(BusError::Unavailable(e)) => {
+                    if unreachable.replace(()).is_none() {
+                        tracing::warn!(error = %e, "the cluster is unreachable; the aggregator pauses until it answers");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             let batch = self.positions.admit(&self.store, &mut *sub, batch).await?;

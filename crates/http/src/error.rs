@@ -68,6 +68,8 @@ pub enum ErrorCode {
     InvalidConsumerConfig = 42204,
     /// weir's: anything else that went wrong inside the server.
     Internal = 50001,
+    /// weir's: a REST Proxy route asked of an instance whose systems run on a Kafka cluster (no broker here).
+    NotOnACluster = 50101,
     /// weir's: the broker is stopping.
     ShuttingDown = 50301,
     /// weir's: the HTTP connection cap is reached (sent by the accept loop, which then closes the connection).
@@ -95,6 +97,7 @@ impl ErrorCode {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             UnprocessableEntity | InvalidKey | InvalidValue | InvalidConsumerConfig => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            NotOnACluster => StatusCode::NOT_IMPLEMENTED,
             ShuttingDown | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -15,6 +15,8 @@
 //! - `error.rs`: every error as `{"error_code": N, "message": "..."}` with the REST Proxy's codes (one enum of them),
 //!   including axum's own rejections (of any route, the systems' too), and the 413 for a declared `Content-Length`
 //!   over the limit.
+//! - `cluster.rs`: the API of an instance whose systems run on a Kafka cluster: the systems' routes, `/health` with
+//!   the cluster's reachability, `/metrics`, and 501 for the REST Proxy routes, which need the embedded broker.
 //! - `server.rs`: the listener's accept loop: a cap on connections, idle and header-read timeouts, backoff when
 //!   accepting fails, and the graceful stop.
 //! - `testing` (feature `testing`, for tests only): calling a router in-process, the status and the body as JSON.
@@ -69,6 +71,7 @@
 
 mod admin;
 mod body;
+pub mod cluster;
 mod consumers;
 mod error;
 mod media;
@@ -204,7 +207,8 @@ pub struct HttpServer {
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    reaper: tokio::task::JoinHandle<()>,
+    /// Closes idle REST Proxy consumer instances (none on a cluster).
+    reaper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -216,8 +220,37 @@ impl HttpServer {
     /// [`start`](HttpServer::start), also serving `extra`: the systems' own routes (their paths must not collide
     /// with the API's), timed and limited like the rest.
     pub async fn start_with(broker: Arc<Broker>, config: HttpConfig, extra: Router) -> std::io::Result<HttpServer> {
+        let state = AppState::new(broker, config.clone());
+        let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
+        Self::serve(config, build(state, extra), Some(reaper)).await
+    }
+
+    /// Serves the API of an instance whose systems run on a Kafka cluster ([`cluster::cluster_router`]): `extra`,
+    /// health (asking the cluster through `probe`), metrics, and 501 for the REST Proxy routes.
+    pub async fn start_on_cluster(
+        config: HttpConfig,
+        probe: cluster::ClusterProbe,
+        extra: Router,
+    ) -> std::io::Result<HttpServer> {
+        let app = cluster::cluster_router(config.clone(), probe, extra);
+        Self::serve(config, app, None).await
+    }
+
+    async fn serve(
+        config: HttpConfig,
+        app: Router,
+        reaper: Option<tokio::task::JoinHandle<()>>,
+    ) -> std::io::Result<HttpServer> {
         metrics::install();
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(r) = reaper {
+                    r.abort();
+                }
+                return Err(e);
+            }
+        };
         let local_addr = listener.local_addr()?;
         let soft = server::open_files_soft_limit();
         if soft.is_some_and(|soft| config.max_connections as u64 > soft / 2) {
@@ -233,9 +266,6 @@ impl HttpServer {
             idle_timeout: config.idle_timeout,
             header_read_timeout: config.header_read_timeout,
         };
-        let state = AppState::new(broker, config);
-        let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
-        let app = build(state, extra);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(server::serve(listener, app, limits, stopped));
         Ok(HttpServer { local_addr, stop, task, reaper })
@@ -245,7 +275,9 @@ impl HttpServer {
     /// consumer instances.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        self.reaper.abort();
+        if let Some(r) = &self.reaper {
+            r.abort();
+        }
         let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), self.task).await.is_err() {
             // Dropping the accept loop's task drops its connections.

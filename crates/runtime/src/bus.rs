@@ -105,6 +105,10 @@ pub enum BusError {
     Rebalanced,
     #[error("the bus is shutting down")]
     Closed,
+    /// The cluster cannot be reached right now (every broker down, the connection lost); the client keeps trying to
+    /// reconnect by itself, so the caller pauses and asks again.
+    #[error("the cluster is unreachable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Backend(String),
 }

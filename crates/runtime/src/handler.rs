@@ -172,6 +172,7 @@ impl Runner {
         let mut sub = self.bus.subscribe(options).await?;
         let mut stats = RunStats::default();
         let mut positions = StoredPositions::new(&c.group);
+        let mut unreachable: Option<()> = None;
         loop {
             let batch = tokio::select! {
                 biased;
@@ -179,8 +180,23 @@ impl Runner {
                 b = sub.next_batch(Duration::from_millis(500)) => b,
             };
             let mut batch = match batch {
-                Ok(b) => b,
+                Ok(b) => {
+                    if unreachable.take().is_some() {
+                        tracing::info!(group = %c.group, "the cluster answers again; consuming");
+                    }
+                    b
+                }
                 Err(BusError::Rebalanced) => continue,
+                // The client reconnects by itself: pause (logged once per outage), keep the subscription.
+                Err(BusError::Unavailable(e)) => {
+                    if unreachable.replace(()).is_none() {
+                        tracing::warn!(group = %c.group, error = %e, "the cluster is unreachable; pausing until it answers");
+                    }
+                    tokio::select! {
+                        _ = stopped.wait() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
                 Err(e) => return Err(e.into()),
             };
             if let Mode::ExactlyOnce(_, store) = &self.mode {

@@ -1,6 +1,7 @@
 //! The `Bus` over a Kafka cluster (or weir's own Kafka listener) through rdkafka, selected with
 //! `kafka://[user:password@]host:port[,host:port]`: the same system code runs embedded or on Kafka.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
@@ -40,17 +41,29 @@ fn backend(e: KafkaError) -> BusError {
         ) => BusError::Rebalanced,
         Some(RDKafkaErrorCode::UnknownTopicOrPartition) => BusError::UnknownTopic(e.to_string()),
         Some(RDKafkaErrorCode::InvalidPartitions | RDKafkaErrorCode::InvalidTopic) => BusError::Invalid(e.to_string()),
+        Some(
+            RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::BrokerNotAvailable
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::MessageTimedOut,
+        ) => BusError::Unavailable(e.to_string()),
         _ => BusError::Backend(e.to_string()),
     }
 }
 
-/// Where a Kafka cluster is and how to log in, from `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]` (the `kafka://`
-/// prefix is optional). Credentials, when given, are sent with SASL/PLAIN, as weir's listener expects.
+/// Where a Kafka cluster is and how to log in, from `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT][?PROPERTY=VALUE&...]`
+/// (the `kafka://` prefix is optional). Credentials, when given, are sent with SASL/PLAIN, as weir's listener expects.
+/// Query parameters are librdkafka properties (`compression.type=lz4`, `linger.ms=20`, ...), set on every client
+/// made from the endpoint after weir's own defaults, so they override them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KafkaEndpoint {
     /// librdkafka's `bootstrap.servers`: `host:port,host:port`.
     pub bootstrap: String,
     pub sasl_plain: Option<(String, String)>,
+    /// librdkafka properties from the URL's query.
+    pub properties: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for KafkaEndpoint {
@@ -59,6 +72,7 @@ impl std::fmt::Debug for KafkaEndpoint {
         f.debug_struct("KafkaEndpoint")
             .field("bootstrap", &self.bootstrap)
             .field("user", &self.sasl_plain.as_ref().map(|(u, _)| u))
+            .field("properties", &self.properties.iter().filter(|(k, _)| !k.contains("password")).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -66,6 +80,18 @@ impl std::fmt::Debug for KafkaEndpoint {
 impl KafkaEndpoint {
     pub fn parse(url: &str) -> Result<KafkaEndpoint, BusError> {
         let rest = url.trim().strip_prefix("kafka://").unwrap_or(url.trim());
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut properties = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.is_empty() => properties.push((k.to_string(), v.to_string())),
+                _ => {
+                    return Err(BusError::Invalid(format!(
+                        "{pair:?} in {url:?} is not PROPERTY=VALUE (a librdkafka property, e.g. compression.type=lz4)"
+                    )))
+                }
+            }
+        }
         let (sasl_plain, hosts) = match rest.rsplit_once('@') {
             Some((creds, hosts)) => {
                 let (user, password) = creds.split_once(':').ok_or_else(|| {
@@ -85,11 +111,17 @@ impl KafkaEndpoint {
                 return Err(BusError::Invalid(format!("{host:?} in {url:?} is not HOST:PORT")));
             }
         }
-        Ok(KafkaEndpoint { bootstrap: hosts.to_string(), sasl_plain })
+        Ok(KafkaEndpoint { bootstrap: hosts.to_string(), sasl_plain, properties })
     }
 
-    /// A librdkafka configuration reaching this endpoint; callers add what their client needs.
+    /// A librdkafka configuration reaching this endpoint, with the URL's properties; callers add what their client
+    /// needs.
     pub fn client_config(&self) -> ClientConfig {
+        self.client_config_with(&[])
+    }
+
+    /// [`KafkaEndpoint::client_config`] with `defaults` set first, so the URL's properties override them.
+    pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         if let Some((user, password)) = &self.sasl_plain {
@@ -98,21 +130,30 @@ impl KafkaEndpoint {
                 .set("sasl.username", user)
                 .set("sasl.password", password);
         }
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
         c
     }
 }
+
+/// weir's producer settings, before the URL's: every record acknowledged by all in-sync replicas, exactly once per
+/// partition in order (idempotence), batched for up to 5 ms, with librdkafka's queue bounded at 64 MiB.
+const PRODUCER_DEFAULTS: &[(&str, &str)] =
+    &[("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "5"), ("queue.buffering.max.kbytes", "65536")];
+
+/// weir's consumer settings, before the URL's: a deep local queue, refilled without librdkafka's default pause of up
+/// to a second, so a consumer keeps up with its partitions instead of waiting on its own queue.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[("queued.min.messages", "1000000"), ("fetch.queue.backoff.ms", "1")];
 
 impl KafkaBus {
     /// `url` is `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]` (or the bare broker list); see [`KafkaEndpoint`].
     pub fn connect(url: &str) -> Result<KafkaBus, BusError> {
         let endpoint = KafkaEndpoint::parse(url)?;
-        let producer: FutureProducer = endpoint
-            .client_config()
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .create()
-            .map_err(backend)?;
+        let producer: FutureProducer = endpoint.client_config_with(PRODUCER_DEFAULTS).create().map_err(backend)?;
         let admin: AdminClient<DefaultClientContext> = endpoint.client_config().create().map_err(backend)?;
         Ok(KafkaBus { endpoint, producer, admin: Arc::new(admin) })
     }
@@ -125,31 +166,51 @@ impl KafkaBus {
 #[async_trait]
 impl Bus for KafkaBus {
     async fn produce(&self, m: OutgoingMessage) -> Result<Delivery, BusError> {
-        let mut headers = OwnedHeaders::new();
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&m.topic).headers(headers);
-        if let Some(k) = &m.key {
-            record = record.key(k.as_ref());
-        }
-        if let Some(v) = &m.value {
-            record = record.payload(v.as_ref());
-        }
-        if let Some(p) = m.partition {
-            record = record.partition(p);
-        }
-        if let Some(ts) = m.timestamp {
-            record = record.timestamp(ts);
-        }
-        let d = self.producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| backend(e))?;
+        let d = self.producer.send(record(&m), Duration::from_secs(30)).await.map_err(|(e, _)| backend(e))?;
         Ok(Delivery { partition: d.partition, offset: d.offset })
+    }
+
+    /// Hands every record to librdkafka, which batches them per partition, and then awaits their deliveries in
+    /// order. At most [`MAX_IN_FLIGHT`] wait at once (and librdkafka's own queue is bounded), so a large call keeps
+    /// memory flat; a full queue waits for the oldest delivery. Order within a partition holds, retries included
+    /// (idempotence is on). An error names the record it is about: records after it may have been delivered.
+    async fn produce_all(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Delivery>, BusError> {
+        let total = messages.len();
+        let mut out = Vec::with_capacity(total);
+        let mut in_flight: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
+        for (i, m) in messages.iter().enumerate() {
+            loop {
+                match self.producer.send_result(record(m)) {
+                    Ok(delivery) => {
+                        in_flight.push_back((i, delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        match in_flight.pop_front() {
+                            Some((j, delivery)) => out.push(delivered(j, total, delivery.await)?),
+                            // Full with nothing of ours in it: other producers' records; let them drain.
+                            None => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                    Err((e, _)) => return Err(about_record(i, total, backend(e))),
+                }
+            }
+            if in_flight.len() >= MAX_IN_FLIGHT {
+                if let Some((j, delivery)) = in_flight.pop_front() {
+                    out.push(delivered(j, total, delivery.await)?);
+                }
+            }
+        }
+        while let Some((j, delivery)) = in_flight.pop_front() {
+            out.push(delivered(j, total, delivery.await)?);
+        }
+        Ok(out)
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError> {
         let consumer: StreamConsumer = self
             .endpoint
-            .client_config()
+            .client_config_with(CONSUMER_DEFAULTS)
             .set("group.id", &options.group)
             .set("client.id", &options.client_id)
             .set("enable.auto.commit", "false")
@@ -172,6 +233,58 @@ impl Bus for KafkaBus {
             }
         }
         Ok(())
+    }
+}
+
+/// Deliveries [`KafkaBus::produce_all`] awaits at most at once.
+const MAX_IN_FLIGHT: usize = 50_000;
+
+/// A message as librdkafka takes it (borrowing its bytes).
+fn record(m: &OutgoingMessage) -> FutureRecord<'_, [u8], [u8]> {
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&m.topic);
+    // librdkafka allocates a header list even for none.
+    if !m.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
+        }
+        record = record.headers(headers);
+    }
+    if let Some(k) = &m.key {
+        record = record.key(k.as_ref());
+    }
+    if let Some(v) = &m.value {
+        record = record.payload(v.as_ref());
+    }
+    if let Some(p) = m.partition {
+        record = record.partition(p);
+    }
+    if let Some(ts) = m.timestamp {
+        record = record.timestamp(ts);
+    }
+    record
+}
+
+/// Record `i` of `total`'s delivery, or its error naming it.
+fn delivered(
+    i: usize,
+    total: usize,
+    result: <DeliveryFuture as std::future::Future>::Output,
+) -> Result<Delivery, BusError> {
+    match result {
+        Ok(Ok(d)) => Ok(Delivery { partition: d.partition, offset: d.offset }),
+        Ok(Err((e, _))) => Err(about_record(i, total, backend(e))),
+        Err(_) => Err(about_record(i, total, BusError::Backend("the producer was closed".into()))),
+    }
+}
+
+fn about_record(i: usize, total: usize, e: BusError) -> BusError {
+    match e {
+        BusError::Backend(m) => BusError::Backend(format!("record {i} of {total}: {m}")),
+        BusError::Invalid(m) => BusError::Invalid(format!("record {i} of {total}: {m}")),
+        BusError::UnknownTopic(m) => BusError::UnknownTopic(format!("record {i} of {total}: {m}")),
+        BusError::Unavailable(m) => BusError::Unavailable(format!("record {i} of {total}: {m}")),
+        other => other,
     }
 }
 
@@ -282,7 +395,11 @@ mod tests {
         assert_eq!(e.bootstrap, "host:1");
         assert_eq!(e.sasl_plain, Some(("alice".into(), "s3:cr@t".into())));
         assert!(!format!("{e:?}").contains("s3:cr"), "the password must not be printed");
-        for bad in ["", "kafka://", "host", "host:port", ":9092", "kafka://user@host:1", "a:1,b"] {
+        let e = KafkaEndpoint::parse("kafka://h:1?compression.type=lz4&linger.ms=20").unwrap();
+        assert_eq!(e.bootstrap, "h:1");
+        assert_eq!(e.properties, [("compression.type".into(), "lz4".into()), ("linger.ms".into(), "20".into())]);
+        assert_eq!(e.client_config_with(&[("linger.ms", "5"), ("acks", "all")]).get("linger.ms"), Some("20"));
+        for bad in ["", "kafka://", "host", "host:port", ":9092", "kafka://user@host:1", "a:1,b", "h:1?lz4", "h:1?=x"] {
             assert!(KafkaEndpoint::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -171,7 +171,7 @@ impl Bus for KafkaBus {
     }
 
     /// Hands every record to librdkafka, which batches them per partition, and then awaits their deliveries in
-    /// order. At most [`MAX_IN_FLIGHT`] wait at once (and librdkafka's own queue is bounded), so a large call keeps
+    /// order. At most 50,000 wait at once (and librdkafka's own queue is bounded), so a large call keeps
     /// memory flat; a full queue waits for the oldest delivery. Order within a partition holds, retries included
     /// (idempotence is on). An error names the record it is about: records after it may have been delivered.
     async fn produce_all(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Delivery>, BusError> {

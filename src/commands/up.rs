@@ -173,24 +173,30 @@ impl Banner<'_> {
                     ),
                     None => eprintln!("  kafka      disabled"),
                 }
+                match http {
+                    Some(h) => eprintln!(
+                        "  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)",
+                        h.local_addr
+                    ),
+                    None => eprintln!("  http       disabled"),
+                }
                 eprintln!(
                     "  conns      at most {} Kafka, {} HTTP ({})",
                     args.kafka_max_connections, args.http_max_connections, self.limits_note
                 );
                 eprintln!("  topics     {}", broker.list_topics().len());
             }
-            None => eprintln!("  bus        {} (no local data dir, no Kafka listener)", redact(args.bus.trim())),
-        }
-        match (http, broker) {
-            (Some(h), Some(_)) => {
-                eprintln!("  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)", h.local_addr)
+            None => {
+                eprintln!("  bus        {} (no local data dir, no Kafka listener)", redact(args.bus.trim()));
+                match http {
+                    Some(h) => eprintln!(
+                        "  http       http://{} (the systems' routes, /health with the cluster's reachability, \
+                         /metrics; the REST Proxy routes answer 501 on a cluster)",
+                        h.local_addr
+                    ),
+                    None => eprintln!("  http       disabled"),
+                }
             }
-            (Some(h), None) => eprintln!(
-                "  http       http://{} (the systems' routes, /health with the cluster's reachability, /metrics; the \
-                 REST Proxy routes answer 501 on a cluster)",
-                h.local_addr
-            ),
-            (None, _) => eprintln!("  http       disabled"),
         }
         eprintln!("  database   {} ({})", redact(self.store_url), store.dialect().name());
         eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));

@@ -81,6 +81,9 @@ async fn child(kind: &str, dir: &str, url: &str) {
             let mut relay = Relay::new(store.clone(), bus);
             relay.batch = 250;
             relay.poll_interval = Duration::from_millis(20);
+            // SQLite's mark (the progress the parent watches) written often, so kills land between marks mid-work;
+            // what is published after the last mark is published again on restart, which the check below allows.
+            relay.mark_every = Duration::from_millis(5);
             let done = {
                 let store = store.clone();
                 async move {

@@ -8,14 +8,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::error::{self, ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode};
 use crate::{metrics, openapi, HttpConfig};
 
 /// Asks the cluster for something small (its metadata, a topic that exists): `Err` says why it did not answer.
@@ -65,14 +65,7 @@ pub fn cluster_router(config: HttpConfig, probe: ClusterProbe, extra: Router) ->
     for path in ["/topics", "/topics/{*rest}", "/consumers/{*rest}", "/groups", "/groups/{*rest}"] {
         router = router.route(path, any(not_on_a_cluster));
     }
-    router
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state)
-        .merge(extra)
-        .layer(axum::middleware::from_fn_with_state(limit, error::guard))
-        .layer(axum::middleware::from_fn(metrics::track))
-        .layer(DefaultBodyLimit::max(limit))
+    crate::finish(router, state, extra, limit)
 }
 
 async fn health(State(state): State<ClusterState>) -> (StatusCode, Json<ClusterHealth>) {
@@ -93,8 +86,7 @@ async fn health(State(state): State<ClusterState>) -> (StatusCode, Json<ClusterH
 }
 
 async fn metrics_text() -> Response {
-    let text = metrics::install().render();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    metrics::text()
 }
 
 async fn not_on_a_cluster(State(state): State<ClusterState>, uri: axum::http::Uri) -> ApiError {

@@ -172,7 +172,7 @@ impl AppState {
 fn build(state: AppState, extra: Router) -> Router {
     let limit = state.config.max_body_bytes;
     let instance = "/consumers/{group}/instances/{instance}";
-    Router::new()
+    let routes = Router::new()
         .route("/topics", get(topics::list))
         .route("/topics/{topic}", get(topics::get_topic).post(records::produce_to_topic))
         .route("/topics/{topic}/partitions", get(topics::partitions))
@@ -189,13 +189,24 @@ fn build(state: AppState, extra: Router) -> Router {
         .route("/groups/{group}", get(admin::group))
         .route("/health", get(admin::health))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi::serve))
+        .route("/openapi.json", get(openapi::serve));
+    finish(routes, state, extra, limit)
+}
+
+/// What every API router ends with, over the embedded broker or on a cluster: JSON answers for unknown paths and
+/// methods, the systems' routes, and the layers, innermost first: the guard refuses a declared oversized body and
+/// makes rejections JSON, and the metrics see every answer as the client gets it.
+pub(crate) fn finish<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    state: S,
+    extra: Router,
+    limit: usize,
+) -> Router {
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
         .merge(extra)
-        // Innermost first: the guard refuses a declared oversized body and makes rejections JSON, and the metrics
-        // see every answer as the client gets it.
         .layer(axum::middleware::from_fn_with_state(limit, error::guard))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))

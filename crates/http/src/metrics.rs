@@ -101,6 +101,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
             }
         }
     }
-    let text = install().render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    text()
+}
+
+/// Every metric in Prometheus' text format.
+pub(crate) fn text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], install().render()).into_response()
 }

@@ -42,6 +42,13 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   command -v schemathesis >/dev/null 2>&1 || { echo "error: schemathesis is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# PyYAML (PyPI) reads deploy/scale-out's files in scripts/check-deploy.py.
+if ! python3 -c "import yaml" >/dev/null 2>&1; then
+  echo "installing PyYAML (PyPI) for the deployment files' check" >&2
+  python3 -m pip install -q pyyaml >/dev/null 2>&1 || true
+  python3 -c "import yaml" >/dev/null 2>&1 || { echo "error: PyYAML is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # PostgreSQL and Redis back the runtime's store tests, which fail, not skip, without them: start them, or install them
 # from Debian's packages first on a machine that has neither.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -62,6 +69,10 @@ if ! port_open 6379; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no >/dev/null 2>&1 || true
   wait_port 6379 || { echo "error: Redis is required by the tests and could not be started" >&2; exit 1; }
 fi
+
+# Tansu (a Kafka-compatible broker keeping its data in PostgreSQL) is the cluster the scale-out tests run weir on;
+# installed once into ~/.cache/weir/tansu (about 10 minutes the first time), never skipped.
+scripts/tansu.sh >/dev/null
 
 # cargo-nextest runs each test in its own process (the crash tests re-execute their own binary); fall back to cargo test.
 if cargo nextest --version >/dev/null 2>&1; then

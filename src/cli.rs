@@ -153,6 +153,10 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     pub bus: String,
+    /// Check the configuration and exit without opening anything: the chosen systems and their settings, and the
+    /// form of the --bus, --database and --redis URLs (for a deployment's files, before they are rolled out).
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{fails, ok, produce, start_up, start_up_http, weir};
+use support::{curl_json, fails, ok, produce, start_instance, start_up, start_up_http, weir};
 
 /// Every data command against a running weir, and what they did visible to the same commands and to each other.
 #[test]
@@ -331,45 +331,17 @@ fn a_flood_of_idle_connections_stays_within_the_open_file_limit() {
     assert!(log.matches("Too many open files").count() <= 2, "{log}");
 }
 
-/// `curl -s -w '\n%{http_code}'`: the body as JSON and the status.
-fn curl_json(args: &[&str]) -> (serde_json::Value, String) {
-    let out = Command::new("curl").args(["-s", "-m", "10", "-w", "\n%{http_code}"]).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (serde_json::from_str(body).unwrap_or(serde_json::Value::Null), status.to_string())
-}
-
 /// `weir up --bus kafka://...` (the cluster here is another `weir up`'s Kafka listener) serves HTTP like any instance:
 /// its systems' routes, `/health` with the cluster's reachability, and a JSON 501 for the REST Proxy routes. When the
 /// cluster dies it stays up, says so in `/health`, and keeps taking wedding events into its outbox; when the cluster
 /// comes back, the event taken meanwhile reaches its topic.
 #[test]
 fn weir_up_on_a_cluster_serves_http_and_rides_out_the_cluster_going_away() {
-    use std::io::BufRead;
     let (cluster_dir, own_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (mut cluster, kafka, _cluster_http, _cluster_err) = start_up_http(cluster_dir.path());
     let bus = format!("kafka://{kafka}");
     let args = ["up", "--bus", &bus, "--systems", "wedding", "--kafka-listen", "none", "--http-listen", "127.0.0.1:0"];
-    let mut up = weir(own_dir.path(), &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
-    let mut http = None;
-    let mut line = String::new();
-    while http.is_none() {
-        line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "weir up on the cluster exited early");
-        if let Some(rest) = line.trim().strip_prefix("http ") {
-            let addr = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
-            assert!(line.contains("501 on a cluster"), "{line}");
-            http = Some(addr);
-        }
-    }
-    let http = http.unwrap();
-    // Keep reading its stderr, so it never blocks writing status lines.
-    std::thread::spawn(move || {
-        for l in stderr.lines().map_while(Result::ok) {
-            eprintln!("[weir up on the cluster] {l}");
-        }
-    });
+    let (mut up, http) = start_instance(own_dir.path(), &args, "weir up on the cluster");
 
     let (health, status) = curl_json(&[&format!("http://{http}/health")]);
     assert_eq!((status.as_str(), health["cluster"]["reachable"].as_bool()), ("200", Some(true)), "{health}");
@@ -422,6 +394,55 @@ fn weir_up_on_a_cluster_serves_http_and_rides_out_the_cluster_going_away() {
 
     Command::new("kill").arg(up.id().to_string()).status().unwrap();
     assert!(up.wait().unwrap().success());
+    Command::new("kill").arg(cluster.id().to_string()).status().unwrap();
+    cluster.wait().unwrap();
+}
+
+/// `weir up --bus kafka://USER:WRONG@...` against a cluster that checks passwords (weir's listener with
+/// `[kafka.users]`) ends at once with one line naming the cluster and its reason, and a non-zero exit; a retry loop
+/// printing forever is what librdkafka would do left alone.
+#[test]
+fn weir_up_with_wrong_credentials_says_so_once_and_exits() {
+    let (cluster_dir, own_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = cluster_dir.path().join("weir.toml");
+    std::fs::write(&config, "[kafka.users]\nalice = \"alice-secret\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let args = ["--config", config, "up", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let (mut cluster, kafka, _http, _stderr) = support::start_up_command(weir(cluster_dir.path(), &args));
+
+    let started = std::time::Instant::now();
+    let bus = format!("kafka://alice:not-the-secret-9f3@{kafka}");
+    let out = support::run(
+        own_dir.path(),
+        &["up", "--bus", &bus, "--systems", "none", "--kafka-listen", "none", "--http-listen", "none"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "it should not wait out the timeout: {stderr}");
+    assert!(stderr.contains(&format!("the Kafka cluster at {kafka} refused the credentials")), "{stderr}");
+    assert!(!stderr.contains("not-the-secret-9f3"), "the password is never printed: {stderr}");
+    let mentions = stderr.lines().filter(|l| l.to_lowercase().contains("authentication")).count();
+    assert_eq!(mentions, 1, "one line, not a retry loop: {stderr}");
+
+    // The right password gets in.
+    let bus = format!("kafka://alice:alice-secret@{kafka}");
+    let out = support::run(
+        own_dir.path(),
+        &[
+            "up",
+            "--bus",
+            &bus,
+            "--systems",
+            "none",
+            "--kafka-listen",
+            "none",
+            "--http-listen",
+            "none",
+            "--run-for",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     Command::new("kill").arg(cluster.id().to_string()).status().unwrap();
     cluster.wait().unwrap();
 }

@@ -12,8 +12,8 @@ use weir_broker::Broker;
 use weir_runtime::kv::{KvStore, RedisKv, SqlKv};
 use weir_runtime::system::TaskEnd;
 use weir_runtime::{
-    Bus, BusError, EmbeddedBus, Host, KafkaBus, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions, System,
-    SystemSettings,
+    Bus, BusError, EmbeddedBus, Host, KafkaBus, KafkaEndpoint, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions,
+    System, SystemSettings,
 };
 
 use super::{human_bytes, open_broker, shutdown_signal};
@@ -28,6 +28,9 @@ const SYSTEMS_STOP_DEADLINE: Duration = Duration::from_secs(30);
 pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     // Every system's settings are checked before anything opens: a bad one is an error naming it, not a half start.
     let systems = chosen_systems(&settings, &args)?;
+    if args.check {
+        return check(&args, &systems);
+    }
     let limits_note = fit_connections_to_open_file_limit(&mut args);
     let (bus, broker) = open_bus(&settings, &args).await?;
     let (store, store_url) = open_store(&settings, &args).await?;
@@ -87,6 +90,32 @@ fn chosen_systems(settings: &Settings, args: &UpArgs) -> Result<Vec<(Arc<dyn Sys
     Ok(chosen)
 }
 
+/// `weir up --check`: what `run` would check before opening anything, and the form of every URL; one line per
+/// finding on success, an error naming the first problem otherwise.
+fn check(args: &UpArgs, systems: &[(Arc<dyn System>, SystemSettings)]) -> Result<()> {
+    match args.bus.trim() {
+        "embedded" => {}
+        url if url.starts_with("kafka://") => {
+            KafkaEndpoint::parse(url).map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
+        }
+        other => bail!("--bus {other:?}: expected `embedded` or kafka://HOST:PORT[,HOST:PORT]"),
+    }
+    if let Some(url) = &args.database {
+        SqlStore::check_url(url).map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+    }
+    if let Some(url) = &args.redis {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            bail!("--redis {:?}: expected redis://HOST:PORT", redact(url));
+        }
+    }
+    let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
+    println!("bus       {}", redact(args.bus.trim()));
+    println!("database  {}", args.database.as_deref().map_or("SQLite in the data directory".into(), redact));
+    println!("systems   {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    println!("the configuration is valid");
+    Ok(())
+}
+
 /// The embedded broker on the data directory, or (`--bus kafka://...`) a Kafka cluster; the heartbeat topic on it.
 async fn open_bus(settings: &Settings, args: &UpArgs) -> Result<(Arc<dyn Bus>, Option<Arc<Broker>>)> {
     match args.bus.trim() {
@@ -104,10 +133,18 @@ async fn open_bus(settings: &Settings, args: &UpArgs) -> Result<(Arc<dyn Bus>, O
         url if url.starts_with("kafka://") => {
             let bus = KafkaBus::connect(url).map_err(|e| anyhow::anyhow!("--bus: {e}"))?;
             let name = bus.endpoint().bootstrap.clone();
-            tokio::time::timeout(Duration::from_secs(30), bus.ensure_topic(HEARTBEAT_TOPIC, 1))
-                .await
-                .map_err(|_| anyhow::anyhow!("no answer from the Kafka cluster at {name} within 30 s"))?
-                .with_context(|| format!("cannot create {HEARTBEAT_TOPIC} on {name}"))?;
+            // Wrong credentials end the start at once with the cluster's reason, rather than retrying until the
+            // timeout (librdkafka would log each attempt).
+            tokio::select! {
+                created = tokio::time::timeout(Duration::from_secs(30), bus.ensure_topic(HEARTBEAT_TOPIC, 1)) => {
+                    created
+                        .map_err(|_| anyhow::anyhow!("no answer from the Kafka cluster at {name} within 30 s"))?
+                        .with_context(|| format!("cannot create {HEARTBEAT_TOPIC} on {name}"))?;
+                }
+                reason = bus.credentials_refused() => {
+                    bail!("the Kafka cluster at {name} refused the credentials in --bus: {reason}")
+                }
+            }
             Ok((Arc::new(bus), None))
         }
         other => bail!("--bus {other:?}: expected `embedded` or kafka://HOST:PORT[,HOST:PORT]"),

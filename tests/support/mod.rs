@@ -84,3 +84,48 @@ pub fn start_up_command(
         }
     }
 }
+
+/// Starts `weir up` with `args` (which name `--http-listen 127.0.0.1:0` and usually `--kafka-listen none`: an
+/// instance on a cluster), waits for its `http` banner line and returns the process and the HTTP address. Its stderr is
+/// copied to the test's, each line prefixed with `label`, so it never blocks writing status lines.
+#[allow(clippy::zombie_processes)]
+pub fn start_instance(dir: &Path, args: &[&str], label: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut up = weir(dir, args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let status = up.wait().unwrap();
+            panic!("weir up ({label}) exited early with {status}");
+        }
+        if let Some(rest) = line.trim().strip_prefix("http ") {
+            let addr = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
+            let label = label.to_string();
+            std::thread::spawn(move || {
+                for l in stderr.lines().map_while(Result::ok) {
+                    eprintln!("[{label}] {l}");
+                }
+            });
+            return (up, addr);
+        }
+    }
+}
+
+/// `curl -s` with `args`: the JSON body (null if it is not JSON) and the HTTP status.
+pub fn curl_json(args: &[&str]) -> (serde_json::Value, String) {
+    let out = Command::new("curl").args(["-s", "-m", "10", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (serde_json::from_str(body).unwrap_or(serde_json::Value::Null), status.to_string())
+}
+
+/// The value of an unlabelled counter or gauge in an instance's `/metrics` (0 if it is not there yet).
+pub fn metric(http: &str, name: &str) -> f64 {
+    let out = Command::new("curl").args(["-s", "-m", "10", &format!("http://{http}/metrics")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}

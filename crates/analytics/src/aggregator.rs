@@ -10,6 +10,14 @@
 //! transaction. On start the aggregator resumes from the offsets in that table (the runtime's exactly-once
 //! bookkeeping), so a crash loses nothing and counts nothing twice. An event whose window the watermark has already
 //! passed is late: counted, optionally sent to `events.late`, never added to a window.
+//!
+//! Several instances (each `weir up` on one cluster and database) share the group's partitions. A flush adds to the
+//! stored windows and counters rather than overwriting them, one instance at a time (a PostgreSQL advisory lock), and
+//! moves each partition's offset by compare-and-set from where its records in memory start: when a rebalance handed a
+//! partition to another instance that flushed it first, the flush rolls back and this instance drops its memory and
+//! reads its partitions again from the stored offsets. Memory is flushed at every rebalance, so a partition changes
+//! hands with its counts. Each instance's watermark follows its own partitions (and the stored one), so a window may
+//! be marked final by one while another still adds to it; its counts stay exact.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +27,7 @@ use parking_lot::Mutex;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_runtime::handler::StoredPositions;
-use weir_runtime::sql::{save_offset, Dialect};
+use weir_runtime::sql::{advance_offset, Dialect};
 use weir_runtime::{Bus, BusError, Message, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
 
 use crate::event::{EventRef, LATE_TOPIC, TOPIC};
@@ -37,6 +45,19 @@ pub enum AggregatorError {
     #[error("{0}")]
     Runtime(#[from] weir_runtime::handler::RunnerError),
 }
+
+impl From<weir_runtime::StoreError> for AggregatorError {
+    fn from(e: weir_runtime::StoreError) -> Self {
+        match e {
+            weir_runtime::StoreError::Db(e) => AggregatorError::Db(e),
+            other => AggregatorError::Db(sqlx::Error::Protocol(other.to_string())),
+        }
+    }
+}
+
+/// The key of the PostgreSQL advisory lock a flush holds: instances sharing the group flush one at a time, so their
+/// read-add-write of a window's row never interleaves. (SQLite has one writer anyway.)
+const FLUSH_LOCK: i64 = 0x7765_6972_6167_6701; // "weiragg" and 1
 
 #[derive(Clone, Debug)]
 pub struct AggregatorConfig {
@@ -95,6 +116,9 @@ pub struct Snapshot {
 pub struct FlushReport {
     pub windows_flushed: u64,
     pub windows_finalized: u64,
+    /// Another instance of the aggregator had flushed some of these partitions' records first (it took them in a
+    /// rebalance): nothing was written, memory was dropped, and the partitions are read again from the stored offsets.
+    pub rewound: bool,
 }
 
 /// Talks to a running aggregator: its memory and counters, and flushes on demand.
@@ -145,6 +169,23 @@ async fn state_value(store: &SqlStore, k: &str) -> Result<Option<i64>, sqlx::Err
         .map(|r| r.get::<i64, _>(0)))
 }
 
+/// The latest event time per partition and the watermark, as flushes stored them. The watermark is not recomputed
+/// from the partitions' times, since partitions not seen by then (holding it back) have no time stored.
+async fn stored_event_times(store: &SqlStore) -> Result<(HashMap<(String, i32), i64>, Option<i64>), sqlx::Error> {
+    let mut max_event_ms = HashMap::new();
+    for r in
+        sqlx::query("SELECT k, v FROM analytics_state WHERE k LIKE 'max_event_ms/%'").fetch_all(store.pool()).await?
+    {
+        let k: String = r.get(0);
+        if let Some((topic, partition)) = k["max_event_ms/".len()..].rsplit_once('/') {
+            if let Ok(p) = partition.parse::<i32>() {
+                max_event_ms.insert((topic.to_string(), p), r.get::<i64, _>(1));
+            }
+        }
+    }
+    Ok((max_event_ms, state_value(store, "watermark_ms").await?))
+}
+
 /// What became of one event.
 enum Absorbed {
     /// Added to its window; `advanced` when it moved its partition's latest event time (the watermark may move).
@@ -162,6 +203,14 @@ pub struct Aggregator {
     deltas: HashMap<(i64, String), Delta>,
     /// Next offset per partition consumed into memory (saved by the next flush).
     consumed_to: HashMap<(String, i32), i64>,
+    /// Per partition, the offset memory's records of it start at: what the database held at the last flush. The
+    /// flush moves each partition's offset from here to `consumed_to` by compare-and-set, so a second instance that
+    /// took the partition meanwhile and flushed first makes this flush roll back (and re-read) instead of counting
+    /// those records twice.
+    consumed_from: HashMap<(String, i32), i64>,
+    /// Late and invalid events counted since the last flush (the stored totals grow by these).
+    pending_late: u64,
+    pending_invalid: u64,
     positions: StoredPositions,
     /// Latest event time seen per partition.
     max_event_ms: HashMap<(String, i32), i64>,
@@ -195,21 +244,7 @@ impl Aggregator {
             last_flush_ms: state_value(&store, "last_flush_ms").await?,
             ..Default::default()
         };
-        let mut max_event_ms = HashMap::new();
-        for r in sqlx::query("SELECT k, v FROM analytics_state WHERE k LIKE 'max_event_ms/%'")
-            .fetch_all(store.pool())
-            .await?
-        {
-            let k: String = r.get(0);
-            if let Some((topic, partition)) = k["max_event_ms/".len()..].rsplit_once('/') {
-                if let Ok(p) = partition.parse::<i32>() {
-                    max_event_ms.insert((topic.to_string(), p), r.get::<i64, _>(1));
-                }
-            }
-        }
-        // The watermark as the last flush computed it: not recomputed from the partitions' times, since partitions
-        // not seen by then (holding it back) have no time stored.
-        let watermark = state_value(&store, "watermark_ms").await?;
+        let (max_event_ms, watermark) = stored_event_times(&store).await?;
         let snapshot = Arc::new(Mutex::new(Snapshot { watermark_ms: watermark, ..snapshot }));
         let (flush_tx, flush_rx) = mpsc::channel(16);
         let positions = StoredPositions::new(&config.group);
@@ -219,6 +254,9 @@ impl Aggregator {
             config,
             deltas: HashMap::new(),
             consumed_to: HashMap::new(),
+            consumed_from: HashMap::new(),
+            pending_late: 0,
+            pending_invalid: 0,
             positions,
             max_event_ms,
             last_seen: HashMap::new(),
@@ -297,13 +335,18 @@ impl Aggregator {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let batch = self.positions.admit(&self.store, &mut *sub, batch).await?;
             let mut assignment = sub.assignment();
             assignment.sort();
             if assignment != self.assignment {
+                // A rebalance: what memory holds is flushed before anything else is read, so the partitions that
+                // stay are admitted from their flushed offsets and those that left are handed over with them.
+                if !self.consumed_to.is_empty() {
+                    self.flush(&mut *sub).await?;
+                }
                 self.assignment = assignment;
                 self.assigned_at = Instant::now();
             }
+            let batch = self.positions.admit(&self.store, &mut *sub, batch).await?;
             let now = Instant::now();
             // Per partition rather than per record (a batch holds runs of each partition's records): the
             // bookkeeping keyed by topic name stays off the per-event path.
@@ -328,7 +371,9 @@ impl Aggregator {
             metrics::counter!("events_consumed_total").increment(consumed);
             for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
                 let last = &run[run.len() - 1];
-                self.consumed_to.insert((last.topic.clone(), last.partition), last.offset + 1);
+                let tp = (last.topic.clone(), last.partition);
+                self.consumed_from.entry(tp.clone()).or_insert(run[0].offset);
+                self.consumed_to.insert(tp, last.offset + 1);
             }
             // What memory holds counts as handled: the next flush writes it with these offsets, and a crash before
             // that loses both together.
@@ -375,17 +420,20 @@ impl Aggregator {
     /// Adds one event to memory.
     fn absorb(&mut self, m: &Message, watermark: Option<i64>) -> Absorbed {
         let Some(ev) = m.value.as_deref().and_then(|v| serde_json::from_slice::<EventRef<'_>>(v).ok()) else {
+            self.pending_invalid += 1;
             self.snapshot.lock().invalid_events += 1;
             metrics::counter!("invalid_events_total").increment(1);
             return Absorbed::Invalid;
         };
         let Some(ts) = parse_rfc3339(&ev.timestamp) else {
+            self.pending_invalid += 1;
             self.snapshot.lock().invalid_events += 1;
             metrics::counter!("invalid_events_total").increment(1);
             return Absorbed::Invalid;
         };
         let window = ts.div_euclid(HOUR_MS) * HOUR_MS;
         if watermark.is_some_and(|w| window + HOUR_MS <= w) {
+            self.pending_late += 1;
             self.snapshot.lock().late_events += 1;
             metrics::counter!("late_events_total").increment(1);
             return Absorbed::Late;
@@ -432,15 +480,27 @@ impl Aggregator {
         s.next_flush_ms = weir_runtime::time::now_ms() + until;
     }
 
-    /// One transaction: the windows' deltas, the finalised windows, the counters and the consumed offsets.
+    /// One transaction: the consumed offsets (by compare-and-set), the windows' deltas, the finalised windows and the
+    /// counters. Counters and windows are added to what is stored, never overwritten, so instances sharing the group
+    /// (each holding some partitions) add up.
     async fn flush(&mut self, sub: &mut dyn weir_runtime::Subscription) -> Result<FlushReport, AggregatorError> {
         let started = Instant::now();
         let now = format_rfc3339(weir_runtime::time::now_ms());
-        let mut tx = self.store.begin().await.map_err(|e| match e {
-            weir_runtime::sql::StoreError::Db(e) => AggregatorError::Db(e),
-            other => AggregatorError::Db(sqlx::Error::Protocol(other.to_string())),
-        })?;
+        let dialect = self.store.dialect();
+        let mut tx = self.store.begin().await?;
+        if dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FLUSH_LOCK).execute(&mut *tx).await?;
+        }
         let mut report = FlushReport::default();
+        for ((topic, partition), next) in &self.consumed_to {
+            let from = self.consumed_from.get(&(topic.clone(), *partition)).copied().unwrap_or(*next);
+            if !advance_offset(&mut tx, &self.config.group, topic, *partition, from, *next).await? {
+                tx.rollback().await?;
+                tracing::info!(topic = %topic, partition, "another aggregator flushed this partition first; reading again");
+                self.rewind(sub).await?;
+                return Ok(FlushReport { rewound: true, ..report });
+            }
+        }
         for ((window, event_type), d) in &self.deltas {
             let start = format_rfc3339(*window);
             let row = sqlx::query(
@@ -483,7 +543,8 @@ impl Aggregator {
             .await?;
             report.windows_flushed += 1;
         }
-        if let Some(w) = self.watermark() {
+        let watermark = self.watermark();
+        if let Some(w) = watermark {
             let done = sqlx::query(
                 "UPDATE hourly_aggregations SET is_final = 1, updated_at = $1 WHERE is_final = 0 AND window_end <= $2",
             )
@@ -493,66 +554,105 @@ impl Aggregator {
             .await?;
             report.windows_finalized = done.rows_affected();
         }
-        let (consumed, late, invalid, flushed) = {
-            let s = self.snapshot.lock();
-            (
-                s.events_consumed_after(self.deltas.values().map(|d| d.count).sum()),
-                s.late_events,
-                s.invalid_events,
-                s.windows_flushed + report.windows_flushed,
+        let in_memory: u64 = self.deltas.values().map(|d| d.count).sum();
+        let mut totals = HashMap::new();
+        for (k, added) in [
+            ("events_consumed", in_memory),
+            ("late_events", self.pending_late),
+            ("invalid_events", self.pending_invalid),
+            ("windows_flushed", report.windows_flushed),
+        ] {
+            let total: i64 = sqlx::query_scalar(
+                "INSERT INTO analytics_state (k, v) VALUES ($1, $2) \
+                 ON CONFLICT (k) DO UPDATE SET v = analytics_state.v + excluded.v RETURNING v",
             )
-        };
-        let mut state = vec![
-            ("events_consumed".to_string(), consumed as i64),
-            ("late_events".to_string(), late as i64),
-            ("invalid_events".to_string(), invalid as i64),
-            ("windows_flushed".to_string(), flushed as i64),
-            ("last_flush_ms".to_string(), weir_runtime::time::now_ms()),
-        ];
+            .bind(k)
+            .bind(added as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+            totals.insert(k, total.max(0) as u64);
+        }
+        // Times only move forward, whichever instance writes them.
+        let greatest = if dialect == Dialect::Postgres { "GREATEST" } else { "MAX" };
+        let mut times = vec![("last_flush_ms".to_string(), weir_runtime::time::now_ms())];
         for ((topic, partition), m) in &self.max_event_ms {
-            state.push((format!("max_event_ms/{topic}/{partition}"), *m));
+            times.push((format!("max_event_ms/{topic}/{partition}"), *m));
         }
-        if let Some(w) = self.watermark() {
-            state.push(("watermark_ms".to_string(), w));
+        if let Some(w) = watermark {
+            times.push(("watermark_ms".to_string(), w));
         }
-        for (k, v) in state {
-            sqlx::query(
-                "INSERT INTO analytics_state (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-            )
+        for (k, v) in times {
+            sqlx::query(&format!(
+                "INSERT INTO analytics_state (k, v) VALUES ($1, $2) \
+                 ON CONFLICT (k) DO UPDATE SET v = {greatest}(analytics_state.v, excluded.v)"
+            ))
             .bind(k)
             .bind(v)
             .execute(&mut *tx)
             .await?;
         }
-        for ((topic, partition), next) in &self.consumed_to {
-            save_offset(&mut tx, &self.config.group, topic, *partition, *next).await?;
-        }
         tx.commit().await?;
         {
             let mut s = self.snapshot.lock();
-            s.events_consumed = consumed;
-            s.windows_flushed = flushed;
+            s.events_consumed = totals["events_consumed"];
+            s.late_events = totals["late_events"];
+            s.invalid_events = totals["invalid_events"];
+            s.windows_flushed = totals["windows_flushed"];
             s.last_flush_ms = Some(weir_runtime::time::now_ms());
         }
-        let commits: Vec<(String, i32, i64)> = self.consumed_to.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-        // A hint for lag and for `groups describe`; the database decides where a restart resumes.
+        // A hint for lag and for `groups describe`, for the partitions still assigned here; the database decides
+        // where a restart resumes, so a refused hint is only logged.
+        let assigned = sub.assignment();
+        let commits: Vec<(String, i32, i64)> = self
+            .consumed_to
+            .iter()
+            .filter(|(tp, _)| assigned.contains(tp))
+            .map(|((t, p), o)| (t.clone(), *p, *o))
+            .collect();
         if !commits.is_empty() {
             match sub.commit_offsets(&commits).await {
                 Ok(()) | Err(BusError::Rebalanced) => {}
-                Err(e) => return Err(e.into()),
+                Err(BusError::Unavailable(e)) => tracing::debug!(error = %e, "offsets not committed to the bus"),
+                Err(e) => tracing::warn!(error = %e, "offsets not committed to the bus (the database has them)"),
             }
         }
         self.deltas.clear();
         self.consumed_to.clear();
+        self.consumed_from.clear();
+        self.pending_late = 0;
+        self.pending_invalid = 0;
         metrics::counter!("aggregation_windows_flushed_total").increment(report.windows_flushed);
         metrics::histogram!("aggregation_flush_duration_seconds").record(started.elapsed().as_secs_f64());
         Ok(report)
     }
-}
 
-impl Snapshot {
-    /// Events consumed into windows, counting those still in memory as of this flush.
-    fn events_consumed_after(&self, in_memory: u64) -> u64 {
-        self.events_consumed + in_memory
+    /// After a fenced flush: drops what memory holds (the counters back to what is stored) and moves every assigned
+    /// partition back to where the database says it was consumed to, so it is all read again.
+    async fn rewind(&mut self, sub: &mut dyn weir_runtime::Subscription) -> Result<(), AggregatorError> {
+        let stored: HashMap<(String, i32), i64> =
+            self.store.consumer_offsets(&self.config.group).await?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        for tp in sub.assignment() {
+            if let Some(&at) = stored.get(&tp).or(self.consumed_from.get(&tp)) {
+                sub.seek(&tp.0, tp.1, at).await?;
+            }
+        }
+        // The event times go back with the records: read again, they must meet the watermark they met the first time
+        // (from memory's times they would all be late).
+        let (max_event_ms, watermark) = stored_event_times(&self.store).await?;
+        self.max_event_ms = max_event_ms;
+        {
+            let mut s = self.snapshot.lock();
+            s.late_events = s.late_events.saturating_sub(self.pending_late);
+            s.invalid_events = s.invalid_events.saturating_sub(self.pending_invalid);
+            s.watermark_ms = watermark;
+        }
+        metrics::counter!("aggregation_rewinds_total").increment(1);
+        self.deltas.clear();
+        self.consumed_to.clear();
+        self.consumed_from.clear();
+        self.pending_late = 0;
+        self.pending_invalid = 0;
+        self.positions.forget();
+        Ok(())
     }
 }

@@ -194,6 +194,59 @@ async fn late_events_are_counted_and_never_enter_a_final_window() {
     b.shutdown();
 }
 
+/// Another instance flushed one partition's records first (it took the partition in a rebalance): this aggregator's
+/// flush is refused by the offset's compare-and-set, writes nothing, and reads its partitions again from the stored
+/// offsets, so in the end every event is counted once, the other instance's by it and the rest by this one.
+async fn a_fenced_flush_rewinds_and_counts_the_rest_once(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path().join("data"));
+    b.create_topic(TOPIC, 4, BTreeMap::new()).unwrap();
+    let bus = EmbeddedBus::new(b.clone());
+    let n = 4_000;
+    produce(&bus, n, 3, 0, 5).await;
+    let store = SqlStore::connect(&store_url(postgres, dir.path()).await).await.unwrap();
+    let config = AggregatorConfig { flush_interval: Duration::from_secs(3600), ..Default::default() };
+    let (control, stop, task) = start(Arc::new(bus), store.clone(), config).await;
+    until_consumed(&control, n as u64).await;
+    assert_eq!(control.snapshot().events_in_memory, n as u64, "nothing flushed yet");
+
+    // The other instance: partition 0 handled and committed (its counts are its own business here).
+    let partition_0 = b.offsets(TOPIC, 0).unwrap().1;
+    let mut tx = store.begin().await.unwrap();
+    let group = AggregatorConfig::default().group;
+    assert!(weir_runtime::sql::advance_offset(&mut tx, &group, TOPIC, 0, 0, partition_0).await.unwrap());
+    tx.commit().await.unwrap();
+
+    let report = control.flush().await.unwrap();
+    assert!(report.rewound && report.windows_flushed == 0, "{report:?}");
+    assert_eq!(stored(&store).await.values().sum::<i64>(), 0, "the refused flush wrote nothing");
+    let rest = n - partition_0;
+    let started = Instant::now();
+    while control.snapshot().events_in_memory < rest as u64 {
+        assert!(started.elapsed() < Duration::from_secs(60), "re-read {:?} of {rest}", control.snapshot());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = control.flush().await.unwrap();
+    assert!(!report.rewound, "{report:?}");
+    assert_eq!(stored(&store).await.values().sum::<i64>(), rest, "the other partitions' events, each once");
+    let offsets: i64 = store.consumer_offsets(&group).await.unwrap().iter().map(|(_, _, o)| o).sum();
+    assert_eq!(offsets, n, "every partition consumed to its end");
+    assert_eq!(control.snapshot().events_consumed, rest as u64);
+    let _ = stop.send(true);
+    task.await.unwrap();
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_flush_rewinds_and_counts_the_rest_once_sqlite() {
+    a_fenced_flush_rewinds_and_counts_the_rest_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_flush_rewinds_and_counts_the_rest_once_postgres() {
+    a_fenced_flush_rewinds_and_counts_the_rest_once(true).await;
+}
+
 const CHILD: &str = "WEIR_ANALYTICS_CRASH";
 const BULK: i64 = 200_000;
 

@@ -11,7 +11,10 @@
 //!   before the commit redelivers.
 //! - **exactly-once into SQL** ([`SqlHandler`]): per partition and fetched batch, one database transaction holds the
 //!   handler's writes and the group's next offset (`weir_consumer_offsets`). The runner resumes from the database's
-//!   offsets and skips whatever the bus redelivers below them, so a crash anywhere leaves each effect once. With
+//!   offsets and skips whatever the bus redelivers below them, so a crash anywhere leaves each effect once. The
+//!   offset moves by compare-and-set ([`sql::advance_offset`]): when several instances share the group and a
+//!   rebalance hands a partition to another while a batch of it is still in hand, whichever commits second finds
+//!   the offset moved and rolls back, so a batch is never applied twice across instances either. With
 //!   `dedupe`, event ids (the `weir.event.id` header, or topic-partition-offset) are also recorded in
 //!   `weir_processed_events`, so an event published twice is handled once.
 
@@ -119,6 +122,9 @@ pub struct RunStats {
     pub retried: u64,
     pub dead_lettered: u64,
     pub skipped_duplicates: u64,
+    /// Batches rolled back because another consumer of the group had committed past them first (a second instance
+    /// that took the partition in a rebalance): their effects are in the database once, by that consumer.
+    pub fenced: u64,
 }
 
 enum Mode {
@@ -226,6 +232,14 @@ impl Runner {
                 stats.retried += s.retried;
                 stats.dead_lettered += s.dead_lettered;
                 stats.skipped_duplicates += s.skipped_duplicates;
+                stats.fenced += s.fenced;
+                if s.fenced > 0 {
+                    // The database is ahead of what this consumer knew: read it again before the next batch.
+                    tracing::info!(group = %c.group, topic = %tp.0, partition = tp.1,
+                        "another consumer of the group committed this partition first; its batch here is dropped");
+                    positions.forget();
+                    continue;
+                }
                 positions.advance(&tp.0, tp.1, next);
                 commits.push((tp.0, tp.1, next));
             }
@@ -344,6 +358,13 @@ impl StoredPositions {
         Ok(batch)
     }
 
+    /// Drops what was loaded, so the next [`admit`](Self::admit) reads the database again: after a commit was
+    /// fenced ([`sql::advance_offset`] answered false), another consumer has moved the group's offsets.
+    pub fn forget(&mut self) {
+        self.assignment.clear();
+        self.offsets.clear();
+    }
+
     /// Records that the database now holds everything of `topic`/`partition` below `next`.
     pub fn advance(&mut self, topic: &str, partition: i32, next: i64) {
         self.offsets.insert((topic.to_string(), partition), next);
@@ -420,9 +441,7 @@ async fn partition_exactly_once(
         observer.record(started);
     }
     if !failed {
-        sql::save_offset(&mut tx, &config.group, &tp.0, tp.1, next).await?;
-        tx.commit().await?;
-        return Ok(stats);
+        return commit_or_fenced(tx, config, tp, msgs, next, stats).await;
     }
     tx.rollback().await?;
     careful_exactly_once(handler, store, config, bus, tp, msgs, next).await
@@ -472,9 +491,27 @@ async fn careful_exactly_once(
         stats.processed += 1;
         observer.record(started);
     }
-    sql::save_offset(&mut tx, &config.group, &tp.0, tp.1, next).await?;
-    tx.commit().await?;
-    Ok(stats)
+    commit_or_fenced(tx, config, tp, msgs, next, stats).await
+}
+
+/// Commits a partition's batch with the group's offset moved past it, unless another consumer of the group moved
+/// that offset first: then everything of `tx` is rolled back and `stats` says the batch was fenced.
+async fn commit_or_fenced(
+    mut tx: SqlTx,
+    config: &RunnerConfig,
+    tp: &(String, i32),
+    msgs: &[Message],
+    next: i64,
+    stats: RunStats,
+) -> Result<RunStats, RunnerError> {
+    let from = msgs.first().map_or(next, |m| m.offset);
+    if sql::advance_offset(&mut tx, &config.group, &tp.0, tp.1, from, next).await? {
+        tx.commit().await?;
+        return Ok(stats);
+    }
+    tx.rollback().await?;
+    metrics::counter!("weir_runner_fenced_batches_total", &labels(config, &tp.0)).increment(1);
+    Ok(RunStats { fenced: 1, ..RunStats::default() })
 }
 
 /// After a failed attempt: waits out the backoff and returns true to try again, or dead-letters the record and

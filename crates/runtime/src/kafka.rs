@@ -2,14 +2,14 @@
 //! `kafka://[user:password@]host:port[,host:port]`: the same system code runs embedded or on Kafka.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -21,9 +21,48 @@ use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, S
 #[derive(Clone)]
 pub struct KafkaBus {
     endpoint: KafkaEndpoint,
-    producer: FutureProducer,
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    producer: FutureProducer<Observer>,
+    admin: Arc<AdminClient<Observer>>,
+    observer: Observer,
 }
+
+/// What weir's Kafka clients do with librdkafka's logs and errors: they go to `tracing`, except a refused login,
+/// which is remembered and otherwise kept quiet (librdkafka retries it at every reconnect, logging each time), so
+/// [`KafkaBus::credentials_refused`] can turn it into one clear error instead of a retry loop printing forever.
+#[derive(Clone, Default)]
+pub struct Observer {
+    refused: Arc<OnceLock<String>>,
+}
+
+impl ClientContext for Observer {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if self.refused.get().is_some() && (fac.contains("SASL") || message.contains("uthentication")) {
+            return;
+        }
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "{fac}: {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            // Whoever awaits `credentials_refused` reports it (`weir up` ends its start with it): logged here too,
+            // it would be said twice.
+            if self.refused.set(reason.to_string()).is_ok() {
+                tracing::debug!("the Kafka cluster refused the credentials: {reason}");
+            }
+            return;
+        }
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Observer {}
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +161,12 @@ impl KafkaEndpoint {
 
     /// [`KafkaEndpoint::client_config`] with `defaults` set first, so the URL's properties override them.
     pub fn client_config_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        self.client_config_for(None, defaults)
+    }
+
+    /// The configuration of one kind of client: the URL's properties that only the other kind reads are left out
+    /// (one URL names both kinds' settings; librdkafka would warn about each on every start).
+    pub fn client_config_for(&self, role: Option<ClientRole>, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap);
         if let Some((user, password)) = &self.sasl_plain {
@@ -134,9 +179,70 @@ impl KafkaEndpoint {
             c.set(*k, *v);
         }
         for (k, v) in &self.properties {
-            c.set(k, v);
+            let only = if CONSUMER_ONLY.iter().any(|p| property_matches(k, p)) {
+                Some(ClientRole::Consumer)
+            } else if PRODUCER_ONLY.iter().any(|p| property_matches(k, p)) {
+                Some(ClientRole::Producer)
+            } else {
+                None
+            };
+            if role.is_none() || only.is_none() || only == role {
+                c.set(k, v);
+            }
         }
         c
+    }
+}
+
+/// Which kind of client a configuration is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientRole {
+    Producer,
+    Consumer,
+    Admin,
+}
+
+/// librdkafka properties only consumers read (a trailing `*` matches a prefix).
+const CONSUMER_ONLY: &[&str] = &[
+    "group.*",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "auto.commit.*",
+    "enable.auto.*",
+    "queued.*",
+    "fetch.*",
+    "isolation.level",
+    "partition.assignment.strategy",
+    "enable.partition.eof",
+    "check.crcs",
+];
+
+/// librdkafka properties only producers read.
+const PRODUCER_ONLY: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "linger.ms",
+    "queue.buffering.*",
+    "batch.size",
+    "batch.num.messages",
+    "compression.*",
+    "enable.idempotence",
+    "retries",
+    "message.send.max.retries",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "transactional.id",
+    "transaction.timeout.ms",
+    "partitioner",
+    "sticky.partitioning.linger.ms",
+];
+
+fn property_matches(key: &str, pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => key == pattern,
     }
 }
 
@@ -153,9 +259,27 @@ impl KafkaBus {
     /// `url` is `kafka://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]` (or the bare broker list); see [`KafkaEndpoint`].
     pub fn connect(url: &str) -> Result<KafkaBus, BusError> {
         let endpoint = KafkaEndpoint::parse(url)?;
-        let producer: FutureProducer = endpoint.client_config_with(PRODUCER_DEFAULTS).create().map_err(backend)?;
-        let admin: AdminClient<DefaultClientContext> = endpoint.client_config().create().map_err(backend)?;
-        Ok(KafkaBus { endpoint, producer, admin: Arc::new(admin) })
+        let observer = Observer::default();
+        let producer = endpoint
+            .client_config_for(Some(ClientRole::Producer), PRODUCER_DEFAULTS)
+            .create_with_context(observer.clone())
+            .map_err(backend)?;
+        let admin = endpoint
+            .client_config_for(Some(ClientRole::Admin), &[])
+            .create_with_context(observer.clone())
+            .map_err(backend)?;
+        Ok(KafkaBus { endpoint, producer, admin: Arc::new(admin), observer })
+    }
+
+    /// Resolves, with the cluster's reason, once it has refused this bus's credentials (a wrong password, an unknown
+    /// user); pending while none of its clients has been refused.
+    pub async fn credentials_refused(&self) -> String {
+        loop {
+            if let Some(reason) = self.observer.refused.get() {
+                return reason.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn endpoint(&self) -> &KafkaEndpoint {
@@ -208,16 +332,17 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError> {
-        let consumer: StreamConsumer = self
-            .endpoint
-            .client_config_with(CONSUMER_DEFAULTS)
+        let mut config = self.endpoint.client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS);
+        config
             .set("group.id", &options.group)
             .set("client.id", &options.client_id)
             .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", options.session_timeout.as_millis().to_string())
-            .set("auto.offset.reset", if options.start_from == StartFrom::Earliest { "earliest" } else { "latest" })
-            .create()
-            .map_err(backend)?;
+            .set("auto.offset.reset", if options.start_from == StartFrom::Earliest { "earliest" } else { "latest" });
+        // The URL's `session.timeout.ms` (how soon a dead instance's partitions move to the others) wins.
+        if config.get("session.timeout.ms").is_none() {
+            config.set("session.timeout.ms", options.session_timeout.as_millis().to_string());
+        }
+        let consumer: StreamConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(backend)?;
         Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), max_batch: options.max_batch.max(1) }))
@@ -289,7 +414,7 @@ fn about_record(i: usize, total: usize, e: BusError) -> BusError {
 }
 
 struct KafkaSubscription {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Observer>>,
     max_batch: usize,
 }
 
@@ -297,7 +422,7 @@ impl KafkaSubscription {
     /// librdkafka's commits block; keep them off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&StreamConsumer) -> Result<T, KafkaError> + Send + 'static,
+        f: impl FnOnce(&StreamConsumer<Observer>) -> Result<T, KafkaError> + Send + 'static,
     ) -> Result<T, BusError> {
         let c = self.consumer.clone();
         tokio::task::spawn_blocking(move || f(&c)).await.map_err(|e| BusError::Backend(e.to_string()))?.map_err(backend)
@@ -401,6 +526,24 @@ mod tests {
         assert_eq!(e.client_config_with(&[("linger.ms", "5"), ("acks", "all")]).get("linger.ms"), Some("20"));
         for bad in ["", "kafka://", "host", "host:port", ":9092", "kafka://user@host:1", "a:1,b", "h:1?lz4", "h:1?=x"] {
             assert!(KafkaEndpoint::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn each_client_gets_the_urls_properties_that_apply_to_it() {
+        use super::ClientRole::{Admin, Consumer, Producer};
+        let e =
+            KafkaEndpoint::parse("kafka://h:1?session.timeout.ms=6000&linger.ms=20&client.rack=r1&fetch.min.bytes=9")
+                .unwrap();
+        let get = |role, key| e.client_config_for(Some(role), &[]).get(key).map(str::to_string);
+        assert_eq!(get(Consumer, "session.timeout.ms").as_deref(), Some("6000"));
+        assert_eq!(get(Consumer, "fetch.min.bytes").as_deref(), Some("9"));
+        assert_eq!(get(Consumer, "linger.ms"), None);
+        assert_eq!(get(Producer, "linger.ms").as_deref(), Some("20"));
+        assert_eq!(get(Producer, "session.timeout.ms"), None);
+        assert_eq!((get(Admin, "linger.ms"), get(Admin, "fetch.min.bytes")), (None, None));
+        for role in [Producer, Consumer, Admin] {
+            assert_eq!(get(role, "client.rack").as_deref(), Some("r1"), "a property of every client");
         }
     }
 }

@@ -131,9 +131,13 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Connects (creating a SQLite file if needed) and creates the runtime's tables.
-    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+    /// Checks a database URL's form without connecting; returns its dialect.
+    pub fn check_url(url: &str) -> Result<Dialect, StoreError> {
         sqlx::any::install_default_drivers();
+        Self::options(url).map(|(dialect, _)| dialect)
+    }
+
+    fn options(url: &str) -> Result<(Dialect, AnyConnectOptions), StoreError> {
         let dialect = if url.starts_with("sqlite:") {
             Dialect::Sqlite
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -145,7 +149,14 @@ impl SqlStore {
             Dialect::Sqlite => sqlite_creating(url),
             Dialect::Postgres => url.to_string(),
         };
-        let mut options = AnyConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_string()))?;
+        let options = AnyConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_string()))?;
+        Ok((dialect, options))
+    }
+
+    /// Connects (creating a SQLite file if needed) and creates the runtime's tables.
+    pub async fn connect(url: &str) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, mut options) = Self::options(url)?;
         options = options.log_statements(tracing::log::LevelFilter::Trace);
         // A long statement is often a big job done on purpose (a report over a million rows): a debug line, not a
         // warning on the operator's console.
@@ -174,8 +185,24 @@ impl SqlStore {
             }
         };
         let store = SqlStore { pool, dialect, url: url.to_string() };
+        let lock = store.lock_schema().await?;
         store.migrate().await?;
+        lock.release().await?;
         Ok(store)
+    }
+
+    /// Holds the database's schema lock until the guard is released: instances starting together on one PostgreSQL
+    /// would otherwise race their `CREATE TABLE IF NOT EXISTS` (PostgreSQL lets two of them collide on its
+    /// catalog's unique index and fail the start). A session-level advisory lock on one pooled connection, so the
+    /// statements may run on any other; a crashed holder's session ends and frees it. SQLite, one writer at a time,
+    /// needs none.
+    pub async fn lock_schema(&self) -> Result<SchemaLock, StoreError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(SchemaLock(None));
+        }
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT CAST(pg_advisory_lock($1) AS TEXT)").bind(SCHEMA_LOCK).execute(&mut *conn).await?;
+        Ok(SchemaLock(Some(conn)))
     }
 
     /// `sqlite://<dir>/weir.db`, the default store inside a data directory.
@@ -252,17 +279,63 @@ impl SqlStore {
     }
 }
 
-/// Records a group's next offset inside `tx` (exactly-once mode commits it with the handler's writes).
-pub async fn save_offset(
+/// The key of the PostgreSQL advisory lock [`SqlStore::lock_schema`] takes ("weirddl" and 1).
+const SCHEMA_LOCK: i64 = 0x7765_6972_6464_6c01;
+
+/// The schema lock, held until [`release`](SchemaLock::release)d. Dropped unreleased (an error on the way), its
+/// connection is closed rather than returned to the pool still holding the lock.
+#[derive(Debug)]
+pub struct SchemaLock(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl SchemaLock {
+    pub async fn release(mut self) -> Result<(), StoreError> {
+        if let Some(mut conn) = self.0.take() {
+            sqlx::query("SELECT CAST(pg_advisory_unlock($1) AS TEXT)").bind(SCHEMA_LOCK).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SchemaLock {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Moves a group's offset for `topic`/`partition` from `from` to `next` inside `tx`, the exactly-once commit of what
+/// was handled from `from` on. It is a compare-and-set: it succeeds only if the database still holds `from` (or no
+/// offset at all), and answers `false` otherwise, when another consumer of the group (a second instance that got
+/// the partition in a rebalance) has already committed past it. The caller must then roll `tx` back: those records'
+/// effects are in the database once, by the other consumer's transaction. Two transactions racing on one row are
+/// ordered by its lock (PostgreSQL re-checks the condition on the committed row) or by SQLite's single writer.
+pub async fn advance_offset(
     tx: &mut SqlTx,
     group: &str,
     topic: &str,
     partition: i32,
+    from: i64,
     next: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE weir_consumer_offsets SET next_offset = $1 \
+         WHERE group_id = $2 AND topic = $3 AND partition_id = $4 AND next_offset = $5",
+    )
+    .bind(next)
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(from)
+    .execute(&mut **tx)
+    .await?;
+    if moved.rows_affected() == 1 {
+        return Ok(true);
+    }
+    // No row moved: either none exists yet (this is the group's first commit here) or it holds another offset.
+    let inserted = sqlx::query(
         "INSERT INTO weir_consumer_offsets (group_id, topic, partition_id, next_offset) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (group_id, topic, partition_id) DO UPDATE SET next_offset = excluded.next_offset",
+         ON CONFLICT (group_id, topic, partition_id) DO NOTHING",
     )
     .bind(group)
     .bind(topic)
@@ -270,7 +343,7 @@ pub async fn save_offset(
     .bind(next)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Marks `event_id` processed for `group` inside `tx`; false if it already was (the event is a duplicate).

@@ -216,7 +216,10 @@ pub async fn launch(system: &dyn System, ctx: SystemContext) -> Result<Started, 
     for t in system.topics(&ctx.settings)? {
         ctx.bus.ensure_topic(&t.name, t.partitions).await?;
     }
+    // One instance at a time changes the schema (several may start together on one database).
+    let lock = ctx.store.lock_schema().await?;
     system.migrate(&ctx.store).await?;
+    lock.release().await?;
     system.describe_metrics();
     system.start(ctx).await
 }

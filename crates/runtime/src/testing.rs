@@ -21,3 +21,92 @@ pub async fn fresh_postgres() -> String {
         .unwrap_or_else(|e| panic!("cannot create a test database on {server}: {e}"));
     format!("{server}/{name}")
 }
+
+/// Where tests find Tansu (a Kafka-compatible broker in Rust that keeps its data in PostgreSQL: the real cluster the
+/// scale-out tests run on): `WEIR_TANSU`, by default `~/.cache/weir/tansu/bin/tansu`, where `scripts/tansu.sh`
+/// installs it.
+pub fn tansu_binary() -> std::path::PathBuf {
+    std::env::var_os("WEIR_TANSU").map(Into::into).unwrap_or_else(|| tansu_cache().join("bin/tansu"))
+}
+
+/// Tansu's PostgreSQL schema (`etc/initdb.d/010-schema.sql` of its v0.6.0 tag): `WEIR_TANSU_SCHEMA`, by default
+/// beside the binary's cache, where `scripts/tansu.sh` puts it.
+pub fn tansu_schema() -> std::path::PathBuf {
+    std::env::var_os("WEIR_TANSU_SCHEMA").map(Into::into).unwrap_or_else(|| tansu_cache().join("010-schema-v0.6.0.sql"))
+}
+
+fn tansu_cache() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    std::path::Path::new(&home).join(".cache/weir/tansu")
+}
+
+/// A Tansu broker on a database of its own, for one test; killed when dropped.
+#[derive(Debug)]
+pub struct Tansu {
+    /// `host:port` of its Kafka listener.
+    pub address: String,
+    /// The PostgreSQL URL it stores into.
+    pub storage: String,
+    child: std::process::Child,
+}
+
+impl Tansu {
+    /// Creates a database, loads Tansu's schema into it and starts a broker on it; panics with what is missing
+    /// (Tansu, its schema, PostgreSQL) rather than skipping: `scripts/test.sh` installs them.
+    pub async fn start() -> Tansu {
+        let (binary, schema) = (tansu_binary(), tansu_schema());
+        assert!(
+            binary.exists(),
+            "Tansu is required at {} (scripts/tansu.sh installs it; WEIR_TANSU names another)",
+            binary.display()
+        );
+        let ddl = std::fs::read_to_string(&schema).unwrap_or_else(|e| {
+            panic!("Tansu's schema is required at {} (scripts/tansu.sh fetches it): {e}", schema.display())
+        });
+        let url = fresh_postgres().await;
+        let pool = sqlx::PgPool::connect(&url).await.expect("the fresh database accepts connections");
+        sqlx::raw_sql(&ddl).execute(&pool).await.unwrap_or_else(|e| panic!("loading Tansu's schema into {url}: {e}"));
+        pool.close().await;
+        // Tansu wants a URL without a password here and with TLS off.
+        let storage = format!("{url}?sslmode=disable");
+        Tansu::start_on(&storage)
+    }
+
+    /// Another broker on the same storage (brokers sharing a database are one cluster).
+    pub fn start_on(storage: &str) -> Tansu {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let address = format!("127.0.0.1:{port}");
+        let listener = format!("tcp://{address}");
+        let child = std::process::Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args(["--storage-engine", storage])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", tansu_binary().display()));
+        let tansu = Tansu { address, storage: storage.to_string(), child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&tansu.address).is_err() {
+            assert!(std::time::Instant::now() < deadline, "Tansu did not listen on {} within 30 s", tansu.address);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        tansu
+    }
+
+    /// `kafka://host:port`, as `weir up --bus` takes it.
+    pub fn bus_url(&self) -> String {
+        format!("kafka://{}", self.address)
+    }
+
+    /// Kills the broker at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -484,3 +484,48 @@ async fn a_stop_finishes_the_batch_within_the_deadline() {
     assert_eq!(b.describe_group("g").unwrap().offsets[0].committed, Some(1), "the stuck record stays uncommitted");
     b.shutdown();
 }
+
+/// Exactly-once offsets move by compare-and-set: a consumer that handled records from a position another consumer
+/// of the group has already committed past (a second instance, around a rebalance) is refused, and two transactions
+/// racing from one position are ordered by the row's lock, the second refused once the first commits.
+async fn offsets_move_by_compare_and_set(db: Db) {
+    use weir_runtime::sql::advance_offset;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
+    let advance = |from: i64, next: i64| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let moved = advance_offset(&mut tx, "g", "t", 0, from, next).await.unwrap();
+            if moved {
+                tx.commit().await.unwrap();
+            }
+            moved
+        }
+    };
+    assert!(advance(0, 10).await, "the group's first commit");
+    assert!(!advance(0, 5).await, "a consumer still at 0 is behind the database");
+    assert!(advance(10, 20).await);
+    if matches!(db, Db::Postgres) {
+        let mut first = store.begin().await.unwrap();
+        assert!(advance_offset(&mut first, "g", "t", 0, 20, 30).await.unwrap());
+        let second = tokio::spawn(advance(20, 25));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "the second waits for the first's row lock");
+        first.commit().await.unwrap();
+        assert!(!second.await.unwrap(), "and is refused once the first has committed");
+    } else {
+        assert!(advance(20, 30).await);
+    }
+    assert_eq!(store.consumer_offsets("g").await.unwrap(), vec![("t".to_string(), 0, 30)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_move_by_compare_and_set_sqlite() {
+    offsets_move_by_compare_and_set(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_move_by_compare_and_set_postgres() {
+    offsets_move_by_compare_and_set(Db::Postgres).await;
+}

@@ -12,24 +12,27 @@ use weir_broker::testing::{open_broker, scratch_broker};
 use weir_broker::Broker;
 use weir_http::testing::call;
 use weir_runtime::kv::SqlKv;
-use weir_runtime::{EmbeddedBus, Host, SqlStore, SystemSettings};
+use weir_runtime::{Bus, EmbeddedBus, Host, SqlStore, SystemSettings};
 use weir_wedding::WeddingSystem;
 
 /// The wedding system on `broker` and `store`, as `weir up` runs it, with `settings` (`key=value`, as `--set`).
 async fn start(broker: &Arc<Broker>, store: &SqlStore, settings: &[(&str, &str)]) -> (axum::Router, Host) {
-    let bus = Arc::new(EmbeddedBus::new(broker.clone()));
+    start_on(Arc::new(EmbeddedBus::new(broker.clone())), store, settings).await
+}
+
+/// The wedding system on any bus.
+async fn start_on(bus: Arc<dyn Bus>, store: &SqlStore, settings: &[(&str, &str)]) -> (axum::Router, Host) {
     let mut host = Host::new(bus, store.clone(), Arc::new(SqlKv::new(store.clone())));
     let flags: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let routes = host.start(&WeddingSystem, SystemSettings::layered("wedding", &[], None, Vec::new(), &flags)).await;
     (routes.expect("the wedding system starts"), host)
 }
 
-/// Stops the system (every task must end cleanly) and the broker.
-async fn stop(host: Host, broker: &Broker) {
+/// Stops the system: every task must end cleanly.
+async fn stop(host: Host) {
     for (task, end) in host.stop(Duration::from_secs(20)).await {
         assert!(matches!(end, weir_runtime::system::TaskEnd::Finished), "{task}: {end:?}");
     }
-    broker.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,32 +117,55 @@ async fn incidents_flow_from_http_through_topics_to_the_teams() {
     let (_, listed) = call(&app, Method::GET, "/api/wedding/events?status=handled", None).await;
     assert_eq!(listed["events"].as_array().unwrap().len(), 2);
 
-    stop(host, &broker).await;
+    stop(host).await;
+    broker.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_run_makes_the_simulations_decisions_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    virtual_run(dir.path(), &SqlStore::sqlite_url(dir.path())).await;
+    let broker = open_broker(dir.path().join("data"));
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let (app, host) = start(&broker, &store, &[]).await;
+    virtual_run(&app, false).await;
+    stop(host).await;
+    broker.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_run_makes_the_simulations_decisions_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    virtual_run(dir.path(), &weir_runtime::testing::fresh_postgres().await).await;
+    let broker = open_broker(dir.path().join("data"));
+    let store = SqlStore::connect(&weir_runtime::testing::fresh_postgres().await).await.unwrap();
+    let (app, host) = start(&broker, &store, &[]).await;
+    virtual_run(&app, false).await;
+    stop(host).await;
+    broker.shutdown();
+}
+
+/// The same run on a real Kafka-compatible cluster (Tansu, its data in PostgreSQL) and PostgreSQL, as `weir up --bus
+/// kafka://...` runs it: the same decisions, event for event. The events are sent ahead of their times under both
+/// policies (one advance), since every stop of the clock waits for a round trip through the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_run_on_a_kafka_cluster_makes_the_simulations_decisions() {
+    let tansu = weir_runtime::testing::Tansu::start().await;
+    let bus = Arc::new(weir_runtime::KafkaBus::connect(&tansu.bus_url()).unwrap());
+    let store = SqlStore::connect(&weir_runtime::testing::fresh_postgres().await).await.unwrap();
+    let (app, host) = start_on(bus, &store, &[]).await;
+    virtual_run(&app, true).await;
+    stop(host).await;
 }
 
 /// A virtual run through the bus (ingest, topics, team groups, desks, database) makes the same decisions as the
 /// in-process simulation, event for event, under both policies; sending events ahead of their times changes nothing.
-async fn virtual_run(dir: &std::path::Path, url: &str) {
+/// `only_ahead` sends every run's events at once.
+async fn virtual_run(app: &axum::Router, only_ahead: bool) {
     use weir_wedding::rules::Rules;
     use weir_wedding::schedule::{simulate, Policy};
-    let broker = open_broker(dir.join("data"));
-    let store = SqlStore::connect(url).await.unwrap();
-    let (app, host) = start(&broker, &store, &[]).await;
+    let app = app.clone();
     let rules = Rules::default();
     let events = weir_wedding::dataset::generate(600, rules.wedding_length, 4);
-    for (policy, ahead) in [(Policy::Edf, false), (Policy::Fifo, true)] {
+    for (policy, ahead) in [(Policy::Edf, only_ahead), (Policy::Fifo, true)] {
         let (s, run) =
             call(&app, Method::POST, "/api/wedding/start", Some(json!({"clock": "virtual", "policy": policy.name()})))
                 .await;
@@ -229,8 +255,6 @@ async fn virtual_run(dir: &std::path::Path, url: &str) {
         let (s, e) = call(&app, Method::POST, "/api/wedding/start", Some(body)).await;
         assert!(s == 400 && e["message"].as_str().unwrap().contains(field), "{field}: {e}");
     }
-
-    stop(host, &broker).await;
 }
 
 /// What the red team found (issue 13): an oversized description got 503 after committing a `pending` row that never
@@ -291,5 +315,6 @@ async fn refusals_store_nothing_and_the_clock_never_goes_back() {
     assert!(body.is_object(), "a bad query is answered in JSON: {body}");
     assert_eq!(body["error_code"], 400, "{body}");
     assert!(body["message"].as_str().unwrap().contains("run"), "{body}");
-    stop(host, &broker).await;
+    stop(host).await;
+    broker.shutdown();
 }

@@ -117,3 +117,108 @@ fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once
     Command::new("kill").arg(b.id().to_string()).status().unwrap();
     assert!(b.wait().unwrap().success(), "the survivor stops cleanly");
 }
+
+/// Two `weir up` instances run the wedding on one Tansu cluster and one database: both take events over HTTP, one
+/// runs the desks. Killed with SIGKILL mid-run, the desk holder's lease passes to the other, which resumes the run
+/// from the database: every event is decided (handled or missed) exactly once, the ones waiting at the kill are
+/// handled by the survivor, and no worker ever has two handlings at once (two desk holders would both use workers
+/// 0 and 1 of each team).
+#[test]
+fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_through_a_kill() {
+    use support::curl_json;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let tansu = rt.block_on(Tansu::start());
+    let db = rt.block_on(fresh_postgres());
+    let bus = format!("{}?session.timeout.ms=6000", tansu.bus_url());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = [
+        "up",
+        "--systems",
+        "wedding",
+        "--bus",
+        &bus,
+        "--database",
+        &db,
+        "--kafka-listen",
+        "none",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--set",
+        "wedding.speed=4",
+    ];
+    let (a, http_a) = start_instance(dir_a.path(), &args, "instance a");
+    let (b, http_b) = start_instance(dir_b.path(), &args, "instance b");
+    let mut instances = vec![(a, http_a), (b, http_b)];
+    let started = Instant::now();
+    let leader = loop {
+        let leading: Vec<f64> = instances.iter().map(|(_, h)| metric(h, "wedding_desks_leading")).collect();
+        if leading.iter().sum::<f64>() == 1.0 {
+            break leading.iter().position(|l| *l == 1.0).unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "one instance should hold the desks: {leading:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let post = |http: &str, i: usize| {
+        let (event_type, priority) =
+            [("brawl", "High"), ("dirty_table", "Medium"), ("music", "Low"), ("bad_food", "High")][i % 4];
+        let body = format!(
+            r#"{{"id": "e{i}", "event_type": "{event_type}", "priority": "{priority}", "description": "number {i}"}}"#
+        );
+        let url = format!("http://{http}/message");
+        let (answer, status) = curl_json(&["-X", "POST", &url, "-H", "Content-Type: application/json", "-d", &body]);
+        assert_eq!(status, "200", "{answer}");
+    };
+    // Phase one: events to both instances.
+    for i in 0..40 {
+        post(&instances[i % 2].1, i);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The desk holder dies; the survivor's clock reading at that moment.
+    let (mut dead, _) = instances.swap_remove(leader);
+    let (mut survivor, http) = instances.pop().unwrap();
+    Command::new("kill").args(["-9", &dead.id().to_string()]).status().unwrap();
+    dead.wait().unwrap();
+    let (summary, _) = curl_json(&[&format!("http://{http}/api/wedding/report?summary=true")]);
+    let killed_at = summary["now"].as_i64().unwrap();
+    // Phase two: the survivor alone.
+    for i in 40..80 {
+        post(&http, i);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    loop {
+        let (summary, _) = curl_json(&[&format!("http://{http}/api/wedding/report?summary=true")]);
+        if summary["open"].as_i64() == Some(0) && summary["events"].as_i64() == Some(80) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "every event should be decided: {summary}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(metric(&http, "wedding_desks_leading"), 1.0, "the survivor took the desks over");
+
+    let (list, _) = curl_json(&[&format!("http://{http}/api/wedding/events")]);
+    let events = list["events"].as_array().unwrap();
+    assert_eq!(events.len(), 80, "{list}");
+    let mut slots: std::collections::BTreeMap<(String, i64), Vec<i64>> = Default::default();
+    let mut handled_after_the_kill = 0;
+    for e in events {
+        let status = e["status"].as_str().unwrap();
+        assert!(status == "handled" || status == "missed", "{e}");
+        if let (Some(team), Some(worker), Some(started)) =
+            (e["team"].as_str(), e["worker"].as_i64(), e["started_ms"].as_i64())
+        {
+            assert!(worker < 2, "a team has two workers: {e}");
+            slots.entry((team.to_string(), worker)).or_default().push(started);
+            handled_after_the_kill += usize::from(status == "handled" && started >= killed_at);
+        }
+    }
+    for ((team, worker), mut starts) in slots {
+        starts.sort();
+        for pair in starts.windows(2) {
+            assert!(pair[1] - pair[0] >= 3_000, "{team} worker {worker} had two handlings at once: {pair:?}");
+        }
+    }
+    assert!(handled_after_the_kill > 0, "the survivor's desks handled events after the kill");
+    Command::new("kill").arg(survivor.id().to_string()).status().unwrap();
+    assert!(survivor.wait().unwrap().success(), "the survivor stops cleanly");
+}

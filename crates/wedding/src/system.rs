@@ -97,6 +97,10 @@ impl System for WeddingSystem {
             "Database statements of the desks and the sweeper that failed (tried again later), by statement"
         );
         metrics::describe_counter!("wedding_consumer_errors_total", "Team consumers restarted after a bus error");
+        metrics::describe_gauge!(
+            "wedding_desks_leading",
+            "1 on the instance running the desks (holding their lease), 0 on those standing by"
+        );
     }
 
     async fn start(&self, ctx: SystemContext) -> Result<Started, SystemError> {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -24,8 +24,8 @@ pub(super) const LATEST_VIRTUAL_EVENT: Ms = 24 * 3600 * 1000;
 /// How a run's clock goes.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Clock {
-    /// `speed` times real time since `started`.
-    Real { started: Instant, speed: f64 },
+    /// `speed` times wall-clock time since the run's 00:00 (`Run::started_ms`): every instance reads the same time.
+    Real { speed: f64 },
     /// Moved by `POST /api/wedding/advance` only.
     Virtual,
 }
@@ -58,8 +58,23 @@ pub(super) struct Run {
 impl Run {
     pub fn now(&self) -> Ms {
         match self.clock {
-            Clock::Real { started, speed } => (started.elapsed().as_secs_f64() * 1000.0 * speed) as Ms,
+            Clock::Real { speed } => ((now_ms() - self.started_ms).max(0) as f64 * speed) as Ms,
             Clock::Virtual => self.now.max(0),
+        }
+    }
+
+    /// The run its row describes, as an instance that did not open it (or takes its desks over) holds it. A virtual
+    /// run's moments and counts are read again from the database by `advance`.
+    pub(super) fn from_row(row: &store::RunRow, setup: Arc<Setup>) -> Run {
+        Run {
+            id: row.run,
+            setup,
+            started_ms: row.started_at,
+            clock: if row.virtual_clock { Clock::Virtual } else { Clock::Real { speed: row.speed } },
+            now: row.clock_ms,
+            moments: BTreeSet::new(),
+            sent: [0; 5],
+            last_deadline: -1,
         }
     }
 
@@ -79,49 +94,99 @@ pub(super) struct Step {
     pub reply: oneshot::Sender<Result<Vec<Ms>, String>>,
 }
 
-/// Opens a run now: `virtual_clock` runs wait for `advance`; others go `speed` times real time.
-pub(super) async fn new_run(s: &Shared, speed: f64, virtual_clock: bool, setup: Setup) -> Result<i64, ApiError> {
+/// Opens a run now: `virtual_clock` runs wait for `advance`; others go `speed` times real time. `body` is the start
+/// request's setup (kept with the run, so every instance plays it by the same rules).
+pub(super) async fn new_run(
+    s: &Shared,
+    speed: f64,
+    virtual_clock: bool,
+    setup: Setup,
+    body: &Value,
+) -> Result<i64, ApiError> {
     let _one = s.opening.lock().await;
-    open(s, speed, virtual_clock, setup).await
+    let row = store::open_run(&s.store, false, virtual_clock, speed, &body.to_string(), setup.policy.name()).await?;
+    adopt(s, &row, Arc::new(setup));
+    Ok(row.run)
 }
 
-/// Opens a real-clock run on the service's settings if none is open (the first event of a `weir up`).
+/// Makes sure a run is open (the first event of a `weir up` opens a real-clock one on the service's settings) and
+/// that this instance holds the latest one, whichever instance opened it.
 pub(super) async fn ensure_run(s: &Shared) -> Result<(), ApiError> {
-    if s.run.lock().is_some() {
-        return Ok(());
-    }
-    // Two first events at once must not open two runs (they would get the same id).
-    let _one = s.opening.lock().await;
-    if s.run.lock().is_none() {
-        let setup = Setup { rules: s.config.rules.clone(), policy: s.config.policy };
-        open(s, s.config.speed, false, setup).await?;
+    match store::latest_run(&s.store).await? {
+        Some(row) => follow(s, &row),
+        None => {
+            // Two first events at once (here or at another instance) must not open two runs.
+            let _one = s.opening.lock().await;
+            let row = store::open_run(&s.store, true, false, s.config.speed, "{}", s.config.policy.name()).await?;
+            follow(s, &row);
+        }
     }
     Ok(())
 }
 
-async fn open(s: &Shared, speed: f64, virtual_clock: bool, setup: Setup) -> Result<i64, ApiError> {
-    let id = now_ms().max(s.run.lock().as_ref().map_or(0, |r| r.id + 1));
-    store::insert_run(&s.store, id, setup.policy.name()).await?;
-    let clock = if virtual_clock { Clock::Virtual } else { Clock::Real { started: Instant::now(), speed } };
-    let setup = Arc::new(setup);
-    s.setups.lock().insert(id, setup.clone());
-    *s.run.lock() = Some(Run {
-        id,
-        setup,
-        started_ms: now_ms(),
-        clock,
-        now: -1,
-        moments: BTreeSet::new(),
-        sent: [0; 5],
-        last_deadline: -1,
-    });
-    Ok(id)
+/// Holds `row`'s run if it is not the one held already.
+fn follow(s: &Shared, row: &store::RunRow) {
+    if s.run.lock().as_ref().is_some_and(|r| r.id == row.run) {
+        return;
+    }
+    let setup = s.setup_from(row);
+    adopt(s, row, setup);
+}
+
+fn adopt(s: &Shared, row: &store::RunRow, setup: Arc<Setup>) {
+    s.setups.lock().insert(row.run, setup.clone());
+    let mut held = s.run.lock();
+    // A later run replaces the held one; an older row (read before another instance opened a run) never does.
+    if held.as_ref().is_none_or(|r| r.id < row.run) {
+        *held = Some(Run::from_row(row, setup));
+    }
+}
+
+/// Reads the open run again (another instance may have opened one): the desks and the sweeper follow it.
+pub(super) async fn refresh(s: &Shared) -> Result<(), sqlx::Error> {
+    if let Some(row) = store::latest_run(&s.store).await? {
+        follow(s, &row);
+    }
+    Ok(())
+}
+
+/// Brings the held virtual run up to date with the database: what every instance has sent to it, and the ends of
+/// the handlings under way (a desk that took over started none of them).
+async fn catch_up(s: &Shared, run_id: i64, setup: &Setup) -> Result<(), ApiError> {
+    let now = s.run.lock().as_ref().filter(|r| r.id == run_id).map_or(-1, |r| r.now);
+    let (counts, arrivals, last_deadline, started) = store::virtual_run_state(&s.store, run_id, now).await?;
+    let mut sent = [0u64; 5];
+    for (event_type, n) in counts {
+        if let Some(t) = crate::rules::canonical_type(&event_type) {
+            for &team in crate::rules::teams_for(t) {
+                sent[super::team_index(team)] += n as u64;
+            }
+        }
+    }
+    if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
+        for (held, stored) in r.sent.iter_mut().zip(sent) {
+            *held = (*held).max(stored);
+        }
+        r.moments.extend(arrivals);
+        r.moments.extend(started.into_iter().map(|t| t + setup.rules.handling));
+        r.last_deadline = r.last_deadline.max(last_deadline);
+    }
+    Ok(())
 }
 
 /// Moves the open virtual run's clock to `to`, stopping at every moment on the way where something can happen; at
 /// each, every desk in team order acts once it has every event sent so far.
 pub(super) async fn advance(s: &Shared, to: Ms) -> Result<Value, ApiError> {
     let _one = s.advancing.lock().await;
+    if !s.leading.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this instance is standing by: the desks, and the virtual clock with them, run on the instance that \
+             holds their lease; send advance there"
+                .into(),
+        ));
+    }
+    refresh(s).await?;
     let (run_id, setup) = match &*s.run.lock() {
         // Decisions already made at later moments cannot be unmade: the clock only goes forward.
         Some(r) if !r.is_real() && to < r.now => {
@@ -138,9 +203,11 @@ pub(super) async fn advance(s: &Shared, to: Ms) -> Result<Value, ApiError> {
             ))
         }
     };
+    catch_up(s, run_id, &setup).await?;
     let mut stops = 0u64;
+    let desks = s.desks.lock().clone();
     while let Some((t, sent)) = next_moment(s, run_id, &setup, to)? {
-        for (k, desk) in s.desks.iter().enumerate() {
+        for (k, desk) in desks.iter().enumerate() {
             let (reply, answer) = oneshot::channel();
             desk.send(Step { run: run_id, setup: setup.clone(), now: t, expect: sent[k], reply })
                 .await
@@ -154,12 +221,14 @@ pub(super) async fn advance(s: &Shared, to: Ms) -> Result<Value, ApiError> {
             }
         }
         store::sweep(&s.store, run_id, t).await?;
+        store::set_clock(&s.store, run_id, t).await?;
         if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
             r.now = t;
         }
         stops += 1;
     }
     store::sweep(&s.store, run_id, to).await?;
+    store::set_clock(&s.store, run_id, to).await?;
     if let Some(r) = s.run.lock().as_mut().filter(|r| r.id == run_id) {
         r.now = r.now.max(to);
     }
@@ -186,10 +255,18 @@ fn next_moment(s: &Shared, run_id: i64, setup: &Setup, to: Ms) -> Result<Option<
 /// logged and counted; the next tick sweeps again (the events stay pending until then).
 pub(super) async fn sweeper(s: Shared, mut stop: watch::Receiver<bool>) -> Result<(), SystemError> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return Ok(()),
             _ = tick.tick() => {
+                // A run opened at another instance: the desks follow it within a quarter of a second.
+                ticks += 1;
+                if ticks.is_multiple_of(5) {
+                    if let Err(e) = refresh(&s).await {
+                        store::db_error("refresh", &e);
+                    }
+                }
                 if let Some((run, now, _)) = s.real_now() {
                     if let Err(e) = store::sweep(&s.store, run, now).await {
                         store::db_error("sweep", &e);

@@ -3,8 +3,10 @@
 //! sent so far. A database error never reads as a decision: a claim that failed puts the event back in the queue, a
 //! completion that failed is recorded again at the next act.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use sqlx::Row;
 
 use tokio::sync::mpsc;
 
@@ -25,16 +27,77 @@ pub(super) struct Desk {
     workers: Vec<(i64, Ms)>,
     finishing: Vec<Handling>,
     received: HashMap<i64, u64>,
+    /// The open run's events this desk read from the database when it started ([`Desk::resume`]): their messages,
+    /// redelivered by the team's group, are not taken again.
+    known: (HashSet<String>, i64),
 }
 
 impl Desk {
     pub fn new(s: Shared, team: Team) -> Desk {
-        Desk { workers: Vec::new(), s, team, pending: Vec::new(), finishing: Vec::new(), received: HashMap::new() }
+        Desk {
+            workers: Vec::new(),
+            s,
+            team,
+            pending: Vec::new(),
+            finishing: Vec::new(),
+            received: HashMap::new(),
+            known: (HashSet::new(), 0),
+        }
     }
 
     fn absorb(&mut self, run: i64, e: Event) {
+        if self.known.1 == run && self.known.0.contains(&e.id) {
+            return;
+        }
         *self.received.entry(run).or_default() += 1;
         self.pending.push((run, e));
+    }
+
+    /// Picks the open run up where the database has it, as a desk starting on an instance that takes the desks over
+    /// (or restarts) must: the events still waiting go back in the queue (the group's committed offsets may be past
+    /// them: the desk before had them in memory), the handlings under way keep their workers busy until they end,
+    /// and every event already stored counts as received. Nothing to do when no run is open.
+    pub async fn resume(&mut self) {
+        let Some((run, setup)) = self.s.run.lock().as_ref().map(|r| (r.id, r.setup.clone())) else { return };
+        let types: Vec<&str> =
+            crate::rules::all_types().filter(|t| crate::rules::teams_for(t).contains(&self.team)).collect();
+        let rows = loop {
+            match store::run_events_of_types(&self.s.store, run, &types).await {
+                Ok(rows) => break rows,
+                Err(e) => {
+                    store::db_error("resume", &e);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        self.workers = vec![(0, 0); setup.rules.workers_per_team];
+        for r in &rows {
+            let (Some(event_type), Some(priority)) = (
+                crate::rules::canonical_type(&r.get::<String, _>(1)),
+                crate::rules::Priority::parse(&r.get::<String, _>(2)),
+            ) else {
+                continue;
+            };
+            let e = Event { id: r.get(0), event_type, priority, description: r.get(3), happened: r.get(4) };
+            let status: String = r.get(5);
+            let mine = r.get::<Option<String>, _>(6).as_deref() == Some(self.team.name());
+            match (status.as_str(), r.get::<Option<i32>, _>(7), r.get::<Option<i64>, _>(8)) {
+                ("pending", _, _) => self.pending.push((run, e.clone())),
+                ("in_progress", Some(w), Some(started)) if mine && (w as usize) < self.workers.len() => {
+                    let done = started + setup.rules.handling;
+                    self.workers[w as usize] = (run, done);
+                    self.finishing.push((run, e.id.clone(), done, e.deadline()));
+                }
+                _ => {}
+            }
+            self.known.0.insert(e.id);
+        }
+        self.known.1 = run;
+        self.received.insert(run, rows.len() as u64);
+        if !rows.is_empty() {
+            tracing::info!(team = %self.team, run, events = rows.len(), waiting = self.pending.len(),
+                under_way = self.finishing.len(), "a wedding desk resumed its run from the database");
+        }
     }
 
     /// Runs until its consumer stops (the event channel closes): the consumer stops first, so no event it took is

@@ -89,13 +89,13 @@ async fn start_run(State(s): State<Shared>, body: axum::body::Bytes) -> Result<J
     };
     let policy = setup.policy.name();
     let rules = serde_json::to_value(&setup.rules).unwrap_or_default();
-    let run = new_run(&s, speed, virtual_clock, setup).await?;
+    let run = new_run(&s, speed, virtual_clock, setup, &v).await?;
     Ok(Json(json!({"run": run, "policy": policy, "rules": rules, "speed": speed,
         "clock": if virtual_clock { "virtual" } else { "real" }})))
 }
 
 /// The rules and policy of a run `start` opens: the service's, with what the body sets.
-fn run_setup(s: &Shared, v: &Value) -> Result<Setup, ApiError> {
+pub(super) fn run_setup(s: &Shared, v: &Value) -> Result<Setup, ApiError> {
     let mut setup = Setup { rules: s.config.rules.clone(), policy: s.config.policy };
     if let Some(p) = v.get("policy").filter(|p| !p.is_null()) {
         setup.policy = p
@@ -158,15 +158,19 @@ struct RunQuery {
     summary: bool,
 }
 
-fn run_id(s: &Shared, q: &RunQuery) -> Result<i64, ApiError> {
-    match q.run.or_else(|| s.run.lock().as_ref().map(|r| r.id)) {
-        Some(r) => Ok(r),
+/// The run a query names, by default the open one (whichever instance opened it).
+async fn run_id(s: &Shared, q: &RunQuery) -> Result<i64, ApiError> {
+    if let Some(r) = q.run {
+        return Ok(r);
+    }
+    match store::latest_run(&s.store).await? {
+        Some(r) => Ok(r.run),
         None => Err(ApiError(StatusCode::NOT_FOUND, "no run yet: POST /api/wedding/start or send an event".into())),
     }
 }
 
 async fn list_events(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Json<Value>, ApiError> {
-    let run = run_id(&s, &q)?;
+    let run = run_id(&s, &q).await?;
     let rows = store::list_events(
         &s.store,
         run,
@@ -189,8 +193,8 @@ async fn list_events(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Resu
 /// `GET /api/wedding/report`: the run's report (as `weir wedding simulate` prints it) from its rows, with `open`
 /// (events neither handled nor missed yet) and the clock's `now`.
 async fn report(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Json<Value>, ApiError> {
-    let run = run_id(&s, &q)?;
-    let now = s.run.lock().as_ref().filter(|r| r.id == run).map(super::clock::Run::now);
+    let run = run_id(&s, &q).await?;
+    let now = s.clock_of(run).await?;
     if q.summary {
         let counts: HashMap<String, i64> = store::status_counts(&s.store, run).await?;
         let get = |k: &str| counts.get(k).copied().unwrap_or(0);
@@ -222,7 +226,7 @@ async fn report(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Js
         });
     }
     drop(rows);
-    let setup = s.setup_of(run);
+    let setup = s.setup_of(run).await?;
     let mut full = crate::report::report(&setup.rules, &events, &outcomes, setup.policy);
     full.run = Some(run);
     let mut v = serde_json::to_value(&full).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -178,6 +178,11 @@ async fn catch_up(s: &Shared, run_id: i64, setup: &Setup) -> Result<(), ApiError
 /// each, every desk in team order acts once it has every event sent so far.
 pub(super) async fn advance(s: &Shared, to: Ms) -> Result<Value, ApiError> {
     let _one = s.advancing.lock().await;
+    // An instance just started takes the lease within moments when nobody holds it: wait for that, not for longer.
+    let waiting = tokio::time::Instant::now();
+    while !s.leading.load(std::sync::atomic::Ordering::SeqCst) && waiting.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     if !s.leading.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -186,10 +186,11 @@ async fn lead(bus: Arc<dyn Bus>, s: Shared, mut stop: watch::Receiver<bool>) -> 
         if let Err(e) = clock::refresh(&s).await {
             store::db_error("refresh", &e);
         }
-        s.leading.store(true, Ordering::SeqCst);
-        metrics::gauge!("wedding_desks_leading").set(1.0);
         let (desks_stop, desks_stopped) = watch::channel(false);
         let mut desks = run_desks(&bus, &s, desks_stopped).await;
+        // Only now: `advance` needs the desks' step channels.
+        s.leading.store(true, Ordering::SeqCst);
+        metrics::gauge!("wedding_desks_leading").set(1.0);
         let mut check = tokio::time::interval(LEASE_CHECK);
         let lost = loop {
             tokio::select! {

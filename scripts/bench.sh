@@ -10,10 +10,12 @@
 #   scripts/bench.sh runtime > results.jsonl   # only the processing runtime (handlers, outbox) on SQLite and PostgreSQL
 #   scripts/bench.sh analytics > results.jsonl # only a simulated day of the analytics pipeline (5 M events)
 #   scripts/bench.sh wedding > results.jsonl   # only wedding operations: policies against the optimum, 1 M events
+#   scripts/bench.sh scale > results.jsonl     # the systems on a Kafka-compatible cluster (weir's listener, Tansu on
+#                                              # PostgreSQL), one and two instances, against embedded
 #
 # The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
-# producer and consumer (`weir bench wire`). Tansu is found as $TANSU, on the PATH, or in /work/.cache/tansu/bin;
-# install it with `cargo install --locked tansu --features dynostore --root /work/.cache/tansu` (about 8 minutes).
+# producer and consumer (`weir bench wire`). Tansu is $TANSU, or what scripts/tansu.sh installs into
+# ~/.cache/weir/tansu (about 10 minutes the first time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-full}
@@ -21,12 +23,13 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|http|runtime|analytics|wedding) ;; *) echo "usage: $0 [full|quick|wire|http|runtime|analytics|wedding]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|http|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|http|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
-cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target
 weir=target/release/weir
 peers=target/release/weir-bench-peers
+# The peers' clients only where they are measured.
+case "$mode" in full|quick|wire) cargo build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir target ;; esac
 
 # Each run starts with the kernel's dirty pages written out, so one run's writeback does not land on the next.
 run() { sync; echo "+ $*" >&2; "$@"; }
@@ -49,7 +52,7 @@ cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 wire() {
   local scratch port pid label
   scratch=$(mktemp -d)
-  local tansu=${TANSU:-$(command -v tansu || echo /work/.cache/tansu/bin/tansu)}
+  local tansu=${TANSU:-$(scripts/tansu.sh)}
   for label in weir tansu-memory; do
     if [ "$label" = weir ]; then
       port=19092
@@ -60,7 +63,7 @@ wire() {
       "$tansu" broker --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
         --storage-engine memory://tansu/ >"$scratch/$label.log" 2>&1 &
     else
-      echo "tansu not found: skipping it (cargo install --locked tansu --features dynostore --root /work/.cache/tansu)" >&2
+      echo "tansu not found: skipping it (scripts/tansu.sh installs it)" >&2
       continue
     fi
     pid=$!
@@ -177,6 +180,97 @@ wedding() {
   kill $pid; wait $pid || true
   rm -rf "$scratch"
 }
+
+# The systems on a Kafka-compatible cluster, against the same systems embedded. Engines: weir's own listener (`weir up
+# --systems none`, a fresh data directory each run) and Tansu with its data in PostgreSQL (a fresh database each run);
+# every weir instance keeps its state in a fresh PostgreSQL database (weir_bench). Per engine:
+# - the analytics producer (`weir analytics produce --bulk N --server`, 4 chunks in flight) against a bare librdkafka
+#   producer and consumer (`weir bench wire`, 150-byte records like the analytics events, 4 partitions);
+# - the aggregation: N events produced first, then one or two `weir up --bus kafka://...` instances started, timed
+#   from their start until every event's offset is stored (flush every second);
+# - the wedding end to end (`weir wedding simulate --target`, virtual clock, full speed) on one instance: its desks
+#   run on one instance at a time by design, a second one adds HTTP ingest and a standby.
+# Embedded: the same aggregation and wedding with `weir up`'s own broker.
+scale() {
+  local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
+  local n=500000 wn=100000 tansu scratch engine instances
+  [ "$mode" = scale-quick ] && { n=50000; wn=10000; }
+  tansu=${TANSU:-$(scripts/tansu.sh)}
+  scratch=$(mktemp -d)
+  fresh_db() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $1" -qc "CREATE DATABASE $1" >/dev/null 2>&1; }
+  # A fresh engine on 127.0.0.1:19092 ($engine_pid), or for `embedded` a data directory with the events in it.
+  engine_up() {
+    rm -rf "$scratch/cluster"
+    case $1 in
+      weir|embedded)
+        $weir --data-dir "$scratch/cluster" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:19092 \
+          --http-listen none 2>"$scratch/engine.log" & ;;
+      tansu)
+        fresh_db tansu_bench
+        psql "$pg/tansu_bench" -q -f "$(dirname "$tansu")/../010-schema-v0.6.0.sql" >/dev/null
+        "$tansu" broker --listener-url tcp://127.0.0.1:19092 --advertised-listener-url tcp://127.0.0.1:19092 \
+          --storage-engine "$pg/tansu_bench?sslmode=disable" >"$scratch/engine.log" 2>&1 & ;;
+    esac
+    engine_pid=$!
+    wait_port 19092
+    sleep 0.5
+  }
+  engine_down() { kill $engine_pid; wait $engine_pid || true; }
+  stored() { psql "$pg/weir_bench" -Atc "SELECT COALESCE(SUM(next_offset), 0) FROM weir_consumer_offsets WHERE group_id = 'analytics-aggregator'" 2>/dev/null || echo 0; }
+  for engine in embedded weir tansu; do
+    if [ $engine != embedded ]; then
+      engine_up $engine
+      run $weir bench wire --json --label "scale-$engine" --server 127.0.0.1:19092 --size 150 --count $n --partitions 4
+      engine_down
+    fi
+    for instances in 1 2; do
+      [ $engine = embedded ] && [ $instances = 2 ] && continue
+      engine_up $engine
+      echo "+ weir analytics produce --bulk $n --server ($engine)" >&2
+      local line
+      line=$($weir --data-dir "$scratch/producer" --server 127.0.0.1:19092 analytics produce --bulk $n --quiet 2>&1 | tail -1)
+      echo "{\"bench\": \"scale-produce\", \"engine\": \"$engine\", \"events\": $n, \"events_per_s\": $(echo "$line" | sed -E 's/.*: ([0-9]+) events\/s.*/\1/')}"
+      fresh_db weir_bench
+      local bus="kafka://127.0.0.1:19092?session.timeout.ms=10000" pids=() started
+      [ $engine = embedded ] && { engine_down; bus=embedded; }
+      started=$(date +%s.%N)
+      for i in $(seq $instances); do
+        local dir="$scratch/instance-$i"
+        [ $engine = embedded ] && dir="$scratch/cluster"
+        $weir --data-dir "$dir" up --systems analytics --bus "$bus" --database "$pg/weir_bench" --status-every 3600 \
+          --kafka-listen none --http-listen none --set analytics.producer=false \
+          --set analytics.flush_interval_seconds=1 2>"$scratch/instance-$i.log" &
+        pids+=($!)
+      done
+      echo "+ $instances analytics instance(s) on $engine until $n events are stored" >&2
+      until [ "$(stored)" -ge $n ]; do sleep 0.1; done
+      local took
+      took=$(echo "$(date +%s.%N) - $started" | bc)
+      echo "{\"bench\": \"scale-aggregate\", \"engine\": \"$engine\", \"instances\": $instances, \"events\": $n, \"wall_s\": $took, \"events_per_s\": $(echo "$n / $took" | bc)}"
+      kill "${pids[@]}"; wait "${pids[@]}" || true
+      [ $engine = embedded ] || engine_down
+    done
+    # The wedding, one instance.
+    local bus="kafka://127.0.0.1:19092" pid
+    if [ $engine = embedded ]; then bus=embedded; rm -rf "$scratch/cluster"; else engine_up $engine; fi
+    fresh_db weir_bench
+    $weir --data-dir "$scratch/wedding" up --systems wedding --bus "$bus" --database "$pg/weir_bench" --status-every 3600 \
+      --kafka-listen none --http-listen 127.0.0.1:18080 2>"$scratch/wedding.log" &
+    pid=$!
+    wait_port 18080
+    measured "{\"bench\":\"scale-wedding\",\"engine\":\"$engine\",\"instances\":1}" \
+      $weir wedding simulate --target http://127.0.0.1:18080 --clock virtual --speed max --events $wn --report json
+    kill $pid; wait $pid || true
+    rm -rf "$scratch/wedding"
+    [ $engine = embedded ] || engine_down
+  done
+  rm -rf "$scratch"
+}
+
+if [ "$mode" = scale ] || [ "$mode" = scale-quick ]; then
+  scale
+  exit 0
+fi
 
 if [ "$mode" = wedding ]; then
   wedding

@@ -1,7 +1,8 @@
 //! The `Bus` over a Kafka cluster (or weir's own Kafka listener) through rdkafka, selected with
 //! `kafka://[user:password@]host:port[,host:port]`: the same system code runs embedded or on Kafka.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
@@ -21,7 +22,7 @@ use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, S
 #[derive(Clone)]
 pub struct KafkaBus {
     endpoint: KafkaEndpoint,
-    producer: FutureProducer<Observer>,
+    producer: Arc<ThreadedProducer<Deliveries>>,
     admin: Arc<AdminClient<Observer>>,
     observer: Observer,
 }
@@ -63,6 +64,91 @@ impl ClientContext for Observer {
 }
 
 impl ConsumerContext for Observer {}
+
+/// The producer's context: routes each delivery report to the [`Bus::produce_all`] call that sent the record. A
+/// record's delivery opaque is a number, the call's id in the high 32 bits and the record's index in the low ones, so
+/// sending allocates nothing per record (rdkafka's `FutureProducer` allocates a channel for each, which with the
+/// futures to poll cost a producer of small records about a third of its time).
+struct Deliveries {
+    observer: Observer,
+    calls: parking_lot::Mutex<HashMap<u32, Arc<Call>>>,
+    next_call: AtomicU32,
+}
+
+/// One `produce_all` call's records: each one's outcome as its report arrives, and how many are still awaited.
+struct Call {
+    outcomes: Box<[OnceLock<Result<Delivery, KafkaError>>]>,
+    delivered: AtomicUsize,
+    progress: tokio::sync::Notify,
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.observer.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.observer.error(error, reason);
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (id, i) = ((opaque >> 32) as u32, opaque & 0xffff_ffff);
+        // A call that gave up (its future dropped, or a record refused) no longer waits for its reports.
+        let Some(call) = self.calls.lock().get(&id).cloned() else { return };
+        let outcome = match result {
+            Ok(m) => Ok(Delivery { partition: m.partition(), offset: m.offset() }),
+            Err((e, _)) => Err(e.clone()),
+        };
+        if let Some(slot) = call.outcomes.get(i) {
+            let _ = slot.set(outcome);
+        }
+        call.delivered.fetch_add(1, Ordering::AcqRel);
+        call.progress.notify_one();
+    }
+}
+
+impl Deliveries {
+    fn register(self: &Arc<Self>, records: usize) -> Registered {
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        let call = Arc::new(Call {
+            outcomes: (0..records).map(|_| OnceLock::new()).collect(),
+            delivered: AtomicUsize::new(0),
+            progress: tokio::sync::Notify::new(),
+        });
+        self.calls.lock().insert(id, call.clone());
+        Registered { deliveries: self.clone(), id, call }
+    }
+}
+
+/// A call's registration, removed when the call ends however it ends.
+struct Registered {
+    deliveries: Arc<Deliveries>,
+    id: u32,
+    call: Arc<Call>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.deliveries.calls.lock().remove(&self.id);
+    }
+}
+
+impl Registered {
+    /// Waits until at least `n` of the call's records have been reported.
+    async fn until_delivered(&self, n: usize) {
+        loop {
+            let notified = self.call.progress.notified();
+            if self.call.delivered.load(Ordering::Acquire) >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
 
 impl std::fmt::Debug for KafkaBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -260,15 +346,20 @@ impl KafkaBus {
     pub fn connect(url: &str) -> Result<KafkaBus, BusError> {
         let endpoint = KafkaEndpoint::parse(url)?;
         let observer = Observer::default();
+        let deliveries = Deliveries {
+            observer: observer.clone(),
+            calls: parking_lot::Mutex::new(HashMap::new()),
+            next_call: AtomicU32::new(0),
+        };
         let producer = endpoint
             .client_config_for(Some(ClientRole::Producer), PRODUCER_DEFAULTS)
-            .create_with_context(observer.clone())
+            .create_with_context(deliveries)
             .map_err(backend)?;
         let admin = endpoint
             .client_config_for(Some(ClientRole::Admin), &[])
             .create_with_context(observer.clone())
             .map_err(backend)?;
-        Ok(KafkaBus { endpoint, producer, admin: Arc::new(admin), observer })
+        Ok(KafkaBus { endpoint, producer: Arc::new(producer), admin: Arc::new(admin), observer })
     }
 
     /// Resolves, with the cluster's reason, once it has refused this bus's credentials (a wrong password, an unknown
@@ -290,43 +381,47 @@ impl KafkaBus {
 #[async_trait]
 impl Bus for KafkaBus {
     async fn produce(&self, m: OutgoingMessage) -> Result<Delivery, BusError> {
-        let d = self.producer.send(record(&m), Duration::from_secs(30)).await.map_err(|(e, _)| backend(e))?;
-        Ok(Delivery { partition: d.partition, offset: d.offset })
+        let mut one = self.produce_all(vec![m]).await?;
+        one.pop().ok_or_else(|| BusError::Backend("no delivery report".into()))
     }
 
-    /// Hands every record to librdkafka, which batches them per partition, and then awaits their deliveries in
-    /// order. At most 50,000 wait at once (and librdkafka's own queue is bounded), so a large call keeps
-    /// memory flat; a full queue waits for the oldest delivery. Order within a partition holds, retries included
-    /// (idempotence is on). An error names the record it is about: records after it may have been delivered.
+    /// Hands every record to librdkafka, which batches them per partition, and then awaits their delivery reports.
+    /// At most 50,000 await at once (and librdkafka's own queue is bounded), so a large call keeps memory flat; a
+    /// full queue waits for reports. Order within a partition holds, retries included (idempotence is on). An error
+    /// names the first record it is about: records after it may have been delivered.
     async fn produce_all(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Delivery>, BusError> {
         let total = messages.len();
-        let mut out = Vec::with_capacity(total);
-        let mut in_flight: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
+        let registered = self.producer.context().register(total);
         for (i, m) in messages.iter().enumerate() {
+            let opaque = ((registered.id as usize) << 32) | i;
             loop {
-                match self.producer.send_result(record(m)) {
-                    Ok(delivery) => {
-                        in_flight.push_back((i, delivery));
-                        break;
-                    }
+                match self.producer.send(record(m, opaque)) {
+                    Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        match in_flight.pop_front() {
-                            Some((j, delivery)) => out.push(delivered(j, total, delivery.await)?),
-                            // Full with nothing of ours in it: other producers' records; let them drain.
-                            None => tokio::time::sleep(Duration::from_millis(1)).await,
+                        // librdkafka's queue is full: wait for one more of ours to be reported, or (none of ours
+                        // in it: other calls' records) a moment.
+                        let delivered = registered.call.delivered.load(Ordering::Acquire);
+                        if i > delivered {
+                            registered.until_delivered(delivered + 1).await;
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                     }
                     Err((e, _)) => return Err(about_record(i, total, backend(e))),
                 }
             }
-            if in_flight.len() >= MAX_IN_FLIGHT {
-                if let Some((j, delivery)) = in_flight.pop_front() {
-                    out.push(delivered(j, total, delivery.await)?);
-                }
+            if i + 1 >= MAX_IN_FLIGHT {
+                registered.until_delivered(i + 1 - MAX_IN_FLIGHT).await;
             }
         }
-        while let Some((j, delivery)) = in_flight.pop_front() {
-            out.push(delivered(j, total, delivery.await)?);
+        registered.until_delivered(total).await;
+        let mut out = Vec::with_capacity(total);
+        for (i, slot) in registered.call.outcomes.iter().enumerate() {
+            match slot.get() {
+                Some(Ok(d)) => out.push(*d),
+                Some(Err(e)) => return Err(about_record(i, total, backend(e.clone()))),
+                None => return Err(about_record(i, total, BusError::Backend("no delivery report".into()))),
+            }
         }
         Ok(out)
     }
@@ -365,8 +460,8 @@ impl Bus for KafkaBus {
 const MAX_IN_FLIGHT: usize = 50_000;
 
 /// A message as librdkafka takes it (borrowing its bytes).
-fn record(m: &OutgoingMessage) -> FutureRecord<'_, [u8], [u8]> {
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&m.topic);
+fn record(m: &OutgoingMessage, opaque: usize) -> BaseRecord<'_, [u8], [u8], usize> {
+    let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(&m.topic, opaque);
     // librdkafka allocates a header list even for none.
     if !m.headers.is_empty() {
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
@@ -388,19 +483,6 @@ fn record(m: &OutgoingMessage) -> FutureRecord<'_, [u8], [u8]> {
         record = record.timestamp(ts);
     }
     record
-}
-
-/// Record `i` of `total`'s delivery, or its error naming it.
-fn delivered(
-    i: usize,
-    total: usize,
-    result: <DeliveryFuture as std::future::Future>::Output,
-) -> Result<Delivery, BusError> {
-    match result {
-        Ok(Ok(d)) => Ok(Delivery { partition: d.partition, offset: d.offset }),
-        Ok(Err((e, _))) => Err(about_record(i, total, backend(e))),
-        Err(_) => Err(about_record(i, total, BusError::Backend("the producer was closed".into()))),
-    }
 }
 
 fn about_record(i: usize, total: usize, e: BusError) -> BusError {

@@ -193,8 +193,8 @@ wedding() {
 # Embedded: the same aggregation and wedding with `weir up`'s own broker.
 scale() {
   local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
-  local n=500000 wn=100000 tansu scratch engine instances
-  [ "$mode" = scale-quick ] && { n=50000; wn=10000; }
+  local n=500000 wn=20000 tansu scratch engine instances
+  [ "$mode" = scale-quick ] && { n=50000; wn=5000; }
   tansu=${TANSU:-$(scripts/tansu.sh)}
   scratch=$(mktemp -d)
   fresh_db() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $1" -qc "CREATE DATABASE $1" >/dev/null 2>&1; }

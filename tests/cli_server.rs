@@ -92,6 +92,20 @@ fn an_unreachable_or_malformed_server_is_a_clear_error() {
     assert!(e.contains("--server"), "{e}");
 }
 
+/// `weir up --bus kafka://` with nothing listening there: one line naming the address once its 30 s are up, a
+/// non-zero exit, and none of librdkafka's reconnection chatter.
+#[test]
+fn weir_up_on_an_unreachable_cluster_says_so_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let e = fails(
+        dir.path(),
+        &["up", "--bus", "kafka://127.0.0.1:1", "--systems", "none", "--kafka-listen", "none", "--http-listen", "none"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{e}");
+    assert_eq!(e.trim(), "error: no answer from the Kafka cluster at 127.0.0.1:1 within 30 s", "{e}");
+}
+
 /// `weir up --bus kafka://` runs without a data directory of its own, its heartbeat going through the other server.
 #[test]
 fn up_runs_on_a_kafka_bus() {

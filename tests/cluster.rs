@@ -46,9 +46,9 @@ fn produce_events(dir: &std::path::Path, server: &str, n: u64) {
     assert!(out.status.success(), "produce failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Two `weir up` instances on one Tansu cluster and one PostgreSQL database share the analytics aggregator's group:
-/// both consume, one is killed with SIGKILL mid-stream, the other takes its partitions over, and every event is
-/// counted exactly once.
+/// Two `weir up` instances on one Tansu cluster, one PostgreSQL database and Redis share the analytics aggregator's
+/// group: both consume, one is killed with SIGKILL mid-stream, the other takes its partitions over, and every event
+/// is counted exactly once.
 #[test]
 fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once_through_a_kill() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
@@ -75,6 +75,9 @@ fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once
         // Only the test's events: no default producer beside each aggregator.
         "--set",
         "analytics.producer=false",
+        // The key-value store on Redis, as a scaled-out deployment has it.
+        "--redis",
+        "redis://127.0.0.1:6379",
     ];
     let (mut a, http_a) = start_instance(dir_a.path(), &args, "instance a");
     let (mut b, http_b) = start_instance(dir_b.path(), &args, "instance b");

@@ -193,7 +193,7 @@ wedding() {
 # Embedded: the same aggregation and wedding with `weir up`'s own broker.
 scale() {
   local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
-  local n=500000 wn=20000 tansu scratch engine instances
+  local n=1000000 wn=20000 tansu scratch engine instances
   [ "$mode" = scale-quick ] && { n=50000; wn=5000; }
   tansu=${TANSU:-$(scripts/tansu.sh)}
   scratch=$(mktemp -d)

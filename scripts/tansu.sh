@@ -22,12 +22,15 @@ fi
 if [ ! -s "$schema" ]; then
   url="https://raw.githubusercontent.com/tansu-io/tansu/v$version/etc/initdb.d/010-schema.sql"
   echo "fetching Tansu's PostgreSQL schema from $url" >&2
-  if ! curl -fsSL --max-time 60 -o "$schema.part" "$url"; then
+  # It is not on any package registry: a machine that reaches only those runs the tests on Tansu's in-memory
+  # storage (weir_runtime::testing::Tansu says so in each test's output).
+  if curl -fsSL --max-time 30 -o "$schema.part" "$url"; then
+    mv "$schema.part" "$schema"
+  else
     rm -f "$schema.part"
-    echo "error: Tansu's schema could not be fetched from $url; put that file at $schema" >&2
-    exit 1
+    echo "warning: Tansu's PostgreSQL schema could not be fetched from $url: the tests will run Tansu on its" >&2
+    echo "         in-memory storage; put that file at $schema to run them on PostgreSQL" >&2
   fi
-  mv "$schema.part" "$schema"
 fi
 
 echo "$binary"

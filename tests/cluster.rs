@@ -40,6 +40,20 @@ async fn analytics_totals(db: &str) -> (i64, i64) {
     (windowed + others, offsets)
 }
 
+/// A Tansu broker and a fresh PostgreSQL database for one test's instances, and the bus URL they share (a killed
+/// instance's partitions move after its session times out: 6 s rather than Kafka's 45).
+async fn cluster() -> (Tansu, String, String) {
+    let tansu = Tansu::start().await;
+    let bus = format!("{}?session.timeout.ms=6000", tansu.bus_url());
+    (tansu, fresh_postgres().await, bus)
+}
+
+/// `weir up` running `system` as one of several instances on `bus` and `db`, with `extra` arguments.
+fn instance_args(system: &str, bus: &str, db: &str, extra: &[&str]) -> Vec<String> {
+    let common = ["up", "--systems", system, "--bus", bus, "--database", db, "--kafka-listen", "none"];
+    common.iter().chain(&["--http-listen", "127.0.0.1:0"]).chain(extra).map(|a| a.to_string()).collect()
+}
+
 fn produce_events(dir: &std::path::Path, server: &str, n: u64) {
     let out =
         weir(dir, &["--server", server, "analytics", "produce", "--bulk", &n.to_string(), "--quiet"]).output().unwrap();
@@ -52,33 +66,25 @@ fn produce_events(dir: &std::path::Path, server: &str, n: u64) {
 #[test]
 fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once_through_a_kill() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let tansu = rt.block_on(Tansu::start());
-    let db = rt.block_on(fresh_postgres());
-    // A killed instance's partitions move after its session times out: 6 s rather than Kafka's 45.
-    let bus = format!("{}?session.timeout.ms=6000", tansu.bus_url());
+    let (tansu, db, bus) = rt.block_on(cluster());
     let (dir_a, dir_b, producer_dir) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = [
-        "up",
-        "--systems",
+    let args = instance_args(
         "analytics",
-        "--bus",
         &bus,
-        "--database",
         &db,
-        "--kafka-listen",
-        "none",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--set",
-        "analytics.flush_interval_seconds=1",
-        // Only the test's events: no default producer beside each aggregator.
-        "--set",
-        "analytics.producer=false",
-        // The key-value store on Redis, as a scaled-out deployment has it.
-        "--redis",
-        "redis://127.0.0.1:6379",
-    ];
+        // Only the test's events (no default producer beside each aggregator); the key-value store on Redis, as a
+        // scaled-out deployment has it.
+        &[
+            "--set",
+            "analytics.flush_interval_seconds=1",
+            "--set",
+            "analytics.producer=false",
+            "--redis",
+            "redis://127.0.0.1:6379",
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut a, http_a) = start_instance(dir_a.path(), &args, "instance a");
     let (mut b, http_b) = start_instance(dir_b.path(), &args, "instance b");
 
@@ -130,25 +136,10 @@ fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once
 fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_through_a_kill() {
     use support::curl_json;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let tansu = rt.block_on(Tansu::start());
-    let db = rt.block_on(fresh_postgres());
-    let bus = format!("{}?session.timeout.ms=6000", tansu.bus_url());
+    let (_tansu, db, bus) = rt.block_on(cluster());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let args = [
-        "up",
-        "--systems",
-        "wedding",
-        "--bus",
-        &bus,
-        "--database",
-        &db,
-        "--kafka-listen",
-        "none",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--set",
-        "wedding.speed=4",
-    ];
+    let args = instance_args("wedding", &bus, &db, &["--set", "wedding.speed=4"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (a, http_a) = start_instance(dir_a.path(), &args, "instance a");
     let (b, http_b) = start_instance(dir_b.path(), &args, "instance b");
     let mut instances = vec![(a, http_a), (b, http_b)];

@@ -112,6 +112,12 @@ pub(super) async fn new_run(
 /// Makes sure a run is open (the first event of a `weir up` opens a real-clock one on the service's settings) and
 /// that this instance holds the latest one, whichever instance opened it.
 pub(super) async fn ensure_run(s: &Shared) -> Result<(), ApiError> {
+    // On SQLite this process is the only one (it holds the data directory), so the run it holds is the open one;
+    // reading it back would add a statement to every request on SQLite's single connection (a quarter of `/message`'s
+    // throughput). On PostgreSQL another instance may have opened a newer run.
+    if s.store.dialect() == weir_runtime::sql::Dialect::Sqlite && s.run.lock().is_some() {
+        return Ok(());
+    }
     match store::latest_run(&s.store).await? {
         Some(row) => follow(s, &row),
         None => {

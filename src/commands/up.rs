@@ -31,6 +31,9 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     if args.check {
         return check(&args, &systems);
     }
+    // Before any system starts: what they record while starting (their metrics' descriptions, the wedding's desk
+    // lease) must reach `/metrics`.
+    weir_http::install_metrics();
     let limits_note = fit_connections_to_open_file_limit(&mut args);
     let (bus, broker) = open_bus(&settings, &args).await?;
     let (store, store_url) = open_store(&settings, &args).await?;

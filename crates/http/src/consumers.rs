@@ -413,9 +413,8 @@ pub async fn unsubscribe(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FetchParams {
-    /// Longest wait for records, in milliseconds (default 1000, at most 5000, as the REST Proxy caps it by
-    /// `consumer.request.timeout.ms`).
-    #[param(maximum = 5000)]
+    /// Longest wait for records, in milliseconds (default 1000). A longer one is cut to 5000, as the REST Proxy
+    /// caps it by `consumer.request.timeout.ms`, rather than refused: the document must not promise a refusal.
     pub timeout: Option<u64>,
     /// Stop adding records once their keys and values reach this many bytes (default 64 MiB).
     pub max_bytes: Option<u64>,

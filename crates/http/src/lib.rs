@@ -76,6 +76,12 @@ mod consumers;
 mod error;
 mod media;
 mod metrics;
+
+/// Installs the process's Prometheus recorder (once; the HTTP server does it too). Call it before anything records a
+/// metric: a value recorded before the recorder exists is lost, and a gauge set once at start would read 0 forever.
+pub fn install_metrics() {
+    metrics::install();
+}
 mod openapi;
 mod records;
 mod server;

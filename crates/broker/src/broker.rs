@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use weir_log::{LogConfig, LogError, ReadResult};
+use weir_log::{Isolation, LogConfig, LogError, ReadResult};
 
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::BrokerError;
@@ -15,6 +15,7 @@ use crate::group::{GroupConfig, GroupCoordinator, TopicPartition};
 use crate::lock::DataDirLock;
 use crate::producer::Producer;
 use crate::topics::{self, Topic, TopicMeta};
+use crate::transactions::TransactionCoordinator;
 
 /// How a broker is set up.
 #[derive(Clone, Debug)]
@@ -129,6 +130,7 @@ pub struct Broker {
     admin: Mutex<()>,
     flusher: weir_log::Flusher,
     groups: Arc<GroupCoordinator>,
+    transactions: Arc<TransactionCoordinator>,
     lock: Mutex<Option<DataDirLock>>,
     closed: AtomicBool,
     /// Batches in-process consumers could not decode and skipped (see [`Broker::note_skipped_batch`]).
@@ -173,6 +175,9 @@ impl Broker {
             topics.insert(topic.meta.name.clone(), Arc::new(topic));
         }
         let groups = GroupCoordinator::open(config.group.clone())?;
+        let transactions = TransactionCoordinator::open(&config.data_dir.join("transactions")).map_err(|e| {
+            BrokerError::DataDir { path: config.data_dir.join("transactions"), source: std::io::Error::other(e) }
+        })?;
         let broker = Arc::new(Broker {
             config,
             topics: RwLock::new(topics),
@@ -180,12 +185,14 @@ impl Broker {
             admin: Mutex::new(()),
             flusher,
             groups,
+            transactions,
             lock: Mutex::new(Some(lock)),
             closed: AtomicBool::new(false),
             next_producer_id: std::sync::atomic::AtomicI64::new(weir_log::now_ms() * 1000),
             skipped_batches: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
+        broker.transactions.recover(&broker);
         Ok(broker)
     }
 
@@ -195,6 +202,10 @@ impl Broker {
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    pub fn transactions(&self) -> &Arc<TransactionCoordinator> {
+        &self.transactions
     }
 
     fn check_open(&self) -> Result<(), BrokerError> {
@@ -303,9 +314,21 @@ impl Broker {
 
     /// Reads stored batches from one partition (see [`weir_log::Log::read`]).
     pub fn read(&self, topic: &str, partition: i32, offset: i64, max_bytes: usize) -> Result<ReadResult, BrokerError> {
+        self.read_isolated(topic, partition, offset, max_bytes, Isolation::ReadUncommitted)
+    }
+
+    /// Reads stored batches at an isolation level (see [`weir_log::Log::read_isolated`]).
+    pub fn read_isolated(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<ReadResult, BrokerError> {
         let t = self.topic(topic)?;
         let log = t.partition(partition)?.log()?;
-        log.read(offset, max_bytes).map_err(|e| match e {
+        log.read_isolated(offset, max_bytes, isolation).map_err(|e| match e {
             LogError::OffsetOutOfRange { offset, log_start, log_end } => {
                 BrokerError::OffsetOutOfRange { topic: topic.to_string(), partition, offset, log_start, log_end }
             }
@@ -331,6 +354,26 @@ impl Broker {
         p.notify_appended();
         p.record_appended((info.last_offset - info.base_offset + 1) as u64, len);
         Ok(info)
+    }
+
+    /// Appends a transaction marker (the coordinator's COMMIT or ABORT) to a partition and wakes its consumers: a
+    /// read_committed reader's last stable offset may have moved.
+    pub fn append_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: weir_log::batch::ControlType,
+    ) -> Result<(), BrokerError> {
+        self.check_open()?;
+        let t = self.topic(topic)?;
+        let p = t.partition(partition)?;
+        let result = p.log()?.append_marker(producer_id, producer_epoch, marker, 0);
+        p.note_write(&result);
+        result?;
+        p.notify_appended();
+        Ok(())
     }
 
     /// Counts records and bytes handed to a consumer (`weir_records_consumed_total`, `weir_bytes_consumed_total`):
@@ -382,6 +425,11 @@ impl Broker {
         let t = self.topic(topic)?;
         let log = t.partition(partition)?.log()?;
         Ok((log.start_offset(), log.end_offset()))
+    }
+
+    /// The partition's last stable offset: below it every transaction is decided.
+    pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Result<i64, BrokerError> {
+        Ok(self.topic(topic)?.partition(partition)?.log()?.last_stable_offset())
     }
 
     pub fn offset_for_timestamp(&self, topic: &str, partition: i32, ts_ms: i64) -> Result<Option<i64>, BrokerError> {
@@ -464,6 +512,7 @@ impl Broker {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.transactions.shutdown();
         self.groups.shutdown();
         for topic in self.topics.read().values() {
             topic.close();

@@ -54,6 +54,9 @@ pub struct ConsumerConfig {
     pub assignor: String,
     /// Standalone consumers only: read just these partitions of each topic.
     pub partitions: Option<Vec<i32>>,
+    /// read_committed reads only decided transactions and hides aborted ones (Kafka's `isolation.level`);
+    /// transaction markers are never handed out at either level.
+    pub isolation: weir_log::Isolation,
 }
 
 impl ConsumerConfig {
@@ -70,11 +73,17 @@ impl ConsumerConfig {
             heartbeat_interval: Duration::from_secs(3),
             assignor: "range".into(),
             partitions: None,
+            isolation: weir_log::Isolation::ReadUncommitted,
         }
     }
 
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.group = Some(group.into());
+        self
+    }
+
+    pub fn isolation(mut self, isolation: weir_log::Isolation) -> Self {
+        self.isolation = isolation;
         self
     }
 }
@@ -300,7 +309,8 @@ impl Consumer {
     /// its position past them. A partition that cannot be read is passed over: the others go on.
     fn fetch_partition(&mut self, idx: usize, out: &mut Vec<ConsumedRecord>) {
         let (tp, pos) = self.positions[idx].clone();
-        let read = match self.broker.read(&tp.topic, tp.partition, pos, self.config.max_partition_fetch_bytes) {
+        let max = self.config.max_partition_fetch_bytes;
+        let read = match self.broker.read_isolated(&tp.topic, tp.partition, pos, max, self.config.isolation) {
             Ok(r) => r,
             Err(BrokerError::OffsetOutOfRange { .. }) => {
                 let reset = self.reset_offset(&tp);
@@ -323,6 +333,7 @@ impl Consumer {
         }
         let topic: Arc<str> = Arc::from(tp.topic.as_str());
         let mut next = pos;
+        let mut committed = weir_log::ReadCommittedFilter::new(read.aborted.clone());
         for b in weir_log::batch::Batches::new(&read.batches) {
             let Ok((header, bytes)) = b else {
                 break; // the log checked every header it returned; nothing more can be read here
@@ -330,6 +341,15 @@ impl Consumer {
             let room = self.config.max_poll_records - out.len();
             if room == 0 {
                 break;
+            }
+            let keep = match read.isolation {
+                weir_log::Isolation::ReadCommitted => committed.keep(&header, &bytes),
+                weir_log::Isolation::ReadUncommitted => !header.is_control(),
+            };
+            if !keep {
+                // A transaction marker, or an aborted transaction's records: passed over, never handed out.
+                next = next.max(header.last_offset() + 1);
+                continue;
             }
             out.reserve((header.record_count.max(0) as usize).min(room));
             let kept = out.len();

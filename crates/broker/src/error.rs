@@ -34,6 +34,8 @@ pub enum BrokerError {
     NoGroup,
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("transaction: {0}")]
+    Transaction(#[from] crate::transactions::TxnError),
     /// One failure reported to several waiters (every record of a batch that could not be written).
     #[error("{0}")]
     Shared(std::sync::Arc<BrokerError>),
@@ -60,6 +62,7 @@ impl BrokerError {
             BrokerError::Log(LogError::InvalidProducerEpoch { .. }) => INVALID_PRODUCER_EPOCH,
             BrokerError::Log(LogError::Corrupt { .. } | LogError::Io { .. }) => KAFKA_STORAGE_ERROR,
             BrokerError::Group(e) => e.kafka_error_code(),
+            BrokerError::Transaction(e) => e.kafka_error_code(),
             BrokerError::Shared(e) => e.kafka_error_code(),
             _ => UNKNOWN_SERVER_ERROR,
         }

@@ -20,10 +20,16 @@ pub const INVALID_PARTITIONS: i16 = 37;
 pub const INVALID_CONFIG: i16 = 40;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const INVALID_RECORD: i16 = 87;
+pub const PRODUCER_FENCED: i16 = 90;
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 #[cfg(test)]
 mod tests {
@@ -51,10 +57,16 @@ mod tests {
             (INVALID_CONFIG, 40),
             (OUT_OF_ORDER_SEQUENCE_NUMBER, 45),
             (INVALID_PRODUCER_EPOCH, 47),
+            (INVALID_TXN_STATE, 48),
+            (INVALID_PRODUCER_ID_MAPPING, 49),
+            (INVALID_TRANSACTION_TIMEOUT, 50),
+            (CONCURRENT_TRANSACTIONS, 51),
             (KAFKA_STORAGE_ERROR, 56),
             (NON_EMPTY_GROUP, 68),
             (GROUP_ID_NOT_FOUND, 69),
             (INVALID_RECORD, 87),
+            (PRODUCER_FENCED, 90),
+            (TRANSACTIONAL_ID_NOT_FOUND, 105),
         ];
         for (name, number) in guide {
             assert_eq!(name, number);

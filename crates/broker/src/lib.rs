@@ -7,11 +7,14 @@
 //!   (and one fsync under `fsync=always`), so concurrent sends share writes.
 //! - [`Consumer`] (`consumer.rs`): standalone, or a group member that joins through [`group`] like a Kafka client.
 //! - [`partitioner`]: murmur2 exactly as Kafka's Java client, so keys land where they would in Kafka.
+//! - [`transactions`]: the transaction coordinator (transactional ids, two-phase commit with markers, its own
+//!   durable log, timeouts).
 //! - [`group`]: the group coordinator (join, sync, heartbeat, leave, assignors, offsets store).
 //! - [`kafka_code`]: the Kafka protocol error codes its errors map to, by name.
 //! - `testing` (feature `testing`, for tests only): a broker set up for tests, and the crash tests' harness.
 //!
-//! Data directory layout: `.lock`, `topics/<name>/topic.json`, `topics/<name>/<partition>/<segments>`, `groups/`.
+//! Data directory layout: `.lock`, `topics/<name>/topic.json`, `topics/<name>/<partition>/<segments>`, `groups/`,
+//! `transactions/` (the transaction coordinator's log).
 //!
 //! # Example
 //!
@@ -65,6 +68,7 @@ mod producer;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod topics;
+pub mod transactions;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerHealth, GroupDetails, MemberDetails, PartitionDescription, PartitionLag,
@@ -75,4 +79,4 @@ pub use error::BrokerError;
 pub use lock::DataDirLock;
 pub use producer::{ProduceRecord, Producer, RecordMetadata};
 pub use topics::{validate_partitions, validate_topic_name, Partition, Topic, WriteFailure};
-pub use weir_log::{FsyncPolicy, Header, LogConfig};
+pub use weir_log::{FsyncPolicy, Header, Isolation, LogConfig};

@@ -43,8 +43,15 @@ pub const APIS: &[Api] = &[
     api(ApiKey::CreateTopics, "CreateTopics", 2, 7, false),
     api(ApiKey::DeleteTopics, "DeleteTopics", 1, 6, false),
     api(ApiKey::InitProducerId, "InitProducerId", 0, 4, false),
+    // Transactions as Kafka 3.x clients use them; v4+ of these belong to KIP-890's broker-side verification.
+    api(ApiKey::AddPartitionsToTxn, "AddPartitionsToTxn", 0, 3, false),
+    api(ApiKey::AddOffsetsToTxn, "AddOffsetsToTxn", 0, 3, false),
+    api(ApiKey::EndTxn, "EndTxn", 0, 3, false),
+    api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 3, false),
     api(ApiKey::DescribeConfigs, "DescribeConfigs", 1, 4, false),
     api(ApiKey::SaslAuthenticate, "SaslAuthenticate", 0, 2, true),
+    api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0, false),
+    api(ApiKey::ListTransactions, "ListTransactions", 0, 1, false),
 ];
 
 /// The table's entry for an API key off the wire, if weir serves it.

@@ -216,12 +216,19 @@ pub fn offset_fetch(broker: &Broker, req: OffsetFetchRequest) -> OffsetFetchResp
             .collect()
     });
     let found = broker.groups().fetch_offsets(&group, wanted.as_deref());
+    // KIP-447: a read_committed consumer asks for stable offsets; one a transaction still holds is not, yet.
+    let unstable = |tp: &TopicPartition| {
+        req.require_stable && broker.transactions().has_pending_offsets(&group, &tp.topic, tp.partition)
+    };
     let mut r = OffsetFetchResponse::default();
     let mut by_topic: std::collections::BTreeMap<String, Vec<OffsetFetchResponsePartition>> = Default::default();
     for (tp, om) in found {
         let mut p = OffsetFetchResponsePartition::default();
         p.partition_index = tp.partition;
         p.committed_leader_epoch = -1;
+        if unstable(&tp) {
+            p.error_code = kafka_protocol::ResponseError::UnstableOffsetCommit.code();
+        }
         match om {
             Some(om) => {
                 p.committed_offset = om.offset;

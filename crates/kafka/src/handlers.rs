@@ -12,8 +12,9 @@ use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, Del
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
 };
-use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
@@ -22,12 +23,12 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, InitProducerIdRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, ProducerId, TopicName,
+    BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Notify;
-use weir_broker::{Broker, BrokerError};
+use weir_broker::{Broker, BrokerError, Isolation};
 
 use crate::apis::{self, APIS};
 use crate::config::ListenerConfig;
@@ -196,8 +197,18 @@ fn count_served(broker: &Broker, response: &FetchResponse) {
     }
 }
 
+/// The isolation level a Fetch or ListOffsets asks for (0 read_uncommitted, 1 read_committed).
+fn isolation(level: i8) -> Isolation {
+    if level == 1 {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    }
+}
+
 fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize) {
     let mut r = FetchResponse::default();
+    let isolation = isolation(req.isolation_level);
     let mut total = 0usize;
     let mut budget = if req.max_bytes > 0 { req.max_bytes as usize } else { 50 << 20 };
     for t in &req.topics {
@@ -211,11 +222,24 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize) {
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
             let max = (p.partition_max_bytes.max(0) as usize).min(budget);
-            match broker.read(&name, p.partition, p.fetch_offset, max.max(1)) {
+            match broker.read_isolated(&name, p.partition, p.fetch_offset, max.max(1), isolation) {
                 Ok(read) => {
                     pd.high_watermark = read.log_end_offset;
-                    pd.last_stable_offset = read.log_end_offset;
+                    pd.last_stable_offset = read.last_stable_offset;
                     pd.log_start_offset = read.log_start_offset;
+                    if isolation == Isolation::ReadCommitted {
+                        pd.aborted_transactions = Some(
+                            read.aborted
+                                .iter()
+                                .map(|a| {
+                                    let mut t = AbortedTransaction::default();
+                                    t.producer_id = ProducerId(a.producer_id);
+                                    t.first_offset = a.first_offset;
+                                    t
+                                })
+                                .collect(),
+                        );
+                    }
                     // A first batch larger than the budget is still sent whole (KIP-74), but only if nothing was sent.
                     if !read.batches.is_empty() && (read.batches.len() <= budget || total == 0) {
                         total += read.batches.len();
@@ -229,7 +253,7 @@ fn fetch_once(broker: &Broker, req: &FetchRequest) -> (FetchResponse, usize) {
                     pd.error_code = code(&e);
                     if let Ok((start, end)) = broker.offsets(&name, p.partition) {
                         pd.high_watermark = end;
-                        pd.last_stable_offset = end;
+                        pd.last_stable_offset = broker.last_stable_offset(&name, p.partition).unwrap_or(end);
                         pd.log_start_offset = start;
                     }
                 }
@@ -248,6 +272,7 @@ const MAX_TIMESTAMP: i64 = -3;
 
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut r = ListOffsetsResponse::default();
+    let committed = isolation(req.isolation_level) == Isolation::ReadCommitted;
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut tr = ListOffsetsTopicResponse::default();
@@ -260,6 +285,8 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResp
             // The latest, the earliest, the record with the largest timestamp (answered as latest), or a timestamp.
             let answer = match p.timestamp {
                 EARLIEST_TIMESTAMP => broker.offsets(&name, p.partition_index).map(|(s, _)| Some(s)),
+                // read_committed's latest is the last stable offset: a consumer starts below undecided data.
+                LATEST_TIMESTAMP if committed => broker.last_stable_offset(&name, p.partition_index).map(Some),
                 LATEST_TIMESTAMP | MAX_TIMESTAMP => broker.offsets(&name, p.partition_index).map(|(_, e)| Some(e)),
                 ts => broker.offset_for_timestamp(&name, p.partition_index, ts),
             };
@@ -316,26 +343,6 @@ pub fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsR
             tr.error_message = Some(s(&e.to_string()));
         }
         r.responses.push(tr);
-    }
-    r
-}
-
-/// Idempotent producers get a fresh id (epoch 0), or their epoch bumped when they ask with their current one.
-/// Transactions are not supported: a transactional id is refused.
-pub fn init_producer_id(broker: &Broker, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    let mut r = InitProducerIdResponse::default();
-    if req.transactional_id.is_some() {
-        r.error_code = UNSUPPORTED_VERSION;
-        r.producer_id = ProducerId(-1);
-        r.producer_epoch = -1;
-        return r;
-    }
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
-        r.producer_id = req.producer_id;
-        r.producer_epoch = req.producer_epoch + 1;
-    } else {
-        r.producer_id = ProducerId(broker.allocate_producer_id());
-        r.producer_epoch = 0;
     }
     r
 }

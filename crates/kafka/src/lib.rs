@@ -8,6 +8,7 @@
 //! - `config.rs`: the listener's settings; `error_code.rs`: the Kafka error codes weir sends, by name.
 //! - `handlers.rs`: one function per API, answering from the [`weir_broker::Broker`].
 //! - `groups.rs`: the consumer-group APIs, mapped onto the broker's group coordinator.
+//! - `transactions.rs`: the transaction APIs, mapped onto the broker's transaction coordinator.
 //! - `sasl.rs`: SASL/PLAIN.
 //! - `server.rs`: the TCP listener (the only module with sockets); requests on a connection are answered in order,
 //!   and stopping drains the connections.
@@ -15,7 +16,9 @@
 //! Served so far: ApiVersions, Metadata, Produce (acks 0/1/all), Fetch (long poll, batches served as stored),
 //! ListOffsets (earliest, latest, by timestamp), CreateTopics, DeleteTopics, and the consumer-group APIs
 //! (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
-//! DescribeGroups), InitProducerId (idempotent producers), DescribeConfigs, and SASL/PLAIN.
+//! DescribeGroups), InitProducerId (idempotent and transactional producers), the transaction APIs
+//! (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions, ListTransactions) with
+//! read_committed Fetch and ListOffsets, DescribeConfigs, and SASL/PLAIN.
 //!
 //! # Example
 //!
@@ -61,6 +64,7 @@ mod groups;
 pub mod handlers;
 mod sasl;
 mod server;
+mod transactions;
 
 pub use config::ListenerConfig;
 pub use server::{BackgroundBroker, KafkaListener};

@@ -30,7 +30,7 @@ use crate::codec::{self, CodecError};
 use crate::config::ListenerConfig;
 use crate::error_code::NONE;
 use crate::groups::{self, Client};
-use crate::{handlers, sasl};
+use crate::{handlers, sasl, transactions};
 
 /// Largest frame a connection may send before it has authenticated (Kafka's `sasl.server.max.receive.size`): the
 /// SASL requests are small, and an unauthenticated client must not make the broker buffer 100 MiB.
@@ -365,7 +365,23 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         ApiVersions(_) => Reply::Send(ResponseKind::ApiVersions(handlers::api_versions(false))),
         CreateTopics(r) => Reply::Send(ResponseKind::CreateTopics(handlers::create_topics(broker, r))),
         DeleteTopics(r) => Reply::Send(ResponseKind::DeleteTopics(handlers::delete_topics(broker, r))),
-        InitProducerId(r) => Reply::Send(ResponseKind::InitProducerId(handlers::init_producer_id(broker, r))),
+        InitProducerId(r) => {
+            Reply::Send(ResponseKind::InitProducerId(blocking(broker, |b| transactions::init_producer_id(b, r)).await?))
+        },
+        AddPartitionsToTxn(r) => Reply::Send(ResponseKind::AddPartitionsToTxn(
+            blocking(broker, |b| transactions::add_partitions_to_txn(b, r)).await?,
+        )),
+        AddOffsetsToTxn(r) => Reply::Send(ResponseKind::AddOffsetsToTxn(
+            blocking(broker, |b| transactions::add_offsets_to_txn(b, r)).await?,
+        )),
+        EndTxn(r) => Reply::Send(ResponseKind::EndTxn(blocking(broker, |b| transactions::end_txn(b, r)).await?)),
+        TxnOffsetCommit(r) => Reply::Send(ResponseKind::TxnOffsetCommit(
+            blocking(broker, |b| transactions::txn_offset_commit(b, r)).await?,
+        )),
+        DescribeTransactions(r) => {
+            Reply::Send(ResponseKind::DescribeTransactions(transactions::describe_transactions(broker, r)))
+        },
+        ListTransactions(r) => Reply::Send(ResponseKind::ListTransactions(transactions::list_transactions(broker, r))),
         DescribeConfigs(r) => Reply::Send(ResponseKind::DescribeConfigs(handlers::describe_configs(broker, r))),
         SaslAuthenticate(r) => {
             let response = sasl::authenticate(auth, &config.users, r);
@@ -375,6 +391,15 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         },
     });
     Ok(reply)
+}
+
+/// Runs a handler that blocks (fsyncs, marker writes) on the blocking pool, so the connection's async worker is free.
+async fn blocking<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    f: impl FnOnce(&Broker) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let broker = broker.clone();
+    Ok(tokio::task::spawn_blocking(move || f(&broker)).await?)
 }
 
 /// A broker and its Kafka listener on a runtime and threads of their own, for tests and tools that drive blocking

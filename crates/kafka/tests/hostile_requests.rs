@@ -145,7 +145,69 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
             }
             RequestKind::FindCoordinator(r)
         }
-        ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
+        ApiKey::InitProducerId => {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = Some(kafka_protocol::messages::TransactionalId(s("tx")));
+            r.transaction_timeout_ms = 60_000;
+            RequestKind::InitProducerId(r)
+        }
+        ApiKey::AddPartitionsToTxn => {
+            use kafka_protocol::messages::add_partitions_to_txn_request::{
+                AddPartitionsToTxnRequest, AddPartitionsToTxnTopic,
+            };
+            let mut t = AddPartitionsToTxnTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![0, 1];
+            let mut r = AddPartitionsToTxnRequest::default();
+            r.v3_and_below_transactional_id = kafka_protocol::messages::TransactionalId(s("tx"));
+            r.v3_and_below_topics = vec![t];
+            RequestKind::AddPartitionsToTxn(r)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let mut r = kafka_protocol::messages::AddOffsetsToTxnRequest::default();
+            r.transactional_id = kafka_protocol::messages::TransactionalId(s("tx"));
+            r.group_id = GroupId(s("g"));
+            RequestKind::AddOffsetsToTxn(r)
+        }
+        ApiKey::EndTxn => {
+            let mut r = kafka_protocol::messages::EndTxnRequest::default();
+            r.transactional_id = kafka_protocol::messages::TransactionalId(s("tx"));
+            r.committed = true;
+            RequestKind::EndTxn(r)
+        }
+        ApiKey::TxnOffsetCommit => {
+            use kafka_protocol::messages::txn_offset_commit_request::{
+                TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            };
+            let mut p = TxnOffsetCommitRequestPartition::default();
+            p.committed_offset = 5;
+            p.committed_metadata = Some(s("m"));
+            let mut t = TxnOffsetCommitRequestTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![p];
+            let mut r = TxnOffsetCommitRequest::default();
+            r.transactional_id = kafka_protocol::messages::TransactionalId(s("tx"));
+            r.group_id = GroupId(s("g"));
+            r.topics = vec![t];
+            if version >= 3 {
+                r.member_id = s("m-1");
+                r.generation_id = 1;
+            }
+            RequestKind::TxnOffsetCommit(r)
+        }
+        ApiKey::DescribeTransactions => {
+            let mut r = kafka_protocol::messages::DescribeTransactionsRequest::default();
+            r.transactional_ids = vec![kafka_protocol::messages::TransactionalId(s("tx"))];
+            RequestKind::DescribeTransactions(r)
+        }
+        ApiKey::ListTransactions => {
+            let mut r = kafka_protocol::messages::ListTransactionsRequest::default();
+            r.state_filters = vec![s("Ongoing")];
+            if version >= 1 {
+                r.duration_filter = 1000;
+            }
+            RequestKind::ListTransactions(r)
+        }
         ApiKey::DescribeConfigs => {
             let mut res = DescribeConfigsResource::default();
             res.resource_type = 2;

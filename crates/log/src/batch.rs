@@ -31,7 +31,16 @@ const OFF_RECORD_COUNT: usize = 57;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
+
+/// What a control batch marks: the end of a producer's transaction on this partition (Kafka's `ControlRecordType`:
+/// the control record's key is `version i16 · type i16`, 0 for ABORT and 1 for COMMIT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlType {
+    Abort,
+    Commit,
+}
 
 /// The fixed fields of a batch, parsed from its first [`HEADER_LEN`] bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +112,16 @@ impl BatchHeader {
 
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & ATTR_LOG_APPEND_TIME != 0
+    }
+
+    /// Part of a transaction (records a read_committed consumer may have to hide, or a transaction's marker).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// A control batch: a transaction marker the broker wrote, never a client's records.
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
     }
 
     /// Checks what can be checked without the body: magic, a plausible length, a consistent count.
@@ -233,6 +252,58 @@ pub fn encode(records: &[Record], now_ms: i64, buf: &mut Vec<u8>) -> EncodedInfo
     let crc = crc32c::crc32c(&buf[start + OFF_ATTRIBUTES..]);
     buf[start + OFF_CRC..start + OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     EncodedInfo { record_count: records.len() as i32, max_timestamp: max_ts }
+}
+
+/// Appends a control batch ending `producer_id`'s transaction (a COMMIT or ABORT marker, as Kafka's transaction
+/// coordinator writes them): one record whose key is `version 0 · type` and whose value is `version 0 ·
+/// coordinator_epoch`, in a batch marked transactional and control, with base sequence -1.
+pub fn encode_control(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlType,
+    coordinator_epoch: i32,
+    now_ms: i64,
+    buf: &mut Vec<u8>,
+) {
+    let kind: i16 = match marker {
+        ControlType::Abort => 0,
+        ControlType::Commit => 1,
+    };
+    let key = [0i16.to_be_bytes(), kind.to_be_bytes()].concat();
+    let value = [&0i16.to_be_bytes()[..], &coordinator_epoch.to_be_bytes()].concat();
+    let start = buf.len();
+    encode(
+        &[Record { key: Some(key.into()), value: Some(value.into()), headers: Vec::new(), timestamp: None }],
+        now_ms,
+        buf,
+    );
+    let b = &mut buf[start..];
+    let attrs = ATTR_TRANSACTIONAL | ATTR_CONTROL;
+    b[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+    b[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
+    b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The marker a control batch holds, read from its first record's key; `None` if `batch` is not a control batch or
+/// its key is not a known control type.
+pub fn control_type(batch: &Bytes) -> Option<ControlType> {
+    let header = BatchHeader::parse(batch)?;
+    if !header.is_control() || header.compression() != 0 {
+        return None;
+    }
+    let mut kind = None;
+    parse_records(&header, batch, HEADER_LEN, i64::MIN, |r| {
+        kind = match r.key.as_deref() {
+            Some([0, 0, 0, 0]) => Some(ControlType::Abort),
+            Some([0, 0, 0, 1]) => Some(ControlType::Commit),
+            _ => None,
+        };
+        false
+    })
+    .ok()?;
+    kind
 }
 
 /// Iterates over the complete batches in a buffer of concatenated batches, such as a read result.

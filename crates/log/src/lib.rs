@@ -4,12 +4,14 @@
 //! - [`Log`] (`log.rs`): one partition: append, read by offset or timestamp, group-committed fsync, retention, recovery.
 //! - `segment.rs`: one segment file with its sparse offset and time indexes (`index.rs`).
 //! - [`batch`]: the RecordBatch v2 codec (CRC-32C, varint records), shared with the Kafka listener.
+//! - `producer_state.rs`: idempotent producers' sequences and open transactions (the last stable offset);
+//!   `transactions.rs`: the aborted transactions and the [`ReadCommittedFilter`] that hides them.
 //! - [`Flusher`] (`flusher.rs`): the background thread behind `fsync=interval`.
 //! - [`LogConfig`] (`config.rs`): per-log settings under their Kafka-style names.
 //! - `testing` (feature `testing`, for tests only): the kill-and-restart harness of the crash tests.
 //!
-//! On disk a log directory holds `<base offset>.log` segments, each with `.index` and `.timeindex`, and a
-//! `.clean-shutdown` marker while closed cleanly.
+//! On disk a log directory holds `<base offset>.log` segments, each with `.index` and `.timeindex`, the producers'
+//! `producer-state` snapshot, the `aborted-transactions` index, and a `.clean-shutdown` marker while closed cleanly.
 //!
 //! # Example
 //!
@@ -59,10 +61,12 @@ mod record;
 mod segment;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transactions;
 mod varint;
 
 pub use config::{FsyncPolicy, LogConfig, TimestampType, CONFIG_KEYS};
 pub use error::{LogError, Result};
 pub use flusher::Flusher;
-pub use log::{now_ms, AppendInfo, Log, ReadResult, RecoveryReport, RetentionOutcome};
+pub use log::{now_ms, AppendInfo, Isolation, Log, ReadResult, RecoveryReport, RetentionOutcome};
 pub use record::{Header, Record, StoredRecord};
+pub use transactions::{AbortedTxn, ReadCommittedFilter};

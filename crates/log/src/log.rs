@@ -14,13 +14,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::batch::{self, BatchHeader, Batches};
+use crate::batch::{self, BatchHeader, Batches, ControlType};
 use crate::config::{FsyncPolicy, LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::flusher::FlushSignal;
 use crate::producer_state::{ProducerStates, Verdict};
 use crate::record::{Record, StoredRecord};
 use crate::segment::{Placed, Segment};
+use crate::transactions::{AbortedIndex, AbortedTxn, ReadCommittedFilter};
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
 
@@ -38,6 +39,16 @@ pub struct AppendInfo {
     pub log_append_time: Option<i64>,
 }
 
+/// Which records a read may return (Kafka's `isolation.level`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything written, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Only below the last stable offset; the read carries the aborted transactions its records overlap.
+    ReadCommitted,
+}
+
 /// Whole batches read from the log, as stored.
 #[derive(Clone, Debug)]
 pub struct ReadResult {
@@ -45,15 +56,28 @@ pub struct ReadResult {
     pub batches: Bytes,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// Below this offset every transaction is decided (the end offset when none is open).
+    pub last_stable_offset: i64,
+    /// For a read_committed read: the aborted transactions whose records the batches may hold, by first offset.
+    pub aborted: Vec<AbortedTxn>,
+    pub isolation: Isolation,
 }
 
 impl ReadResult {
-    /// Decodes the records at or after `from_offset`.
+    /// Decodes the records at or after `from_offset`: never the transaction markers, and under read_committed
+    /// never an aborted transaction's records.
     pub fn records(&self, from_offset: i64) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
+        let mut filter = ReadCommittedFilter::new(self.aborted.clone());
         for b in Batches::new(&self.batches) {
-            let (_, bytes) = b.map_err(LogError::InvalidBatch)?;
-            batch::decode_records(&bytes, from_offset, &mut out).map_err(LogError::InvalidBatch)?;
+            let (header, bytes) = b.map_err(LogError::InvalidBatch)?;
+            let keep = match self.isolation {
+                Isolation::ReadCommitted => filter.keep(&header, &bytes),
+                Isolation::ReadUncommitted => !header.is_control(),
+            };
+            if keep {
+                batch::decode_records(&bytes, from_offset, &mut out).map_err(LogError::InvalidBatch)?;
+            }
         }
         Ok(out)
     }
@@ -103,8 +127,12 @@ pub struct Log {
     /// Segments sealed by a roll whose fsync is still owed. A roll does not wait for it (fsyncing a full 1 GiB segment
     /// under the append lock would stall every producer); the next sync or the flusher pays it.
     unsynced_sealed: Mutex<Vec<Arc<Segment>>>,
-    /// Idempotent producers' recent sequences; read and updated under the append lock.
+    /// Idempotent producers' recent sequences and open transactions; read and updated under the append lock.
     producers: Mutex<ProducerStates>,
+    /// The first offset of the earliest open transaction (`i64::MAX` when none is open), published after each append
+    /// so readers get the last stable offset without the append lock.
+    first_unstable: AtomicI64,
+    aborted: Mutex<AbortedIndex>,
     recovery: RecoveryReport,
 }
 
@@ -121,7 +149,7 @@ impl Log {
         let clean = marker.exists();
         let mut report = RecoveryReport { clean_shutdown: clean, ..Default::default() };
         let mut segments = BTreeMap::new();
-        let mut producers = None;
+        let mut scanned_tail = None;
         let last_base = *bases.last().expect("at least one base");
         for (i, &base) in bases.iter().enumerate() {
             let (seg, indexes_whole) = Segment::open(&dir, base, now)?;
@@ -129,7 +157,7 @@ impl Log {
             let trusted = indexes_whole && (!is_last || clean) && seg.open_trusted()?;
             if !trusted {
                 let rebuilt = recover_segment(&seg, &config, is_last, &mut report)?;
-                producers = rebuilt.or(producers);
+                scanned_tail = rebuilt.or(scanned_tail);
             }
             if let Some(&next_base) = bases.get(i + 1) {
                 if seg.next_offset() != next_base {
@@ -148,13 +176,31 @@ impl Log {
             }
             segments.insert(base, Arc::new(seg));
         }
-        // A clean close saved the producer state; after a crash the scan of the active segment rebuilt it.
-        let producers = producers.unwrap_or_else(|| ProducerStates::load(&dir));
+        // A clean close saved the producer state; after a crash it is the last snapshot (taken when the active
+        // segment was rolled in, or at the last clean close) plus what the scan of the active segment found after it.
+        let (mut producers, at) = ProducerStates::load(&dir);
+        let mut aborted = AbortedIndex::load(&dir);
+        if let Some(batches) = scanned_tail {
+            let end = segments.values().next_back().map_or(0, |s: &Arc<Segment>| s.next_offset());
+            let from = match at {
+                Some(at) if at >= last_base && at <= end => at,
+                _ => {
+                    // No snapshot of this segment's start: only what the segment itself shows is known.
+                    producers = ProducerStates::default();
+                    last_base
+                }
+            };
+            let mut found = Vec::new();
+            for (h, marker) in batches.iter().filter(|(h, _)| h.base_offset >= from) {
+                found.extend(producers.record(h, h.base_offset, *marker));
+            }
+            aborted.reconcile(end, &found)?;
+        }
         if clean {
             fs::remove_file(&marker).map_err(LogError::io("remove", &marker))?;
             sync_dir(&dir)?;
         }
-        Ok(Arc::new(Log::with_segments(dir, config, segments, producers, report)))
+        Ok(Arc::new(Log::with_segments(dir, config, segments, producers, aborted, report)))
     }
 
     /// The log over segments already opened and checked, its end where the last one ends.
@@ -163,6 +209,7 @@ impl Log {
         config: LogConfig,
         segments: BTreeMap<i64, Arc<Segment>>,
         producers: ProducerStates,
+        aborted: AbortedIndex,
         recovery: RecoveryReport,
     ) -> Log {
         let start = *segments.keys().next().expect("at least one segment");
@@ -184,7 +231,9 @@ impl Log {
             synced: Condvar::new(),
             flush_signal: OnceLock::new(),
             unsynced_sealed: Mutex::new(Vec::new()),
+            first_unstable: AtomicI64::new(producers.first_unstable().unwrap_or(i64::MAX)),
             producers: Mutex::new(producers),
+            aborted: Mutex::new(aborted),
             recovery,
         }
     }
@@ -213,6 +262,32 @@ impl Log {
     /// The offset the next record will get.
     pub fn end_offset(&self) -> i64 {
         self.end_offset.load(Ordering::Acquire)
+    }
+
+    /// The last stable offset: below it every transaction is committed or aborted (the end offset when no
+    /// transaction is open). read_committed readers read up to here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let end = self.end_offset();
+        self.first_unstable.load(Ordering::Acquire).min(end)
+    }
+
+    /// The producers whose transactions are open here, with the first offset of each.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        self.producers.lock().open_transactions().collect()
+    }
+
+    /// Appends a transaction marker for `producer_id` (what the transaction coordinator writes to each partition of
+    /// a transaction it commits or aborts). With `fsync=always` it returns once the marker is on disk.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: ControlType,
+        coordinator_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let mut buf = Vec::with_capacity(96);
+        batch::encode_control(producer_id, producer_epoch, marker, coordinator_epoch, now_ms(), &mut buf);
+        self.append_batches(buf, true)
     }
 
     /// Every offset below this has been fsynced.
@@ -292,7 +367,7 @@ impl Log {
         }
         let base_offset = self.end_offset();
         let total_records: i64 = layout.iter().map(|(_, _, h)| h.last_offset_delta as i64 + 1).sum();
-        let active = self.active_for_append(config, buf.len() as u64, total_records)?;
+        let active = self.active_for_append(config, buf.len() as u64, total_records, &producers)?;
         let mut next = base_offset;
         let start_pos = active.size();
         let mut placed = Vec::with_capacity(layout.len());
@@ -309,9 +384,17 @@ impl Log {
             next = last_offset + 1;
         }
         active.append(buf, &placed, config.index_interval_bytes)?;
-        for ((_, _, header), p) in layout.iter().zip(&placed) {
-            producers.record(header, p.base_offset);
+        for ((pos, len, header), p) in layout.iter().zip(&placed) {
+            let marker = if header.is_control() {
+                batch::control_type(&Bytes::copy_from_slice(&buf[*pos..*pos + *len]))
+            } else {
+                None
+            };
+            if let Some(aborted) = producers.record(header, p.base_offset, marker) {
+                self.aborted.lock().push(aborted)?;
+            }
         }
+        self.first_unstable.store(producers.first_unstable().unwrap_or(i64::MAX), Ordering::Release);
         self.written_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         self.end_offset.store(next, Ordering::Release);
         Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time })
@@ -323,8 +406,15 @@ impl Log {
     }
 
     /// The segment the next append goes to, rolling first when the active one is full, too old, or its 32-bit relative
-    /// offsets would overflow. Called with the append lock held.
-    fn active_for_append(&self, config: &LogConfig, len: u64, records: i64) -> Result<Arc<Segment>> {
+    /// offsets would overflow. Called with the append lock held. A roll also snapshots the producers' state as of the
+    /// new segment's start, so recovery after a crash need only scan the segment it lands in.
+    fn active_for_append(
+        &self,
+        config: &LogConfig,
+        len: u64,
+        records: i64,
+        producers: &ProducerStates,
+    ) -> Result<Arc<Segment>> {
         let active = self.segments.read().values().next_back().cloned().expect("a log always has a segment");
         let size = active.size();
         let rel_after = self.end_offset() + records - active.base_offset;
@@ -340,6 +430,8 @@ impl Log {
             signal.wake();
         }
         let base = self.end_offset();
+        producers.save(&self.dir, base).map_err(LogError::io("save producer state in", &self.dir))?;
+        self.aborted.lock().sync()?;
         let (seg, _) = Segment::open(&self.dir, base, now_ms())?;
         // A leftover file at this base (from a crash during an earlier roll) holds nothing we acknowledged.
         seg.adopt_scan(&Default::default())?;
@@ -425,7 +517,11 @@ impl Log {
             active.sync_all()?;
         }
         self.sync_sealed()?;
-        self.producers.lock().save(&self.dir).map_err(LogError::io("save producer state in", &self.dir))?;
+        self.producers
+            .lock()
+            .save(&self.dir, self.end_offset())
+            .map_err(LogError::io("save producer state in", &self.dir))?;
+        self.aborted.lock().sync()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN);
         fs::write(&marker, b"").map_err(LogError::io("write", &marker))?;
         sync_dir(&self.dir)
@@ -437,9 +533,16 @@ impl Log {
     /// log's end moves past the batch just written, so reading up to the file's size could hand out a batch whose
     /// offsets are not yet part of the log (and a consumer would then sit past the end).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult> {
-        let (segments, end) = {
+        self.read_isolated(offset, max_bytes, Isolation::ReadUncommitted)
+    }
+
+    /// [`Log::read`] at an isolation level: read_committed reads stop at the last stable offset (an offset between
+    /// it and the end reads as empty) and carry the aborted transactions the batches returned may hold.
+    pub fn read_isolated(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> Result<ReadResult> {
+        let (segments, end, stable) = {
             let segs = self.segments.read();
             let start = self.start_offset();
+            let stable = self.last_stable_offset();
             let end = self.end_offset();
             if offset < start || offset > end {
                 return Err(LogError::OffsetOutOfRange { offset, log_start: start, log_end: end });
@@ -452,18 +555,36 @@ impl Log {
                 .map(|(_, s)| s.clone())
                 .take(2)
                 .collect::<Vec<Arc<Segment>>>();
-            (segments, end)
+            (segments, end, stable.min(end))
+        };
+        let upper = match isolation {
+            Isolation::ReadUncommitted => end,
+            Isolation::ReadCommitted => stable,
         };
         let mut batches = Bytes::new();
-        if offset < end {
+        if offset < upper {
             for seg in segments {
-                if let Some(bytes) = seg.read(offset, max_bytes, seg.size(), end)? {
+                if let Some(bytes) = seg.read(offset, max_bytes, seg.size(), upper)? {
                     batches = bytes;
                     break;
                 }
             }
         }
-        Ok(ReadResult { batches, log_start_offset: self.start_offset(), log_end_offset: end })
+        let aborted = match isolation {
+            Isolation::ReadCommitted if !batches.is_empty() => {
+                let last = Batches::new(&batches).filter_map(|b| b.ok()).map(|(h, _)| h.last_offset()).last();
+                self.aborted.lock().overlapping(offset, last.unwrap_or(offset))
+            }
+            _ => Vec::new(),
+        };
+        Ok(ReadResult {
+            batches,
+            log_start_offset: self.start_offset(),
+            log_end_offset: end,
+            last_stable_offset: stable,
+            aborted,
+            isolation,
+        })
     }
 
     /// The earliest offset whose record has a timestamp ≥ `ts`, or `None` if no record does.
@@ -491,7 +612,7 @@ impl Log {
             for b in Batches::new(&read.batches) {
                 let (header, bytes) = b.map_err(LogError::InvalidBatch)?;
                 offset = header.last_offset() + 1;
-                if header.max_timestamp < ts {
+                if header.max_timestamp < ts || header.is_control() {
                     continue;
                 }
                 if header.is_log_append_time() {
@@ -532,6 +653,7 @@ impl Log {
             self.unsynced_sealed.lock().retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
             let start = *segs.keys().next().expect("the active segment remains");
             self.start_offset.store(start, Ordering::Release);
+            self.aborted.lock().retain_from(start)?;
             doomed
         };
         let mut outcome = RetentionOutcome::default();
@@ -603,14 +725,14 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>> {
 
 /// Rescans a segment whose indexes cannot be trusted and rebuilds them. Damage in a sealed segment is an error
 /// naming file and position (it held acknowledged records: cutting it would lose them silently); in the active one
-/// it is a torn or corrupt tail, cut off and noted in `report`. For the active segment, also returns the idempotent
-/// producers' state rebuilt from its batches.
+/// it is a torn or corrupt tail, cut off and noted in `report`. For the active segment, also returns its producers'
+/// batches (with the marker of each control batch), from which their state is rebuilt.
 fn recover_segment(
     seg: &Segment,
     config: &LogConfig,
     is_last: bool,
     report: &mut RecoveryReport,
-) -> Result<Option<ProducerStates>> {
+) -> Result<Option<Vec<(BatchHeader, Option<ControlType>)>>> {
     let scan = seg.scan(config.index_interval_bytes, true)?;
     if let Some(reason) = &scan.invalid {
         if !is_last {
@@ -630,14 +752,7 @@ fn recover_segment(
         );
     }
     seg.adopt_scan(&scan)?;
-    if !is_last {
-        return Ok(None);
-    }
-    let mut states = ProducerStates::default();
-    for h in &scan.producer_batches {
-        states.record(h, h.base_offset);
-    }
-    Ok(Some(states))
+    Ok(is_last.then_some(scan.producer_batches))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -2,15 +2,22 @@
 //! ranges of its last few batches, with the offsets they were stored at. A retried batch (same sequences) is answered
 //! with its original offsets instead of being stored twice; a gap or a step back in sequences is refused.
 //!
-//! The state is rebuilt from the active segment after an unclean stop (recovery scans it anyway) and saved to
-//! `producer-state` on a clean close. A producer the log does not know is accepted from whatever sequence it sends,
-//! as its earlier batches may have been deleted by retention.
+//! Transactional producers also have an open transaction here from their first transactional batch until the
+//! marker (COMMIT or ABORT) that ends it: the earliest open one is the partition's last stable offset, below which
+//! `read_committed` readers may read. Markers are checked for the epoch only (they carry no sequence) and may raise
+//! it: the coordinator writes them with the epoch that fenced the producer.
+//!
+//! The state is saved to `producer-state` with the offset it is valid at, when a segment rolls and on a clean close;
+//! after an unclean stop it is that snapshot plus the batches the recovery scan of the active segment finds after it.
+//! A producer the log does not know is accepted from whatever sequence it sends, as its earlier batches may have
+//! been deleted by retention.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
-use crate::batch::BatchHeader;
+use crate::batch::{BatchHeader, ControlType};
 use crate::error::LogError;
+use crate::transactions::AbortedTxn;
 
 /// Batches remembered per producer (Kafka's limit on in-flight requests per idempotent connection).
 const REMEMBERED: usize = 5;
@@ -44,6 +51,8 @@ pub(crate) enum Verdict {
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {
     producers: HashMap<i64, Producer>,
+    /// Open transactions: producer id → offset of its first record in the transaction.
+    open_txns: HashMap<i64, i64>,
 }
 
 fn last_seq(h: &BatchHeader) -> i32 {
@@ -57,6 +66,18 @@ impl ProducerStates {
             return Ok(Verdict::Append);
         }
         let Some(p) = self.producers.get(&h.producer_id) else { return Ok(Verdict::Append) };
+        if h.is_control() {
+            // A marker from the coordinator: only a stale epoch is refused.
+            return if h.producer_epoch < p.epoch {
+                Err(LogError::InvalidProducerEpoch {
+                    producer_id: h.producer_id,
+                    epoch: h.producer_epoch,
+                    current: p.epoch,
+                })
+            } else {
+                Ok(Verdict::Append)
+            };
+        }
         if h.producer_epoch < p.epoch {
             return Err(LogError::InvalidProducerEpoch {
                 producer_id: h.producer_id,
@@ -82,15 +103,32 @@ impl ProducerStates {
         Ok(Verdict::Append)
     }
 
-    /// Records a batch stored at `base_offset`.
-    pub(crate) fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+    /// Records a batch stored at `base_offset` (`marker`: what it marks, if it is a control batch); returns the
+    /// transaction it aborted, if it is an ABORT marker ending one with records here.
+    pub(crate) fn record(
+        &mut self,
+        h: &BatchHeader,
+        base_offset: i64,
+        marker: Option<ControlType>,
+    ) -> Option<AbortedTxn> {
         if h.producer_id < 0 {
-            return;
+            return None;
         }
         let p = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != p.epoch {
             p.epoch = h.producer_epoch;
             p.batches.clear();
+        }
+        if h.is_control() {
+            let first = self.open_txns.remove(&h.producer_id)?;
+            return (marker == Some(ControlType::Abort)).then_some(AbortedTxn {
+                producer_id: h.producer_id,
+                first_offset: first,
+                last_offset: base_offset,
+            });
+        }
+        if h.is_transactional() {
+            self.open_txns.entry(h.producer_id).or_insert(base_offset);
         }
         p.batches.push_back(BatchSeq {
             first_seq: h.base_sequence,
@@ -101,11 +139,26 @@ impl ProducerStates {
         while p.batches.len() > REMEMBERED {
             p.batches.pop_front();
         }
+        None
     }
 
-    /// One line per remembered batch: `producer epoch first_seq last_seq base_offset last_offset`.
-    pub(crate) fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let mut text = String::new();
+    /// The first offset of the earliest open transaction, if any is open.
+    pub(crate) fn first_unstable(&self) -> Option<i64> {
+        self.open_txns.values().min().copied()
+    }
+
+    /// The open transactions, as (producer id, first offset).
+    pub(crate) fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.open_txns.iter().map(|(p, f)| (*p, *f))
+    }
+
+    /// The state as of `offset` (every batch below it recorded): a line `at offset`, one line per remembered batch
+    /// `producer epoch first_seq last_seq base_offset last_offset`, one per open transaction `txn producer first`.
+    pub(crate) fn save(&self, dir: &Path, offset: i64) -> std::io::Result<()> {
+        let mut text = format!("at {offset}\n");
+        for (id, first) in &self.open_txns {
+            text.push_str(&format!("txn {id} {first}\n"));
+        }
         for (id, p) in &self.producers {
             for b in &p.batches {
                 text.push_str(&format!(
@@ -120,11 +173,25 @@ impl ProducerStates {
         std::fs::rename(tmp, dir.join(SNAPSHOT_FILE))
     }
 
-    /// Loads a snapshot; unreadable lines are skipped (those producers are then treated as unknown).
-    pub(crate) fn load(dir: &Path) -> ProducerStates {
+    /// Loads a snapshot and the offset it is valid at (`None` for a snapshot written before snapshots said so, or
+    /// none); unreadable lines are skipped (those producers are then treated as unknown).
+    pub(crate) fn load(dir: &Path) -> (ProducerStates, Option<i64>) {
         let mut s = ProducerStates::default();
-        let Ok(text) = std::fs::read_to_string(dir.join(SNAPSHOT_FILE)) else { return s };
+        let mut at = None;
+        let Ok(text) = std::fs::read_to_string(dir.join(SNAPSHOT_FILE)) else { return (s, at) };
         for line in text.lines() {
+            if let Some(offset) = line.strip_prefix("at ") {
+                at = offset.parse().ok();
+                continue;
+            }
+            if let Some(txn) = line.strip_prefix("txn ") {
+                if let Some((id, first)) = txn.split_once(' ') {
+                    if let (Ok(id), Ok(first)) = (id.parse(), first.parse()) {
+                        s.open_txns.insert(id, first);
+                    }
+                }
+                continue;
+            }
             let f: Vec<i64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
             if let [id, epoch, first, last, base, last_off] = f[..] {
                 let p = s.producers.entry(id).or_default();
@@ -137,7 +204,7 @@ impl ProducerStates {
                 });
             }
         }
-        s
+        (s, at)
     }
 }
 
@@ -166,15 +233,15 @@ mod tests {
     fn sequences_must_follow_and_retries_are_recognised() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(&h(7, 0, 0, 3)).unwrap(), Verdict::Append);
-        s.record(&h(7, 0, 0, 3), 10);
+        s.record(&h(7, 0, 0, 3), 10, None);
         assert_eq!(s.check(&h(7, 0, 3, 2)).unwrap(), Verdict::Append);
-        s.record(&h(7, 0, 3, 2), 13);
+        s.record(&h(7, 0, 3, 2), 13, None);
         // The first batch again: a retry.
         assert_eq!(s.check(&h(7, 0, 0, 3)).unwrap(), Verdict::Duplicate { base_offset: 10, last_offset: 12 });
         // A gap.
         assert!(matches!(s.check(&h(7, 0, 6, 1)), Err(LogError::OutOfOrderSequence { expected: 5, got: 6, .. })));
         // An older epoch is fenced; a newer one starts again at 0.
-        s.record(&h(7, 1, 0, 1), 20);
+        s.record(&h(7, 1, 0, 1), 20, None);
         assert!(matches!(s.check(&h(7, 0, 5, 1)), Err(LogError::InvalidProducerEpoch { .. })));
         assert_eq!(s.check(&h(7, 1, 1, 1)).unwrap(), Verdict::Append);
         // Non-idempotent batches and unknown producers pass.
@@ -186,10 +253,38 @@ mod tests {
     fn snapshots_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = ProducerStates::default();
-        s.record(&h(7, 2, 0, 3), 10);
-        s.save(dir.path()).unwrap();
-        let l = ProducerStates::load(dir.path());
+        s.record(&h(7, 2, 0, 3), 10, None);
+        let mut txn = h(8, 0, 0, 1);
+        txn.attributes = 0x10;
+        s.record(&txn, 13, None);
+        s.save(dir.path(), 14).unwrap();
+        let (l, at) = ProducerStates::load(dir.path());
+        assert_eq!((at, l.first_unstable()), (Some(14), Some(13)));
         assert_eq!(l.check(&h(7, 2, 0, 3)).unwrap(), Verdict::Duplicate { base_offset: 10, last_offset: 12 });
         assert!(l.check(&h(7, 2, 4, 1)).is_err());
+    }
+
+    #[test]
+    fn a_transaction_is_open_from_its_first_batch_to_its_marker() {
+        let mut s = ProducerStates::default();
+        let mut data = h(5, 0, 0, 2);
+        data.attributes = 0x10;
+        s.record(&data, 3, None);
+        data.base_sequence = 2;
+        s.record(&data, 8, None);
+        assert_eq!(s.first_unstable(), Some(3));
+        // The coordinator fenced the producer: its marker carries epoch 1, which the producer's epoch-0 retry is not.
+        let mut marker = h(5, 1, -1, 1);
+        marker.attributes = 0x30;
+        assert_eq!(s.check(&marker).unwrap(), Verdict::Append);
+        let aborted = s.record(&marker, 10, Some(ControlType::Abort));
+        assert_eq!(aborted, Some(AbortedTxn { producer_id: 5, first_offset: 3, last_offset: 10 }));
+        assert_eq!(s.first_unstable(), None);
+        assert!(matches!(s.check(&data), Err(LogError::InvalidProducerEpoch { .. })));
+        // A stale marker is refused; a COMMIT of a transaction with no records here aborts nothing.
+        let mut stale = marker;
+        stale.producer_epoch = 0;
+        assert!(s.check(&stale).is_err());
+        assert_eq!(s.record(&marker, 11, Some(ControlType::Commit)), None);
     }
 }

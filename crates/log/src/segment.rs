@@ -35,8 +35,9 @@ pub(crate) struct ScanOutcome {
     pub offsets: Vec<OffsetEntry>,
     pub times: Vec<TimeEntry>,
     pub max_timestamp: i64,
-    /// Headers of idempotent batches (producer id ≥ 0) with their base offsets, in log order.
-    pub producer_batches: Vec<BatchHeader>,
+    /// Headers of idempotent batches (producer id ≥ 0) with their base offsets, in log order, and for a control
+    /// batch the transaction marker it holds.
+    pub producer_batches: Vec<(BatchHeader, Option<batch::ControlType>)>,
 }
 
 #[derive(Debug)]
@@ -186,7 +187,12 @@ impl Segment {
                 }
             }
             if header.producer_id >= 0 {
-                out.producer_batches.push(header);
+                let marker = if header.is_control() {
+                    batch::control_type(&Bytes::from(self.read_exact(pos, len as usize)?))
+                } else {
+                    None
+                };
+                out.producer_batches.push((header, marker));
             }
             expected_base = header.last_offset() + 1;
             out.next_offset = Some(expected_base);

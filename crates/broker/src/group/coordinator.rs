@@ -771,6 +771,38 @@ impl GroupCoordinator {
         self.offsets.commit(group_id, offsets)
     }
 
+    /// TxnOffsetCommit's check of the sender (KIP-447): a consumer that gives its member id and generation must be
+    /// the group's current member at that generation, so a zombie's transaction cannot commit offsets for
+    /// partitions since reassigned. Without them (an older client) the commit is taken as it comes.
+    pub fn validate_transactional_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation_id: i32,
+    ) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        self.check_running()?;
+        if generation_id < 0 && member_id.is_empty() {
+            return Ok(());
+        }
+        match self.groups.lock().get(group_id) {
+            Some(g) => g.validate_member(member_id, generation_id),
+            None => Err(GroupError::IllegalGeneration),
+        }
+    }
+
+    /// Stores the offsets a committed transaction carried (their senders were checked when they were sent).
+    pub fn commit_transactional_offsets(
+        &self,
+        group_id: &str,
+        offsets: Vec<(TopicPartition, OffsetAndMetadata)>,
+    ) -> Result<(), GroupError> {
+        self.check_running()?;
+        self.offsets.commit(group_id, offsets)
+    }
+
     /// OffsetFetch: the committed offsets of `partitions` (`None` for those never committed), or with `None`, every
     /// partition the group has committed.
     pub fn fetch_offsets(

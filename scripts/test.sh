@@ -35,6 +35,15 @@ if ! python3 -c "import kafka" >/dev/null 2>&1; then
   python3 -c "import kafka" >/dev/null 2>&1 || { echo "error: kafka-python is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# confluent-kafka (librdkafka 2.x) and aiokafka (PyPI) drive the transaction tests; they fail, not skip, without them.
+for module in confluent_kafka:confluent-kafka aiokafka:aiokafka; do
+  if ! python3 -c "import ${module%%:*}" >/dev/null 2>&1; then
+    echo "installing ${module#*:} (PyPI) for the transaction tests" >&2
+    python3 -m pip install -q "${module#*:}" >/dev/null 2>&1 || true
+    python3 -c "import ${module%%:*}" >/dev/null 2>&1 || { echo "error: ${module#*:} is required by the tests and could not be installed" >&2; exit 1; }
+  fi
+done
+
 # schemathesis (PyPI) fuzzes the HTTP API against its OpenAPI document; the test fails, not skips, without it.
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing schemathesis (PyPI) for the HTTP API fuzz test" >&2

@@ -149,8 +149,7 @@ impl TransactionCoordinator {
     /// its topics are open ([`TransactionCoordinator::recover`]).
     pub(crate) fn open(dir: &Path) -> Result<Arc<TransactionCoordinator>, TxnError> {
         let storage = |e: weir_log::LogError| TxnError::Storage(format!("transaction log {}: {e}", dir.display()));
-        let mut config = LogConfig::default();
-        config.fsync = FsyncPolicy::Always;
+        let config = LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() };
         let log = Log::open(dir, config).map_err(storage)?;
         let mut latest: HashMap<String, TxnMeta> = HashMap::new();
         let mut offset = log.start_offset();

@@ -20,7 +20,7 @@ use crate::error::{LogError, Result};
 use crate::flusher::FlushSignal;
 use crate::producer_state::{ProducerStates, Verdict};
 use crate::record::{Record, StoredRecord};
-use crate::segment::{Placed, Segment};
+use crate::segment::{Placed, ProducerBatch, Segment};
 use crate::transactions::{AbortedIndex, AbortedTxn, ReadCommittedFilter};
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
@@ -732,7 +732,7 @@ fn recover_segment(
     config: &LogConfig,
     is_last: bool,
     report: &mut RecoveryReport,
-) -> Result<Option<Vec<(BatchHeader, Option<ControlType>)>>> {
+) -> Result<Option<Vec<ProducerBatch>>> {
     let scan = seg.scan(config.index_interval_bytes, true)?;
     if let Some(reason) = &scan.invalid {
         if !is_last {

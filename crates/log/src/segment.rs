@@ -23,6 +23,9 @@ pub(crate) struct Placed {
     pub len: u64,
 }
 
+/// A producer's batch found by a scan, and for a control batch the transaction marker it holds.
+pub(crate) type ProducerBatch = (BatchHeader, Option<batch::ControlType>);
+
 /// What a recovery scan found.
 #[derive(Debug, Default)]
 pub(crate) struct ScanOutcome {
@@ -37,7 +40,7 @@ pub(crate) struct ScanOutcome {
     pub max_timestamp: i64,
     /// Headers of idempotent batches (producer id ≥ 0) with their base offsets, in log order, and for a control
     /// batch the transaction marker it holds.
-    pub producer_batches: Vec<(BatchHeader, Option<batch::ControlType>)>,
+    pub producer_batches: Vec<ProducerBatch>,
 }
 
 #[derive(Debug)]

@@ -10,6 +10,8 @@
 #   scripts/bench.sh runtime > results.jsonl   # only the processing runtime (handlers, outbox) on SQLite and PostgreSQL
 #   scripts/bench.sh analytics > results.jsonl # only a simulated day of the analytics pipeline (5 M events)
 #   scripts/bench.sh wedding > results.jsonl   # only wedding operations: policies against the optimum, 1 M events
+#   scripts/bench.sh txn > results.jsonl       # only transactions over the Kafka protocol (1, 10, 100 records each)
+#                                              # and read_committed consumption, beside their plain counterparts
 #   scripts/bench.sh scale > results.jsonl     # the systems on a Kafka-compatible cluster (weir's listener, Tansu on
 #                                              # PostgreSQL), one and two instances, against embedded
 #
@@ -23,7 +25,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|http|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|http|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 weir=target/release/weir
@@ -89,6 +91,28 @@ wire() {
 
 # HTTP produce through `weir up` with wrk (one thread, so weir keeps a core): one 100-byte record per request over 64
 # connections, then 1,000 records per request over 16. The Lua script prints one JSON line per run.
+# Transactions (issue 16): one librdkafka transactional producer committing transactions of 1, 10 and 100 records,
+# beside the idempotent producer without transactions; then read_committed consumption beside read_uncommitted. Each
+# run on a topic of its own on one `weir up` (fsync at the default interval; the coordinator's log fsyncs always).
+txn() {
+  local scratch port=19093 pid
+  scratch=$(mktemp -d)
+  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none \
+    2>"$scratch/weir.log" &
+  pid=$!
+  wait_port $port
+  local bench="$weir --server 127.0.0.1:$port bench wire --json --label weir"
+  local n=$((count / 10))
+  run $bench --count "$n"
+  run $bench --count "$n" --isolation read_committed
+  run $bench --count 3000 --transaction-size 1
+  run $bench --count 30000 --transaction-size 10
+  run $bench --count "$n" --transaction-size 100
+  run $bench --count "$n" --transaction-size 100 --isolation read_committed
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$scratch"
+}
+
 http() {
   local scratch port=18080 pid records conns
   command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk): skipping the HTTP benchmark" >&2; return 0; }
@@ -292,6 +316,10 @@ if [ "$mode" = http ]; then
   exit 0
 fi
 
+if [ "$mode" = txn ]; then
+  txn
+  exit 0
+fi
 if [ "$mode" = wire ]; then
   wire
   for size in 100 1024; do
@@ -332,6 +360,7 @@ else
   run $weir bench memory --json --bytes 5G --size 1024
 fi
 wire
+txn
 http
 runtime
 analytics

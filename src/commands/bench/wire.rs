@@ -15,7 +15,7 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::bar;
@@ -46,6 +46,14 @@ pub struct WireArgs {
     /// How long the latency run lasts, in seconds.
     #[arg(long, default_value_t = 10, requires = "rate")]
     seconds: u64,
+    /// Produce in transactions of this many records each (a transactional producer: begin, send, commit), and
+    /// report transactions per second beside records per second.
+    #[arg(long, value_name = "RECORDS", conflicts_with = "rate", value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_size: Option<u64>,
+    /// The consumer's isolation level: `read_committed` reads only committed transactions (below the last stable
+    /// offset), `read_uncommitted` everything.
+    #[arg(long, default_value = "read_uncommitted", value_parser = ["read_committed", "read_uncommitted"])]
+    isolation: String,
     /// A librdkafka property for the producer and the consumer, as kcat's -X (repeatable), e.g.
     /// `-X batch.num.messages=100000`.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
@@ -146,6 +154,10 @@ fn producer_config(remote: &Remote, args: &WireArgs, default_linger_ms: u64) -> 
 
 fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     let bytes = args.count * args.size as u64;
+    if let Some(n) = args.transaction_size {
+        produce_transactions(remote, topic, args, n)?;
+        return consume(remote, topic, args);
+    }
     let config = producer_config(remote, args, 5)?;
     let counting = Counting::default();
     let producer: ThreadedProducer<Counting> =
@@ -183,6 +195,68 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     }
     report(args, "produce", args.count, secs, bytes);
     drop(producer);
+    consume(remote, topic, args)
+}
+
+/// Produces `args.count` records in transactions of `size` (begin, send, commit), with a producer polled on this
+/// thread: a `ThreadedProducer`'s polling thread would add its 100 ms poll interval to every commit, and measure
+/// the client rather than the server.
+fn produce_transactions(remote: &Remote, topic: &str, args: &WireArgs, size: u64) -> Result<()> {
+    let mut config = producer_config(remote, args, 0)?;
+    config.set("transactional.id", format!("{topic}-producer"));
+    let counting = Counting::default();
+    let producer: BaseProducer<Counting> =
+        BaseProducer::from_config_and_context(&config, counting.clone()).context("cannot create the producer")?;
+    producer.init_transactions(TIMEOUT).context("init_transactions")?;
+    let value = vec![b'x'; args.size];
+    let b = bar(args.count, args.json);
+    b.set_message("produce (transactions)");
+    let started = Instant::now();
+    let (mut sent, mut transactions) = (0u64, 0u64);
+    while sent < args.count {
+        producer.begin_transaction().context("begin_transaction")?;
+        let end = (sent + size).min(args.count);
+        while sent < end {
+            let mut record = BaseRecord::<(), [u8], ()>::to(topic).payload(&value[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => bail!("produce failed after {sent} records: {e}"),
+                }
+            }
+            sent += 1;
+        }
+        // The records' delivery reports first, served here in short polls: rdkafka's commit_transaction flushes with
+        // one poll of the whole remaining timeout, which waits for librdkafka's next internal wake-up (~100 ms) after
+        // the last report, and would cap this at ten transactions a second whatever the server.
+        let flushing = Instant::now();
+        while producer.in_flight_count() > 0 {
+            if flushing.elapsed() > TIMEOUT {
+                bail!("the transaction's records were not acknowledged within {TIMEOUT:?}");
+            }
+            producer.poll(Duration::from_millis(1));
+        }
+        producer.commit_transaction(TIMEOUT).context("commit_transaction")?;
+        transactions += 1;
+        b.set_position(sent);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    b.finish_and_clear();
+    let (ok, failed) = (counting.0.ok.load(Ordering::Relaxed), counting.0.failed.load(Ordering::Relaxed));
+    if failed > 0 || ok != args.count {
+        bail!("{ok} of {} records acknowledged, {failed} failed", args.count);
+    }
+    report_transactions(args, transactions, secs, args.count * args.size as u64);
+    Ok(())
+}
+
+/// One consumer reads the topic's `args.count` records back from the beginning, at `args.isolation`.
+fn consume(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
+    let bytes = args.count * args.size as u64;
 
     let consumer_config = client_config(
         remote,
@@ -194,6 +268,7 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
             ("fetch.queue.backoff.ms", "1".into()),
             ("enable.partition.eof", "false".into()),
             ("fetch.wait.max.ms", "100".into()),
+            ("isolation.level", args.isolation.clone()),
         ],
     )?;
     let consumer: BaseConsumer = remote.create(&consumer_config).context("cannot create the consumer")?;
@@ -229,8 +304,36 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     if checksum != bytes {
         bail!("consumed {checksum} value bytes, expected {bytes}");
     }
-    report(args, "consume", seen, secs, bytes);
+    let scenario = if args.isolation == "read_committed" { "consume-read-committed" } else { "consume" };
+    report(args, scenario, seen, secs, bytes);
     Ok(())
+}
+
+/// A transactional produce run: transactions and records per second.
+fn report_transactions(args: &WireArgs, transactions: u64, secs: f64, bytes: u64) {
+    let size = args.transaction_size.unwrap_or(1);
+    let (tps, rps, mb) = (transactions as f64 / secs, args.count as f64 / secs, bytes as f64 / secs / 1e6);
+    if args.json {
+        let obj = serde_json::json!({
+            "peer": args.label,
+            "transport": "kafka-wire",
+            "scenario": "produce-transactional",
+            "size": args.size,
+            "partitions": args.partitions,
+            "transaction_records": size,
+            "transactions": transactions,
+            "transactions_per_s": tps,
+            "count": args.count,
+            "records_per_s": rps,
+            "mb_per_s": mb,
+        });
+        emit(&obj.to_string());
+    } else {
+        emit(&format!(
+            "produce  {} over the Kafka protocol, transactions of {size} x {} B: {transactions} transactions, {tps:.0} transactions/s, {rps:.0} records/s, {mb:.1} MB/s ({secs:.2} s)",
+            args.label, args.size
+        ));
+    }
 }
 
 /// Acknowledgement latency of each record, from its intended send time, into one histogram.

@@ -254,6 +254,32 @@ pub fn encode(records: &[Record], now_ms: i64, buf: &mut Vec<u8>) -> EncodedInfo
     EncodedInfo { record_count: records.len() as i32, max_timestamp: max_ts }
 }
 
+/// Appends one batch of `records` from an idempotent producer (`producer_id` at `producer_epoch`, its first record
+/// numbered `base_sequence`), marked transactional when `transactional`: what a Kafka client's idempotent or
+/// transactional producer sends, for in-process producers that take part in transactions.
+pub fn encode_for_producer(
+    records: &[Record],
+    now_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+    buf: &mut Vec<u8>,
+) -> EncodedInfo {
+    let start = buf.len();
+    let info = encode(records, now_ms, buf);
+    let b = &mut buf[start..];
+    if transactional {
+        b[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2].copy_from_slice(&ATTR_TRANSACTIONAL.to_be_bytes());
+    }
+    b[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
+    b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    info
+}
+
 /// Appends a control batch ending `producer_id`'s transaction (a COMMIT or ABORT marker, as Kafka's transaction
 /// coordinator writes them): one record whose key is `version 0 · type` and whose value is `version 0 ·
 /// coordinator_epoch`, in a batch marked transactional and control, with base sequence -1.

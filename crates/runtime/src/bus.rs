@@ -79,6 +79,12 @@ pub struct SubscribeOptions {
     pub session_timeout: Duration,
     /// Most messages one `next_batch` returns.
     pub max_batch: usize,
+    /// Read only committed transactions, and never an aborted one's messages (Kafka's
+    /// `isolation.level=read_committed`); otherwise everything written.
+    pub read_committed: bool,
+    /// The transactional id [`Subscription::commit_transaction`] produces under (Kafka's `transactional.id`): one
+    /// per consuming instance that must not run twice; a newer subscription with the same id fences this one.
+    pub transactional_id: Option<String>,
 }
 
 impl SubscribeOptions {
@@ -90,6 +96,8 @@ impl SubscribeOptions {
             client_id: "weir".into(),
             session_timeout: Duration::from_secs(45),
             max_batch: 500,
+            read_committed: false,
+            transactional_id: None,
         }
     }
 }
@@ -109,6 +117,9 @@ pub enum BusError {
     /// reconnect by itself, so the caller pauses and asks again.
     #[error("the cluster is unreachable: {0}")]
     Unavailable(String),
+    /// Another producer with the same transactional id took over: this one must stop (its transaction was aborted).
+    #[error("fenced: {0}")]
+    Fenced(String),
     #[error("{0}")]
     Backend(String),
 }
@@ -126,6 +137,18 @@ pub trait Subscription: Send {
     async fn seek(&mut self, topic: &str, partition: i32, offset: i64) -> Result<(), BusError>;
     /// The partitions currently assigned to this member.
     fn assignment(&self) -> Vec<(String, i32)>;
+    /// Publishes `messages` and commits this group's next `offsets` in one transaction (consume-transform-produce):
+    /// read_committed readers see the messages and the group sees the offsets together, or neither. Needs
+    /// `transactional_id` in the subscription's options. On an error nothing of it is visible (the transaction was
+    /// aborted); [`BusError::Fenced`] means a newer instance with the same id took over and this one must stop.
+    async fn commit_transaction(
+        &mut self,
+        messages: Vec<OutgoingMessage>,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), BusError> {
+        let _ = (messages, offsets);
+        Err(BusError::Invalid("this bus does not support transactions".into()))
+    }
     /// Leaves the group.
     async fn close(self: Box<Self>) -> Result<(), BusError>;
 }

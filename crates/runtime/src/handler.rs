@@ -6,9 +6,14 @@
 //! goes to a dead-letter topic (`<topic>.dlq`) with headers naming where it came from and why, and its partition moves
 //! on, so a poison record never stalls the rest.
 //!
-//! Two delivery modes:
+//! Three delivery modes:
 //! - **at-least-once** ([`Handler`]): offsets are committed to the bus after the batch's handlers succeed; a crash
 //!   before the commit redelivers.
+//! - **exactly-once on the bus** ([`TransformHandler`], consume-transform-produce): each handler returns the
+//!   messages to publish; a fetched batch's outputs (dead letters included) and the group's next offsets are
+//!   committed in one bus transaction ([`Subscription::commit_transaction`](crate::bus::Subscription), Kafka's
+//!   transactions on either bus), and the subscription reads read_committed. A crash or a failed commit leaves none
+//!   of the batch visible and redelivers it; a newer instance with the same transactional id fences this one.
 //! - **exactly-once into SQL** ([`SqlHandler`]): per partition and fetched batch, one database transaction holds the
 //!   handler's writes and the group's next offset (`weir_consumer_offsets`). The runner resumes from the database's
 //!   offsets and skips whatever the bus redelivers below them, so a crash anywhere leaves each effect once. The
@@ -55,6 +60,13 @@ impl From<sqlx::Error> for HandlerError {
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError>;
+}
+
+/// A consume-transform-produce handler: the messages it returns are published with the consumed offset in one bus
+/// transaction.
+#[async_trait]
+pub trait TransformHandler: Send + Sync + 'static {
+    async fn handle(&self, message: &Message) -> Result<Vec<OutgoingMessage>, HandlerError>;
 }
 
 /// An exactly-once handler: its writes go through `tx`, which commits with the consumed offset.
@@ -130,6 +142,8 @@ pub struct RunStats {
 enum Mode {
     AtLeastOnce(Arc<dyn Handler>),
     ExactlyOnce(Arc<dyn SqlHandler>, SqlStore),
+    /// With the transactional id the subscription produces under.
+    Transactional(Arc<dyn TransformHandler>, String),
 }
 
 impl Clone for Mode {
@@ -137,6 +151,7 @@ impl Clone for Mode {
         match self {
             Mode::AtLeastOnce(h) => Mode::AtLeastOnce(h.clone()),
             Mode::ExactlyOnce(h, s) => Mode::ExactlyOnce(h.clone(), s.clone()),
+            Mode::Transactional(h, id) => Mode::Transactional(h.clone(), id.clone()),
         }
     }
 }
@@ -163,6 +178,17 @@ impl Runner {
         Runner { bus, config: Arc::new(config), mode: Mode::ExactlyOnce(Arc::new(handler), store) }
     }
 
+    /// Consume-transform-produce exactly once on the bus: `transactional_id` must be one per instance (a second
+    /// runner with the same id fences the first, whose `run` then ends with [`BusError::Fenced`]).
+    pub fn transactional(
+        bus: Arc<dyn Bus>,
+        config: RunnerConfig,
+        transactional_id: impl Into<String>,
+        handler: impl TransformHandler,
+    ) -> Runner {
+        Runner { bus, config: Arc::new(config), mode: Mode::Transactional(Arc::new(handler), transactional_id.into()) }
+    }
+
     /// Consumes until `stop` resolves, then finishes the batch in hand (within the shutdown deadline), commits, and
     /// leaves the group.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<RunStats, RunnerError> {
@@ -175,6 +201,10 @@ impl Runner {
         options.start_from = c.start_from;
         options.max_batch = c.batch_size;
         options.client_id = format!("weir-runner/{}", c.group);
+        if let Mode::Transactional(_, id) = &self.mode {
+            options.read_committed = true;
+            options.transactional_id = Some(id.clone());
+        }
         let mut sub = self.bus.subscribe(options).await?;
         let mut stats = RunStats::default();
         let mut positions = StoredPositions::new(&c.group);
@@ -227,7 +257,13 @@ impl Runner {
                 }
             };
             let mut commits = Vec::with_capacity(done.len());
-            for (tp, next, s) in done {
+            // What the batch did counts only once it is committed: a failed transaction redoes it.
+            let before = stats.clone();
+            let mut outputs = Vec::new();
+            let mut firsts = Vec::new();
+            for (tp, first, next, s, out) in done {
+                outputs.extend(out);
+                firsts.push((tp.0.clone(), tp.1, first));
                 stats.processed += s.processed;
                 stats.retried += s.retried;
                 stats.dead_lettered += s.dead_lettered;
@@ -243,7 +279,27 @@ impl Runner {
                 positions.advance(&tp.0, tp.1, next);
                 commits.push((tp.0, tp.1, next));
             }
-            if !commits.is_empty() {
+            if let Mode::Transactional(..) = &self.mode {
+                match sub.commit_transaction(outputs, &commits).await {
+                    Ok(()) => {}
+                    Err(e @ BusError::Fenced(_)) => {
+                        tracing::warn!(group = %c.group, "a newer instance with this transactional id took over: {e}");
+                        let _ = tokio::time::timeout(c.shutdown_deadline, sub.close()).await;
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        // Nothing of the batch is visible: consume it again from its start.
+                        tracing::warn!(group = %c.group, "the batch's transaction failed, redoing it: {e}");
+                        for (t, p, first) in firsts {
+                            match sub.seek(&t, p, first).await {
+                                Ok(()) | Err(BusError::Rebalanced) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        stats = before;
+                    }
+                }
+            } else if !commits.is_empty() {
                 // In exactly-once mode this is only a hint for lag and for other consumers; the database decides.
                 match sub.commit_offsets(&commits).await {
                     Ok(()) | Err(BusError::Rebalanced) => {}
@@ -255,11 +311,12 @@ impl Runner {
         Ok(stats)
     }
 
-    /// Handles each partition's records in order, partitions in parallel; returns each partition's next offset.
+    /// Handles each partition's records in order, partitions in parallel; returns each partition's first and next
+    /// offsets, and (transactional mode) the messages to publish.
     async fn process(
         &self,
         by_partition: BTreeMap<(String, i32), Vec<Message>>,
-    ) -> Result<Vec<((String, i32), i64, RunStats)>, RunnerError> {
+    ) -> Result<Vec<Processed>, RunnerError> {
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         for (tp, msgs) in by_partition {
@@ -270,13 +327,15 @@ impl Runner {
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let next = msgs.last().map(|m| m.offset + 1).unwrap_or_default();
-                let stats = match mode {
-                    Mode::AtLeastOnce(h) => partition_at_least_once(&*h, &config, &*bus, &msgs).await?,
+                let first = msgs.first().map(|m| m.offset).unwrap_or_default();
+                let (stats, out) = match mode {
+                    Mode::AtLeastOnce(h) => (partition_at_least_once(&*h, &config, &*bus, &msgs).await?, Vec::new()),
                     Mode::ExactlyOnce(h, store) => {
-                        partition_exactly_once(&*h, &store, &config, &*bus, &tp, &msgs, next).await?
+                        (partition_exactly_once(&*h, &store, &config, &*bus, &tp, &msgs, next).await?, Vec::new())
                     }
+                    Mode::Transactional(h, _) => partition_transactional(&*h, &config, &msgs).await,
                 };
-                Ok::<_, RunnerError>((tp, next, stats))
+                Ok::<_, RunnerError>((tp, first, next, stats, out))
             });
         }
         let mut out = Vec::new();
@@ -286,6 +345,10 @@ impl Runner {
         Ok(out)
     }
 }
+
+/// One partition's share of a batch, handled: (topic, partition), its first and next offsets, what it did, and the
+/// messages it publishes (transactional mode).
+type Processed = ((String, i32), i64, i64, RunStats, Vec<OutgoingMessage>);
 
 /// A batch's records by partition, each partition's in order. A batch holds runs of one partition's records, so a
 /// record usually joins the group of the one before it; the topic's name is copied once per partition, not per record.
@@ -410,6 +473,47 @@ async fn partition_at_least_once(
         observer.record(started);
     }
     Ok(stats)
+}
+
+/// One partition's records through a [`TransformHandler`]: retried like the at-least-once mode, and a record that
+/// still fails becomes a dead letter among the outputs, so it is published in the same transaction.
+async fn partition_transactional(
+    handler: &dyn TransformHandler,
+    config: &RunnerConfig,
+    msgs: &[Message],
+) -> (RunStats, Vec<OutgoingMessage>) {
+    let mut stats = RunStats::default();
+    let mut out = Vec::new();
+    let observer = Observer::new(config, msgs.first().map_or("", |m| m.topic.as_str()));
+    for m in msgs {
+        let started = Instant::now();
+        let mut attempt = 1;
+        let first = crate::time::now_ms();
+        loop {
+            match handler.handle(m).await {
+                Ok(messages) => {
+                    out.extend(messages);
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("weir_handler_failed_total", &labels(config, &m.topic)).increment(1);
+                    if matches!(e, HandlerError::Retryable(_)) && attempt < config.max_attempts {
+                        stats.retried += 1;
+                        metrics::counter!("weir_handler_retried_total", &labels(config, &m.topic)).increment(1);
+                        tokio::time::sleep(backoff(config, attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    out.push(dead_letter_message(config, m, &e, attempt, first));
+                    stats.dead_lettered += 1;
+                    break;
+                }
+            }
+        }
+        stats.processed += 1;
+        observer.record(started);
+    }
+    (stats, out)
 }
 
 async fn partition_exactly_once(
@@ -587,6 +691,19 @@ async fn dead_letter(
     attempts: u32,
     first_failure_ms: i64,
 ) -> Result<(), RunnerError> {
+    bus.produce(dead_letter_message(config, m, e, attempts, first_failure_ms)).await?;
+    Ok(())
+}
+
+/// The dead letter of a record that failed for good: its key, value and headers, and headers saying where it came
+/// from and why (counted and logged here).
+fn dead_letter_message(
+    config: &RunnerConfig,
+    m: &Message,
+    e: &HandlerError,
+    attempts: u32,
+    first_failure_ms: i64,
+) -> OutgoingMessage {
     let topic = format!("{}{}", m.topic, config.dlq_suffix);
     let mut headers = m.headers.clone();
     headers.extend([
@@ -597,16 +714,14 @@ async fn dead_letter(
         (dlq_headers::ATTEMPTS.to_string(), Bytes::from(attempts.to_string())),
         (dlq_headers::FIRST_FAILURE_MS.to_string(), Bytes::from(first_failure_ms.to_string())),
     ]);
-    let letter = OutgoingMessage {
+    metrics::counter!("weir_handler_dead_lettered_total", &labels(config, &m.topic)).increment(1);
+    tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %e, attempts, "dead-lettered");
+    OutgoingMessage {
         topic,
         key: m.key.clone(),
         value: m.value.clone(),
         headers,
         partition: None,
         timestamp: Some(m.timestamp),
-    };
-    bus.produce(letter).await?;
-    metrics::counter!("weir_handler_dead_lettered_total", &labels(config, &m.topic)).increment(1);
-    tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, error = %e, attempts, "dead-lettered");
-    Ok(())
+    }
 }

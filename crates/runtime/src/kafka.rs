@@ -13,7 +13,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use crate::bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
@@ -429,6 +429,7 @@ impl Bus for KafkaBus {
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError> {
         let mut config = self.endpoint.client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS);
         config
+            .set("isolation.level", if options.read_committed { "read_committed" } else { "read_uncommitted" })
             .set("group.id", &options.group)
             .set("client.id", &options.client_id)
             .set("enable.auto.commit", "false")
@@ -440,7 +441,13 @@ impl Bus for KafkaBus {
         let consumer: StreamConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(backend)?;
-        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), max_batch: options.max_batch.max(1) }))
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+            max_batch: options.max_batch.max(1),
+            endpoint: self.endpoint.clone(),
+            transactional_id: options.transactional_id,
+            producer: None,
+        }))
     }
 
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError> {
@@ -498,6 +505,124 @@ fn about_record(i: usize, total: usize, e: BusError) -> BusError {
 struct KafkaSubscription {
     consumer: Arc<StreamConsumer<Observer>>,
     max_batch: usize,
+    endpoint: KafkaEndpoint,
+    transactional_id: Option<String>,
+    /// The transactional producer, created and initialised (fencing any earlier one of the id) at the first
+    /// transaction, and dropped when fenced or failed fatally so the next one starts afresh.
+    producer: Option<Arc<BaseProducer<Failures>>>,
+}
+
+/// Counts a transactional producer's failed deliveries: any failure aborts the transaction.
+#[derive(Default)]
+struct Failures {
+    observer: Observer,
+    failed: AtomicUsize,
+    first: parking_lot::Mutex<Option<KafkaError>>,
+}
+
+impl ClientContext for Failures {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.observer.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.observer.error(error, reason);
+    }
+}
+
+impl ProducerContext for Failures {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: usize) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+            self.first.lock().get_or_insert_with(|| e.clone());
+        }
+    }
+}
+
+/// A transaction's error: fenced (another producer of the id took over, or the coordinator aborted ours on its
+/// timeout), or any other.
+fn txn_backend(e: KafkaError) -> BusError {
+    if e.rdkafka_error_code().is_some_and(fencing_code) {
+        BusError::Fenced(e.to_string())
+    } else {
+        backend(e)
+    }
+}
+
+/// The codes that mean another producer of the transactional id took over (or the coordinator ended ours).
+fn fencing_code(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+    )
+}
+
+/// How long a transaction step (init, commit) may take before it is given up.
+const TRANSACTION_STEP: Duration = Duration::from_secs(30);
+
+/// One transaction through librdkafka's transactional producer, polled on this (blocking) thread in short steps:
+/// rust-rdkafka's `commit_transaction` would otherwise wait out librdkafka's ~100 ms internal wake-up after the last
+/// delivery report, capping a relay at ten transactions a second.
+fn kafka_transaction(
+    producer: &BaseProducer<Failures>,
+    consumer: &StreamConsumer<Observer>,
+    messages: &[OutgoingMessage],
+    offsets: &[(String, i32, i64)],
+) -> Result<(), BusError> {
+    producer.context().failed.store(0, Ordering::Release);
+    producer.begin_transaction().map_err(txn_backend)?;
+    let result = (|| {
+        for (i, m) in messages.iter().enumerate() {
+            loop {
+                match producer.send(record(m, i)) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(about_record(i, messages.len(), txn_backend(e))),
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        while producer.in_flight_count() > 0 {
+            if started.elapsed() > TRANSACTION_STEP {
+                return Err(BusError::Backend("the transaction's messages were not acknowledged in 30 s".into()));
+            }
+            producer.poll(Duration::from_millis(1));
+        }
+        if producer.context().failed.load(Ordering::Acquire) > 0 {
+            let first = producer.context().first.lock().take();
+            return Err(first.map_or_else(|| BusError::Backend("a delivery failed".into()), txn_backend));
+        }
+        if !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p, o) in offsets {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o)).map_err(backend)?;
+            }
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| BusError::Backend("the consumer has no group metadata".into()))?;
+            producer.send_offsets_to_transaction(&tpl, &metadata, TRANSACTION_STEP).map_err(txn_backend)?;
+        }
+        producer.commit_transaction(TRANSACTION_STEP).map_err(txn_backend)
+    })();
+    // A fenced producer fails fatally, and librdkafka then purges what it holds: the deliveries' errors say
+    // "purged", the fatal error says why.
+    let result = match (result, producer.client().fatal_error()) {
+        (Err(_), Some((code, reason))) if fencing_code(code) => Err(BusError::Fenced(format!("{code:?}: {reason}"))),
+        (Err(_), Some((code, reason))) => Err(BusError::Backend(format!("{code:?}: {reason}"))),
+        (result, _) => result,
+    };
+    if result.is_err() {
+        // Nothing of it may become visible; a fenced producer's abort fails too, which changes nothing.
+        let _ = producer.abort_transaction(TRANSACTION_STEP);
+    }
+    result
 }
 
 impl KafkaSubscription {
@@ -580,6 +705,44 @@ impl Subscription for KafkaSubscription {
             .assignment()
             .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
             .unwrap_or_default()
+    }
+
+    async fn commit_transaction(
+        &mut self,
+        messages: Vec<OutgoingMessage>,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), BusError> {
+        if messages.is_empty() && offsets.is_empty() {
+            return Ok(());
+        }
+        let id = self.transactional_id.clone().ok_or_else(|| {
+            BusError::Invalid("commit_transaction needs a transactional_id in the subscription's options".into())
+        })?;
+        let producer = match &self.producer {
+            Some(p) => p.clone(),
+            None => {
+                let mut config = self.endpoint.client_config_for(Some(ClientRole::Producer), PRODUCER_DEFAULTS);
+                config.set("transactional.id", &id);
+                let producer: BaseProducer<Failures> =
+                    config.create_with_context(Failures::default()).map_err(backend)?;
+                let producer = Arc::new(producer);
+                let p = producer.clone();
+                tokio::task::spawn_blocking(move || p.init_transactions(TRANSACTION_STEP))
+                    .await
+                    .map_err(|e| BusError::Backend(e.to_string()))?
+                    .map_err(txn_backend)?;
+                self.producer = Some(producer.clone());
+                producer
+            }
+        };
+        let (consumer, offsets, p) = (self.consumer.clone(), offsets.to_vec(), producer.clone());
+        let result = tokio::task::spawn_blocking(move || kafka_transaction(&p, &consumer, &messages, &offsets))
+            .await
+            .map_err(|e| BusError::Backend(e.to_string()))?;
+        if matches!(result, Err(BusError::Fenced(_))) {
+            self.producer = None;
+        }
+        result
     }
 
     async fn close(self: Box<Self>) -> Result<(), BusError> {

@@ -2,9 +2,9 @@
 //!
 //! - [`Bus`] (`bus.rs`): publish and subscribe, shaped like a Kafka client; [`EmbeddedBus`] (`embedded.rs`) over the
 //!   in-process broker and [`KafkaBus`] (`kafka.rs`) over a Kafka cluster. A system takes a `Bus` and never names a
-//!   backend.
+//!   backend. Both run transactions (`Subscription::commit_transaction`: messages and the group's offsets together).
 //! - [`handler`]: the [`Runner`] driving handlers with per-partition order, retries with backoff, dead letters, and
-//!   at-least-once or exactly-once-into-SQL delivery.
+//!   at-least-once, exactly-once-into-SQL or exactly-once-on-the-bus (transactional) delivery.
 //! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
 //! - [`outbox`]: the transactional outbox and its relay.
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
@@ -34,7 +34,7 @@ pub mod time;
 
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
 pub use embedded::EmbeddedBus;
-pub use handler::{Handler, HandlerError, RunStats, Runner, RunnerConfig, SqlHandler};
+pub use handler::{Handler, HandlerError, RunStats, Runner, RunnerConfig, SqlHandler, TransformHandler};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaEndpoint};
 pub use sql::{SqlStore, SqlTx, StoreError};

@@ -1,0 +1,210 @@
+//! Consume-transform-produce exactly once on the bus, embedded and over Kafka (rdkafka against weir's listener):
+//! the transactional `Runner` relays a topic, a poison record becoming a dead letter in the same transaction; a
+//! second subscription with the same transactional id fences the first; and a relay on the Kafka bus killed with
+//! SIGKILL again and again leaves, under read_committed, each input exactly once in its output.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use weir_broker::testing::{broker_config, crash};
+use weir_broker::{Broker, ConsumerConfig, Isolation};
+use weir_kafka::{BackgroundBroker, ListenerConfig};
+use weir_runtime::{
+    Bus, BusError, EmbeddedBus, HandlerError, KafkaBus, Message, OutgoingMessage, Runner, RunnerConfig,
+    SubscribeOptions, TransformHandler,
+};
+
+/// `in-N` → `out-N` on `<prefix>-out`, headers kept and one added; `in-13` is poison.
+struct Relay {
+    out: String,
+}
+
+#[async_trait]
+impl TransformHandler for Relay {
+    async fn handle(&self, m: &Message) -> Result<Vec<OutgoingMessage>, HandlerError> {
+        let v = String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned();
+        if v == "in-13" {
+            return Err(HandlerError::Permanent("thirteen".into()));
+        }
+        let mut out = OutgoingMessage::new(self.out.clone(), v.replace("in-", "out-")).header("hop", "relay");
+        out.key = m.key.clone();
+        out.headers.extend(m.headers.iter().cloned());
+        Ok(vec![out])
+    }
+}
+
+/// Every value a read_committed reader finds on `topic`, with how often.
+async fn committed_values(broker: &Arc<Broker>, topic: &str) -> BTreeMap<String, usize> {
+    let mut c = broker.consumer(ConsumerConfig::new([topic]).isolation(Isolation::ReadCommitted)).unwrap();
+    let mut seen = BTreeMap::new();
+    let mut idle = 0;
+    while idle < 3 {
+        let records = c.poll(Duration::from_millis(200)).await.unwrap();
+        idle = if records.is_empty() { idle + 1 } else { 0 };
+        for r in records {
+            *seen.entry(String::from_utf8(r.value.unwrap().to_vec()).unwrap()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+async fn committed_offsets(broker: &Broker, group: &str) -> i64 {
+    broker.describe_group(group).map(|g| g.offsets.iter().filter_map(|o| o.committed).sum()).unwrap_or(0)
+}
+
+/// The relay over `bus`, checked on `broker` (the one under the bus).
+async fn relay_exactly_once(bus: Arc<dyn Bus>, broker: Arc<Broker>, prefix: &str) {
+    let (input, output) = (format!("{prefix}-in"), format!("{prefix}-out"));
+    bus.ensure_topic(&input, 3).await.unwrap();
+    bus.ensure_topic(&output, 2).await.unwrap();
+    bus.ensure_topic(&format!("{input}.dlq"), 1).await.unwrap();
+    let messages = (0..300)
+        .map(|i| OutgoingMessage::new(input.clone(), format!("in-{i}")).key(format!("k{}", i % 7)).header("trace", "t"))
+        .collect();
+    bus.produce_all(messages).await.unwrap();
+
+    let group = format!("{prefix}-relay");
+    let mut config = RunnerConfig::new(group.clone(), [input.clone()]);
+    config.batch_size = 40;
+    let runner = Runner::transactional(bus.clone(), config, format!("{prefix}-relay-1"), Relay { out: output.clone() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runner.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_offsets(&broker, &group).await < 300 {
+        assert!(Instant::now() < deadline, "the relay committed {} of 300", committed_offsets(&broker, &group).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!((stats.processed, stats.dead_lettered), (300, 1));
+
+    let out = committed_values(&broker, &output).await;
+    assert_eq!(out.len(), 299, "{out:?}");
+    assert!(out.values().all(|n| *n == 1), "a record was relayed twice: {out:?}");
+    assert!(!out.contains_key("out-13"));
+    let dlq = committed_values(&broker, &format!("{input}.dlq")).await;
+    assert_eq!(dlq, BTreeMap::from([("in-13".to_string(), 1)]));
+    // Headers travel with the records.
+    let mut c = broker.consumer(ConsumerConfig::new([output.as_str()]).isolation(Isolation::ReadCommitted)).unwrap();
+    let first = c.poll(Duration::from_secs(5)).await.unwrap().remove(0);
+    let headers: Vec<&str> = first.headers.iter().map(|h| h.key.as_str()).collect();
+    assert_eq!(headers, ["hop", "trace"]);
+
+    // A second subscription with the same transactional id fences the first.
+    let options = || {
+        let mut o = SubscribeOptions::new(format!("{prefix}-fence"), [input.clone()]);
+        o.transactional_id = Some(format!("{prefix}-fenced-id"));
+        o.read_committed = true;
+        o
+    };
+    let one = |v: &str| vec![OutgoingMessage::new(output.clone(), v.to_string())];
+    let mut first = bus.subscribe(options()).await.unwrap();
+    first.commit_transaction(one("first"), &[]).await.unwrap();
+    let mut second = bus.subscribe(options()).await.unwrap();
+    second.commit_transaction(one("second"), &[]).await.unwrap();
+    match first.commit_transaction(one("zombie"), &[]).await {
+        Err(BusError::Fenced(_)) => {}
+        other => panic!("the fenced subscription's transaction: {other:?}"),
+    }
+    let out = committed_values(&broker, &output).await;
+    assert_eq!((out.get("first"), out.get("second"), out.get("zombie")), (Some(&1), Some(&1), None));
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_relay_is_exactly_once_and_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(broker_config(dir.path())).unwrap();
+    relay_exactly_once(Arc::new(EmbeddedBus::new(broker.clone())), broker.clone(), "emb").await;
+    broker.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_relay_is_exactly_once_and_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::connect(&format!("kafka://{}", w.addr)).unwrap());
+    relay_exactly_once(bus, w.broker.clone(), "kafka").await;
+}
+
+const CHILD: &str = "WEIR_TXN_RELAY_CHILD";
+const INPUTS: i64 = 3000;
+
+/// The child: a transactional relay on the Kafka bus at the address given, until the group has committed every
+/// input (read through a consumer of its own, as any Kafka tool would).
+async fn relay_child(addr: &str) {
+    let bus: Arc<dyn Bus> = Arc::new(KafkaBus::connect(&format!("kafka://{addr}?session.timeout.ms=6000")).unwrap());
+    let mut config = RunnerConfig::new("crash-relay", ["crash-in"]);
+    config.batch_size = 50;
+    let runner = Runner::transactional(bus, config, "crash-relay-1", Relay { out: "crash-out".into() });
+    let addr = addr.to_string();
+    let all_committed = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let addr = addr.clone();
+            let committed = tokio::task::spawn_blocking(move || committed_over_kafka(&addr)).await.unwrap();
+            if committed >= INPUTS {
+                return;
+            }
+        }
+    };
+    runner.run(all_committed).await.unwrap();
+}
+
+/// The group's committed offsets summed, asked over the Kafka protocol.
+fn committed_over_kafka(addr: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", addr).set("group.id", "crash-relay").create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("crash-in", p);
+    }
+    match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(tpl) => tpl.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum(),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn a_kafka_relay_killed_again_and_again_relays_each_input_once() {
+    if let Some(addr) = std::env::var_os(CHILD) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(relay_child(&addr.to_string_lossy()));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let broker = w.broker.clone();
+    broker.create_topic("crash-in", 3, Default::default()).unwrap();
+    broker.create_topic("crash-out", 2, Default::default()).unwrap();
+    broker.create_topic("crash-in.dlq", 1, Default::default()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let p = broker.producer();
+        for i in 0..INPUTS {
+            p.send(weir_broker::ProduceRecord::new("crash-in", format!("in-{i}")).with_key(format!("k{i}")))
+                .await
+                .unwrap();
+        }
+    });
+    let addr = w.addr.to_string();
+    let spawn = || {
+        crash::rerun_test("a_kafka_relay_killed_again_and_again_relays_each_input_once", CHILD, &addr).spawn().unwrap()
+    };
+    let progress = || runtime.block_on(committed_offsets(&broker, "crash-relay"));
+    crash::kill_and_restart("the transactional relay", 6, INPUTS, spawn, progress);
+    let out = runtime.block_on(committed_values(&broker, "crash-out"));
+    let missing: Vec<i64> = (0..INPUTS).filter(|i| *i != 13 && !out.contains_key(&format!("out-{i}"))).collect();
+    assert!(missing.is_empty(), "inputs never relayed: {missing:?}");
+    let twice: Vec<_> = out.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "inputs relayed more than once: {twice:?}");
+    assert_eq!(out.len() as i64, INPUTS - 1);
+}

@@ -182,7 +182,7 @@ fn run_transaction(
                 p
             }
             (None, Some(key)) => partitioner::partition_for_key(key, n),
-            (None, None) => rand::random::<u32>() as i32 % n,
+            (None, None) => (rand::random::<u32>() % n.max(1) as u32) as i32,
         };
         let max = topic.log_config().max_message_bytes / 2;
         let size = 64

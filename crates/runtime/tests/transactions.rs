@@ -208,3 +208,185 @@ fn a_kafka_relay_killed_again_and_again_relays_each_input_once() {
     assert!(twice.is_empty(), "inputs relayed more than once: {twice:?}");
     assert_eq!(out.len() as i64, INPUTS - 1);
 }
+
+/// Forwards each message unchanged (key, value, headers) to `out`: weir's hop of the ring.
+struct Forward {
+    out: String,
+}
+
+#[async_trait]
+impl TransformHandler for Forward {
+    async fn handle(&self, m: &Message) -> Result<Vec<OutgoingMessage>, HandlerError> {
+        Ok(vec![OutgoingMessage {
+            topic: self.out.clone(),
+            key: m.key.clone(),
+            value: m.value.clone(),
+            headers: m.headers.clone(),
+            partition: None,
+            timestamp: None,
+        }])
+    }
+}
+
+/// A record as the ring test compares it: key, value, headers.
+type Content = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// A stored record as the ring test reads it: (offset, key, value, headers).
+type Stored = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
+/// A read_committed reader's view of a topic, in order.
+type Seen = Vec<Stored>;
+
+async fn committed_records(broker: &Arc<Broker>, topic: &str) -> Seen {
+    let mut c = broker.consumer(ConsumerConfig::new([topic]).isolation(Isolation::ReadCommitted)).unwrap();
+    let mut seen = Vec::new();
+    let mut idle = 0;
+    while idle < 3 {
+        let records = c.poll(Duration::from_millis(200)).await.unwrap();
+        idle = if records.is_empty() { idle + 1 } else { 0 };
+        for r in records {
+            let headers = r.headers.into_iter().map(|h| (h.key, h.value.unwrap_or_default().to_vec())).collect();
+            seen.push((r.offset, r.key.map(|k| k.to_vec()), r.value.map(|v| v.to_vec()), headers));
+        }
+    }
+    seen
+}
+
+/// The ring's rdkafka hop, as the origin's rust_rdkafka service: group `rust_rdkafka`, a transactional producer
+/// forwarding each message with the consumed offset in its transaction. Runs until `stop`; returns how many it
+/// forwarded.
+fn rdkafka_hop(addr: &str, source: &str, destination: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::Message as _;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "rust_rdkafka")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[source]).unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("transactional.id", format!("rust-{}", rand::random::<u64>()))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(10)).unwrap();
+    let mut forwarded = 0;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m.unwrap();
+        producer.begin_transaction().unwrap();
+        let mut record = BaseRecord::<[u8], [u8]>::to(destination);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = m.payload() {
+            record = record.payload(v);
+        }
+        if let Some(h) = m.headers() {
+            record = record.headers(h.detach());
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        while producer.in_flight_count() > 0 {
+            producer.poll(Duration::from_millis(1));
+        }
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        offsets.add_partition_offset(source, m.partition(), rdkafka::Offset::Offset(m.offset() + 1)).unwrap();
+        let metadata = consumer.group_metadata().unwrap();
+        producer.send_offsets_to_transaction(&offsets, &metadata, Duration::from_secs(10)).unwrap();
+        producer.commit_transaction(Duration::from_secs(10)).unwrap();
+        forwarded += 1;
+    }
+    forwarded
+}
+
+/// primait/kafka-playground's relay ring `one → two → three → one`, rebuilt: an aiokafka hop (Python), weir's own
+/// hop (the transactional Runner on an embedded bus over the same broker), and an rdkafka hop (Rust), each
+/// forwarding unchanged with headers in a transaction with its consumed offsets. After a lap, every topic holds
+/// exactly what its upstream hop consumed: each message once, key, value and headers intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_relay_ring_forwards_each_message_exactly_once() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let w = BackgroundBroker::start(
+        broker_config(dir.path().join("data")),
+        ListenerConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .unwrap();
+    let broker = w.broker.clone();
+    for t in ["one", "two", "three"] {
+        broker.create_topic(t, 1, Default::default()).unwrap();
+    }
+    let p = broker.producer();
+    for i in 0..N {
+        let mut record = weir_broker::ProduceRecord::new("one", format!("Message {i}")).with_key(i.to_string());
+        record.headers.push(("traceparent".into(), format!("00-{:032x}-{:016x}-01", i + 1, i + 1).into()));
+        p.send(record).await.unwrap();
+    }
+    let addr = w.addr.to_string();
+
+    // The Python hop, one → two.
+    let stop_file = dir.path().join("stop");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/aiokafka_hop.py");
+    let python = std::process::Command::new("python3")
+        .args([script, &addr, "one", "two", stop_file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with aiokafka is required (scripts/test.sh installs it)");
+    // weir's hop, two → three.
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(broker.clone()));
+    let weir_hop =
+        Runner::transactional(bus, RunnerConfig::new("weir", ["two"]), "weir-hop", Forward { out: "three".into() });
+    let (stop_weir, weir_stopped) = tokio::sync::oneshot::channel::<()>();
+    let weir_task = tokio::spawn(weir_hop.run(async move {
+        let _ = weir_stopped.await;
+    }));
+    // The rdkafka hop, three → one.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rust_task = {
+        let (addr, stop) = (addr.clone(), stop.clone());
+        tokio::task::spawn_blocking(move || rdkafka_hop(&addr, "three", "one", &stop))
+    };
+
+    // Around the ring once: every message back on `one`.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while committed_offsets(&broker, "rust_rdkafka").await < N as i64 {
+        assert!(Instant::now() < deadline, "the ring did not complete a lap in 90 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::write(&stop_file, b"").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let _ = stop_weir.send(());
+    let python = python.wait_with_output().unwrap();
+    assert!(python.status.success(), "the Python hop failed: {}", String::from_utf8_lossy(&python.stderr));
+    weir_task.await.unwrap().unwrap();
+    let forwarded_by_rust = rust_task.await.unwrap();
+    assert!(forwarded_by_rust >= N);
+
+    // Each topic is exactly the prefix of its upstream topic that the hop's group committed.
+    let committed = |group: &'static str| {
+        let broker = broker.clone();
+        async move { committed_offsets(&broker, group).await }
+    };
+    let (one, two, three) = (
+        committed_records(&broker, "one").await,
+        committed_records(&broker, "two").await,
+        committed_records(&broker, "three").await,
+    );
+    let content = |records: &[Stored]| -> Vec<Content> {
+        records.iter().map(|(_, k, v, h)| (k.clone(), v.clone(), h.clone())).collect()
+    };
+    let prefix =
+        |records: &Seen, below: i64| content(&records.iter().filter(|r| r.0 < below).cloned().collect::<Vec<_>>());
+    assert_eq!(content(&two), prefix(&one, committed("python-aiokafka-consumer-one").await), "one → two (aiokafka)");
+    assert_eq!(content(&three), prefix(&two, committed("weir").await), "two → three (weir)");
+    assert_eq!(content(&one[N..]), prefix(&three, committed("rust_rdkafka").await), "three → one (rdkafka)");
+    assert!(one.len() >= 2 * N, "a whole lap is back on one: {} records", one.len());
+    // Headers intact after a lap.
+    assert_eq!(content(&one[N..2 * N]), content(&one[..N]));
+}

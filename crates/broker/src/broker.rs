@@ -122,13 +122,13 @@ impl BrokerHealth {
 /// The in-process broker. Always shared as `Arc<Broker>`.
 #[derive(Debug)]
 pub struct Broker {
-    config: BrokerConfig,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    pub(crate) config: BrokerConfig,
+    pub(crate) topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Bumped on every create and delete, so producers can cache topic lookups and notice when they go stale.
-    topics_version: std::sync::atomic::AtomicU64,
-    /// Serialises create and delete so two creators cannot both win.
-    admin: Mutex<()>,
-    flusher: weir_log::Flusher,
+    pub(crate) topics_version: std::sync::atomic::AtomicU64,
+    /// Serialises create, delete and the admin changes (`admin.rs`) so two of them cannot race.
+    pub(crate) admin: Mutex<()>,
+    pub(crate) flusher: weir_log::Flusher,
     groups: Arc<GroupCoordinator>,
     transactions: Arc<TransactionCoordinator>,
     lock: Mutex<Option<DataDirLock>>,
@@ -208,7 +208,7 @@ impl Broker {
         &self.transactions
     }
 
-    fn check_open(&self) -> Result<(), BrokerError> {
+    pub(crate) fn check_open(&self) -> Result<(), BrokerError> {
         if self.closed.load(Ordering::Acquire) {
             Err(BrokerError::ShuttingDown)
         } else {

@@ -18,6 +18,8 @@ pub enum BrokerError {
     InvalidTopicName(String),
     #[error("invalid partition count {0}: it must be between 1 and 100000")]
     InvalidPartitions(i64),
+    #[error("topic {topic:?} has {current} partitions; asked for {requested}: the count can only grow")]
+    PartitionsCannotShrink { topic: String, current: i32, requested: i32 },
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error("topic {topic:?} has no partition {partition}")]
@@ -49,7 +51,7 @@ impl BrokerError {
             BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => UNKNOWN_TOPIC_OR_PARTITION,
             BrokerError::TopicExists(_) => TOPIC_ALREADY_EXISTS,
             BrokerError::InvalidTopicName(_) => INVALID_TOPIC_EXCEPTION,
-            BrokerError::InvalidPartitions(_) => INVALID_PARTITIONS,
+            BrokerError::InvalidPartitions(_) | BrokerError::PartitionsCannotShrink { .. } => INVALID_PARTITIONS,
             BrokerError::InvalidConfig(_) => INVALID_CONFIG,
             // A partition whose log could not be opened: Kafka's answer for a replica on a failed disk.
             BrokerError::PartitionOffline { .. } => KAFKA_STORAGE_ERROR,

@@ -3,6 +3,7 @@
 //!
 //! - [`Broker`] (`broker.rs`): owns the data directory (`lock.rs`), the topic registry (`topics.rs`), the interval
 //!   flusher, retention and the group coordinator.
+//! - `admin.rs`: the admin operations (partitions added, topic settings altered live, records deleted).
 //! - [`Producer`] (`producer.rs`): `send` enqueues; one drain per partition batches whatever is queued into one append
 //!   (and one fsync under `fsync=always`), so concurrent sends share writes.
 //! - [`Consumer`] (`consumer.rs`): standalone, or a group member that joins through [`group`] like a Kafka client.
@@ -57,6 +58,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod broker;
 mod consumer;
 mod error;
@@ -70,6 +72,7 @@ pub mod testing;
 mod topics;
 pub mod transactions;
 
+pub use admin::ConfigChange;
 pub use broker::{
     Broker, BrokerConfig, BrokerHealth, GroupDetails, MemberDetails, PartitionDescription, PartitionLag,
     TopicDescription,

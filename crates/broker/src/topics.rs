@@ -213,22 +213,30 @@ impl Topic {
     /// Opens the partitions of a topic directory. Partition failures are recorded, not returned.
     pub(crate) fn open(dir: &Path, meta: TopicMeta, config: LogConfig, flusher: &weir_log::Flusher) -> Topic {
         let name: Arc<str> = Arc::from(meta.name.as_str());
-        let partitions = (0..meta.partitions)
-            .map(|i| {
-                let log = Log::open(dir.join(i.to_string()), config.clone()).map_err(|e| e.to_string());
-                match &log {
-                    Ok(log) => {
-                        flusher.register(log);
-                        if let Some(t) = &log.recovery().truncation {
-                            tracing::warn!(topic = %name, partition = i, "recovered by truncating {t}");
-                        }
-                    }
-                    Err(e) => tracing::error!(topic = %name, partition = i, "partition offline: {e}"),
-                }
-                Arc::new(Partition::new(name.clone(), i, log))
-            })
-            .collect();
+        let partitions =
+            (0..meta.partitions).map(|i| Arc::new(Topic::open_partition(dir, &name, i, &config, flusher))).collect();
         Topic { meta, dir: dir.to_owned(), config, partitions }
+    }
+
+    /// Opens (or creates) partition `i` of the topic in `dir`; a failure leaves it offline with the reason.
+    pub(crate) fn open_partition(
+        dir: &Path,
+        name: &Arc<str>,
+        i: i32,
+        config: &LogConfig,
+        flusher: &weir_log::Flusher,
+    ) -> Partition {
+        let log = Log::open(dir.join(i.to_string()), config.clone()).map_err(|e| e.to_string());
+        match &log {
+            Ok(log) => {
+                flusher.register(log);
+                if let Some(t) = &log.recovery().truncation {
+                    tracing::warn!(topic = %name, partition = i, "recovered by truncating {t}");
+                }
+            }
+            Err(e) => tracing::error!(topic = %name, partition = i, "partition offline: {e}"),
+        }
+        Partition::new(name.clone(), i, log)
     }
 
     pub(crate) fn write_meta(dir: &Path, meta: &TopicMeta) -> Result<(), BrokerError> {

@@ -350,6 +350,7 @@ pub fn delete_topics(broker: &Broker, req: DeleteTopicsRequest) -> DeleteTopicsR
 /// DescribeConfigs' resource types and config sources, as Kafka numbers them.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 const DEFAULT_CONFIG: i8 = 5;
 
 /// Topic settings as weir applies them (every key, with its effective value); a few broker settings.
@@ -371,6 +372,11 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> Describ
             ]),
             other => Err((INVALID_REQUEST, format!("resource type {other} is not supported"))),
         };
+        // The settings the topic itself sets (at creation or altered since), reported as the topic's own.
+        let overrides = match res.resource_type {
+            RESOURCE_TOPIC => broker.topic_overrides(&res.resource_name).unwrap_or_default(),
+            _ => Default::default(),
+        };
         match pairs {
             Ok(pairs) => {
                 // Null (or, as some clients send, empty) means every key.
@@ -382,7 +388,8 @@ pub fn describe_configs(broker: &Broker, req: DescribeConfigsRequest) -> Describ
                         let mut c = DescribeConfigsResourceResult::default();
                         c.name = s(&k);
                         c.value = Some(s(&v));
-                        c.config_source = DEFAULT_CONFIG; // weir does not yet say which were set per topic
+                        let own = overrides.contains_key(&k);
+                        c.config_source = if own { DYNAMIC_TOPIC_CONFIG } else { DEFAULT_CONFIG };
                         c
                     })
                     .collect();

@@ -8,6 +8,8 @@
 //! - `config.rs`: the listener's settings; `error_code.rs`: the Kafka error codes weir sends, by name.
 //! - `handlers.rs`: one function per API, answering from the [`weir_broker::Broker`].
 //! - `groups.rs`: the consumer-group APIs, mapped onto the broker's group coordinator.
+//! - `admin.rs`: the admin APIs (partitions, live topic settings, DeleteRecords, DeleteGroups, OffsetDelete, log
+//!   dirs, producers, cluster, leader elections and epochs, KIP-714 telemetry), answered for one node.
 //! - `transactions.rs`: the transaction APIs, mapped onto the broker's transaction coordinator.
 //! - `sasl.rs`: SASL/PLAIN.
 //! - `server.rs`: the TCP listener (the only module with sockets); requests on a connection are answered in order,
@@ -18,7 +20,7 @@
 //! (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups,
 //! DescribeGroups), InitProducerId (idempotent and transactional producers), the transaction APIs
 //! (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions, ListTransactions) with
-//! read_committed Fetch and ListOffsets, DescribeConfigs, and SASL/PLAIN.
+//! read_committed Fetch and ListOffsets, DescribeConfigs, the admin APIs of `admin.rs`, and SASL/PLAIN.
 //!
 //! # Example
 //!
@@ -47,15 +49,16 @@
 //! assert_eq!(request.header.client_id.as_deref(), Some("kcat"));
 //! assert!(matches!(request.body, RequestKind::ApiVersions(_)));
 //!
-//! // An API missing from the table (AlterConfigs, key 33) is refused before its body is read, and a size
+//! // An API missing from the table (CreateAcls, key 30) is refused before its body is read, and a size
 //! // prefix over the limit before anything is buffered for it.
-//! let alter = [&[0, 33, 0, 0][..], &[0, 0, 0, 8], &[0xff, 0xff]].concat();
-//! assert!(matches!(codec::decode_request(alter.into(), apis::supported), Err(CodecError::UnknownApi(33))));
+//! let acls = [&[0, 30, 0, 0][..], &[0, 0, 0, 8], &[0xff, 0xff]].concat();
+//! assert!(matches!(codec::decode_request(acls.into(), apis::supported), Err(CodecError::UnknownApi(30))));
 //! let mut huge = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
 //! assert!(matches!(codec::take_frame(&mut huge, 1 << 20), Err(CodecError::TooLarge { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod admin;
 pub mod apis;
 pub mod codec;
 mod config;

@@ -30,7 +30,7 @@ use crate::codec::{self, CodecError};
 use crate::config::ListenerConfig;
 use crate::error_code::NONE;
 use crate::groups::{self, Client};
-use crate::{handlers, sasl, transactions};
+use crate::{admin, handlers, sasl, transactions};
 
 /// Largest frame a connection may send before it has authenticated (Kafka's `sasl.server.max.receive.size`): the
 /// SASL requests are small, and an unauthenticated client must not make the broker buffer 100 MiB.
@@ -378,6 +378,29 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         TxnOffsetCommit(r) => Reply::Send(ResponseKind::TxnOffsetCommit(
             blocking(broker, |b| transactions::txn_offset_commit(b, r)).await?,
         )),
+        DeleteRecords(r) => {
+            Reply::Send(ResponseKind::DeleteRecords(blocking(broker, |b| admin::delete_records(b, r)).await?))
+        },
+        OffsetForLeaderEpoch(r) => {
+            Reply::Send(ResponseKind::OffsetForLeaderEpoch(admin::offset_for_leader_epoch(broker, r)))
+        },
+        AlterConfigs(r) => Reply::Send(ResponseKind::AlterConfigs(blocking(broker, |b| admin::alter_configs(b, r)).await?)),
+        DescribeLogDirs(r) => Reply::Send(ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, r))),
+        CreatePartitions(r) => {
+            Reply::Send(ResponseKind::CreatePartitions(blocking(broker, |b| admin::create_partitions(b, r)).await?))
+        },
+        DeleteGroups(r) => Reply::Send(ResponseKind::DeleteGroups(blocking(broker, |b| admin::delete_groups(b, r)).await?)),
+        ElectLeaders(r) => Reply::Send(ResponseKind::ElectLeaders(admin::elect_leaders(broker, r))),
+        IncrementalAlterConfigs(r) => Reply::Send(ResponseKind::IncrementalAlterConfigs(
+            blocking(broker, |b| admin::incremental_alter_configs(b, r)).await?,
+        )),
+        OffsetDelete(r) => Reply::Send(ResponseKind::OffsetDelete(blocking(broker, |b| admin::offset_delete(b, r)).await?)),
+        DescribeCluster(r) => Reply::Send(ResponseKind::DescribeCluster(admin::describe_cluster(config, r))),
+        DescribeProducers(r) => Reply::Send(ResponseKind::DescribeProducers(admin::describe_producers(broker, r))),
+        GetTelemetrySubscriptions(r) => {
+            Reply::Send(ResponseKind::GetTelemetrySubscriptions(admin::get_telemetry_subscriptions(r)))
+        },
+        PushTelemetry(r) => Reply::Send(ResponseKind::PushTelemetry(admin::push_telemetry(r))),
         DescribeTransactions(r) => {
             Reply::Send(ResponseKind::DescribeTransactions(transactions::describe_transactions(broker, r)))
         },

@@ -151,6 +151,124 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
             r.transaction_timeout_ms = 60_000;
             RequestKind::InitProducerId(r)
         }
+        ApiKey::DeleteRecords => {
+            use kafka_protocol::messages::delete_records_request::{
+                DeleteRecordsPartition, DeleteRecordsRequest, DeleteRecordsTopic,
+            };
+            let mut p = DeleteRecordsPartition::default();
+            p.offset = 3;
+            let mut t = DeleteRecordsTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![p];
+            let mut r = DeleteRecordsRequest::default();
+            r.topics = vec![t];
+            RequestKind::DeleteRecords(r)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            use kafka_protocol::messages::offset_for_leader_epoch_request::{
+                OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
+            };
+            let mut t = OffsetForLeaderTopic::default();
+            t.topic = TopicName(s("t"));
+            t.partitions = vec![OffsetForLeaderPartition::default()];
+            let mut r = OffsetForLeaderEpochRequest::default();
+            r.topics = vec![t];
+            RequestKind::OffsetForLeaderEpoch(r)
+        }
+        ApiKey::AlterConfigs => {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsRequest, AlterConfigsResource, AlterableConfig,
+            };
+            let mut c = AlterableConfig::default();
+            c.name = s("retention.ms");
+            c.value = Some(s("1000"));
+            let mut res = AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = s("t");
+            res.configs = vec![c];
+            let mut r = AlterConfigsRequest::default();
+            r.resources = vec![res];
+            RequestKind::AlterConfigs(r)
+        }
+        ApiKey::DescribeLogDirs => {
+            use kafka_protocol::messages::describe_log_dirs_request::{DescribableLogDirTopic, DescribeLogDirsRequest};
+            let mut t = DescribableLogDirTopic::default();
+            t.topic = TopicName(s("t"));
+            t.partitions = vec![0];
+            let mut r = DescribeLogDirsRequest::default();
+            r.topics = Some(vec![t]);
+            RequestKind::DescribeLogDirs(r)
+        }
+        ApiKey::CreatePartitions => {
+            use kafka_protocol::messages::create_partitions_request::{CreatePartitionsRequest, CreatePartitionsTopic};
+            let mut t = CreatePartitionsTopic::default();
+            t.name = TopicName(s("t"));
+            t.count = 4;
+            let mut r = CreatePartitionsRequest::default();
+            r.topics = vec![t];
+            RequestKind::CreatePartitions(r)
+        }
+        ApiKey::DeleteGroups => {
+            let mut r = kafka_protocol::messages::DeleteGroupsRequest::default();
+            r.groups_names = vec![GroupId(s("g"))];
+            RequestKind::DeleteGroups(r)
+        }
+        ApiKey::ElectLeaders => {
+            use kafka_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
+            let mut t = TopicPartitions::default();
+            t.topic = TopicName(s("t"));
+            t.partitions = vec![0];
+            let mut r = ElectLeadersRequest::default();
+            r.topic_partitions = Some(vec![t]);
+            RequestKind::ElectLeaders(r)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
+            };
+            let mut c = AlterableConfig::default();
+            c.name = s("retention.ms");
+            c.value = Some(s("1000"));
+            let mut res = AlterConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = s("t");
+            res.configs = vec![c];
+            let mut r = IncrementalAlterConfigsRequest::default();
+            r.resources = vec![res];
+            RequestKind::IncrementalAlterConfigs(r)
+        }
+        ApiKey::OffsetDelete => {
+            use kafka_protocol::messages::offset_delete_request::{
+                OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+            };
+            let mut t = OffsetDeleteRequestTopic::default();
+            t.name = TopicName(s("t"));
+            t.partitions = vec![OffsetDeleteRequestPartition::default()];
+            let mut r = OffsetDeleteRequest::default();
+            r.group_id = GroupId(s("g"));
+            r.topics = vec![t];
+            RequestKind::OffsetDelete(r)
+        }
+        ApiKey::DescribeCluster => {
+            RequestKind::DescribeCluster(kafka_protocol::messages::DescribeClusterRequest::default())
+        }
+        ApiKey::DescribeProducers => {
+            use kafka_protocol::messages::describe_producers_request::{DescribeProducersRequest, TopicRequest};
+            let mut t = TopicRequest::default();
+            t.name = TopicName(s("t"));
+            t.partition_indexes = vec![0];
+            let mut r = DescribeProducersRequest::default();
+            r.topics = vec![t];
+            RequestKind::DescribeProducers(r)
+        }
+        ApiKey::GetTelemetrySubscriptions => {
+            RequestKind::GetTelemetrySubscriptions(kafka_protocol::messages::GetTelemetrySubscriptionsRequest::default())
+        }
+        ApiKey::PushTelemetry => {
+            let mut r = kafka_protocol::messages::PushTelemetryRequest::default();
+            r.metrics = bytes::Bytes::from_static(b"m");
+            RequestKind::PushTelemetry(r)
+        }
         ApiKey::AddPartitionsToTxn => {
             use kafka_protocol::messages::add_partitions_to_txn_request::{
                 AddPartitionsToTxnRequest, AddPartitionsToTxnTopic,

@@ -24,6 +24,8 @@ use crate::segment::{Placed, ProducerBatch, Segment};
 use crate::transactions::{AbortedIndex, AbortedTxn, ReadCommittedFilter};
 
 const CLEAN_SHUTDOWN: &str = ".clean-shutdown";
+/// The log start offset DeleteRecords moved past the first segment's base, when it did.
+const START_OFFSET_FILE: &str = "log-start-offset";
 
 /// Milliseconds since the Unix epoch by the system clock.
 pub fn now_ms() -> i64 {
@@ -200,7 +202,14 @@ impl Log {
             fs::remove_file(&marker).map_err(LogError::io("remove", &marker))?;
             sync_dir(&dir)?;
         }
-        Ok(Arc::new(Log::with_segments(dir, config, segments, producers, aborted, report)))
+        let deleted_below = fs::read_to_string(dir.join(START_OFFSET_FILE)).ok().and_then(|s| s.trim().parse().ok());
+        let log = Log::with_segments(dir, config, segments, producers, aborted, report);
+        if let Some(start) = deleted_below {
+            if start > log.start_offset() && start <= log.end_offset() {
+                log.start_offset.store(start, Ordering::Release);
+            }
+        }
+        Ok(Arc::new(log))
     }
 
     /// The log over segments already opened and checked, its end where the last one ends.
@@ -269,6 +278,12 @@ impl Log {
     pub fn last_stable_offset(&self) -> i64 {
         let end = self.end_offset();
         self.first_unstable.load(Ordering::Acquire).min(end)
+    }
+
+    /// Every producer this partition knows (DescribeProducers): (id, epoch, last sequence or -1, first offset of its
+    /// open transaction or -1).
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.producers.lock().describe()
     }
 
     /// The producers whose transactions are open here, with the first offset of each.
@@ -628,6 +643,40 @@ impl Log {
         Ok(None)
     }
 
+    /// DeleteRecords: moves the log start offset up to `offset` (the end at most), so nothing below it is read any
+    /// more, and deletes the sealed segments wholly below it (the space is reclaimed segment by segment, as in
+    /// Kafka). The new start is fsynced before it is answered and survives restarts. Returns the log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        let doomed = {
+            let _appending = self.appender.lock();
+            let (start, end) = (self.start_offset(), self.end_offset());
+            if offset < 0 || offset > end {
+                return Err(LogError::OffsetOutOfRange { offset, log_start: start, log_end: end });
+            }
+            if offset <= start {
+                return Ok(start);
+            }
+            let path = self.dir.join(START_OFFSET_FILE);
+            let tmp = self.dir.join(format!("{START_OFFSET_FILE}.tmp"));
+            fs::write(&tmp, offset.to_string()).map_err(LogError::io("write", &tmp))?;
+            fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(LogError::io("fsync", &tmp))?;
+            fs::rename(&tmp, &path).map_err(LogError::io("rename", &tmp))?;
+            sync_dir(&self.dir)?;
+            let mut segs = self.segments.write();
+            let bases: Vec<i64> = segs.keys().copied().collect();
+            let doomed: Vec<Arc<Segment>> =
+                bases.windows(2).filter(|w| w[1] <= offset).filter_map(|w| segs.remove(&w[0])).collect();
+            self.unsynced_sealed.lock().retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
+            self.start_offset.store(offset, Ordering::Release);
+            self.aborted.lock().retain_from(offset)?;
+            doomed
+        };
+        for seg in doomed {
+            seg.delete_files()?;
+        }
+        Ok(offset)
+    }
+
     /// Deletes whole sealed segments that retention no longer covers: older than `retention.ms` (by their newest
     /// record) or beyond `retention.bytes` of total size. The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
@@ -652,6 +701,8 @@ impl Log {
             }
             self.unsynced_sealed.lock().retain(|s| !doomed.iter().any(|d| Arc::ptr_eq(d, s)));
             let start = *segs.keys().next().expect("the active segment remains");
+            // Never below where DeleteRecords moved it.
+            let start = start.max(self.start_offset());
             self.start_offset.store(start, Ordering::Release);
             self.aborted.lock().retain_from(start)?;
             doomed

@@ -147,6 +147,21 @@ impl ProducerStates {
         self.open_txns.values().min().copied()
     }
 
+    /// Every producer the partition knows: (id, epoch, last sequence or -1, first offset of its open transaction or
+    /// -1), by id.
+    pub(crate) fn describe(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<(i64, i16, i32, i64)> = self
+            .producers
+            .iter()
+            .map(|(id, p)| {
+                let last = p.batches.back().map_or(-1, |b| b.last_seq);
+                (*id, p.epoch, last, self.open_txns.get(id).copied().unwrap_or(-1))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The open transactions, as (producer id, first offset).
     pub(crate) fn open_transactions(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
         self.open_txns.iter().map(|(p, f)| (*p, *f))

@@ -897,6 +897,28 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// OffsetDelete: forgets the group's committed offsets of `partitions`. Refused for the topics the group's live
+    /// members are assigned (their positions are in use), as Kafka refuses with GROUP_SUBSCRIBED_TO_TOPIC.
+    pub fn delete_offsets(&self, group_id: &str, partitions: &[TopicPartition]) -> Result<(), GroupError> {
+        let groups = self.groups.lock();
+        let live = groups.get(group_id);
+        if live.is_none() && !self.offsets.has_group(group_id) {
+            return Err(GroupError::GroupIdNotFound(group_id.to_string()));
+        }
+        if let Some(g) = live {
+            let subscribed: std::collections::BTreeSet<String> = g
+                .members
+                .values()
+                .filter_map(|m| super::consumer_protocol::decode_assignment(&m.assignment).ok())
+                .flat_map(|a| a.partitions.into_keys())
+                .collect();
+            if let Some(tp) = partitions.iter().find(|tp| subscribed.contains(&tp.topic)) {
+                return Err(GroupError::SubscribedToTopic(tp.topic.clone()));
+            }
+        }
+        self.offsets.delete_partitions(group_id, partitions)
+    }
+
     /// Expires members whose session timed out, gives up on members that never synced, and completes rebalances
     /// whose time has come.
     fn tick(&self, now: Instant) {

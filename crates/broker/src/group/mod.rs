@@ -104,6 +104,9 @@ pub enum GroupError {
     /// The group id is empty.
     #[error("invalid (empty) group id")]
     InvalidGroupId,
+    /// OffsetDelete of a topic the group's members are consuming.
+    #[error("the group's members consume topic {0:?}")]
+    SubscribedToTopic(String),
     /// The coordinator is shutting down.
     #[error("the group coordinator is shutting down")]
     CoordinatorNotAvailable,
@@ -133,6 +136,7 @@ impl GroupError {
             GroupError::GroupIdNotFound(_) => GROUP_ID_NOT_FOUND,
             GroupError::NonEmptyGroup => NON_EMPTY_GROUP,
             GroupError::InvalidGroupId => INVALID_GROUP_ID,
+            GroupError::SubscribedToTopic(_) => GROUP_SUBSCRIBED_TO_TOPIC,
             GroupError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
             GroupError::Protocol(_) | GroupError::Io { .. } => UNKNOWN_SERVER_ERROR,
         }

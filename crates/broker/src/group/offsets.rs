@@ -40,9 +40,21 @@ pub struct OffsetAndMetadata {
 /// One framed entry of the file. The serde representation is the on-disk format: change it only compatibly.
 #[derive(Debug, Serialize, Deserialize)]
 enum Entry {
-    Commit { group: String, offsets: Vec<(String, i32, OffsetAndMetadata)> },
-    DeleteTopic { topic: String },
-    DeleteGroup { group: String },
+    Commit {
+        group: String,
+        offsets: Vec<(String, i32, OffsetAndMetadata)>,
+    },
+    DeleteTopic {
+        topic: String,
+    },
+    DeleteGroup {
+        group: String,
+    },
+    /// OffsetDelete: some partitions of one group.
+    DeletePartitions {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 /// group → partition → latest committed offset.
@@ -105,6 +117,16 @@ fn apply(offsets: &mut Offsets, entry: Entry) {
         }
         Entry::DeleteGroup { group } => {
             offsets.remove(&group);
+        }
+        Entry::DeletePartitions { group, partitions } => {
+            if let Some(committed) = offsets.get_mut(&group) {
+                for (topic, partition) in partitions {
+                    committed.remove(&TopicPartition { topic, partition });
+                }
+                if committed.is_empty() {
+                    offsets.remove(&group);
+                }
+            }
         }
     }
 }
@@ -261,6 +283,23 @@ impl OffsetStore {
         }
         self.append(Entry::DeleteGroup { group: group.to_string() })?;
         Ok(true)
+    }
+
+    /// Forgets `group`'s offsets of `partitions` (those it has), durably.
+    pub(crate) fn delete_partitions(&self, group: &str, partitions: &[TopicPartition]) -> Result<(), GroupError> {
+        let list: Vec<(String, i32)> = {
+            let inner = self.inner.lock();
+            let Some(committed) = inner.offsets.get(group) else { return Ok(()) };
+            partitions
+                .iter()
+                .filter(|tp| committed.contains_key(*tp))
+                .map(|tp| (tp.topic.clone(), tp.partition))
+                .collect()
+        };
+        if list.is_empty() {
+            return Ok(());
+        }
+        self.append(Entry::DeletePartitions { group: group.to_string(), partitions: list })
     }
 
     /// The committed offsets of `partitions` (`None` for unknown ones), or of every partition the group committed.

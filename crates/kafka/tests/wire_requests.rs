@@ -1,5 +1,7 @@
-//! Transactional requests out of order or with bad arguments, sent on the wire as a client would: each gets Kafka's
-//! error code, changes nothing, and the connection goes on serving (one connection carries the whole test).
+//! Requests sent on the wire as a client would, for what no client library drives easily: transactional requests out
+//! of order or with bad arguments (each gets Kafka's error code, changes nothing, and the connection goes on serving:
+//! one connection carries the whole test), and the admin answers of a single node (OffsetDelete of a consumed
+//! topic, DescribeLogDirs, DescribeProducers, ElectLeaders, OffsetForLeaderEpoch, KIP-714's telemetry).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -208,4 +210,124 @@ fn out_of_order_and_invalid_transactional_requests_get_kafkas_error_codes() {
     assert_eq!(r.transaction_states.len(), 1);
     assert_eq!(r.transaction_states[0].transactional_id.as_str(), "tx");
     assert_eq!(r.unknown_state_filters, [StrBytes::from_static_str("Sleeping")]);
+}
+
+#[test]
+fn single_node_admin_answers() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    use kafka_protocol::messages::{
+        DescribeLogDirsRequest, DescribeProducersRequest, ElectLeadersRequest, GetTelemetrySubscriptionsRequest,
+        OffsetDeleteRequest, OffsetForLeaderEpochRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    w.broker.create_topic("t", 2, Default::default()).unwrap();
+    let mut c = Client { sock: TcpStream::connect(w.addr).unwrap(), correlation: 0 };
+
+    // A transaction left open on t-1: DescribeProducers shows its producer and where its transaction starts.
+    let (_, pid, epoch) = c.init("tx", 60_000);
+    assert_eq!(c.add_partitions("tx", pid, epoch, &[("t", 1)]), [0]);
+    w.broker.append_marker("t", 1, pid, epoch, weir_log::batch::ControlType::Abort).unwrap();
+    let mut r = DescribeProducersRequest::default();
+    let mut t = TopicRequest::default();
+    t.name = TopicName(StrBytes::from_static_str("t"));
+    t.partition_indexes = vec![1, 9];
+    r.topics = vec![t];
+    let ResponseKind::DescribeProducers(r) = c.call(ApiKey::DescribeProducers, 0, RequestKind::DescribeProducers(r))
+    else {
+        panic!()
+    };
+    let parts = &r.topics[0].partitions;
+    assert_eq!(parts[0].active_producers.len(), 1);
+    assert_eq!(parts[0].active_producers[0].producer_id.0, pid);
+    assert_eq!(parts[1].error_code, code(ResponseError::UnknownTopicOrPartition));
+
+    // DescribeLogDirs: one directory, every partition's size.
+    let mut r = DescribeLogDirsRequest::default();
+    let mut t = DescribableLogDirTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str("t"));
+    t.partitions = vec![0, 1];
+    r.topics = Some(vec![t]);
+    let ResponseKind::DescribeLogDirs(r) = c.call(ApiKey::DescribeLogDirs, 4, RequestKind::DescribeLogDirs(r)) else {
+        panic!()
+    };
+    assert_eq!(r.results.len(), 1);
+    assert!(r.results[0].total_bytes > 0 && r.results[0].usable_bytes > 0);
+    let sizes: Vec<i64> = r.results[0].topics[0].partitions.iter().map(|p| p.partition_size).collect();
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes[1] > 0, "the marker takes space: {sizes:?}");
+
+    // ElectLeaders: nothing to elect on one node.
+    let mut r = ElectLeadersRequest::default();
+    let mut t = TopicPartitions::default();
+    t.topic = TopicName(StrBytes::from_static_str("t"));
+    t.partitions = vec![0, 5];
+    r.topic_partitions = Some(vec![t]);
+    let ResponseKind::ElectLeaders(r) = c.call(ApiKey::ElectLeaders, 2, RequestKind::ElectLeaders(r)) else { panic!() };
+    let codes: Vec<i16> = r.replica_election_results[0].partition_result.iter().map(|p| p.error_code).collect();
+    assert_eq!(codes, [code(ResponseError::ElectionNotNeeded), code(ResponseError::UnknownTopicOrPartition)]);
+
+    // OffsetForLeaderEpoch: epoch 0 ends at the log end; a later epoch is unknown.
+    let mut r = OffsetForLeaderEpochRequest::default();
+    let mut t = OffsetForLeaderTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str("t"));
+    let mut p0 = OffsetForLeaderPartition::default();
+    p0.partition = 1;
+    let mut p1 = OffsetForLeaderPartition::default();
+    p1.partition = 1;
+    p1.leader_epoch = 3;
+    t.partitions = vec![p0, p1];
+    r.topics = vec![t];
+    let ResponseKind::OffsetForLeaderEpoch(r) =
+        c.call(ApiKey::OffsetForLeaderEpoch, 4, RequestKind::OffsetForLeaderEpoch(r))
+    else {
+        panic!()
+    };
+    let ends: Vec<(i32, i64)> = r.topics[0].partitions.iter().map(|p| (p.leader_epoch, p.end_offset)).collect();
+    assert_eq!(ends, [(0, 1), (-1, -1)]);
+
+    // KIP-714: an instance id handed out, and no metrics asked for.
+    let ResponseKind::GetTelemetrySubscriptions(r) = c.call(
+        ApiKey::GetTelemetrySubscriptions,
+        0,
+        RequestKind::GetTelemetrySubscriptions(GetTelemetrySubscriptionsRequest::default()),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, 0);
+    assert!(!r.client_instance_id.is_nil());
+    assert!(r.requested_metrics.is_empty());
+
+    // OffsetDelete of a topic a live member consumes: GROUP_SUBSCRIBED_TO_TOPIC, and the offsets stay.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let member = runtime.block_on(async {
+        let mut m = w.broker.consumer(weir_broker::ConsumerConfig::new(["t"]).group("live")).unwrap();
+        m.poll(std::time::Duration::from_millis(500)).await.unwrap();
+        m.commit_offsets(vec![(weir_broker::group::TopicPartition::new("t", 0), 0)]).await.unwrap();
+        m
+    });
+    let mut r = OffsetDeleteRequest::default();
+    r.group_id = GroupId(StrBytes::from_static_str("live"));
+    let mut t = OffsetDeleteRequestTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("t"));
+    t.partitions = vec![OffsetDeleteRequestPartition::default()];
+    r.topics = vec![t];
+    let ResponseKind::OffsetDelete(resp) = c.call(ApiKey::OffsetDelete, 0, RequestKind::OffsetDelete(r.clone())) else {
+        panic!()
+    };
+    assert_eq!(resp.topics[0].partitions[0].error_code, code(ResponseError::GroupSubscribedToTopic));
+    assert_eq!(w.broker.groups().fetch_offsets("live", None).len(), 1);
+    // Once the member has left, the offsets can go.
+    runtime.block_on(async { member.close().await.unwrap() });
+    let ResponseKind::OffsetDelete(resp) = c.call(ApiKey::OffsetDelete, 0, RequestKind::OffsetDelete(r)) else {
+        panic!()
+    };
+    assert_eq!((resp.error_code, resp.topics[0].partitions[0].error_code), (0, 0));
+    assert!(w.broker.groups().fetch_offsets("live", None).is_empty());
 }

@@ -27,6 +27,8 @@ pub const CONCURRENT_TRANSACTIONS: i16 = 51;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
+pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const ELECTION_NOT_NEEDED: i16 = 84;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 pub const INVALID_RECORD: i16 = 87;
@@ -66,6 +68,8 @@ mod tests {
             (KAFKA_STORAGE_ERROR, 56),
             (NON_EMPTY_GROUP, 68),
             (GROUP_ID_NOT_FOUND, 69),
+            (MEMBER_ID_REQUIRED, 79),
+            (FENCED_INSTANCE_ID, 82),
             (ELECTION_NOT_NEEDED, 84),
             (GROUP_SUBSCRIBED_TO_TOPIC, 86),
             (INVALID_RECORD, 87),

@@ -70,7 +70,7 @@ pub fn find_coordinator(config: &ListenerConfig, version: i16, req: FindCoordina
     r
 }
 
-pub async fn join_group(broker: &Broker, client: &Client, req: JoinGroupRequest) -> JoinGroupResponse {
+pub async fn join_group(broker: &Broker, client: &Client, version: i16, req: JoinGroupRequest) -> JoinGroupResponse {
     let mut r = JoinGroupResponse::default();
     let result = broker
         .groups()
@@ -78,6 +78,8 @@ pub async fn join_group(broker: &Broker, client: &Client, req: JoinGroupRequest)
             group_id: req.group_id.0.to_string(),
             member_id: req.member_id.to_string(),
             group_instance_id: req.group_instance_id.map(|i| i.to_string()),
+            // KIP-394: from v4 a new member first learns its id.
+            require_known_member_id: version >= 4,
             client_id: client.client_id.clone(),
             client_host: client.host.clone(),
             session_timeout_ms: req.session_timeout_ms.max(0) as u64,
@@ -108,7 +110,10 @@ pub async fn join_group(broker: &Broker, client: &Client, req: JoinGroupRequest)
         Err(e) => {
             r.error_code = e.kafka_error_code();
             r.generation_id = -1;
-            r.member_id = req.member_id;
+            r.member_id = match e {
+                GroupError::MemberIdRequired(id) => s(&id),
+                _ => req.member_id,
+            };
         }
     }
     r
@@ -154,7 +159,8 @@ pub async fn leave_group(broker: &Broker, req: LeaveGroupRequest) -> LeaveGroupR
     } else {
         for m in req.members {
             let mut mr = MemberResponse::default();
-            mr.error_code = err(broker.groups().leave_group(&group, &m.member_id).await);
+            let instance = m.group_instance_id.as_deref();
+            mr.error_code = err(broker.groups().leave_group_member(&group, &m.member_id, instance).await);
             mr.member_id = m.member_id;
             mr.group_instance_id = m.group_instance_id;
             r.members.push(mr);

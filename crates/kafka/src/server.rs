@@ -355,7 +355,7 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         FindCoordinator(r) => {
             Reply::Send(ResponseKind::FindCoordinator(groups::find_coordinator(config, version, r)))
         },
-        JoinGroup(r) => Reply::Send(ResponseKind::JoinGroup(groups::join_group(broker, &client(), r).await)),
+        JoinGroup(r) => Reply::Send(ResponseKind::JoinGroup(groups::join_group(broker, &client(), version, r).await)),
         Heartbeat(r) => Reply::Send(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
         LeaveGroup(r) => Reply::Send(ResponseKind::LeaveGroup(groups::leave_group(broker, r).await)),
         SyncGroup(r) => Reply::Send(ResponseKind::SyncGroup(groups::sync_group(broker, r).await)),

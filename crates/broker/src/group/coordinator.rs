@@ -7,6 +7,13 @@
 //! generation are fenced with ILLEGAL_GENERATION, so a member that lost its partitions can neither commit for them nor
 //! mistake itself for their owner.
 //!
+//! Static membership (KIP-345): a member that gives a `group.instance.id` keeps its place across restarts. Rejoining
+//! with that id and no member id, within its session timeout, replaces its old member id with a new one and takes
+//! over its assignment without a rebalance (when its protocols are unchanged); the old member id is fenced
+//! (FENCED_INSTANCE_ID), so a zombie of it cannot heartbeat, sync or commit, and a second process with the same
+//! instance id fences the first. A dynamic Kafka client's first JoinGroup (v4+) gets MEMBER_ID_REQUIRED with the id it
+//! must join with (KIP-394), so a client that never completes a join leaves no member behind.
+//!
 //! Requests that must wait (JoinGroup until everyone has rejoined, SyncGroup until the leader has assigned) park a
 //! oneshot sender on their member and are answered when the group moves on. Timeouts — sessions, the rebalance
 //! timeout for stragglers, the initial rebalance delay, members that never sync — are enforced by a ticker task.
@@ -65,8 +72,11 @@ pub struct JoinGroupRequest {
     pub group_id: String,
     /// Empty for a new member (the coordinator assigns one); otherwise the id from an earlier join.
     pub member_id: String,
-    /// Static membership is not supported: the id is recorded and reported, and the member treated as dynamic.
+    /// The static instance id (KIP-345), if the member has one.
     pub group_instance_id: Option<String>,
+    /// A new dynamic member must first ask for its member id (KIP-394, JoinGroup v4+): it is answered
+    /// MEMBER_ID_REQUIRED with the id to join with.
+    pub require_known_member_id: bool,
     /// The client's id; new member ids start with it.
     pub client_id: String,
     /// The client's address, for describing the group.
@@ -238,7 +248,18 @@ struct Group {
     /// Members that have not sent SyncGroup for the current generation, and when they are given up on.
     pending_sync: BTreeSet<String>,
     sync_deadline: Option<Instant>,
+    /// Static members: instance id → its current member id.
+    static_members: BTreeMap<String, String>,
+    /// Member ids a static member's restart replaced: their requests are FENCED_INSTANCE_ID.
+    fenced_members: BTreeSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, awaiting their JoinGroup (KIP-394), and when.
+    pending_members: BTreeMap<String, Instant>,
 }
+
+/// How long a member id handed out with MEMBER_ID_REQUIRED waits for its JoinGroup.
+const PENDING_MEMBER_TTL: Duration = Duration::from_secs(300);
+/// Replaced static member ids remembered for fencing (the oldest are forgotten first).
+const FENCED_REMEMBERED: usize = 1000;
 
 impl Group {
     fn new() -> Group {
@@ -254,6 +275,9 @@ impl Group {
             initial_delay: None,
             pending_sync: BTreeSet::new(),
             sync_deadline: None,
+            static_members: BTreeMap::new(),
+            fenced_members: BTreeSet::new(),
+            pending_members: BTreeMap::new(),
         }
     }
 
@@ -268,10 +292,15 @@ impl Group {
         self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default()
     }
 
-    /// A member joining for the first time: it gets a new id and its JoinGroup (`tx`) waits for the rebalance.
+    /// A member joining for the first time: it gets a new id (or the one MEMBER_ID_REQUIRED gave it) and its
+    /// JoinGroup (`tx`) waits for the rebalance.
     fn add_member(&mut self, req: JoinGroupRequest, tx: JoinTx, now: Instant) {
         let (session_timeout, rebalance_timeout) = req.timeouts();
-        let member_id = new_member_id(&req.client_id, self);
+        let member_id =
+            if req.member_id.is_empty() { new_member_id(&req.client_id, self) } else { req.member_id.clone() };
+        if let Some(instance) = &req.group_instance_id {
+            self.static_members.insert(instance.clone(), member_id.clone());
+        }
         tracing::debug!(group = %req.group_id, member = %member_id, "new member joining");
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -339,6 +368,60 @@ impl Group {
         Ok(None)
     }
 
+    /// A static member restarting (its instance id known, no member id given): it takes the place of `old` under a
+    /// new member id, `old` is fenced, and with unchanged protocols in a Stable or CompletingRebalance group it gets
+    /// the current generation at once, keeping its assignment: no rebalance. Otherwise it waits for one.
+    fn replace_static_member(
+        &mut self,
+        old: &str,
+        req: JoinGroupRequest,
+        tx: JoinTx,
+        now: Instant,
+        initial_delay: Duration,
+    ) -> Option<JoinGroupResponse> {
+        let mut m = self.members.remove(old)?;
+        if let Some(t) = m.awaiting_join.take() {
+            let _ = t.send(Err(GroupError::FencedInstanceId));
+        }
+        if let Some(t) = m.awaiting_sync.take() {
+            let _ = t.send(Err(GroupError::FencedInstanceId));
+        }
+        let new_id = new_member_id(&req.client_id, self);
+        tracing::info!(member = %new_id, replaced = %old, instance = ?req.group_instance_id, "static member rejoined");
+        if self.fenced_members.len() >= FENCED_REMEMBERED {
+            self.fenced_members.pop_first();
+        }
+        self.fenced_members.insert(old.to_string());
+        let (session_timeout, rebalance_timeout) = req.timeouts();
+        m.session_timeout = session_timeout;
+        m.rebalance_timeout = rebalance_timeout;
+        m.client_id = req.client_id.clone();
+        m.client_host = req.client_host.clone();
+        m.last_heartbeat = now;
+        let unchanged = m.protocols == req.protocols;
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(new_id.clone());
+        }
+        if self.pending_sync.remove(old) {
+            self.pending_sync.insert(new_id.clone());
+        }
+        if let Some(instance) = &req.group_instance_id {
+            self.static_members.insert(instance.clone(), new_id.clone());
+        }
+        let answer_now = unchanged && matches!(self.state, GroupState::Stable | GroupState::CompletingRebalance);
+        if !answer_now {
+            m.protocols = req.protocols;
+            m.awaiting_join = Some(tx);
+        }
+        self.members.insert(new_id.clone(), m);
+        if answer_now {
+            return Some(self.current_join_response(&new_id));
+        }
+        self.rebalance_for_join(now, initial_delay);
+        self.try_complete_join(now);
+        None
+    }
+
     /// Kafka's `supportsProtocols`: a joiner must use the group's protocol type and share at least one protocol
     /// with every other member. `joiner` is excluded so that a member may change its own protocols.
     fn supports_protocols(&self, joiner: &str, protocol_type: &str, protocols: &[(String, Vec<u8>)]) -> bool {
@@ -398,6 +481,7 @@ impl Group {
             let _ = tx.send(Err(why));
         }
         self.pending_sync.remove(id);
+        self.static_members.retain(|_, member| member != id);
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
         }
@@ -434,6 +518,7 @@ impl Group {
         for id in stragglers {
             tracing::info!(member = %id, "expelled from group: did not rejoin within the rebalance timeout");
             self.members.remove(&id);
+            self.static_members.retain(|_, member| *member != id);
         }
         self.join_deadline = None;
         self.initial_delay = None;
@@ -530,6 +615,9 @@ impl Group {
     /// Kafka's `validateCurrentMember`, shared by heartbeat, sync and commit.
     fn validate_member(&self, member_id: &str, generation_id: i32) -> Result<(), GroupError> {
         if !self.members.contains_key(member_id) {
+            if self.fenced_members.contains(member_id) {
+                return Err(GroupError::FencedInstanceId);
+            }
             return Err(GroupError::UnknownMemberId);
         }
         if generation_id != self.generation {
@@ -622,11 +710,33 @@ impl GroupCoordinator {
             return Err(GroupError::UnknownMemberId);
         }
         let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
-        if !group.supports_protocols(&req.member_id, &req.protocol_type, &req.protocols) {
+        group.pending_members.retain(|_, since| now.saturating_duration_since(*since) < PENDING_MEMBER_TTL);
+        let registered = req.group_instance_id.as_ref().and_then(|i| group.static_members.get(i).cloned());
+        if let Some(current) = &registered {
+            if !req.member_id.is_empty() && req.member_id != *current {
+                // Another process took this instance id over: this one is the zombie.
+                return Err(GroupError::FencedInstanceId);
+            }
+        }
+        let joiner = registered.as_deref().unwrap_or(&req.member_id);
+        if !group.supports_protocols(joiner, &req.protocol_type, &req.protocols) {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         let (tx, rx) = oneshot::channel();
+        if let (Some(current), true) = (&registered, req.member_id.is_empty()) {
+            return match group.replace_static_member(current, req, tx, now, delay) {
+                Some(response) => Ok(Joined::Now(response)),
+                None => Ok(Joined::Later(rx)),
+            };
+        }
         if req.member_id.is_empty() {
+            if req.require_known_member_id && req.group_instance_id.is_none() {
+                let id = new_member_id(&req.client_id, group);
+                group.pending_members.insert(id.clone(), now);
+                return Err(GroupError::MemberIdRequired(id));
+            }
+            group.add_member(req, tx, now);
+        } else if group.pending_members.remove(&req.member_id).is_some() {
             group.add_member(req, tx, now);
         } else if let Some(response) = group.rejoin(req, tx, now)? {
             return Ok(Joined::Now(response));
@@ -730,6 +840,26 @@ impl GroupCoordinator {
         group.remove_member(member_id, GroupError::UnknownMemberId, now, self.initial_delay());
         group.try_complete_join(now);
         Ok(())
+    }
+
+    /// LeaveGroup v3+ for one member, possibly static: by instance id (its registered member, which `member_id`, if
+    /// given, must be: otherwise FENCED_INSTANCE_ID), or by member id.
+    pub async fn leave_group_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
+        let Some(instance) = group_instance_id else { return self.leave_group(group_id, member_id).await };
+        let registered = {
+            let groups = self.groups.lock();
+            let group = groups.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+            group.static_members.get(instance).cloned().ok_or(GroupError::UnknownMemberId)?
+        };
+        if !member_id.is_empty() && member_id != registered {
+            return Err(GroupError::FencedInstanceId);
+        }
+        self.leave_group(group_id, &registered).await
     }
 
     /// OffsetCommit: stores offsets durably (fsynced before this returns).

@@ -152,6 +152,7 @@ impl GroupMember {
             group_id: self.group_id.clone(),
             member_id: self.member_id.clone(),
             group_instance_id: None,
+            require_known_member_id: false,
             client_id: self.client_id.clone(),
             client_host: "in-process".into(),
             session_timeout_ms: u64::try_from(self.session_timeout.as_millis()).unwrap_or(u64::MAX),

@@ -104,6 +104,12 @@ pub enum GroupError {
     /// The group id is empty.
     #[error("invalid (empty) group id")]
     InvalidGroupId,
+    /// A static member whose instance id another process took over (KIP-345): it must stop.
+    #[error("fenced: another member took over this group.instance.id")]
+    FencedInstanceId,
+    /// A new member must join again with the id given (KIP-394).
+    #[error("join again with member id {0}")]
+    MemberIdRequired(String),
     /// OffsetDelete of a topic the group's members are consuming.
     #[error("the group's members consume topic {0:?}")]
     SubscribedToTopic(String),
@@ -137,6 +143,8 @@ impl GroupError {
             GroupError::NonEmptyGroup => NON_EMPTY_GROUP,
             GroupError::InvalidGroupId => INVALID_GROUP_ID,
             GroupError::SubscribedToTopic(_) => GROUP_SUBSCRIBED_TO_TOPIC,
+            GroupError::FencedInstanceId => FENCED_INSTANCE_ID,
+            GroupError::MemberIdRequired(_) => MEMBER_ID_REQUIRED,
             GroupError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
             GroupError::Protocol(_) | GroupError::Io { .. } => UNKNOWN_SERVER_ERROR,
         }

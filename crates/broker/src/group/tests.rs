@@ -64,6 +64,7 @@ fn join_request(member_id: &str, protocols: &[&str]) -> JoinGroupRequest {
         group_id: "g".into(),
         member_id: member_id.into(),
         group_instance_id: None,
+        require_known_member_id: false,
         client_id: "rdkafka".into(),
         client_host: "/127.0.0.1".into(),
         session_timeout_ms: SESSION_MS,

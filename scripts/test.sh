@@ -44,6 +44,17 @@ for module in confluent_kafka:confluent-kafka aiokafka:aiokafka; do
   fi
 done
 
+# kafkajs (npm) drives the JavaScript client test; installed once into ~/.cache/weir/node, outside the repo.
+need node nodejs "the kafkajs test"
+need npm npm "installing kafkajs"
+node_modules="${WEIR_NODE_MODULES:-$HOME/.cache/weir/node/node_modules}"
+if [ ! -d "$node_modules/kafkajs" ]; then
+  echo "installing kafkajs (npm) into $(dirname "$node_modules") for the JavaScript client test" >&2
+  mkdir -p "$(dirname "$node_modules")"
+  (cd "$(dirname "$node_modules")" && npm install --silent --no-audit --no-fund kafkajs@2 >/dev/null 2>&1) || true
+  [ -d "$node_modules/kafkajs" ] || { echo "error: kafkajs is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # schemathesis (PyPI) fuzzes the HTTP API against its OpenAPI document; the test fails, not skips, without it.
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing schemathesis (PyPI) for the HTTP API fuzz test" >&2

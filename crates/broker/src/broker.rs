@@ -157,13 +157,20 @@ impl Broker {
             if !dir.is_dir() {
                 continue;
             }
-            let meta = match Topic::read_meta(&dir) {
+            let mut meta = match Topic::read_meta(&dir) {
                 Ok(meta) => meta,
                 Err(e) => {
                     tracing::error!("skipping topic directory {}: {e}", dir.display());
                     continue;
                 }
             };
+            if meta.id == 0 {
+                // A topic from before topic ids: it gets one now, kept from here on.
+                meta.id = topics::new_topic_id();
+                if let Err(e) = Topic::write_meta(&dir, &meta) {
+                    tracing::error!("cannot record topic {}'s new id: {e}", meta.name);
+                }
+            }
             let log_config = match topics::effective_config(&config.log, &meta.configs) {
                 Ok(c) => c,
                 Err(e) => {
@@ -231,7 +238,7 @@ impl Broker {
             return Err(BrokerError::TopicExists(name.to_string()));
         }
         let dir = self.config.data_dir.join("topics").join(name);
-        let meta = TopicMeta { name: name.to_string(), partitions, configs };
+        let meta = TopicMeta { name: name.to_string(), partitions, configs, id: topics::new_topic_id() };
         Topic::write_meta(&dir, &meta)?;
         let topic = Topic::open(&dir, meta, log_config, &self.flusher);
         self.topics.write().insert(name.to_string(), Arc::new(topic));
@@ -260,6 +267,11 @@ impl Broker {
 
     pub(crate) fn topics_version(&self) -> u64 {
         self.topics_version.load(Ordering::Acquire)
+    }
+
+    /// The topic with this id (Kafka's topic UUID), if any.
+    pub fn topic_by_id(&self, id: u128) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.meta.id == id).cloned()
     }
 
     pub fn list_topics(&self) -> Vec<String> {

@@ -33,6 +33,8 @@ pub const ELECTION_NOT_NEEDED: i16 = 84;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 pub const INVALID_RECORD: i16 = 87;
 pub const PRODUCER_FENCED: i16 = 90;
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+pub const STALE_MEMBER_EPOCH: i16 = 113;
 pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 #[cfg(test)]
@@ -74,6 +76,8 @@ mod tests {
             (GROUP_SUBSCRIBED_TO_TOPIC, 86),
             (INVALID_RECORD, 87),
             (PRODUCER_FENCED, 90),
+            (FENCED_MEMBER_EPOCH, 110),
+            (STALE_MEMBER_EPOCH, 113),
             (TRANSACTIONAL_ID_NOT_FOUND, 105),
         ];
         for (name, number) in guide {

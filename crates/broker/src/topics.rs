@@ -24,6 +24,16 @@ pub(crate) struct TopicMeta {
     pub partitions: i32,
     /// Only the settings given at creation; the rest come from the broker's defaults.
     pub configs: BTreeMap<String, String>,
+    /// The topic's id (Kafka's topic UUID, as clients see it in Metadata and KIP-848 assignments); given to topics
+    /// created before ids existed when they are next opened.
+    #[serde(default)]
+    pub id: u128,
+}
+
+/// A new random topic id (a version-4 UUID, never zero).
+pub(crate) fn new_topic_id() -> u128 {
+    let bits = rand::random::<u128>();
+    (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62)
 }
 
 /// Kafka's rule for topic names.
@@ -193,6 +203,11 @@ impl Topic {
 
     pub fn partition_count(&self) -> i32 {
         self.meta.partitions
+    }
+
+    /// The topic's id (a UUID as 128 bits).
+    pub fn id(&self) -> u128 {
+        self.meta.id
     }
 
     pub fn partition(&self, p: i32) -> Result<&Arc<Partition>, BrokerError> {

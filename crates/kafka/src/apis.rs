@@ -63,6 +63,8 @@ pub const APIS: &[Api] = &[
     api(ApiKey::DescribeProducers, "DescribeProducers", 0, 0, false),
     api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0, false),
     api(ApiKey::ListTransactions, "ListTransactions", 0, 1, false),
+    api(ApiKey::ConsumerGroupHeartbeat, "ConsumerGroupHeartbeat", 0, 1, false),
+    api(ApiKey::ConsumerGroupDescribe, "ConsumerGroupDescribe", 0, 1, false),
     api(ApiKey::GetTelemetrySubscriptions, "GetTelemetrySubscriptions", 0, 0, false),
     api(ApiKey::PushTelemetry, "PushTelemetry", 0, 0, false),
 ];

@@ -301,3 +301,119 @@ pub fn describe_groups(broker: &Broker, req: DescribeGroupsRequest) -> DescribeG
     }
     r
 }
+
+/// The consumer group protocol (KIP-848): heartbeats carry subscriptions and owned partitions by topic id, and get
+/// back the member's epoch and, when it changed, its assignment.
+pub fn consumer_group_heartbeat(
+    broker: &Broker,
+    client: &Client,
+    req: kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+    let mut r = kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default();
+    let owned = req.topic_partitions.map(|tps| {
+        let mut a = group::consumer_group::Assignment::new();
+        for tp in tps {
+            if let Some(topic) = broker.topic_by_id(tp.topic_id.as_u128()) {
+                a.entry(topic.name().to_string()).or_default().extend(tp.partitions);
+            }
+        }
+        a
+    });
+    let hb = group::consumer_group::Heartbeat {
+        group_id: req.group_id.0.to_string(),
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.map(|i| i.to_string()),
+        client_id: client.client_id.clone(),
+        client_host: client.host.clone(),
+        subscribed_topics: req.subscribed_topic_names.map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+        assignor: req.server_assignor.map(|a| a.to_string()),
+        owned,
+    };
+    let partitions = |t: &str| broker.topic(t).ok().map(|t| t.partition_count());
+    match broker.groups().consumer_heartbeat(hb, partitions) {
+        Ok(answer) => {
+            r.member_id = Some(s(&answer.member_id));
+            r.member_epoch = answer.member_epoch;
+            r.heartbeat_interval_ms = answer.heartbeat_interval_ms;
+            r.assignment = answer.assignment.map(|a| {
+                let mut out = Assignment::default();
+                out.topic_partitions = a
+                    .into_iter()
+                    .filter_map(|(topic, ps)| {
+                        let t = broker.topic(&topic).ok()?;
+                        let mut tp = TopicPartitions::default();
+                        tp.topic_id = uuid::Uuid::from_u128(t.id());
+                        tp.partitions = ps.into_iter().collect();
+                        Some(tp)
+                    })
+                    .collect();
+                out
+            });
+        }
+        Err(e) => {
+            r.error_code = e.kafka_error_code();
+            r.error_message = Some(s(&e.to_string()));
+        }
+    }
+    r
+}
+
+/// ConsumerGroupDescribe: KIP-848 groups with their epochs, members, assignments and targets.
+pub fn consumer_group_describe(
+    broker: &Broker,
+    req: kafka_protocol::messages::ConsumerGroupDescribeRequest,
+) -> kafka_protocol::messages::ConsumerGroupDescribeResponse {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup, Member, TopicPartitions,
+    };
+    let to_assignment = |a: &group::consumer_group::Assignment| {
+        let mut out = Assignment::default();
+        out.topic_partitions = a
+            .iter()
+            .map(|(topic, ps)| {
+                let mut tp = TopicPartitions::default();
+                tp.topic_name = TopicName(s(topic));
+                tp.topic_id = broker.topic(topic).map(|t| uuid::Uuid::from_u128(t.id())).unwrap_or_default();
+                tp.partitions = ps.iter().copied().collect();
+                tp
+            })
+            .collect();
+        out
+    };
+    let mut r = kafka_protocol::messages::ConsumerGroupDescribeResponse::default();
+    for id in req.group_ids {
+        let mut d = DescribedGroup::default();
+        d.group_id = id.clone();
+        d.authorized_operations = i32::MIN;
+        match broker.groups().consumer_group(&id.0) {
+            Some(g) => {
+                d.group_state = s(g.state());
+                d.group_epoch = g.group_epoch;
+                d.assignment_epoch = g.assignment_epoch;
+                d.assignor_name = s(if g.assignor.is_empty() { "uniform" } else { &g.assignor });
+                d.members = g
+                    .members
+                    .iter()
+                    .map(|(member_id, m)| {
+                        let mut out = Member::default();
+                        out.member_id = s(member_id);
+                        out.instance_id = m.instance_id.as_deref().map(s);
+                        out.member_epoch = m.member_epoch;
+                        out.client_id = s(&m.client_id);
+                        out.client_host = s(&m.client_host);
+                        out.subscribed_topic_names = m.subscribed.iter().map(|t| TopicName(s(t))).collect();
+                        out.assignment = to_assignment(&m.assigned);
+                        out.target_assignment = to_assignment(&g.target.get(member_id).cloned().unwrap_or_default());
+                        out.member_type = 1; // consumer protocol
+                        out
+                    })
+                    .collect();
+            }
+            None => d.error_code = kafka_protocol::ResponseError::GroupIdNotFound.code(),
+        }
+        r.groups.push(d);
+    }
+    r
+}

@@ -75,10 +75,28 @@ pub fn metadata(broker: &Broker, config: &ListenerConfig, req: MetadataRequest) 
     r.brokers = vec![b];
     r.cluster_id = Some(s("weir"));
     r.controller_id = BrokerId(NODE_ID);
-    let names: Vec<String> = match &req.topics {
-        None => broker.list_topics(),
-        Some(topics) => topics.iter().filter_map(|t| t.name.as_ref().map(|n| n.0.to_string())).collect(),
-    };
+    // Topics asked for by name, or (Metadata v10+, as KIP-848 clients do) by id alone.
+    let mut names: Vec<String> = Vec::new();
+    match &req.topics {
+        None => names = broker.list_topics(),
+        Some(topics) => {
+            for t in topics {
+                match (&t.name, t.topic_id.is_nil()) {
+                    (Some(n), _) => names.push(n.0.to_string()),
+                    (None, false) => match broker.topic_by_id(t.topic_id.as_u128()) {
+                        Some(topic) => names.push(topic.name().to_string()),
+                        None => {
+                            let mut unknown = MetadataResponseTopic::default();
+                            unknown.topic_id = t.topic_id;
+                            unknown.error_code = kafka_protocol::ResponseError::UnknownTopicId.code();
+                            r.topics.push(unknown);
+                        }
+                    },
+                    (None, true) => {}
+                }
+            }
+        }
+    }
     for name in names {
         let mut t = MetadataResponseTopic::default();
         t.name = Some(TopicName(s(&name)));
@@ -90,6 +108,7 @@ pub fn metadata(broker: &Broker, config: &ListenerConfig, req: MetadataRequest) 
         };
         match topic {
             Ok(topic) => {
+                t.topic_id = uuid::Uuid::from_u128(topic.id());
                 t.partitions = topic
                     .partitions()
                     .iter()

@@ -397,6 +397,12 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         OffsetDelete(r) => Reply::Send(ResponseKind::OffsetDelete(blocking(broker, |b| admin::offset_delete(b, r)).await?)),
         DescribeCluster(r) => Reply::Send(ResponseKind::DescribeCluster(admin::describe_cluster(config, r))),
         DescribeProducers(r) => Reply::Send(ResponseKind::DescribeProducers(admin::describe_producers(broker, r))),
+        ConsumerGroupHeartbeat(r) => {
+            Reply::Send(ResponseKind::ConsumerGroupHeartbeat(groups::consumer_group_heartbeat(broker, &client(), r)))
+        },
+        ConsumerGroupDescribe(r) => {
+            Reply::Send(ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r)))
+        },
         GetTelemetrySubscriptions(r) => {
             Reply::Send(ResponseKind::GetTelemetrySubscriptions(admin::get_telemetry_subscriptions(r)))
         },

@@ -261,6 +261,24 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
             r.topics = vec![t];
             RequestKind::DescribeProducers(r)
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            use kafka_protocol::messages::consumer_group_heartbeat_request::{
+                ConsumerGroupHeartbeatRequest, TopicPartitions,
+            };
+            let mut tp = TopicPartitions::default();
+            tp.partitions = vec![0, 1];
+            let mut r = ConsumerGroupHeartbeatRequest::default();
+            r.group_id = GroupId(s("g"));
+            r.member_id = s("m-1");
+            r.subscribed_topic_names = Some(vec![TopicName(s("t"))]);
+            r.topic_partitions = Some(vec![tp]);
+            RequestKind::ConsumerGroupHeartbeat(r)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let mut r = kafka_protocol::messages::ConsumerGroupDescribeRequest::default();
+            r.group_ids = vec![GroupId(s("g"))];
+            RequestKind::ConsumerGroupDescribe(r)
+        }
         ApiKey::GetTelemetrySubscriptions => {
             RequestKind::GetTelemetrySubscriptions(kafka_protocol::messages::GetTelemetrySubscriptionsRequest::default())
         }

@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatAnswer};
 use super::offsets::{OffsetAndMetadata, OffsetStore};
 use super::{GroupConfig, GroupError, TopicPartition};
 
@@ -49,6 +50,10 @@ pub enum GroupState {
     CompletingRebalance,
     /// Every member has (or can fetch) its assignment.
     Stable,
+    /// A KIP-848 group computing a new target assignment.
+    Assigning,
+    /// A KIP-848 group whose members are moving to their new assignments.
+    Reconciling,
     /// The group does not exist (how DescribeGroups reports an unknown group).
     Dead,
 }
@@ -60,6 +65,8 @@ impl std::fmt::Display for GroupState {
             GroupState::PreparingRebalance => "PreparingRebalance",
             GroupState::CompletingRebalance => "CompletingRebalance",
             GroupState::Stable => "Stable",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
             GroupState::Dead => "Dead",
         })
     }
@@ -351,7 +358,11 @@ impl Group {
         let answer_now = match state {
             GroupState::CompletingRebalance => unchanged,
             GroupState::Stable => unchanged && !is_leader,
-            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => false,
+            GroupState::PreparingRebalance
+            | GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => false,
         };
         if answer_now {
             return Ok(Some(self.current_join_response(&req.member_id)));
@@ -488,7 +499,11 @@ impl Group {
         match self.state {
             GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now, initial_delay),
             // The join may now be complete; the caller checks.
-            GroupState::PreparingRebalance | GroupState::Empty | GroupState::Dead => {}
+            GroupState::PreparingRebalance
+            | GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {}
         }
     }
 
@@ -632,6 +647,8 @@ impl Group {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<BTreeMap<String, Group>>,
+    /// KIP-848 groups (`consumer_group.rs`); a group id is in one map or the other.
+    consumer_groups: Mutex<BTreeMap<String, ConsumerGroup>>,
     offsets: OffsetStore,
     stopped: AtomicBool,
 }
@@ -646,6 +663,7 @@ impl GroupCoordinator {
         let coordinator = Arc::new(GroupCoordinator {
             config,
             groups: Mutex::new(BTreeMap::new()),
+            consumer_groups: Mutex::new(BTreeMap::new()),
             offsets,
             stopped: AtomicBool::new(false),
         });
@@ -708,6 +726,10 @@ impl GroupCoordinator {
         self.check_running()?;
         if !groups.contains_key(&req.group_id) && !req.member_id.is_empty() {
             return Err(GroupError::UnknownMemberId);
+        }
+        if self.consumer_groups.lock().get(&req.group_id).is_some_and(|g| !g.members.is_empty()) {
+            // The group uses KIP-848's protocol: a classic member cannot join it.
+            return Err(GroupError::InconsistentGroupProtocol);
         }
         let group = groups.entry(req.group_id.clone()).or_insert_with(Group::new);
         group.pending_members.retain(|_, since| now.saturating_duration_since(*since) < PENDING_MEMBER_TTL);
@@ -789,7 +811,10 @@ impl GroupCoordinator {
             match state {
                 GroupState::PreparingRebalance => return Err(GroupError::RebalanceInProgress),
                 GroupState::Stable => return Ok(m.assignment.clone()),
-                GroupState::Empty | GroupState::Dead => return Err(GroupError::UnknownMemberId),
+                // A classic group is never Assigning or Reconciling (those are KIP-848 states).
+                GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {
+                    return Err(GroupError::UnknownMemberId)
+                }
                 GroupState::CompletingRebalance => {}
             }
             let (tx, rx) = oneshot::channel();
@@ -823,7 +848,9 @@ impl GroupCoordinator {
         match group.state {
             GroupState::PreparingRebalance => Err(GroupError::RebalanceInProgress),
             GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
-            GroupState::Empty | GroupState::Dead => Err(GroupError::UnknownMemberId),
+            GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {
+                Err(GroupError::UnknownMemberId)
+            }
         }
     }
 
@@ -879,6 +906,17 @@ impl GroupCoordinator {
             return Err(GroupError::InvalidGroupId);
         }
         self.check_running()?;
+        // A KIP-848 member commits with its member epoch (checked under the lock, committed outside it).
+        let kip848 = self
+            .consumer_groups
+            .lock()
+            .get(group_id)
+            .filter(|g| !g.members.is_empty())
+            .map(|g| g.validate_commit(member_id, generation_id));
+        if let Some(valid) = kip848 {
+            valid?;
+            return self.offsets.commit(group_id, offsets);
+        }
         {
             let mut groups = self.groups.lock();
             let simple = generation_id < 0 && member_id.is_empty();
@@ -901,6 +939,31 @@ impl GroupCoordinator {
         self.offsets.commit(group_id, offsets)
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848): joins, leaves or keeps a member of a consumer-protocol group, and hands it
+    /// its assignment as it changes. `partitions` gives a topic's partition count. Refused for a classic group with
+    /// members.
+    pub fn consumer_heartbeat(
+        &self,
+        hb: Heartbeat,
+        partitions: impl Fn(&str) -> Option<i32>,
+    ) -> Result<HeartbeatAnswer, GroupError> {
+        if hb.group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        self.check_running()?;
+        if self.groups.lock().get(&hb.group_id).is_some_and(|g| !g.members.is_empty()) {
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        let mut groups = self.consumer_groups.lock();
+        let group = groups.entry(hb.group_id.clone()).or_default();
+        group.heartbeat(hb, partitions, Instant::now())
+    }
+
+    /// A KIP-848 group, as ConsumerGroupDescribe reports it.
+    pub fn consumer_group(&self, group_id: &str) -> Option<ConsumerGroup> {
+        self.consumer_groups.lock().get(group_id).cloned()
+    }
+
     /// TxnOffsetCommit's check of the sender (KIP-447): a consumer that gives its member id and generation must be
     /// the group's current member at that generation, so a zombie's transaction cannot commit offsets for
     /// partitions since reassigned. Without them (an older client) the commit is taken as it comes.
@@ -916,6 +979,9 @@ impl GroupCoordinator {
         self.check_running()?;
         if generation_id < 0 && member_id.is_empty() {
             return Ok(());
+        }
+        if let Some(g) = self.consumer_groups.lock().get(group_id).filter(|g| !g.members.is_empty()) {
+            return g.validate_commit(member_id, generation_id);
         }
         match self.groups.lock().get(group_id) {
             Some(g) => g.validate_member(member_id, generation_id),
@@ -962,12 +1028,52 @@ impl GroupCoordinator {
             let protocol_type = g.protocol_type.clone().unwrap_or_else(|| CONSUMER_PROTOCOL_TYPE.into());
             out.insert(id.clone(), GroupListing { group_id: id.clone(), protocol_type, state: g.state });
         }
+        for (id, g) in self.consumer_groups.lock().iter().filter(|(_, g)| !g.members.is_empty()) {
+            let state = consumer_group_state(g);
+            out.insert(
+                id.clone(),
+                GroupListing { group_id: id.clone(), protocol_type: CONSUMER_PROTOCOL_TYPE.into(), state },
+            );
+        }
         out.into_values().collect()
     }
 
     /// DescribeGroups: a group's state and members. An unknown group is described as Dead with no members, as Kafka
     /// does; one known only by its committed offsets as Empty.
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {
+        if let Some(g) = self.consumer_groups.lock().get(group_id).filter(|g| !g.members.is_empty()) {
+            // A KIP-848 group, in the classic terms: its epoch as the generation, assignments encoded as the
+            // classic consumer protocol encodes them.
+            return GroupDescription {
+                group_id: group_id.to_string(),
+                state: consumer_group_state(g),
+                protocol_type: CONSUMER_PROTOCOL_TYPE.into(),
+                protocol: g.assignor.clone(),
+                generation: g.group_epoch,
+                members: g
+                    .members
+                    .iter()
+                    .map(|(id, m)| MemberDescription {
+                        member_id: id.clone(),
+                        group_instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: Vec::new(),
+                        assignment: super::consumer_protocol::encode_assignment(
+                            &super::consumer_protocol::Assignment {
+                                partitions: m
+                                    .assigned
+                                    .iter()
+                                    .map(|(t, ps)| (t.clone(), ps.iter().copied().collect()))
+                                    .collect(),
+                                ..Default::default()
+                            },
+                        )
+                        .unwrap_or_default(),
+                    })
+                    .collect(),
+            };
+        }
         let groups = self.groups.lock();
         let Some(g) = groups.get(group_id) else {
             let known = self.offsets.has_group(group_id);
@@ -1052,6 +1158,11 @@ impl GroupCoordinator {
     /// Expires members whose session timed out, gives up on members that never synced, and completes rebalances
     /// whose time has come.
     fn tick(&self, now: Instant) {
+        for (gid, g) in self.consumer_groups.lock().iter_mut() {
+            if g.expire(now) {
+                tracing::info!(group = %gid, "consumer group member expelled: session timed out");
+            }
+        }
         let delay = self.initial_delay();
         let mut groups = self.groups.lock();
         for (gid, g) in groups.iter_mut() {
@@ -1090,6 +1201,16 @@ async fn ticker(coordinator: Weak<GroupCoordinator>) {
             return;
         }
         c.tick(Instant::now());
+    }
+}
+
+/// A KIP-848 group's state in the classic listing's terms.
+fn consumer_group_state(g: &ConsumerGroup) -> GroupState {
+    match g.state() {
+        "Empty" => GroupState::Empty,
+        "Assigning" => GroupState::Assigning,
+        "Reconciling" => GroupState::Reconciling,
+        _ => GroupState::Stable,
     }
 }
 

@@ -9,6 +9,7 @@
 //! [`consumer_protocol`].
 
 pub mod assignor;
+pub mod consumer_group;
 pub mod consumer_protocol;
 mod coordinator;
 mod member;
@@ -107,6 +108,12 @@ pub enum GroupError {
     /// A static member whose instance id another process took over (KIP-345): it must stop.
     #[error("fenced: another member took over this group.instance.id")]
     FencedInstanceId,
+    /// A KIP-848 member's epoch is not the coordinator's: it must rejoin (epoch 0).
+    #[error("the member epoch is fenced; rejoin")]
+    FencedMemberEpoch,
+    /// An offset commit from a KIP-848 member with an epoch ahead of its own.
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
     /// A new member must join again with the id given (KIP-394).
     #[error("join again with member id {0}")]
     MemberIdRequired(String),
@@ -144,6 +151,8 @@ impl GroupError {
             GroupError::InvalidGroupId => INVALID_GROUP_ID,
             GroupError::SubscribedToTopic(_) => GROUP_SUBSCRIBED_TO_TOPIC,
             GroupError::FencedInstanceId => FENCED_INSTANCE_ID,
+            GroupError::FencedMemberEpoch => FENCED_MEMBER_EPOCH,
+            GroupError::StaleMemberEpoch => STALE_MEMBER_EPOCH,
             GroupError::MemberIdRequired(_) => MEMBER_ID_REQUIRED,
             GroupError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
             GroupError::Protocol(_) | GroupError::Io { .. } => UNKNOWN_SERVER_ERROR,

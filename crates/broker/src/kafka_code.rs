@@ -35,6 +35,7 @@ pub const INVALID_RECORD: i16 = 87;
 pub const PRODUCER_FENCED: i16 = 90;
 pub const FENCED_MEMBER_EPOCH: i16 = 110;
 pub const STALE_MEMBER_EPOCH: i16 = 113;
+pub const INVALID_REGULAR_EXPRESSION: i16 = 128;
 pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 #[cfg(test)]
@@ -78,6 +79,7 @@ mod tests {
             (PRODUCER_FENCED, 90),
             (FENCED_MEMBER_EPOCH, 110),
             (STALE_MEMBER_EPOCH, 113),
+            (INVALID_REGULAR_EXPRESSION, 128),
             (TRANSACTIONAL_ID_NOT_FOUND, 105),
         ];
         for (name, number) in guide {

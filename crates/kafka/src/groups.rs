@@ -328,11 +328,12 @@ pub fn consumer_group_heartbeat(
         client_id: client.client_id.clone(),
         client_host: client.host.clone(),
         subscribed_topics: req.subscribed_topic_names.map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+        subscribed_regex: req.subscribed_topic_regex.map(|r| r.to_string()),
         assignor: req.server_assignor.map(|a| a.to_string()),
         owned,
     };
     let partitions = |t: &str| broker.topic(t).ok().map(|t| t.partition_count());
-    match broker.groups().consumer_heartbeat(hb, partitions) {
+    match broker.groups().consumer_heartbeat(hb, partitions, || broker.list_topics()) {
         Ok(answer) => {
             r.member_id = Some(s(&answer.member_id));
             r.member_epoch = answer.member_epoch;
@@ -404,6 +405,7 @@ pub fn consumer_group_describe(
                         out.client_id = s(&m.client_id);
                         out.client_host = s(&m.client_host);
                         out.subscribed_topic_names = m.subscribed.iter().map(|t| TopicName(s(t))).collect();
+                        out.subscribed_topic_regex = m.subscribed_regex.as_deref().map(s);
                         out.assignment = to_assignment(&m.assigned);
                         out.target_assignment = to_assignment(&g.target.get(member_id).cloned().unwrap_or_default());
                         out.member_type = 1; // consumer protocol

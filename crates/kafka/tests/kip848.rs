@@ -31,7 +31,7 @@ fn a_kip848_group_and_a_classic_group_side_by_side() {
         "kip848.py failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for scenario in ["side-by-side", "server-side-assignment", "incremental-rebalance"] {
+    for scenario in ["side-by-side", "server-side-assignment", "incremental-rebalance", "regex-subscription"] {
         assert!(stdout.contains(&format!("ok {scenario}")), "{scenario} did not pass:\n{stdout}");
     }
     for group in ["kip848", "classic"] {

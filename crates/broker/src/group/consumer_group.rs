@@ -38,6 +38,8 @@ pub struct Heartbeat {
     pub client_host: String,
     /// `None`: unchanged since the last heartbeat.
     pub subscribed_topics: Option<Vec<String>>,
+    /// A regular expression over topic names (KIP-848 v1); `None`: unchanged, empty: none.
+    pub subscribed_regex: Option<String>,
     pub assignor: Option<String>,
     /// The partitions the member holds; `None`: unchanged since the last heartbeat.
     pub owned: Option<Assignment>,
@@ -58,7 +60,10 @@ pub struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub member_epoch: i32,
+    /// The topics it subscribes to: those named, and those its regular expression matches.
     pub subscribed: BTreeSet<String>,
+    named: BTreeSet<String>,
+    pub subscribed_regex: Option<String>,
     /// What the coordinator has given it (and not taken back).
     pub assigned: Assignment,
     /// What it last said it holds.
@@ -96,13 +101,21 @@ impl ConsumerGroup {
         }
     }
 
-    /// Handles one heartbeat. `partitions` gives a topic's partition count (`None`: no such topic).
+    /// Handles one heartbeat. `partitions` gives a topic's partition count (`None`: no such topic); `topics` lists
+    /// every topic, for regular-expression subscriptions.
     pub fn heartbeat(
         &mut self,
         hb: Heartbeat,
         partitions: impl Fn(&str) -> Option<i32>,
+        topics: impl Fn() -> Vec<String>,
         now: Instant,
     ) -> Result<HeartbeatAnswer, GroupError> {
+        if let Some(re) = hb.subscribed_regex.as_deref().filter(|r| !r.is_empty()) {
+            // Kafka takes RE2/J syntax; Rust's regex crate reads the same expressions clients send.
+            if let Err(e) = regex::Regex::new(re) {
+                return Err(GroupError::InvalidRegex(format!("{re:?}: {e}")));
+            }
+        }
         let member_id = match hb.member_epoch {
             -1 | -2 => {
                 if self.members.remove(&hb.member_id).is_some() {
@@ -139,6 +152,8 @@ impl ConsumerGroup {
                         client_host: hb.client_host.clone(),
                         member_epoch: 0,
                         subscribed: BTreeSet::new(),
+                        named: BTreeSet::new(),
+                        subscribed_regex: None,
                         assigned: Assignment::new(),
                         reported: Assignment::new(),
                         revoking: Assignment::new(),
@@ -159,12 +174,21 @@ impl ConsumerGroup {
         };
         let m = self.members.get_mut(&member_id).expect("present");
         m.last_heartbeat = now;
-        if let Some(topics) = hb.subscribed_topics {
-            let topics: BTreeSet<String> = topics.into_iter().collect();
-            if topics != m.subscribed {
-                m.subscribed = topics;
-                self.group_epoch += 1;
-            }
+        if let Some(named) = hb.subscribed_topics {
+            m.named = named.into_iter().collect();
+        }
+        if let Some(re) = hb.subscribed_regex {
+            m.subscribed_regex = Some(re).filter(|r| !r.is_empty());
+        }
+        // The regular expression is matched against the topics as they are now: a topic created later joins the
+        // subscription at the member's next heartbeat.
+        let mut subscribed = m.named.clone();
+        if let Some(re) = m.subscribed_regex.as_deref().and_then(|r| regex::Regex::new(&format!("^(?:{r})$")).ok()) {
+            subscribed.extend(topics().into_iter().filter(|t| re.is_match(t)));
+        }
+        if subscribed != m.subscribed {
+            m.subscribed = subscribed;
+            self.group_epoch += 1;
         }
         if let Some(owned) = hb.owned {
             // What it no longer holds is released.
@@ -382,27 +406,33 @@ mod tests {
         let parts = |t: &str| (t == "t").then_some(4);
         let now = Instant::now();
         let mut g = ConsumerGroup::default();
-        let a = g.heartbeat(hb("a", 0, Some(&["t"]), Some(&[])), parts, now).unwrap();
+        let a = g.heartbeat(hb("a", 0, Some(&["t"]), Some(&[])), parts, || vec!["t".to_string()], now).unwrap();
         assert_eq!((a.member_epoch, count(&a.assignment)), (3, 4));
         // b joins: the target splits 2/2. b is at the new epoch at once, but a still holds everything.
-        let b = g.heartbeat(hb("b", 0, Some(&["t"]), Some(&[])), parts, now).unwrap();
+        let b = g.heartbeat(hb("b", 0, Some(&["t"]), Some(&[])), parts, || vec!["t".to_string()], now).unwrap();
         assert_eq!((b.member_epoch, count(&b.assignment)), (5, 0));
         assert_eq!(g.state(), "Reconciling");
         // a's next heartbeat takes two back; a stays at its epoch until it confirms it let them go.
-        let a2 = g.heartbeat(hb("a", 3, None, None), parts, now).unwrap();
+        let a2 = g.heartbeat(hb("a", 3, None, None), parts, || vec!["t".to_string()], now).unwrap();
         assert_eq!((a2.member_epoch, count(&a2.assignment)), (3, 2));
-        assert_eq!(g.heartbeat(hb("b", 5, None, None), parts, now).unwrap().assignment, None);
+        assert_eq!(g.heartbeat(hb("b", 5, None, None), parts, || vec!["t".to_string()], now).unwrap().assignment, None);
         let kept: Vec<(&str, i32)> = a2.assignment.as_ref().unwrap()["t"].iter().map(|p| ("t", *p)).collect();
-        let a3 = g.heartbeat(hb("a", 3, None, Some(&kept)), parts, now).unwrap();
+        let a3 = g.heartbeat(hb("a", 3, None, Some(&kept)), parts, || vec!["t".to_string()], now).unwrap();
         assert_eq!((a3.member_epoch, a3.assignment), (5, None));
-        let b2 = g.heartbeat(hb("b", 5, None, None), parts, now).unwrap();
+        let b2 = g.heartbeat(hb("b", 5, None, None), parts, || vec!["t".to_string()], now).unwrap();
         assert_eq!((b2.member_epoch, count(&b2.assignment)), (5, 2));
         assert_eq!(g.state(), "Stable");
         // A stale epoch is fenced; an unknown member is told so; a member leaving rebalances the other.
-        assert!(matches!(g.heartbeat(hb("a", 3, None, None), parts, now), Err(GroupError::FencedMemberEpoch)));
-        assert!(matches!(g.heartbeat(hb("zz", 5, None, None), parts, now), Err(GroupError::UnknownMemberId)));
-        g.heartbeat(hb("a", -1, None, None), parts, now).unwrap();
-        let b3 = g.heartbeat(hb("b", 5, None, None), parts, now).unwrap();
+        assert!(matches!(
+            g.heartbeat(hb("a", 3, None, None), parts, || vec!["t".to_string()], now),
+            Err(GroupError::FencedMemberEpoch)
+        ));
+        assert!(matches!(
+            g.heartbeat(hb("zz", 5, None, None), parts, || vec!["t".to_string()], now),
+            Err(GroupError::UnknownMemberId)
+        ));
+        g.heartbeat(hb("a", -1, None, None), parts, || vec!["t".to_string()], now).unwrap();
+        let b3 = g.heartbeat(hb("b", 5, None, None), parts, || vec!["t".to_string()], now).unwrap();
         assert_eq!((b3.member_epoch, count(&b3.assignment)), (6, 4));
     }
 
@@ -412,7 +442,7 @@ mod tests {
         let parts = |t: &str| (t == "t").then_some(4);
         let mut g = ConsumerGroup::default();
         for id in ["a", "b"] {
-            g.heartbeat(hb(id, 0, Some(&["t"]), Some(&[])), parts, now).unwrap();
+            g.heartbeat(hb(id, 0, Some(&["t"]), Some(&[])), parts, || vec!["t".to_string()], now).unwrap();
         }
         for _ in 0..3 {
             for id in ["a", "b"] {
@@ -420,11 +450,11 @@ mod tests {
                 let owned: Vec<(String, i32)> =
                     g.members[id].assigned.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))).collect();
                 let owned: Vec<(&str, i32)> = owned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-                g.heartbeat(hb(id, e, None, Some(&owned)), parts, now).unwrap();
+                g.heartbeat(hb(id, e, None, Some(&owned)), parts, || vec!["t".to_string()], now).unwrap();
             }
         }
         let before = g.target.clone();
-        g.heartbeat(hb("c", 0, Some(&["t"]), Some(&[])), parts, now).unwrap();
+        g.heartbeat(hb("c", 0, Some(&["t"]), Some(&[])), parts, || vec!["t".to_string()], now).unwrap();
         let sizes: Vec<usize> = g.target.values().map(|a| a.values().map(|p| p.len()).sum()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 4);
         assert!(sizes.iter().all(|n| (1..=2).contains(n)), "{sizes:?}");
@@ -446,6 +476,8 @@ mod tests {
                     client_host: String::new(),
                     member_epoch: 0,
                     subscribed: ["t".to_string()].into(),
+                    named: ["t".to_string()].into(),
+                    subscribed_regex: None,
                     assigned: Assignment::new(),
                     reported: Assignment::new(),
                     revoking: Assignment::new(),

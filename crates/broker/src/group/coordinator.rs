@@ -946,6 +946,7 @@ impl GroupCoordinator {
         &self,
         hb: Heartbeat,
         partitions: impl Fn(&str) -> Option<i32>,
+        topics: impl Fn() -> Vec<String>,
     ) -> Result<HeartbeatAnswer, GroupError> {
         if hb.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
@@ -956,7 +957,7 @@ impl GroupCoordinator {
         }
         let mut groups = self.consumer_groups.lock();
         let group = groups.entry(hb.group_id.clone()).or_default();
-        group.heartbeat(hb, partitions, Instant::now())
+        group.heartbeat(hb, partitions, topics, Instant::now())
     }
 
     /// A KIP-848 group, as ConsumerGroupDescribe reports it.

@@ -111,6 +111,9 @@ pub enum GroupError {
     /// A KIP-848 member's epoch is not the coordinator's: it must rejoin (epoch 0).
     #[error("the member epoch is fenced; rejoin")]
     FencedMemberEpoch,
+    /// A KIP-848 subscription's regular expression that does not compile.
+    #[error("invalid regular expression {0}")]
+    InvalidRegex(String),
     /// An offset commit from a KIP-848 member with an epoch ahead of its own.
     #[error("stale member epoch")]
     StaleMemberEpoch,
@@ -153,6 +156,7 @@ impl GroupError {
             GroupError::FencedInstanceId => FENCED_INSTANCE_ID,
             GroupError::FencedMemberEpoch => FENCED_MEMBER_EPOCH,
             GroupError::StaleMemberEpoch => STALE_MEMBER_EPOCH,
+            GroupError::InvalidRegex(_) => INVALID_REGULAR_EXPRESSION,
             GroupError::MemberIdRequired(_) => MEMBER_ID_REQUIRED,
             GroupError::CoordinatorNotAvailable => COORDINATOR_NOT_AVAILABLE,
             GroupError::Protocol(_) | GroupError::Io { .. } => UNKNOWN_SERVER_ERROR,

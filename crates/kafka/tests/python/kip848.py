@@ -76,6 +76,14 @@ while time.time() < deadline:
         break
 expect(sum(sizes) == 4 and min(sizes) >= 1, f"after a third joined: {sizes}")
 print("ok incremental-rebalance", flush=True)
-for c in members + old:
+
+# A subscription by regular expression, which KIP-848 clients hand to the coordinator to match.
+regex = Consumer({"bootstrap.servers": bootstrap, "group.id": "kip848-regex", "group.protocol": "consumer",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+regex.subscribe(["^k[t]$"])
+seen_regex = drain([regex], 200)
+expect(len(set(seen_regex)) == 200, f"the regex subscription read {len(set(seen_regex))}")
+print("ok regex-subscription", flush=True)
+for c in members + old + [regex]:
     c.close()
 print("ok", flush=True)

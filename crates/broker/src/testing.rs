@@ -40,3 +40,18 @@ pub fn scratch_broker_with(configure: impl FnOnce(&mut BrokerConfig)) -> (tempfi
     let broker = Broker::open(config).expect("the test broker opens");
     (dir, broker)
 }
+
+/// Every record a read_committed reader finds on `topic` (all partitions, from the start), in the order read: it
+/// reads until three polls of 200 ms in a row bring nothing. For tests checking what transactions left visible.
+pub async fn read_committed(broker: &Arc<Broker>, topic: &str) -> Vec<crate::ConsumedRecord> {
+    let config = crate::ConsumerConfig::new([topic]).isolation(weir_log::Isolation::ReadCommitted);
+    let mut consumer = broker.consumer(config).expect("a read_committed consumer");
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 3 {
+        let records = consumer.poll(std::time::Duration::from_millis(200)).await.expect("a read_committed poll");
+        idle = if records.is_empty() { idle + 1 } else { 0 };
+        out.extend(records);
+    }
+    out
+}

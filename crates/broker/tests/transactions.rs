@@ -7,9 +7,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use weir_broker::group::{OffsetAndMetadata, TopicPartition};
-use weir_broker::testing::open_broker;
+use weir_broker::testing::{open_broker, read_committed};
 use weir_broker::transactions::{PendingOffset, TxnMeta, TxnState};
-use weir_broker::{ConsumerConfig, Isolation};
 use weir_log::{FsyncPolicy, Log, LogConfig, Record};
 
 /// Appends transactional records of `producer` to `t-<partition>`.
@@ -42,13 +41,9 @@ fn write_state(data: &std::path::Path, meta: &TxnMeta) {
 }
 
 async fn committed_values(broker: &std::sync::Arc<weir_broker::Broker>) -> Vec<String> {
-    let mut c = broker.consumer(ConsumerConfig::new(["t"]).isolation(Isolation::ReadCommitted)).unwrap();
-    let mut out = Vec::new();
-    for _ in 0..5 {
-        for r in c.poll(Duration::from_millis(100)).await.unwrap() {
-            out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
-        }
-    }
+    let records = read_committed(broker, "t").await;
+    let mut out: Vec<String> =
+        records.into_iter().map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()).collect();
     out.sort();
     out
 }

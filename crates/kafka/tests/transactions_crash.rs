@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use weir_broker::testing::{broker_config, crash};
-use weir_broker::{ConsumerConfig, Isolation};
+use weir_broker::testing::{broker_config, crash, read_committed};
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 
 const CHILD: &str = "WEIR_TXN_CRASH_CHILD";
@@ -96,20 +95,14 @@ fn committed_view(data: &Path) -> (Seen, Vec<(i64, i64)>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let offsets = stable(&broker);
-        let mut c = broker.consumer(ConsumerConfig::new([TOPIC]).isolation(Isolation::ReadCommitted)).unwrap();
         let mut seen = BTreeMap::new();
-        let mut idle = 0;
-        while idle < 3 {
-            let records = c.poll(Duration::from_millis(200)).await.unwrap();
-            idle = if records.is_empty() { idle + 1 } else { 0 };
-            for r in records {
-                let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-                // "{k}-{attempt}-{i}", k possibly -1.
-                let mut parts = value.rsplitn(3, '-').skip(1);
-                let attempt: u64 = parts.next().unwrap().parse().unwrap();
-                let k: i64 = parts.next().unwrap().parse().unwrap();
-                *seen.entry((k, attempt)).or_insert(0) += 1;
-            }
+        for r in read_committed(&broker, TOPIC).await {
+            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            // "{k}-{attempt}-{i}", k possibly -1.
+            let mut parts = value.rsplitn(3, '-').skip(1);
+            let attempt: u64 = parts.next().unwrap().parse().unwrap();
+            let k: i64 = parts.next().unwrap().parse().unwrap();
+            *seen.entry((k, attempt)).or_insert(0) += 1;
         }
         broker.shutdown();
         (seen, offsets)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use weir_broker::testing::{broker_config, crash};
+use weir_broker::testing::{broker_config, crash, read_committed};
 use weir_broker::{Broker, ConsumerConfig, Isolation};
 use weir_kafka::{BackgroundBroker, ListenerConfig};
 use weir_runtime::{
@@ -37,15 +37,9 @@ impl TransformHandler for Relay {
 
 /// Every value a read_committed reader finds on `topic`, with how often.
 async fn committed_values(broker: &Arc<Broker>, topic: &str) -> BTreeMap<String, usize> {
-    let mut c = broker.consumer(ConsumerConfig::new([topic]).isolation(Isolation::ReadCommitted)).unwrap();
     let mut seen = BTreeMap::new();
-    let mut idle = 0;
-    while idle < 3 {
-        let records = c.poll(Duration::from_millis(200)).await.unwrap();
-        idle = if records.is_empty() { idle + 1 } else { 0 };
-        for r in records {
-            *seen.entry(String::from_utf8(r.value.unwrap().to_vec()).unwrap()).or_insert(0) += 1;
-        }
+    for r in read_committed(broker, topic).await {
+        *seen.entry(String::from_utf8(r.value.unwrap().to_vec()).unwrap()).or_insert(0) += 1;
     }
     seen
 }
@@ -241,18 +235,14 @@ type Stored = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
 type Seen = Vec<Stored>;
 
 async fn committed_records(broker: &Arc<Broker>, topic: &str) -> Seen {
-    let mut c = broker.consumer(ConsumerConfig::new([topic]).isolation(Isolation::ReadCommitted)).unwrap();
-    let mut seen = Vec::new();
-    let mut idle = 0;
-    while idle < 3 {
-        let records = c.poll(Duration::from_millis(200)).await.unwrap();
-        idle = if records.is_empty() { idle + 1 } else { 0 };
-        for r in records {
+    let records = read_committed(broker, topic).await;
+    records
+        .into_iter()
+        .map(|r| {
             let headers = r.headers.into_iter().map(|h| (h.key, h.value.unwrap_or_default().to_vec())).collect();
-            seen.push((r.offset, r.key.map(|k| k.to_vec()), r.value.map(|v| v.to_vec()), headers));
-        }
-    }
-    seen
+            (r.offset, r.key.map(|k| k.to_vec()), r.value.map(|v| v.to_vec()), headers)
+        })
+        .collect()
 }
 
 /// The ring's rdkafka hop, as the origin's rust_rdkafka service: group `rust_rdkafka`, a transactional producer

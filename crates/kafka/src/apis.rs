@@ -50,6 +50,9 @@ pub const APIS: &[Api] = &[
     api(ApiKey::AddOffsetsToTxn, "AddOffsetsToTxn", 0, 3, false),
     api(ApiKey::EndTxn, "EndTxn", 0, 3, false),
     api(ApiKey::TxnOffsetCommit, "TxnOffsetCommit", 0, 3, false),
+    api(ApiKey::DescribeAcls, "DescribeAcls", 1, 3, false),
+    api(ApiKey::CreateAcls, "CreateAcls", 1, 3, false),
+    api(ApiKey::DeleteAcls, "DeleteAcls", 1, 3, false),
     api(ApiKey::DescribeConfigs, "DescribeConfigs", 1, 4, false),
     api(ApiKey::AlterConfigs, "AlterConfigs", 0, 2, false),
     api(ApiKey::DescribeLogDirs, "DescribeLogDirs", 1, 4, false),
@@ -59,6 +62,8 @@ pub const APIS: &[Api] = &[
     api(ApiKey::ElectLeaders, "ElectLeaders", 0, 2, false),
     api(ApiKey::IncrementalAlterConfigs, "IncrementalAlterConfigs", 0, 1, false),
     api(ApiKey::OffsetDelete, "OffsetDelete", 0, 0, false),
+    api(ApiKey::DescribeUserScramCredentials, "DescribeUserScramCredentials", 0, 0, false),
+    api(ApiKey::AlterUserScramCredentials, "AlterUserScramCredentials", 0, 0, false),
     api(ApiKey::DescribeCluster, "DescribeCluster", 0, 1, false),
     api(ApiKey::DescribeProducers, "DescribeProducers", 0, 0, false),
     api(ApiKey::DescribeTransactions, "DescribeTransactions", 0, 0, false),
@@ -173,10 +178,10 @@ mod tests {
         assert!(is_the_table(&all));
         assert!(!is_the_table(&all[1..]));
         let mut extra = all.clone();
-        extra.push(ApiKey::CreateAcls);
+        extra.push(ApiKey::DescribeQuorum);
         assert!(!is_the_table(&extra));
         let mut replaced = all.clone();
-        replaced[0] = ApiKey::CreateAcls;
+        replaced[0] = ApiKey::DescribeQuorum;
         assert!(!is_the_table(&replaced));
         let mut repeated = all.clone();
         repeated[0] = repeated[1];

@@ -14,6 +14,16 @@ pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const KAFKA_STORAGE_ERROR: i16 = ResponseError::KafkaStorageError.code();
 pub const SASL_AUTHENTICATION_FAILED: i16 = ResponseError::SaslAuthenticationFailed.code();
+pub const TOPIC_AUTHORIZATION_FAILED: i16 = ResponseError::TopicAuthorizationFailed.code();
+pub const GROUP_AUTHORIZATION_FAILED: i16 = ResponseError::GroupAuthorizationFailed.code();
+pub const CLUSTER_AUTHORIZATION_FAILED: i16 = ResponseError::ClusterAuthorizationFailed.code();
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = ResponseError::TransactionalIdAuthorizationFailed.code();
+pub const SECURITY_DISABLED: i16 = ResponseError::SecurityDisabled.code();
+pub const OPERATION_NOT_ATTEMPTED: i16 = ResponseError::OperationNotAttempted.code();
+pub const INVALID_PRINCIPAL_TYPE: i16 = ResponseError::InvalidPrincipalType.code();
+pub const RESOURCE_NOT_FOUND: i16 = ResponseError::ResourceNotFound.code();
+pub const DUPLICATE_RESOURCE: i16 = ResponseError::DuplicateResource.code();
+pub const UNACCEPTABLE_CREDENTIAL: i16 = ResponseError::UnacceptableCredential.code();
 /// A produced batch whose records are not what its header says (set by the broker; named here for tests).
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 
@@ -34,6 +44,16 @@ mod tests {
             (KAFKA_STORAGE_ERROR, 56),
             (SASL_AUTHENTICATION_FAILED, 58),
             (INVALID_RECORD, 87),
+            (TOPIC_AUTHORIZATION_FAILED, 29),
+            (GROUP_AUTHORIZATION_FAILED, 30),
+            (CLUSTER_AUTHORIZATION_FAILED, 31),
+            (TRANSACTIONAL_ID_AUTHORIZATION_FAILED, 53),
+            (SECURITY_DISABLED, 54),
+            (OPERATION_NOT_ATTEMPTED, 55),
+            (INVALID_PRINCIPAL_TYPE, 67),
+            (RESOURCE_NOT_FOUND, 91),
+            (DUPLICATE_RESOURCE, 92),
+            (UNACCEPTABLE_CREDENTIAL, 93),
         ];
         for (named, number) in expected {
             assert_eq!(named, number);

@@ -19,22 +19,26 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use weir_broker::Broker;
 
 use crate::apis::{self, dispatch};
+use crate::authorize::{self, Authz, Verdict};
 use crate::codec::{self, CodecError};
 use crate::config::ListenerConfig;
-use crate::error_code::NONE;
 use crate::groups::{self, Client};
-use crate::{admin, handlers, sasl, transactions};
+use crate::{acls, admin, handlers, sasl, transactions};
 
 /// Largest frame a connection may send before it has authenticated (Kafka's `sasl.server.max.receive.size`): the
 /// SASL requests are small, and an unauthenticated client must not make the broker buffer 100 MiB.
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
+
+/// How long a TLS handshake may take before the connection is closed (a client that connects and sends nothing
+/// must not hold a connection slot).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running listener. Dropping it closes the listener and every connection at once; [`KafkaListener::stop`] drains.
 ///
@@ -43,7 +47,7 @@ const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 /// A broker served on a free port, asked which APIs it serves as a client's first request does.
 ///
 /// ```
-/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// use weir_broker::{Broker, BrokerConfig};
 /// use weir_kafka::{apis, KafkaListener, ListenerConfig};
 ///
@@ -178,16 +182,10 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
-        let connection = Connection {
-            broker: broker.clone(),
-            config: config.clone(),
-            peer,
-            auth: sasl::AuthState::new(&config.users),
-        };
-        let stop = stop.clone();
+        let (broker, config, stop) = (broker.clone(), config.clone(), stop.clone());
         connections.spawn(async move {
             let _slot = slot;
-            if let Err(e) = serve(stream, connection, stop).await {
+            if let Err(e) = open(stream, peer, broker, config, stop).await {
                 tracing::debug!(%peer, "kafka connection closed: {e}");
             }
         });
@@ -235,7 +233,43 @@ struct Connection {
     broker: Arc<Broker>,
     config: Arc<ListenerConfig>,
     peer: SocketAddr,
-    auth: sasl::AuthState,
+    /// The peer's IP address, as ACLs name hosts.
+    host: String,
+    session: sasl::Session,
+}
+
+/// Serves one accepted connection: over TLS when the listener has it (the client certificate, if one was verified,
+/// gives the principal), else in plaintext.
+async fn open(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    config: Arc<ListenerConfig>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let host = peer.ip().to_string();
+    let Some(tls) = config.tls.clone() else {
+        let session = sasl::Session::new(&config.security, None);
+        return serve(stream, Connection { broker, config, peer, host, session }, stop).await;
+    };
+    let accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            // Logged for every failure: a wrong or expired certificate, or a client speaking plaintext to a TLS port.
+            tracing::warn!(%peer, "a TLS handshake on the Kafka listener failed: {e}");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "a TLS handshake on the Kafka listener took over {TLS_HANDSHAKE_TIMEOUT:?}; closed");
+            return Ok(());
+        }
+    };
+    let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
+    let principal = certificate.as_deref().and_then(weir_security::tls::principal_of);
+    let session = sasl::Session::new(&config.security, principal);
+    serve(stream, Connection { broker, config, peer, host, session }, stop).await
 }
 
 /// What a handled request leaves to send.
@@ -254,14 +288,17 @@ fn stopping(stop: &watch::Receiver<bool>) -> bool {
 
 /// Serves one connection until the client closes it, it idles past the timeout, the listener stops, or a request
 /// is malformed (the error).
-async fn serve(mut stream: TcpStream, mut conn: Connection, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    stream.set_nodelay(true)?;
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    mut conn: Connection,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         // Every complete request received so far, in order; once the listener stops, none is started (a request
         // being answered is finished first: this checks only between requests).
         while !stopping(&stop) {
-            let max_frame = if conn.auth.allows_requests() {
+            let max_frame = if conn.session.allows_requests() {
                 conn.config.max_request_bytes
             } else {
                 conn.config.max_request_bytes.min(MAX_UNAUTHENTICATED_FRAME)
@@ -294,17 +331,23 @@ async fn serve(mut stream: TcpStream, mut conn: Connection, mut stop: watch::Rec
 }
 
 /// Answers one request frame (or, in SASL's v0 form, takes the raw token it is). An error closes the connection.
-async fn answer(stream: &mut TcpStream, conn: &mut Connection, frame: Bytes) -> anyhow::Result<()> {
-    if conn.auth == sasl::AuthState::AwaitingRawToken {
-        if !sasl::check_plain(&mut conn.auth, &conn.config.users, &frame) {
-            anyhow::bail!("SASL authentication failed");
+async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection, frame: Bytes) -> anyhow::Result<()> {
+    if conn.session.awaits_raw_token() {
+        // After a v0 handshake: the token is the whole frame, and so is the answer (an empty one for PLAIN).
+        match conn.session.step(&conn.config.security, &conn.host, &frame) {
+            sasl::Step::Continue(token) => {
+                let mut out = Vec::with_capacity(4 + token.len());
+                out.extend_from_slice(&(token.len() as i32).to_be_bytes());
+                out.extend_from_slice(&token);
+                stream.write_all(&out).await?;
+                return Ok(());
+            }
+            sasl::Step::Failed(why) => anyhow::bail!("SASL authentication failed: {why}"),
         }
-        stream.write_all(&0i32.to_be_bytes()).await?; // an empty server token
-        return Ok(());
     }
     let peek = codec::peek(&frame)?;
     // Before authenticating, only the APIs the table allows then are even decoded.
-    if !conn.auth.allows_requests() && !apis::allowed_before_authentication(peek.api_key) {
+    if !conn.session.allows_requests() && !apis::allowed_before_authentication(peek.api_key) {
         anyhow::bail!("API key {} before SASL authentication", peek.api_key);
     }
     let request = match codec::decode_request(frame, apis::supported) {
@@ -335,11 +378,20 @@ async fn answer(stream: &mut TcpStream, conn: &mut Connection, frame: Bytes) -> 
 
 /// Answers one decoded request. The dispatch's arms are checked against the API table when the crate compiles.
 async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Result<Reply> {
-    let codec::Request { version, header, body, .. } = request;
-    let Connection { broker, config, peer, auth } = conn;
+    let codec::Request { version, header, mut body, .. } = request;
+    let Connection { broker, config, peer, host, session } = conn;
     let client = || Client {
         client_id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         host: format!("/{}", peer.ip()),
+    };
+    // Only ApiVersions and the SASL requests come this far unauthenticated, and the ACLs do not apply to them.
+    let principal = session.principal.clone().unwrap_or_default();
+    let security = config.security.clone();
+    let authz = Authz { security: &security, principal: &principal, host };
+    let patch = match authorize::check(&authz, broker, version, &mut body) {
+        Verdict::Go(patch) => patch,
+        Verdict::Refuse(response) => return Ok(Reply::Send(response)),
+        Verdict::Close(why) => anyhow::bail!(why),
     };
     let reply = dispatch!(body, {
         Produce(r) => {
@@ -361,7 +413,7 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         SyncGroup(r) => Reply::Send(ResponseKind::SyncGroup(groups::sync_group(broker, r).await)),
         DescribeGroups(r) => Reply::Send(ResponseKind::DescribeGroups(groups::describe_groups(broker, r))),
         ListGroups(r) => Reply::Send(ResponseKind::ListGroups(groups::list_groups(broker, r))),
-        SaslHandshake(r) => Reply::Send(ResponseKind::SaslHandshake(sasl::handshake(auth, version, r))),
+        SaslHandshake(r) => Reply::Send(ResponseKind::SaslHandshake(session.handshake(version, r))),
         ApiVersions(_) => Reply::Send(ResponseKind::ApiVersions(handlers::api_versions(false))),
         CreateTopics(r) => Reply::Send(ResponseKind::CreateTopics(handlers::create_topics(broker, r))),
         DeleteTopics(r) => Reply::Send(ResponseKind::DeleteTopics(handlers::delete_topics(broker, r))),
@@ -413,13 +465,27 @@ async fn handle(conn: &mut Connection, request: codec::Request) -> anyhow::Resul
         ListTransactions(r) => Reply::Send(ResponseKind::ListTransactions(transactions::list_transactions(broker, r))),
         DescribeConfigs(r) => Reply::Send(ResponseKind::DescribeConfigs(handlers::describe_configs(broker, r))),
         SaslAuthenticate(r) => {
-            let response = sasl::authenticate(auth, &config.users, r);
-            let failed = response.error_code != NONE;
+            let (response, close) = session.authenticate(&security, host, r);
             let response = ResponseKind::SaslAuthenticate(response);
-            if failed { Reply::SendAndClose(response, "SASL authentication failed") } else { Reply::Send(response) }
+            if close { Reply::SendAndClose(response, "SASL authentication failed") } else { Reply::Send(response) }
         },
+        DescribeAcls(r) => Reply::Send(ResponseKind::DescribeAcls(acls::describe_acls(&authz, r))),
+        CreateAcls(r) => Reply::Send(ResponseKind::CreateAcls(acls::create_acls(&authz, r))),
+        DeleteAcls(r) => Reply::Send(ResponseKind::DeleteAcls(acls::delete_acls(&authz, r))),
+        DescribeUserScramCredentials(r) => Reply::Send(ResponseKind::DescribeUserScramCredentials(
+            acls::describe_user_scram_credentials(&authz, r),
+        )),
+        AlterUserScramCredentials(r) => Reply::Send(ResponseKind::AlterUserScramCredentials(
+            acls::alter_user_scram_credentials(&authz, r),
+        )),
     });
-    Ok(reply)
+    Ok(match reply {
+        Reply::Send(mut response) => {
+            authorize::apply(&authz, patch, &mut response);
+            Reply::Send(response)
+        }
+        other => other,
+    })
 }
 
 /// Runs a handler that blocks (fsyncs, marker writes) on the blocking pool, so the connection's async worker is free.

@@ -99,8 +99,7 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
 #[test]
 fn an_unauthenticated_client_cannot_make_the_broker_buffer_a_large_frame() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ListenerConfig::new("127.0.0.1:0".parse().unwrap());
-    config.users = Some([("alice".to_string(), "secret".to_string())].into());
+    let config = ListenerConfig::new("127.0.0.1:0".parse().unwrap()).with_users(&[("alice", "secret")]);
     let broker = BackgroundBroker::start(weir_broker::BrokerConfig::new(dir.path()), config).unwrap();
     // A Metadata request's size prefix of 50 MiB, before any SASL exchange: refused on its size alone.
     let mut sock = connect(broker.addr);

@@ -252,6 +252,70 @@ fn sample(api: ApiKey, version: i16) -> RequestKind {
         ApiKey::DescribeCluster => {
             RequestKind::DescribeCluster(kafka_protocol::messages::DescribeClusterRequest::default())
         }
+        ApiKey::DescribeAcls => {
+            let mut r = kafka_protocol::messages::DescribeAclsRequest::default();
+            r.resource_type_filter = 2;
+            r.resource_name_filter = Some(s("t"));
+            r.pattern_type_filter = 3;
+            r.operation = 1;
+            r.permission_type = 1;
+            RequestKind::DescribeAcls(r)
+        }
+        ApiKey::CreateAcls => {
+            use kafka_protocol::messages::create_acls_request::{AclCreation, CreateAclsRequest};
+            let mut c = AclCreation::default();
+            c.resource_type = 2;
+            c.resource_name = s("t");
+            c.resource_pattern_type = 3;
+            c.principal = s("User:alice");
+            c.host = s("*");
+            c.operation = 3;
+            c.permission_type = 3;
+            let mut r = CreateAclsRequest::default();
+            r.creations = vec![c];
+            RequestKind::CreateAcls(r)
+        }
+        ApiKey::DeleteAcls => {
+            use kafka_protocol::messages::delete_acls_request::{DeleteAclsFilter, DeleteAclsRequest};
+            let mut f = DeleteAclsFilter::default();
+            f.resource_type_filter = 2;
+            f.resource_name_filter = Some(s("t"));
+            f.pattern_type_filter = 3;
+            f.principal_filter = Some(s("User:alice"));
+            f.operation = 1;
+            f.permission_type = 1;
+            let mut r = DeleteAclsRequest::default();
+            r.filters = vec![f];
+            RequestKind::DeleteAcls(r)
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            use kafka_protocol::messages::describe_user_scram_credentials_request::{
+                DescribeUserScramCredentialsRequest, UserName,
+            };
+            let mut u = UserName::default();
+            u.name = s("alice");
+            let mut r = DescribeUserScramCredentialsRequest::default();
+            r.users = Some(vec![u]);
+            RequestKind::DescribeUserScramCredentials(r)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            use kafka_protocol::messages::alter_user_scram_credentials_request::{
+                AlterUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
+            };
+            let mut u = ScramCredentialUpsertion::default();
+            u.name = s("alice");
+            u.mechanism = 1;
+            u.iterations = 4096;
+            u.salt = bytes::Bytes::from_static(b"salt");
+            u.salted_password = bytes::Bytes::from_static(&[7; 32]);
+            let mut d = ScramCredentialDeletion::default();
+            d.name = s("bob");
+            d.mechanism = 2;
+            let mut r = AlterUserScramCredentialsRequest::default();
+            r.upsertions = vec![u];
+            r.deletions = vec![d];
+            RequestKind::AlterUserScramCredentials(r)
+        }
         ApiKey::DescribeProducers => {
             use kafka_protocol::messages::describe_producers_request::{DescribeProducersRequest, TopicRequest};
             let mut t = TopicRequest::default();

@@ -271,7 +271,7 @@ fn an_idempotent_kcat_producer_is_stored_once() {
 
 #[test]
 fn sasl_plain_admits_only_configured_users() {
-    let w = Weir::start_with(|c| c.users = Some([("alice".to_string(), "s3cret".to_string())].into()));
+    let w = Weir::start_with(|c| *c = c.clone().with_users(&[("alice", "s3cret")]));
     let sasl = |user: &str, password: &str| {
         kcat_command()
             .args(["-b", &w.addr().to_string(), "-L", "-m", "5"])

@@ -85,6 +85,35 @@ pub enum Command {
     /// Measure throughput, latency and memory: the log, the wire, HTTP, the runtime and the analytics pipeline.
     #[command(subcommand)]
     Bench(crate::commands::bench::BenchCommand),
+    /// Manage users: SCRAM passwords (Kafka SASL/SCRAM and PLAIN, HTTP Basic) and bearer tokens (HTTP).
+    #[command(
+        subcommand,
+        long_about = "Manage users: SCRAM passwords (Kafka SASL/SCRAM-SHA-256 and -512, SASL/PLAIN, HTTP Basic) and \
+            bearer tokens (HTTP `Authorization: Bearer`).\n\n\
+            Users live in <DATA_DIR>/security/users.jsonl, which holds salted SCRAM hashes and the SHA-256 of each \
+            token, never a password or a token. A running `weir up` on the same --data-dir picks up a change within \
+            a second: these commands need not stop it. Users in the settings file's [kafka.users] are listed too, \
+            but are changed there. Whether clients must authenticate is `[security] require_authentication`; what \
+            they may do once they have is `weir acls`."
+    )]
+    Users(UsersCommand),
+    /// Manage ACLs: which principal may do which operation on which topic, group, cluster or system.
+    #[command(
+        subcommand,
+        long_about = "Manage ACLs, in Kafka's model and with kafka-acls.sh's words: a principal (User:alice, or \
+            User:* for everyone) is allowed or denied an operation, from a host (an IP address, or * for any), on a \
+            resource: a topic, a group, the cluster, a transactional id, or one of weir's systems (its HTTP routes). \
+            The resource name is literal (`*` for every resource of the type) or, with --prefixed, a prefix.\n\n\
+            They are enforced when the settings file says `[security] authorizer = \"acl\"`: then a request no ACL \
+            allows is denied, a DENY wins over any ALLOW, and `super_users` may do everything. As in Kafka, READ, \
+            WRITE, DELETE and ALTER imply DESCRIBE, and ALTER_CONFIGS implies DESCRIBE_CONFIGS.\n\n\
+            ACLs live in <DATA_DIR>/security/acls.jsonl; a running `weir up` picks up a change within a second. \
+            Kafka clients can manage the same ACLs (kafka-acls.sh --bootstrap-server) through a running weir."
+    )]
+    Acls(AclsCommand),
+    /// Make TLS certificates for trying TLS and mutual TLS locally.
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -153,8 +182,9 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     pub bus: String,
-    /// Check the configuration and exit without opening anything: the chosen systems and their settings, and the
-    /// form of the --bus, --database and --redis URLs (for a deployment's files, before they are rolled out).
+    /// Check the configuration and exit without opening anything: the chosen systems and their settings, the form
+    /// of the --bus, --database and --redis URLs, the security settings with the user and ACL files, and the TLS
+    /// certificates and keys (for a deployment's files, before they are rolled out).
     #[arg(long)]
     pub check: bool,
 }
@@ -273,6 +303,163 @@ pub enum DlqCommand {
         /// Replay at most N letters.
         #[arg(long, value_name = "N")]
         max: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user, or set an existing user's password (both SCRAM-SHA-256 and SCRAM-SHA-512).
+    ///
+    /// The password is one line read from stdin (`echo "$PW" | weir users add alice`), or --password. It is never
+    /// printed nor stored: only its salted SCRAM hashes are.
+    Add {
+        /// The user name; its principal, for ACLs, is User:NAME.
+        name: String,
+        /// Read the password from stdin, one line (also what happens without --password).
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+        /// The password itself. Other users of the machine can see a command line: prefer stdin.
+        #[arg(long, value_name = "PASSWORD")]
+        password: Option<String>,
+        /// PBKDF2 iterations of the SCRAM hashes (Kafka's bounds: 4096 to 16384). More is slower to check and to
+        /// guess.
+        #[arg(long, default_value_t = 4096, value_name = "N")]
+        iterations: u32,
+    },
+    /// Remove a user with its passwords and tokens.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// List users: their SCRAM mechanisms with iteration counts, the ids of their tokens, and which come from the
+    /// settings file.
+    List,
+    /// Issue a bearer token for HTTP (`Authorization: Bearer TOKEN`), adding the user if new.
+    ///
+    /// The token is printed once, alone on stdout (`TOKEN=$(weir users token ci)`); only its SHA-256 is kept, so it
+    /// cannot be shown again. Removing the user revokes its tokens.
+    Token {
+        /// The user name the token authenticates as.
+        name: String,
+    },
+}
+
+/// Which resources `weir acls` acts on: at most one of these.
+#[derive(Debug, Args)]
+#[group(id = "resource", multiple = false)]
+pub struct AclResource {
+    /// A topic; `*` for every topic.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// A consumer group; `*` for every group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// The cluster (creating topics, idempotent writes, describing and altering the cluster's configs).
+    #[arg(long)]
+    pub cluster: bool,
+    /// A transactional id; `*` for every one.
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// One of weir's systems, whose HTTP routes READ (GET, HEAD) and WRITE (other methods) guard; `*` for all.
+    #[arg(long, value_name = "SYSTEM")]
+    pub system: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "permission", required = true, multiple = true)]
+pub struct AclPrincipals {
+    /// Allow this principal (User:NAME, or User:* for every user; repeatable).
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub allow: Vec<String>,
+    /// Deny this principal (repeatable); a DENY wins over any ALLOW.
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclsCommand {
+    /// Add ACLs: one per principal, host and operation given
+    ///
+    /// Examples:
+    ///   weir acls add --allow User:alice --operation write --topic orders
+    ///   weir acls add --allow User:bob --operation read --operation describe --topic orders- --prefixed
+    ///   weir acls add --allow User:bob --operation read --group billing
+    ///   weir acls add --allow 'User:*' --operation read --system analytics
+    ///
+    /// Operations: all, read, write, create, delete, alter, describe, cluster_action, describe_configs,
+    /// alter_configs, idempotent_write; each resource type takes only some (an error lists them).
+    #[command(verbatim_doc_comment)]
+    Add {
+        #[command(flatten)]
+        principals: AclPrincipals,
+        /// The client address the ACL applies to: an IP address, or * for any (repeatable).
+        #[arg(long, value_name = "HOST", default_value = "*")]
+        host: Vec<String>,
+        /// The operation (repeatable).
+        #[arg(long, value_name = "OPERATION", required = true)]
+        operation: Vec<String>,
+        #[command(flatten)]
+        resource: AclResource,
+        /// The name is a prefix: the ACL covers every resource whose name starts with it.
+        #[arg(long)]
+        prefixed: bool,
+    },
+    /// List ACLs, one per line, all or those the selectors match.
+    List {
+        #[command(flatten)]
+        filter: AclFilterArgs,
+    },
+    /// Remove the ACLs the selectors match (all of them only with --all), printing each.
+    Remove {
+        #[command(flatten)]
+        filter: AclFilterArgs,
+        /// Remove every ACL.
+        #[arg(long, conflicts_with_all = ["principal", "host", "operation", "resource", "prefixed", "matching"])]
+        all: bool,
+    },
+}
+
+/// Which ACLs `weir acls list` and `weir acls remove` act on: those matching every selector given.
+#[derive(Debug, Args)]
+pub struct AclFilterArgs {
+    /// Only this principal's ACLs (User:NAME; User:* names the ACLs for everyone, not every principal).
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub principal: Option<String>,
+    /// Only ACLs for this host (an IP address, or * for those applying to any).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Only ACLs for this operation.
+    #[arg(long, value_name = "OPERATION")]
+    pub operation: Option<String>,
+    #[command(flatten)]
+    pub resource: AclResource,
+    /// With a resource: its prefixed ACLs with that exact prefix (default: its literal ACLs, as kafka-acls.sh).
+    #[arg(long, requires = "resource")]
+    pub prefixed: bool,
+    /// With a resource: every ACL that applies to it, literal, `*` and prefixes alike.
+    #[arg(long, requires = "resource", conflicts_with = "prefixed")]
+    pub matching: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a throwaway CA, a server certificate and a client certificate (PEM, valid 365 days), and print the
+    /// [security.tls] settings and client commands that use them.
+    ///
+    /// Files: ca.pem and ca-key.pem (the CA), server.pem and server-key.pem (for the listeners), client.pem and
+    /// client-key.pem (for mutual TLS; its principal is User:CN=NAME,O=weir). Files of those names in DIR are
+    /// replaced. For local development and tests only: use certificates from your own CA in production.
+    Dev {
+        /// Where to write them (default: <DATA_DIR>/certs).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// A DNS name or IP address the server certificate is valid for (repeatable; default: localhost and
+        /// 127.0.0.1).
+        #[arg(long, value_name = "HOST")]
+        host: Vec<String>,
+        /// The client certificate's common name.
+        #[arg(long, default_value = "client", value_name = "NAME")]
+        client: String,
     },
 }
 

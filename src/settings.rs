@@ -14,8 +14,20 @@
 //! fsync = "interval"                # WEIR_LOG_FSYNC
 //! "retention.ms" = 604800000        # WEIR_LOG_RETENTION_MS
 //!
-//! [kafka.users]                     # SASL/PLAIN users of the Kafka listener; absent: no authentication
+//! [kafka.users]                     # users with passwords kept in this file (beside `weir users`' store)
 //! alice = "alice-secret"
+//!
+//! [security]
+//! authorizer = "acl"                # "none" (default: everyone may do everything) or "acl" (`weir acls`)
+//! super_users = ["User:admin"]      # allowed everything, whatever the ACLs say
+//! require_authentication = true     # default: true with authorizer "acl" or [kafka.users], else false
+//! http_open_paths = ["/health", "/metrics"]   # HTTP paths served without authentication (the default)
+//!
+//! [security.tls]                    # TLS on the listeners; `weir certs dev` writes files for local use
+//! cert = "certs/server.pem"         # relative paths are relative to this file's directory
+//! key = "certs/server-key.pem"
+//! client_ca = "certs/ca.pem"        # optional: clients must present a certificate it signed (mutual TLS)
+//! listeners = ["kafka", "http"]     # which listeners use TLS (the default: both)
 //!
 //! [systems.wedding]                 # a system's own settings: WEIR_WEDDING_POLICY, --set wedding.policy=fifo
 //! policy = "fifo"
@@ -32,6 +44,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use weir_broker::BrokerConfig;
 use weir_log::{LogConfig, CONFIG_KEYS};
+use weir_security::tls::TlsSettings;
+use weir_security::{AuthorizerKind, SecuritySettings};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +59,8 @@ struct FileSettings {
     log: BTreeMap<String, toml::Value>,
     #[serde(default)]
     kafka: KafkaFileSettings,
+    #[serde(default)]
+    security: SecurityFileSettings,
     /// `[systems.<name>]` tables, read by each system as its own type.
     #[serde(default)]
     systems: BTreeMap<String, toml::Table>,
@@ -57,13 +73,53 @@ struct KafkaFileSettings {
     users: Option<BTreeMap<String, String>>,
 }
 
+/// `[security]`: what is resolved into [`SecuritySettings`], the HTTP open paths and [`TlsConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityFileSettings {
+    authorizer: Option<String>,
+    #[serde(default)]
+    super_users: Vec<String>,
+    require_authentication: Option<bool>,
+    http_open_paths: Option<Vec<String>>,
+    tls: Option<TlsFileSettings>,
+}
+
+/// `[security.tls]`. Its own type rather than `TlsSettings` flattened in: serde cannot refuse unknown keys through
+/// `flatten`, and a misspelt `client_ca` must not silently turn mutual TLS off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFileSettings {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    listeners: Option<Vec<String>>,
+}
+
+/// The listeners `[security.tls] listeners` may name.
+pub const TLS_LISTENERS: [&str; 2] = ["kafka", "http"];
+
+/// TLS on the listeners, from `[security.tls]`, with its paths resolved against the settings file's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub files: TlsSettings,
+    /// Whether the Kafka listener uses TLS.
+    pub kafka: bool,
+    /// Whether the HTTP listener uses TLS.
+    pub http: bool,
+}
+
 /// The resolved settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub data_dir: PathBuf,
     pub broker: BrokerConfig,
-    /// SASL/PLAIN users for the Kafka listener, from `[kafka.users]`.
-    pub kafka_users: Option<BTreeMap<String, String>>,
+    /// Users, ACLs and authentication (`[security]`, with `[kafka.users]` as its `config_users`).
+    pub security: SecuritySettings,
+    /// HTTP paths served without authentication (`[security] http_open_paths`).
+    pub http_open_paths: Vec<String>,
+    /// `[security.tls]`, if present.
+    pub tls: Option<TlsConfig>,
     /// `--server`: the data commands act on this Kafka-protocol server instead of the data directory.
     pub server: Option<String>,
     /// The config file's `[systems.<name>]` tables, as JSON objects.
@@ -164,7 +220,17 @@ impl Settings {
                 systems.insert(name, map);
             }
         }
-        Ok(Settings { data_dir, broker, kafka_users: file.kafka.users, server: None, systems, env })
+        // Relative TLS paths are relative to the settings file, so a deployment's file and its certificates move
+        // together whatever directory weir is started from.
+        let base = config_file.and_then(Path::parent).unwrap_or(Path::new(""));
+        let (security, http_open_paths, tls) =
+            resolve_security(file.security, file.kafka.users, base).context("in [security] of the config file")?;
+        Ok(Settings { data_dir, broker, security, http_open_paths, tls, server: None, systems, env })
+    }
+
+    /// Where `weir users`, `weir acls` and `weir up` keep the user and ACL stores.
+    pub fn security_dir(&self) -> PathBuf {
+        self.data_dir.join("security")
     }
 
     /// `system`'s settings, layered: its `[systems.<name>]` table, the environment, then `flags` (`key=value` pairs of
@@ -182,6 +248,53 @@ impl Settings {
             flags,
         )
     }
+}
+
+/// `[security]` and `[kafka.users]` resolved, with the defaults that keep a file without `[security]` behaving as
+/// before: no authorizer, and authentication only if `[kafka.users]` is present.
+fn resolve_security(
+    file: SecurityFileSettings,
+    config_users: Option<BTreeMap<String, String>>,
+    base: &Path,
+) -> Result<(SecuritySettings, Vec<String>, Option<TlsConfig>)> {
+    let authorizer = match file.authorizer.as_deref().map(str::trim) {
+        None => AuthorizerKind::None,
+        Some(a) if a.eq_ignore_ascii_case("none") => AuthorizerKind::None,
+        Some(a) if a.eq_ignore_ascii_case("acl") => AuthorizerKind::Acl,
+        Some(other) => bail!("authorizer = {other:?}: expected \"acl\" (deny what no ACL allows) or \"none\""),
+    };
+    for principal in &file.super_users {
+        weir_security::acl::check_principal(principal).context("in super_users")?;
+    }
+    let require_authentication =
+        file.require_authentication.unwrap_or(authorizer == AuthorizerKind::Acl || config_users.is_some());
+    let http_open_paths = file.http_open_paths.unwrap_or_else(|| vec!["/health".into(), "/metrics".into()]);
+    if let Some(bad) = http_open_paths.iter().find(|p| !p.starts_with('/')) {
+        bail!("http_open_paths: {bad:?} is not a path (it must start with /)");
+    }
+    let tls = match file.tls {
+        None => None,
+        Some(t) => {
+            let listeners = t.listeners.unwrap_or_else(|| TLS_LISTENERS.map(String::from).to_vec());
+            if let Some(bad) = listeners.iter().find(|l| !TLS_LISTENERS.contains(&l.as_str())) {
+                bail!("[security.tls] listeners: unknown listener {bad:?} (known: {})", TLS_LISTENERS.join(", "));
+            }
+            let files = TlsSettings {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+                client_ca: t.client_ca.map(|p| base.join(p)),
+            };
+            let uses = |name: &str| listeners.iter().any(|l| l == name);
+            Some(TlsConfig { files, kafka: uses("kafka"), http: uses("http") })
+        }
+    };
+    let security = SecuritySettings {
+        authorizer,
+        super_users: file.super_users,
+        require_authentication,
+        config_users: config_users.unwrap_or_default(),
+    };
+    Ok((security, http_open_paths, tls))
 }
 
 #[cfg(test)]
@@ -227,5 +340,85 @@ mod tests {
         assert!(Settings::load_from(None, None, env(&[("WEIR_LOG_LEVEL", "debug")])).is_ok());
         let e = Settings::load_from(None, None, env(&[("WEIR_DEFAULT_PARTITIONS", "0")])).unwrap_err();
         assert!(format!("{e:#}").contains("partition"), "{e:#}");
+    }
+
+    fn load_toml(text: &str) -> Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(&file, text).unwrap();
+        Settings::load_from(Some(&file), None, env(&[]))
+    }
+
+    #[test]
+    fn security_defaults_keep_todays_behaviour() {
+        let s = load_toml("").unwrap();
+        assert_eq!(s.security.authorizer, AuthorizerKind::None);
+        assert!(!s.security.require_authentication);
+        assert!(s.security.super_users.is_empty() && s.security.config_users.is_empty());
+        assert_eq!(s.http_open_paths, ["/health", "/metrics"]);
+        assert_eq!(s.tls, None);
+
+        // `[kafka.users]` alone: authentication as before, no authorizer.
+        let s = load_toml("[kafka.users]\nalice = \"pw\"\n").unwrap();
+        assert!(s.security.require_authentication);
+        assert_eq!(s.security.authorizer, AuthorizerKind::None);
+        assert_eq!(s.security.config_users.get("alice").map(String::as_str), Some("pw"));
+        // Even empty, it asks for authentication (no one can log in until `weir users add`).
+        assert!(load_toml("[kafka.users]\n").unwrap().security.require_authentication);
+    }
+
+    #[test]
+    fn the_security_table_is_read_and_resolved() {
+        let s = load_toml(
+            "[security]\nauthorizer = \"acl\"\nsuper_users = [\"User:admin\"]\nhttp_open_paths = [\"/health\"]\n",
+        )
+        .unwrap();
+        assert_eq!(s.security.authorizer, AuthorizerKind::Acl);
+        assert!(s.security.require_authentication, "the default with the ACL authorizer");
+        assert_eq!(s.security.super_users, ["User:admin"]);
+        assert_eq!(s.http_open_paths, ["/health"]);
+        let s = load_toml("[security]\nauthorizer = \"acl\"\nrequire_authentication = false\n").unwrap();
+        assert!(!s.security.require_authentication, "said explicitly");
+        let s = load_toml("[security]\nauthorizer = \"none\"\nrequire_authentication = true\n").unwrap();
+        assert!(s.security.require_authentication && s.security.authorizer == AuthorizerKind::None);
+    }
+
+    #[test]
+    fn tls_paths_are_relative_to_the_settings_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("weir.toml");
+        std::fs::write(
+            &file,
+            "[security.tls]\ncert = \"certs/server.pem\"\nkey = \"/etc/weir/server-key.pem\"\nclient_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = Settings::load_from(Some(&file), None, env(&[])).unwrap().tls.unwrap();
+        assert_eq!(tls.files.cert, dir.path().join("certs/server.pem"));
+        assert_eq!(tls.files.key, PathBuf::from("/etc/weir/server-key.pem"), "absolute paths stay");
+        assert_eq!(tls.files.client_ca, Some(dir.path().join("ca.pem")));
+        assert!(tls.kafka && tls.http, "both listeners by default");
+
+        let s = load_toml("[security.tls]\ncert = \"c\"\nkey = \"k\"\nlisteners = [\"http\"]\n").unwrap();
+        let tls = s.tls.unwrap();
+        assert!(tls.http && !tls.kafka && tls.files.client_ca.is_none());
+    }
+
+    #[test]
+    fn bad_security_settings_are_refused_with_their_name() {
+        let message = |text: &str| format!("{:#}", load_toml(text).unwrap_err());
+        let e = message("[security]\nauthorizer = \"bogus\"\n");
+        assert!(e.contains("authorizer") && e.contains("bogus"), "{e}");
+        let e = message("[security]\nsuper_users = [\"admin\"]\n");
+        assert!(e.contains("super_users") && e.contains("admin"), "{e}");
+        let e = message("[security]\nauthoriser = \"acl\"\n");
+        assert!(e.contains("authoriser"), "unknown keys are refused: {e}");
+        let e = message("[security.tls]\ncert = \"c\"\nkey = \"k\"\nclient-ca = \"ca.pem\"\n");
+        assert!(e.contains("client-ca"), "a misspelt client_ca does not turn mTLS off silently: {e}");
+        let e = message("[security.tls]\ncert = \"c\"\n");
+        assert!(e.contains("key"), "{e}");
+        let e = message("[security.tls]\ncert = \"c\"\nkey = \"k\"\nlisteners = [\"kafka\", \"grpc\"]\n");
+        assert!(e.contains("grpc"), "{e}");
+        let e = message("[security]\nhttp_open_paths = [\"health\"]\n");
+        assert!(e.contains("health"), "{e}");
     }
 }

@@ -1,6 +1,8 @@
 //! One module per top-level command; this one dispatches and holds what they share.
 
+mod acls;
 pub mod bench;
+mod certs;
 mod consume;
 mod dlq;
 mod groups;
@@ -8,6 +10,7 @@ mod kafka_client;
 mod produce;
 mod topics;
 mod up;
+mod users;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -39,6 +42,14 @@ pub async fn run(cli: Cli, matches: clap::ArgMatches) -> Result<()> {
              on a Kafka cluster, and `weir bench wire --server HOST:PORT` measures one"
         );
     }
+    // Acting on the local files while the user meant a remote server would change the wrong weir, silently.
+    if settings.server.is_some() && matches!(cli.command, Some(Command::Users(_) | Command::Acls(_))) {
+        anyhow::bail!(
+            "--server (or WEIR_SERVER) is set, but `weir users` and `weir acls` act on --data-dir's security files \
+             (a running weir re-reads them within a second); for a remote cluster use Kafka's kafka-acls.sh and \
+             kafka-configs.sh --bootstrap-server"
+        );
+    }
     let creating = matches!(cli.command, Some(Command::Topics(crate::cli::TopicsCommand::Create { .. })));
     if !topic_configs.is_empty() && !creating {
         anyhow::bail!("--config {} is a topic setting; it goes with `weir topics create`", topic_configs[0]);
@@ -54,6 +65,9 @@ pub async fn run(cli: Cli, matches: clap::ArgMatches) -> Result<()> {
         Command::Groups(cmd) => groups::run(settings, cmd).await,
         Command::Dlq(cmd) => dlq::run(settings, cmd).await,
         Command::Bench(cmd) => bench::run(settings, cmd).await,
+        Command::Users(cmd) => users::run(settings, cmd),
+        Command::Acls(cmd) => acls::run(settings, cmd),
+        Command::Certs(cmd) => certs::run(settings, cmd),
     }
 }
 
@@ -63,6 +77,12 @@ async fn run_system_command(settings: Settings, matches: clap::ArgMatches) -> Re
     let system = crate::systems::find(name).with_context(|| format!("unknown command {name:?}"))?;
     let host = Arc::new(crate::systems::Commands { settings });
     system.run_command(sub.clone(), host).await
+}
+
+/// A security error as one line. Its own message already ends with its cause (the I/O error), which the chain
+/// `main` prints would repeat.
+pub fn one_line(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 /// Opens the broker on the configured data directory.

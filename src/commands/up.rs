@@ -2,6 +2,9 @@
 //! existing Kafka cluster instead), starts the selected systems on that bus, proves the pipeline with a heartbeat
 //! (produce, consume, round-trip time), prints a status line every few seconds, and shuts down cleanly on Ctrl-C or
 //! SIGTERM.
+//!
+//! Security comes first: the users and ACLs (`<data_dir>/security/`) and the TLS certificates are read before anything
+//! opens or listens, so a bad file stops the start with its name rather than leaving a listener open to everyone.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,8 +18,9 @@ use weir_runtime::{
     Bus, BusError, EmbeddedBus, Host, KafkaBus, KafkaEndpoint, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions,
     System, SystemSettings,
 };
+use weir_security::{AclFilter, AuthorizerKind, Security};
 
-use super::{human_bytes, open_broker, shutdown_signal};
+use super::{human_bytes, one_line, open_broker, shutdown_signal};
 use crate::cli::UpArgs;
 use crate::settings::Settings;
 
@@ -28,8 +32,9 @@ const SYSTEMS_STOP_DEADLINE: Duration = Duration::from_secs(30);
 pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     // Every system's settings are checked before anything opens: a bad one is an error naming it, not a half start.
     let systems = chosen_systems(&settings, &args)?;
+    let guard = Guard::open(&settings)?;
     if args.check {
-        return check(&args, &systems);
+        return check(&args, &systems, &settings, &guard);
     }
     // Before any system starts: what they record while starting (their metrics' descriptions, the wedding's desk
     // lease) must reach `/metrics`.
@@ -39,7 +44,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let (store, store_url) = open_store(&settings, &args).await?;
     let kv = open_kv(&store, &args).await?;
     let kafka = match &broker {
-        Some(broker) => start_kafka(broker, &args, &settings).await?,
+        Some(broker) => start_kafka(broker, &args, &guard).await?,
         None => None,
     };
     let mut host = Host::new(bus.clone(), store.clone(), kv);
@@ -49,11 +54,13 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             .start(&**system, system_settings.clone())
             .await
             .with_context(|| format!("cannot start the {} system", system.name()))?;
-        routes = routes.merge(r);
+        // Each system's routes behind its own ACL check (READ for GET and HEAD, WRITE for the rest).
+        routes = routes.merge(weir_http::guard_system(system.name(), r));
     }
-    let http = start_http(broker.as_ref(), &bus, &args, routes).await?;
+    let http = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
-    let banner = Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url };
+    let banner =
+        Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url, guard: &guard };
     banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), &store, &names);
 
     let outcome = until_stopped(bus, broker.clone(), &args).await;
@@ -93,9 +100,107 @@ fn chosen_systems(settings: &Settings, args: &UpArgs) -> Result<Vec<(Arc<dyn Sys
     Ok(chosen)
 }
 
+/// What the listeners are given for security: the users and ACLs, and each listener's TLS configuration.
+struct Guard {
+    security: Arc<Security>,
+    kafka_tls: Option<Arc<rustls::ServerConfig>>,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    /// `[security.tls] client_ca` is set: TLS clients must present a certificate, which authenticates them.
+    client_certs: bool,
+}
+
+impl Guard {
+    /// Reads the user and ACL files and the TLS certificates and keys; an error names the file (and line) at fault.
+    fn open(settings: &Settings) -> Result<Guard> {
+        let security = Security::open(&settings.security_dir(), settings.security.clone()).map_err(one_line)?;
+        let (kafka_tls, http_tls, client_certs) = match &settings.tls {
+            None => (None, None, false),
+            Some(tls) => {
+                let config = weir_security::tls::server_config(&tls.files)
+                    .map_err(|e| anyhow::anyhow!("in [security.tls]: {e}"))?;
+                (tls.kafka.then(|| config.clone()), tls.http.then_some(config), tls.files.client_ca.is_some())
+            }
+        };
+        Ok(Guard { security, kafka_tls, http_tls, client_certs })
+    }
+
+    /// A listener's security protocol in Kafka's words (`security.protocol`): TLS or not, and how clients
+    /// authenticate when they must (SASL, or on HTTP Basic or a bearer token; a client certificate under mTLS).
+    fn protocol(&self, tls: bool) -> String {
+        let required = self.security.requires_authentication();
+        match (tls, required) {
+            (false, false) => "PLAINTEXT".into(),
+            (false, true) => "SASL_PLAINTEXT".into(),
+            (true, _) if self.client_certs => "SSL, client certificates required".into(),
+            (true, false) => "SSL".into(),
+            (true, true) => "SASL_SSL".into(),
+        }
+    }
+
+    /// One line on the authorizer, authentication and the stores, for the banner and `--check`.
+    fn summary(&self, settings: &Settings) -> String {
+        let s = self.security.settings();
+        let users = self.security.users.list().len();
+        let acls = self.security.acls.list(&AclFilter::any()).len();
+        let authorizer = match s.authorizer {
+            AuthorizerKind::None if s.require_authentication => {
+                "authorizer none (an authenticated client may do everything)".to_string()
+            }
+            AuthorizerKind::None => "authorizer none (every client may do everything)".to_string(),
+            AuthorizerKind::Acl if s.super_users.is_empty() => "authorizer acl".to_string(),
+            AuthorizerKind::Acl => format!("authorizer acl (super users {})", s.super_users.join(", ")),
+        };
+        let auth = if s.require_authentication { "authentication required" } else { "authentication optional" };
+        format!(
+            "{authorizer}, {auth}, {users} user{}, {acls} ACL{} in {}",
+            plural(users),
+            plural(acls),
+            settings.security_dir().display()
+        )
+    }
+
+    /// What an operator may have overlooked: a configuration in which no client can do anything yet.
+    fn warnings(&self) -> Vec<String> {
+        let s = self.security.settings();
+        let mut out = Vec::new();
+        let certificates_authenticate = self.client_certs && (self.kafka_tls.is_some() || self.http_tls.is_some());
+        if s.require_authentication && self.security.users.list().is_empty() && !certificates_authenticate {
+            out.push(
+                "authentication is required and there is no user yet: add one with `weir users add NAME` \
+                 (a running weir sees it within a second)"
+                    .into(),
+            );
+        }
+        if s.authorizer == AuthorizerKind::Acl
+            && s.super_users.is_empty()
+            && self.security.acls.list(&AclFilter::any()).is_empty()
+        {
+            out.push(
+                "the ACL authorizer is on with no ACL and no super user: every request is denied until \
+                 `weir acls add` allows some, or [security] super_users names an admin"
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// `weir up --check`: what `run` would check before opening anything, and the form of every URL; one line per
 /// finding on success, an error naming the first problem otherwise.
-fn check(args: &UpArgs, systems: &[(Arc<dyn System>, SystemSettings)]) -> Result<()> {
+fn check(
+    args: &UpArgs,
+    systems: &[(Arc<dyn System>, SystemSettings)],
+    settings: &Settings,
+    guard: &Guard,
+) -> Result<()> {
     match args.bus.trim() {
         "embedded" => {}
         url if url.starts_with("kafka://") => {
@@ -115,6 +220,18 @@ fn check(args: &UpArgs, systems: &[(Arc<dyn System>, SystemSettings)]) -> Result
     println!("bus       {}", redact(args.bus.trim()));
     println!("database  {}", args.database.as_deref().map_or("SQLite in the data directory".into(), redact));
     println!("systems   {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    println!("security  {}", guard.summary(settings));
+    println!(
+        "kafka     {}",
+        if args.kafka_listen == "none" { "disabled".into() } else { guard.protocol(guard.kafka_tls.is_some()) }
+    );
+    println!(
+        "http      {}",
+        if args.http_listen == "none" { "disabled".into() } else { guard.protocol(guard.http_tls.is_some()) }
+    );
+    for warning in guard.warnings() {
+        println!("warning   {warning}");
+    }
     println!("the configuration is valid");
     Ok(())
 }
@@ -188,6 +305,7 @@ struct Banner<'a> {
     args: &'a UpArgs,
     limits_note: &'a str,
     store_url: &'a str,
+    guard: &'a Guard,
 }
 
 impl Banner<'_> {
@@ -199,7 +317,22 @@ impl Banner<'_> {
         store: &SqlStore,
         systems: &[&str],
     ) {
-        let (settings, args) = (self.settings, self.args);
+        let (settings, args, guard) = (self.settings, self.args, self.guard);
+        let http_line = |h: &weir_http::HttpServer, what: &str| {
+            let tls = guard.http_tls.is_some();
+            // How an HTTP client authenticates, in HTTP's terms beside Kafka's protocol name.
+            let how = if tls && guard.client_certs {
+                String::new()
+            } else if guard.security.requires_authentication() {
+                let open = settings.http_open_paths.join(", ");
+                let except = if open.is_empty() { String::new() } else { format!(" except on {open}") };
+                format!(": Basic or bearer credentials{except}")
+            } else {
+                String::new()
+            };
+            let scheme = if tls { "https" } else { "http" };
+            format!("  http       {scheme}://{} ({}{how}; {what})", h.local_addr, guard.protocol(tls))
+        };
         eprintln!("weir is up");
         match broker {
             Some(broker) => {
@@ -207,17 +340,14 @@ impl Banner<'_> {
                 eprintln!("  data dir   {}", settings.data_dir.display());
                 match kafka {
                     Some(l) => eprintln!(
-                        "  kafka      {} (Kafka wire protocol{})",
+                        "  kafka      {} (Kafka wire protocol, {})",
                         l.local_addr,
-                        if settings.kafka_users.is_some() { ", SASL/PLAIN required" } else { "" }
+                        guard.protocol(guard.kafka_tls.is_some())
                     ),
                     None => eprintln!("  kafka      disabled"),
                 }
                 match http {
-                    Some(h) => eprintln!(
-                        "  http       http://{} (REST Proxy v2 API, /health, /metrics, /openapi.json)",
-                        h.local_addr
-                    ),
+                    Some(h) => eprintln!("{}", http_line(h, "REST Proxy v2 API, /health, /metrics, /openapi.json")),
                     None => eprintln!("  http       disabled"),
                 }
                 eprintln!(
@@ -230,9 +360,12 @@ impl Banner<'_> {
                 eprintln!("  bus        {} (no local data dir, no Kafka listener)", redact(args.bus.trim()));
                 match http {
                     Some(h) => eprintln!(
-                        "  http       http://{} (the systems' routes, /health with the cluster's reachability, \
-                         /metrics; the REST Proxy routes answer 501 on a cluster)",
-                        h.local_addr
+                        "{}",
+                        http_line(
+                            h,
+                            "the systems' routes, /health with the cluster's reachability, /metrics; the REST Proxy \
+                             routes answer 501 on a cluster"
+                        )
                     ),
                     None => eprintln!("  http       disabled"),
                 }
@@ -241,6 +374,10 @@ impl Banner<'_> {
         eprintln!("  database   {} ({})", redact(self.store_url), store.dialect().name());
         eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
         eprintln!("  systems    {}", if systems.is_empty() { "none".to_string() } else { systems.join(", ") });
+        eprintln!("  security   {}", guard.summary(settings));
+        for warning in guard.warnings() {
+            eprintln!("  warning    {warning}");
+        }
         eprintln!("  Ctrl-C stops it cleanly");
     }
 }
@@ -266,11 +403,7 @@ async fn until_stopped(bus: Arc<dyn Bus>, broker: Option<Arc<Broker>>, args: &Up
     }
 }
 
-async fn start_kafka(
-    broker: &Arc<Broker>,
-    args: &UpArgs,
-    settings: &Settings,
-) -> Result<Option<weir_kafka::KafkaListener>> {
+async fn start_kafka(broker: &Arc<Broker>, args: &UpArgs, guard: &Guard) -> Result<Option<weir_kafka::KafkaListener>> {
     if args.kafka_listen == "none" {
         return Ok(None);
     }
@@ -279,7 +412,8 @@ async fn start_kafka(
         .parse()
         .with_context(|| format!("--kafka-listen {:?} is not HOST:PORT", args.kafka_listen))?;
     let mut config = weir_kafka::ListenerConfig::new(listen);
-    config.users = settings.kafka_users.clone().map(|u| u.into_iter().collect());
+    config.security = guard.security.clone();
+    config.tls = guard.kafka_tls.clone();
     config.max_request_bytes = args.kafka_max_request_bytes;
     config.max_connections = args.kafka_max_connections.max(1);
     config.idle_timeout = Duration::from_millis(args.kafka_idle_timeout_ms.max(1));
@@ -353,6 +487,8 @@ async fn start_http(
     broker: Option<&Arc<Broker>>,
     bus: &Arc<dyn Bus>,
     args: &UpArgs,
+    settings: &Settings,
+    guard: &Guard,
     routes: axum::Router,
 ) -> Result<Option<weir_http::HttpServer>> {
     if args.http_listen == "none" {
@@ -366,6 +502,9 @@ async fn start_http(
     config.max_connections = args.http_max_connections.max(1);
     config.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms.max(1));
     config.bus = redact(args.bus.trim());
+    config.security = guard.security.clone();
+    config.tls = guard.http_tls.clone();
+    config.open_paths = settings.http_open_paths.clone();
     let server = match broker {
         Some(broker) => weir_http::HttpServer::start_with(broker.clone(), config, routes).await,
         None => {

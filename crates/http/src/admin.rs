@@ -1,4 +1,6 @@
 //! Operator routes: consumer groups with their members, assignments, committed offsets and lag; and `/health`.
+//! Groups are Kafka's admin operations under the ACLs: listing shows the groups the principal may DESCRIBE, describing
+//! one needs DESCRIBE on it, and its offsets are those of the topics the principal may DESCRIBE (Kafka's OffsetFetch).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,8 +10,10 @@ use utoipa::ToSchema;
 use weir_broker::group::GroupError;
 use weir_broker::BrokerError;
 
+use crate::auth::Access;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
+use weir_security::{Operation, ResourceType};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GroupInfo {
@@ -47,17 +51,28 @@ pub struct PartitionLagInfo {
 
 /// Consumer group ids.
 #[utoipa::path(get, path = "/groups", tag = "admin", responses((status = 200, body = Vec<String>)))]
-pub async fn groups(State(state): State<AppState>) -> Json<Vec<String>> {
-    Json(state.broker.list_groups())
+pub async fn groups(State(state): State<AppState>, access: Access) -> Json<Vec<String>> {
+    let mut groups = state.broker.list_groups();
+    groups.retain(|g| access.allows(Operation::Describe, ResourceType::Group, g));
+    Json(groups)
 }
 
 /// One group: members, assignments, committed offsets, end offsets and lag per partition.
 #[utoipa::path(
     get, path = "/groups/{group}", tag = "admin",
     params(("group" = String, Path, description = "Group id")),
-    responses((status = 200, body = GroupInfo), (status = 404, description = "40404 unknown group", body = ErrorBody))
+    responses(
+        (status = 200, body = GroupInfo),
+        (status = 403, description = "40301 not authorized to describe the group", body = ErrorBody),
+        (status = 404, description = "40404 unknown group", body = ErrorBody)
+    )
 )]
-pub async fn group(State(state): State<AppState>, Path(group): Path<String>) -> Result<Json<GroupInfo>, ApiError> {
+pub async fn group(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    access: Access,
+) -> Result<Json<GroupInfo>, ApiError> {
+    access.group(Operation::Describe, &group)?;
     let d = match state.broker.describe_group(&group) {
         Ok(d) => d,
         Err(BrokerError::Group(GroupError::GroupIdNotFound(_))) => return Err(ApiError::group_not_found(&group)),
@@ -85,6 +100,7 @@ pub async fn group(State(state): State<AppState>, Path(group): Path<String>) -> 
         offsets: d
             .offsets
             .into_iter()
+            .filter(|o| access.allows(Operation::Describe, ResourceType::Topic, &o.topic))
             .map(|o| PartitionLagInfo {
                 topic: o.topic,
                 partition: o.partition,

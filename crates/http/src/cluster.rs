@@ -57,6 +57,7 @@ pub struct ClusterReach {
 /// 501 for the REST Proxy's routes; limited and timed like the embedded API.
 pub fn cluster_router(config: HttpConfig, probe: ClusterProbe, extra: Router) -> Router {
     let limit = config.max_body_bytes;
+    let auth = crate::auth::Auth::new(&config);
     let state = ClusterState { config: Arc::new(config), probe, started: Instant::now() };
     let mut router = Router::new()
         .route("/health", get(health))
@@ -65,7 +66,7 @@ pub fn cluster_router(config: HttpConfig, probe: ClusterProbe, extra: Router) ->
     for path in ["/topics", "/topics/{*rest}", "/consumers/{*rest}", "/groups", "/groups/{*rest}"] {
         router = router.route(path, any(not_on_a_cluster));
     }
-    crate::finish(router, state, extra, limit)
+    crate::finish(router, state, extra, limit, auth)
 }
 
 async fn health(State(state): State<ClusterState>) -> (StatusCode, Json<ClusterHealth>) {

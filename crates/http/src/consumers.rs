@@ -2,6 +2,11 @@
 //! fetches and commits through it. Each instance is one group member of the embedded broker, so it shares its group
 //! with Kafka-protocol and in-process members. The reaper keeps idle members' sessions alive between requests (what
 //! Kafka's background heartbeat does) and closes instances unused for longer than the instance timeout.
+//!
+//! Under the ACLs each route is what a Kafka consumer would do: every instance route acts as a member of its group
+//! (READ on the group), subscribing and fetching read the topics (READ on each), and a commit needs READ on the group
+//! and on each topic committed. An instance belongs to the principal that created it: to anyone else it does not
+//! exist (404), so one user cannot read through, commit for or close another's consumer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,7 +26,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use weir_broker::group::TopicPartition;
 use weir_broker::{BrokerError, ConsumedRecord, Consumer, ConsumerConfig, OffsetReset};
+use weir_security::Operation;
 
+use crate::auth::Access;
 use crate::body::{self, BodyError, Offset, Partition};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::media::{self, Format};
@@ -36,6 +43,8 @@ pub struct Registry {
 
 #[derive(Debug)]
 struct Instance {
+    /// The principal that created it, the only one that may use it.
+    owner: Arc<str>,
     format: Format,
     reset: OffsetReset,
     auto_commit: bool,
@@ -55,8 +64,11 @@ impl Registry {
         Registry { instances: Mutex::new(HashMap::new()), timeout, next_id: Default::default() }
     }
 
-    fn get(&self, group: &str, name: &str) -> Result<Arc<Instance>, ApiError> {
+    /// The instance, if it exists and `access`'s principal created it; after READ on its group was checked.
+    fn get(&self, access: &Access, group: &str, name: &str) -> Result<Arc<Instance>, ApiError> {
+        access.group(Operation::Read, group)?;
         let i = self.instances.lock().get(&(group.to_string(), name.to_string())).cloned();
+        let i = i.filter(|i| *i.owner == *access.principal());
         let i = i.ok_or_else(|| ApiError::instance_not_found(group, name))?;
         *i.last_used.lock() = Instant::now();
         Ok(i)
@@ -226,6 +238,7 @@ pub struct CreatedConsumer {
     params(("group" = String, Path, description = "Consumer group")),
     request_body(content((CreateConsumer = "application/vnd.kafka.v2+json"), (CreateConsumer = "application/json"))),
     responses(
+        (status = 403, description = "40301 not authorized to read the group", body = ErrorBody),
         (status = 200, body = CreatedConsumer),
         (status = 409, description = "40902 an instance of that name exists", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 400, body = ErrorBody),
@@ -235,9 +248,11 @@ pub struct CreatedConsumer {
 pub async fn create(
     State(state): State<AppState>,
     Path(group): Path<String>,
+    access: Access,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CreatedConsumer>, ApiError> {
+    access.group(Operation::Read, &group)?;
     let request: CreateConsumer = json_body(&headers, body, None, CreateConsumer::error_code)?;
     let format = request.format.unwrap_or(Format::Binary);
     let reset = request.auto_offset_reset.map_or(OffsetReset::Latest, OffsetReset::from);
@@ -260,6 +275,7 @@ pub async fn create(
         }
     };
     let instance = Arc::new(Instance {
+        owner: access.principal().into(),
         format,
         reset,
         auto_commit,
@@ -282,7 +298,8 @@ pub async fn create(
         all.insert(key, instance);
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let base_uri = format!("http://{host}/consumers/{}/instances/{}", path_segment(&group), path_segment(&name));
+    let scheme = if state.config.tls.is_some() { "https" } else { "http" };
+    let base_uri = format!("{scheme}://{host}/consumers/{}/instances/{}", path_segment(&group), path_segment(&name));
     Ok(Json(CreatedConsumer { instance_id: name, base_uri }))
 }
 
@@ -298,12 +315,17 @@ fn path_segment(s: &str) -> percent_encoding::PercentEncode<'_> {
 #[utoipa::path(
     delete, path = "/consumers/{group}/instances/{instance}", tag = "consumers",
     params(("group" = String, Path), ("instance" = String, Path)),
-    responses((status = 204, description = "Closed"), (status = 404, description = "40403 unknown instance", body = ErrorBody))
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 403, description = "40301 not authorized to read the group", body = ErrorBody),
+        (status = 404, description = "40403 unknown instance", body = ErrorBody))
 )]
 pub async fn delete(
     State(state): State<AppState>,
     Path((group, name)): Path<(String, String)>,
+    access: Access,
 ) -> Result<StatusCode, ApiError> {
+    state.consumers.get(&access, &group, &name)?;
     let removed = state.consumers.instances.lock().remove(&(group.clone(), name.clone()));
     let instance = removed.ok_or_else(|| ApiError::instance_not_found(&group, &name))?;
     if let Some(c) = instance.consumer.lock().await.take() {
@@ -337,6 +359,7 @@ pub struct Subscription {
     params(("group" = String, Path), ("instance" = String, Path)),
     request_body(content((Subscribe = "application/vnd.kafka.v2+json"), (Subscribe = "application/json"))),
     responses(
+        (status = 403, description = "40301 not authorized to read the group or a topic", body = ErrorBody),
         (status = 204, description = "Subscribed"),
         (status = 404, description = "40403 unknown instance, 40401 unknown topic", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 400, body = ErrorBody),
@@ -346,10 +369,11 @@ pub struct Subscription {
 pub async fn subscribe(
     State(state): State<AppState>,
     Path((group, name)): Path<(String, String)>,
+    access: Access,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&access, &group, &name)?;
     let Subscribe { topics, topic_pattern } = json_body(&headers, body, None, unprocessable)?;
     if topic_pattern.is_some() {
         return Err(ApiError::new(ErrorCode::UnprocessableEntity, "topic_pattern: not supported; list the topics"));
@@ -360,6 +384,8 @@ pub async fn subscribe(
             "topics: a non-empty array of topic names is needed",
         ));
     }
+    // Before whether they exist: who may not read a topic is not told whether it is there.
+    access.topics(Operation::Read, topics.iter().map(String::as_str))?;
     for t in &topics {
         state.broker.topic(t)?;
     }
@@ -381,13 +407,17 @@ pub async fn subscribe(
 #[utoipa::path(
     get, path = "/consumers/{group}/instances/{instance}/subscription", tag = "consumers",
     params(("group" = String, Path), ("instance" = String, Path)),
-    responses((status = 200, body = Subscription), (status = 404, description = "40403 unknown instance", body = ErrorBody))
+    responses(
+        (status = 200, body = Subscription),
+        (status = 403, description = "40301 not authorized to read the group", body = ErrorBody),
+        (status = 404, description = "40403 unknown instance", body = ErrorBody))
 )]
 pub async fn subscription(
     State(state): State<AppState>,
     Path((group, name)): Path<(String, String)>,
+    access: Access,
 ) -> Result<Json<Subscription>, ApiError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&access, &group, &name)?;
     let topics = instance.topics.lock().clone();
     Ok(Json(Subscription { topics }))
 }
@@ -396,13 +426,17 @@ pub async fn subscription(
 #[utoipa::path(
     delete, path = "/consumers/{group}/instances/{instance}/subscription", tag = "consumers",
     params(("group" = String, Path), ("instance" = String, Path)),
-    responses((status = 204, description = "Unsubscribed"), (status = 404, description = "40403 unknown instance", body = ErrorBody))
+    responses(
+        (status = 204, description = "Unsubscribed"),
+        (status = 403, description = "40301 not authorized to read the group", body = ErrorBody),
+        (status = 404, description = "40403 unknown instance", body = ErrorBody))
 )]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     Path((group, name)): Path<(String, String)>,
+    access: Access,
 ) -> Result<StatusCode, ApiError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&access, &group, &name)?;
     if let Some(c) = instance.consumer.lock().await.take() {
         c.close().await?;
     }
@@ -484,6 +518,7 @@ fn hand_out(instance: &Instance, polled: Vec<ConsumedRecord>, max_bytes: u64) ->
     get, path = "/consumers/{group}/instances/{instance}/records", tag = "consumers",
     params(("group" = String, Path), ("instance" = String, Path), FetchParams),
     responses(
+        (status = 403, description = "40301 not authorized to read the group or a topic", body = ErrorBody),
         (status = 200, description = "Records, possibly none", content(
             (Vec<ConsumerRecord> = "application/vnd.kafka.binary.v2+json"),
             (Vec<ConsumerRecord> = "application/vnd.kafka.json.v2+json"),
@@ -498,11 +533,14 @@ pub async fn records(
     State(state): State<AppState>,
     Path((group, name)): Path<(String, String)>,
     params: Result<Query<FetchParams>, axum::extract::rejection::QueryRejection>,
+    access: Access,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Query(params) =
         params.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query: {}", e.body_text())))?;
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&access, &group, &name)?;
+    // Checked again at each fetch: an ACL removed since the subscription stops the reading.
+    access.topics(Operation::Read, instance.topics.lock().iter().map(String::as_str))?;
     if media::accepted_format(&headers).is_some_and(|w| w != instance.format) {
         return Err(ApiError::new(
             ErrorCode::ConsumerFormatMismatch,
@@ -565,6 +603,7 @@ pub struct CommitOffset {
     params(("group" = String, Path), ("instance" = String, Path)),
     request_body(content((Option<CommitRequest> = "application/vnd.kafka.v2+json"), (Option<CommitRequest> = "application/json"))),
     responses(
+        (status = 403, description = "40301 not authorized to read the group or a topic", body = ErrorBody),
         (status = 204, description = "Committed"),
         (status = 404, description = "40403 unknown instance", body = ErrorBody),
         (status = 409, description = "40903 no subscription, or the group rebalanced", body = ErrorBody),
@@ -575,10 +614,11 @@ pub struct CommitOffset {
 pub async fn commit(
     State(state): State<AppState>,
     Path((group, name)): Path<(String, String)>,
+    access: Access,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let instance = state.consumers.get(&group, &name)?;
+    let instance = state.consumers.get(&access, &group, &name)?;
     let request: CommitRequest = json_body(&headers, body, Some(CommitRequest::default), unprocessable)?;
     // REST Proxy v2 commits the record's offset + 1: the position after it.
     let offsets: Vec<(TopicPartition, i64)> = request
@@ -592,6 +632,7 @@ pub async fn commit(
         return Err(ApiError::new(ErrorCode::IllegalState, "the consumer instance has no subscription"));
     };
     let offsets = if offsets.is_empty() { returned_offsets(&instance) } else { offsets };
+    access.topics(Operation::Read, offsets.iter().map(|(tp, _)| tp.topic.as_str()))?;
     let result = if offsets.is_empty() { Ok(()) } else { consumer.commit_offsets(offsets).await };
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -34,6 +34,11 @@ pub enum ErrorCode {
     BadRequest = 400,
     /// No route for the path.
     NotFound = 404,
+    /// No credentials where authentication is required, or credentials that are wrong or malformed (sent with
+    /// `WWW-Authenticate: Basic realm="weir"`).
+    Unauthenticated = 40101,
+    /// The ACLs do not allow the principal this operation on a topic, group or system.
+    Forbidden = 40301,
     MethodNotAllowed = 405,
     /// The body is over the server's limit.
     PayloadTooLarge = 413,
@@ -87,6 +92,8 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             BadRequest => StatusCode::BAD_REQUEST,
+            Unauthenticated => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
             NotFound | TopicNotFound | PartitionNotFound | ConsumerInstanceNotFound | GroupNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -253,9 +260,11 @@ mod tests {
     /// A code is its status followed by the detail: clients that only look at the first three digits get it right.
     #[test]
     fn every_code_starts_with_its_status() {
-        let all: [ErrorCode; 22] = [
+        let all: [ErrorCode; 25] = [
             BadRequest,
             NotFound,
+            Unauthenticated,
+            Forbidden,
             MethodNotAllowed,
             PayloadTooLarge,
             UnsupportedMediaType,
@@ -274,6 +283,7 @@ mod tests {
             InvalidValue,
             InvalidConsumerConfig,
             Internal,
+            NotOnACluster,
             ShuttingDown,
             TooManyConnections,
         ];

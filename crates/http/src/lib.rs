@@ -8,6 +8,9 @@
 //! - `topics.rs`: topic metadata, REST Proxy v2 shapes.
 //! - `consumers.rs`: REST Proxy v2 consumer instances (create, subscribe, fetch, commit, delete), reaped when idle.
 //! - `admin.rs`: consumer groups with lag, and `/health`.
+//! - `auth.rs`: authentication over every route (HTTP Basic, bearer tokens, TLS client certificates) into a
+//!   [`Principal`], the ACL checks the handlers make (Kafka's operations for the REST Proxy's routes), and
+//!   [`guard_system`] for the systems' routes.
 //! - `metrics.rs`: the Prometheus recorder, the request-latency layer and `/metrics`, with broker gauges taken at
 //!   scrape time.
 //! - `openapi.rs`: `/openapi.json`, generated from the handlers' annotations and the types their bodies deserialize
@@ -17,8 +20,8 @@
 //!   over the limit.
 //! - `cluster.rs`: the API of an instance whose systems run on a Kafka cluster: the systems' routes, `/health` with
 //!   the cluster's reachability, `/metrics`, and 501 for the REST Proxy routes, which need the embedded broker.
-//! - `server.rs`: the listener's accept loop: a cap on connections, idle and header-read timeouts, backoff when
-//!   accepting fails, and the graceful stop.
+//! - `server.rs`: the listener's accept loop: TLS when configured, a cap on connections, idle and header-read
+//!   timeouts, backoff when accepting fails, and the graceful stop.
 //! - `testing` (feature `testing`, for tests only): calling a router in-process, the status and the body as JSON.
 //!
 //! # Example
@@ -70,6 +73,7 @@
 //! ```
 
 mod admin;
+mod auth;
 mod body;
 pub mod cluster;
 mod consumers;
@@ -99,11 +103,12 @@ use axum::Router;
 use tokio::sync::watch;
 use weir_broker::Broker;
 
+pub use auth::{guard_system, Principal};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::openapi_json;
 
 /// How the HTTP listener behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted; larger ones get 413 (at once when `Content-Length` says so).
@@ -124,6 +129,49 @@ pub struct HttpConfig {
     pub consumer_instance_timeout: Duration,
     /// Named in `/health`: which bus the systems of this process use.
     pub bus: String,
+    /// Users, ACLs and whether they are enforced, shared with the Kafka listener. Default: open to all (no
+    /// authentication required, no authorizer).
+    pub security: Arc<weir_security::Security>,
+    /// TLS on the listener (`weir_security::tls::server_config`); with a client CA, clients must present a
+    /// certificate, whose subject becomes their principal. `None`: plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Paths served without credentials and without ACL checks even when authentication is required: health checks
+    /// and Prometheus scrapes. Exact paths.
+    pub open_paths: Vec<String>,
+}
+
+/// By hand: `security` holds the user store (SCRAM keys, digests of recent passwords), which has no business in a
+/// log line that prints the configuration; only whether authentication and the authorizer are on is shown.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let HttpConfig {
+            listen,
+            max_body_bytes,
+            max_records_per_request,
+            max_connections,
+            idle_timeout,
+            header_read_timeout,
+            consumer_instance_timeout,
+            bus,
+            security,
+            tls,
+            open_paths,
+        } = self;
+        f.debug_struct("HttpConfig")
+            .field("listen", listen)
+            .field("max_body_bytes", max_body_bytes)
+            .field("max_records_per_request", max_records_per_request)
+            .field("max_connections", max_connections)
+            .field("idle_timeout", idle_timeout)
+            .field("header_read_timeout", header_read_timeout)
+            .field("consumer_instance_timeout", consumer_instance_timeout)
+            .field("bus", bus)
+            .field("require_authentication", &security.requires_authentication())
+            .field("authorizer", &security.settings().authorizer)
+            .field("tls", &tls.is_some())
+            .field("open_paths", open_paths)
+            .finish()
+    }
 }
 
 impl HttpConfig {
@@ -139,6 +187,9 @@ impl HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             consumer_instance_timeout: Duration::from_secs(300),
             bus: "embedded".into(),
+            security: weir_security::Security::open_to_all(),
+            tls: None,
+            open_paths: vec!["/health".into(), "/metrics".into()],
         }
     }
 }
@@ -177,6 +228,7 @@ impl AppState {
 
 fn build(state: AppState, extra: Router) -> Router {
     let limit = state.config.max_body_bytes;
+    let auth = auth::Auth::new(&state.config);
     let instance = "/consumers/{group}/instances/{instance}";
     let routes = Router::new()
         .route("/topics", get(topics::list))
@@ -196,17 +248,20 @@ fn build(state: AppState, extra: Router) -> Router {
         .route("/health", get(admin::health))
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi::serve));
-    finish(routes, state, extra, limit)
+    finish(routes, state, extra, limit, auth)
 }
 
 /// What every API router ends with, over the embedded broker or on a cluster: JSON answers for unknown paths and
 /// methods, the systems' routes, and the layers, innermost first: the guard refuses a declared oversized body and
-/// makes rejections JSON, and the metrics see every answer as the client gets it.
+/// makes rejections JSON, authentication refuses a request without valid credentials before anything else looks at
+/// it (an unknown path too: what exists is not told to strangers), and the metrics see every answer as the client
+/// gets it, 401s included.
 pub(crate) fn finish<S: Clone + Send + Sync + 'static>(
     routes: Router<S>,
     state: S,
     extra: Router,
     limit: usize,
+    auth: auth::Auth,
 ) -> Router {
     routes
         .fallback(error::not_found)
@@ -214,6 +269,7 @@ pub(crate) fn finish<S: Clone + Send + Sync + 'static>(
         .with_state(state)
         .merge(extra)
         .layer(axum::middleware::from_fn_with_state(limit, error::guard))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::authenticate))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(limit))
 }
@@ -284,7 +340,8 @@ impl HttpServer {
             header_read_timeout: config.header_read_timeout,
         };
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(server::serve(listener, app, limits, stopped));
+        let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(server::serve(listener, app, limits, tls, stopped));
         Ok(HttpServer { local_addr, stop, task, reaper })
     }
 

@@ -14,9 +14,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::Json;
 use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, Unexpected};
@@ -24,8 +22,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use utoipa::ToSchema;
-use weir_broker::ProduceRecord;
+use weir_broker::{BrokerError, ProduceRecord};
+use weir_security::Operation;
 
+use crate::auth::Access;
 use crate::body::{self, BodyError, Partition};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::media::{self, Format};
@@ -326,6 +326,7 @@ fn too_many_records(max: usize) -> ApiError {
         (JsonProduceRequest<'_> = "application/json"),
     )),
     responses(
+        (status = 403, description = "40301 not authorized to write to the topic (or to create it)", body = ErrorBody),
         (status = 200, description = "Each record's partition and offset, in request order", body = ProduceResponse),
         (status = 400, description = "Unreadable body", body = ErrorBody),
         (status = 404, description = "Unknown topic (40401) or partition (40402)", body = ErrorBody),
@@ -337,10 +338,10 @@ fn too_many_records(max: usize) -> ApiError {
 pub async fn produce_to_topic(
     State(state): State<AppState>,
     Path(topic): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    access: Access,
+    request: Request,
 ) -> Result<Json<ProduceResponse>, ApiError> {
-    produce(state, topic, None, headers, body).await
+    produce(state, access, topic, None, request).await
 }
 
 /// Produce records to one partition.
@@ -353,6 +354,7 @@ pub async fn produce_to_topic(
         (JsonProduceRequest<'_> = "application/json"),
     )),
     responses(
+        (status = 403, description = "40301 not authorized to write to the topic (or to create it)", body = ErrorBody),
         (status = 200, description = "Each record's partition and offset, in request order", body = ProduceResponse),
         (status = 400, description = "Unreadable body or path", body = ErrorBody),
         (status = 404, description = "Unknown topic (40401) or partition (40402)", body = ErrorBody),
@@ -364,23 +366,31 @@ pub async fn produce_to_topic(
 pub async fn produce_to_partition(
     State(state): State<AppState>,
     path: Result<Path<(String, i32)>, axum::extract::rejection::PathRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    access: Access,
+    request: Request,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let Path((topic, partition)) = path.map_err(crate::topics::bad_path)?;
-    produce(state, topic, Some(partition), headers, body).await
+    produce(state, access, topic, Some(partition), request).await
 }
 
+/// Kafka's checks come first, before the body is read: WRITE on the topic, and CREATE (on the cluster or the topic)
+/// when it is missing and would be created.
 async fn produce(
     state: AppState,
+    access: Access,
     topic_name: String,
     partition: Option<i32>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     let started = Instant::now();
-    let format = media::produce_format(&headers)?;
-    let body = body::read(body)?;
+    access.topic(Operation::Write, &topic_name)?;
+    if state.broker.config().auto_create_topics
+        && matches!(state.broker.topic(&topic_name), Err(BrokerError::UnknownTopic(_)))
+    {
+        access.create_topic(&topic_name)?;
+    }
+    let format = media::produce_format(request.headers())?;
+    let body = body::read(Bytes::from_request(request, &()).await)?;
     let parsed = parse(format, &body, state.config.max_records_per_request)?;
     let topic = state.broker.topic_or_create(&topic_name)?;
     for r in &parsed.records {

@@ -9,8 +9,13 @@
 //!   instead of spinning. Each condition, the cap and the failures, is logged once when it starts and once when it
 //!   clears, with how many connections it cost: one line, not one per connection.
 //! - A graceful stop: accepting ends, idle connections close, requests in flight finish.
+//! - TLS, when configured: each connection's handshake runs on its own task (a slow client never holds up
+//!   accepting), within the header-read timeout. A failed one (a certificate the other side refuses, a plaintext
+//!   client) is logged once, with the peer and rustls's reason, and the connection closed. The client certificate's
+//!   principal, with the peer's address, goes into each request of the connection for the authentication layer.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,8 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use crate::auth::Peer;
 use crate::error::{ErrorBody, ErrorCode};
 
 /// Connection limits and timeouts, from [`crate::HttpConfig`].
@@ -38,8 +45,14 @@ pub(crate) struct Limits {
     pub header_read_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then lets the open connections finish.
-pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) {
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop` turns true, then lets the open connections finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let refusal = refusal();
     let mut connections = JoinSet::new();
@@ -51,8 +64,8 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, mu
             accepted = listener.accept() => accepted,
         };
         while connections.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
             // The peer gave up between its connect and our accept: nothing wrong here.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
@@ -80,7 +93,8 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, mu
                     tracing::info!(refused, "HTTP connections are below the limit again");
                     refused = 0;
                 }
-                connections.spawn(connection(stream, app.clone(), permit, limits, stop.clone()));
+                let tls = tls.clone();
+                connections.spawn(connection(stream, addr, tls, app.clone(), permit, limits, stop.clone()));
             }
             Err(_) => {
                 if refused == 0 {
@@ -91,7 +105,11 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, limits: Limits, mu
                 }
                 refused += 1;
                 // Never waits: a fresh socket's send buffer is empty. A client that cannot take it just sees the close.
-                let _ = stream.try_write(refusal.as_bytes());
+                // A TLS client could not read a plaintext answer, and a handshake is what an overloaded server
+                // cannot afford: it only sees the close.
+                if tls.is_none() {
+                    let _ = stream.try_write(refusal.as_bytes());
+                }
             }
         }
     }
@@ -124,9 +142,11 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// One connection: hyper's HTTP/1 with keep-alive, watched for the timeouts. `_permit` holds its place under the cap.
+/// One connection: the TLS handshake if `tls`, then HTTP. `_permit` holds its place under the cap.
 async fn connection(
     stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
     app: Router,
     _permit: OwnedSemaphorePermit,
     limits: Limits,
@@ -134,13 +154,72 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+    // Under TLS, so the bytes of the handshake count: the request's head is due within the header-read timeout of
+    // the handshake's first byte.
+    let watched = Watched { inner: stream, activity: activity.clone() };
+    let Some(acceptor) = tls else {
+        let peer = Peer { addr, cert_principal: None };
+        return http(watched, peer, activity, app, limits, stop).await;
+    };
+    let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(watched));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            // A peer that connected and left without a byte is a TCP probe (a load balancer's), not a TLS client.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && !activity.received_any() => {
+                tracing::debug!(peer = %addr, "a client closed its connection before starting the TLS handshake");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %addr, error = %e, "TLS handshake failed; closing the connection");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    peer = %addr,
+                    timeout_ms = limits.header_read_timeout.as_millis() as u64,
+                    "TLS handshake not finished within the header-read timeout; closing the connection"
+                );
+                return;
+            }
+        },
+        // Nothing was asked yet: nothing to finish.
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    // The verifier accepted it (or none was asked for): the first is the client's own certificate.
+    let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let cert_principal = certificate.and_then(|c| {
+        let principal = weir_security::tls::principal_of(c.as_ref());
+        if principal.is_none() {
+            tracing::warn!(peer = %addr, "the client certificate's subject cannot be read; the client is anonymous");
+        }
+        principal
+    });
+    let peer = Peer { addr, cert_principal: cert_principal.map(Arc::from) };
+    http(stream, peer, activity, app, limits, stop).await
+}
+
+/// hyper's HTTP/1 with keep-alive on `io`, watched for the timeouts through `activity`; every request gets `peer` in
+/// its extensions.
+async fn http<I>(
+    io: I,
+    peer: Peer,
+    activity: Arc<Activity>,
+    app: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let serving = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let busy = serving.begin();
         let app = app.clone();
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(peer.clone());
         async move {
-            let response = app.oneshot(req.map(Body::new)).await;
+            let response = app.oneshot(req).await;
             drop(busy);
             response
         }
@@ -207,6 +286,11 @@ impl Activity {
             Phase::Waiting { head_from: Some(from), .. } => from + limits.header_read_timeout,
         };
         (deadline > now).then(|| deadline.min(head_could_expire))
+    }
+
+    /// Whether a byte arrived since the last request (or since the connection opened).
+    fn received_any(&self) -> bool {
+        !matches!(*self.phase.lock(), Phase::Waiting { head_from: None, .. })
     }
 
     /// Bytes arrived: while waiting, the next request's head has begun.

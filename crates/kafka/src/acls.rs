@@ -251,7 +251,8 @@ pub fn describe_user_scram_credentials(
             }
             None => {
                 res.error_code = RESOURCE_NOT_FOUND;
-                res.error_message = Some(s(&format!("Attempt to describe a user credential that does not exist: {name}")));
+                res.error_message =
+                    Some(s(&format!("Attempt to describe a user credential that does not exist: {name}")));
             }
         }
         res
@@ -273,10 +274,12 @@ pub fn describe_user_scram_credentials(
                     continue;
                 }
                 if duplicated.contains(&name) {
-                    let mut res = describe_user_scram_credentials_response::DescribeUserScramCredentialsResult::default();
+                    let mut res =
+                        describe_user_scram_credentials_response::DescribeUserScramCredentialsResult::default();
                     res.user = s(&name);
                     res.error_code = DUPLICATE_RESOURCE;
-                    res.error_message = Some(s(&format!("Cannot describe SCRAM credentials for the same user twice: {name}")));
+                    res.error_message =
+                        Some(s(&format!("Cannot describe SCRAM credentials for the same user twice: {name}")));
                     r.results.push(res);
                 } else {
                     r.results.push(result(&name));
@@ -317,13 +320,19 @@ pub fn alter_user_scram_credentials(
                 return Err((CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.".to_string()));
             }
             if count[&(user.clone(), d.mechanism)] > 1 {
-                return Err((DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request".into()));
+                return Err((
+                    DUPLICATE_RESOURCE,
+                    "A user credential cannot be altered twice in the same request".into(),
+                ));
             }
             let m = Mechanism::from_kafka_code(d.mechanism)
                 .ok_or((UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism".to_string()))?;
             match a.security.users.delete_scram(&user, m) {
                 Ok(true) => Ok(()),
-                Ok(false) => Err((RESOURCE_NOT_FOUND, format!("Attempt to delete a user credential that does not exist: {user}"))),
+                Ok(false) => Err((
+                    RESOURCE_NOT_FOUND,
+                    format!("Attempt to delete a user credential that does not exist: {user}"),
+                )),
                 Err(e) => Err((UNACCEPTABLE_CREDENTIAL, e.to_string())),
             }
         })();
@@ -336,7 +345,10 @@ pub fn alter_user_scram_credentials(
                 return Err((CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.".to_string()));
             }
             if count[&(user.clone(), u.mechanism)] > 1 {
-                return Err((DUPLICATE_RESOURCE, "A user credential cannot be altered twice in the same request".into()));
+                return Err((
+                    DUPLICATE_RESOURCE,
+                    "A user credential cannot be altered twice in the same request".into(),
+                ));
             }
             let m = Mechanism::from_kafka_code(u.mechanism)
                 .ok_or((UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism".to_string()))?;

@@ -32,8 +32,14 @@ enum State {
     Idle,
     /// After the handshake: the mechanism's messages follow, in SaslAuthenticate requests or (`raw`, after a v0
     /// handshake) as bare size-prefixed frames.
-    Plain { raw: bool },
-    Scram { server: ScramServer, raw: bool, first_done: bool },
+    Plain {
+        raw: bool,
+    },
+    Scram {
+        server: Box<ScramServer>,
+        raw: bool,
+        first_done: bool,
+    },
     /// Authenticated by SASL: Kafka allows one exchange per connection (without KIP-368 re-authentication).
     Done,
 }
@@ -76,7 +82,7 @@ impl Session {
         } else if &*req.mechanism == "PLAIN" {
             self.state = State::Plain { raw };
         } else if let Some(m) = Mechanism::from_name(&req.mechanism) {
-            self.state = State::Scram { server: ScramServer::new(m), raw, first_done: false };
+            self.state = State::Scram { server: Box::new(ScramServer::new(m)), raw, first_done: false };
         } else {
             r.error_code = UNSUPPORTED_SASL_MECHANISM;
         }

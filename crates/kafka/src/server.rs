@@ -253,12 +253,18 @@ async fn open(
         let session = sasl::Session::new(&config.security, None);
         return serve(stream, Connection { broker, config, peer, host, session }, stop).await;
     };
-    let accepted = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await;
+    let accepted =
+        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tokio_rustls::TlsAcceptor::from(tls).accept(stream)).await;
     let stream = match accepted {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             // Logged for every failure: a wrong or expired certificate, or a client speaking plaintext to a TLS port.
-            tracing::warn!(%peer, "a TLS handshake on the Kafka listener failed: {e}");
+            let hint = if e.to_string().contains("InvalidContentType") {
+                " (is the client speaking plaintext? It needs security.protocol=SSL or SASL_SSL)"
+            } else {
+                ""
+            };
+            tracing::warn!(%peer, "a TLS handshake on the Kafka listener failed: {e}{hint}");
             return Ok(());
         }
         Err(_) => {

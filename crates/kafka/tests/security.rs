@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use weir_broker::testing::broker_config;
 use weir_kafka::{BackgroundBroker, ListenerConfig};
-use weir_security::{Acl, AuthorizerKind, Operation, PatternType, Permission, ResourceType, Security, SecuritySettings};
+use weir_security::{
+    Acl, AuthorizerKind, Operation, PatternType, Permission, ResourceType, Security, SecuritySettings,
+};
 
 fn kcat(args: &[&str]) -> Output {
     let mut c = Command::new("kcat");
@@ -139,9 +141,14 @@ fn confluent_kafka_acl_matrix_acl_management_and_scram_credentials() {
          stderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for scenario in
-        ["create-describe-acls", "producer-only", "consumer-only", "acls-need-the-cluster", "scram-credentials", "delete-acls"]
-    {
+    for scenario in [
+        "create-describe-acls",
+        "producer-only",
+        "consumer-only",
+        "acls-need-the-cluster",
+        "scram-credentials",
+        "delete-acls",
+    ] {
         assert!(stdout.contains(&format!("ok {scenario}")), "{scenario} did not pass:\n{stdout}");
     }
     // What the clients did is what the broker holds: the producer's five and the admin's one, the consumer group's
@@ -158,8 +165,9 @@ fn confluent_kafka_acl_matrix_acl_management_and_scram_credentials() {
 fn kcat_over_tls_ssl_sasl_ssl_and_client_certificates() {
     let log = captured_log();
     let dir = tempfile::tempdir().unwrap();
-    let certs = weir_security::tls::dev_certs(&dir.path().join("certs"), &["localhost".into(), "127.0.0.1".into()], "kcat")
-        .unwrap();
+    let certs =
+        weir_security::tls::dev_certs(&dir.path().join("certs"), &["localhost".into(), "127.0.0.1".into()], "kcat")
+            .unwrap();
     let ca = certs.ca_cert.to_str().unwrap().to_string();
 
     // SSL, and SASL_SSL with SCRAM, on a listener without client certificates.
@@ -171,14 +179,19 @@ fn kcat_over_tls_ssl_sasl_ssl_and_client_certificates() {
     .unwrap();
     let open = start(&dir.path().join("open"), Security::open_to_all(), Some(tls.clone()));
     let addr = open.addr.to_string();
-    let out = kcat(&["-b", &addr, "-L", "-m", "5", "-X", "security.protocol=ssl", "-X", &format!("ssl.ca.location={ca}")]);
+    let out =
+        kcat(&["-b", &addr, "-L", "-m", "5", "-X", "security.protocol=ssl", "-X", &format!("ssl.ca.location={ca}")]);
     assert!(out.status.success() && text(&out).contains("1 brokers"), "SSL: {}", text(&out));
     let plaintext = kcat(&["-b", &addr, "-L", "-m", "3"]);
     assert!(!plaintext.status.success(), "a plaintext client on the TLS port: {}", text(&plaintext));
-    let out = kcat(&["-b", &addr, "-L", "-m", "5", "-X", "security.protocol=ssl", "-X", &format!("ssl.ca.location={ca}")]);
+    let out =
+        kcat(&["-b", &addr, "-L", "-m", "5", "-X", "security.protocol=ssl", "-X", &format!("ssl.ca.location={ca}")]);
     assert!(out.status.success(), "the listener serves TLS after a plaintext client: {}", text(&out));
     let logged = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
-    assert!(logged.contains("TLS handshake on the Kafka listener failed"), "the failed handshake is logged: {logged}");
+    assert!(
+        logged.contains("TLS handshake on the Kafka listener failed") && logged.contains("speaking plaintext"),
+        "the failed handshake is logged with a hint: {logged}"
+    );
 
     let sasl_ssl = start(&dir.path().join("sasl"), secured(&[("alice", "alice-pw")], false), Some(tls));
     let out = kcat(&[
@@ -235,7 +248,32 @@ fn kcat_over_tls_ssl_sasl_ssl_and_client_certificates() {
         text(&out)
     );
     assert!(w.broker.topic("uncertified").map(|_| w.broker.offsets("uncertified", 0).unwrap().1 == 0).unwrap_or(true));
-    let no_cert = kcat(&["-b", &addr, "-L", "-m", "3", "-X", "security.protocol=ssl", "-X", &format!("ssl.ca.location={ca}")]);
+    let no_cert =
+        kcat(&["-b", &addr, "-L", "-m", "3", "-X", "security.protocol=ssl", "-X", &format!("ssl.ca.location={ca}")]);
     assert!(!no_cert.status.success(), "no client certificate: {}", text(&no_cert));
-}
 
+    // A client certificate from another CA: the handshake fails and the log says why.
+    let stranger =
+        weir_security::tls::dev_certs(&dir.path().join("stranger"), &["localhost".into()], "stranger").unwrap();
+    let wrong = kcat(&[
+        "-b",
+        &addr,
+        "-L",
+        "-m",
+        "3",
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        &format!("ssl.ca.location={ca}"),
+        "-X",
+        &format!("ssl.certificate.location={}", stranger.client_cert.display()),
+        "-X",
+        &format!("ssl.key.location={}", stranger.client_key.display()),
+    ]);
+    assert!(!wrong.status.success(), "a certificate from another CA: {}", text(&wrong));
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+    assert!(
+        logged.lines().any(|l| l.contains("TLS handshake on the Kafka listener failed") && l.contains("invalid peer certificate")),
+        "the refused certificate is logged: {logged}"
+    );
+}

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::files::Lines;
+use crate::files::{line_of, Lines};
 use crate::SecurityError;
 
 /// What an ACL guards.
@@ -284,7 +284,13 @@ impl fmt::Display for Acl {
         write!(
             f,
             "{} {} {} on {}:{}:{} from host {}",
-            self.permission, self.principal, self.operation, self.resource_type, self.pattern_type, self.name, self.host
+            self.permission,
+            self.principal,
+            self.operation,
+            self.resource_type,
+            self.pattern_type,
+            self.name,
+            self.host
         )
     }
 }
@@ -345,7 +351,8 @@ impl AclFilter {
     }
 }
 
-const HEADER: &str = "weir's ACLs, one JSON object per line: managed with `weir acls` and Kafka's CreateAcls/DeleteAcls.";
+const HEADER: &str =
+    "weir's ACLs, one JSON object per line: managed with `weir acls` and Kafka's CreateAcls/DeleteAcls.";
 
 /// The durable ACLs (`acls.jsonl`).
 #[derive(Debug)]
@@ -418,7 +425,9 @@ impl AclStore {
                 a.covers_resource(resource_type, name) && a.applies_to(principal, host) && a.operation.covers(operation)
             })
         };
-        if matching().any(|a| a.permission == Permission::Deny && (a.operation == operation || a.operation == Operation::All)) {
+        if matching()
+            .any(|a| a.permission == Permission::Deny && (a.operation == operation || a.operation == Operation::All))
+        {
             return false;
         }
         matching().any(|a| a.permission == Permission::Allow)
@@ -440,16 +449,6 @@ impl AclStore {
         !denied_everywhere
             && acls.iter().filter(applies).any(|a| a.permission == Permission::Allow && a.operation.covers(operation))
     }
-}
-
-/// The file line of the `index`th ACL (skipping comments and blank lines), for error messages.
-fn line_of(path: &Path, index: usize) -> usize {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
-        .nth(index)
-        .map_or(0, |(i, _)| i + 1)
 }
 
 #[cfg(test)]
@@ -536,7 +535,10 @@ mod tests {
         store.add(&[a.clone(), a.clone()]).unwrap();
         let again = AclStore::open(&path).unwrap();
         assert_eq!(again.list(&AclFilter::any()), vec![a.clone()]);
-        assert_eq!(again.remove(&AclFilter { principal: Some("User:alice".into()), ..AclFilter::any() }).unwrap(), vec![a]);
+        assert_eq!(
+            again.remove(&AclFilter { principal: Some("User:alice".into()), ..AclFilter::any() }).unwrap(),
+            vec![a]
+        );
         assert!(AclStore::open(&path).unwrap().list(&AclFilter::any()).is_empty());
 
         std::fs::write(&path, "# c\n\n{\"resource_type\":\"TOPIC\"}\n").unwrap();

@@ -70,13 +70,8 @@ pub(crate) fn write_lines<T: Serialize>(path: &Path, header: &str, items: &[T]) 
         text.push('\n');
     }
     let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     file.write_all(text.as_bytes()).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
@@ -173,4 +168,14 @@ impl<T: DeserializeOwned + Serialize + Clone> Lines<T> {
         state.checked = Instant::now();
         Ok(out)
     }
+}
+
+/// The file line of the `index`th item of `path` (blank and comment lines skipped), for error messages.
+pub(crate) fn line_of(path: &Path, index: usize) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        .nth(index)
+        .map_or(0, |(i, _)| i + 1)
 }

@@ -47,7 +47,7 @@ pub enum AuthorizerKind {
 }
 
 /// How security is configured (`[security]` and `[kafka.users]` in the settings file).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SecuritySettings {
     pub authorizer: AuthorizerKind,
     /// Principals (`User:name`) allowed everything, whatever the ACLs say.
@@ -59,8 +59,20 @@ pub struct SecuritySettings {
     pub config_users: BTreeMap<String, String>,
 }
 
+impl std::fmt::Debug for SecuritySettings {
+    // The settings file's users' passwords are never shown: settings end up in logs and error messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecuritySettings")
+            .field("authorizer", &self.authorizer)
+            .field("super_users", &self.super_users)
+            .field("require_authentication", &self.require_authentication)
+            .field("config_users", &self.config_users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// The users, the ACLs and the settings that say whether they are enforced: one per process, shared by every
-/// listener.
+/// listener. Its `Debug` (through `UserStore`'s) shows no credential.
 #[derive(Debug)]
 pub struct Security {
     pub users: UserStore,
@@ -126,7 +138,13 @@ impl Security {
 
     /// Whether `principal` may do `operation` on some resource of the type (Kafka's `authorizeByResourceType`: an
     /// idempotent producer needs WRITE on some topic, KIP-679).
-    pub fn authorize_any(&self, principal: &str, host: &str, operation: Operation, resource_type: ResourceType) -> bool {
+    pub fn authorize_any(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
         if !self.authorizing() || self.settings.super_users.iter().any(|s| s == principal) {
             return true;
         }
@@ -141,5 +159,23 @@ impl Security {
     /// The principal a bearer token was issued to.
     pub fn check_token(&self, token: &str) -> Option<String> {
         self.users.check_token(token).map(|user| format!("User:{user}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_holds_no_password_or_credential() {
+        let settings = SecuritySettings {
+            config_users: BTreeMap::from([("alice".to_string(), "alice-secret-pw".to_string())]),
+            ..SecuritySettings::default()
+        };
+        let security = Security::in_memory(settings.clone()).unwrap();
+        security.users.set_password("bob", "bob-secret-pw", 4096).unwrap();
+        let shown = format!("{settings:?} {security:?}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("secret-pw") && !shown.contains("stored_key"), "{shown}");
     }
 }

@@ -355,7 +355,11 @@ mod tests {
         (format!("{without_proof},p={}", B64.encode(proof)), expected_server_final.into_bytes())
     }
 
-    fn exchange(m: Mechanism, stored: Option<ScramCredential>, password: &str) -> Result<(Vec<u8>, String), ScramError> {
+    fn exchange(
+        m: Mechanism,
+        stored: Option<ScramCredential>,
+        password: &str,
+    ) -> Result<(Vec<u8>, String), ScramError> {
         let mut server = ScramServer::new(m);
         let bare = "n=al=2Cice,r=fyko+d2lbbFgONRv9qkxdawL";
         let first = server.client_first(format!("n,,{bare}").as_bytes(), |u| {

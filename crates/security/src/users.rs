@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::files::Lines;
+use crate::files::{line_of, Lines};
 use crate::scram::{Mechanism, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::SecurityError;
 
@@ -54,14 +54,23 @@ pub struct UserInfo {
 const HEADER: &str = "weir's users, one JSON object per line: SCRAM credentials (salted and hashed) and the SHA-256 \
                       of bearer tokens. Managed with `weir users` and Kafka's AlterUserScramCredentials.";
 
-/// Users and their credentials.
-#[derive(Debug)]
+/// Users and their credentials. Its `Debug` shows the file and the number of users, never a credential.
 pub struct UserStore {
     lines: Lines<UserLine>,
     /// `[kafka.users]`, as credentials.
     settings: BTreeMap<String, Vec<ScramCredential>>,
     /// Per user, SHA-256 of (stored key, password) of the last password that matched.
     matched: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl std::fmt::Debug for UserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserStore")
+            .field("path", &self.lines.path())
+            .field("users", &self.lines.get().len())
+            .field("settings_users", &self.settings.len())
+            .finish()
+    }
 }
 
 fn digest(parts: &[&[u8]]) -> [u8; 32] {
@@ -92,7 +101,7 @@ impl UserStore {
         for (i, u) in lines.get().iter().enumerate() {
             check_name(&u.user).map_err(|e| SecurityError::Parse {
                 path: path.to_path_buf(),
-                line: i + 1,
+                line: line_of(path, i),
                 message: e.to_string(),
             })?;
         }
@@ -191,15 +200,19 @@ impl UserStore {
             );
         }
         for line in self.lines.get().iter() {
-            out.insert(
-                line.user.clone(),
-                UserInfo {
-                    name: line.user.clone(),
-                    mechanisms: line.scram.iter().map(|c| (c.mechanism, c.iterations)).collect(),
-                    tokens: line.tokens.iter().map(|t| t.id.clone()).collect(),
-                    from_settings: false,
-                },
-            );
+            let info = out.entry(line.user.clone()).or_insert_with(|| UserInfo {
+                name: line.user.clone(),
+                mechanisms: Vec::new(),
+                tokens: Vec::new(),
+                from_settings: false,
+            });
+            // The store's credential is the one checked first (see `scram`): it replaces the settings file's.
+            for c in &line.scram {
+                info.mechanisms.retain(|(m, _)| *m != c.mechanism);
+                info.mechanisms.push((c.mechanism, c.iterations));
+            }
+            info.mechanisms.sort();
+            info.tokens = line.tokens.iter().map(|t| t.id.clone()).collect();
         }
         out.into_values().collect()
     }
@@ -207,7 +220,8 @@ impl UserStore {
     /// The user's credential for a mechanism: the store's, else the settings file's.
     pub fn scram(&self, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
         let lines = self.lines.get();
-        let stored = lines.iter().find(|l| l.user == user).and_then(|l| l.scram.iter().find(|c| c.mechanism == mechanism));
+        let stored =
+            lines.iter().find(|l| l.user == user).and_then(|l| l.scram.iter().find(|c| c.mechanism == mechanism));
         stored.or_else(|| self.settings.get(user)?.iter().find(|c| c.mechanism == mechanism)).cloned()
     }
 
@@ -234,7 +248,8 @@ impl UserStore {
     pub fn check_token(&self, token: &str) -> Option<String> {
         let wanted = hex(&Sha256::digest(token.as_bytes()));
         let lines = self.lines.get();
-        let owner = lines.iter().find(|l| l.tokens.iter().any(|t| bool::from(t.sha256.as_bytes().ct_eq(wanted.as_bytes()))));
+        let owner =
+            lines.iter().find(|l| l.tokens.iter().any(|t| bool::from(t.sha256.as_bytes().ct_eq(wanted.as_bytes()))));
         owner.map(|l| l.user.clone())
     }
 }
@@ -303,6 +318,9 @@ mod tests {
 
         let names: Vec<String> = store.list().into_iter().map(|u| u.name).collect();
         assert_eq!(names, ["alice", "robot", "svc"]);
+        store.issue_token("svc").unwrap();
+        let svc = store.list().into_iter().find(|u| u.name == "svc").unwrap();
+        assert!(svc.from_settings && svc.mechanisms.len() == 2 && svc.tokens.len() == 1, "{svc:?}");
         assert!(store.delete_scram("alice", Mechanism::Sha256).unwrap());
         assert!(store.check_password("alice", "s3cret-pw"), "SHA-512's credential still checks it");
         assert!(store.remove("alice").unwrap());
@@ -322,5 +340,8 @@ mod tests {
         std::fs::write(&path, "{\"user\":\"a\"}\n{\"user\":\"b\",\"password\":\"x\"}\n").unwrap();
         let e = UserStore::open(&path, &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("users.jsonl:2:") && e.contains("password"), "{e}");
+        std::fs::write(&path, "# a comment\n{\"user\":\"\"}\n").unwrap();
+        let e = UserStore::open(&path, &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("users.jsonl:2:"), "a bad name is named by its file line: {e}");
     }
 }

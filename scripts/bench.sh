@@ -12,6 +12,7 @@
 #   scripts/bench.sh wedding > results.jsonl   # only wedding operations: policies against the optimum, 1 M events
 #   scripts/bench.sh txn > results.jsonl       # only transactions over the Kafka protocol (1, 10, 100 records each)
 #                                              # and read_committed consumption, beside their plain counterparts
+#   scripts/bench.sh security > results.jsonl  # what SASL, ACL checks and TLS cost on the Kafka and HTTP listeners
 #   scripts/bench.sh scale > results.jsonl     # the systems on a Kafka-compatible cluster (weir's listener, Tansu on
 #                                              # PostgreSQL), one and two instances, against embedded
 #
@@ -25,7 +26,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|txn|http|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|security|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 weir=target/release/weir
@@ -127,6 +128,70 @@ http() {
     RECORDS=$records wrk -t1 -c$conns -d${secs}s -s bench/http/produce.lua http://127.0.0.1:$port | grep '^{'
   done
   kill $pid; wait $pid || true
+  rm -rf "$scratch"
+}
+
+# Security (issue 17): what authentication, ACL checks and TLS cost, three `weir up`s in turn on the same machine:
+#   open      plaintext, no authentication (the baseline);
+#   tls       TLS on both listeners, no authentication;
+#   secured   SASL/PLAIN and the ACL authorizer on Kafka (every request checked), TLS plus HTTP Basic and ACLs on HTTP.
+# Kafka: `weir bench wire` (the rdkafka crate, built here without OpenSSL, so SASL_PLAINTEXT) against open and secured;
+# kcat (Debian's librdkafka, with OpenSSL) producing then consuming over plaintext and over TLS. HTTP: wrk posting to
+# the REST Proxy over http, https, and https with Basic credentials checked against the ACLs on every request.
+security() {
+  local scratch port=19094 hport=18094 pid n=$((count / 5)) line
+  command -v kcat >/dev/null || { echo "kcat not found (Debian package kcat)" >&2; exit 1; }
+  scratch=$(mktemp -d)
+  $weir --data-dir "$scratch/open" certs dev --dir "$scratch/certs" >/dev/null
+  printf '[security.tls]\ncert = "%s"\nkey = "%s"\n' "$scratch/certs/server.pem" "$scratch/certs/server-key.pem" \
+    >"$scratch/tls.toml"
+  { printf '[kafka.users]\nbench = "bench-pw"\n[security]\nauthorizer = "acl"\n'
+    printf '[security.tls]\ncert = "%s"\nkey = "%s"\nlisteners = ["http"]\n' "$scratch/certs/server.pem" \
+      "$scratch/certs/server-key.pem"; } >"$scratch/secured.toml"
+  local acls="$weir --data-dir $scratch/secured acls add --allow User:bench"
+  $acls --operation all --topic weir-bench --prefixed >/dev/null
+  $acls --operation all --topic bench-http >/dev/null
+  $acls --operation all --group '*' >/dev/null
+  $acls --operation create --cluster >/dev/null
+  python3 -c "import sys; sys.stdout.write(('x' * 100 + '\n') * $n)" >"$scratch/records"
+  local ca="$scratch/certs/ca.pem"
+  for setup in open tls secured; do
+    local config=() scheme=http
+    [ $setup = open ] || config=(--config "$scratch/$setup.toml")
+    [ $setup = open ] || scheme=https
+    $weir --data-dir "$scratch/$setup" "${config[@]}" up --systems none --status-every 3600 \
+      --kafka-listen 127.0.0.1:$port --http-listen 127.0.0.1:$hport 2>"$scratch/$setup.log" &
+    pid=$!
+    wait_port $port; wait_port $hport
+    case $setup in
+      open) run $weir bench wire --json --label open --server 127.0.0.1:$port --size 100 --count "$count" ;;
+      secured) run $weir bench wire --json --label sasl-plain-acl --server "bench:bench-pw@127.0.0.1:$port" \
+                 --size 100 --count "$count" ;;
+    esac
+    if [ $setup != secured ]; then
+      local tls=(); [ $setup = tls ] && tls=(-X security.protocol=ssl -X "ssl.ca.location=$ca")
+      local started took
+      started=$(date +%s.%N)
+      run kcat -b 127.0.0.1:$port "${tls[@]}" -P -t kcat-$setup -l -X linger.ms=5 -X batch.num.messages=10000 \
+        -X queue.buffering.max.messages=1000000 "$scratch/records"
+      took=$(echo "$(date +%s.%N) - $started" | bc)
+      echo "{\"bench\": \"security-kcat\", \"transport\": \"$setup\", \"phase\": \"produce\", \"records\": $n, \"records_per_s\": $(echo "$n / $took" | bc)}"
+      started=$(date +%s.%N)
+      line=$(run kcat -b 127.0.0.1:$port "${tls[@]}" -C -t kcat-$setup -o beginning -e -q -c $n \
+        -X queued.min.messages=1000000 -X fetch.queue.backoff.ms=0 | wc -l)
+      took=$(echo "$(date +%s.%N) - $started" | bc)
+      [ "$line" = "$n" ] || echo "kcat consumed $line of $n records over $setup" >&2
+      echo "{\"bench\": \"security-kcat\", \"transport\": \"$setup\", \"phase\": \"consume\", \"records\": $line, \"records_per_s\": $(echo "$line / $took" | bc)}"
+    fi
+    local auth=(); [ $setup = secured ] && auth=(env "AUTHORIZATION=Basic $(printf bench:bench-pw | base64)")
+    for records in 1 1000; do
+      local conns=64; [ "$records" = 1000 ] && conns=16
+      sync; echo "+ wrk $setup RECORDS=$records -c$conns" >&2
+      "${auth[@]}" env RECORDS=$records TRANSPORT="$scheme-$setup" wrk -t1 -c$conns -d${secs}s -s bench/http/produce.lua \
+        $scheme://127.0.0.1:$hport | grep '^{'
+    done
+    kill $pid; wait $pid || true
+  done
   rm -rf "$scratch"
 }
 
@@ -318,6 +383,11 @@ fi
 
 if [ "$mode" = txn ]; then
   txn
+  exit 0
+fi
+
+if [ "$mode" = security ]; then
+  security
   exit 0
 fi
 if [ "$mode" = wire ]; then

@@ -272,7 +272,13 @@ impl Access {
         if cluster || self.allows(Operation::Create, ResourceType::Topic, topic) {
             Ok(())
         } else {
-            Err(forbidden("topics", &format!("[{topic}]")))
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "Not authorized to create topic {topic}: it does not exist, and creating it needs CREATE on the \
+                     cluster or the topic"
+                ),
+            ))
         }
     }
 }

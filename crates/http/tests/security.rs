@@ -208,6 +208,16 @@ async fn produce_and_consume_follow_the_acls() {
     let (s, b) = api.call(PRODUCER, "POST", "/topics/new-topic", Some(records)).await;
     assert_forbidden(s, &b, "Not authorized to access topics: [new-topic]");
     assert!(api.broker.topic("new-topic").is_err(), "not created");
+    // WRITE without CREATE on a topic that does not exist yet: the message says what is missing.
+    api.security.acls.add(&[acl("User:producer", ResourceType::Topic, "fresh", Operation::Write)]).unwrap();
+    let (s, b) = api.call(PRODUCER, "POST", "/topics/fresh", Some(records)).await;
+    assert_forbidden(
+        s,
+        &b,
+        "Not authorized to create topic fresh: it does not exist, and creating it needs CREATE on the cluster or the \
+         topic",
+    );
+    assert!(api.broker.topic("fresh").is_err(), "not created");
     // Refused before the body is looked at: a malformed body to a forbidden topic is still 403.
     let (s, b) = api.call(PRODUCER, "POST", "/topics/secret", Some("{not json")).await;
     assert_forbidden(s, &b, "Not authorized to access topics: [secret]");

@@ -36,6 +36,11 @@ use crate::{acls, admin, handlers, sasl, transactions};
 /// SASL requests are small, and an unauthenticated client must not make the broker buffer 100 MiB.
 const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
 
+/// How long a failed authentication waits before it is answered and the connection closed (Kafka's
+/// `connection.failed.authentication.delay.ms`): a client guessing passwords, or one retrying a wrong one in a loop,
+/// gets ten tries a second per connection rather than as many as the CPU allows.
+const FAILED_AUTHENTICATION_DELAY: Duration = Duration::from_millis(100);
+
 /// How long a TLS handshake may take before the connection is closed (a client that connects and sends nothing
 /// must not hold a connection slot).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -348,7 +353,10 @@ async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection, fr
                 stream.write_all(&out).await?;
                 return Ok(());
             }
-            sasl::Step::Failed(why) => anyhow::bail!("SASL authentication failed: {why}"),
+            sasl::Step::Failed(why) => {
+                tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                anyhow::bail!("SASL authentication failed: {why}")
+            }
         }
     }
     let peek = codec::peek(&frame)?;
@@ -375,6 +383,9 @@ async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Connection, fr
         Reply::SendAndClose(body, why) => (body, Some(why)),
     };
     let out = codec::encode_response(api, version, correlation_id, &body)?;
+    if close.is_some() {
+        tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+    }
     stream.write_all(&out).await?;
     if let Some(why) = close {
         anyhow::bail!(why);

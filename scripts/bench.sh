@@ -59,7 +59,7 @@ wire() {
   for label in weir tansu-memory; do
     if [ "$label" = weir ]; then
       port=19092
-      $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none \
+      $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none --schema-registry-listen none \
         2>"$scratch/$label.log" &
     elif [ -x "$tansu" ]; then
       port=19093
@@ -98,7 +98,7 @@ wire() {
 txn() {
   local scratch port=19093 pid
   scratch=$(mktemp -d)
-  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none \
+  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none --schema-registry-listen none \
     2>"$scratch/weir.log" &
   pid=$!
   wait_port $port

@@ -158,6 +158,15 @@ pub struct UpArgs {
     /// Address of the HTTP API (REST Proxy v2 produce/consume, /health, /metrics, /openapi.json; `none` to disable).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR|none", env = "WEIR_HTTP_LISTEN")]
     pub http_listen: String,
+    /// Address of the schema registry (Confluent's Schema Registry REST API: Avro, JSON Schema and Protobuf schemas,
+    /// kept in the `_schemas` topic; the HTTP API's users, ACLs and TLS apply; `none` to disable).
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR|none", env = "WEIR_SCHEMA_REGISTRY_LISTEN")]
+    pub schema_registry_listen: String,
+    /// The schema registry's compatibility level for subjects that configure none (Confluent's
+    /// `schema.compatibility.level`): none, backward, backward_transitive, forward, forward_transitive, full or
+    /// full_transitive.
+    #[arg(long, default_value = "backward", value_name = "LEVEL", env = "WEIR_SCHEMA_COMPATIBILITY")]
+    pub schema_compatibility: String,
     /// Largest HTTP request body accepted; a larger one gets 413.
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", env = "WEIR_HTTP_MAX_BODY_BYTES")]
     pub http_max_body_bytes: usize,
@@ -195,7 +204,8 @@ pub enum TopicsCommand {
     ///
     /// Settings: --config KEY=VALUE (repeatable) with segment.bytes, segment.ms, retention.ms,
     /// retention.bytes, fsync (always|interval|never), fsync.interval.ms, fsync.interval.bytes, max.message.bytes,
-    /// message.timestamp.type, index.interval.bytes.
+    /// message.timestamp.type, index.interval.bytes, cleanup.policy (delete, or compact: every record kept, as
+    /// weir does not compact yet).
     Create {
         /// Topic name: 1-249 characters from a-z, A-Z, 0-9, '.', '_', '-'.
         name: String,
@@ -363,6 +373,10 @@ pub struct AclResource {
     /// One of weir's systems, whose HTTP routes READ (GET, HEAD) and WRITE (other methods) guard; `*` for all.
     #[arg(long, value_name = "SYSTEM")]
     pub system: Option<String>,
+    /// A schema registry subject (e.g. orders-value): READ to fetch and check its schemas, WRITE to register, DELETE,
+    /// DESCRIBE_CONFIGS and ALTER_CONFIGS for its compatibility level and mode; `*` for every one.
+    #[arg(long, value_name = "SUBJECT")]
+    pub subject: Option<String>,
 }
 
 #[derive(Debug, Args)]

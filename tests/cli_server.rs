@@ -302,7 +302,7 @@ fn a_flood_of_idle_connections_stays_within_the_open_file_limit() {
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         "ulimit -n 256 && exec '{}' --data-dir '{}' up --systems none --status-every 1 --kafka-listen 127.0.0.1:0 \
-         --http-listen 127.0.0.1:0 --kafka-idle-timeout-ms 3000 --http-idle-timeout-ms 3000",
+         --http-listen 127.0.0.1:0 --kafka-idle-timeout-ms 3000 --http-idle-timeout-ms 3000 --schema-registry-listen none",
         env!("CARGO_BIN_EXE_weir"),
         dir.path().display()
     );

@@ -17,7 +17,7 @@ pub fn run(settings: Settings, cmd: AclsCommand) -> Result<()> {
     match cmd {
         AclsCommand::Add { principals, host, operation, resource, prefixed } => {
             let (resource_type, name) = resource_of(&resource)?
-                .context("say which resource: --topic, --group, --cluster, --transactional-id or --system")?;
+                .context("say which resource: --topic, --group, --cluster, --transactional-id, --system or --subject")?;
             let pattern_type = if prefixed { PatternType::Prefixed } else { PatternType::Literal };
             if resource_type == ResourceType::System && pattern_type == PatternType::Literal {
                 check_system(&name)?;
@@ -64,7 +64,7 @@ pub fn run(settings: Settings, cmd: AclsCommand) -> Result<()> {
             if !all && filter == AclFilter::any() {
                 bail!(
                     "that would remove every ACL: say which (--principal, --host, --operation, --topic, --group, \
-                     --cluster, --transactional-id, --system), or give --all"
+                     --cluster, --transactional-id, --system, --subject), or give --all"
                 );
             }
             let removed = sorted(store.remove(&filter).map_err(one_line)?);
@@ -113,6 +113,7 @@ fn resource_of(r: &AclResource) -> Result<Option<(ResourceType, String)>> {
         (ResourceType::Group, &r.group),
         (ResourceType::TransactionalId, &r.transactional_id),
         (ResourceType::System, &r.system),
+        (ResourceType::Subject, &r.subject),
     ];
     if r.cluster {
         return Ok(Some((ResourceType::Cluster, weir_security::CLUSTER.to_string())));

@@ -47,6 +47,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         Some(broker) => start_kafka(broker, &args, &guard).await?,
         None => None,
     };
+    let registry = start_registry(&bus, &args, &guard).await?;
     let mut host = Host::new(bus.clone(), store.clone(), kv);
     let mut routes = axum::Router::new();
     for (system, system_settings) in &systems {
@@ -61,7 +62,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
     let banner =
         Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url, guard: &guard };
-    banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), &store, &names);
+    banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), registry.as_ref().map(|(_, h)| h), &store, &names);
 
     let outcome = until_stopped(bus, broker.clone(), &args).await;
     eprintln!("weir is stopping: finishing the systems' work, flushing logs");
@@ -77,6 +78,9 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         l.stop().await;
     }
     if let Some(h) = http {
+        h.stop().await;
+    }
+    if let Some((_, h)) = registry {
         h.stop().await;
     }
     if let Some(broker) = &broker {
@@ -229,6 +233,17 @@ fn check(
         "http      {}",
         if args.http_listen == "none" { "disabled".into() } else { guard.protocol(guard.http_tls.is_some()) }
     );
+    args.schema_compatibility
+        .parse::<weir_schema::Compatibility>()
+        .map_err(|e| anyhow::anyhow!("--schema-compatibility: {e}"))?;
+    println!(
+        "schemas   {}",
+        if args.schema_registry_listen == "none" {
+            "disabled".into()
+        } else {
+            format!("{} (default compatibility {})", guard.protocol(guard.http_tls.is_some()), args.schema_compatibility.to_uppercase())
+        }
+    );
     for warning in guard.warnings() {
         println!("warning   {warning}");
     }
@@ -314,24 +329,17 @@ impl Banner<'_> {
         broker: Option<&Broker>,
         kafka: Option<&weir_kafka::KafkaListener>,
         http: Option<&weir_http::HttpServer>,
+        registry: Option<&weir_http::HttpServer>,
         store: &SqlStore,
         systems: &[&str],
     ) {
         let (settings, args, guard) = (self.settings, self.args, self.guard);
         let http_line = |h: &weir_http::HttpServer, what: &str| {
-            let tls = guard.http_tls.is_some();
-            // How an HTTP client authenticates, in HTTP's terms beside Kafka's protocol name.
-            let how = if tls && guard.client_certs {
-                String::new()
-            } else if guard.security.requires_authentication() {
-                let open = settings.http_open_paths.join(", ");
-                let except = if open.is_empty() { String::new() } else { format!(" except on {open}") };
-                format!(": Basic or bearer credentials{except}")
-            } else {
-                String::new()
-            };
-            let scheme = if tls { "https" } else { "http" };
-            format!("  http       {scheme}://{} ({}{how}; {what})", h.local_addr, guard.protocol(tls))
+            listener_line("http", h, guard, &settings.http_open_paths, what)
+        };
+        let registry_line = match registry {
+            Some(r) => listener_line("schemas", r, guard, &[], "Confluent Schema Registry API, kept in the _schemas topic"),
+            None => "  schemas    disabled".to_string(),
         };
         eprintln!("weir is up");
         match broker {
@@ -371,6 +379,7 @@ impl Banner<'_> {
                 }
             }
         }
+        eprintln!("{registry_line}");
         eprintln!("  database   {} ({})", redact(self.store_url), store.dialect().name());
         eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
         eprintln!("  systems    {}", if systems.is_empty() { "none".to_string() } else { systems.join(", ") });
@@ -380,6 +389,52 @@ impl Banner<'_> {
         }
         eprintln!("  Ctrl-C stops it cleanly");
     }
+}
+
+/// One HTTP listener's banner line: its URL, protocol, how a client authenticates (in HTTP's terms beside Kafka's
+/// protocol name) and what it serves.
+fn listener_line(label: &str, h: &weir_http::HttpServer, guard: &Guard, open_paths: &[String], what: &str) -> String {
+    let tls = guard.http_tls.is_some();
+    let how = if tls && guard.client_certs {
+        String::new()
+    } else if guard.security.requires_authentication() {
+        let except = if open_paths.is_empty() { String::new() } else { format!(" except on {}", open_paths.join(", ")) };
+        format!(": Basic or bearer credentials{except}")
+    } else {
+        String::new()
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("  {label:<10} {scheme}://{} ({}{how}; {what})", h.local_addr, guard.protocol(tls))
+}
+
+/// The schema registry over the bus, on its own listener (the HTTP API's security and TLS), unless `none`.
+async fn start_registry(
+    bus: &Arc<dyn Bus>,
+    args: &UpArgs,
+    guard: &Guard,
+) -> Result<Option<(Arc<weir_schema::SchemaService>, weir_http::HttpServer)>> {
+    if args.schema_registry_listen == "none" {
+        return Ok(None);
+    }
+    let listen: std::net::SocketAddr = args.schema_registry_listen.parse().with_context(|| {
+        format!("--schema-registry-listen {:?} is not HOST:PORT", args.schema_registry_listen)
+    })?;
+    let level: weir_schema::Compatibility =
+        args.schema_compatibility.parse().map_err(|e| anyhow::anyhow!("--schema-compatibility: {e}"))?;
+    let config = weir_schema::ServiceConfig { default_compatibility: level, ..Default::default() };
+    let service = weir_schema::SchemaService::start(bus.clone(), config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the schema registry: {e}"))?;
+    let mut http = weir_http::HttpConfig::new(listen);
+    http.max_connections = args.http_max_connections.max(1);
+    http.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms.max(1));
+    http.security = guard.security.clone();
+    http.tls = guard.http_tls.clone();
+    http.open_paths = Vec::new();
+    let server = weir_http::HttpServer::start_app(http, weir_schema::api::router(service.clone()))
+        .await
+        .with_context(|| format!("cannot listen for the schema registry on {listen}"))?;
+    Ok(Some((service, server)))
 }
 
 /// Runs the status loop until Ctrl-C, SIGTERM or `--run-for`; returns the status loop's error, if it failed.

@@ -15,6 +15,8 @@ pub fn weir(dir: &Path, args: &[impl AsRef<OsStr> + std::fmt::Debug]) -> Command
             c.env_remove(k);
         }
     }
+    // Tests run side by side: none takes the registry's fixed default port (those that test it name one).
+    c.env("WEIR_SCHEMA_REGISTRY_LISTEN", "none");
     c
 }
 

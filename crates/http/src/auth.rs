@@ -37,7 +37,7 @@ pub(crate) struct Peer {
     pub cert_principal: Option<Arc<str>>,
 }
 
-/// What the authentication layer needs, from [`HttpConfig`]. Not `Debug`, as `Access` is not.
+/// What the authentication layer needs, from [`HttpConfig`]. Not `Debug`: it holds the user store.
 #[derive(Clone)]
 pub(crate) struct Auth {
     security: Arc<Security>,
@@ -59,10 +59,10 @@ impl Auth {
 }
 
 /// What a request may do: its principal and client host, and the security that decides. The authentication layer
-/// puts it in every request it lets through; handlers take it as an extractor. Not `Debug`: `Security`'s would
-/// print the user store (SCRAM keys), and nothing should be one `{:?}` away from a log line.
+/// puts it in every request it lets through; handlers take it as an extractor. `Security`'s `Debug` would
+/// print the user store (SCRAM keys), so its `Debug` shows the principal and host only.
 #[derive(Clone)]
-pub(crate) struct Access {
+pub struct Access {
     security: Arc<Security>,
     principal: Arc<str>,
     /// The client's IP address as ACLs name hosts; `unknown` in-process, which only `*` ACLs match.
@@ -216,6 +216,13 @@ fn not_authenticated_here() -> ApiError {
 
 fn forbidden(what: &str, names: &str) -> ApiError {
     ApiError::new(ErrorCode::Forbidden, format!("Not authorized to access {what}: {names}"))
+}
+
+/// The principal and host only: `Security` holds the user store.
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access").field("principal", &self.principal).field("host", &self.host).finish_non_exhaustive()
+    }
 }
 
 impl Access {

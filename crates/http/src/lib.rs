@@ -103,7 +103,7 @@ use axum::Router;
 use tokio::sync::watch;
 use weir_broker::Broker;
 
-pub use auth::{guard_system, Principal};
+pub use auth::{guard_system, Access, Principal};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::openapi_json;
 
@@ -296,6 +296,14 @@ impl HttpServer {
         let state = AppState::new(broker, config.clone());
         let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
         Self::serve(config, build(state, extra), Some(reaper)).await
+    }
+
+    /// Serves another API than the REST Proxy's on a listener of its own (the schema registry's), behind the same
+    /// connection cap, timeouts, TLS, authentication and metrics; its handlers check ACLs through [`Access`].
+    pub async fn start_app(config: HttpConfig, app: Router) -> std::io::Result<HttpServer> {
+        let auth = auth::Auth::new(&config);
+        let app = finish(Router::new(), (), app, config.max_body_bytes, auth);
+        Self::serve(config, app, None).await
     }
 
     /// Serves the API of an instance whose systems run on a Kafka cluster ([`cluster::cluster_router`]): `extra`,

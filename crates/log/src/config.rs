@@ -61,6 +61,13 @@ pub struct LogConfig {
     /// Largest batch accepted (`max.message.bytes`, default 1 MiB + 12).
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
+    /// `cleanup.policy` names `compact` (Kafka's, for topics that hold the latest value per key, like a schema
+    /// registry's `_schemas`). weir's log does not compact yet: such a log keeps every record, so time and size
+    /// retention do not apply unless the policy also names `delete`. Keeping more than compaction would is safe for
+    /// a reader, which only needs the latest record of each key to be there.
+    pub compact: bool,
+    /// `cleanup.policy` names `delete` (the default): retention deletes old segments.
+    pub delete: bool,
 }
 
 impl Default for LogConfig {
@@ -74,6 +81,8 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            compact: false,
+            delete: true,
         }
     }
 }
@@ -90,6 +99,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "retention.bytes",
     "max.message.bytes",
     "message.timestamp.type",
+    "cleanup.policy",
 ];
 
 fn num(key: &str, value: &str) -> Result<i64> {
@@ -148,6 +158,21 @@ impl LogConfig {
                     }
                 }
             }
+            "cleanup.policy" => {
+                let (mut compact, mut delete) = (false, false);
+                for policy in value.split(',').map(str::trim) {
+                    match policy {
+                        "compact" => compact = true,
+                        "delete" => delete = true,
+                        other => {
+                            return Err(LogError::InvalidConfig(format!(
+                                "cleanup.policy must be delete, compact or both (comma-separated), got {other:?}"
+                            )))
+                        }
+                    }
+                }
+                (self.compact, self.delete) = (compact, delete);
+            }
             other => {
                 return Err(LogError::InvalidConfig(format!(
                     "unknown config {other:?} (known: {})",
@@ -204,6 +229,12 @@ impl LogConfig {
             TimestampType::LogAppendTime => "LogAppendTime",
         };
         pairs.push(("message.timestamp.type".into(), ts.into()));
+        let policy = match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        };
+        pairs.push(("cleanup.policy".into(), policy.into()));
         pairs
     }
 }
@@ -218,6 +249,8 @@ mod tests {
         c.set("fsync", "always").unwrap();
         c.set("retention.bytes", "1000000").unwrap();
         c.set("message.timestamp.type", "LogAppendTime").unwrap();
+        c.set("cleanup.policy", "compact").unwrap();
+        assert!(c.compact && !c.delete);
         let mut d = LogConfig::default();
         for (k, v) in c.to_pairs() {
             d.set(&k, &v).unwrap();
@@ -233,6 +266,7 @@ mod tests {
         assert!(c.set("fsync", "sometimes").is_err());
         assert!(c.set("segment.bytes", "10").is_err());
         assert!(c.set("no.such.key", "1").is_err());
+        assert!(c.set("cleanup.policy", "compact,sometimes").is_err());
         assert_eq!(c, LogConfig::default());
     }
 

@@ -681,6 +681,10 @@ impl Log {
     /// record) or beyond `retention.bytes` of total size. The active segment is never deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
         let config = self.config();
+        if !config.delete {
+            // A compacted log keeps its records (see `LogConfig::compact`).
+            return Ok(RetentionOutcome::default());
+        }
         let doomed: Vec<Arc<Segment>> = {
             let _appending = self.appender.lock();
             let mut segs = self.segments.write();

@@ -170,4 +170,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>, BusError>;
     /// Creates a topic if it does not exist yet.
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError>;
+    /// Creates, if it does not exist yet, a one-partition topic that keeps the latest record of every key for good
+    /// (a service's state, like the schema registry's `_schemas`): `cleanup.policy=compact`, which the embedded log
+    /// honours by keeping every record (it does not compact yet), a cluster by compacting.
+    async fn ensure_kept_topic(&self, topic: &str) -> Result<(), BusError>;
+    /// Reads every partition of `topics` from `start_from` without joining a consumer group (Kafka's `assign`): for
+    /// a service that rebuilds its state from a topic. Such a reader has nothing to commit.
+    async fn read(&self, topics: &[String], start_from: StartFrom) -> Result<Box<dyn Subscription>, BusError>;
 }

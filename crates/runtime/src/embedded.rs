@@ -111,6 +111,30 @@ impl Bus for EmbeddedBus {
             Err(e) => Err(bus_error(e)),
         }
     }
+
+    async fn ensure_kept_topic(&self, topic: &str) -> Result<(), BusError> {
+        let kept = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        match self.broker.create_topic(topic, 1, kept) {
+            Ok(_) | Err(BrokerError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(bus_error(e)),
+        }
+    }
+
+    async fn read(&self, topics: &[String], start_from: StartFrom) -> Result<Box<dyn Subscription>, BusError> {
+        let mut config = ConsumerConfig::new(topics.iter().cloned());
+        config.auto_offset_reset = match start_from {
+            StartFrom::Earliest => OffsetReset::Earliest,
+            StartFrom::Latest => OffsetReset::Latest,
+        };
+        let consumer = self.broker.consumer(config).map_err(bus_error)?;
+        Ok(Box::new(EmbeddedSubscription {
+            consumer: Some(consumer),
+            broker: self.broker.clone(),
+            group: String::new(),
+            transactional_id: None,
+            producer: None,
+        }))
+    }
 }
 
 #[derive(Debug)]

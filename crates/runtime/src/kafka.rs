@@ -450,8 +450,52 @@ impl Bus for KafkaBus {
         }))
     }
 
+    async fn ensure_kept_topic(&self, topic: &str) -> Result<(), BusError> {
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+        self.create(new).await
+    }
+
+    async fn read(&self, topics: &[String], start_from: StartFrom) -> Result<Box<dyn Subscription>, BusError> {
+        let mut config = self.endpoint.client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS);
+        config.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        let consumer: StreamConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
+        let consumer = Arc::new(consumer);
+        let start = if start_from == StartFrom::Earliest { Offset::Beginning } else { Offset::End };
+        let (topics, reader) = (topics.to_vec(), consumer.clone());
+        // Metadata and assign are blocking librdkafka calls.
+        tokio::task::spawn_blocking(move || -> Result<(), BusError> {
+            let mut tpl = TopicPartitionList::new();
+            for topic in &topics {
+                let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(backend)?;
+                let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+                if partitions == 0 {
+                    return Err(BusError::UnknownTopic(topic.clone()));
+                }
+                for p in 0..partitions as i32 {
+                    tpl.add_partition_offset(topic, p, start).map_err(backend)?;
+                }
+            }
+            reader.assign(&tpl).map_err(backend)
+        })
+        .await
+        .map_err(|e| BusError::Backend(e.to_string()))??;
+        Ok(Box::new(KafkaSubscription {
+            consumer,
+            max_batch: 500,
+            endpoint: self.endpoint.clone(),
+            transactional_id: None,
+            producer: None,
+        }))
+    }
+
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError> {
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        self.create(NewTopic::new(topic, partitions, TopicReplication::Fixed(1))).await
+    }
+}
+
+impl KafkaBus {
+    /// Creates a topic; one that exists already is fine.
+    async fn create(&self, new: NewTopic<'_>) -> Result<(), BusError> {
         let results = self.admin.create_topics([&new], &AdminOptions::new()).await.map_err(backend)?;
         for r in results {
             match r {

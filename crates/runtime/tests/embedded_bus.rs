@@ -17,6 +17,12 @@ async fn produce_subscribe_commit_and_resume() {
     common::produce_subscribe_commit_and_resume(bus(dir.path())).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_topics_read_without_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    common::kept_topics_read_without_a_group(bus(dir.path())).await;
+}
+
 #[tokio::test]
 async fn bad_requests_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();

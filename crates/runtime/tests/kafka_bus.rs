@@ -15,5 +15,6 @@ async fn the_kafka_bus_meets_the_bus_contract() {
     let w = BackgroundBroker::start(broker_config(dir.path()), ListenerConfig::new("127.0.0.1:0".parse().unwrap()))
         .unwrap();
     let bus: Arc<dyn Bus> = Arc::new(KafkaBus::connect(&format!("kafka://{}", w.addr)).unwrap());
-    common::produce_subscribe_commit_and_resume(bus).await;
+    common::produce_subscribe_commit_and_resume(bus.clone()).await;
+    common::kept_topics_read_without_a_group(bus).await;
 }

@@ -1,11 +1,19 @@
 //! weir's schema registry: schemas in Avro, JSON Schema and Protobuf, parsed, normalized and checked for
-//! compatibility by each format's own rules ([`formats`]), and Confluent's wire format for records that carry a
-//! schema id ([`wire`]).
+//! compatibility by each format's own rules ([`formats`]); the registry's state and decisions ([`registry`]) kept in
+//! the `_schemas` topic ([`records`]) through the runtime's Bus ([`service`]), so one registry serves every weir
+//! instance on a cluster; Confluent's REST API over it ([`api`]); and Confluent's wire format for records that carry
+//! a schema id ([`wire`]).
 
+pub mod api;
 pub mod avro;
 pub mod formats;
 pub mod json;
 pub mod protobuf;
+pub mod records;
+pub mod registry;
+pub mod service;
 pub mod wire;
 
 pub use formats::{Dependency, InvalidSchema, Parsed, PayloadError, SchemaType};
+pub use registry::{Compatibility, Mode, NewSchema, Registry, RegistryError, VersionSel};
+pub use service::{SchemaService, ServiceConfig, SCHEMAS_TOPIC};

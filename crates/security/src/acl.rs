@@ -26,15 +26,18 @@ pub enum ResourceType {
     TransactionalId,
     /// A weir system's HTTP routes (weir's own; not on the Kafka wire).
     System,
+    /// A schema registry subject (weir's own, as Confluent's and Redpanda's registries have theirs).
+    Subject,
 }
 
 impl ResourceType {
-    pub const ALL: [ResourceType; 5] = [
+    pub const ALL: [ResourceType; 6] = [
         ResourceType::Topic,
         ResourceType::Group,
         ResourceType::Cluster,
         ResourceType::TransactionalId,
         ResourceType::System,
+        ResourceType::Subject,
     ];
 
     /// Kafka's code (`ResourceType` in the protocol), `None` for weir's own types.
@@ -44,7 +47,7 @@ impl ResourceType {
             ResourceType::Group => Some(3),
             ResourceType::Cluster => Some(4),
             ResourceType::TransactionalId => Some(5),
-            ResourceType::System => None,
+            ResourceType::System | ResourceType::Subject => None,
         }
     }
 
@@ -63,6 +66,7 @@ impl ResourceType {
             }
             ResourceType::TransactionalId => &[Describe, Write],
             ResourceType::System => &[Read, Write],
+            ResourceType::Subject => &[Read, Write, Delete, Describe, DescribeConfigs, AlterConfigs],
         }
     }
 }
@@ -203,7 +207,7 @@ macro_rules! names {
 }
 
 names!(ResourceType, Topic => "TOPIC", Group => "GROUP", Cluster => "CLUSTER",
-       TransactionalId => "TRANSACTIONAL_ID", System => "SYSTEM");
+       TransactionalId => "TRANSACTIONAL_ID", System => "SYSTEM", Subject => "SUBJECT");
 names!(Operation, All => "ALL", Read => "READ", Write => "WRITE", Create => "CREATE", Delete => "DELETE",
        Alter => "ALTER", Describe => "DESCRIBE", ClusterAction => "CLUSTER_ACTION",
        DescribeConfigs => "DESCRIBE_CONFIGS", AlterConfigs => "ALTER_CONFIGS", IdempotentWrite => "IDEMPOTENT_WRITE");

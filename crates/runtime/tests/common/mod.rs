@@ -58,3 +58,25 @@ pub async fn produce_subscribe_commit_and_resume(bus: Arc<dyn Bus>) {
     assert_eq!(fresh.len(), 1);
     assert_eq!(fresh[0].value.as_deref(), Some(&b"new"[..]));
 }
+
+/// A kept topic read without a group: every record from the start, and what is produced later; nothing to commit.
+pub async fn kept_topics_read_without_a_group(bus: Arc<dyn Bus>) {
+    bus.ensure_kept_topic("_state").await.unwrap();
+    bus.ensure_kept_topic("_state").await.unwrap(); // idempotent
+    for i in 0..5 {
+        bus.produce(OutgoingMessage::new("_state", format!("v{i}")).key(format!("k{i}"))).await.unwrap();
+    }
+    let mut reader = bus.read(&["_state".to_string()], StartFrom::Earliest).await.unwrap();
+    let seen = drain(&mut reader, 5).await;
+    let values: Vec<_> = seen.iter().map(|m| m.value.clone().unwrap()).collect();
+    assert_eq!(values, (0..5).map(|i| bytes::Bytes::from(format!("v{i}"))).collect::<Vec<_>>());
+    bus.produce(OutgoingMessage::new("_state", "later").key("k0")).await.unwrap();
+    let later = drain(&mut reader, 1).await;
+    assert_eq!(later[0].offset, 5);
+    // A second reader from the end sees only what comes after it started.
+    let mut tail = bus.read(&["_state".to_string()], StartFrom::Latest).await.unwrap();
+    assert!(tail.next_batch(Duration::from_millis(300)).await.unwrap().is_empty());
+    bus.produce(OutgoingMessage::new("_state", "newest").key("k1")).await.unwrap();
+    assert_eq!(drain(&mut tail, 1).await[0].value.as_deref(), Some(&b"newest"[..]));
+    assert!(reader.commit().await.is_err() || reader.assignment().len() == 1, "a reader has no group to commit to");
+}

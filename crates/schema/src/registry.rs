@@ -882,3 +882,148 @@ pub fn validate_subject(subject: &str) -> Result<(), RegistryError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avro(schema: &str) -> NewSchema {
+        NewSchema { schema: schema.to_string(), ..Default::default() }
+    }
+
+    /// Registers as the service does: plan, then apply the record as the reader would.
+    fn register(r: &mut Registry, subject: &str, new: &NewSchema) -> Result<(i32, i32), RegistryError> {
+        match r.plan_register(subject, new)? {
+            Registration::Exists { id, version } => Ok((id, version)),
+            Registration::Write { id, version, record } => {
+                assert_eq!(r.apply(record), Applied::Yes);
+                Ok((id, version))
+            }
+        }
+    }
+
+    const V1: &str = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"}]}"#;
+    const V2: &str = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"},{"name":"b","type":"int","default":0}]}"#;
+    const BAD: &str = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"},{"name":"c","type":"int"}]}"#;
+
+    #[test]
+    fn ids_are_shared_by_content_and_never_reused() {
+        let mut r = Registry::new(Compatibility::Backward);
+        assert_eq!(register(&mut r, "a", &avro(V1)).unwrap(), (1, 1));
+        assert_eq!(register(&mut r, "a", &avro(V1)).unwrap(), (1, 1), "the same schema again: nothing new");
+        assert_eq!(register(&mut r, "b", &avro(V1)).unwrap(), (1, 1), "another subject shares the id");
+        assert_eq!(register(&mut r, "a", &avro(V2)).unwrap(), (2, 2));
+        // Gone for good from every subject: its id is not handed out again.
+        for (subject, version) in [("a", 2)] {
+            let (_, soft) = r.plan_delete_version(subject, VersionSel::Number(version), false).unwrap();
+            r.apply(soft);
+            let (_, hard) = r.plan_delete_version(subject, VersionSel::Number(version), true).unwrap();
+            r.apply(hard);
+        }
+        assert!(matches!(r.schema(2), Err(RegistryError::SchemaNotFound(_))));
+        let (id, version) = register(&mut r, "c", &avro(r#""string""#)).unwrap();
+        assert_eq!((id, version), (3, 1));
+        // A version removed for good is free again (as in Confluent's registry); its id is not.
+        assert_eq!(register(&mut r, "a", &avro(V2)).unwrap(), (4, 2));
+    }
+
+    #[test]
+    fn compatibility_levels_refuse_with_reasons() {
+        let mut r = Registry::new(Compatibility::Backward);
+        register(&mut r, "s", &avro(V1)).unwrap();
+        match register(&mut r, "s", &avro(BAD)) {
+            Err(RegistryError::Incompatible { details, .. }) => assert!(details.join(" ").contains('c'), "{details:?}"),
+            other => panic!("{other:?}"),
+        }
+        r.apply(Record::Config { subject: Some("s".into()), level: Some(Compatibility::None) });
+        assert!(register(&mut r, "s", &avro(BAD)).is_ok());
+        assert_eq!(r.compatibility(Some("s"), false).unwrap(), Compatibility::None);
+        assert!(matches!(r.compatibility(Some("t"), false), Err(RegistryError::SubjectCompatibilityNotConfigured(_))));
+        assert_eq!(r.compatibility(Some("t"), true).unwrap(), Compatibility::Backward);
+        assert_eq!("full_transitive".parse::<Compatibility>().unwrap(), Compatibility::FullTransitive);
+        assert_eq!("SIDEWAYS".parse::<Compatibility>().unwrap_err().code(), 42203);
+    }
+
+    #[test]
+    fn deletes_go_soft_then_permanent_and_respect_references() {
+        let mut r = Registry::new(Compatibility::Backward);
+        register(&mut r, "s", &avro(V1)).unwrap();
+        let err = r.plan_delete_version("s", VersionSel::Number(1), true).unwrap_err();
+        assert_eq!(err.code(), 40407, "permanent before soft");
+        let (_, record) = r.plan_delete_version("s", VersionSel::Number(1), false).unwrap();
+        r.apply(record);
+        assert_eq!(r.plan_delete_version("s", VersionSel::Number(1), false).unwrap_err().code(), 40406);
+        assert_eq!(r.versions("s", false).unwrap_err().code(), 40401, "no live version: not found");
+        assert_eq!(r.versions("s", true).unwrap(), vec![1]);
+        assert!(r.subjects(false, "").is_empty() && r.subjects(true, "") == vec!["s".to_string()]);
+        assert_eq!(r.plan_delete_subject("s", false).unwrap_err().code(), 40404);
+
+        // A referenced version may not be deleted.
+        register(&mut r, "addr", &avro(r#"{"type":"record","name":"A","fields":[{"name":"c","type":"string"}]}"#))
+            .unwrap();
+        let using = NewSchema {
+            schema: r#"{"type":"record","name":"U","fields":[{"name":"a","type":"A"}]}"#.into(),
+            references: vec![Reference { name: "A".into(), subject: "addr".into(), version: 1 }],
+            ..Default::default()
+        };
+        register(&mut r, "user", &using).unwrap();
+        assert_eq!(r.plan_delete_version("addr", VersionSel::Latest, false).unwrap_err().code(), 42206);
+        assert_eq!(r.plan_delete_subject("addr", false).unwrap_err().code(), 42206);
+        let missing = NewSchema {
+            references: vec![Reference { name: "A".into(), subject: "nowhere".into(), version: 1 }],
+            ..using.clone()
+        };
+        assert_eq!(register(&mut r, "user2", &missing).unwrap_err().code(), 42201);
+    }
+
+    #[test]
+    fn modes_gate_writes_and_import_keeps_given_ids() {
+        let mut r = Registry::new(Compatibility::Backward);
+        register(&mut r, "s", &avro(V1)).unwrap();
+        r.apply(r.plan_mode(Some("s"), Mode::ReadOnly, false).unwrap());
+        assert_eq!(register(&mut r, "s", &avro(V2)).unwrap_err().code(), 42205);
+        assert_eq!(r.plan_delete_subject("s", false).unwrap_err().code(), 42205);
+        assert_eq!(r.plan_mode(None, Mode::Import, false).unwrap_err().code(), 42205, "import over schemas needs force");
+        r.apply(r.plan_mode(Some("imported"), Mode::Import, false).unwrap());
+        let given = NewSchema { id: Some(100), version: Some(7), ..avro(BAD) };
+        assert_eq!(register(&mut r, "imported", &given).unwrap(), (100, 7), "unchecked, with its id and version");
+        assert_eq!(register(&mut r, "imported", &avro(V2)).unwrap_err().code(), 42205, "IMPORT needs the id");
+        let clash = NewSchema { id: Some(1), version: Some(8), ..avro(V2) };
+        assert_eq!(register(&mut r, "imported", &clash).unwrap_err().code(), 42205, "id 1 holds another schema");
+        r.apply(Record::Mode { subject: Some("imported".into()), mode: None });
+        assert_eq!(register(&mut r, "fresh", &avro(r#""int""#)).unwrap().0, 101, "new ids follow imported ones");
+        assert_eq!("readonly".parse::<Mode>().unwrap(), Mode::ReadOnly);
+        assert_eq!("sometimes".parse::<Mode>().unwrap_err().code(), 42204);
+    }
+
+    /// Two writers decided on the same state: the second record in the log loses, whatever it claims.
+    #[test]
+    fn a_record_that_lost_a_race_is_ignored() {
+        let mut r = Registry::new(Compatibility::None);
+        let first = r.plan_register("s", &avro(V1)).unwrap();
+        let second = r.plan_register("s", &avro(r#""string""#)).unwrap();
+        let (Registration::Write { record: a, .. }, Registration::Write { record: b, id, version }) = (first, second)
+        else {
+            panic!("both write")
+        };
+        assert_eq!(r.apply(a), Applied::Yes);
+        assert_eq!(r.apply(b), Applied::Lost, "version 1 and id 1 were taken");
+        assert!(!r.holds("s", version, id, &avro(r#""string""#)));
+        assert!(r.holds("s", 1, 1, &avro(V1)));
+        // Decided again, on the new state: version 2, id 2.
+        assert_eq!(register(&mut r, "s", &avro(r#""string""#)).unwrap(), (2, 2));
+    }
+
+    #[test]
+    fn versions_and_subjects_are_validated() {
+        assert_eq!("0".parse::<VersionSel>().unwrap_err().code(), 42202);
+        assert_eq!("abc".parse::<VersionSel>().unwrap_err().code(), 42202);
+        assert_eq!("-1".parse::<VersionSel>().unwrap(), VersionSel::Latest);
+        assert!(validate_subject("").is_err() && validate_subject("a\nb").is_err());
+        assert!(validate_subject(":.ctx:orders-value").is_ok());
+        let r = Registry::new(Compatibility::Backward);
+        assert_eq!(r.plan_register("", &avro(V1)).unwrap_err().status(), 422);
+        assert_eq!(RegistryError::SubjectNotFound("x".into()).status(), 404);
+        assert_eq!(RegistryError::Incompatible { subject: "x".into(), details: vec![] }.status(), 409);
+    }
+}

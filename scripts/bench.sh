@@ -119,7 +119,7 @@ http() {
   command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk): skipping the HTTP benchmark" >&2; return 0; }
   scratch=$(mktemp -d)
   $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen none \
-    --http-listen 127.0.0.1:$port 2>"$scratch/up.log" &
+    --http-listen 127.0.0.1:$port --schema-registry-listen none 2>"$scratch/up.log" &
   pid=$!
   wait_port $port
   for records in 1 1000; do
@@ -160,7 +160,8 @@ security() {
     [ $setup = open ] || config=(--config "$scratch/$setup.toml")
     [ $setup = open ] || scheme=https
     $weir --data-dir "$scratch/$setup" "${config[@]}" up --systems none --status-every 3600 \
-      --kafka-listen 127.0.0.1:$port --http-listen 127.0.0.1:$hport 2>"$scratch/$setup.log" &
+      --kafka-listen 127.0.0.1:$port --http-listen 127.0.0.1:$hport --schema-registry-listen none \
+      2>"$scratch/$setup.log" &
     pid=$!
     wait_port $port; wait_port $hport
     case $setup in

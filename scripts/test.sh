@@ -44,6 +44,17 @@ for module in confluent_kafka:confluent-kafka aiokafka:aiokafka; do
   fi
 done
 
+# confluent-kafka's schema registry client and its Avro, JSON Schema and Protobuf serializers (the package's extras:
+# fastavro, jsonschema, protobuf, authlib, ...) drive the schema registry tests.
+if ! python3 -c "import confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.json_schema, \
+confluent_kafka.schema_registry.protobuf" >/dev/null 2>&1; then
+  echo "installing confluent-kafka's schema registry extras (PyPI) for the schema registry tests" >&2
+  python3 -m pip install -q "confluent-kafka[avro,json,protobuf,schemaregistry]" >/dev/null 2>&1 || true
+  python3 -c "import confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.json_schema, \
+confluent_kafka.schema_registry.protobuf" >/dev/null 2>&1 ||
+    { echo "error: confluent-kafka's schema registry extras are required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # kafkajs (npm) drives the JavaScript client test; installed once into ~/.cache/weir/node, outside the repo.
 need node nodejs "the kafkajs test"
 need npm npm "installing kafkajs"

@@ -1,6 +1,6 @@
 //! The schema registry as `weir up` serves it: on its own listener (`--schema-registry-listen`), kept in the
-//! `_schemas` topic so that a `kill -9` loses no registered schema, and behind the same users and ACLs as the HTTP
-//! API (Basic credentials; the SUBJECT resource of `weir acls`).
+//! `_schemas` topic so that a `kill -9` loses no registered schema, behind the same users and ACLs as the HTTP API
+//! (Basic credentials; the SUBJECT resource of `weir acls`), and on a cluster (Tansu) shared by two instances.
 
 mod support;
 
@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 use support::{curl_json, ok, weir};
 
 /// Starts `weir up` with the registry on a free port; the process and the registry's address from the banner.
-#[allow(clippy::zombie_processes)]
 fn start(d: &Path, before: &[&str]) -> (Child, String) {
+    start_with(d, before, &[])
+}
+
+/// [`start`] with more arguments after `up`'s.
+#[allow(clippy::zombie_processes)]
+fn start_with(d: &Path, before: &[&str], after: &[&str]) -> (Child, String) {
     let args = [
         before,
         &["up", "--systems", "none", "--kafka-listen", "none", "--http-listen", "none"],
         &["--schema-registry-listen", "127.0.0.1:0"],
+        after,
     ]
     .concat();
     let mut up = weir(d, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
@@ -145,4 +151,42 @@ fn the_registry_takes_the_http_apis_users_and_acls() {
     assert_eq!(status, "200");
     up.kill().unwrap();
     up.wait().unwrap();
+}
+
+/// Two `weir up` instances on one Tansu cluster serve one registry: what one registers the other serves, a version
+/// registered on the second follows the first's, and ids are not handed out twice.
+#[test]
+fn two_instances_on_a_cluster_serve_one_registry() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let tansu = rt.block_on(weir_runtime::testing::Tansu::start());
+    let bus = tansu.bus_url();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut a, registry_a) = start_with(dir_a.path(), &[], &["--bus", &bus]);
+    let (mut b, registry_b) = start_with(dir_b.path(), &[], &["--bus", &bus]);
+
+    let v1 = r#"{"type": "record", "name": "T", "fields": [{"name": "a", "type": "int"}]}"#;
+    let v2 = r#"{"type": "record", "name": "T", "fields": [{"name": "a", "type": "int"},
+                {"name": "b", "type": "int", "default": 0}]}"#;
+    let (body, status) = register(&registry_a, "tickets-value", v1, &[]);
+    assert_eq!(status, "200", "{body}");
+    let id1 = body["id"].as_i64().unwrap();
+    let latest_on_b = eventually("200", || {
+        curl_json(&[&format!("http://{registry_b}/subjects/tickets-value/versions/latest")]).1
+    });
+    assert_eq!(latest_on_b, "200", "B serves what A registered");
+    let (body, status) = register(&registry_b, "tickets-value", v2, &[]);
+    assert_eq!(status, "200", "{body}");
+    let id2 = body["id"].as_i64().unwrap();
+    assert_ne!(id1, id2);
+    let versions = eventually("[1,2]", || {
+        curl_json(&[&format!("http://{registry_a}/subjects/tickets-value/versions")]).0.to_string()
+    });
+    assert_eq!(versions, "[1,2]", "A serves B's version after its own");
+    let (schema, _) = curl_json(&[&format!("http://{registry_a}/schemas/ids/{id2}")]);
+    assert!(schema["schema"].as_str().unwrap().contains("\"b\""), "{schema}");
+    for up in [&mut a, &mut b] {
+        up.kill().unwrap();
+        up.wait().unwrap();
+    }
+    drop(tansu);
 }

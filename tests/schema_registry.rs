@@ -145,9 +145,8 @@ fn the_registry_takes_the_http_apis_users_and_acls() {
     assert_eq!(status, "403");
     // ACLs added while it runs take effect.
     acl(&["--allow", "User:writer", "--operation", "alter_configs", "--cluster"]);
-    let status = eventually("200", || {
-        curl_json(&[&["-u", "writer:writer-pw-1"], &put[..], &[&url("/config")]].concat()).1
-    });
+    let status =
+        eventually("200", || curl_json(&[&["-u", "writer:writer-pw-1"], &put[..], &[&url("/config")]].concat()).1);
     assert_eq!(status, "200");
     up.kill().unwrap();
     up.wait().unwrap();
@@ -170,9 +169,8 @@ fn two_instances_on_a_cluster_serve_one_registry() {
     let (body, status) = register(&registry_a, "tickets-value", v1, &[]);
     assert_eq!(status, "200", "{body}");
     let id1 = body["id"].as_i64().unwrap();
-    let latest_on_b = eventually("200", || {
-        curl_json(&[&format!("http://{registry_b}/subjects/tickets-value/versions/latest")]).1
-    });
+    let latest_on_b =
+        eventually("200", || curl_json(&[&format!("http://{registry_b}/subjects/tickets-value/versions/latest")]).1);
     assert_eq!(latest_on_b, "200", "B serves what A registered");
     let (body, status) = register(&registry_b, "tickets-value", v2, &[]);
     assert_eq!(status, "200", "{body}");

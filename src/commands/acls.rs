@@ -16,8 +16,9 @@ pub fn run(settings: Settings, cmd: AclsCommand) -> Result<()> {
     let store = AclStore::open(&settings.security_dir().join("acls.jsonl")).map_err(one_line)?;
     match cmd {
         AclsCommand::Add { principals, host, operation, resource, prefixed } => {
-            let (resource_type, name) = resource_of(&resource)?
-                .context("say which resource: --topic, --group, --cluster, --transactional-id, --system or --subject")?;
+            let (resource_type, name) = resource_of(&resource)?.context(
+                "say which resource: --topic, --group, --cluster, --transactional-id, --system or --subject",
+            )?;
             let pattern_type = if prefixed { PatternType::Prefixed } else { PatternType::Literal };
             if resource_type == ResourceType::System && pattern_type == PatternType::Literal {
                 check_system(&name)?;

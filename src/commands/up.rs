@@ -43,11 +43,17 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let (bus, broker) = open_bus(&settings, &args).await?;
     let (store, store_url) = open_store(&settings, &args).await?;
     let kv = open_kv(&store, &args).await?;
+    let registry = start_registry(&bus, &args, &guard).await?;
+    // Topics with schema validation ask the registry about every record. Installed before the Kafka listener
+    // accepts anyone, so no producer is told there is no registry while it starts. On a cluster (`--bus kafka://`)
+    // there is no broker here: the cluster validates, or not.
+    if let (Some(broker), Some((service, _))) = (&broker, &registry) {
+        broker.set_record_validator(Arc::new(weir_schema::RegistryValidator::new(service.clone())));
+    }
     let kafka = match &broker {
         Some(broker) => start_kafka(broker, &args, &guard).await?,
         None => None,
     };
-    let registry = start_registry(&bus, &args, &guard).await?;
     let mut host = Host::new(bus.clone(), store.clone(), kv);
     let mut routes = axum::Router::new();
     for (system, system_settings) in &systems {
@@ -241,7 +247,11 @@ fn check(
         if args.schema_registry_listen == "none" {
             "disabled".into()
         } else {
-            format!("{} (default compatibility {})", guard.protocol(guard.http_tls.is_some()), args.schema_compatibility.to_uppercase())
+            format!(
+                "{} (default compatibility {})",
+                guard.protocol(guard.http_tls.is_some()),
+                args.schema_compatibility.to_uppercase()
+            )
         }
     );
     for warning in guard.warnings() {
@@ -334,11 +344,12 @@ impl Banner<'_> {
         systems: &[&str],
     ) {
         let (settings, args, guard) = (self.settings, self.args, self.guard);
-        let http_line = |h: &weir_http::HttpServer, what: &str| {
-            listener_line("http", h, guard, &settings.http_open_paths, what)
-        };
+        let http_line =
+            |h: &weir_http::HttpServer, what: &str| listener_line("http", h, guard, &settings.http_open_paths, what);
         let registry_line = match registry {
-            Some(r) => listener_line("schemas", r, guard, &[], "Confluent Schema Registry API, kept in the _schemas topic"),
+            Some(r) => {
+                listener_line("schemas", r, guard, &[], "Confluent Schema Registry API, kept in the _schemas topic")
+            }
             None => "  schemas    disabled".to_string(),
         };
         eprintln!("weir is up");
@@ -398,7 +409,8 @@ fn listener_line(label: &str, h: &weir_http::HttpServer, guard: &Guard, open_pat
     let how = if tls && guard.client_certs {
         String::new()
     } else if guard.security.requires_authentication() {
-        let except = if open_paths.is_empty() { String::new() } else { format!(" except on {}", open_paths.join(", ")) };
+        let except =
+            if open_paths.is_empty() { String::new() } else { format!(" except on {}", open_paths.join(", ")) };
         format!(": Basic or bearer credentials{except}")
     } else {
         String::new()
@@ -416,9 +428,10 @@ async fn start_registry(
     if args.schema_registry_listen == "none" {
         return Ok(None);
     }
-    let listen: std::net::SocketAddr = args.schema_registry_listen.parse().with_context(|| {
-        format!("--schema-registry-listen {:?} is not HOST:PORT", args.schema_registry_listen)
-    })?;
+    let listen: std::net::SocketAddr = args
+        .schema_registry_listen
+        .parse()
+        .with_context(|| format!("--schema-registry-listen {:?} is not HOST:PORT", args.schema_registry_listen))?;
     let level: weir_schema::Compatibility =
         args.schema_compatibility.parse().map_err(|e| anyhow::anyhow!("--schema-compatibility: {e}"))?;
     let config = weir_schema::ServiceConfig { default_compatibility: level, ..Default::default() };

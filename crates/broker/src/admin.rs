@@ -43,7 +43,13 @@ impl Broker {
         for i in current.partition_count()..total {
             partitions.push(Arc::new(Topic::open_partition(&current.dir, &name, i, &current.config, &self.flusher)));
         }
-        let grown = Topic { meta, dir: current.dir.clone(), config: current.config.clone(), partitions };
+        let grown = Topic {
+            meta,
+            dir: current.dir.clone(),
+            config: current.config.clone(),
+            validation: current.validation.clone(),
+            partitions,
+        };
         self.topics.write().insert(topic.to_string(), Arc::new(grown));
         self.topics_version.fetch_add(1, Ordering::AcqRel);
         tracing::info!(topic, partitions = total, "added partitions");
@@ -52,7 +58,8 @@ impl Broker {
 
     /// IncrementalAlterConfigs (and AlterConfigs, as `replace`): applies `changes` to the topic's own settings
     /// (`replace` drops every setting not named first), checks the result as a whole, stores it, and applies it to
-    /// every partition's log at once. An unknown key or a bad value refuses the whole change.
+    /// every partition's log at once, and the schema validation settings to the next record appended. An unknown key
+    /// or a bad value refuses the whole change.
     pub fn alter_topic_config(
         &self,
         topic: &str,
@@ -70,14 +77,14 @@ impl Broker {
                     configs.insert(k.clone(), v.clone());
                 }
                 ConfigChange::Delete(k) => {
-                    if !weir_log::CONFIG_KEYS.contains(&k.as_str()) {
-                        return Err(BrokerError::InvalidConfig(format!("unknown topic setting {k:?}")));
+                    if !topics::is_topic_setting(k) {
+                        return Err(topics::unknown_setting(k));
                     }
                     configs.remove(k);
                 }
             }
         }
-        let config = topics::effective_config(&self.config.log, &configs)?;
+        let (config, validation) = topics::topic_settings(&self.config.log, &configs)?;
         if validate_only {
             return Ok(());
         }
@@ -89,7 +96,9 @@ impl Broker {
                 log.set_config(config.clone());
             }
         }
-        let altered = Topic { meta, dir: current.dir.clone(), config, partitions: current.partitions.clone() };
+        // A new `Topic`: producers notice it (the topics version moves) and pick up the new validation at once.
+        let altered =
+            Topic { meta, dir: current.dir.clone(), config, validation, partitions: current.partitions.clone() };
         self.topics.write().insert(topic.to_string(), Arc::new(altered));
         self.topics_version.fetch_add(1, Ordering::AcqRel);
         tracing::info!(topic, "altered topic settings");

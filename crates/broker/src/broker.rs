@@ -16,6 +16,7 @@ use crate::lock::DataDirLock;
 use crate::producer::Producer;
 use crate::topics::{self, Topic, TopicMeta};
 use crate::transactions::TransactionCoordinator;
+use crate::validation::{RecordValidator, Validation};
 
 /// How a broker is set up.
 #[derive(Clone, Debug)]
@@ -138,6 +139,8 @@ pub struct Broker {
     /// Next idempotent-producer id. Seeded from the clock (ms × 1000) so ids stay unique across restarts without a
     /// file, as long as fewer than 1000 are handed out per millisecond on average.
     next_producer_id: std::sync::atomic::AtomicI64,
+    /// What checks the records of topics with schema validation on (`validation.rs`); read only for those topics.
+    pub(crate) validator: RwLock<Option<Arc<dyn RecordValidator>>>,
 }
 
 impl Broker {
@@ -178,7 +181,11 @@ impl Broker {
                     config.log.clone()
                 }
             };
-            let topic = Topic::open(&dir, meta, log_config, &flusher);
+            let validation = Validation::of(&meta.configs);
+            if let Some(Validation::Broken(e)) = &validation {
+                tracing::error!("topic {} has invalid schema validation settings ({e}); it refuses records", meta.name);
+            }
+            let topic = Topic::open(&dir, meta, log_config, validation, &flusher);
             topics.insert(topic.meta.name.clone(), Arc::new(topic));
         }
         let groups = GroupCoordinator::open(config.group.clone())?;
@@ -197,6 +204,7 @@ impl Broker {
             closed: AtomicBool::new(false),
             next_producer_id: std::sync::atomic::AtomicI64::new(weir_log::now_ms() * 1000),
             skipped_batches: std::sync::atomic::AtomicU64::new(0),
+            validator: RwLock::new(None),
         });
         tokio::spawn(retention_loop(Arc::downgrade(&broker), broker.config.retention_check_interval));
         broker.transactions.recover(&broker);
@@ -232,7 +240,7 @@ impl Broker {
         self.check_open()?;
         topics::validate_topic_name(name)?;
         let partitions = topics::validate_partitions(partitions as i64)?;
-        let log_config = topics::effective_config(&self.config.log, &configs)?;
+        let (log_config, validation) = topics::topic_settings(&self.config.log, &configs)?;
         let _admin = self.admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(BrokerError::TopicExists(name.to_string()));
@@ -240,7 +248,7 @@ impl Broker {
         let dir = self.config.data_dir.join("topics").join(name);
         let meta = TopicMeta { name: name.to_string(), partitions, configs, id: topics::new_topic_id() };
         Topic::write_meta(&dir, &meta)?;
-        let topic = Topic::open(&dir, meta, log_config, &self.flusher);
+        let topic = Topic::open(&dir, meta, log_config, validation, &self.flusher);
         self.topics.write().insert(name.to_string(), Arc::new(topic));
         self.topics_version.fetch_add(1, Ordering::AcqRel);
         tracing::info!(topic = name, partitions, "created topic");
@@ -317,11 +325,18 @@ impl Broker {
                 },
             })
             .collect();
-        Ok(TopicDescription {
-            name: name.to_string(),
-            partitions,
-            configs: topic.config.to_pairs().into_iter().collect(),
-        })
+        let mut configs: BTreeMap<String, String> = topic.config.to_pairs().into_iter().collect();
+        // The schema validation settings with their effective values (the stored ones can only fail to parse if
+        // edited by hand: then they are shown as stored), and Redpanda's aliases where the topic uses them.
+        if let Ok(v) = crate::validation::TopicValidation::from_settings(&topic.meta.configs) {
+            configs.extend(v.to_pairs());
+        }
+        for (k, v) in &topic.meta.configs {
+            if crate::validation::is_setting(k) && !configs.contains_key(k) {
+                configs.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(TopicDescription { name: name.to_string(), partitions, configs })
     }
 
     /// Reads stored batches from one partition (see [`weir_log::Log::read`]).
@@ -349,7 +364,9 @@ impl Broker {
     }
 
     /// Appends RecordBatch v2 bytes as a client sent them (CRC checked, offsets assigned, stored as sent) and wakes
-    /// the partition's consumers. Blocks for the fsync under `fsync=always`: call it off the async workers.
+    /// the partition's consumers. On a topic with schema validation every record is checked first, and one refused
+    /// record refuses them all ([`BrokerError::RecordsRefused`]). Blocks for the fsync under `fsync=always`: call it
+    /// off the async workers.
     pub fn append_batches(
         &self,
         topic: &str,
@@ -359,8 +376,13 @@ impl Broker {
         self.check_open()?;
         let t = self.topic(topic)?;
         let p = t.partition(partition)?;
+        let log = p.log()?;
+        let bytes = match self.checker(&t)? {
+            None => bytes,
+            Some(checker) => checker.check_batches(topic, bytes)?,
+        };
         let len = bytes.len() as u64;
-        let result = p.log()?.append_batches(bytes, false);
+        let result = log.append_batches(bytes, false);
         p.note_write(&result);
         let info = result?;
         p.notify_appended();

@@ -38,6 +38,12 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("transaction: {0}")]
     Transaction(#[from] crate::transactions::TxnError),
+    /// Records a topic's schema validation refused (see `validation.rs`); nothing sent with them was stored.
+    #[error("{}", crate::validation::refusal_message(.errors, *.total))]
+    RecordsRefused { errors: Vec<crate::validation::RecordError>, total: usize },
+    /// A topic validates its records but cannot now: no validator installed, or settings that do not parse.
+    #[error("schema validation is on for topic {topic} but {reason}")]
+    ValidationUnavailable { topic: String, reason: String },
     /// One failure reported to several waiters (every record of a batch that could not be written).
     #[error("{0}")]
     Shared(std::sync::Arc<BrokerError>),
@@ -59,6 +65,8 @@ impl BrokerError {
             BrokerError::Log(LogError::RecordTooLarge { .. }) => MESSAGE_TOO_LARGE,
             BrokerError::Log(LogError::InvalidBatch(_)) => CORRUPT_MESSAGE,
             BrokerError::Log(LogError::InvalidRecord(_)) => INVALID_RECORD,
+            // Not retriable, as Kafka's own record validation: the same records would be refused again.
+            BrokerError::RecordsRefused { .. } | BrokerError::ValidationUnavailable { .. } => INVALID_RECORD,
             BrokerError::Log(LogError::OffsetOutOfRange { .. }) => OFFSET_OUT_OF_RANGE,
             BrokerError::Log(LogError::OutOfOrderSequence { .. }) => OUT_OF_ORDER_SEQUENCE_NUMBER,
             BrokerError::Log(LogError::InvalidProducerEpoch { .. }) => INVALID_PRODUCER_EPOCH,

@@ -11,6 +11,8 @@
 //! - [`transactions`]: the transaction coordinator (transactional ids, two-phase commit with markers, its own
 //!   durable log, timeouts).
 //! - [`group`]: the group coordinator (join, sync, heartbeat, leave, assignors, offsets store).
+//! - [`validation`]: schema validation of a topic's records (Confluent's `confluent.value.schema.validation`),
+//!   through a [`RecordValidator`] the schema registry provides.
 //! - [`kafka_code`]: the Kafka protocol error codes its errors map to, by name.
 //! - `testing` (feature `testing`, for tests only): a broker set up for tests, and the crash tests' harness.
 //!
@@ -71,6 +73,7 @@ mod producer;
 pub mod testing;
 mod topics;
 pub mod transactions;
+pub mod validation;
 
 pub use admin::ConfigChange;
 pub use broker::{
@@ -82,4 +85,5 @@ pub use error::BrokerError;
 pub use lock::DataDirLock;
 pub use producer::{ProduceRecord, Producer, RecordMetadata};
 pub use topics::{validate_partitions, validate_topic_name, Partition, Topic, WriteFailure};
+pub use validation::{RecordValidator, Side, SubjectNameStrategy, TopicValidation};
 pub use weir_log::{FsyncPolicy, Header, Isolation, LogConfig};

@@ -2,6 +2,9 @@
 //! it as one write (split into batches of at most `max.message.bytes`), fsyncs when the topic says `fsync=always`, and
 //! then resolves every waiting send. Records that arrive while a drain is writing form the next batch, so concurrent
 //! producers share writes and fsyncs without any linger timer.
+//!
+//! On a topic with schema validation (`validation.rs`) a record is checked before it is queued: a refused `send`
+//! fails at once, and [`Producer::send_all`] checks every record first, so one refused record stores none of them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +19,7 @@ use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::partitioner::partition_for_key;
 use crate::topics::{Partition, Topic};
+use crate::validation::{Checker, Refusals};
 
 /// A record to produce. `partition: None` picks one by key (murmur2) or, without a key, stickily.
 #[derive(Clone, Debug, Default)]
@@ -104,15 +108,77 @@ impl Producer {
         record: ProduceRecord,
     ) -> impl Future<Output = Result<RecordMetadata, BrokerError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let enqueued = self.enqueue(record, tx);
-        async move {
-            enqueued?;
-            match rx.await {
-                Ok(Ok(meta)) => Ok(meta),
-                Ok(Err(e)) => Err(BrokerError::Shared(e)),
-                Err(_) => Err(BrokerError::ShuttingDown),
+        let enqueued = self.place(record).and_then(|placed| {
+            if let Some(topic) = &placed.validated {
+                let checker = self.shared.broker.checker(topic)?;
+                let refused = checker.and_then(|c| c.check(topic.name(), placed.key(), placed.value()).err());
+                if let Some(reason) = refused {
+                    let mut refusals = Refusals::default();
+                    refusals.push(0, reason);
+                    return refusals.into_result();
+                }
+            }
+            placed.push(tx);
+            Ok(())
+        });
+        pending(enqueued, rx)
+    }
+
+    /// Sends records together, as one request (the REST Proxy's, a Bus's `produce_all`): one future per record, in
+    /// order, as [`Producer::send`] gives. Every record bound for a topic with schema validation is checked before
+    /// any is queued; if one is refused, none is stored and every future fails with the refusals (their indexes are
+    /// positions in `records`). Other failures (an unknown partition, a record over `max.message.bytes`) stay the
+    /// failing record's own, as with `send`.
+    pub fn send_all(
+        &self,
+        records: Vec<ProduceRecord>,
+    ) -> Vec<impl Future<Output = Result<RecordMetadata, BrokerError>> + Send + 'static> {
+        let placed: Vec<Result<Placed, BrokerError>> = records.into_iter().map(|r| self.place(r)).collect();
+        match self.check_placed(&placed) {
+            Ok(()) => placed
+                .into_iter()
+                .map(|p| {
+                    let (tx, rx) = oneshot::channel();
+                    pending(p.map(|p| p.push(tx)), rx)
+                })
+                .collect(),
+            Err(refused) => {
+                let refused = Arc::new(refused);
+                placed
+                    .into_iter()
+                    .map(|p| {
+                        // Nothing is queued; the receiver's sender is dropped unused.
+                        let (_, rx) = oneshot::channel();
+                        let own = p.err().unwrap_or_else(|| BrokerError::Shared(refused.clone()));
+                        pending(Err(own), rx)
+                    })
+                    .collect()
             }
         }
+    }
+
+    /// Checks the placed records bound for validated topics; `Err` is what refuses the whole send.
+    fn check_placed(&self, placed: &[Result<Placed, BrokerError>]) -> Result<(), BrokerError> {
+        let mut refusals = Refusals::default();
+        // Records of one send mostly share a topic: look its checker up once.
+        let mut last: Option<(&Arc<Topic>, Checker)> = None;
+        for (index, p) in placed.iter().enumerate() {
+            let Ok(p @ Placed { validated: Some(topic), .. }) = p else { continue };
+            let checker = match &last {
+                Some((t, c)) if Arc::ptr_eq(t, topic) => c.clone(),
+                _ => match self.shared.broker.checker(topic)? {
+                    Some(c) => {
+                        last = Some((topic, c.clone()));
+                        c
+                    }
+                    None => continue,
+                },
+            };
+            if let Err(reason) = checker.check(topic.name(), p.key(), p.value()) {
+                refusals.push(index, reason);
+            }
+        }
+        refusals.into_result()
     }
 
     fn route<'a>(
@@ -149,7 +215,8 @@ impl Producer {
         Ok(routes.get_mut(name).expect("route just ensured"))
     }
 
-    fn enqueue(&self, record: ProduceRecord, ack: Ack) -> Result<(), BrokerError> {
+    /// Chooses the record's partition queue (and checks what can be checked of it alone), without queueing it.
+    fn place(&self, record: ProduceRecord) -> Result<Placed, BrokerError> {
         let rec = Record {
             key: record.key,
             value: record.value,
@@ -157,7 +224,7 @@ impl Producer {
             timestamp: record.timestamp,
         };
         let size = batch::HEADER_LEN + encoded_size_bound(&rec);
-        let queue = {
+        let (queue, validated) = {
             let mut routes = self.shared.routes.lock();
             let route = self.route(&mut routes, &record.topic)?;
             // Refuse an oversized record here, alone, rather than failing the whole batch it would join.
@@ -181,19 +248,11 @@ impl Producer {
                     route.sticky_partition
                 }
             };
-            route.queues[partition as usize].clone()
+            // The topic comes along only when its records are to be checked (an `Arc` clone, no more).
+            let validated = route.topic.validation.is_some().then(|| route.topic.clone());
+            (route.queues[partition as usize].clone(), validated)
         };
-        let start_drain = {
-            let mut q = queue.queue.lock();
-            q.records.push(rec);
-            q.acks.push(ack);
-            !std::mem::replace(&mut q.draining, true)
-        };
-        if start_drain {
-            // Appends block (write, maybe fsync): keep them off the async workers.
-            tokio::task::spawn_blocking(move || drain(&queue));
-        }
-        Ok(())
+        Ok(Placed { queue, record: rec, validated })
     }
 
     /// Waits until every record sent before this call is stored.
@@ -215,6 +274,53 @@ impl Producer {
             let _ = rx.await;
         }
         Ok(())
+    }
+}
+
+/// A record whose partition queue is chosen, not yet queued.
+#[derive(Debug)]
+struct Placed {
+    queue: Arc<PartitionQueue>,
+    record: Record,
+    /// The record's topic, when it validates its records.
+    validated: Option<Arc<Topic>>,
+}
+
+impl Placed {
+    fn key(&self) -> Option<&[u8]> {
+        self.record.key.as_deref()
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.record.value.as_deref()
+    }
+
+    /// Queues the record, starting its partition's drain if none is running.
+    fn push(self, ack: Ack) {
+        let Placed { queue, record, .. } = self;
+        let start_drain = {
+            let mut q = queue.queue.lock();
+            q.records.push(record);
+            q.acks.push(ack);
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start_drain {
+            // Appends block (write, maybe fsync): keep them off the async workers.
+            tokio::task::spawn_blocking(move || drain(&queue));
+        }
+    }
+}
+
+/// A send's outcome: its error if it was not queued, else what the drain that writes it reports.
+async fn pending(
+    enqueued: Result<(), BrokerError>,
+    rx: oneshot::Receiver<Result<RecordMetadata, Arc<BrokerError>>>,
+) -> Result<RecordMetadata, BrokerError> {
+    enqueued?;
+    match rx.await {
+        Ok(Ok(meta)) => Ok(meta),
+        Ok(Err(e)) => Err(BrokerError::Shared(e)),
+        Err(_) => Err(BrokerError::ShuttingDown),
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use weir_log::{Log, LogConfig};
 
 use crate::error::BrokerError;
+use crate::validation::{self, TopicValidation, Validation};
 
 pub(crate) const META_FILE: &str = "topic.json";
 
@@ -58,16 +59,46 @@ pub fn validate_partitions(n: i64) -> Result<i32, BrokerError> {
     }
 }
 
-/// Applies per-topic settings on top of the broker's defaults.
+/// Applies per-topic settings on top of the broker's defaults. The schema validation settings are the broker's own
+/// (see [`crate::validation`]), not the log's: they are skipped here and read by [`Validation::of`].
 pub(crate) fn effective_config(
     defaults: &LogConfig,
     configs: &BTreeMap<String, String>,
 ) -> Result<LogConfig, BrokerError> {
     let mut c = defaults.clone();
     for (k, v) in configs {
+        if validation::is_setting(k) {
+            continue;
+        }
+        if !weir_log::CONFIG_KEYS.contains(&k.as_str()) {
+            return Err(unknown_setting(k));
+        }
         c.set(k, v).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
     }
     Ok(c)
+}
+
+/// A topic's settings checked whole: the log's config and the schema validation (`None`: nothing validated).
+pub(crate) fn topic_settings(
+    defaults: &LogConfig,
+    configs: &BTreeMap<String, String>,
+) -> Result<(LogConfig, Option<Validation>), BrokerError> {
+    let log = effective_config(defaults, configs)?;
+    let validation = TopicValidation::from_settings(configs)?;
+    Ok((log, validation.is_on().then_some(Validation::On(validation))))
+}
+
+/// Whether `key` names a topic setting, the log's or the broker's.
+pub(crate) fn is_topic_setting(key: &str) -> bool {
+    weir_log::CONFIG_KEYS.contains(&key) || validation::is_setting(key)
+}
+
+pub(crate) fn unknown_setting(key: &str) -> BrokerError {
+    BrokerError::InvalidConfig(format!(
+        "unknown topic setting {key:?} (known: {}, {})",
+        weir_log::CONFIG_KEYS.join(", "),
+        validation::SETTING_KEYS.join(", ")
+    ))
 }
 
 /// Why writes to a partition are failing: the error of the latest failed append, since when, how many failed.
@@ -193,6 +224,8 @@ pub struct Topic {
     pub(crate) meta: TopicMeta,
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
+    /// `None` unless the topic validates its records' keys or values against the schema registry.
+    pub(crate) validation: Option<Validation>,
     pub(crate) partitions: Vec<Arc<Partition>>,
 }
 
@@ -225,12 +258,26 @@ impl Topic {
         &self.config
     }
 
+    /// The topic's schema validation, when it validates keys or values (and its settings parse).
+    pub fn validation(&self) -> Option<&TopicValidation> {
+        match &self.validation {
+            Some(Validation::On(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Opens the partitions of a topic directory. Partition failures are recorded, not returned.
-    pub(crate) fn open(dir: &Path, meta: TopicMeta, config: LogConfig, flusher: &weir_log::Flusher) -> Topic {
+    pub(crate) fn open(
+        dir: &Path,
+        meta: TopicMeta,
+        config: LogConfig,
+        validation: Option<Validation>,
+        flusher: &weir_log::Flusher,
+    ) -> Topic {
         let name: Arc<str> = Arc::from(meta.name.as_str());
         let partitions =
             (0..meta.partitions).map(|i| Arc::new(Topic::open_partition(dir, &name, i, &config, flusher))).collect();
-        Topic { meta, dir: dir.to_owned(), config, partitions }
+        Topic { meta, dir: dir.to_owned(), config, validation, partitions }
     }
 
     /// Opens (or creates) partition `i` of the topic in `dir`; a failure leaves it offline with the reason.

@@ -179,6 +179,10 @@ impl From<&BrokerError> for ApiError {
                 ApiError::new(ErrorCode::UnprocessableEntity, e.to_string())
             }
             BrokerError::TopicExists(_) => ApiError::new(ErrorCode::TopicExists, e.to_string()),
+            // The topic's schema validation refused the request's records: they do not fit what the topic takes.
+            BrokerError::RecordsRefused { .. } | BrokerError::ValidationUnavailable { .. } => {
+                ApiError::new(ErrorCode::UnprocessableEntity, e.to_string())
+            }
             BrokerError::ShuttingDown => ApiError::new(ErrorCode::ShuttingDown, e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }

@@ -398,19 +398,20 @@ async fn produce(
             topic.partition(p)?;
         }
     }
-    let acks: Vec<_> = parsed
-        .records
-        .iter()
-        .map(|r| {
-            state.producer.send(ProduceRecord {
+    // One send for the request: on a topic with schema validation, one refused record stores none of them.
+    let acks = state.producer.send_all(
+        parsed
+            .records
+            .iter()
+            .map(|r| ProduceRecord {
                 topic: topic_name.clone(),
                 partition: partition.or(r.partition),
                 key: parsed.bytes(&r.key),
                 value: parsed.bytes(&r.value),
                 ..Default::default()
             })
-        })
-        .collect();
+            .collect(),
+    );
     let body_len = body.len() as u64;
     // The body and the parse are no longer needed while the records are written.
     drop((body, parsed));

@@ -21,7 +21,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest,
     MetadataRequest, ProduceRequest, ProducerId, TopicName,
@@ -170,6 +172,18 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest) -> ProduceRespon
                 Err(e) => {
                     pr.error_code = code(&e);
                     pr.error_message = Some(s(&e.to_string()));
+                    // Which records schema validation refused, and why (sent from v8 on; older clients get the
+                    // message alone).
+                    if let BrokerError::RecordsRefused { errors, .. } = &e {
+                        pr.record_errors = errors
+                            .iter()
+                            .map(|r| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i32::try_from(r.index).unwrap_or(i32::MAX))
+                                    .with_batch_index_error_message(Some(s(&r.reason)))
+                            })
+                            .collect();
+                    }
                 }
             }
             tr.partition_responses.push(pr);

@@ -35,19 +35,29 @@ impl EmbeddedBus {
         &self,
         m: OutgoingMessage,
     ) -> impl Future<Output = Result<weir_broker::RecordMetadata, BrokerError>> + Send {
-        self.producer.send(ProduceRecord {
-            topic: m.topic,
-            partition: m.partition,
-            key: m.key,
-            value: m.value,
-            headers: m.headers,
-            timestamp: m.timestamp,
-        })
+        self.producer.send(produce_record(m))
+    }
+}
+
+fn produce_record(m: OutgoingMessage) -> ProduceRecord {
+    ProduceRecord {
+        topic: m.topic,
+        partition: m.partition,
+        key: m.key,
+        value: m.value,
+        headers: m.headers,
+        timestamp: m.timestamp,
     }
 }
 
 fn bus_error(e: BrokerError) -> BusError {
     match e {
+        // A send's shared failure: what it is decides the kind (a refused record is the caller's to fix).
+        BrokerError::Shared(inner)
+            if matches!(*inner, BrokerError::RecordsRefused { .. } | BrokerError::ValidationUnavailable { .. }) =>
+        {
+            BusError::Invalid(inner.to_string())
+        }
         BrokerError::UnknownTopic(t) => BusError::UnknownTopic(t),
         BrokerError::ShuttingDown => BusError::Closed,
         BrokerError::Group(
@@ -58,7 +68,9 @@ fn bus_error(e: BrokerError) -> BusError {
         e @ (BrokerError::InvalidTopicName(_)
         | BrokerError::InvalidPartitions(_)
         | BrokerError::InvalidConfig(_)
-        | BrokerError::UnknownPartition { .. }) => BusError::Invalid(e.to_string()),
+        | BrokerError::UnknownPartition { .. }
+        | BrokerError::RecordsRefused { .. }
+        | BrokerError::ValidationUnavailable { .. }) => BusError::Invalid(e.to_string()),
         e => BusError::Backend(e.to_string()),
     }
 }
@@ -71,8 +83,9 @@ impl Bus for EmbeddedBus {
     }
 
     async fn produce_all(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<Delivery>, BusError> {
-        // Enqueue everything first so the records share batches, then collect the acknowledgements.
-        let pending: Vec<_> = messages.into_iter().map(|m| self.send(m)).collect();
+        // Enqueue everything first so the records share batches, then collect the acknowledgements. One send: on a
+        // topic with schema validation, a refused record stores none of them.
+        let pending = self.producer.send_all(messages.into_iter().map(produce_record).collect());
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
             let meta = p.await.map_err(bus_error)?;

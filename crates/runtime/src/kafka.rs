@@ -457,7 +457,12 @@ impl Bus for KafkaBus {
 
     async fn read(&self, topics: &[String], start_from: StartFrom) -> Result<Box<dyn Subscription>, BusError> {
         let mut config = self.endpoint.client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS);
-        config.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        // librdkafka's assign() needs a group id, though an assigned consumer never joins the group nor, with the
+        // start given explicitly and nothing committed, asks it for offsets.
+        config
+            .set("group.id", "weir-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
         let consumer: StreamConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
         let consumer = Arc::new(consumer);
         let start = if start_from == StartFrom::Earliest { Offset::Beginning } else { Offset::End };

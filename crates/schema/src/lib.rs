@@ -1,8 +1,9 @@
 //! weir's schema registry: schemas in Avro, JSON Schema and Protobuf, parsed, normalized and checked for
 //! compatibility by each format's own rules ([`formats`]); the registry's state and decisions ([`registry`]) kept in
 //! the `_schemas` topic ([`records`]) through the runtime's Bus ([`service`]), so one registry serves every weir
-//! instance on a cluster; Confluent's REST API over it ([`api`]); and Confluent's wire format for records that carry
-//! a schema id ([`wire`]).
+//! instance on a cluster; Confluent's REST API over it ([`api`]); Confluent's wire format for records that carry
+//! a schema id ([`wire`]); and the broker's schema validation of such records, answered by the registry
+//! ([`validation`]).
 
 pub mod api;
 pub mod avro;
@@ -12,8 +13,10 @@ pub mod protobuf;
 pub mod records;
 pub mod registry;
 pub mod service;
+pub mod validation;
 pub mod wire;
 
 pub use formats::{Dependency, InvalidSchema, Parsed, PayloadError, SchemaType};
 pub use registry::{Compatibility, Mode, NewSchema, Registry, RegistryError, VersionSel};
 pub use service::{SchemaService, ServiceConfig, SCHEMAS_TOPIC};
+pub use validation::RegistryValidator;

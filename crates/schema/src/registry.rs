@@ -539,6 +539,12 @@ impl Registry {
         self.schemas.get(&id).ok_or_else(|| RegistryError::SchemaNotFound(id.to_string()))
     }
 
+    /// Whether a live (not soft-deleted) version of `subject` holds schema `id`: what the broker's schema validation
+    /// asks for every record, so it allocates nothing.
+    pub fn subject_holds_id(&self, subject: &str, id: i32) -> bool {
+        self.subjects.get(subject).is_some_and(|s| s.versions.values().any(|v| v.id == id && !v.deleted))
+    }
+
     /// The subjects' versions that hold schema `id`.
     pub fn id_versions(&self, id: i32, deleted: bool) -> Vec<(String, i32)> {
         let mut out = Vec::new();
@@ -765,7 +771,8 @@ impl Registry {
     /// Whether the subject's `version` now holds `new` under `id`, live: a registration's record was applied (and not
     /// another instance's that claimed the same version and id for another schema first).
     pub fn holds(&self, subject: &str, version: i32, id: i32, new: &NewSchema) -> bool {
-        let live = self.subjects.get(subject).and_then(|s| s.versions.get(&version)).is_some_and(|v| v.id == id && !v.deleted);
+        let live =
+            self.subjects.get(subject).and_then(|s| s.versions.get(&version)).is_some_and(|v| v.id == id && !v.deleted);
         live && self
             .schemas
             .get(&id)
@@ -903,7 +910,8 @@ mod tests {
     }
 
     const V1: &str = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"}]}"#;
-    const V2: &str = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"},{"name":"b","type":"int","default":0}]}"#;
+    const V2: &str =
+        r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"},{"name":"b","type":"int","default":0}]}"#;
     const BAD: &str = r#"{"type":"record","name":"P","fields":[{"name":"a","type":"int"},{"name":"c","type":"int"}]}"#;
 
     #[test]
@@ -981,7 +989,11 @@ mod tests {
         r.apply(r.plan_mode(Some("s"), Mode::ReadOnly, false).unwrap());
         assert_eq!(register(&mut r, "s", &avro(V2)).unwrap_err().code(), 42205);
         assert_eq!(r.plan_delete_subject("s", false).unwrap_err().code(), 42205);
-        assert_eq!(r.plan_mode(None, Mode::Import, false).unwrap_err().code(), 42205, "import over schemas needs force");
+        assert_eq!(
+            r.plan_mode(None, Mode::Import, false).unwrap_err().code(),
+            42205,
+            "import over schemas needs force"
+        );
         r.apply(r.plan_mode(Some("imported"), Mode::Import, false).unwrap());
         let given = NewSchema { id: Some(100), version: Some(7), ..avro(BAD) };
         assert_eq!(register(&mut r, "imported", &given).unwrap(), (100, 7), "unchecked, with its id and version");

@@ -57,9 +57,8 @@ async fn confluent_kafka_registers_evolves_and_round_trips_and_the_registry_surv
 /// A record `R` with `fields` int fields named by `prefix`, each with a default: any two of them are compatible
 /// both ways (a reader skips fields it does not know and fills its own from their defaults).
 fn avro_record(prefix: &str, fields: usize) -> NewSchema {
-    let fields: Vec<String> = (0..fields)
-        .map(|i| format!(r#"{{"name": "{prefix}{i}", "type": "int", "default": {i}}}"#))
-        .collect();
+    let fields: Vec<String> =
+        (0..fields).map(|i| format!(r#"{{"name": "{prefix}{i}", "type": "int", "default": {i}}}"#)).collect();
     NewSchema {
         schema: format!(r#"{{"type": "record", "name": "R", "fields": [{}]}}"#, fields.join(", ")),
         ..Default::default()

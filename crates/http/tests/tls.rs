@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weir_broker::testing::scratch_broker;
 use weir_http::{HttpConfig, HttpServer};
-use weir_security::tls::{dev_certs, server_config, DevCerts, TlsSettings};
+use weir_security::tls::{dev_certs, dev_certs_valid, server_config, DevCerts, TlsSettings};
 use weir_security::{
     Acl, AuthorizerKind, Operation, PatternType, Permission, ResourceType, Security, SecuritySettings,
 };
@@ -183,6 +183,24 @@ async fn tls_and_mutual_tls_with_curl() {
     assert!(log.count("InvalidContentType") + log.count("corrupt message") >= 1, "the plaintext client's reason");
     assert_eq!(log.count("peer sent no certificates"), 1, "the missing client certificate's reason");
     assert_eq!(log.count("producer-pw"), 0, "no password in the logs");
+
+    // An expired client certificate from the listener's own CA fails the handshake, logged as expired. (That set's
+    // server certificate has expired too, so curl is told not to check it.)
+    let day = Duration::from_secs(24 * 60 * 60);
+    let now = std::time::SystemTime::now();
+    let expired =
+        dev_certs_valid(&dir.path().join("expired"), &["127.0.0.1".into()], "late", now - 2 * day, now - day).unwrap();
+    let (_stale_dir, stale) = start(&expired, true, Security::open_to_all()).await;
+    let url = format!("https://127.0.0.1:{}/health", stale.local_addr.port());
+    let r = curl(&["-k", "--cert", path(&expired.client_cert), "--key", path(&expired.client_key), &url]).await;
+    assert!(r.exit != 0 && r.status == 0, "an expired certificate, no connection: {} {} {}", r.exit, r.status, r.stderr);
+    stale.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while log.count("TLS handshake failed") < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log.count("TLS handshake failed"), 4, "the expired certificate's handshake is logged");
+    assert!(log.count("xpired") >= 1, "with the reason: the certificate expired");
 }
 
 /// The connection cap and the timeouts hold under TLS too: a client that connects and never starts its handshake

@@ -276,4 +276,47 @@ fn kcat_over_tls_ssl_sasl_ssl_and_client_certificates() {
         logged.lines().any(|l| l.contains("TLS handshake on the Kafka listener failed") && l.contains("invalid peer certificate")),
         "the refused certificate is logged: {logged}"
     );
+
+    // An expired client certificate from the listener's own CA: refused, and the log says it expired. (The
+    // server's certificate of that set has expired too, so kcat is told not to check it.)
+    let day = std::time::Duration::from_secs(24 * 60 * 60);
+    let now = std::time::SystemTime::now();
+    let expired = weir_security::tls::dev_certs_valid(
+        &dir.path().join("expired"),
+        &["localhost".into()],
+        "late",
+        now - 2 * day,
+        now - day,
+    )
+    .unwrap();
+    let stale = weir_security::tls::server_config(&weir_security::tls::TlsSettings {
+        cert: expired.server_cert.clone(),
+        key: expired.server_key.clone(),
+        client_ca: Some(expired.ca_cert.clone()),
+    })
+    .unwrap();
+    let w = start(&dir.path().join("stale"), secured(&[], false), Some(stale));
+    let out = kcat(&[
+        "-b",
+        &w.addr.to_string(),
+        "-L",
+        "-m",
+        "3",
+        "-X",
+        "security.protocol=ssl",
+        "-X",
+        "enable.ssl.certificate.verification=false",
+        "-X",
+        &format!("ssl.certificate.location={}", expired.client_cert.display()),
+        "-X",
+        &format!("ssl.key.location={}", expired.client_key.display()),
+    ]);
+    assert!(!out.status.success(), "an expired client certificate: {}", text(&out));
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
+    assert!(
+        logged.lines().any(|l| l.contains("TLS handshake on the Kafka listener failed")
+            && l.contains("invalid peer certificate")
+            && l.to_lowercase().contains("expired")),
+        "the expired certificate is logged as such: {logged}"
+    );
 }

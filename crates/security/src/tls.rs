@@ -291,6 +291,19 @@ const DEV_BACKDATE: Duration = Duration::from_secs(5 * 60);
 /// CN=`client_name` (O=weir) as client.pem/client-key.pem, all PEM, valid for 365 days. Key
 /// files are written with mode 0600. Existing files of those names are replaced.
 pub fn dev_certs(dir: &Path, hosts: &[String], client_name: &str) -> Result<DevCerts, TlsError> {
+    let now = SystemTime::now();
+    dev_certs_valid(dir, hosts, client_name, now.checked_sub(DEV_BACKDATE).unwrap_or(now), now + DEV_VALIDITY)
+}
+
+/// [`dev_certs`] with a chosen validity period for all three certificates: tests use it to
+/// present an expired certificate and check that the handshake fails with a logged reason.
+pub fn dev_certs_valid(
+    dir: &Path,
+    hosts: &[String],
+    client_name: &str,
+    valid_from: SystemTime,
+    valid_until: SystemTime,
+) -> Result<DevCerts, TlsError> {
     if hosts.is_empty() {
         return Err(TlsError::Generate("the server certificate needs at least one host name or IP address".into()));
     }
@@ -298,11 +311,11 @@ pub fn dev_certs(dir: &Path, hosts: &[String], client_name: &str) -> Result<DevC
 
     // rcgen takes `time` dates; building them from the Unix epoch plus std durations avoids a
     // direct dependency on the `time` crate.
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| TlsError::Generate("the system clock is before 1970".into()))?;
-    let not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch.saturating_sub(DEV_BACKDATE);
-    let not_after = not_before + DEV_VALIDITY;
+    let since_epoch = |at: SystemTime| {
+        at.duration_since(UNIX_EPOCH).map_err(|_| TlsError::Generate("a validity date before 1970".into()))
+    };
+    let not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(valid_from)?;
+    let not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(valid_until)?;
     let dn = |entries: &[(DnType, &str)]| {
         let mut dn = DistinguishedName::new();
         // Pushed from the least specific RDN on, so that the RFC 2253 form (reversed) reads

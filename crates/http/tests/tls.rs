@@ -193,7 +193,13 @@ async fn tls_and_mutual_tls_with_curl() {
     let (_stale_dir, stale) = start(&expired, true, Security::open_to_all()).await;
     let url = format!("https://127.0.0.1:{}/health", stale.local_addr.port());
     let r = curl(&["-k", "--cert", path(&expired.client_cert), "--key", path(&expired.client_key), &url]).await;
-    assert!(r.exit != 0 && r.status == 0, "an expired certificate, no connection: {} {} {}", r.exit, r.status, r.stderr);
+    assert!(
+        r.exit != 0 && r.status == 0,
+        "an expired certificate, no connection: {} {} {}",
+        r.exit,
+        r.status,
+        r.stderr
+    );
     stale.stop().await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while log.count("TLS handshake failed") < 4 && Instant::now() < deadline {

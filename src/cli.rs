@@ -82,6 +82,16 @@ pub enum Command {
     /// Show and replay dead letters: records a handler gave up on, in `<TOPIC>.dlq`.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Manage the schema registry's subjects and schemas (Avro, JSON Schema, Protobuf), kept in the `_schemas` topic.
+    #[command(
+        subcommand,
+        long_about = "Manage the schema registry's subjects and schemas (Avro, JSON Schema, Protobuf).\n\n\
+            The registry keeps everything in the `_schemas` topic: these commands read and write it on --data-dir, or \
+            with --server on a running weir (whose registry sees the change at once) or a Kafka cluster that weir \
+            instances share. Registering checks compatibility with the subject's earlier versions under its level, as \
+            the registry's REST API (`weir up`, port 8081) does."
+    )]
+    Schemas(SchemasCommand),
     /// Measure throughput, latency and memory: the log, the wire, HTTP, the runtime and the analytics pipeline.
     #[command(subcommand)]
     Bench(crate::commands::bench::BenchCommand),
@@ -313,6 +323,70 @@ pub enum DlqCommand {
         /// Replay at most N letters.
         #[arg(long, value_name = "N")]
         max: Option<u64>,
+    },
+}
+
+/// A schema file and its format, for `weir schemas register` and `check`.
+#[derive(Debug, Args)]
+pub struct SchemaSource {
+    /// The schema: a file (`.avsc`, `.json`, `.proto`), or `-` for stdin.
+    pub file: String,
+    /// Its format: by default PROTOBUF for a `.proto` file and AVRO otherwise; JSON Schema is `--type json`.
+    #[arg(long = "type", value_name = "avro|json|protobuf")]
+    pub schema_type: Option<String>,
+    /// A reference to another subject's version, as NAME=SUBJECT:VERSION (the name the schema uses for it: an Avro
+    /// full name, a JSON Schema `$ref`, a Protobuf import); repeatable.
+    #[arg(long = "reference", value_name = "NAME=SUBJECT:VERSION")]
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemasCommand {
+    /// List subjects, each with its latest version and schema id.
+    List {
+        /// Include soft-deleted subjects.
+        #[arg(long)]
+        deleted: bool,
+        /// Only subjects starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Print a schema: a subject's version (the latest by default), or by id.
+    Get {
+        /// The subject; or give --id.
+        #[arg(required_unless_present = "id", conflicts_with = "id")]
+        subject: Option<String>,
+        /// A version number, or `latest`.
+        #[arg(long, default_value = "latest")]
+        version: String,
+        /// A schema id instead of a subject.
+        #[arg(long)]
+        id: Option<i32>,
+    },
+    /// Register a schema under a subject (checked against its earlier versions); prints its id and version.
+    Register {
+        subject: String,
+        #[command(flatten)]
+        source: SchemaSource,
+    },
+    /// Check a schema against a subject's versions under its compatibility level; exits 1 when it is incompatible,
+    /// printing why.
+    Check {
+        subject: String,
+        #[command(flatten)]
+        source: SchemaSource,
+        /// Check against this version only (a number or `latest`) instead of what the level asks.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Delete a subject's version (or all its versions): soft, or for good with --permanent once soft-deleted.
+    Delete {
+        subject: String,
+        /// One version (a number or `latest`); all of them by default.
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long)]
+        permanent: bool,
     },
 }
 

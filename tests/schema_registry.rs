@@ -17,11 +17,20 @@ fn start(d: &Path, before: &[&str]) -> (Child, String) {
 }
 
 /// [`start`] with more arguments after `up`'s.
-#[allow(clippy::zombie_processes)]
 fn start_with(d: &Path, before: &[&str], after: &[&str]) -> (Child, String) {
+    let (up, registry, _) = start_full(d, before, after);
+    (up, registry)
+}
+
+/// [`start_with`], also returning the Kafka listener's address when it has one.
+#[allow(clippy::zombie_processes)]
+fn start_full(d: &Path, before: &[&str], after: &[&str]) -> (Child, String, Option<String>) {
+    // No Kafka listener unless `after` asks for one.
+    let kafka_listen: &[&str] = if after.contains(&"--kafka-listen") { &[] } else { &["--kafka-listen", "none"] };
     let args = [
         before,
-        &["up", "--systems", "none", "--kafka-listen", "none", "--http-listen", "none"],
+        &["up", "--systems", "none", "--http-listen", "none"],
+        kafka_listen,
         &["--schema-registry-listen", "127.0.0.1:0"],
         after,
     ]
@@ -29,15 +38,20 @@ fn start_with(d: &Path, before: &[&str], after: &[&str]) -> (Child, String) {
     let mut up = weir(d, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
     let mut line = String::new();
+    let mut kafka = None;
     loop {
         line.clear();
         if stderr.read_line(&mut line).unwrap() == 0 {
             panic!("weir up exited early with {}", up.wait().unwrap());
         }
+        let first = |rest: &str| rest.split_whitespace().next().unwrap_or_default().to_string();
+        if let Some(rest) = line.trim().strip_prefix("kafka ") {
+            kafka = Some(first(rest)).filter(|a| a != "disabled");
+        }
         if let Some(rest) = line.trim().strip_prefix("schemas ") {
-            let addr = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
+            let addr = first(rest).trim_start_matches("http://").to_string();
             std::thread::spawn(move || for _ in stderr.lines().map_while(Result::ok) {});
-            return (up, addr);
+            return (up, addr, kafka);
         }
     }
 }
@@ -187,4 +201,59 @@ fn two_instances_on_a_cluster_serve_one_registry() {
         up.wait().unwrap();
     }
     drop(tansu);
+}
+
+/// `weir schemas` on the data directory, then with `--server` against a running weir whose registry serves what the
+/// CLI registers: the same checks and errors as the REST API, one line each, a non-zero exit on refusal.
+#[test]
+fn weir_schemas_registers_checks_lists_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let v1 = d.join("v1.avsc");
+    let v2 = d.join("v2.avsc");
+    let bad = d.join("bad.avsc");
+    std::fs::write(&v1, r#"{"type": "record", "name": "O", "fields": [{"name": "id", "type": "long"}]}"#).unwrap();
+    std::fs::write(
+        &v2,
+        r#"{"type": "record", "name": "O", "fields": [{"name": "id", "type": "long"},
+            {"name": "note", "type": "string", "default": ""}]}"#,
+    )
+    .unwrap();
+    std::fs::write(&bad, r#"{"type": "record", "name": "O", "fields": [{"name": "id", "type": "string"}]}"#).unwrap();
+    let (v1, v2, bad) = (v1.to_str().unwrap(), v2.to_str().unwrap(), bad.to_str().unwrap());
+
+    assert_eq!(ok(d, &["schemas", "register", "orders-value", v1]), "registered orders-value version 1 as id 1\n");
+    assert_eq!(ok(d, &["schemas", "register", "orders-value", v1]), "registered orders-value version 1 as id 1\n");
+    assert_eq!(ok(d, &["schemas", "check", "orders-value", v2]), "compatible with orders-value\n");
+    let out = support::run(d, &["schemas", "check", "orders-value", bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let why = String::from_utf8_lossy(&out.stdout);
+    assert!(why.contains("/fields/0") && why.contains("string"), "the reason names where and what: {why}");
+    let e = support::fails(d, &["schemas", "register", "orders-value", bad]);
+    assert!(e.contains("incompatible") && e.contains("409") && e.lines().count() == 1, "{e}");
+    assert_eq!(ok(d, &["schemas", "register", "orders-value", v2]), "registered orders-value version 2 as id 2\n");
+    assert!(ok(d, &["schemas", "get", "orders-value", "--version", "1"]).contains(r#""name": "O""#));
+    assert!(ok(d, &["schemas", "get", "--id", "2"]).contains("note"));
+    let e = support::fails(d, &["schemas", "get", "nobody-value"]);
+    assert!(e.contains("40401"), "{e}");
+    let e = support::fails(d, &["schemas", "register", "x-value", v1, "--reference", "broken"]);
+    assert!(e.contains("NAME=SUBJECT:VERSION"), "{e}");
+    let e = support::fails(d, &["schemas", "register", "y-value", v1, "--type", "yaml"]);
+    assert!(e.contains("--type"), "{e}");
+    assert_eq!(ok(d, &["schemas", "list"]), "orders-value\tversion 2\tid 2\tAVRO\n");
+    assert!(ok(d, &["schemas", "delete", "orders-value", "--version", "2"]).contains("soft-deleted"));
+    let e = support::fails(d, &["schemas", "delete", "orders-value", "--version", "1", "--permanent"]);
+    assert!(e.contains("40407"), "permanent before soft: {e}");
+
+    // A running weir: the CLI talks Kafka to it, and its REST API serves what the CLI registered.
+    let (mut up, registry, kafka) = start_full(d, &[], &["--kafka-listen", "127.0.0.1:0"]);
+    let kafka = kafka.expect("the banner names the Kafka listener");
+    let (body, _) = curl_json(&[&format!("http://{registry}/subjects/orders-value/versions")]);
+    assert_eq!(body, serde_json::json!([1]), "the CLI's registrations and deletes, served");
+    let out = ok(d, &["--server", &kafka, "schemas", "register", "payments-value", v1]);
+    assert_eq!(out, "registered payments-value version 1 as id 1\n", "the same schema, the same id");
+    let (body, _) = curl_json(&[&format!("http://{registry}/subjects/payments-value/versions/latest")]);
+    assert_eq!(body["id"], 1, "{body}");
+    up.kill().unwrap();
+    up.wait().unwrap();
 }

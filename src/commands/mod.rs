@@ -8,6 +8,7 @@ mod dlq;
 mod groups;
 mod kafka_client;
 mod produce;
+mod schemas;
 mod topics;
 mod up;
 mod users;
@@ -38,7 +39,7 @@ pub async fn run(cli: Cli, matches: clap::ArgMatches) -> Result<()> {
     let bench_wire = matches!(cli.command, Some(Command::Bench(bench::BenchCommand::Wire(_))));
     if settings.server.is_some() && matches!(cli.command, Some(Command::Up(_) | Command::Bench(_))) && !bench_wire {
         anyhow::bail!(
-            "--server is for topics, produce, consume, groups, dlq and analytics produce; `weir up --bus kafka://HOST:PORT` runs the systems \
+            "--server is for topics, produce, consume, groups, dlq, schemas and analytics produce; `weir up --bus kafka://HOST:PORT` runs the systems \
              on a Kafka cluster, and `weir bench wire --server HOST:PORT` measures one"
         );
     }
@@ -64,6 +65,7 @@ pub async fn run(cli: Cli, matches: clap::ArgMatches) -> Result<()> {
         Command::Consume(args) => consume::run(settings, args).await,
         Command::Groups(cmd) => groups::run(settings, cmd).await,
         Command::Dlq(cmd) => dlq::run(settings, cmd).await,
+        Command::Schemas(cmd) => schemas::run(settings, cmd).await,
         Command::Bench(cmd) => bench::run(settings, cmd).await,
         Command::Users(cmd) => users::run(settings, cmd),
         Command::Acls(cmd) => acls::run(settings, cmd),

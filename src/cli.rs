@@ -259,6 +259,14 @@ pub struct ProduceArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Encode each input line, a JSON value, with this subject's schema (Avro, JSON Schema or Protobuf) and frame it
+    /// with the schema id, as Confluent's serializers do; the registry is the one in `_schemas`. A line that does not
+    /// fit stops the command, naming it.
+    #[arg(long, value_name = "SUBJECT", conflicts_with = "count")]
+    pub schema: Option<String>,
+    /// The subject's version to encode with (a number or `latest`).
+    #[arg(long, value_name = "VERSION", default_value = "latest", requires = "schema")]
+    pub schema_version: String,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +300,10 @@ pub struct ConsumeArgs {
     /// Print partition, offset and timestamp before the value, tab-separated.
     #[arg(long)]
     pub print_offset: bool,
+    /// Decode keys and values framed with a schema id (Confluent's wire format) through the schema registry in
+    /// `_schemas`, printing them as JSON; others are printed as they are.
+    #[arg(long)]
+    pub decode: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -257,3 +257,45 @@ fn weir_schemas_registers_checks_lists_and_deletes() {
     up.kill().unwrap();
     up.wait().unwrap();
 }
+
+/// `weir produce --schema` encodes JSON lines with a subject's schema as Confluent's serializers do, and `weir consume
+/// --decode` prints them back as JSON; a line that does not fit stops the producer, naming it.
+#[test]
+fn produce_with_a_schema_and_consume_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let schema = d.join("order.avsc");
+    std::fs::write(
+        &schema,
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"},
+            {"name": "note", "type": ["null", "string"], "default": null}]}"#,
+    )
+    .unwrap();
+    ok(d, &["schemas", "register", "orders-value", schema.to_str().unwrap()]);
+    support::produce(
+        d,
+        &["produce", "orders", "--schema", "orders-value"],
+        "{\"id\": 1, \"note\": null}\n{\"id\": 2, \"note\": {\"string\": \"gift\"}}\n",
+    );
+    let read = ["consume", "orders", "--from-beginning", "--idle-timeout-ms", "1000"];
+    let decoded = ok(d, &[&read[..], &["--decode"]].concat());
+    assert_eq!(decoded, "{\"id\":1,\"note\":null}\n{\"id\":2,\"note\":{\"string\":\"gift\"}}\n");
+    let raw = support::run(d, &read).stdout;
+    assert_eq!(&raw[..5], &[0, 0, 0, 0, 1], "framed with schema id 1");
+
+    let mut child = weir(d, &["produce", "orders", "--schema", "orders-value"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"{\"id\": 3}\n{\"id\": \"four\"}\n{\"id\": 5}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("line 2") && e.contains("/id"), "{e}");
+    let decoded = ok(d, &[&read[..], &["--decode"]].concat());
+    assert_eq!(decoded.lines().count(), 3, "the line before the bad one was sent, none after: {decoded}");
+    let e = support::fails(d, &["produce", "orders", "--schema", "nobody-value"]);
+    assert!(e.contains("40401") || e.contains("not found"), "{e}");
+}

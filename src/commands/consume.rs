@@ -1,8 +1,10 @@
 //! `weir consume`: prints records one per line, standalone or as a group member that commits what it printed; from the
-//! data directory or, with `--server`, over the Kafka protocol.
+//! data directory or, with `--server`, over the Kafka protocol; with `--decode`, records framed with a schema id printed
+//! as JSON through the schema registry.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +12,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use weir_broker::{ConsumerConfig, OffsetReset};
+use weir_runtime::{Bus, EmbeddedBus, KafkaBus};
+use weir_schema::{SchemaService, SerdeError, ServiceConfig};
 
 use super::kafka_client::{blocking, Remote, TIMEOUT};
 use super::{open_broker, print_line, shutdown_signal};
@@ -21,10 +25,20 @@ pub async fn run(settings: Settings, args: ConsumeArgs) -> Result<()> {
         bail!("--partition reads one partition directly and cannot be combined with --group");
     }
     if let Some(server) = &settings.server {
-        return run_remote(&Remote::new(server)?, args).await;
+        let decoder = match args.decode {
+            true => {
+                Some(decoder(Arc::new(KafkaBus::connect(server).map_err(|e| anyhow::anyhow!("--server: {e}"))?)).await?)
+            }
+            false => None,
+        };
+        return run_remote(&Remote::new(server)?, args, decoder.as_deref()).await;
     }
     let broker = open_broker(&settings)?;
     broker.topic(&args.topic)?; // consuming never creates a topic
+    let decoder = match args.decode {
+        true => Some(decoder(Arc::new(EmbeddedBus::new(broker.clone()))).await?),
+        false => None,
+    };
     let mut config = ConsumerConfig::new([args.topic.clone()]);
     config.group = args.group.clone();
     config.client_id = "weir-consume".into();
@@ -76,7 +90,15 @@ pub async fn run(settings: Settings, args: ConsumeArgs) -> Result<()> {
         }
         let mut last_printed = Vec::new();
         for r in records {
-            let line = format_line(&args, r.partition, r.offset, r.timestamp, r.key.as_deref(), r.value.as_deref());
+            let line = format_line(
+                &args,
+                decoder.as_deref(),
+                r.partition,
+                r.offset,
+                r.timestamp,
+                r.key.as_deref(),
+                r.value.as_deref(),
+            );
             if !print_line(&mut out, &line)? {
                 break 'outer;
             }
@@ -104,8 +126,14 @@ pub async fn run(settings: Settings, args: ConsumeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The registry in `_schemas` on `bus`, read to its end (`--decode`).
+async fn decoder(bus: Arc<dyn Bus>) -> Result<Arc<SchemaService>> {
+    SchemaService::start(bus, ServiceConfig::default()).await.map_err(|e| anyhow::anyhow!("the schema registry: {e}"))
+}
+
 fn format_line(
     args: &ConsumeArgs,
+    decoder: Option<&SchemaService>,
     partition: i32,
     offset: i64,
     ts: i64,
@@ -116,18 +144,30 @@ fn format_line(
     if args.print_offset {
         line.extend_from_slice(format!("{partition}\t{offset}\t{ts}\t").as_bytes());
     }
+    let shown = |bytes: Option<&[u8]>, what: &str| -> Vec<u8> {
+        let bytes = bytes.unwrap_or(b"");
+        match decoder.map(|d| d.decode(bytes)) {
+            Some(Ok((_, json))) => json.to_string().into_bytes(),
+            // Not framed: printed as it is, like any record.
+            None | Some(Err(SerdeError::NotFramed)) => bytes.to_vec(),
+            Some(Err(e)) => {
+                eprintln!("{partition}/{offset}: the {what} does not decode ({e}); printed as it is");
+                bytes.to_vec()
+            }
+        }
+    };
     if args.print_key {
-        line.extend_from_slice(key.unwrap_or(b""));
+        line.extend_from_slice(&shown(key, "key"));
         line.push(b'\t');
     }
-    line.extend_from_slice(value.unwrap_or(b""));
+    line.extend_from_slice(&shown(value, "value"));
     line
 }
 
 /// The same command through librdkafka. Explicit start positions with `--group` move the group's committed
 /// offsets before joining, as `kafka-consumer-groups --reset-offsets` does, so they need a group with no active
 /// members; without `--group` the partitions are assigned directly.
-async fn run_remote(remote: &Remote, args: ConsumeArgs) -> Result<()> {
+async fn run_remote(remote: &Remote, args: ConsumeArgs, decoder: Option<&SchemaService>) -> Result<()> {
     let client = remote.metadata_client()?;
     let topic = remote.topics(&client, Some(&args.topic))?;
     let known: Vec<i32> = topic.iter().flat_map(|t| t.partitions.iter().map(|p| p.id)).collect();
@@ -227,7 +267,7 @@ async fn run_remote(remote: &Remote, args: ConsumeArgs) -> Result<()> {
             };
             wait = Duration::ZERO;
             let ts = m.timestamp().to_millis().unwrap_or(-1);
-            let line = format_line(&args, m.partition(), m.offset(), ts, m.key(), m.payload());
+            let line = format_line(&args, decoder, m.partition(), m.offset(), ts, m.key(), m.payload());
             if !print_line(&mut out, &line)? {
                 break 'outer;
             }

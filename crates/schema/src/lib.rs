@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod avro;
+pub mod codec;
 pub mod formats;
 pub mod json;
 pub mod protobuf;
@@ -16,6 +17,7 @@ pub mod service;
 pub mod validation;
 pub mod wire;
 
+pub use codec::SerdeError;
 pub use formats::{Dependency, InvalidSchema, Parsed, PayloadError, SchemaType};
 pub use registry::{Compatibility, Mode, NewSchema, Registry, RegistryError, VersionSel};
 pub use service::{SchemaService, ServiceConfig, SCHEMAS_TOPIC};

@@ -272,6 +272,8 @@ fn produce_with_a_schema_and_consume_decoded() {
     )
     .unwrap();
     ok(d, &["schemas", "register", "orders-value", schema.to_str().unwrap()]);
+    // The topic checks what producers send: framed records pass, plain ones are refused.
+    ok(d, &["topics", "create", "orders", "--config", "confluent.value.schema.validation=true"]);
     support::produce(
         d,
         &["produce", "orders", "--schema", "orders-value"],
@@ -296,6 +298,10 @@ fn produce_with_a_schema_and_consume_decoded() {
     assert!(!out.status.success() && e.contains("line 2") && e.contains("/id"), "{e}");
     let decoded = ok(d, &[&read[..], &["--decode"]].concat());
     assert_eq!(decoded.lines().count(), 3, "the line before the bad one was sent, none after: {decoded}");
+    let mut plain = weir(d, &["produce", "orders"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut plain.stdin.take().unwrap(), b"not framed\n").unwrap();
+    let out = plain.wait_with_output().unwrap();
+    assert!(!out.status.success(), "an unframed record on a validating topic is refused");
     let e = support::fails(d, &["produce", "orders", "--schema", "nobody-value"]);
     assert!(e.contains("40401") || e.contains("not found"), "{e}");
 }

@@ -77,6 +77,10 @@ pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
             Some(_) => Some(registry(Arc::new(EmbeddedBus::new(broker.clone()))).await?),
             None => None,
         };
+        if let Some(registry) = &registry {
+            // As under `weir up`: a topic that validates schemas checks what this writes against the same registry.
+            broker.set_record_validator(Arc::new(weir_schema::RegistryValidator::new(registry.clone())));
+        }
         let encode = encoder(registry.as_deref(), args.schema.as_deref(), version)?;
         let sent = send_all(&args, encode.as_deref(), |key, value| {
             producer.send(ProduceRecord {

@@ -13,6 +13,7 @@
 #   scripts/bench.sh txn > results.jsonl       # only transactions over the Kafka protocol (1, 10, 100 records each)
 #                                              # and read_committed consumption, beside their plain counterparts
 #   scripts/bench.sh security > results.jsonl  # what SASL, ACL checks and TLS cost on the Kafka and HTTP listeners
+#   scripts/bench.sh schemas > results.jsonl   # the schema registry: lookups/s, registrations/s, validation's cost
 #   scripts/bench.sh scale > results.jsonl     # the systems on a Kafka-compatible cluster (weir's listener, Tansu on
 #                                              # PostgreSQL), one and two instances, against embedded
 #
@@ -26,7 +27,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|txn|http|security|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|security|schemas|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|schemas|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 weir=target/release/weir
@@ -194,6 +195,36 @@ security() {
     done
     kill $pid; wait $pid || true
   done
+  rm -rf "$scratch"
+}
+
+# The schema registry (issue 18) on one `weir up`: id lookups/s and registrations/s over its REST API (wrk, one thread,
+# 16 connections; each registration is written to `_schemas` and read back before it is answered), then what
+# broker-side validation costs producers: `weir bench wire` (100-byte values framed with schema id 1, a fixed(95) Avro
+# schema registered under RecordNameStrategy's subject) into a topic without validation, with id validation, and with
+# full payload validation.
+schemas() {
+  local scratch port=19095 sport=18095 pid
+  command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk)" >&2; exit 1; }
+  scratch=$(mktemp -d)
+  $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port \
+    --http-listen none --schema-registry-listen 127.0.0.1:$sport 2>"$scratch/up.log" &
+  pid=$!
+  wait_port $port; wait_port $sport
+  curl -sf -X POST "http://127.0.0.1:$sport/subjects/R/versions" -H 'Content-Type: application/json' \
+    -d '{"schema": "{\"type\": \"fixed\", \"name\": \"R\", \"size\": 95}"}' >/dev/null
+  for scenario in lookup register; do
+    sync; echo "+ wrk SCENARIO=$scenario" >&2
+    SCENARIO=$scenario wrk -t1 -c16 -d${secs}s -s bench/http/registry.lua http://127.0.0.1:$sport | grep '^{'
+  done
+  local strategy=(--topic-config confluent.value.subject.name.strategy=RecordNameStrategy)
+  run $weir bench wire --json --label no-validation --server 127.0.0.1:$port --size 100 --count "$count" --framed 1
+  run $weir bench wire --json --label id-validation --server 127.0.0.1:$port --size 100 --count "$count" --framed 1 \
+    --topic-config confluent.value.schema.validation=true "${strategy[@]}"
+  run $weir bench wire --json --label payload-validation --server 127.0.0.1:$port --size 100 --count "$count" \
+    --framed 1 --topic-config confluent.value.schema.validation=true "${strategy[@]}" \
+    --topic-config weir.schema.validation.payload=true
+  kill $pid; wait $pid || true
   rm -rf "$scratch"
 }
 
@@ -390,6 +421,11 @@ fi
 
 if [ "$mode" = security ]; then
   security
+  exit 0
+fi
+
+if [ "$mode" = schemas ]; then
+  schemas
   exit 0
 fi
 if [ "$mode" = wire ]; then

@@ -58,6 +58,14 @@ pub struct WireArgs {
     /// `-X batch.num.messages=100000`.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     property: Vec<String>,
+    /// A setting of the benchmark topic, as `weir topics create --config` (repeatable), e.g.
+    /// `--topic-config confluent.value.schema.validation=true`.
+    #[arg(long, value_name = "KEY=VALUE")]
+    topic_config: Vec<String>,
+    /// Frame each value with this schema id (Confluent's wire format: magic byte 0 and the id before the payload),
+    /// to measure a topic that validates schemas.
+    #[arg(long, value_name = "ID")]
+    framed: Option<i32>,
     /// Name of the server in the results (`peer` in JSON).
     #[arg(long, default_value = "kafka-wire")]
     label: String,
@@ -103,7 +111,12 @@ pub async fn run(server: Option<&str>, args: WireArgs) -> Result<()> {
     let topic = format!("weir-bench-wire-{}-{}", std::process::id(), weir_log::now_ms());
     let admin = remote.admin()?;
     let options = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
-    let new = NewTopic::new(&topic, args.partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(&topic, args.partitions, TopicReplication::Fixed(1));
+    for setting in &args.topic_config {
+        let (key, value) =
+            setting.split_once('=').with_context(|| format!("--topic-config {setting:?}: expected KEY=VALUE"))?;
+        new = new.set(key, value);
+    }
     for r in admin.create_topics([&new], &options).await.context("cannot create the benchmark topic")? {
         if let Err((name, code)) = r {
             bail!("cannot create {name} on {}: {code}", remote.name());
@@ -162,7 +175,7 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     let counting = Counting::default();
     let producer: ThreadedProducer<Counting> =
         ThreadedProducer::from_config_and_context(&config, counting.clone()).context("cannot create the producer")?;
-    let value = vec![b'x'; args.size];
+    let value = bench_value(&args);
     let b = bar(args.count, args.json);
     b.set_message("produce");
     let started = Instant::now();
@@ -208,7 +221,7 @@ fn produce_transactions(remote: &Remote, topic: &str, args: &WireArgs, size: u64
     let producer: BaseProducer<Counting> =
         BaseProducer::from_config_and_context(&config, counting.clone()).context("cannot create the producer")?;
     producer.init_transactions(TIMEOUT).context("init_transactions")?;
-    let value = vec![b'x'; args.size];
+    let value = bench_value(&args);
     let b = bar(args.count, args.json);
     b.set_message("produce (transactions)");
     let started = Instant::now();
@@ -366,7 +379,7 @@ fn latency(remote: &Remote, topic: &str, args: &WireArgs, rate: u64) -> Result<(
     let producer: ThreadedProducer<Timing> =
         ThreadedProducer::from_config_and_context(&producer_config(remote, args, 0)?, timing.clone())
             .context("cannot create the producer")?;
-    let value = vec![b'x'; args.size];
+    let value = bench_value(&args);
     // Connect and learn the topic's leader before the clock starts.
     let warm_up = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now()));
     producer.send(warm_up.payload(&value[..])).map_err(|(e, _)| e)?;
@@ -446,4 +459,17 @@ fn report(args: &WireArgs, scenario: &str, count: u64, secs: f64, bytes: u64) {
 fn emit(line: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// A record's value: `size` bytes, framed with `--framed`'s schema id in its first five when given.
+fn bench_value(args: &WireArgs) -> Vec<u8> {
+    let mut value = vec![b'x'; args.size];
+    if let Some(id) = args.framed {
+        let header = weir_schema::wire::frame(id, &[]);
+        if value.len() < header.len() {
+            value.resize(header.len(), b'x');
+        }
+        value[..header.len()].copy_from_slice(&header);
+    }
+    value
 }

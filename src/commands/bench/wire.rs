@@ -175,7 +175,7 @@ fn measure(remote: &Remote, topic: &str, args: &WireArgs) -> Result<()> {
     let counting = Counting::default();
     let producer: ThreadedProducer<Counting> =
         ThreadedProducer::from_config_and_context(&config, counting.clone()).context("cannot create the producer")?;
-    let value = bench_value(&args);
+    let value = bench_value(args);
     let b = bar(args.count, args.json);
     b.set_message("produce");
     let started = Instant::now();
@@ -221,7 +221,7 @@ fn produce_transactions(remote: &Remote, topic: &str, args: &WireArgs, size: u64
     let producer: BaseProducer<Counting> =
         BaseProducer::from_config_and_context(&config, counting.clone()).context("cannot create the producer")?;
     producer.init_transactions(TIMEOUT).context("init_transactions")?;
-    let value = bench_value(&args);
+    let value = bench_value(args);
     let b = bar(args.count, args.json);
     b.set_message("produce (transactions)");
     let started = Instant::now();
@@ -379,7 +379,7 @@ fn latency(remote: &Remote, topic: &str, args: &WireArgs, rate: u64) -> Result<(
     let producer: ThreadedProducer<Timing> =
         ThreadedProducer::from_config_and_context(&producer_config(remote, args, 0)?, timing.clone())
             .context("cannot create the producer")?;
-    let value = bench_value(&args);
+    let value = bench_value(args);
     // Connect and learn the topic's leader before the clock starts.
     let warm_up = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(topic, Box::new(Instant::now()));
     producer.send(warm_up.payload(&value[..])).map_err(|(e, _)| e)?;

@@ -301,7 +301,8 @@ pub struct Registry {
     default_compatibility: Compatibility,
 }
 
-/// Subjects and ids the registry refuses to hold in memory beyond (hostile or runaway registrations).
+/// The largest schema text the registry takes (Confluent has no limit but its request size; this bounds what one
+/// request can make every instance parse and hold).
 pub const MAX_SCHEMA_BYTES: usize = 1 << 20;
 
 impl Registry {

@@ -155,6 +155,12 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, mut req: Request, nex
                 }
                 None => ANONYMOUS.into(),
             },
+            // A password seen before is one SHA-256 away: answered here, without a trip to the blocking pool.
+            Credentials::Basic { user, password }
+                if auth.security.check_remembered_password(&user, &password).is_some() =>
+            {
+                format!("User:{user}").into()
+            }
             Credentials::Basic { user, password } => {
                 let security = auth.security.clone();
                 // The semaphore is never closed.

@@ -64,7 +64,10 @@ impl Drop for SchemaService {
 }
 
 /// How often a registration is decided again after losing to another instance's, before giving up.
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: u32 = 32;
+/// The longest pause between two attempts. Instances registering under one subject in a tight loop would otherwise
+/// keep colliding, one of them losing every time: a random pause, growing with each loss, lets one through.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 impl SchemaService {
     /// Creates `_schemas` if missing, reads it to its end and keeps reading it.
@@ -121,7 +124,7 @@ impl SchemaService {
     /// Registers a schema under a subject: its id and version (the existing ones when the subject has it already).
     pub async fn register(&self, subject: &str, new: &NewSchema) -> Result<(i32, i32), RegistryError> {
         let _one = self.writer.lock().await;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             let plan = self.state.read().plan_register(subject, new)?;
             match plan {
                 Registration::Exists { id, version } => return Ok((id, version)),
@@ -132,6 +135,8 @@ impl SchemaService {
                         return Ok((id, version));
                     }
                     tracing::debug!(subject, version, id, "another instance registered first; deciding again");
+                    let ceiling = Duration::from_millis(1 << attempt.min(8)).min(MAX_BACKOFF);
+                    tokio::time::sleep(ceiling.mul_f64(rand::random::<f64>())).await;
                 }
             }
         }

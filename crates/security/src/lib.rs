@@ -156,6 +156,12 @@ impl Security {
         self.users.check_password(user, password).then(|| format!("User:{user}"))
     }
 
+    /// [`check_password`](Security::check_password) answered from the digest of the password that last matched,
+    /// without PBKDF2: `None` when it cannot tell (see `UserStore::check_remembered`).
+    pub fn check_remembered_password(&self, user: &str, password: &str) -> Option<String> {
+        self.users.check_remembered(user, password).then(|| format!("User:{user}"))
+    }
+
     /// The principal a bearer token was issued to.
     pub fn check_token(&self, token: &str) -> Option<String> {
         self.users.check_token(token).map(|user| format!("User:{user}"))

@@ -232,16 +232,30 @@ impl UserStore {
             return false;
         };
         let seen = digest(&[&credential.stored_key, password.as_bytes()]);
-        if let Some(last) = self.matched.lock().get(user) {
-            if bool::from(last.ct_eq(&seen)) {
-                return true;
-            }
+        if self.remembered(user, &seen) {
+            return true;
         }
         let ok = credential.matches(password);
         if ok {
             self.matched.lock().insert(user.to_string(), seen);
         }
         ok
+    }
+
+    /// Whether `password` is the one that last matched for `user`: one SHA-256, never PBKDF2, so a caller can answer
+    /// at once and keep only the other cases (`false`: unknown, wrong, or not seen yet) for [`check_password`].
+    ///
+    /// [`check_password`]: UserStore::check_password
+    pub fn check_remembered(&self, user: &str, password: &str) -> bool {
+        let Some(credential) = self.scram(user, Mechanism::Sha256).or_else(|| self.scram(user, Mechanism::Sha512))
+        else {
+            return false;
+        };
+        self.remembered(user, &digest(&[&credential.stored_key, password.as_bytes()]))
+    }
+
+    fn remembered(&self, user: &str, seen: &[u8; 32]) -> bool {
+        self.matched.lock().get(user).is_some_and(|last| bool::from(last.ct_eq(seen)))
     }
 
     /// The user a bearer token was issued to.
@@ -303,6 +317,8 @@ mod tests {
         let again = UserStore::open(&path, &BTreeMap::new()).unwrap();
         assert!(again.check_password("alice", "s3cret-pw"));
         assert!(again.check_password("alice", "s3cret-pw"), "the remembered digest");
+        assert!(again.check_remembered("alice", "s3cret-pw"));
+        assert!(!again.check_remembered("alice", "wrong") && !again.check_remembered("nobody", "s3cret-pw"));
         assert!(!again.check_password("alice", "s3cret-px"));
         assert!(!again.check_password("nobody", "s3cret-pw"));
         assert_eq!(again.check_token(&token).as_deref(), Some("robot"));

@@ -796,6 +796,20 @@ impl Subscription for KafkaSubscription {
 
     async fn close(self: Box<Self>) -> Result<(), BusError> {
         self.consumer.unsubscribe();
+        // The revocation is served here, while the group is alive. Left to the drop, librdkafka's close runs the
+        // rebalance callback, and rdkafka's asks librdkafka for the rebalance protocol, a request that can wait
+        // forever on a group already terminating (a test hung there, one run in six on a loaded machine).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let consumer = self.consumer.clone();
+            let assigned = tokio::task::spawn_blocking(move || consumer.assignment().map(|a| a.count()).unwrap_or(0))
+                .await
+                .unwrap_or(0);
+            if assigned == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@
 #   scripts/bench.sh txn > results.jsonl       # only transactions over the Kafka protocol (1, 10, 100 records each)
 #                                              # and read_committed consumption, beside their plain counterparts
 #   scripts/bench.sh security > results.jsonl  # what SASL, ACL checks and TLS cost on the Kafka and HTTP listeners
+#                                              # (security-http: the HTTP listener only)
 #   scripts/bench.sh schemas > results.jsonl   # the schema registry: lookups/s, registrations/s, validation's cost
 #   scripts/bench.sh scale > results.jsonl     # the systems on a Kafka-compatible cluster (weir's listener, Tansu on
 #                                              # PostgreSQL), one and two instances, against embedded
@@ -27,7 +28,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|txn|http|security|schemas|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|schemas|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
 
 cargo build --release --quiet --bin weir
 weir=target/release/weir
@@ -166,12 +167,13 @@ security() {
       2>"$scratch/$setup.log" &
     pid=$!
     wait_port $port; wait_port $hport
-    case $setup in
+    # `security-http`: the HTTP part only.
+    [ "$mode" = security-http ] || case $setup in
       open) run $weir bench wire --json --label open --server 127.0.0.1:$port --size 100 --count "$count" ;;
       secured) run $weir bench wire --json --label sasl-plain-acl --server "bench:bench-pw@127.0.0.1:$port" \
                  --size 100 --count "$count" ;;
     esac
-    if [ $setup != secured ]; then
+    if [ $setup != secured ] && [ "$mode" != security-http ]; then
       local tls=(); [ $setup = tls ] && tls=(-X security.protocol=ssl -X "ssl.ca.location=$ca")
       local started took
       started=$(date +%s.%N)
@@ -419,7 +421,7 @@ if [ "$mode" = txn ]; then
   exit 0
 fi
 
-if [ "$mode" = security ]; then
+if [ "$mode" = security ] || [ "$mode" = security-http ]; then
   security
   exit 0
 fi

@@ -7,9 +7,8 @@ mod support;
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use support::{curl_json, ok, weir};
+use support::{curl_json, eventually, ok, weir};
 
 /// Starts `weir up` with the registry on a free port; the process and the registry's address from the banner.
 fn start(d: &Path, before: &[&str]) -> (Child, String) {
@@ -97,17 +96,6 @@ fn registered_schemas_survive_kill_9() {
     assert_eq!(body["id"].as_i64().unwrap(), ids.last().unwrap() + 1);
     up.kill().unwrap();
     up.wait().unwrap();
-}
-
-fn eventually(want: &str, mut probe: impl FnMut() -> String) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = probe();
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Two users, a writer and a reader, each refused what it may not do; 401 without credentials, 403 with the

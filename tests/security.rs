@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{curl_json, fails, ok, weir};
+use support::{curl_json, eventually, fails, ok, weir};
 
 /// `weir users add` with the password on stdin, as a script would pipe it.
 fn add_user(d: &Path, args: &[&str], password: &str) -> std::process::Output {
@@ -265,18 +265,6 @@ fn certs_dev_writes_what_up_accepts() {
 
 fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
-}
-
-/// Polls `probe` until it returns `want` or 10 s pass (a running weir re-reads the store files within a second).
-fn eventually(want: &str, mut probe: impl FnMut() -> String) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = probe();
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A running `weir up` with TLS on HTTP and the ACL authorizer: open paths need nothing, other routes credentials,

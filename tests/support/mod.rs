@@ -131,3 +131,16 @@ pub fn metric(http: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// Calls `probe` until it answers `want` or 10 s pass, and returns its last answer: for changes a running weir picks up
+/// within a second (store files reread, another instance's registry).
+pub fn eventually(want: &str, mut probe: impl FnMut() -> String) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = probe();
+        if got == want || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

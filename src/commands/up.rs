@@ -64,7 +64,8 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         // Each system's routes behind its own ACL check (READ for GET and HEAD, WRITE for the rest).
         routes = routes.merge(weir_http::guard_system(system.name(), r));
     }
-    let http = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes).await?;
+    let schemas = registry.as_ref().map(|(service, _)| service.clone());
+    let http = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
     let banner =
         Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url, guard: &guard };
@@ -558,6 +559,7 @@ async fn start_http(
     settings: &Settings,
     guard: &Guard,
     routes: axum::Router,
+    schemas: Option<Arc<weir_schema::SchemaService>>,
 ) -> Result<Option<weir_http::HttpServer>> {
     if args.http_listen == "none" {
         return Ok(None);
@@ -573,6 +575,9 @@ async fn start_http(
     config.security = guard.security.clone();
     config.tls = guard.http_tls.clone();
     config.open_paths = settings.http_open_paths.clone();
+    // The REST Proxy's avro, jsonschema and protobuf formats serialize through the registry.
+    config.schemas =
+        schemas.map(|s| Arc::new(weir_schema::ProxySchemas::new(s)) as Arc<dyn weir_http::EmbeddedSchemas>);
     let server = match broker {
         Some(broker) => weir_http::HttpServer::start_with(broker.clone(), config, routes).await,
         None => {

@@ -157,7 +157,8 @@ pub struct CreateConsumer {
     /// Instance name (default: generated).
     #[schema(min_length = 1, max_length = 255, pattern = "^[^/]+$")]
     pub name: Option<String>,
-    /// How keys and values are embedded: base64 (`binary`, the default) or JSON.
+    /// How keys and values are embedded: base64 (`binary`, the default), JSON (`json`), or decoded through the
+    /// schema registry from Confluent's wire format (`avro`, `jsonschema`, `protobuf`).
     pub format: Option<Format>,
     #[serde(rename = "auto.offset.reset")]
     pub auto_offset_reset: Option<ResetName>,
@@ -255,6 +256,15 @@ pub async fn create(
     access.group(Operation::Read, &group)?;
     let request: CreateConsumer = json_body(&headers, body, None, CreateConsumer::error_code)?;
     let format = request.format.unwrap_or(Format::Binary);
+    if format.schema_format().is_some() && state.config.schemas.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidConsumerConfig,
+            format!(
+                "format: {} needs the schema registry, which this weir runs without (--schema-registry-listen none)",
+                format.name()
+            ),
+        ));
+    }
     let reset = request.auto_offset_reset.map_or(OffsetReset::Latest, OffsetReset::from);
     let auto_commit = !matches!(request.auto_commit_enable, Some(BoolName::False));
     if group == "." || group == ".." {
@@ -454,7 +464,8 @@ pub struct FetchParams {
     pub max_bytes: Option<u64>,
 }
 
-/// One fetched record. Keys and values are base64 (binary instances) or JSON (json instances).
+/// One fetched record. Keys and values are base64 (binary instances), JSON (json instances), or the schema format's
+/// JSON form, decoded with the schema their id names (avro, jsonschema and protobuf instances).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsumerRecord {
     pub topic: String,
@@ -466,12 +477,13 @@ pub struct ConsumerRecord {
     pub offset: i64,
 }
 
+/// A key or value in the binary or JSON format (the schema formats are decoded before, by `schemas::deserialize`).
 fn embed(format: Format, bytes: Option<&[u8]>) -> Option<Value> {
     let b = bytes?;
     Some(match format {
-        Format::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        // Data written by non-JSON producers still comes back, as a string, rather than failing the fetch.
         Format::Json => serde_json::from_slice(b).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into())),
+        // Data written by non-JSON producers still comes back, as a string, rather than failing the fetch.
+        _ => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
     })
 }
 
@@ -481,12 +493,18 @@ fn returned_offsets(instance: &Instance) -> Vec<(TopicPartition, i64)> {
 }
 
 /// The records of `polled` that fit in `max_bytes` of keys and values (the first always does), embedded in the
-/// instance's format and noted as returned; the rest go back to the front of its buffer, in order, for the next
-/// fetch.
-fn hand_out(instance: &Instance, polled: Vec<ConsumedRecord>, max_bytes: u64) -> Vec<ConsumerRecord> {
+/// instance's format (or as `decoded`, for the records a schema format decoded, in order) and noted as returned;
+/// the rest go back to the front of its buffer, in order, for the next fetch.
+fn hand_out(
+    instance: &Instance,
+    polled: Vec<ConsumedRecord>,
+    decoded: Option<Vec<(Option<Value>, Option<Value>)>>,
+    max_bytes: u64,
+) -> Vec<ConsumerRecord> {
     let mut out = Vec::with_capacity(polled.len());
     let mut size = 0u64;
     let mut left = VecDeque::new();
+    let mut decoded = decoded.map(Vec::into_iter);
     for r in polled {
         let len = (r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())) as u64;
         // Over the limit: this record and the rest wait for the next fetch, in order.
@@ -494,15 +512,20 @@ fn hand_out(instance: &Instance, polled: Vec<ConsumedRecord>, max_bytes: u64) ->
             left.push_back(r);
             continue;
         }
+        let (key, value) = match decoded.as_mut() {
+            Some(decoded) => match decoded.next() {
+                Some(kv) => kv,
+                // Past the last record decoded: this one failed to decode, and waits with the rest.
+                None => {
+                    left.push_back(r);
+                    continue;
+                }
+            },
+            None => (embed(instance.format, r.key.as_deref()), embed(instance.format, r.value.as_deref())),
+        };
         size += len;
         instance.returned.lock().insert((r.topic.to_string(), r.partition), r.offset + 1);
-        out.push(ConsumerRecord {
-            topic: r.topic.to_string(),
-            key: embed(instance.format, r.key.as_deref()),
-            value: embed(instance.format, r.value.as_deref()),
-            partition: r.partition,
-            offset: r.offset,
-        });
+        out.push(ConsumerRecord { topic: r.topic.to_string(), key, value, partition: r.partition, offset: r.offset });
     }
     if !left.is_empty() {
         let mut buffer = instance.buffer.lock();
@@ -522,7 +545,11 @@ fn hand_out(instance: &Instance, polled: Vec<ConsumedRecord>, max_bytes: u64) ->
         (status = 200, description = "Records, possibly none", content(
             (Vec<ConsumerRecord> = "application/vnd.kafka.binary.v2+json"),
             (Vec<ConsumerRecord> = "application/vnd.kafka.json.v2+json"),
+            (Vec<ConsumerRecord> = "application/vnd.kafka.avro.v2+json"),
+            (Vec<ConsumerRecord> = "application/vnd.kafka.jsonschema.v2+json"),
+            (Vec<ConsumerRecord> = "application/vnd.kafka.protobuf.v2+json"),
         )),
+        (status = 500, description = "50002 the next record cannot be decoded with its schema (schema formats)", body = ErrorBody),
         (status = 400, description = "Bad query parameters", body = ErrorBody),
         (status = 404, description = "40403 unknown instance", body = ErrorBody),
         (status = 406, description = "40601 the Accept header asks for the other format", body = ErrorBody),
@@ -574,8 +601,21 @@ pub async fn records(
             Err(e) => return Err(e.into()),
         }
     };
-    let out = hand_out(&instance, polled, max_bytes);
+    // The schema formats decode up to the first record that cannot be: the ones before it are returned, and it waits
+    // at the front of the buffer, failing the next fetch that reaches it (nothing is skipped).
+    let (decoded, failure) = match instance.format.schema_format() {
+        None => (None, None),
+        Some(_) => {
+            let registry = crate::schemas::registry(&state.config, instance.format)?;
+            let (decoded, failure) = crate::schemas::deserialize(&**registry, &polled).await;
+            (Some(decoded), failure)
+        }
+    };
+    let out = hand_out(&instance, polled, decoded, max_bytes);
     drop(guard);
+    if let (true, Some(e)) = (out.is_empty(), failure) {
+        return Err(e);
+    }
     crate::metrics::consumed(&out, started.elapsed());
     Ok(([(header::CONTENT_TYPE, instance.format.media_type())], Json(out)).into_response())
 }

@@ -64,21 +64,31 @@ pub enum ErrorCode {
     TooManyRecords = 41302,
     /// weir's: a body that parses but does not fit its type; the message names the field.
     UnprocessableEntity = 42200,
-    /// A produce record's key that does not fit the format (the REST Proxy's key without a schema: weir has no
-    /// schemas).
+    /// A produce record's key that does not fit the format (bad base64), or keys in a schema format without
+    /// `key_schema` or `key_schema_id` (the REST Proxy's "key schema missing").
     InvalidKey = 42201,
-    /// A produce record's value that does not fit the format.
+    /// A produce record's value that does not fit the format, or values without a value schema.
     InvalidValue = 42202,
+    /// A key or value that does not fit its schema (the REST Proxy's "Conversion of JSON to Object failed").
+    JsonConversion = 42203,
     /// A consumer instance's settings (`format`, `auto.offset.reset`, `auto.commit.enable`) that are not valid.
     InvalidConsumerConfig = 42204,
+    /// A schema a produce request gives that does not parse, is not registered, is of another format, or that the
+    /// registry refuses (incompatible, read-only subject).
+    InvalidSchema = 42205,
     /// weir's: anything else that went wrong inside the server.
     Internal = 50001,
+    /// A stored record that a schema-format consumer cannot decode (the REST Proxy's "Kafka error" for a
+    /// deserialization failure); it stays unreturned.
+    Deserialization = 50002,
     /// weir's: a REST Proxy route asked of an instance whose systems run on a Kafka cluster (no broker here).
     NotOnACluster = 50101,
     /// weir's: the broker is stopping.
     ShuttingDown = 50301,
     /// weir's: the HTTP connection cap is reached (sent by the accept loop, which then closes the connection).
     TooManyConnections = 50302,
+    /// weir's: the schema registry could not answer, or this weir has none.
+    RegistryUnavailable = 50303,
 }
 
 impl ErrorCode {
@@ -102,10 +112,15 @@ impl ErrorCode {
             TopicExists | ConsumerAlreadyExists | IllegalState => StatusCode::CONFLICT,
             PayloadTooLarge | RecordTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            UnprocessableEntity | InvalidKey | InvalidValue | InvalidConsumerConfig => StatusCode::UNPROCESSABLE_ENTITY,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            UnprocessableEntity
+            | InvalidKey
+            | InvalidValue
+            | JsonConversion
+            | InvalidConsumerConfig
+            | InvalidSchema => StatusCode::UNPROCESSABLE_ENTITY,
+            Internal | Deserialization => StatusCode::INTERNAL_SERVER_ERROR,
             NotOnACluster => StatusCode::NOT_IMPLEMENTED,
-            ShuttingDown | TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | TooManyConnections | RegistryUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

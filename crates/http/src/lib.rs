@@ -1,6 +1,8 @@
 //! weir's HTTP adapter, beside the Kafka one: what services that speak HTTP rather than Kafka use.
 //!
 //! - `records.rs`: produce, as the Confluent REST Proxy v2 accepts it (binary, JSON and plain `application/json`).
+//! - `schemas.rs`: the REST Proxy's schema formats (avro, jsonschema, protobuf), through [`EmbeddedSchemas`], which
+//!   the schema registry (above this crate) implements.
 //! - `media.rs`: the REST Proxy's media types: a produce body's format, a fetch's `Accept`, the consumer routes'
 //!   JSON types.
 //! - `body.rs`: request bodies read within the limit and deserialized into the handlers' types, with errors that
@@ -88,6 +90,7 @@ pub fn install_metrics() {
 }
 mod openapi;
 mod records;
+pub mod schemas;
 mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -106,6 +109,7 @@ use weir_broker::Broker;
 pub use auth::{guard_system, Access, Principal};
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use openapi::openapi_json;
+pub use schemas::{EmbedError, EmbeddedSchemas, SchemaFormat, SchemaGiven};
 
 /// How the HTTP listener behaves.
 #[derive(Clone)]
@@ -138,6 +142,9 @@ pub struct HttpConfig {
     /// Paths served without credentials and without ACL checks even when authentication is required: health checks
     /// and Prometheus scrapes. Exact paths.
     pub open_paths: Vec<String>,
+    /// The schema registry behind the REST Proxy's avro, jsonschema and protobuf formats; `None`: those formats are
+    /// refused (415 to produce, 42204 to create a consumer instance).
+    pub schemas: Option<Arc<dyn EmbeddedSchemas>>,
 }
 
 /// By hand: `security` holds the user store (SCRAM keys, digests of recent passwords), which has no business in a
@@ -156,6 +163,7 @@ impl std::fmt::Debug for HttpConfig {
             security,
             tls,
             open_paths,
+            schemas,
         } = self;
         f.debug_struct("HttpConfig")
             .field("listen", listen)
@@ -170,6 +178,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("authorizer", &security.settings().authorizer)
             .field("tls", &tls.is_some())
             .field("open_paths", open_paths)
+            .field("schema_registry", &schemas.is_some())
             .finish()
     }
 }
@@ -190,6 +199,7 @@ impl HttpConfig {
             security: weir_security::Security::open_to_all(),
             tls: None,
             open_paths: vec!["/health".into(), "/metrics".into()],
+            schemas: None,
         }
     }
 }

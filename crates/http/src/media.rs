@@ -5,18 +5,26 @@ use axum::http::header::{self, HeaderName};
 use axum::http::HeaderMap;
 
 use crate::error::ApiError;
+use crate::schemas::SchemaFormat;
 
 /// Produce bodies and fetched records with keys and values as base64 strings.
 pub const BINARY_V2: &str = "application/vnd.kafka.binary.v2+json";
 /// Produce bodies and fetched records with keys and values as any JSON.
 pub const JSON_V2: &str = "application/vnd.kafka.json.v2+json";
+/// Produce bodies and fetched records with keys and values as Avro's JSON encoding, stored framed with a schema id.
+pub const AVRO_V2: &str = "application/vnd.kafka.avro.v2+json";
+/// Keys and values as JSON checked against a JSON Schema, stored framed with its id.
+pub const JSONSCHEMA_V2: &str = "application/vnd.kafka.jsonschema.v2+json";
+/// Keys and values as Protobuf's JSON mapping, stored as Protobuf framed with the schema id.
+pub const PROTOBUF_V2: &str = "application/vnd.kafka.protobuf.v2+json";
 /// The consumer routes' bodies, which embed no keys or values.
 pub const V2: &str = "application/vnd.kafka.v2+json";
 /// Taken wherever a v2 JSON type is (as the JSON format for produce bodies).
 pub const JSON: &str = "application/json";
 
-/// How keys and values are embedded in JSON: base64 strings (`binary`) or any JSON, stored as its JSON text
-/// (`json`). A consumer instance's `format` setting names one.
+/// How keys and values are embedded in JSON: base64 strings (`binary`), any JSON stored as its JSON text (`json`),
+/// or JSON serialized through the schema registry (`avro`, `jsonschema`, `protobuf`; see `schemas.rs`). A consumer
+/// instance's `format` setting names one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 // `rename_all` names the variants in the OpenAPI document; `try_from` reads them, so that a value of the wrong type
 // is answered "expected a string" (serde_json's own enum reading says only "expected value").
@@ -24,6 +32,9 @@ pub const JSON: &str = "application/json";
 pub enum Format {
     Binary,
     Json,
+    Avro,
+    Jsonschema,
+    Protobuf,
 }
 
 impl TryFrom<String> for Format {
@@ -32,7 +43,10 @@ impl TryFrom<String> for Format {
         match s.as_str() {
             "binary" => Ok(Format::Binary),
             "json" => Ok(Format::Json),
-            _ => Err(format!("unsupported format {s:?}: use binary or json")),
+            "avro" => Ok(Format::Avro),
+            "jsonschema" => Ok(Format::Jsonschema),
+            "protobuf" => Ok(Format::Protobuf),
+            _ => Err(format!("unsupported format {s:?}: use binary, json, avro, jsonschema or protobuf")),
         }
     }
 }
@@ -42,6 +56,19 @@ impl Format {
         match self {
             Format::Binary => "binary",
             Format::Json => "json",
+            Format::Avro => "avro",
+            Format::Jsonschema => "jsonschema",
+            Format::Protobuf => "protobuf",
+        }
+    }
+
+    /// The schema format behind it, for the formats that go through the schema registry.
+    pub fn schema_format(self) -> Option<SchemaFormat> {
+        match self {
+            Format::Binary | Format::Json => None,
+            Format::Avro => Some(SchemaFormat::Avro),
+            Format::Jsonschema => Some(SchemaFormat::JsonSchema),
+            Format::Protobuf => Some(SchemaFormat::Protobuf),
         }
     }
 
@@ -50,6 +77,9 @@ impl Format {
         match self {
             Format::Binary => BINARY_V2,
             Format::Json => JSON_V2,
+            Format::Avro => AVRO_V2,
+            Format::Jsonschema => JSONSCHEMA_V2,
+            Format::Protobuf => PROTOBUF_V2,
         }
     }
 }
@@ -66,9 +96,12 @@ pub fn produce_format(headers: &HeaderMap) -> Result<Format, ApiError> {
     match media_type(headers, header::CONTENT_TYPE).as_deref() {
         Some(BINARY_V2) => Ok(Format::Binary),
         Some(JSON_V2) | Some(JSON) => Ok(Format::Json),
+        Some(AVRO_V2) => Ok(Format::Avro),
+        Some(JSONSCHEMA_V2) => Ok(Format::Jsonschema),
+        Some(PROTOBUF_V2) => Ok(Format::Protobuf),
         other => Err(ApiError::unsupported_media_type(
             other.unwrap_or("(none)"),
-            &format!("{BINARY_V2}, {JSON_V2} or {JSON}"),
+            &format!("{BINARY_V2}, {JSON_V2}, {JSON}, {AVRO_V2}, {JSONSCHEMA_V2} or {PROTOBUF_V2}"),
         )),
     }
 }
@@ -78,6 +111,9 @@ pub fn accepted_format(headers: &HeaderMap) -> Option<Format> {
     match media_type(headers, header::ACCEPT).as_deref() {
         Some(BINARY_V2) => Some(Format::Binary),
         Some(JSON_V2) => Some(Format::Json),
+        Some(AVRO_V2) => Some(Format::Avro),
+        Some(JSONSCHEMA_V2) => Some(Format::Jsonschema),
+        Some(PROTOBUF_V2) => Some(Format::Protobuf),
         _ => None,
     }
 }

@@ -1,8 +1,10 @@
 //! Produce over HTTP as the Confluent REST Proxy v2 accepts it: `POST /topics/{topic}` and
 //! `POST /topics/{topic}/partitions/{partition}` with `{"records": [{"key", "value", "partition"}]}`. Keys and values
 //! are base64 under `application/vnd.kafka.binary.v2+json`, and any JSON under `application/vnd.kafka.json.v2+json` or
-//! plain `application/json` (stored as their JSON text). Every record is validated before any is written, so a bad
-//! request stores nothing; the answer lists each record's partition and offset in request order.
+//! plain `application/json` (stored as their JSON text), and JSON serialized through the schema registry under
+//! `application/vnd.kafka.{avro,jsonschema,protobuf}.v2+json` (see `schemas.rs`). Every record is validated (and
+//! serialized) before any is written, so a bad request stores nothing; the answer lists each record's partition and
+//! offset in request order.
 //!
 //! The request types here are both what a body is deserialized into and what the OpenAPI document shows for it. They
 //! borrow from the body rather than copy it (`records` stays raw text until [`parse_as`] walks it, a record's base64
@@ -79,6 +81,33 @@ pub struct JsonRecord<'a> {
     pub partition: Option<Partition>,
 }
 
+/// A produce request in a schema format (`avro`, `jsonschema`, `protobuf`): keys and values are JSON in the format's
+/// JSON form, serialized with the schemas given by text (registered on the fly under the subject the topic's naming
+/// strategy gives) or by id, and stored framed with their ids.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct SchemaProduceRequest<'a> {
+    /// The keys' schema, as text; registered under the key's subject if it is not there yet.
+    pub key_schema: Option<String>,
+    /// The keys' schema, by id (instead of `key_schema`).
+    pub key_schema_id: Option<i32>,
+    /// The values' schema, as text.
+    pub value_schema: Option<String>,
+    /// The values' schema, by id (instead of `value_schema`).
+    pub value_schema_id: Option<i32>,
+    #[serde(borrow)]
+    #[schema(value_type = Vec<JsonRecord<'static>>)]
+    pub records: Records<'a, JsonRecord<'a>>,
+}
+
+/// The schemas a produce request gives (none in the binary and JSON formats).
+#[derive(Debug, Default)]
+pub(crate) struct GivenSchemas {
+    pub key_schema: Option<String>,
+    pub key_schema_id: Option<i32>,
+    pub value_schema: Option<String>,
+    pub value_schema_id: Option<i32>,
+}
+
 /// A produce request's `records`: the array, still as its raw text in the body, read one `R` at a time by
 /// [`parse_as`] rather than all at once.
 #[derive(Debug)]
@@ -121,23 +150,33 @@ impl<'de: 'a, 'a> Deserialize<'de> for Base64<'a> {
     }
 }
 
-/// One request type per format: which records it holds and how one becomes bytes.
+/// One request type per format: which records it holds, how one becomes bytes, and the schemas it gives.
 trait ProduceRequest<'a>: Deserialize<'a> {
     type Record: Deserialize<'a> + Record;
-    fn records(self) -> Records<'a, Self::Record>;
+    fn split(self) -> (Records<'a, Self::Record>, GivenSchemas);
 }
 
 impl<'a> ProduceRequest<'a> for BinaryProduceRequest<'a> {
     type Record = BinaryRecord<'a>;
-    fn records(self) -> Records<'a, BinaryRecord<'a>> {
-        self.records
+    fn split(self) -> (Records<'a, BinaryRecord<'a>>, GivenSchemas) {
+        (self.records, GivenSchemas::default())
     }
 }
 
 impl<'a> ProduceRequest<'a> for JsonProduceRequest<'a> {
     type Record = JsonRecord<'a>;
-    fn records(self) -> Records<'a, JsonRecord<'a>> {
-        self.records
+    fn split(self) -> (Records<'a, JsonRecord<'a>>, GivenSchemas) {
+        (self.records, GivenSchemas::default())
+    }
+}
+
+/// Its records are read as the JSON format's (their keys and values kept as compact JSON text), then serialized with
+/// the schemas (see `schemas.rs`).
+impl<'a> ProduceRequest<'a> for SchemaProduceRequest<'a> {
+    type Record = JsonRecord<'a>;
+    fn split(self) -> (Records<'a, JsonRecord<'a>>, GivenSchemas) {
+        let SchemaProduceRequest { key_schema, key_schema_id, value_schema, value_schema_id, records } = self;
+        (records, GivenSchemas { key_schema, key_schema_id, value_schema, value_schema_id })
     }
 }
 
@@ -204,21 +243,23 @@ pub struct RecordOffset {
 
 /// One record, checked: its key and value are ranges of the request's one decoded buffer (see [`parse`]).
 #[derive(Debug)]
-struct Parsed {
-    key: Option<Range<usize>>,
-    value: Option<Range<usize>>,
-    partition: Option<i32>,
+pub(crate) struct Parsed {
+    pub key: Option<Range<usize>>,
+    pub value: Option<Range<usize>>,
+    pub partition: Option<i32>,
 }
 
 /// Every record of a request, checked, with their keys and values decoded back to back into one buffer.
 #[derive(Debug)]
-struct ParsedRecords {
-    records: Vec<Parsed>,
-    data: Bytes,
+pub(crate) struct ParsedRecords {
+    pub records: Vec<Parsed>,
+    pub data: Bytes,
+    /// The schemas the request gives, for the schema formats.
+    pub schemas: GivenSchemas,
 }
 
 impl ParsedRecords {
-    fn bytes(&self, range: &Option<Range<usize>>) -> Option<Bytes> {
+    pub fn bytes(&self, range: &Option<Range<usize>>) -> Option<Bytes> {
         range.as_ref().map(|r| self.data.slice(r.clone()))
     }
 }
@@ -234,6 +275,7 @@ fn parse(format: Format, body: &[u8], max_records: usize) -> Result<ParsedRecord
     match format {
         Format::Binary => parse_as::<BinaryProduceRequest<'_>>(body, max_records),
         Format::Json => parse_as::<JsonProduceRequest<'_>>(body, max_records),
+        Format::Avro | Format::Jsonschema | Format::Protobuf => parse_as::<SchemaProduceRequest<'_>>(body, max_records),
     }
 }
 
@@ -246,7 +288,7 @@ fn parse(format: Format, body: &[u8], max_records: usize) -> Result<ParsedRecord
 /// stops at the first record past the cap, before doing its work.
 fn parse_as<'a, T: ProduceRequest<'a>>(body: &'a [u8], max_records: usize) -> Result<ParsedRecords, ApiError> {
     let request: T = body::object(body).map_err(|e| e.into_api(ErrorCode::UnprocessableEntity))?;
-    let records = request.records();
+    let (records, schemas) = request.split();
     let mut walk =
         Walk::<T::Record> { max_records, records: Vec::new(), data: Vec::new(), failure: None, record: PhantomData };
     // The text was checked as JSON when the request was read, so the walk fails only where `failure` says why.
@@ -256,7 +298,7 @@ fn parse_as<'a, T: ProduceRequest<'a>>(body: &'a [u8], max_records: usize) -> Re
         return Err(e);
     }
     walked.map_err(|e| ApiError::new(ErrorCode::UnprocessableEntity, format!("records: {e}")))?;
-    Ok(ParsedRecords { records: walk.records, data: Bytes::from(walk.data) })
+    Ok(ParsedRecords { records: walk.records, data: Bytes::from(walk.data), schemas })
 }
 
 /// The state of [`parse_as`]'s walk over the records array.
@@ -324,6 +366,9 @@ fn too_many_records(max: usize) -> ApiError {
         (BinaryProduceRequest<'_> = "application/vnd.kafka.binary.v2+json"),
         (JsonProduceRequest<'_> = "application/vnd.kafka.json.v2+json"),
         (JsonProduceRequest<'_> = "application/json"),
+        (SchemaProduceRequest<'_> = "application/vnd.kafka.avro.v2+json"),
+        (SchemaProduceRequest<'_> = "application/vnd.kafka.jsonschema.v2+json"),
+        (SchemaProduceRequest<'_> = "application/vnd.kafka.protobuf.v2+json"),
     )),
     responses(
         (status = 403, description = "40301 not authorized to write to the topic (or to create it)", body = ErrorBody),
@@ -332,7 +377,8 @@ fn too_many_records(max: usize) -> ApiError {
         (status = 404, description = "Unknown topic (40401) or partition (40402)", body = ErrorBody),
         (status = 413, description = "Body over the limit, or a record over max.message.bytes", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
-        (status = 422, description = "Malformed JSON, base64 (42201 key, 42202 value) or field", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, base64 (42201 key, 42202 value) or field; in a schema format, keys or values without their schema (42201, 42202), a value that does not fit its schema (42203) or a schema refused (42205)", body = ErrorBody),
+        (status = 503, description = "50303 the schema registry cannot answer", body = ErrorBody),
     )
 )]
 pub async fn produce_to_topic(
@@ -352,6 +398,9 @@ pub async fn produce_to_topic(
         (BinaryProduceRequest<'_> = "application/vnd.kafka.binary.v2+json"),
         (JsonProduceRequest<'_> = "application/vnd.kafka.json.v2+json"),
         (JsonProduceRequest<'_> = "application/json"),
+        (SchemaProduceRequest<'_> = "application/vnd.kafka.avro.v2+json"),
+        (SchemaProduceRequest<'_> = "application/vnd.kafka.jsonschema.v2+json"),
+        (SchemaProduceRequest<'_> = "application/vnd.kafka.protobuf.v2+json"),
     )),
     responses(
         (status = 403, description = "40301 not authorized to write to the topic (or to create it)", body = ErrorBody),
@@ -360,7 +409,8 @@ pub async fn produce_to_topic(
         (status = 404, description = "Unknown topic (40401) or partition (40402)", body = ErrorBody),
         (status = 413, description = "Body over the limit, or a record over max.message.bytes", body = ErrorBody),
         (status = 415, description = "Unsupported Content-Type", body = ErrorBody),
-        (status = 422, description = "Malformed JSON, base64 (42201 key, 42202 value) or field", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, base64 (42201 key, 42202 value) or field; in a schema format, keys or values without their schema (42201, 42202), a value that does not fit its schema (42203) or a schema refused (42205)", body = ErrorBody),
+        (status = 503, description = "50303 the schema registry cannot answer", body = ErrorBody),
     )
 )]
 pub async fn produce_to_partition(
@@ -390,13 +440,24 @@ async fn produce(
         access.create_topic(&topic_name)?;
     }
     let format = media::produce_format(request.headers())?;
+    let registry = match format.schema_format() {
+        None => None,
+        Some(schema_format) => Some((schema_format, crate::schemas::registry(&state.config, format)?)),
+    };
     let body = body::read(Bytes::from_request(request, &()).await)?;
-    let parsed = parse(format, &body, state.config.max_records_per_request)?;
+    let mut parsed = parse(format, &body, state.config.max_records_per_request)?;
     let topic = state.broker.topic_or_create(&topic_name)?;
     for r in &parsed.records {
         if let Some(p) = partition.or(r.partition) {
             topic.partition(p)?;
         }
+    }
+    let mut schema_ids = (None, None);
+    if let Some((schema_format, registry)) = registry {
+        let strategies = topic.validation().map(|v| (v.key_strategy, v.value_strategy)).unwrap_or_default();
+        let serialized = crate::schemas::serialize(&**registry, schema_format, &topic_name, strategies, parsed).await?;
+        schema_ids = (serialized.1, serialized.2);
+        parsed = serialized.0;
     }
     // One send for the request: on a topic with schema validation, one refused record stores none of them.
     let acks = state.producer.send_all(
@@ -435,7 +496,11 @@ async fn produce(
         });
     }
     crate::metrics::produced(&topic_name, count, body_len, started.elapsed());
-    Ok(Json(ProduceResponse { key_schema_id: None, value_schema_id: None, offsets }))
+    Ok(Json(ProduceResponse {
+        key_schema_id: schema_ids.0.map(i64::from),
+        value_schema_id: schema_ids.1.map(i64::from),
+        offsets,
+    }))
 }
 
 #[cfg(test)]

@@ -2,15 +2,17 @@
 //! compatibility by each format's own rules ([`formats`]); the registry's state and decisions ([`registry`]) kept in
 //! the `_schemas` topic ([`records`]) through the runtime's Bus ([`service`]), so one registry serves every weir
 //! instance on a cluster; Confluent's REST API over it ([`api`]); Confluent's wire format for records that carry
-//! a schema id ([`wire`]); and the broker's schema validation of such records, answered by the registry
-//! ([`validation`]).
+//! a schema id ([`wire`]); the subject naming strategies ([`naming`]); the broker's schema validation of such
+//! records, answered by the registry ([`validation`]); and the REST Proxy's schema formats ([`proxy`]).
 
 pub mod api;
 pub mod avro;
 pub mod codec;
 pub mod formats;
 pub mod json;
+pub mod naming;
 pub mod protobuf;
+pub mod proxy;
 pub mod records;
 pub mod registry;
 pub mod service;
@@ -19,6 +21,8 @@ pub mod wire;
 
 pub use codec::SerdeError;
 pub use formats::{Dependency, InvalidSchema, Parsed, PayloadError, SchemaType};
+pub use naming::subject_name;
+pub use proxy::ProxySchemas;
 pub use registry::{Compatibility, Mode, NewSchema, Registry, RegistryError, VersionSel};
 pub use service::{SchemaService, ServiceConfig, SCHEMAS_TOPIC};
 pub use validation::RegistryValidator;

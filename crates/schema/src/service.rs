@@ -92,6 +92,12 @@ impl SchemaService {
         self.state.read()
     }
 
+    /// Waits until this instance has read everything written to `_schemas` before the call (a marker written and read
+    /// back): what another instance registered a moment ago is then known here.
+    pub async fn catch_up(&self) -> Result<(), RegistryError> {
+        self.write(vec![Record::Noop]).await
+    }
+
     /// Writes records to `_schemas` and waits until the reader has applied them.
     async fn write(&self, records: Vec<Record>) -> Result<(), RegistryError> {
         let messages = records

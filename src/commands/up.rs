@@ -43,11 +43,17 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let (bus, broker) = open_bus(&settings, &args).await?;
     let (store, store_url) = open_store(&settings, &args).await?;
     let kv = open_kv(&store, &args).await?;
-    let registry = start_registry(&bus, &args, &guard).await?;
+    // The registry runs when it has a listener, or when a system declares event schemas (its typed events go
+    // through it).
+    let mut needs_registry = false;
+    for (system, system_settings) in &systems {
+        needs_registry |= !system.event_schemas(system_settings)?.is_empty();
+    }
+    let (registry, registry_http) = start_registry(&bus, &args, &guard, needs_registry).await?;
     // Topics with schema validation ask the registry about every record. Installed before the Kafka listener
     // accepts anyone, so no producer is told there is no registry while it starts. On a cluster (`--bus kafka://`)
     // there is no broker here: the cluster validates, or not.
-    if let (Some(broker), Some((service, _))) = (&broker, &registry) {
+    if let (Some(broker), Some(service)) = (&broker, &registry) {
         broker.set_record_validator(Arc::new(weir_schema::RegistryValidator::new(service.clone())));
     }
     let kafka = match &broker {
@@ -55,6 +61,9 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         None => None,
     };
     let mut host = Host::new(bus.clone(), store.clone(), kv);
+    if let Some(service) = &registry {
+        host = host.with_schemas(Arc::new(weir_schema::Serializers::new(service.clone())));
+    }
     let mut routes = axum::Router::new();
     for (system, system_settings) in &systems {
         let r = host
@@ -64,12 +73,12 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         // Each system's routes behind its own ACL check (READ for GET and HEAD, WRITE for the rest).
         routes = routes.merge(weir_http::guard_system(system.name(), r));
     }
-    let schemas = registry.as_ref().map(|(service, _)| service.clone());
+    let schemas = registry.clone();
     let http = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
     let banner =
         Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url, guard: &guard };
-    banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), registry.as_ref().map(|(_, h)| h), &store, &names);
+    banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), registry_http.as_ref(), &store, &names);
 
     let outcome = until_stopped(bus, broker.clone(), &args).await;
     eprintln!("weir is stopping: finishing the systems' work, flushing logs");
@@ -87,7 +96,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     if let Some(h) = http {
         h.stop().await;
     }
-    if let Some((_, h)) = registry {
+    if let Some(h) = registry_http {
         h.stop().await;
     }
     if let Some(broker) = &broker {
@@ -420,25 +429,28 @@ fn listener_line(label: &str, h: &weir_http::HttpServer, guard: &Guard, open_pat
     format!("  {label:<10} {scheme}://{} ({}{how}; {what})", h.local_addr, guard.protocol(tls))
 }
 
-/// The schema registry over the bus, on its own listener (the HTTP API's security and TLS), unless `none`.
+/// The schema registry over the bus, on its own listener (the HTTP API's security and TLS), unless `none`; with
+/// `none`, still the registry without a listener when `needed` (a system's typed events go through it).
 async fn start_registry(
     bus: &Arc<dyn Bus>,
     args: &UpArgs,
     guard: &Guard,
-) -> Result<Option<(Arc<weir_schema::SchemaService>, weir_http::HttpServer)>> {
-    if args.schema_registry_listen == "none" {
-        return Ok(None);
+    needed: bool,
+) -> Result<(Option<Arc<weir_schema::SchemaService>>, Option<weir_http::HttpServer>)> {
+    let listen: Option<std::net::SocketAddr> = match args.schema_registry_listen.as_str() {
+        "none" => None,
+        text => Some(text.parse().with_context(|| format!("--schema-registry-listen {text:?} is not HOST:PORT"))?),
+    };
+    if listen.is_none() && !needed {
+        return Ok((None, None));
     }
-    let listen: std::net::SocketAddr = args
-        .schema_registry_listen
-        .parse()
-        .with_context(|| format!("--schema-registry-listen {:?} is not HOST:PORT", args.schema_registry_listen))?;
     let level: weir_schema::Compatibility =
         args.schema_compatibility.parse().map_err(|e| anyhow::anyhow!("--schema-compatibility: {e}"))?;
     let config = weir_schema::ServiceConfig { default_compatibility: level, ..Default::default() };
     let service = weir_schema::SchemaService::start(bus.clone(), config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the schema registry: {e}"))?;
+    let Some(listen) = listen else { return Ok((Some(service), None)) };
     let mut http = weir_http::HttpConfig::new(listen);
     http.max_connections = args.http_max_connections.max(1);
     http.idle_timeout = Duration::from_millis(args.http_idle_timeout_ms.max(1));
@@ -448,7 +460,7 @@ async fn start_registry(
     let server = weir_http::HttpServer::start_app(http, weir_schema::api::router(service.clone()))
         .await
         .with_context(|| format!("cannot listen for the schema registry on {listen}"))?;
-    Ok(Some((service, server)))
+    Ok((Some(service), Some(server)))
 }
 
 /// Runs the status loop until Ctrl-C, SIGTERM or `--run-for`; returns the status loop's error, if it failed.
@@ -576,8 +588,7 @@ async fn start_http(
     config.tls = guard.http_tls.clone();
     config.open_paths = settings.http_open_paths.clone();
     // The REST Proxy's avro, jsonschema and protobuf formats serialize through the registry.
-    config.schemas =
-        schemas.map(|s| Arc::new(weir_schema::ProxySchemas::new(s)) as Arc<dyn weir_http::EmbeddedSchemas>);
+    config.schemas = schemas.map(|s| Arc::new(weir_schema::Serializers::new(s)) as Arc<dyn weir_http::EmbeddedSchemas>);
     let server = match broker {
         Some(broker) => weir_http::HttpServer::start_with(broker.clone(), config, routes).await,
         None => {

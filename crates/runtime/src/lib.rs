@@ -3,6 +3,8 @@
 //! - [`Bus`] (`bus.rs`): publish and subscribe, shaped like a Kafka client; [`EmbeddedBus`] (`embedded.rs`) over the
 //!   in-process broker and [`KafkaBus`] (`kafka.rs`) over a Kafka cluster. A system takes a `Bus` and never names a
 //!   backend. Both run transactions (`Subscription::commit_transaction`: messages and the group's offsets together).
+//! - [`events`]: typed events, serialized and deserialized through the schema registry in Confluent's wire format,
+//!   the schemas declared by each system and registered when it starts.
 //! - [`handler`]: the [`Runner`] driving handlers with per-partition order, retries with backoff, dead letters, and
 //!   at-least-once, exactly-once-into-SQL or exactly-once-on-the-bus (transactional) delivery.
 //! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
@@ -20,6 +22,7 @@
 
 mod bus;
 mod embedded;
+pub mod events;
 pub mod handler;
 #[cfg(feature = "kafka")]
 mod kafka;

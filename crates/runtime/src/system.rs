@@ -56,6 +56,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, BusError};
+use crate::events::{EventError, EventSchema, Events, SchemaRegistry};
 use crate::kv::KvStore;
 use crate::outbox::{Relay, RelayWaker};
 use crate::sql::{SqlStore, StoreError};
@@ -72,6 +73,8 @@ pub enum SystemError {
     Store(#[from] StoreError),
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    #[error("events: {0}")]
+    Events(#[from] EventError),
     #[error("{0}")]
     Other(String),
 }
@@ -102,6 +105,12 @@ pub struct SystemContext {
     pub outbox: RelayWaker,
     /// Turns true when the platform stops: every task of the system returns soon after.
     pub stop: watch::Receiver<bool>,
+    /// The schema registry, when the platform runs one: [`launch`] registers the system's
+    /// [`System::event_schemas`] in it.
+    pub schemas: Option<Arc<dyn SchemaRegistry>>,
+    /// The system's event types, registered ([`launch`] fills it in): what its producers serialize and its
+    /// handlers deserialize with.
+    pub events: Events,
 }
 
 impl std::fmt::Debug for SystemContext {
@@ -193,6 +202,12 @@ pub trait System: Send + Sync + 'static {
     fn check(&self, settings: &SystemSettings) -> Result<(), SystemError>;
     /// The topics it reads and writes, with their partition counts.
     fn topics(&self, settings: &SystemSettings) -> Result<Vec<TopicSpec>, SystemError>;
+    /// The schemas of the events it writes, registered in the schema registry before it starts (see
+    /// [`crate::events`]); none by default.
+    fn event_schemas(&self, settings: &SystemSettings) -> Result<Vec<EventSchema>, SystemError> {
+        let _ = settings;
+        Ok(Vec::new())
+    }
     /// Creates or upgrades its tables (idempotent).
     async fn migrate(&self, store: &SqlStore) -> Result<(), SystemError>;
     /// Describes its metrics to the recorder (names, units, help), so they show before the first sample.
@@ -210,11 +225,17 @@ pub trait System: Send + Sync + 'static {
     }
 }
 
-/// Sets a system up on a platform and starts it: its settings checked, its topics created, its tables migrated.
-pub async fn launch(system: &dyn System, ctx: SystemContext) -> Result<Started, SystemError> {
+/// Sets a system up on a platform and starts it: its settings checked, its topics created, its event schemas
+/// registered, its tables migrated.
+pub async fn launch(system: &dyn System, mut ctx: SystemContext) -> Result<Started, SystemError> {
     system.check(&ctx.settings)?;
     for t in system.topics(&ctx.settings)? {
         ctx.bus.ensure_topic(&t.name, t.partitions).await?;
+    }
+    let schemas = system.event_schemas(&ctx.settings)?;
+    if !schemas.is_empty() {
+        let registry = ctx.schemas.clone().ok_or(EventError::NoRegistry)?;
+        ctx.events = Events::register(registry, &schemas).await?;
     }
     // One instance at a time changes the schema (several may start together on one database).
     let lock = ctx.store.lock_schema().await?;
@@ -233,6 +254,7 @@ pub struct Host {
     kv: Arc<dyn KvStore>,
     outbox: RelayWaker,
     running: Running,
+    schemas: Option<Arc<dyn SchemaRegistry>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -258,7 +280,14 @@ impl Host {
                 .map_err(|e| SystemError::Other(format!("outbox relay: {e}")))
         });
         running.add(vec![("outbox relay".to_string(), relay)]);
-        Host { bus, store, kv, outbox, running }
+        Host { bus, store, kv, outbox, running, schemas: None }
+    }
+
+    /// The schema registry the systems' typed events go through (without one, a system that declares event
+    /// schemas does not start).
+    pub fn with_schemas(mut self, registry: Arc<dyn SchemaRegistry>) -> Host {
+        self.schemas = Some(registry);
+        self
     }
 
     /// Sets `system` up (settings checked, topics, tables) and starts it; returns its HTTP routes.
@@ -270,6 +299,8 @@ impl Host {
             settings,
             outbox: self.outbox.clone(),
             stop: self.running.signal(),
+            schemas: self.schemas.clone(),
+            events: Events::default(),
         };
         let started = launch(system, ctx).await?;
         self.running.add(started.tasks);

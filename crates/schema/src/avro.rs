@@ -134,8 +134,19 @@ impl AvroSchema {
     }
 
     pub fn decode_json(&self, payload: &[u8]) -> Result<Json, PayloadError> {
+        self.decode_with(payload, true)
+    }
+
+    /// [`decode_json`](Self::decode_json) with a union's value as it is rather than as `{"branch": value}`: the
+    /// JSON a serde type (`Option<T>` for `["null", T]`) reads, for the runtime's typed events. The encoder takes
+    /// both forms.
+    pub fn decode_plain_json(&self, payload: &[u8]) -> Result<Json, PayloadError> {
+        self.decode_with(payload, false)
+    }
+
+    fn decode_with(&self, payload: &[u8], tag_unions: bool) -> Result<Json, PayloadError> {
         let budget = payload.len().saturating_mul(4).saturating_add(DECODE_VALUE_ALLOWANCE);
-        let mut decoder = Decoder { schema: self, bytes: payload, pos: 0, values_left: budget };
+        let mut decoder = Decoder { schema: self, bytes: payload, pos: 0, values_left: budget, tag_unions };
         let value = decoder.decode(&self.root, &Path::Root, 0)?;
         if decoder.pos != payload.len() {
             return Err(PayloadError::new(format!(
@@ -1359,6 +1370,8 @@ struct Decoder<'a> {
     pos: usize,
     /// Values this decode may still produce (see DECODE_VALUE_ALLOWANCE).
     values_left: usize,
+    /// A union's value as Avro's JSON encoding writes it, `{"branch": value}`; or as it is.
+    tag_unions: bool,
 }
 
 impl<'a> Decoder<'a> {
@@ -1553,8 +1566,8 @@ impl<'a> Decoder<'a> {
                 })?;
                 let name = self.schema.branch_name(branch);
                 let value = self.decode(branch, &Path::Key(path, &name), depth + 1)?;
-                if value.is_null() {
-                    Json::Null
+                if value.is_null() || !self.tag_unions {
+                    value
                 } else {
                     let mut tagged = Map::new();
                     tagged.insert(name, value);

@@ -153,6 +153,14 @@ impl Parsed {
         }
     }
 
+    /// [`decode_json`](Self::decode_json), with Avro's unions untagged: the JSON a serde type reads.
+    pub fn decode_plain_json(&self, payload: &[u8]) -> Result<serde_json::Value, PayloadError> {
+        match self {
+            Parsed::Avro(s) => s.decode_plain_json(payload),
+            other => other.decode_json(payload),
+        }
+    }
+
     /// A payload (after Confluent's 5-byte header) read with this schema, as JSON; an error when it does not fit.
     pub fn decode_json(&self, payload: &[u8]) -> Result<serde_json::Value, PayloadError> {
         match self {

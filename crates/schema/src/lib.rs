@@ -3,7 +3,7 @@
 //! the `_schemas` topic ([`records`]) through the runtime's Bus ([`service`]), so one registry serves every weir
 //! instance on a cluster; Confluent's REST API over it ([`api`]); Confluent's wire format for records that carry
 //! a schema id ([`wire`]); the subject naming strategies ([`naming`]); the broker's schema validation of such
-//! records, answered by the registry ([`validation`]); and the REST Proxy's schema formats ([`proxy`]).
+//! records, answered by the registry ([`validation`]); and the serializers above it: the REST Proxy's schema formats and the systems' typed events ([`serializers`]).
 
 pub mod api;
 pub mod avro;
@@ -12,9 +12,9 @@ pub mod formats;
 pub mod json;
 pub mod naming;
 pub mod protobuf;
-pub mod proxy;
 pub mod records;
 pub mod registry;
+pub mod serializers;
 pub mod service;
 pub mod validation;
 pub mod wire;
@@ -22,7 +22,7 @@ pub mod wire;
 pub use codec::SerdeError;
 pub use formats::{Dependency, InvalidSchema, Parsed, PayloadError, SchemaType};
 pub use naming::subject_name;
-pub use proxy::ProxySchemas;
 pub use registry::{Compatibility, Mode, NewSchema, Registry, RegistryError, VersionSel};
+pub use serializers::Serializers;
 pub use service::{SchemaService, ServiceConfig, SCHEMAS_TOPIC};
 pub use validation::RegistryValidator;

@@ -16,7 +16,7 @@ use weir_broker::Broker;
 use weir_http::testing::{call, call_raw, request, send};
 use weir_http::HttpConfig;
 use weir_runtime::{Bus, EmbeddedBus};
-use weir_schema::{wire, ProxySchemas, RegistryValidator, SchemaService, ServiceConfig};
+use weir_schema::{wire, RegistryValidator, SchemaService, Serializers, ServiceConfig};
 
 const AVRO: &str = "application/vnd.kafka.avro.v2+json";
 const JSONSCHEMA: &str = "application/vnd.kafka.jsonschema.v2+json";
@@ -32,7 +32,7 @@ async fn proxy() -> (tempfile::TempDir, Arc<Broker>, Arc<SchemaService>, Router)
     let service = SchemaService::start(bus, ServiceConfig::default()).await.unwrap();
     broker.set_record_validator(Arc::new(RegistryValidator::new(service.clone())));
     let mut config = HttpConfig::new("127.0.0.1:0".parse().unwrap());
-    config.schemas = Some(Arc::new(ProxySchemas::new(service.clone())));
+    config.schemas = Some(Arc::new(Serializers::new(service.clone())));
     let router = weir_http::router(broker.clone(), config);
     (dir, broker, service, router)
 }

@@ -267,6 +267,19 @@ pub struct ProduceArgs {
     /// The subject's version to encode with (a number or `latest`).
     #[arg(long, value_name = "VERSION", default_value = "latest", requires = "schema")]
     pub schema_version: String,
+    /// Encode each input line with this schema file instead (`.avsc`, `.proto`, or a JSON Schema with
+    /// `--schema-type json`), registered first (or found, when it is there already) under the subject
+    /// `--subject-strategy` names, as Confluent's serializers do with `auto.register.schemas`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["count", "schema"])]
+    pub schema_file: Option<String>,
+    /// The format of --schema-file: by default PROTOBUF for a `.proto` file and AVRO otherwise.
+    #[arg(long, value_name = "avro|json|protobuf", requires = "schema_file")]
+    pub schema_type: Option<String>,
+    /// How the subject of --schema-file is named: `topic` (`<topic>-value`), `record` (the full name of the record
+    /// the schema defines: one topic can carry several types) or `topic-record` (`<topic>-<record name>`);
+    /// Confluent's class names (io.confluent.kafka.serializers.subject.RecordNameStrategy, ...) are taken too.
+    #[arg(long, value_name = "STRATEGY", default_value = "topic", requires = "schema_file")]
+    pub subject_strategy: String,
 }
 
 #[derive(Debug, Args)]

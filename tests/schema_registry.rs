@@ -17,19 +17,21 @@ fn start(d: &Path, before: &[&str]) -> (Child, String) {
 
 /// [`start`] with more arguments after `up`'s.
 fn start_with(d: &Path, before: &[&str], after: &[&str]) -> (Child, String) {
-    let (up, registry, _) = start_full(d, before, after);
+    let (up, registry, _, _) = start_full(d, before, after);
     (up, registry)
 }
 
-/// [`start_with`], also returning the Kafka listener's address when it has one.
+/// [`start_with`], also returning the Kafka and HTTP listeners' addresses when it has them.
 #[allow(clippy::zombie_processes)]
-fn start_full(d: &Path, before: &[&str], after: &[&str]) -> (Child, String, Option<String>) {
-    // No Kafka listener unless `after` asks for one.
+fn start_full(d: &Path, before: &[&str], after: &[&str]) -> (Child, String, Option<String>, Option<String>) {
+    // No Kafka or HTTP listener unless `after` asks for one.
     let kafka_listen: &[&str] = if after.contains(&"--kafka-listen") { &[] } else { &["--kafka-listen", "none"] };
+    let http_listen: &[&str] = if after.contains(&"--http-listen") { &[] } else { &["--http-listen", "none"] };
     let args = [
         before,
-        &["up", "--systems", "none", "--http-listen", "none"],
+        &["up", "--systems", "none"],
         kafka_listen,
+        http_listen,
         &["--schema-registry-listen", "127.0.0.1:0"],
         after,
     ]
@@ -37,7 +39,7 @@ fn start_full(d: &Path, before: &[&str], after: &[&str]) -> (Child, String, Opti
     let mut up = weir(d, &args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut stderr = std::io::BufReader::new(up.stderr.take().unwrap());
     let mut line = String::new();
-    let mut kafka = None;
+    let (mut kafka, mut http) = (None, None);
     loop {
         line.clear();
         if stderr.read_line(&mut line).unwrap() == 0 {
@@ -47,10 +49,13 @@ fn start_full(d: &Path, before: &[&str], after: &[&str]) -> (Child, String, Opti
         if let Some(rest) = line.trim().strip_prefix("kafka ") {
             kafka = Some(first(rest)).filter(|a| a != "disabled");
         }
+        if let Some(rest) = line.trim().strip_prefix("http ") {
+            http = Some(first(rest).trim_start_matches("http://").to_string());
+        }
         if let Some(rest) = line.trim().strip_prefix("schemas ") {
             let addr = first(rest).trim_start_matches("http://").to_string();
             std::thread::spawn(move || for _ in stderr.lines().map_while(Result::ok) {});
-            return (up, addr, kafka);
+            return (up, addr, kafka, http);
         }
     }
 }
@@ -234,7 +239,7 @@ fn weir_schemas_registers_checks_lists_and_deletes() {
     assert!(e.contains("40407"), "permanent before soft: {e}");
 
     // A running weir: the CLI talks Kafka to it, and its REST API serves what the CLI registered.
-    let (mut up, registry, kafka) = start_full(d, &[], &["--kafka-listen", "127.0.0.1:0"]);
+    let (mut up, registry, kafka, _) = start_full(d, &[], &["--kafka-listen", "127.0.0.1:0"]);
     let kafka = kafka.expect("the banner names the Kafka listener");
     let (body, _) = curl_json(&[&format!("http://{registry}/subjects/orders-value/versions")]);
     assert_eq!(body, serde_json::json!([1]), "the CLI's registrations and deletes, served");
@@ -292,4 +297,74 @@ fn produce_with_a_schema_and_consume_decoded() {
     assert!(!out.status.success(), "an unframed record on a validating topic is refused");
     let e = support::fails(d, &["produce", "orders", "--schema", "nobody-value"]);
     assert!(e.contains("40401") || e.contains("not found"), "{e}");
+}
+
+/// `weir produce --schema-file` registers the file's schema under the subject its strategy names, as Confluent's
+/// serializers do: two record types on one topic under RecordNameStrategy, each under its record's name, both
+/// passing the topic's validation; a strategy that needs a record name the schema lacks is refused before anything
+/// is sent.
+#[test]
+fn produce_with_a_schema_file_under_a_record_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let opened = d.join("opened.avsc");
+    std::fs::write(&opened, r#"{"type": "record", "name": "TicketOpened", "namespace": "repair", "fields": [{"name": "ticket", "type": "string"}]}"#).unwrap();
+    let closed = d.join("closed.avsc");
+    std::fs::write(&closed, r#"{"type": "record", "name": "TicketClosed", "namespace": "repair", "fields": [{"name": "ticket", "type": "string"}, {"name": "paid", "type": "boolean"}]}"#).unwrap();
+    ok(
+        d,
+        &[
+            "topics",
+            "create",
+            "tickets",
+            "--config",
+            "confluent.value.schema.validation=true",
+            "--config",
+            "confluent.value.subject.name.strategy=io.confluent.kafka.serializers.subject.RecordNameStrategy",
+        ],
+    );
+    let with = |file: &Path| {
+        ["produce", "tickets", "--schema-file", file.to_str().unwrap(), "--subject-strategy", "record"]
+            .map(String::from)
+    };
+    support::produce(d, &with(&opened), "{\"ticket\": \"t1\"}\n");
+    support::produce(d, &with(&closed), "{\"ticket\": \"t1\", \"paid\": true}\n");
+    // Again: found under its subject, not registered twice.
+    support::produce(d, &with(&opened), "{\"ticket\": \"t2\"}\n");
+    let subjects = ok(d, &["schemas", "list"]);
+    assert!(subjects.contains("repair.TicketOpened") && subjects.contains("repair.TicketClosed"), "{subjects}");
+    assert!(!subjects.contains("tickets-value"), "{subjects}");
+    let read = ["consume", "tickets", "--from-beginning", "--idle-timeout-ms", "1000", "--decode"];
+    // serde_json writes an object's keys sorted.
+    assert_eq!(ok(d, &read), "{\"ticket\":\"t1\"}\n{\"paid\":true,\"ticket\":\"t1\"}\n{\"ticket\":\"t2\"}\n");
+    let plain = d.join("count.avsc");
+    std::fs::write(&plain, r#""long""#).unwrap();
+    let e = support::fails(
+        d,
+        &["produce", "tickets", "--schema-file", plain.to_str().unwrap(), "--subject-strategy", "record"],
+    );
+    assert!(e.contains("RecordNameStrategy needs a record name"), "{e}");
+    let e = support::fails(
+        d,
+        &["produce", "tickets", "--schema-file", plain.to_str().unwrap(), "--subject-strategy", "by-name"],
+    );
+    assert!(e.contains("--subject-strategy"), "{e}");
+}
+
+/// The REST Proxy's avro format under `weir up`, with Confluent's own client on the other side: records produced
+/// over HTTP with a schema are read by confluent-kafka's AvroDeserializer over the Kafka protocol, and records
+/// written by its AvroSerializer are read back decoded by an avro consumer instance over HTTP.
+#[test]
+fn the_rest_proxy_avro_format_meets_confluent_s_serializers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut up, registry, kafka, http) =
+        start_full(d, &[], &["--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    let (kafka, http) = (kafka.expect("a Kafka listener"), http.expect("an HTTP listener"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/rest_proxy_avro.py");
+    let out = std::process::Command::new("python3").args([script, &kafka, &registry, &http]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("all checks passed"), "{text}");
+    up.kill().unwrap();
+    up.wait().unwrap();
 }

@@ -1,6 +1,7 @@
 //! `weir produce`: lines from stdin (optionally `key<SEP>value`), or generated load with a progress bar and a summary;
 //! into the data directory or, with `--server`, over the Kafka protocol with an idempotent `acks=all` producer; with
-//! `--schema SUBJECT`, each line a JSON value encoded with the subject's schema as Confluent's serializers do.
+//! `--schema SUBJECT` (or `--schema-file FILE`, registered under the subject `--subject-strategy` names), each line a
+//! JSON value encoded with the schema as Confluent's serializers do.
 
 use std::future::Future;
 use std::time::Instant;
@@ -12,9 +13,9 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use weir_broker::ProduceRecord;
+use weir_broker::{ProduceRecord, Side, SubjectNameStrategy};
 use weir_runtime::{Bus, EmbeddedBus, KafkaBus};
-use weir_schema::{SchemaService, ServiceConfig, VersionSel};
+use weir_schema::{NewSchema, SchemaService, SchemaType, ServiceConfig, VersionSel};
 
 use super::kafka_client::{blocking, Remote, TIMEOUT};
 use super::{open_broker, AckTotals, AckWindow};
@@ -27,14 +28,17 @@ const WINDOW: usize = 100_000;
 pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
     let started = Instant::now();
     let version: VersionSel = args.schema_version.parse().map_err(|e| anyhow::anyhow!("--schema-version: {e}"))?;
+    let schema_file = args.schema_file.as_deref().map(|f| read_schema_file(f, &args)).transpose()?;
+    let uses_registry = args.schema.is_some() || schema_file.is_some();
     let (totals, bytes_sent) = if let Some(server) = &settings.server {
-        let registry = match &args.schema {
-            Some(_) => Some(
+        let registry = match uses_registry {
+            true => Some(
                 registry(Arc::new(KafkaBus::connect(server).map_err(|e| anyhow::anyhow!("--server: {e}"))?)).await?,
             ),
-            None => None,
+            false => None,
         };
-        let encode = encoder(registry.as_deref(), args.schema.as_deref(), version)?;
+        let target = subject(registry.as_deref(), &args, schema_file.as_ref(), version).await?;
+        let encode = encoder(registry.as_deref(), target.as_ref())?;
         let remote = Remote::new(server)?;
         let producer: FutureProducer = remote.create(
             remote
@@ -73,15 +77,16 @@ pub async fn run(settings: Settings, args: ProduceArgs) -> Result<()> {
             topic.partition(p)?;
         }
         let producer = broker.producer();
-        let registry = match &args.schema {
-            Some(_) => Some(registry(Arc::new(EmbeddedBus::new(broker.clone()))).await?),
-            None => None,
+        let registry = match uses_registry {
+            true => Some(registry(Arc::new(EmbeddedBus::new(broker.clone()))).await?),
+            false => None,
         };
         if let Some(registry) = &registry {
             // As under `weir up`: a topic that validates schemas checks what this writes against the same registry.
             broker.set_record_validator(Arc::new(weir_schema::RegistryValidator::new(registry.clone())));
         }
-        let encode = encoder(registry.as_deref(), args.schema.as_deref(), version)?;
+        let target = subject(registry.as_deref(), &args, schema_file.as_ref(), version).await?;
+        let encode = encoder(registry.as_deref(), target.as_ref())?;
         let sent = send_all(&args, encode.as_deref(), |key, value| {
             producer.send(ProduceRecord {
                 topic: args.topic.clone(),
@@ -125,18 +130,63 @@ async fn registry(bus: Arc<dyn Bus>) -> Result<Arc<SchemaService>> {
     SchemaService::start(bus, ServiceConfig::default()).await.map_err(|e| anyhow::anyhow!("the schema registry: {e}"))
 }
 
-/// `--schema SUBJECT`: each line parsed as JSON and encoded with the subject's schema, framed with its id. The
-/// subject's version must exist before any input is read.
+/// `--schema-file`'s schema, read, in its format.
+fn read_schema_file(file: &str, args: &ProduceArgs) -> Result<NewSchema> {
+    let schema = std::fs::read_to_string(file).with_context(|| format!("--schema-file: cannot read {file}"))?;
+    let schema_type = match &args.schema_type {
+        Some(t) => t.parse::<SchemaType>().map_err(|e| anyhow::anyhow!("--schema-type: {e}"))?,
+        None if file.ends_with(".proto") => SchemaType::Protobuf,
+        None => SchemaType::Avro,
+    };
+    Ok(NewSchema { schema_type, schema, references: Vec::new(), id: None, version: None })
+}
+
+/// `--subject-strategy`: weir's short names or Confluent's.
+fn strategy(text: &str) -> Result<SubjectNameStrategy> {
+    match text {
+        "topic" => Ok(SubjectNameStrategy::TopicName),
+        "record" => Ok(SubjectNameStrategy::RecordName),
+        "topic-record" | "topic_record" => Ok(SubjectNameStrategy::TopicRecordName),
+        other => other.parse().map_err(|e| anyhow::anyhow!("--subject-strategy: {e}; or topic, record, topic-record")),
+    }
+}
+
+/// The subject and version lines are encoded with: `--schema` as given, or `--schema-file` registered (or found)
+/// under the subject its strategy names. The version must exist before any input is read.
+async fn subject(
+    registry: Option<&SchemaService>,
+    args: &ProduceArgs,
+    schema_file: Option<&NewSchema>,
+    version: VersionSel,
+) -> Result<Option<(String, VersionSel)>> {
+    let Some(registry) = registry else { return Ok(None) };
+    if let Some(subject) = &args.schema {
+        registry.state().version(subject, version, false).map_err(|e| anyhow::anyhow!("--schema {subject}: {e}"))?;
+        return Ok(Some((subject.clone(), version)));
+    }
+    let Some(new) = schema_file else { return Ok(None) };
+    let parsed = weir_schema::Parsed::parse(new.schema_type, &new.schema, &[])
+        .map_err(|e| anyhow::anyhow!("--schema-file: {e}"))?;
+    let strategy = strategy(&args.subject_strategy)?;
+    let subject = weir_schema::subject_name(&args.topic, Side::Value, strategy, parsed.record_name().as_deref())
+        .map_err(|e| anyhow::anyhow!("--subject-strategy: {e}"))?;
+    let (id, number) = registry
+        .register(&subject, new)
+        .await
+        .map_err(|e| anyhow::anyhow!("--schema-file: registering under {subject}: {e} (error {})", e.code()))?;
+    eprintln!("encoding with schema id {id}: {subject} version {number}");
+    Ok(Some((subject, VersionSel::Number(number))))
+}
+
+/// Each line parsed as JSON and encoded with the subject's version, framed with its schema id.
 fn encoder<'a>(
     registry: Option<&'a SchemaService>,
-    subject: Option<&'a str>,
-    version: VersionSel,
+    target: Option<&'a (String, VersionSel)>,
 ) -> Result<Option<Box<Encode<'a>>>> {
-    let (Some(registry), Some(subject)) = (registry, subject) else { return Ok(None) };
-    registry.state().version(subject, version, false).map_err(|e| anyhow::anyhow!("--schema {subject}: {e}"))?;
+    let (Some(registry), Some((subject, version))) = (registry, target) else { return Ok(None) };
     Ok(Some(Box::new(move |line: &str| {
         let value: serde_json::Value = serde_json::from_str(line).context("not a JSON value")?;
-        let framed = registry.encode(subject, version, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let framed = registry.encode(subject, *version, &value).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(Bytes::from(framed))
     })))
 }

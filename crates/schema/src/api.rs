@@ -25,10 +25,11 @@ use crate::service::SchemaService;
 /// The content type of every answer (clients also take `application/json`, which requests may use).
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// The registry's routes.
+/// The registry's routes; `/contexts/{ctx}/...` serves the same routes within a context (see [`in_context`]).
 pub fn router(service: Arc<SchemaService>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(|| async { answer(json!({})) }))
+        .route("/contexts", get(contexts))
         .route("/schemas/types", get(types))
         .route("/schemas", get(list_schemas))
         .route("/schemas/ids/{id}", get(schema_by_id))
@@ -47,7 +48,108 @@ pub fn router(service: Arc<SchemaService>) -> Router {
         .route("/mode/{subject}", get(get_subject_mode).put(put_subject_mode).delete(delete_subject_mode))
         .route("/compatibility/subjects/{subject}/versions", post(check_all))
         .route("/compatibility/subjects/{subject}/versions/{version}", post(check_one))
-        .with_state(service)
+        .with_state(service);
+    let plain = routes.clone();
+    routes.route(
+        "/contexts/{ctx}/{*rest}",
+        axum::routing::any(move |request: axum::extract::Request| {
+            let plain = plain.clone();
+            async move {
+                match tower::ServiceExt::oneshot(plain, in_context(request)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        }),
+    )
+}
+
+/// A request under `/contexts/{ctx}/` as the same request on qualified subjects, which is how Confluent's registry
+/// defines a context's routes: `/contexts/.ctx/subjects/s/versions` is `/subjects/:.ctx:s/versions`, a context's
+/// subject list is `/subjects?subjectPrefix=:.ctx:`, its `/config` and `/mode` are those of the subject `:.ctx:`,
+/// and its `/schemas/...` are the registry's (ids are unique across all contexts here). The default context `.`
+/// names unqualified subjects.
+fn in_context(request: axum::extract::Request) -> axum::extract::Request {
+    let Some(rest) = request.uri().path().strip_prefix("/contexts/") else { return request };
+    let (ctx, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let ctx = percent_decode(ctx);
+    let qualify = |name: &str| if ctx == "." { name.to_string() } else { format!(":{ctx}:{name}") };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let mut query = request.uri().query().map(str::to_string);
+    let path = match segments.as_slice() {
+        ["subjects"] | ["subjects", ""] => {
+            let prefix = format!("subjectPrefix={}", percent_encode(&qualify("")));
+            query = Some(match query.take() {
+                Some(q) if !q.is_empty() => format!("{q}&{prefix}"),
+                _ => prefix,
+            });
+            "/subjects".to_string()
+        }
+        ["subjects", subject, more @ ..] => join(&format!("/subjects/{}", qualified_segment(&qualify, subject)), more),
+        [what @ ("config" | "mode")] => {
+            if ctx == "." {
+                format!("/{what}")
+            } else {
+                format!("/{what}/{}", percent_encode(&qualify("")))
+            }
+        }
+        [what @ ("config" | "mode"), subject] => format!("/{what}/{}", qualified_segment(&qualify, subject)),
+        ["compatibility", "subjects", subject, more @ ..] => {
+            join(&format!("/compatibility/subjects/{}", qualified_segment(&qualify, subject)), more)
+        }
+        ["schemas", ..] => format!("/{rest}"),
+        // Anything else is unknown under a context too: the 404 names the path as asked.
+        _ => return request,
+    };
+    let uri = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let Ok(uri) = uri.parse::<axum::http::Uri>() else { return request };
+    // A new request rather than this one with its URI changed: this one carries the `/contexts/...` route's path
+    // parameters, which the route it is passed to would read as its own. What authentication found goes along.
+    let (parts, body) = request.into_parts();
+    let mut forwarded = axum::extract::Request::new(body);
+    *forwarded.method_mut() = parts.method;
+    *forwarded.uri_mut() = uri;
+    *forwarded.version_mut() = parts.version;
+    *forwarded.headers_mut() = parts.headers;
+    if let Some(access) = parts.extensions.get::<Access>() {
+        forwarded.extensions_mut().insert(access.clone());
+    }
+    if let Some(principal) = parts.extensions.get::<weir_http::Principal>() {
+        forwarded.extensions_mut().insert(principal.clone());
+    }
+    forwarded
+}
+
+fn join(base: &str, more: &[&str]) -> String {
+    if more.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}/{}", more.join("/"))
+    }
+}
+
+/// A path segment naming a subject, qualified with the context and encoded again.
+fn qualified_segment(qualify: &impl Fn(&str) -> String, segment: &str) -> String {
+    percent_encode(&qualify(&percent_decode(segment)))
+}
+
+fn percent_decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
+}
+
+fn percent_encode(text: &str) -> String {
+    // Everything but unreserved characters and ':' (which Confluent's clients send as it is in qualified subjects).
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~').remove(b':');
+    percent_encoding::utf8_percent_encode(text, SET).to_string()
+}
+
+/// `GET /contexts`: the contexts that hold subjects, the default one first.
+async fn contexts(State(s): State<Arc<SchemaService>>) -> Response {
+    answer(json!(s.state().contexts()))
 }
 
 // ---- answers and errors ----
@@ -136,9 +238,25 @@ struct Flags {
     default_to_global: bool,
     #[serde(deserialize_with = "flag")]
     force: bool,
-    subject_prefix: String,
+    /// Absent: every subject of every context. Empty: the default context's. `:.ctx:`: that context's. `:*:`: all.
+    subject_prefix: Option<String>,
     #[serde(deserialize_with = "flag")]
     latest_only: bool,
+}
+
+impl Flags {
+    /// The subjects `subjectPrefix` selects, as Confluent's registry reads it (see the field).
+    fn subjects(&self, state: &crate::Registry) -> Vec<String> {
+        match self.subject_prefix.as_deref() {
+            None | Some(":*:") => state.subjects(self.deleted, ""),
+            Some(prefix) if prefix.starts_with(':') => state.subjects(self.deleted, prefix),
+            Some(prefix) => state
+                .subjects(self.deleted, prefix)
+                .into_iter()
+                .filter(|subject| crate::registry::qualified(subject).is_none())
+                .collect(),
+        }
+    }
 }
 
 /// A boolean query parameter as clients spell it: `true`, `True` (Python's), `TRUE`; anything else is false, as in
@@ -290,7 +408,7 @@ async fn id_subjects(
 async fn list_schemas(State(s): State<Arc<SchemaService>>, access: Access, Query(flags): Query<Flags>) -> Response {
     let state = s.state();
     let mut out = Vec::new();
-    for subject in state.subjects(flags.deleted, &flags.subject_prefix) {
+    for subject in flags.subjects(&state) {
         if !access.allows(Operation::Read, ResourceType::Subject, &subject) {
             continue;
         }
@@ -308,9 +426,8 @@ async fn list_schemas(State(s): State<Arc<SchemaService>>, access: Access, Query
 // ---- subjects ----
 
 async fn subjects(State(s): State<Arc<SchemaService>>, access: Access, Query(flags): Query<Flags>) -> Response {
-    let subjects: Vec<String> = s
-        .state()
-        .subjects(flags.deleted, &flags.subject_prefix)
+    let subjects: Vec<String> = flags
+        .subjects(&s.state())
         .into_iter()
         .filter(|subject| access.allows(Operation::Describe, ResourceType::Subject, subject))
         .collect();

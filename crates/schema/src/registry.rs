@@ -490,6 +490,19 @@ impl Registry {
 
     // ---- reading ----
 
+    /// The contexts that hold subjects (a qualified subject `:.ctx:name` is in `.ctx`), the default context `.`
+    /// first.
+    pub fn contexts(&self) -> Vec<String> {
+        let mut contexts: BTreeSet<String> = self
+            .subjects
+            .iter()
+            .filter(|(_, s)| !s.versions.is_empty())
+            .filter_map(|(name, _)| qualified(name).map(|(ctx, _)| ctx.to_string()))
+            .collect();
+        contexts.remove(".");
+        std::iter::once(".".to_string()).chain(contexts).collect()
+    }
+
     pub fn subjects(&self, deleted: bool, prefix: &str) -> Vec<String> {
         self.subjects
             .iter()
@@ -604,7 +617,10 @@ impl Registry {
             None => Ok(self.compatibility.unwrap_or(self.default_compatibility)),
             Some(name) => match self.subjects.get(name).and_then(|s| s.compatibility) {
                 Some(level) => Ok(level),
-                None if default_to_global => Ok(self.compatibility.unwrap_or(self.default_compatibility)),
+                None if default_to_global => Ok(self
+                    .context_setting(name, |s| s.compatibility)
+                    .or(self.compatibility)
+                    .unwrap_or(self.default_compatibility)),
                 None => Err(RegistryError::SubjectCompatibilityNotConfigured(name.to_string())),
             },
         }
@@ -615,10 +631,22 @@ impl Registry {
             None => Ok(self.mode.unwrap_or_default()),
             Some(name) => match self.subjects.get(name).and_then(|s| s.mode) {
                 Some(mode) => Ok(mode),
-                None if default_to_global => Ok(self.mode.unwrap_or_default()),
+                None if default_to_global => {
+                    Ok(self.context_setting(name, |s| s.mode).or(self.mode).unwrap_or_default())
+                }
                 None => Err(RegistryError::SubjectModeNotConfigured(name.to_string())),
             },
         }
+    }
+
+    /// A setting of the context a qualified subject is in, configured on the context itself (as Confluent's
+    /// registry takes it: on the subject `:.ctx:`, the context's name with nothing after it).
+    fn context_setting<T>(&self, subject: &str, get: impl Fn(&Subject) -> Option<T>) -> Option<T> {
+        let (ctx, name) = qualified(subject)?;
+        if name.is_empty() {
+            return None;
+        }
+        self.subjects.get(&format!(":{ctx}:")).and_then(get)
     }
 
     /// The record that sets a mode. IMPORT on a registry (or subject) that already holds schemas needs `force`:
@@ -881,6 +909,14 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// A qualified subject's context and name (`:.ctx:name` is `(".ctx", "name")`); `None` for an unqualified one, which
+/// is in the default context `.`.
+pub fn qualified(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix(':')?;
+    let (ctx, name) = rest.split_once(':')?;
+    ctx.starts_with('.').then_some((ctx, name))
 }
 
 /// Subject names: anything printable, as Confluent takes (a context prefix `:.ctx:` included).

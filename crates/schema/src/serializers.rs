@@ -25,12 +25,15 @@ use crate::wire;
 /// and parsing it each time would cost more than the request's records.
 const MAX_REMEMBERED: usize = 1024;
 
+/// A schema text and everything that decides the subject it is registered under.
+type TextKey = (SchemaType, String, Side, SubjectNameStrategy, String);
+
 /// The registry as serializers see it (see the module's comment).
 #[derive(Debug)]
 pub struct Serializers {
     service: Arc<SchemaService>,
     /// Ids of schema texts already registered, by everything that decides the subject and the schema.
-    remembered: Mutex<HashMap<(SchemaType, String, Side, SubjectNameStrategy, String), (i32, String)>>,
+    remembered: Mutex<HashMap<TextKey, (i32, String)>>,
 }
 
 impl Serializers {

@@ -25,7 +25,7 @@ use crate::service::SchemaService;
 /// The content type of every answer (clients also take `application/json`, which requests may use).
 pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// The registry's routes; `/contexts/{ctx}/...` serves the same routes within a context (see [`in_context`]).
+/// The registry's routes; `/contexts/{ctx}/...` serves the same routes within a context (see `in_context`).
 pub fn router(service: Arc<SchemaService>) -> Router {
     let routes = Router::new()
         .route("/", get(|| async { answer(json!({})) }))

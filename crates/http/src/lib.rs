@@ -240,6 +240,7 @@ fn build(state: AppState, extra: Router) -> Router {
     let limit = state.config.max_body_bytes;
     let auth = auth::Auth::new(&state.config);
     let instance = "/consumers/{group}/instances/{instance}";
+    let schema_formats = state.config.schemas.is_some();
     let routes = Router::new()
         .route("/topics", get(topics::list))
         .route("/topics/{topic}", get(topics::get_topic).post(records::produce_to_topic))
@@ -257,7 +258,7 @@ fn build(state: AppState, extra: Router) -> Router {
         .route("/groups/{group}", get(admin::group))
         .route("/health", get(admin::health))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(openapi::serve));
+        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)));
     finish(routes, state, extra, limit, auth)
 }
 

@@ -48,8 +48,7 @@ pub fn openapi_json() -> String {
 }
 
 /// The media types of the REST Proxy's schema formats, and their names as a consumer instance's `format`.
-const SCHEMA_MEDIA_TYPES: [&str; 3] =
-    [crate::media::AVRO_V2, crate::media::JSONSCHEMA_V2, crate::media::PROTOBUF_V2];
+const SCHEMA_MEDIA_TYPES: [&str; 3] = [crate::media::AVRO_V2, crate::media::JSONSCHEMA_V2, crate::media::PROTOBUF_V2];
 const SCHEMA_FORMAT_NAMES: [&str; 3] = ["avro", "jsonschema", "protobuf"];
 
 /// The document as this server answers: without a schema registry behind it (`HttpConfig::schemas`), the schema

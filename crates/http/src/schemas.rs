@@ -117,36 +117,16 @@ pub(crate) async fn serialize(
 ) -> Result<(ParsedRecords, Option<i32>, Option<i32>), ApiError> {
     let has_keys = parsed.records.iter().any(|r| r.key.is_some());
     let has_values = parsed.records.iter().any(|r| r.value.is_some());
-    let given = &parsed.schemas;
-    let key_id = match (has_keys, given.key_schema_id, given.key_schema.as_deref()) {
-        (false, _, _) => None,
-        (true, None, None) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidKey,
-                "Request includes keys but does not include key_schema or key_schema_id",
-            ))
-        }
-        (true, Some(id), _) => {
-            Some(resolve(registry, format, topic, Side::Key, key_strategy, SchemaGiven::Id(id)).await?)
-        }
-        (true, None, Some(text)) => {
-            Some(resolve(registry, format, topic, Side::Key, key_strategy, SchemaGiven::Text(text)).await?)
-        }
+    let (given, ctx) = (&parsed.schemas, (registry, format, topic));
+    let key_id = if has_keys {
+        Some(side_id(ctx, Side::Key, key_strategy, given.key_schema_id, given.key_schema.as_deref()).await?)
+    } else {
+        None
     };
-    let value_id = match (has_values, given.value_schema_id, given.value_schema.as_deref()) {
-        (false, _, _) => None,
-        (true, None, None) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidValue,
-                "Request includes values but does not include value_schema or value_schema_id",
-            ))
-        }
-        (true, Some(id), _) => {
-            Some(resolve(registry, format, topic, Side::Value, value_strategy, SchemaGiven::Id(id)).await?)
-        }
-        (true, None, Some(text)) => {
-            Some(resolve(registry, format, topic, Side::Value, value_strategy, SchemaGiven::Text(text)).await?)
-        }
+    let value_id = if has_values {
+        Some(side_id(ctx, Side::Value, value_strategy, given.value_schema_id, given.value_schema.as_deref()).await?)
+    } else {
+        None
     };
     let mut data = Vec::with_capacity(parsed.data.len() + parsed.records.len() * 10);
     let mut records = Vec::with_capacity(parsed.records.len());
@@ -172,31 +152,30 @@ pub(crate) async fn serialize(
     Ok((serialized, key_id, value_id))
 }
 
-async fn resolve(
-    registry: &dyn EmbeddedSchemas,
-    format: SchemaFormat,
-    topic: &str,
+/// The schema id for the keys or the values of a request that has some: by id, or by text (the id first, as
+/// Confluent's proxy takes it); 42201 or 42202 when the request gives neither.
+async fn side_id(
+    (registry, format, topic): (&dyn EmbeddedSchemas, SchemaFormat, &str),
     side: Side,
     strategy: SubjectNameStrategy,
-    given: SchemaGiven<'_>,
+    id: Option<i32>,
+    text: Option<&str>,
 ) -> Result<i32, ApiError> {
-    let what = match side {
-        Side::Key => {
-            if matches!(given, SchemaGiven::Id(_)) {
-                "key_schema_id"
-            } else {
-                "key_schema"
-            }
-        }
-        Side::Value => {
-            if matches!(given, SchemaGiven::Id(_)) {
-                "value_schema_id"
-            } else {
-                "value_schema"
-            }
+    let (given, what) = match (id, text) {
+        (Some(id), _) => (SchemaGiven::Id(id), format!("{side}_schema_id")),
+        (None, Some(text)) => (SchemaGiven::Text(text), format!("{side}_schema")),
+        (None, None) => {
+            let (code, plural) = match side {
+                Side::Key => (ErrorCode::InvalidKey, "keys"),
+                Side::Value => (ErrorCode::InvalidValue, "values"),
+            };
+            return Err(ApiError::new(
+                code,
+                format!("Request includes {plural} but does not include {side}_schema or {side}_schema_id"),
+            ));
         }
     };
-    registry.resolve(format, topic, side, strategy, given).await.map_err(|e| e.into_api(what))
+    registry.resolve(format, topic, side, strategy, given).await.map_err(|e| e.into_api(&what))
 }
 
 /// Fetched records' keys and values decoded, in order, up to the first that cannot be: the decoded ones (keys and

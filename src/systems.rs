@@ -17,7 +17,11 @@ use crate::settings::Settings;
 
 /// Every system, in the order `weir up` starts them.
 pub fn all() -> Vec<Arc<dyn System>> {
-    vec![Arc::new(weir_analytics::AnalyticsSystem), Arc::new(weir_wedding::WeddingSystem)]
+    vec![
+        Arc::new(weir_analytics::AnalyticsSystem),
+        Arc::new(weir_wedding::WeddingSystem),
+        Arc::new(weir_repair::RepairSystem),
+    ]
 }
 
 /// The system named `name`.
@@ -97,11 +101,17 @@ impl CommandHost for Commands {
         let url = database.map_or_else(|| SqlStore::sqlite_url(dir.path()), str::to_string);
         let store = SqlStore::connect(&url).await.context("cannot open the scratch weir's database")?;
         let kv = Arc::new(SqlKv::new(store.clone()));
-        let bus = Arc::new(EmbeddedBus::new(broker.clone()));
+        let bus: Arc<dyn weir_runtime::Bus> = Arc::new(EmbeddedBus::new(broker.clone()));
+        // A registry of its own, for systems whose events are typed.
+        let registry = weir_schema::SchemaService::start(bus.clone(), weir_schema::ServiceConfig::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("the scratch weir's schema registry: {e}"))?;
+        let schemas = Arc::new(weir_schema::Serializers::new(registry));
         Ok(Platform::new(bus, Some(store), Some(kv), async move {
             broker.shutdown();
             drop(dir);
-        }))
+        })
+        .with_schemas(schemas))
     }
 
     fn shutdown_signal(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {

@@ -1,0 +1,742 @@
+//! The shop's three services, each a consume-transform-produce loop over a batch at a time:
+//!
+//! - **secretary** reads `tickets`, books each opened ticket into the calendar, writes `appointment_booked`;
+//! - **cash desk** reads `appointments` (and the `ticket_opened` records of `tickets`, to learn each repair's type:
+//!   the price and how long the bay is busy), and once a repair's time has passed registers its payment
+//!   (`payment_registered`); repairs still in progress wait in its table, and its till registers them when they end;
+//! - **ticketing** reads `payments` and closes the ticket (`ticket_closed`).
+//!
+//! Exactly once, twice over. Each batch's effects go into the database in one transaction; then its output records
+//! and the group's offsets go to the bus in one Kafka transaction, read read_committed downstream. If the process
+//! dies between the two, the batch is redelivered, and each service is an *idempotent consumer*: its effects are
+//! keyed by ticket (one appointment, one payment, one closing per ticket, enforced by primary keys), so a record seen
+//! again — redelivered, or published twice — changes nothing and only produces again the same output, with the same
+//! event id, which the next service absorbs the same way. Payments the till registers later (not in a consumer's
+//! batch) go out through the transactional outbox, in the same database transaction as the payment.
+//!
+//! A record that cannot be decoded goes to `<topic>.dlq` in the batch's transaction, with the reason in its headers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::Row;
+use tokio::sync::watch;
+use weir_runtime::events::Events;
+use weir_runtime::handler::EVENT_ID_HEADER;
+use weir_runtime::outbox::{self, OutboxEvent, RelayWaker};
+use weir_runtime::sql::{Dialect, SqlTx};
+use weir_runtime::{Bus, BusError, Message, OutgoingMessage, SqlStore, SubscribeOptions, SystemError};
+
+use crate::calendar::{Calendar, Hours};
+use crate::clock::ShopClock;
+use crate::events::{
+    self, AppointmentBooked, AvroEvent, PaymentRegistered, RepairType, TicketClosed, TicketOpened, Timestamp,
+    APPOINTMENTS, PAYMENTS, TICKETS,
+};
+use crate::trace::{follow_from, TraceContext, TRACEPARENT};
+
+/// Why a batch could not be applied (it is tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum HopError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store: {0}")]
+    Store(#[from] weir_runtime::StoreError),
+    #[error("events: {0}")]
+    Events(#[from] weir_runtime::events::EventError),
+}
+
+/// What every service needs.
+#[derive(Clone, Debug)]
+pub struct Shop {
+    pub store: SqlStore,
+    pub events: Events,
+    pub clock: ShopClock,
+    pub hours: Hours,
+    pub outbox: RelayWaker,
+}
+
+/// One service's work on a batch: its effects (in `tx`) and the records it produces.
+#[async_trait]
+pub trait Hop: Send + Sync + 'static {
+    /// The service's name: its consumer group, its principal and the prefix of its transactional ids.
+    fn name(&self) -> &'static str;
+    fn topics(&self) -> Vec<String>;
+    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError>;
+}
+
+/// A consumed record, decoded.
+#[derive(Debug)]
+pub enum Decoded {
+    Opened(TicketOpened, Option<TraceContext>),
+    Closed(TicketClosed),
+    Booked(AppointmentBooked, Option<TraceContext>),
+    Paid(PaymentRegistered, Option<TraceContext>),
+}
+
+async fn decode(events: &Events, m: &Message) -> Result<Decoded, String> {
+    let bytes = m.value.as_deref().ok_or("a record without a value")?;
+    let d = events.decode(bytes).await.map_err(|e| e.to_string())?;
+    let parent = m.header(TRACEPARENT).and_then(|h| TraceContext::parse(h));
+    fn read<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+    match d.name.as_deref() {
+        Some(TicketOpened::NAME) => Ok(Decoded::Opened(read(d.value)?, parent)),
+        Some(TicketClosed::NAME) => Ok(Decoded::Closed(read(d.value)?)),
+        Some(AppointmentBooked::NAME) => Ok(Decoded::Booked(read(d.value)?, parent)),
+        Some(PaymentRegistered::NAME) => Ok(Decoded::Paid(read(d.value)?, parent)),
+        _ => Err(format!("schema id {} is not one of the shop's events", d.id)),
+    }
+}
+
+fn dead_letter(m: &Message, reason: &str) -> OutgoingMessage {
+    let mut headers = m.headers.clone();
+    headers.push(("weir.dlq.reason".into(), Bytes::from(reason.to_string())));
+    headers.push(("weir.dlq.origin".into(), Bytes::from(format!("{}/{}/{}", m.topic, m.partition, m.offset))));
+    OutgoingMessage {
+        topic: format!("{}.dlq", m.topic),
+        key: m.key.clone(),
+        value: m.value.clone(),
+        headers,
+        partition: None,
+        timestamp: None,
+    }
+}
+
+/// How one service's workers run.
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    /// This worker's transactional id: unique per worker and process (a newer one with the same id fences it).
+    pub transactional_id: String,
+    pub max_batch: usize,
+}
+
+/// Runs one worker of `hop` until `stop` turns true: fetch a batch, apply it, commit its outputs and offsets in one
+/// bus transaction; a failed commit seeks back and the batch is applied again (idempotently).
+pub async fn run(
+    hop: Arc<dyn Hop>,
+    shop: Shop,
+    bus: Arc<dyn Bus>,
+    config: LoopConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SystemError> {
+    let name = hop.name();
+    let mut options = SubscribeOptions::new(name, hop.topics());
+    options.read_committed = true;
+    options.transactional_id = Some(config.transactional_id.clone());
+    options.max_batch = config.max_batch;
+    options.client_id = format!("weir-repair-{name}");
+    let mut sub = bus.subscribe(options).await?;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let stopped = *stop.borrow();
+        if stopped {
+            break;
+        }
+        let batch = tokio::select! {
+            b = sub.next_batch(Duration::from_millis(200)) => b,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let batch = match batch {
+            Ok(b) if b.is_empty() => continue,
+            Ok(b) => b,
+            Err(BusError::Rebalanced) => continue,
+            Err(BusError::Unavailable(e)) => {
+                tracing::warn!(service = name, "the bus is unreachable: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut firsts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut nexts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut outputs = Vec::new();
+        for m in &batch {
+            let tp = (m.topic.clone(), m.partition);
+            firsts.entry(tp.clone()).or_insert(m.offset);
+            nexts.insert(tp, m.offset + 1);
+            match decode(&shop.events, m).await {
+                Ok(d) => decoded.push(d),
+                Err(reason) => {
+                    tracing::warn!(service = name, topic = %m.topic, offset = m.offset, "dead-lettered: {reason}");
+                    metrics::counter!("repair_dead_letters_total", "service" => name).increment(1);
+                    outputs.push(dead_letter(m, &reason));
+                }
+            }
+        }
+        metrics::counter!("repair_events_in_total", "service" => name).increment(batch.len() as u64);
+        let produced = loop {
+            match hop.apply(&shop, &decoded).await {
+                Ok(out) => break out,
+                Err(e) => {
+                    tracing::warn!(service = name, "applying a batch failed, trying again in {backoff:?}: {e}");
+                    let stopped = tokio::select! {
+                        _ = tokio::time::sleep(backoff) => false,
+                        _ = stop.wait_for(|s| *s) => true,
+                    };
+                    if stopped {
+                        let _ = sub.close().await;
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let out = produced.len() as u64;
+        outputs.extend(produced);
+        let offsets: Vec<(String, i32, i64)> = nexts.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+        match sub.commit_transaction(outputs, &offsets).await {
+            Ok(()) => metrics::counter!("repair_events_out_total", "service" => name).increment(out),
+            Err(e @ BusError::Fenced(_)) => {
+                let _ = sub.close().await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                // Nothing of it is visible: read the batch again; applying it again changes nothing.
+                tracing::warn!(service = name, "the batch's transaction failed, redoing it: {e}");
+                for ((t, p), first) in firsts {
+                    match sub.seek(&t, p, first).await {
+                        Ok(()) | Err(BusError::Rebalanced) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+    let _ = sub.close().await;
+    Ok(())
+}
+
+fn placeholders(dialect: Dialect, first: usize, n: usize) -> String {
+    (first..first + n).map(|i| dialect.param(i)).collect::<Vec<_>>().join(", ")
+}
+
+fn uuid_of(s: &str) -> Result<uuid::Uuid, sqlx::Error> {
+    uuid::Uuid::parse_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Tickets in order of first appearance, once each.
+fn distinct<'a>(ids: impl Iterator<Item = &'a uuid::Uuid>) -> Vec<uuid::Uuid> {
+    let mut seen = HashSet::new();
+    ids.filter(|id| seen.insert(**id)).copied().collect()
+}
+
+fn span(
+    service: &'static str,
+    ticket: &uuid::Uuid,
+    trace: &TraceContext,
+    link: Option<&TraceContext>,
+) -> tracing::Span {
+    tracing::debug_span!(
+        "repair.hop",
+        service,
+        %ticket,
+        trace_id = %trace.trace_hex(),
+        span_id = %trace.span_hex(),
+        follows_from = %link.map(|l| l.span_hex()).unwrap_or_default(),
+    )
+}
+
+/// The secretary: books opened tickets.
+#[derive(Debug)]
+pub struct Secretary;
+
+#[async_trait]
+impl Hop for Secretary {
+    fn name(&self) -> &'static str {
+        "secretary"
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec![TICKETS.into()]
+    }
+
+    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+        let opened: Vec<(&TicketOpened, Option<&TraceContext>)> = batch
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Opened(e, t) => Some((e, t.as_ref())),
+                _ => None,
+            })
+            .collect();
+        if opened.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = shop.store.dialect();
+        let mut tx = shop.store.begin().await?;
+        let mut calendar = Calendar::open(&mut tx, d, shop.hours).await?;
+        let tickets = distinct(opened.iter().map(|(e, _)| &e.ticket_id));
+        let mut booked = existing_appointments(&mut tx, d, &tickets).await?;
+        let duplicates = booked.len();
+        let now = Timestamp(shop.clock.now_us());
+        let mut rows = Vec::new();
+        for (e, _) in &opened {
+            if booked.contains_key(&e.ticket_id) {
+                continue;
+            }
+            let slot =
+                calendar.book(Some(&mut tx), e.occurred_on.0, shop.hours.slots_for(e.repair_type.minutes())).await?;
+            let appointment = AppointmentBooked {
+                occurred_on: now,
+                ticket_id: e.ticket_id,
+                appointment_id: uuid::Uuid::new_v4(),
+                scheduled_at: Timestamp(slot.starts_us),
+            };
+            rows.push((appointment.clone(), slot));
+            booked.insert(e.ticket_id, appointment);
+        }
+        for chunk in rows.chunks(64) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
+            let sql = format!(
+                "INSERT INTO repair_appointments (ticket_id, appointment_id, bay, scheduled_at, ends_at, booked_at) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (a, slot) in chunk {
+                q = q
+                    .bind(a.ticket_id.to_string())
+                    .bind(a.appointment_id.to_string())
+                    .bind(i64::from(slot.bay))
+                    .bind(slot.starts_us)
+                    .bind(slot.ends_us)
+                    .bind(a.occurred_on.0);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        calendar.save(&mut tx, d).await?;
+        tx.commit().await?;
+        if duplicates > 0 {
+            metrics::counter!("repair_duplicates_total", "service" => "secretary").increment(duplicates as u64);
+        }
+        let mut out = Vec::with_capacity(tickets.len());
+        let mut done = HashSet::new();
+        for (e, parent) in opened {
+            if !done.insert(e.ticket_id) {
+                continue;
+            }
+            let (trace, link) = follow_from(parent.map(|p| p.to_header()).as_deref().map(str::as_bytes));
+            let _span = span("secretary", &e.ticket_id, &trace, link.as_ref()).entered();
+            out.push(events::message(&shop.events, &e.ticket_id, &booked[&e.ticket_id], &trace)?);
+        }
+        Ok(out)
+    }
+}
+
+async fn existing_appointments(
+    tx: &mut SqlTx,
+    d: Dialect,
+    tickets: &[uuid::Uuid],
+) -> Result<HashMap<uuid::Uuid, AppointmentBooked>, sqlx::Error> {
+    let mut out = HashMap::new();
+    for chunk in tickets.chunks(500) {
+        let sql = format!(
+            "SELECT ticket_id, appointment_id, scheduled_at, booked_at FROM repair_appointments WHERE ticket_id IN ({})",
+            placeholders(d, 1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(t.to_string());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
+            out.insert(
+                ticket,
+                AppointmentBooked {
+                    ticket_id: ticket,
+                    appointment_id: uuid_of(&row.try_get::<String, _>(1)?)?,
+                    scheduled_at: Timestamp(row.try_get(2)?),
+                    occurred_on: Timestamp(row.try_get(3)?),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The cash desk: takes payments for finished repairs.
+#[derive(Debug)]
+pub struct CashDesk;
+
+#[async_trait]
+impl Hop for CashDesk {
+    fn name(&self) -> &'static str {
+        "cash-desk"
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec![APPOINTMENTS.into(), TICKETS.into()]
+    }
+
+    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+        let d = shop.store.dialect();
+        // The latest of each per ticket (a batch may hold a record twice).
+        let mut types: BTreeMap<uuid::Uuid, RepairType> = BTreeMap::new();
+        let mut jobs: BTreeMap<uuid::Uuid, &AppointmentBooked> = BTreeMap::new();
+        let mut traces: HashMap<uuid::Uuid, TraceContext> = HashMap::new();
+        for item in batch {
+            match item {
+                Decoded::Opened(e, _) => {
+                    types.insert(e.ticket_id, e.repair_type);
+                }
+                Decoded::Booked(e, t) => {
+                    jobs.insert(e.ticket_id, e);
+                    if let Some(t) = t {
+                        traces.insert(e.ticket_id, *t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if types.is_empty() && jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = shop.store.begin().await?;
+        let type_rows: Vec<_> = types.iter().collect();
+        for chunk in type_rows.chunks(64) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
+            let sql = format!(
+                "INSERT INTO repair_cash_jobs (ticket_id, repair_type) VALUES {} \
+                 ON CONFLICT (ticket_id) DO UPDATE SET repair_type = excluded.repair_type",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (t, ty) in chunk {
+                q = q.bind(t.to_string()).bind(ty.as_str());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let job_rows: Vec<_> = jobs.values().collect();
+        for chunk in job_rows.chunks(64) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 4 + 1, 4)).collect();
+            let sql = format!(
+                "INSERT INTO repair_cash_jobs (ticket_id, appointment_id, scheduled_at, trace) VALUES {} \
+                 ON CONFLICT (ticket_id) DO UPDATE SET appointment_id = excluded.appointment_id, \
+                 scheduled_at = excluded.scheduled_at, trace = excluded.trace",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for j in chunk {
+                q = q
+                    .bind(j.ticket_id.to_string())
+                    .bind(j.appointment_id.to_string())
+                    .bind(j.scheduled_at.0)
+                    .bind(traces.get(&j.ticket_id).map(|t| t.to_header()));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // Jobs of this batch now known in full: pay those whose repair is over, leave the rest to the till.
+        let tickets: Vec<uuid::Uuid> = distinct(types.keys().chain(jobs.keys()));
+        let mut due_now = Vec::new();
+        let mut later = Vec::new();
+        for chunk in tickets.chunks(500) {
+            let sql = format!(
+                "SELECT ticket_id, appointment_id, repair_type, scheduled_at, trace FROM repair_cash_jobs \
+                 WHERE repair_type IS NOT NULL AND appointment_id IS NOT NULL AND due_at IS NULL AND ticket_id IN ({})",
+                placeholders(d, 1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q.bind(t.to_string());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let job = Job::read(&row)?;
+                if shop.clock.has_passed(job.ends_us()) {
+                    due_now.push(job);
+                } else {
+                    later.push(job);
+                }
+            }
+        }
+        for chunk in later.chunks(64) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
+            let sql = format!(
+                "INSERT INTO repair_cash_jobs (ticket_id, due_at) VALUES {} ON CONFLICT (ticket_id) DO UPDATE SET due_at = excluded.due_at",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for j in chunk {
+                q = q.bind(j.ticket.to_string()).bind(j.ends_us());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let now = Timestamp(shop.clock.now_us());
+        insert_payments(&mut tx, d, &due_now, now).await?;
+        // Every payment of this batch's tickets goes out: new ones, and those a redelivered record asks for again.
+        let paid = payments_of(&mut tx, d, &tickets).await?;
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(paid.len());
+        for (payment, parent) in paid {
+            let (trace, link) = follow_from(parent.as_deref().map(str::as_bytes));
+            let _span = span("cash-desk", &payment.ticket_id, &trace, link.as_ref()).entered();
+            out.push(events::message(&shop.events, &payment.ticket_id, &payment, &trace)?);
+        }
+        Ok(out)
+    }
+}
+
+/// A repair the cash desk knows in full.
+#[derive(Debug)]
+struct Job {
+    ticket: uuid::Uuid,
+    appointment: uuid::Uuid,
+    repair_type: RepairType,
+    scheduled_us: i64,
+    trace: Option<String>,
+}
+
+impl Job {
+    fn read(row: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
+        let ty: String = row.try_get(2)?;
+        Ok(Job {
+            ticket: uuid_of(&row.try_get::<String, _>(0)?)?,
+            appointment: uuid_of(&row.try_get::<String, _>(1)?)?,
+            repair_type: RepairType::parse(&ty)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {ty:?}").into()))?,
+            scheduled_us: row.try_get(3)?,
+            trace: row.try_get(4)?,
+        })
+    }
+
+    fn ends_us(&self) -> i64 {
+        self.scheduled_us + self.repair_type.minutes() * 60_000_000
+    }
+}
+
+/// Registers the payments of `jobs`; a ticket already paid keeps its one payment.
+async fn insert_payments(tx: &mut SqlTx, d: Dialect, jobs: &[Job], now: Timestamp) -> Result<(), sqlx::Error> {
+    for chunk in jobs.chunks(64) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
+        let sql = format!(
+            "INSERT INTO repair_payments (ticket_id, payment_id, appointment_id, amount, paid_at, trace) VALUES {} \
+             ON CONFLICT (ticket_id) DO NOTHING",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for j in chunk {
+            q = q
+                .bind(j.ticket.to_string())
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(j.appointment.to_string())
+                .bind(j.repair_type.price().to_string())
+                .bind(now.0)
+                .bind(j.trace.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The payments of `tickets`, with the trace context of the appointment each followed.
+async fn payments_of(
+    tx: &mut SqlTx,
+    d: Dialect,
+    tickets: &[uuid::Uuid],
+) -> Result<Vec<(PaymentRegistered, Option<String>)>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in tickets.chunks(500) {
+        let sql = format!(
+            "SELECT ticket_id, payment_id, appointment_id, amount, paid_at, trace FROM repair_payments WHERE ticket_id IN ({})",
+            placeholders(d, 1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(t.to_string());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            out.push(read_payment(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+fn read_payment(row: &sqlx::any::AnyRow) -> Result<(PaymentRegistered, Option<String>), sqlx::Error> {
+    let amount: String = row.try_get(3)?;
+    Ok((
+        PaymentRegistered {
+            ticket_id: uuid_of(&row.try_get::<String, _>(0)?)?,
+            payment_id: uuid_of(&row.try_get::<String, _>(1)?)?,
+            appointment_id: uuid_of(&row.try_get::<String, _>(2)?)?,
+            amount: amount.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            occurred_on: Timestamp(row.try_get(4)?),
+        },
+        row.try_get(5)?,
+    ))
+}
+
+/// The cash desk's till: registers the payments of repairs that were still in progress when their appointment was
+/// consumed, once they end, and sends them through the outbox in the same transaction.
+pub async fn till(shop: Shop, mut stop: watch::Receiver<bool>) -> Result<(), SystemError> {
+    let d = shop.store.dialect();
+    loop {
+        let stopped = *stop.borrow();
+        if stopped {
+            break;
+        }
+        match till_once(&shop, d).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cash desk till: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    Ok(())
+}
+
+/// One round of the till: how many payments it registered.
+pub async fn till_once(shop: &Shop, d: Dialect) -> Result<usize, HopError> {
+    let now = shop.clock.now_us();
+    let due_before = if shop.clock.has_passed(i64::MAX) { i64::MAX } else { now };
+    let mut tx = shop.store.begin().await?;
+    let lock = if d == Dialect::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    let rows = sqlx::query(&format!(
+        "SELECT ticket_id, appointment_id, repair_type, scheduled_at, trace FROM repair_cash_jobs \
+         WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT 500{lock}"
+    ))
+    .bind(due_before)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let jobs: Vec<Job> = rows.iter().map(Job::read).collect::<Result<_, _>>()?;
+    let tickets: Vec<uuid::Uuid> = jobs.iter().map(|j| j.ticket).collect();
+    // Only the payments this round creates go out (an existing one was sent when it was made).
+    let before: HashSet<uuid::Uuid> =
+        payments_of(&mut tx, d, &tickets).await?.into_iter().map(|(p, _)| p.ticket_id).collect();
+    insert_payments(&mut tx, d, &jobs, Timestamp(now)).await?;
+    let sql =
+        format!("UPDATE repair_cash_jobs SET due_at = NULL WHERE ticket_id IN ({})", placeholders(d, 1, tickets.len()));
+    let mut q = sqlx::query(&sql);
+    for t in &tickets {
+        q = q.bind(t.to_string());
+    }
+    q.execute(&mut *tx).await?;
+    let mut outbox_events = Vec::new();
+    for (payment, parent) in payments_of(&mut tx, d, &tickets).await? {
+        if before.contains(&payment.ticket_id) {
+            continue;
+        }
+        let (trace, link) = follow_from(parent.as_deref().map(str::as_bytes));
+        let _span = span("cash-desk", &payment.ticket_id, &trace, link.as_ref()).entered();
+        outbox_events.push(outbox_event(&shop.events, &payment.ticket_id, &payment, &trace)?);
+    }
+    let n = outbox_events.len();
+    let enqueued = outbox::enqueue_all(&mut tx, d, outbox_events).await?;
+    tx.commit().await?;
+    shop.outbox.committed(enqueued);
+    metrics::counter!("repair_events_out_total", "service" => "cash-desk").increment(n as u64);
+    Ok(n)
+}
+
+/// `event` serialized now, its schema id fixed, as an outbox row (see the README: before serialization, not after).
+pub fn outbox_event<E: AvroEvent>(
+    events: &Events,
+    ticket: &uuid::Uuid,
+    event: &E,
+    trace: &TraceContext,
+) -> Result<OutboxEvent, weir_runtime::events::EventError> {
+    let m = events::message(events, ticket, event, trace)?;
+    let id = m.headers.iter().find(|(k, _)| k == EVENT_ID_HEADER).map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    Ok(OutboxEvent {
+        id,
+        topic: m.topic,
+        key: m.key,
+        payload: m.value,
+        headers: m
+            .headers
+            .into_iter()
+            .filter(|(k, _)| k != EVENT_ID_HEADER)
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect(),
+    })
+}
+
+/// Ticketing's closing desk: closes paid tickets.
+#[derive(Debug)]
+pub struct Ticketing;
+
+#[async_trait]
+impl Hop for Ticketing {
+    fn name(&self) -> &'static str {
+        "ticketing"
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec![PAYMENTS.into()]
+    }
+
+    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+        let mut paid: BTreeMap<uuid::Uuid, (&PaymentRegistered, Option<&TraceContext>)> = BTreeMap::new();
+        for item in batch {
+            if let Decoded::Paid(p, t) = item {
+                paid.insert(p.ticket_id, (p, t.as_ref()));
+            }
+        }
+        if paid.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = shop.store.dialect();
+        let now = shop.clock.now_us();
+        let now_real = weir_runtime::time::now_ms();
+        let mut tx = shop.store.begin().await?;
+        let rows: Vec<_> = paid.values().collect();
+        for chunk in rows.chunks(64) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 5 + 1, 5)).collect();
+            let sql = format!(
+                "INSERT INTO repair_closures (ticket_id, payment_id, amount, closed_at, closed_real_ms) VALUES {} \
+                 ON CONFLICT (ticket_id) DO NOTHING",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (p, _) in chunk {
+                q = q
+                    .bind(p.ticket_id.to_string())
+                    .bind(p.payment_id.to_string())
+                    .bind(p.amount.to_string())
+                    .bind(now)
+                    .bind(now_real);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let tickets: Vec<uuid::Uuid> = paid.keys().copied().collect();
+        let mut closed = Vec::with_capacity(tickets.len());
+        for chunk in tickets.chunks(500) {
+            let sql = format!(
+                "SELECT ticket_id, closed_at FROM repair_closures WHERE ticket_id IN ({})",
+                placeholders(d, 1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q.bind(t.to_string());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                closed.push(TicketClosed {
+                    ticket_id: uuid_of(&row.try_get::<String, _>(0)?)?,
+                    occurred_on: Timestamp(row.try_get(1)?),
+                });
+            }
+        }
+        tx.commit().await?;
+        let duplicates = closed.iter().filter(|c| c.occurred_on.0 != now).count();
+        if duplicates > 0 {
+            metrics::counter!("repair_duplicates_total", "service" => "ticketing").increment(duplicates as u64);
+        }
+        let mut out = Vec::with_capacity(closed.len());
+        for c in closed {
+            let parent = paid.get(&c.ticket_id).and_then(|(_, t)| t.copied());
+            let (trace, link) = follow_from(parent.map(|p| p.to_header()).as_deref().map(str::as_bytes));
+            let _span = span("ticketing", &c.ticket_id, &trace, link.as_ref()).entered();
+            out.push(events::message(&shop.events, &c.ticket_id, &c, &trace)?);
+        }
+        Ok(out)
+    }
+}

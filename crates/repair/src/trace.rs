@@ -1,0 +1,108 @@
+//! W3C trace context across the shop's hops. Every record carries the `traceparent` of the span that produced it;
+//! a consumer's span joins the same trace and is *linked* to the producer's span ("follows from", as the origin's
+//! Python and Elixir services did for Datadog) rather than parented to it: a hop may run long after the event was
+//! written, and a parent would make the producer's span look as long as the whole journey.
+//!
+//! Spans are `tracing` spans carrying `trace_id`, `span_id` and `follows_from` fields, so any subscriber (the
+//! console's log lines, an OpenTelemetry layer) sees the links.
+
+use rand::Rng;
+
+/// The header carrying the trace context (W3C Trace Context, as OpenTelemetry's Kafka propagators write it).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A span's place in a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl TraceContext {
+    /// The first span of a new trace.
+    pub fn root() -> TraceContext {
+        let mut rng = rand::thread_rng();
+        TraceContext { trace_id: rng.gen(), span_id: rng.gen() }
+    }
+
+    /// A new span of the same trace (a hop that follows from this one).
+    pub fn follow(&self) -> TraceContext {
+        TraceContext { trace_id: self.trace_id, span_id: rand::thread_rng().gen() }
+    }
+
+    /// `00-<trace id>-<span id>-01` (sampled).
+    pub fn to_header(&self) -> String {
+        format!("00-{}-{}-01", hex(&self.trace_id), hex(&self.span_id))
+    }
+
+    /// A `traceparent` value; `None` when it is not one (the hop then starts a new trace).
+    pub fn parse(header: &[u8]) -> Option<TraceContext> {
+        let s = std::str::from_utf8(header).ok()?;
+        let mut parts = s.trim().split('-');
+        let (version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || version == "ff" {
+            return None;
+        }
+        let trace_id = unhex::<16>(trace)?;
+        let span_id = unhex::<8>(span)?;
+        // All zeros is invalid in both places.
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceContext { trace_id, span_id })
+    }
+
+    pub fn trace_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    pub fn span_hex(&self) -> String {
+        hex(&self.span_id)
+    }
+}
+
+/// The span a consumer starts for a record carrying `parent` (or a new trace): linked to it, not its child.
+pub fn follow_from(record: Option<&[u8]>) -> (TraceContext, Option<TraceContext>) {
+    match record.and_then(TraceContext::parse) {
+        Some(parent) => (parent.follow(), Some(parent)),
+        None => (TraceContext::root(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_what_w3c_rejects() {
+        let t = TraceContext::root();
+        let h = t.to_header();
+        assert_eq!(h.len(), 55);
+        assert_eq!(TraceContext::parse(h.as_bytes()), Some(t));
+        let next = t.follow();
+        assert_eq!(next.trace_id, t.trace_id);
+        assert_ne!(next.span_id, t.span_id);
+        assert!(TraceContext::parse(b"00-00000000000000000000000000000000-0000000000000001-01").is_none());
+        assert!(TraceContext::parse(b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_none());
+        assert!(TraceContext::parse(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b71692033-01").is_none());
+        assert!(TraceContext::parse(b"garbage").is_none());
+        let (span, link) = follow_from(Some(b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        assert_eq!(span.trace_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(link.unwrap().span_hex(), "b7ad6b7169203331");
+    }
+}

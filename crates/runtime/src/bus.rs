@@ -120,6 +120,11 @@ pub enum BusError {
     /// Another producer with the same transactional id took over: this one must stop (its transaction was aborted).
     #[error("fenced: {0}")]
     Fenced(String),
+    /// The principal the bus acts as may not do this (Kafka's TOPIC_, GROUP_, TRANSACTIONAL_ID_ and
+    /// CLUSTER_AUTHORIZATION_FAILED): the message names the principal, the operation and the resource. Nothing of
+    /// the refused call was done. See `access.rs`.
+    #[error("not authorized: {0}")]
+    NotAuthorized(String),
     #[error("{0}")]
     Backend(String),
 }

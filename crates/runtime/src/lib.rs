@@ -12,14 +12,19 @@
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
 //! - [`stop`]: stopping long-running loops on a caller's future without holding its resources in a `select!`.
 //! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
+//! - [`access`]: per-service credentials and ACLs for the systems' services: [`Access`] provisions a
+//!   [`ServiceAccount`] and logs it in to a bus held to its grants; [`OpenAccess`] (the default) checks nothing,
+//!   `SecuredAccess` (feature `security`) uses weir-security's users and ACLs, always enforced.
 //! - [`system`]: the contract every system implements (settings, topics, tables, routes, tasks, commands) and the
 //!   one path that starts and stops them.
 //! - `testing` (feature `testing`): a scratch PostgreSQL database per test, for this crate's tests and the systems'.
 //!
-//! Features: `kafka` ([`KafkaBus`], over librdkafka) and `redis` (`kv::RedisKv`), both on by default. A system
+//! Features: `kafka` ([`KafkaBus`], over librdkafka) and `redis` (`kv::RedisKv`), both on by default; `security`
+//! (`SecuredAccess`, over weir-security), off by default. A system
 //! depends on this crate without them (`default-features = false`), so building it alone never compiles
 //! librdkafka; the binary turns them on.
 
+pub mod access;
 mod bus;
 mod embedded;
 pub mod events;
@@ -35,6 +40,9 @@ pub mod system;
 pub mod testing;
 pub mod time;
 
+pub use access::{Access, AccessError, Grant, OpenAccess, ServiceAccount};
+#[cfg(feature = "security")]
+pub use access::{AuthorizedBus, SecuredAccess};
 pub use bus::{Bus, BusError, Delivery, Message, OutgoingMessage, StartFrom, SubscribeOptions, Subscription};
 pub use embedded::EmbeddedBus;
 pub use handler::{Handler, HandlerError, RunStats, Runner, RunnerConfig, SqlHandler, TransformHandler};

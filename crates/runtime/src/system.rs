@@ -55,6 +55,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access::{Access, OpenAccess};
 use crate::bus::{Bus, BusError};
 use crate::events::{EventError, EventSchema, Events, SchemaRegistry};
 use crate::kv::KvStore;
@@ -111,11 +112,18 @@ pub struct SystemContext {
     /// The system's event types, registered ([`launch`] fills it in): what its producers serialize and its
     /// handlers deserialize with.
     pub events: Events,
+    /// Credentials and ACLs for the system's services (see [`crate::access`]): a service provisions its
+    /// [`ServiceAccount`](crate::access::ServiceAccount) and uses the bus its login returns, held to its ACLs when
+    /// the platform secures them. [`OpenAccess`] over `bus` unless the [`Host`] was given another.
+    pub access: Arc<dyn Access>,
 }
 
 impl std::fmt::Debug for SystemContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SystemContext").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("SystemContext")
+            .field("settings", &self.settings)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
     }
 }
 
@@ -255,6 +263,7 @@ pub struct Host {
     outbox: RelayWaker,
     running: Running,
     schemas: Option<Arc<dyn SchemaRegistry>>,
+    access: Arc<dyn Access>,
 }
 
 impl std::fmt::Debug for Host {
@@ -280,13 +289,21 @@ impl Host {
                 .map_err(|e| SystemError::Other(format!("outbox relay: {e}")))
         });
         running.add(vec![("outbox relay".to_string(), relay)]);
-        Host { bus, store, kv, outbox, running, schemas: None }
+        let access = Arc::new(OpenAccess::new(bus.clone()));
+        Host { bus, store, kv, outbox, running, schemas: None, access }
     }
 
     /// The schema registry the systems' typed events go through (without one, a system that declares event
     /// schemas does not start).
     pub fn with_schemas(mut self, registry: Arc<dyn SchemaRegistry>) -> Host {
         self.schemas = Some(registry);
+        self
+    }
+
+    /// The credentials and ACLs the systems' services log in with ([`SystemContext::access`]); [`OpenAccess`] over
+    /// the host's bus by default.
+    pub fn with_access(mut self, access: Arc<dyn Access>) -> Host {
+        self.access = access;
         self
     }
 
@@ -301,6 +318,7 @@ impl Host {
             stop: self.running.signal(),
             schemas: self.schemas.clone(),
             events: Events::default(),
+            access: self.access.clone(),
         };
         let started = launch(system, ctx).await?;
         self.running.add(started.tasks);

@@ -62,7 +62,7 @@ wire() {
     if [ "$label" = weir ]; then
       port=19092
       $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none --schema-registry-listen none \
-        2>"$scratch/$label.log" &
+        --rest-proxy-listen none 2>"$scratch/$label.log" &
     elif [ -x "$tansu" ]; then
       port=19093
       "$tansu" broker --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
@@ -101,7 +101,7 @@ txn() {
   local scratch port=19093 pid
   scratch=$(mktemp -d)
   $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port --http-listen none --schema-registry-listen none \
-    2>"$scratch/weir.log" &
+    --rest-proxy-listen none 2>"$scratch/weir.log" &
   pid=$!
   wait_port $port
   local bench="$weir --server 127.0.0.1:$port bench wire --json --label weir"
@@ -121,7 +121,7 @@ http() {
   command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk): skipping the HTTP benchmark" >&2; return 0; }
   scratch=$(mktemp -d)
   $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen none \
-    --http-listen 127.0.0.1:$port --schema-registry-listen none 2>"$scratch/up.log" &
+    --http-listen 127.0.0.1:$port --schema-registry-listen none --rest-proxy-listen none 2>"$scratch/up.log" &
   pid=$!
   wait_port $port
   for records in 1 1000; do
@@ -164,7 +164,7 @@ security() {
     [ $setup = open ] || scheme=https
     $weir --data-dir "$scratch/$setup" "${config[@]}" up --systems none --status-every 3600 \
       --kafka-listen 127.0.0.1:$port --http-listen 127.0.0.1:$hport --schema-registry-listen none \
-      2>"$scratch/$setup.log" &
+      --rest-proxy-listen none 2>"$scratch/$setup.log" &
     pid=$!
     wait_port $port; wait_port $hport
     # `security-http`: the HTTP part only.
@@ -210,7 +210,7 @@ schemas() {
   command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk)" >&2; exit 1; }
   scratch=$(mktemp -d)
   $weir --data-dir "$scratch/weir" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:$port \
-    --http-listen none --schema-registry-listen 127.0.0.1:$sport 2>"$scratch/up.log" &
+    --http-listen none --schema-registry-listen 127.0.0.1:$sport --rest-proxy-listen none 2>"$scratch/up.log" &
   pid=$!
   wait_port $port; wait_port $sport
   curl -sf -X POST "http://127.0.0.1:$sport/subjects/R/versions" -H 'Content-Type: application/json' \
@@ -295,7 +295,7 @@ wedding() {
   local scratch pid
   scratch=$(mktemp -d)
   $weir --data-dir "$scratch" up --systems wedding --status-every 3600 --kafka-listen none \
-    --http-listen 127.0.0.1:18080 2>"$scratch/up.log" &
+    --http-listen 127.0.0.1:18080 --rest-proxy-listen none 2>"$scratch/up.log" &
   pid=$!
   wait_port 18080
   measured '{"bench":"wedding-million-target","database":"sqlite"}' \
@@ -328,7 +328,7 @@ scale() {
     case $1 in
       weir|embedded)
         $weir --data-dir "$scratch/cluster" up --systems none --status-every 3600 --kafka-listen 127.0.0.1:19092 \
-          --http-listen none 2>"$scratch/engine.log" & ;;
+          --http-listen none --rest-proxy-listen none 2>"$scratch/engine.log" & ;;
       tansu)
         fresh_db tansu_bench
         psql "$pg/tansu_bench" -q -f "$(dirname "$tansu")/../010-schema-v0.6.0.sql" >/dev/null

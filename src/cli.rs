@@ -168,6 +168,11 @@ pub struct UpArgs {
     /// Address of the HTTP API (REST Proxy v2 produce/consume, /health, /metrics, /openapi.json; `none` to disable).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR|none", env = "WEIR_HTTP_LISTEN")]
     pub http_listen: String,
+    /// Address of a second HTTP listener serving the REST Proxy v2 API alone (topics, produce, consumers), on
+    /// Confluent REST Proxy's port; the HTTP API's users, ACLs, TLS and limits apply, and it shares its consumer
+    /// instances (`none` to disable; none on a `--bus kafka://` cluster).
+    #[arg(long, default_value = "127.0.0.1:8082", value_name = "ADDR|none", env = "WEIR_REST_PROXY_LISTEN")]
+    pub rest_proxy_listen: String,
     /// Address of the schema registry (Confluent's Schema Registry REST API: Avro, JSON Schema and Protobuf schemas,
     /// kept in the `_schemas` topic; the HTTP API's users, ACLs and TLS apply; `none` to disable).
     #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR|none", env = "WEIR_SCHEMA_REGISTRY_LISTEN")]

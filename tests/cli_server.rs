@@ -173,6 +173,74 @@ fn the_seed_curl_request_produces_through_weir_up() {
     assert!(up.wait().unwrap().success());
 }
 
+/// The REST Proxy on a listener of its own (`--rest-proxy-listen`, Confluent's 8082 by default): the seed's curl
+/// request, verbatim but for the port, stores its record, which a Kafka client reads back; that listener serves the
+/// REST Proxy alone (not `/health`, not the systems' routes, which stay on `--http-listen`), and a port in use stops
+/// `weir up` with an error naming the flag.
+#[test]
+fn the_rest_proxy_listener_takes_the_seed_curl_request() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = [
+        ["up", "--systems", "wedding", "--status-every", "1", "--kafka-listen", "127.0.0.1:0"].as_slice(),
+        &["--http-listen", "127.0.0.1:0", "--rest-proxy-listen", "127.0.0.1:0"],
+    ]
+    .concat();
+    let (mut up, kafka, http, mut stderr) = support::start_up_command(weir(d, &args));
+    // The banner's next line, after `http`'s.
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let rest = line.trim().strip_prefix("rest-proxy").unwrap_or_else(|| panic!("no rest-proxy line: {line}"));
+    let rest = rest.split_whitespace().next().unwrap().trim_start_matches("http://").to_string();
+    assert_ne!(rest, http);
+
+    let port = rest.rsplit(':').next().unwrap();
+    let script = format!(
+        r#"curl -s -X POST "http://localhost:{port}/topics/test_topic" -H "Content-Type: application/vnd.kafka.binary.v2+json" -d '{{"records":[{{"value":"'`printf test_message | base64`'"}}]}}'"#
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        r#"{"key_schema_id":null,"value_schema_id":null,"offsets":[{"partition":0,"offset":0,"error_code":null,"error":null}]}"#
+    );
+    let read = ok(d, &["--server", &kafka, "consume", "test_topic", "--from-beginning", "--max", "1"]);
+    assert_eq!(read, "test_message\n");
+
+    // The REST Proxy's routes on both listeners; the rest of the API and the systems' routes on --http-listen only.
+    for path in ["/topics", "/topics/test_topic/partitions/0"] {
+        assert_eq!(curl_json(&[&format!("http://{rest}{path}")]).1, "200", "{path} on the REST Proxy listener");
+        assert_eq!(curl_json(&[&format!("http://{http}{path}")]).1, "200", "{path} on the HTTP API");
+    }
+    for path in ["/health", "/metrics", "/groups", "/openapi.json"] {
+        let (body, status) = curl_json(&[&format!("http://{rest}{path}")]);
+        assert_eq!((status.as_str(), body["error_code"].as_u64()), ("404", Some(404)), "{path}: {body}");
+        assert_eq!(curl_json(&[&format!("http://{http}{path}")]).1, "200", "{path} on the HTTP API");
+    }
+    let message = |addr: &str| {
+        let body = r#"{"event_type": "brawl", "priority": "High", "description": "by the cake"}"#;
+        let url = format!("http://{addr}/message");
+        curl_json(&["-X", "POST", &url, "-H", "Content-Type: application/json", "-d", body])
+    };
+    let (refused, status) = message(&rest);
+    assert_eq!((status.as_str(), refused["error_code"].as_u64()), ("404", Some(404)), "{refused}");
+    let (accepted, status) = message(&http);
+    assert_eq!((status.as_str(), accepted["topic"].as_str()), ("200", Some("wedding.brawl")), "{accepted}");
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    assert!(up.wait().unwrap().success());
+
+    // A port in use is an error naming the flag; `--check` shows the listener.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let args = ["up", "--systems", "none", "--kafka-listen", "none", "--http-listen", "none"];
+    let e = fails(d, &[args.as_slice(), &["--rest-proxy-listen", &taken]].concat());
+    assert!(e.contains(&format!("cannot listen for the REST Proxy on {taken} (--rest-proxy-listen)")), "{e}");
+    let check = ok(d, &["up", "--check", "--rest-proxy-listen", "127.0.0.1:8082"]);
+    assert!(check.contains("rest-proxy PLAINTEXT"), "{check}");
+    assert!(ok(d, &["up", "--check"]).contains("rest-proxy disabled"), "WEIR_REST_PROXY_LISTEN=none turns it off");
+}
+
 /// `weir up` runs the analytics pipeline: its default producer's events reach `hourly_aggregations` and the API.
 #[test]
 fn weir_up_runs_the_analytics_pipeline() {
@@ -302,7 +370,8 @@ fn a_flood_of_idle_connections_stays_within_the_open_file_limit() {
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         "ulimit -n 256 && exec '{}' --data-dir '{}' up --systems none --status-every 1 --kafka-listen 127.0.0.1:0 \
-         --http-listen 127.0.0.1:0 --kafka-idle-timeout-ms 3000 --http-idle-timeout-ms 3000 --schema-registry-listen none",
+         --http-listen 127.0.0.1:0 --kafka-idle-timeout-ms 3000 --http-idle-timeout-ms 3000 --schema-registry-listen none \
+         --rest-proxy-listen none",
         env!("CARGO_BIN_EXE_weir"),
         dir.path().display()
     );

@@ -57,7 +57,7 @@ fn a_full_disk_is_reported_logged_once_and_recovered_from() {
     std::fs::create_dir(&data).unwrap();
     let script = format!(
         "mount -t tmpfs -o size=6m tmpfs '{d}' && exec '{weir}' --data-dir '{d}' up --systems none --status-every 1 \
-         --kafka-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --schema-registry-listen none",
+         --kafka-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --schema-registry-listen none --rest-proxy-listen none",
         d = data.display(),
         weir = env!("CARGO_BIN_EXE_weir"),
     );

@@ -74,11 +74,17 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         routes = routes.merge(weir_http::guard_system(system.name(), r));
     }
     let schemas = registry.clone();
-    let http = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
+    let (http, rest_proxy) = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
     let banner =
         Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url, guard: &guard };
-    banner.print(broker.as_deref(), kafka.as_ref(), http.as_ref(), registry_http.as_ref(), &store, &names);
+    let listeners = Listeners {
+        kafka: kafka.as_ref(),
+        http: http.as_ref(),
+        rest_proxy: rest_proxy.as_ref(),
+        registry: registry_http.as_ref(),
+    };
+    banner.print(broker.as_deref(), &listeners, &store, &names);
 
     let outcome = until_stopped(bus, broker.clone(), &args).await;
     eprintln!("weir is stopping: finishing the systems' work, flushing logs");
@@ -94,6 +100,9 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         l.stop().await;
     }
     if let Some(h) = http {
+        h.stop().await;
+    }
+    if let Some(h) = rest_proxy {
         h.stop().await;
     }
     if let Some(h) = registry_http {
@@ -249,6 +258,14 @@ fn check(
         "http      {}",
         if args.http_listen == "none" { "disabled".into() } else { guard.protocol(guard.http_tls.is_some()) }
     );
+    println!(
+        "rest-proxy {}",
+        match (args.rest_proxy_listen.as_str(), args.bus.trim()) {
+            ("none", _) => "disabled".into(),
+            (_, "embedded") => guard.protocol(guard.http_tls.is_some()),
+            _ => "not on a cluster".into(),
+        }
+    );
     args.schema_compatibility
         .parse::<weir_schema::Compatibility>()
         .map_err(|e| anyhow::anyhow!("--schema-compatibility: {e}"))?;
@@ -334,6 +351,14 @@ async fn open_kv(store: &SqlStore, args: &UpArgs) -> Result<Arc<dyn KvStore>> {
     Ok(kv)
 }
 
+/// The listeners `weir up` started, for its banner.
+struct Listeners<'a> {
+    kafka: Option<&'a weir_kafka::KafkaListener>,
+    http: Option<&'a weir_http::HttpServer>,
+    rest_proxy: Option<&'a weir_http::HttpServer>,
+    registry: Option<&'a weir_http::HttpServer>,
+}
+
 /// What `weir up` prints once everything is listening.
 struct Banner<'a> {
     settings: &'a Settings,
@@ -344,16 +369,9 @@ struct Banner<'a> {
 }
 
 impl Banner<'_> {
-    fn print(
-        &self,
-        broker: Option<&Broker>,
-        kafka: Option<&weir_kafka::KafkaListener>,
-        http: Option<&weir_http::HttpServer>,
-        registry: Option<&weir_http::HttpServer>,
-        store: &SqlStore,
-        systems: &[&str],
-    ) {
+    fn print(&self, broker: Option<&Broker>, listeners: &Listeners<'_>, store: &SqlStore, systems: &[&str]) {
         let (settings, args, guard) = (self.settings, self.args, self.guard);
+        let Listeners { kafka, http, rest_proxy, registry } = *listeners;
         let http_line =
             |h: &weir_http::HttpServer, what: &str| listener_line("http", h, guard, &settings.http_open_paths, what);
         let registry_line = match registry {
@@ -379,6 +397,18 @@ impl Banner<'_> {
                     Some(h) => eprintln!("{}", http_line(h, "REST Proxy v2 API, /health, /metrics, /openapi.json")),
                     None => eprintln!("  http       disabled"),
                 }
+                match rest_proxy {
+                    Some(h) => {
+                        // Of the open paths, those it serves.
+                        let open: Vec<String> = (settings.http_open_paths.iter())
+                            .filter(|p| p.starts_with("/topics") || p.starts_with("/consumers"))
+                            .cloned()
+                            .collect();
+                        let what = "REST Proxy v2 API alone: topics, produce, consumers";
+                        eprintln!("{}", listener_line("rest-proxy", h, guard, &open, what));
+                    }
+                    None => eprintln!("  rest-proxy disabled"),
+                }
                 eprintln!(
                     "  conns      at most {} Kafka, {} HTTP ({})",
                     args.kafka_max_connections, args.http_max_connections, self.limits_note
@@ -397,6 +427,9 @@ impl Banner<'_> {
                         )
                     ),
                     None => eprintln!("  http       disabled"),
+                }
+                if args.rest_proxy_listen != "none" {
+                    eprintln!("  rest-proxy not on a cluster (the REST Proxy serves the embedded broker)");
                 }
             }
         }
@@ -459,7 +492,7 @@ async fn start_registry(
     http.open_paths = Vec::new();
     let server = weir_http::HttpServer::start_app(http, weir_schema::api::router(service.clone()))
         .await
-        .with_context(|| format!("cannot listen for the schema registry on {listen}"))?;
+        .with_context(|| format!("cannot listen for the schema registry on {listen} (--schema-registry-listen)"))?;
     Ok((Some(service), Some(server)))
 }
 
@@ -506,7 +539,7 @@ async fn start_kafka(broker: &Arc<Broker>, args: &UpArgs, guard: &Guard) -> Resu
     }
     let listener = weir_kafka::KafkaListener::start(broker.clone(), config)
         .await
-        .with_context(|| format!("cannot listen for Kafka clients on {listen}"))?;
+        .with_context(|| format!("cannot listen for Kafka clients on {listen} (--kafka-listen)"))?;
     Ok(Some(listener))
 }
 
@@ -563,7 +596,9 @@ fn redact(url: &str) -> String {
     out
 }
 
-/// The HTTP API: over the embedded broker, or, on a cluster, the systems' routes with health and metrics.
+/// The HTTP API (`--http-listen`): over the embedded broker, or, on a cluster, the systems' routes with health and
+/// metrics; and, over the embedded broker, the REST Proxy's routes alone on `--rest-proxy-listen`, sharing the API's
+/// consumer instances. On a cluster there is no REST Proxy listener, as there is no Kafka listener.
 async fn start_http(
     broker: Option<&Arc<Broker>>,
     bus: &Arc<dyn Bus>,
@@ -572,13 +607,18 @@ async fn start_http(
     guard: &Guard,
     routes: axum::Router,
     schemas: Option<Arc<weir_schema::SchemaService>>,
-) -> Result<Option<weir_http::HttpServer>> {
-    if args.http_listen == "none" {
-        return Ok(None);
-    }
-    let listen: std::net::SocketAddr =
-        args.http_listen.parse().with_context(|| format!("--http-listen {:?} is not HOST:PORT", args.http_listen))?;
-    let mut config = weir_http::HttpConfig::new(listen);
+) -> Result<(Option<weir_http::HttpServer>, Option<weir_http::HttpServer>)> {
+    let listen = |flag: &str, text: &str| -> Result<Option<std::net::SocketAddr>> {
+        match text {
+            "none" => Ok(None),
+            text => Ok(Some(text.parse().with_context(|| format!("--{flag} {text:?} is not HOST:PORT"))?)),
+        }
+    };
+    let http_listen = listen("http-listen", &args.http_listen)?;
+    // Checked on a cluster too, where it is not served.
+    let rest_proxy_listen = listen("rest-proxy-listen", &args.rest_proxy_listen)?.filter(|_| broker.is_some());
+    let Some(config_listen) = http_listen.or(rest_proxy_listen) else { return Ok((None, None)) };
+    let mut config = weir_http::HttpConfig::new(config_listen);
     config.max_body_bytes = args.http_max_body_bytes;
     config.max_records_per_request = args.http_max_records.max(1);
     config.max_connections = args.http_max_connections.max(1);
@@ -589,20 +629,38 @@ async fn start_http(
     config.open_paths = settings.http_open_paths.clone();
     // The REST Proxy's avro, jsonschema and protobuf formats serialize through the registry.
     config.schemas = schemas.map(|s| Arc::new(weir_schema::Serializers::new(s)) as Arc<dyn weir_http::EmbeddedSchemas>);
-    let server = match broker {
-        Some(broker) => weir_http::HttpServer::start_with(broker.clone(), config, routes).await,
-        None => {
-            // The cluster answers if it can confirm the heartbeat topic (created at start) exists.
+    let Some(broker) = broker else {
+        let Some(listen) = http_listen else { return Ok((None, None)) };
+        // The cluster answers if it can confirm the heartbeat topic (created at start) exists.
+        let bus = bus.clone();
+        let probe: weir_http::cluster::ClusterProbe = Arc::new(move || {
             let bus = bus.clone();
-            let probe: weir_http::cluster::ClusterProbe = Arc::new(move || {
-                let bus = bus.clone();
-                Box::pin(async move { bus.ensure_topic(HEARTBEAT_TOPIC, 1).await.map_err(|e| e.to_string()) })
-            });
-            weir_http::HttpServer::start_on_cluster(config, probe, routes).await
-        }
-    }
-    .with_context(|| format!("cannot listen for HTTP on {listen}"))?;
-    Ok(Some(server))
+            Box::pin(async move { bus.ensure_topic(HEARTBEAT_TOPIC, 1).await.map_err(|e| e.to_string()) })
+        });
+        let server = weir_http::HttpServer::start_on_cluster(config, probe, routes)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {listen} (--http-listen)"))?;
+        return Ok((Some(server), None));
+    };
+    // One REST Proxy behind both listeners: a consumer instance created through one answers through the other.
+    let proxy = weir_http::RestProxy::new(broker.clone(), config);
+    let http = match http_listen {
+        Some(listen) => Some(
+            weir_http::HttpServer::start_api(&proxy, routes)
+                .await
+                .with_context(|| format!("cannot listen for HTTP on {listen} (--http-listen)"))?,
+        ),
+        None => None,
+    };
+    let rest_proxy = match rest_proxy_listen {
+        Some(listen) => Some(
+            weir_http::HttpServer::start_rest_proxy(&proxy, listen)
+                .await
+                .with_context(|| format!("cannot listen for the REST Proxy on {listen} (--rest-proxy-listen)"))?,
+        ),
+        None => None,
+    };
+    Ok((http, rest_proxy))
 }
 
 /// Sends `text` through the heartbeat topic and waits (up to 30 s) until the subscription sees it come back.

@@ -15,8 +15,10 @@ pub fn weir(dir: &Path, args: &[impl AsRef<OsStr> + std::fmt::Debug]) -> Command
             c.env_remove(k);
         }
     }
-    // Tests run side by side: none takes the registry's fixed default port (those that test it name one).
+    // Tests run side by side: none takes the registry's or the REST Proxy's fixed default port (those that test them
+    // name one).
     c.env("WEIR_SCHEMA_REGISTRY_LISTEN", "none");
+    c.env("WEIR_REST_PROXY_LISTEN", "none");
     c
 }
 

@@ -224,6 +224,56 @@ pub fn router_with(broker: Arc<Broker>, config: HttpConfig, extra: Router) -> Ro
     build(AppState::new(broker, config), extra)
 }
 
+/// The REST Proxy's routes alone (topics, produce, consumer instances) over `broker`, with the same layers as
+/// [`router`] (authentication, errors, limits, metrics), as [`HttpServer::start_rest_proxy`] serves them.
+pub fn rest_proxy_router(broker: Arc<Broker>, config: HttpConfig) -> Router {
+    build_rest_proxy(AppState::new(broker, config))
+}
+
+/// The REST Proxy over a broker, as one or more listeners serve it: its consumer instances (reaped while a listener
+/// serves it) and its producer. [`HttpServer::start_api`] serves the whole API from it and
+/// [`HttpServer::start_rest_proxy`] the REST Proxy's routes alone, on another address (as Confluent's REST Proxy on
+/// 8082); both share its instances, so a consumer created through one listener answers through the other, and the
+/// names it generates for instances are unique across both.
+#[derive(Clone, Debug)]
+pub struct RestProxy {
+    state: AppState,
+    reaper: Arc<parking_lot::Mutex<Reaper>>,
+}
+
+/// The consumer-instance reaper of a [`RestProxy`]: running while at least one listener serves it.
+#[derive(Debug, Default)]
+struct Reaper {
+    listeners: usize,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RestProxy {
+    pub fn new(broker: Arc<Broker>, config: HttpConfig) -> Self {
+        RestProxy { state: AppState::new(broker, config), reaper: Default::default() }
+    }
+
+    /// A listener serves it: the reaper runs (started by the first).
+    fn serving(&self) {
+        let mut r = self.reaper.lock();
+        r.listeners += 1;
+        if r.task.is_none() {
+            r.task = Some(tokio::spawn(consumers::reap(self.state.consumers.clone())));
+        }
+    }
+
+    /// A listener stopped: the last one stops the reaper.
+    fn stopped(&self) {
+        let mut r = self.reaper.lock();
+        r.listeners = r.listeners.saturating_sub(1);
+        if r.listeners == 0 {
+            if let Some(task) = r.task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
 impl AppState {
     fn new(broker: Arc<Broker>, config: HttpConfig) -> Self {
         AppState {
@@ -239,9 +289,27 @@ impl AppState {
 fn build(state: AppState, extra: Router) -> Router {
     let limit = state.config.max_body_bytes;
     let auth = auth::Auth::new(&state.config);
-    let instance = "/consumers/{group}/instances/{instance}";
     let schema_formats = state.config.schemas.is_some();
-    let routes = Router::new()
+    let routes = rest_proxy_routes()
+        .route("/groups", get(admin::groups))
+        .route("/groups/{group}", get(admin::group))
+        .route("/health", get(admin::health))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)));
+    finish(routes, state, extra, limit, auth)
+}
+
+/// The REST Proxy's routes alone, behind the same layers as [`build`]'s.
+fn build_rest_proxy(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let auth = auth::Auth::new(&state.config);
+    finish(rest_proxy_routes(), state, Router::new(), limit, auth)
+}
+
+/// The Confluent REST Proxy v2 routes: topics, produce, consumer instances.
+fn rest_proxy_routes() -> Router<AppState> {
+    let instance = "/consumers/{group}/instances/{instance}";
+    Router::new()
         .route("/topics", get(topics::list))
         .route("/topics/{topic}", get(topics::get_topic).post(records::produce_to_topic))
         .route("/topics/{topic}/partitions", get(topics::partitions))
@@ -254,12 +322,6 @@ fn build(state: AppState, extra: Router) -> Router {
         )
         .route(&format!("{instance}/records"), get(consumers::records))
         .route(&format!("{instance}/offsets"), post(consumers::commit))
-        .route("/groups", get(admin::groups))
-        .route("/groups/{group}", get(admin::group))
-        .route("/health", get(admin::health))
-        .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)));
-    finish(routes, state, extra, limit, auth)
 }
 
 /// What every API router ends with, over the embedded broker or on a cluster: JSON answers for unknown paths and
@@ -291,8 +353,8 @@ pub struct HttpServer {
     pub local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// Closes idle REST Proxy consumer instances (none on a cluster).
-    reaper: Option<tokio::task::JoinHandle<()>>,
+    /// The REST Proxy it serves, whose consumer-instance reaper runs while it does (none on a cluster).
+    proxy: Option<RestProxy>,
 }
 
 impl HttpServer {
@@ -304,9 +366,21 @@ impl HttpServer {
     /// [`start`](HttpServer::start), also serving `extra`: the systems' own routes (their paths must not collide
     /// with the API's), timed and limited like the rest.
     pub async fn start_with(broker: Arc<Broker>, config: HttpConfig, extra: Router) -> std::io::Result<HttpServer> {
-        let state = AppState::new(broker, config.clone());
-        let reaper = tokio::spawn(consumers::reap(state.consumers.clone()));
-        Self::serve(config, build(state, extra), Some(reaper)).await
+        Self::start_api(&RestProxy::new(broker, config), extra).await
+    }
+
+    /// [`start_with`](HttpServer::start_with) over a [`RestProxy`] that other listeners may serve too: the whole
+    /// API, with `extra`, on the proxy's `config.listen`.
+    pub async fn start_api(proxy: &RestProxy, extra: Router) -> std::io::Result<HttpServer> {
+        let config = (*proxy.state.config).clone();
+        Self::serve(config, build(proxy.state.clone(), extra), Some(proxy.clone())).await
+    }
+
+    /// The REST Proxy's routes alone (topics, produce, consumer instances; not `/health`, `/metrics`, the groups or
+    /// any system's routes) on `listen`, with the proxy's limits, TLS and authentication.
+    pub async fn start_rest_proxy(proxy: &RestProxy, listen: SocketAddr) -> std::io::Result<HttpServer> {
+        let config = HttpConfig { listen, ..(*proxy.state.config).clone() };
+        Self::serve(config, build_rest_proxy(proxy.state.clone()), Some(proxy.clone())).await
     }
 
     /// Serves another API than the REST Proxy's on a listener of its own (the schema registry's), behind the same
@@ -328,21 +402,9 @@ impl HttpServer {
         Self::serve(config, app, None).await
     }
 
-    async fn serve(
-        config: HttpConfig,
-        app: Router,
-        reaper: Option<tokio::task::JoinHandle<()>>,
-    ) -> std::io::Result<HttpServer> {
+    async fn serve(config: HttpConfig, app: Router, proxy: Option<RestProxy>) -> std::io::Result<HttpServer> {
         metrics::install();
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                if let Some(r) = reaper {
-                    r.abort();
-                }
-                return Err(e);
-            }
-        };
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let soft = server::open_files_soft_limit();
         if soft.is_some_and(|soft| config.max_connections as u64 > soft / 2) {
@@ -361,20 +423,79 @@ impl HttpServer {
         let (stop, stopped) = watch::channel(false);
         let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(server::serve(listener, app, limits, tls, stopped));
-        Ok(HttpServer { local_addr, stop, task, reaper })
+        if let Some(p) = &proxy {
+            p.serving();
+        }
+        Ok(HttpServer { local_addr, stop, task, proxy })
     }
 
     /// Stops accepting, lets requests in flight finish (up to 5 s, then closes what is left), and stops reaping
-    /// consumer instances.
+    /// consumer instances unless another listener still serves them.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        if let Some(r) = &self.reaper {
-            r.abort();
+        if let Some(p) = &self.proxy {
+            p.stopped();
         }
         let abort = self.task.abort_handle();
         if tokio::time::timeout(Duration::from_secs(5), self.task).await.is_err() {
             // Dropping the accept loop's task drops its connections.
             abort.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+    use weir_broker::{Broker, BrokerConfig};
+
+    use super::*;
+
+    async fn call(app: &Router, method: &str, uri: &str, content_type: &str, body: &str) -> (StatusCode, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "weir.test")
+            .header("content-type", content_type)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The REST Proxy's own listener serves its routes and nothing else, and shares consumer instances with the
+    /// whole API's.
+    #[tokio::test]
+    async fn the_rest_proxy_alone_serves_its_routes_and_shares_instances_with_the_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig::new(dir.path())).unwrap();
+        let proxy = RestProxy::new(broker.clone(), HttpConfig::new("127.0.0.1:0".parse().unwrap()));
+        let (rest, api) = (build_rest_proxy(proxy.state.clone()), build(proxy.state.clone(), Router::new()));
+
+        let binary = "application/vnd.kafka.binary.v2+json";
+        let (status, body) = call(&rest, "POST", "/topics/t", binary, r#"{"records":[{"value":"dGVzdA=="}]}"#).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            broker.read("t", 0, 0, 1 << 20).unwrap().records(0).unwrap()[0].value.as_deref(),
+            Some(&b"test"[..])
+        );
+        for path in ["/health", "/metrics", "/groups", "/openapi.json"] {
+            let (status, body) = call(&rest, "GET", path, "application/json", "").await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+            assert_eq!(call(&api, "GET", path, "application/json", "").await.0, StatusCode::OK, "{path}");
+        }
+
+        let json = "application/vnd.kafka.v2+json";
+        let (status, body) = call(&rest, "POST", "/consumers/g", json, r#"{"format":"binary"}"#).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let created: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let subscription = format!("/consumers/g/instances/{}/subscription", created["instance_id"].as_str().unwrap());
+        let (status, body) = call(&api, "POST", &subscription, json, r#"{"topics":["t"]}"#).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "the instance created on one listener answers on the other: {body}");
+        broker.shutdown();
     }
 }

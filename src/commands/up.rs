@@ -64,6 +64,11 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     if let Some(service) = &registry {
         host = host.with_schemas(Arc::new(weir_schema::Serializers::new(service.clone())));
     }
+    // On weir's own broker, systems' services log in as their own users and are held to their ACLs; on a cluster
+    // the platform's connection and the cluster's security apply.
+    if broker.is_some() {
+        host = host.with_access(Arc::new(weir_runtime::SecuredAccess::new(guard.security.clone(), bus.clone())));
+    }
     let mut routes = axum::Router::new();
     for (system, system_settings) in &systems {
         let r = host

@@ -107,8 +107,7 @@ impl<const SCALE: u32> FromStr for Decimal<SCALE> {
             return Err(bad());
         }
         let mut unscaled: i128 = 0;
-        for b in
-            whole.bytes().chain(fraction.bytes()).chain(std::iter::repeat(b'0').take(SCALE as usize - fraction.len()))
+        for b in whole.bytes().chain(fraction.bytes()).chain(std::iter::repeat_n(b'0', SCALE as usize - fraction.len()))
         {
             unscaled = unscaled.checked_mul(10).and_then(|n| n.checked_add(i128::from(b - b'0'))).ok_or_else(bad)?;
         }

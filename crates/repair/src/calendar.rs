@@ -40,7 +40,7 @@ impl Hours {
         if self.opens_hour >= self.closes_hour || self.closes_hour > 24 {
             return Err(format!("opening hours {}–{} are not a day", self.opens_hour, self.closes_hour));
         }
-        if self.slot_minutes == 0 || ((self.closes_hour - self.opens_hour) * 60) % self.slot_minutes != 0 {
+        if self.slot_minutes == 0 || !((self.closes_hour - self.opens_hour) * 60).is_multiple_of(self.slot_minutes) {
             return Err(format!("slots of {} minutes do not divide the opening hours", self.slot_minutes));
         }
         if self.slots_per_day() > 64 {

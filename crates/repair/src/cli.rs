@@ -235,7 +235,7 @@ fn random_ticket(i: u64) -> Value {
         "requester": {
             "email": format!("{}.{}{i}@example.com", n.to_lowercase(), s.to_lowercase()),
             "name": n,
-            "middlename": if i % 3 == 0 { Value::Null } else { json!("Q") },
+            "middlename": if i.is_multiple_of(3) { Value::Null } else { json!("Q") },
             "surname": s,
             "age": 18 + (i % 60),
         },

@@ -73,10 +73,11 @@ impl RepairType {
 
     /// What the cash desk charges for it.
     pub fn price(self) -> Decimal<2> {
+        // In cents.
         Decimal::from_unscaled(match self {
-            RepairType::Windshield => 189_90,
-            RepairType::Bumper => 349_00,
-            RepairType::Body => 1_250_50,
+            RepairType::Windshield => 18_990,
+            RepairType::Bumper => 34_900,
+            RepairType::Body => 125_050,
         })
     }
 

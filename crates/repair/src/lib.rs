@@ -8,9 +8,11 @@
 //! - [`clock`]: the shop's time, real or fast.
 //! - [`crypto`]: AES-GCM encryption of the requester's personal data.
 //! - [`trace`]: W3C trace context across the hops, each consumer span following from its producer's.
+//! - [`accounts`]: each service's user and ACLs, provisioned at start.
 //! - [`store`]: the tables and the ticket opening outbox; [`api`]: the HTTP API; [`system`]: the weir system;
 //!   `cli`: `weir repair example|simulate|trace`.
 
+pub mod accounts;
 pub mod api;
 pub mod avro;
 pub mod calendar;

@@ -36,6 +36,9 @@ pub struct RepairSettings {
     pub encryption_key: String,
     /// Subject naming of `tickets`, which carries two record types: `record` or `topic-record`.
     pub tickets_subject_strategy: String,
+    /// Each service's password (`[systems.repair.passwords] secretary = "..."`); a service without one gets a random
+    /// password at each start.
+    pub passwords: Passwords,
 }
 
 impl Default for RepairSettings {
@@ -51,6 +54,7 @@ impl Default for RepairSettings {
             clock_speed: serde_json::Value::from(1),
             encryption_key: String::new(),
             tickets_subject_strategy: "record".into(),
+            passwords: Default::default(),
         }
     }
 }
@@ -72,6 +76,10 @@ impl RepairSettings {
         s.speed().map_err(|e| settings.invalid("clock_speed", e))?;
         s.key().map_err(|e| settings.invalid("encryption_key", e))?;
         s.strategy().map_err(|e| settings.invalid("tickets_subject_strategy", e))?;
+        if let Some(unknown) = s.passwords.0.keys().find(|k| !crate::accounts::services().any(|n| n == k.as_str())) {
+            let known = crate::accounts::services().collect::<Vec<_>>().join(", ");
+            return Err(settings.invalid("passwords", format!("{unknown:?} is not a service ({known})")));
+        }
         Ok(s)
     }
 
@@ -107,6 +115,17 @@ impl RepairSettings {
     }
 }
 
+/// Services' passwords by service; `Debug` shows only the names.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Passwords(pub std::collections::BTreeMap<String, String>);
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// The car repair shop (seed 001).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RepairSystem;
@@ -127,7 +146,11 @@ impl System for RepairSystem {
 
     fn topics(&self, settings: &SystemSettings) -> Result<Vec<TopicSpec>, SystemError> {
         let s = RepairSettings::read(settings)?;
-        Ok([TICKETS, APPOINTMENTS, PAYMENTS].into_iter().map(|t| TopicSpec::new(t, s.partitions)).collect())
+        let mut topics: Vec<TopicSpec> =
+            [TICKETS, APPOINTMENTS, PAYMENTS].into_iter().map(|t| TopicSpec::new(t, s.partitions)).collect();
+        topics
+            .extend([TICKETS, APPOINTMENTS, PAYMENTS].into_iter().map(|t| TopicSpec::new(crate::accounts::dlq(t), 1)));
+        Ok(topics)
     }
 
     fn event_schemas(&self, settings: &SystemSettings) -> Result<Vec<EventSchema>, SystemError> {
@@ -165,12 +188,20 @@ impl System for RepairSystem {
         let instance = format!("{:08x}", rand::random::<u32>());
         let hops: [Arc<dyn Hop>; 3] = [Arc::new(Secretary), Arc::new(CashDesk), Arc::new(Ticketing)];
         for hop in hops {
+            // The service's own user: its bus is held to the service's ACLs. A password of this process's own
+            // unless the settings give one (another process may then log in as the service, e.g. over Kafka).
+            let password = s.passwords.0.get(hop.name()).cloned().unwrap_or_else(crate::crypto::FieldKey::generate);
+            let account = crate::accounts::account(hop.name(), &password)
+                .ok_or_else(|| SystemError::Other(format!("no account for {}", hop.name())))?;
+            let access = |e: weir_runtime::AccessError| SystemError::Other(format!("{}: {e}", hop.name()));
+            ctx.access.provision(&account).await.map_err(access)?;
+            let service_bus = ctx.access.login(&account.user, &password).await.map_err(access)?;
             for worker in 0..s.workers {
                 let config = LoopConfig {
                     transactional_id: format!("{}-{instance}-{worker}", hop.name()),
                     max_batch: s.max_batch,
                 };
-                let (hop, shop, bus, stop) = (hop.clone(), shop.clone(), ctx.bus.clone(), ctx.stop.clone());
+                let (hop, shop, bus, stop) = (hop.clone(), shop.clone(), service_bus.clone(), ctx.stop.clone());
                 started.spawn(
                     format!("repair {} worker {worker}", hop.name()),
                     services::run(hop, shop, bus, config, stop),

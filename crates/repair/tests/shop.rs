@@ -30,6 +30,15 @@ struct Shop {
 }
 
 async fn shop(database: Option<String>, flags: &[(&str, &str)]) -> Shop {
+    shop_with(database, flags, None, None).await
+}
+
+async fn shop_with(
+    database: Option<String>,
+    flags: &[(&str, &str)],
+    security: Option<Arc<weir_security::Security>>,
+    file: Option<serde_json::Map<String, Value>>,
+) -> Shop {
     let (dir, broker) = weir_broker::testing::scratch_broker();
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(broker));
     let url = database.unwrap_or_else(|| SqlStore::sqlite_url(dir.path()));
@@ -38,8 +47,11 @@ async fn shop(database: Option<String>, flags: &[(&str, &str)]) -> Shop {
     let registry = Arc::new(Serializers::new(service));
     let mut host = Host::new(bus.clone(), store.clone(), Arc::new(SqlKv::new(store.clone())))
         .with_schemas(registry.clone() as Arc<dyn SchemaRegistry>);
+    if let Some(security) = security {
+        host = host.with_access(Arc::new(weir_runtime::SecuredAccess::new(security, bus.clone())));
+    }
     let flags: Vec<(String, String)> = flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let settings = SystemSettings::layered("repair", &[], None, Vec::new(), &flags);
+    let settings = SystemSettings::layered("repair", &[], file, Vec::new(), &flags);
     let routes = host.start(&RepairSystem, settings).await.unwrap();
     Shop { _dir: dir, bus, store, registry, host: Some(host), routes }
 }
@@ -282,4 +294,50 @@ async fn bad_tickets_get_400_naming_the_field_and_open_nothing() {
     let (status, _) =
         call(&shop.routes, Method::GET, &format!("/api/repair/tickets/{}", uuid::Uuid::new_v4()), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_runs_as_its_own_user_held_to_its_acls() {
+    let security = weir_security::Security::in_memory(Default::default()).unwrap();
+    let file: serde_json::Map<String, Value> =
+        serde_json::from_value(json!({"passwords": {"secretary": "s3cret-secretary"}})).unwrap();
+    let shop = shop_with(None, &[("clock_speed", "max")], Some(security.clone()), Some(file)).await;
+    // The shop works under its services' ACLs.
+    let list: Vec<Value> = (0..20).map(|i| ticket(i, "windshield")).collect();
+    let (status, body) = call(&shop.routes, Method::POST, "/api/repair/tickets", Some(Value::Array(list))).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    wait_closed(&shop, 20, Duration::from_secs(60)).await;
+    assert_once_each(&shop.store, 20).await;
+    // Each service has its own ACLs in the platform's store.
+    let acls = security.acls.list(&weir_security::AclFilter::any());
+    for user in ["User:ticketing", "User:secretary", "User:cash-desk"] {
+        assert!(acls.iter().any(|a| a.principal == user), "no ACL for {user}: {acls:?}");
+    }
+    let access = weir_runtime::SecuredAccess::new(security.clone(), shop.bus.clone());
+    use weir_runtime::Access;
+    // Wrong credentials get nothing.
+    assert!(matches!(access.login("secretary", "guess").await, Err(weir_runtime::AccessError::Authentication(_))));
+    assert!(access.login("mallory", "s3cret-secretary").await.is_err());
+    // The secretary may write appointments, not payments, nor read as the cash desk.
+    let secretary = access.login("secretary", "s3cret-secretary").await.unwrap();
+    let before = read_all(&*shop.bus, PAYMENTS).await.len();
+    let refused = secretary.produce(OutgoingMessage::new(PAYMENTS, "a forged payment")).await;
+    assert!(matches!(refused, Err(weir_runtime::BusError::NotAuthorized(_))), "{refused:?}");
+    assert_eq!(read_all(&*shop.bus, PAYMENTS).await.len(), before, "nothing was written");
+    let options = weir_runtime::SubscribeOptions::new("cash-desk", [APPOINTMENTS]);
+    let refused = secretary.subscribe(options).await.err();
+    assert!(matches!(refused, Some(weir_runtime::BusError::NotAuthorized(_))), "{refused:?}");
+    let refused = secretary.subscribe(weir_runtime::SubscribeOptions::new("secretary", [PAYMENTS])).await.err();
+    assert!(matches!(refused, Some(weir_runtime::BusError::NotAuthorized(_))), "{refused:?}");
+    secretary.produce(OutgoingMessage::new(APPOINTMENTS, "allowed").key("k")).await.expect("its own topic");
+    // Not an event the cash desk can read: dead-lettered, with the reason, in the cash desk's transaction.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = read_all(&*shop.bus, "appointments.dlq").await;
+        if !dead.is_empty() || Instant::now() > deadline {
+            break dead;
+        }
+    };
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].header("weir.dlq.reason").is_some());
 }

@@ -166,6 +166,8 @@ pub struct Platform {
     pub bus: Arc<dyn Bus>,
     pub store: Option<SqlStore>,
     pub kv: Option<Arc<dyn KvStore>>,
+    /// A schema registry over `bus`, for systems whose events are typed (a scratch weir has one).
+    pub schemas: Option<Arc<dyn SchemaRegistry>>,
     closer: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
@@ -184,7 +186,13 @@ impl Platform {
         kv: Option<Arc<dyn KvStore>>,
         closer: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
-        Platform { bus, store, kv, closer: Some(Box::pin(closer)) }
+        Platform { bus, store, kv, schemas: None, closer: Some(Box::pin(closer)) }
+    }
+
+    /// The schema registry systems started on this platform register their event schemas in.
+    pub fn with_schemas(mut self, registry: Arc<dyn SchemaRegistry>) -> Self {
+        self.schemas = Some(registry);
+        self
     }
 
     pub async fn close(mut self) {

@@ -3,7 +3,7 @@
 //! `ticket_closed`), so its subjects follow a record naming strategy (RecordNameStrategy by default,
 //! TopicRecordNameStrategy by setting) and its readers tell the types apart by schema id.
 //!
-//! Every record carries a stable event id (`weir.event.id`, derived from the ticket: a re-published event has the
+//! Each subject is kept FULL-compatible. Every record carries a stable event id (`weir.event.id`, derived from the ticket: a re-published event has the
 //! same id) and the W3C `traceparent` of the span that produced it.
 
 use bytes::Bytes;
@@ -31,8 +31,10 @@ pub const FLOW: [(&str, &str); 4] = [
 
 /// The schemas registered at start, `tickets`' under `strategy`.
 pub fn schemas(strategy: SubjectNameStrategy) -> Vec<EventSchema> {
+    // FULL: a new version must be readable by the services already running and read what they wrote, so a
+    // schema change never stops the shop (adding an optional field passes; removing a required one is refused).
     let avro = |name: &str, topic: &str, text: &str, strategy| {
-        EventSchema::new(name, topic, SchemaKind::Avro, text).strategy(strategy)
+        EventSchema::new(name, topic, SchemaKind::Avro, text).strategy(strategy).compatibility("FULL")
     };
     vec![
         avro(TicketOpened::NAME, TICKETS, TicketOpened::SCHEMA, strategy),

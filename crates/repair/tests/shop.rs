@@ -25,6 +25,7 @@ struct Shop {
     bus: Arc<dyn Bus>,
     store: SqlStore,
     registry: Arc<Serializers>,
+    service: Arc<SchemaService>,
     host: Option<Host>,
     routes: axum::Router,
 }
@@ -44,7 +45,7 @@ async fn shop_with(
     let url = database.unwrap_or_else(|| SqlStore::sqlite_url(dir.path()));
     let store = SqlStore::connect(&url).await.unwrap();
     let service = SchemaService::start(bus.clone(), ServiceConfig::default()).await.unwrap();
-    let registry = Arc::new(Serializers::new(service));
+    let registry = Arc::new(Serializers::new(service.clone()));
     let mut host = Host::new(bus.clone(), store.clone(), Arc::new(SqlKv::new(store.clone())))
         .with_schemas(registry.clone() as Arc<dyn SchemaRegistry>);
     if let Some(security) = security {
@@ -53,7 +54,7 @@ async fn shop_with(
     let flags: Vec<(String, String)> = flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let settings = SystemSettings::layered("repair", &[], file, Vec::new(), &flags);
     let routes = host.start(&RepairSystem, settings).await.unwrap();
-    Shop { _dir: dir, bus, store, registry, host: Some(host), routes }
+    Shop { _dir: dir, bus, store, registry, service, host: Some(host), routes }
 }
 
 fn ticket(i: usize, repair_type: &str) -> Value {
@@ -340,4 +341,60 @@ async fn each_service_runs_as_its_own_user_held_to_its_acls() {
     };
     assert_eq!(dead.len(), 1);
     assert!(dead[0].header("weir.dlq.reason").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_opened_evolves_compatibly_and_old_consumers_keep_working() {
+    let shop = shop(None, &[("clock_speed", "max")]).await;
+    let server = weir_http::HttpServer::start_app(
+        weir_http::HttpConfig::new("127.0.0.1:0".parse().unwrap()),
+        weir_schema::api::router(shop.service.clone()),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.local_addr);
+    let subject = "repair.ticketing.TicketOpened";
+    let (config, status) = curl("GET", &format!("{base}/config/{subject}"), None);
+    assert_eq!((status, config["compatibilityLevel"].as_str()), (200, Some("FULL")), "{config}");
+    // v2 adds an optional field: accepted.
+    let mut v2: Value = serde_json::from_str(TicketOpened::SCHEMA).unwrap();
+    v2["fields"].as_array_mut().unwrap().push(json!({"name": "notes", "type": ["null", "string"], "default": null}));
+    let (answer, status) =
+        curl("POST", &format!("{base}/subjects/{subject}/versions"), Some(json!({"schema": v2.to_string()})));
+    assert_eq!(status, 200, "{answer}");
+    let v2_id = answer["id"].as_i64().unwrap() as i32;
+    // A producer on v2 (as a newer ticketing would be): the running secretary, built on v1, still books it.
+    let ticket = uuid::Uuid::new_v4();
+    let value = json!({"occurred_on": 1_764_576_000_000_000i64, "ticket_id": ticket.to_string(),
+        "requester": {"email": "a@b.co", "name": "A", "middlename": null, "surname": "B", "age": 30},
+        "repair_type": "bumper", "notes": "rear left"});
+    let bytes = SchemaRegistry::encode(&*shop.registry, v2_id, &value).unwrap();
+    shop.bus.produce(OutgoingMessage::new(TICKETS, bytes).key(ticket.to_string())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&shop.store, &format!("SELECT COUNT(*) FROM repair_appointments WHERE ticket_id = '{ticket}'")).await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the v1 secretary did not book a v2 ticket");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Removing a required field would break the running consumers: refused.
+    let mut broken: Value = serde_json::from_str(TicketOpened::SCHEMA).unwrap();
+    broken["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "repair_type");
+    let (answer, status) =
+        curl("POST", &format!("{base}/subjects/{subject}/versions"), Some(json!({"schema": broken.to_string()})));
+    assert_eq!(status, 409, "{answer}");
+    server.stop().await;
+}
+
+/// One request to the registry's HTTP API with curl: the JSON answer and the status.
+fn curl(method: &str, url: &str, body: Option<Value>) -> (Value, u16) {
+    let mut command = std::process::Command::new("curl");
+    command.args(["-s", "-m", "10", "-w", "\n%{http_code}", "-X", method, url]);
+    if let Some(body) = body {
+        command.args(["-H", "Content-Type: application/vnd.schemaregistry.v1+json", "-d", &body.to_string()]);
+    }
+    let out = command.output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (serde_json::from_str(body).unwrap_or(Value::Null), status.parse().unwrap_or(0))
 }

@@ -49,6 +49,9 @@ pub struct EventSchema {
     /// How the value's subject is named: `<topic>-value` (the default), the record's name, or both (a topic that
     /// carries several event types needs one of the record strategies).
     pub strategy: SubjectNameStrategy,
+    /// The compatibility level its subject keeps (`FULL`, `BACKWARD`, ... as the registry names them), set when it
+    /// is registered; `None` leaves the registry's own.
+    pub compatibility: Option<String>,
 }
 
 impl EventSchema {
@@ -64,7 +67,14 @@ impl EventSchema {
             kind,
             schema: schema.into(),
             strategy: SubjectNameStrategy::TopicName,
+            compatibility: None,
         }
+    }
+
+    /// Keeps the subject at compatibility `level` (`FULL`: new versions readable by old consumers and the reverse).
+    pub fn compatibility(mut self, level: impl Into<String>) -> EventSchema {
+        self.compatibility = Some(level.into());
+        self
     }
 
     pub fn strategy(mut self, strategy: SubjectNameStrategy) -> EventSchema {
@@ -114,11 +124,17 @@ pub trait SchemaRegistry: Send + Sync + std::fmt::Debug {
         schema: &str,
     ) -> Result<Registered, EventError>;
 
+    /// Sets `subject`'s compatibility level (`FULL`, `BACKWARD_TRANSITIVE`, ...).
+    async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), EventError>;
+
     /// `value` encoded with schema `id`, framed with it.
     fn encode(&self, id: i32, value: &Value) -> Result<Vec<u8>, EventError>;
 
     /// A framed record's schema id and value, as the JSON a serde type reads (Avro's unions untagged).
     async fn decode(&self, bytes: &[u8]) -> Result<(i32, Value), EventError>;
+
+    /// The subjects schema `id` is registered under (a later version of an event type is under its subject).
+    async fn subjects_of(&self, id: i32) -> Result<Vec<String>, EventError>;
 }
 
 /// A decoded event: which type it is (`None`: a schema id the system did not declare) and its value.
@@ -149,6 +165,14 @@ impl Events {
                     }
                     other => other,
                 })?;
+            if let Some(level) = &s.compatibility {
+                registry.set_compatibility(&registered.subject, level).await.map_err(|e| match e {
+                    EventError::Payload(reason) | EventError::Schema { reason, .. } => {
+                        EventError::Schema { name: s.name.clone(), reason }
+                    }
+                    other => other,
+                })?;
+            }
             tracing::debug!(event = %s.name, subject = %registered.subject, id = registered.id, "event schema registered");
             events.by_id.insert(registered.id, s.name.clone());
             events.by_name.insert(s.name.clone(), (s.clone(), registered));
@@ -184,10 +208,20 @@ impl Events {
         Ok(OutgoingMessage { topic: schema.topic.clone(), key, value: Some(value.into()), ..Default::default() })
     }
 
-    /// A framed record: its schema id, the event type that id is, and its value.
+    /// A framed record: its schema id, the event type that id is, and its value. A schema id the system did not
+    /// register itself is still its event type when it is a version of that type's subject (a newer producer's):
+    /// the value is read by the type's fields, so a compatible evolution keeps this consumer working.
     pub async fn decode(&self, bytes: &[u8]) -> Result<Decoded, EventError> {
-        let (id, value) = self.registry()?.decode(bytes).await?;
-        Ok(Decoded { id, name: self.by_id.get(&id).cloned(), value })
+        let registry = self.registry()?;
+        let (id, value) = registry.decode(bytes).await?;
+        let name = match self.by_id.get(&id) {
+            Some(name) => Some(name.clone()),
+            None => {
+                let subjects = registry.subjects_of(id).await?;
+                self.by_name.iter().find(|(_, (_, r))| subjects.contains(&r.subject)).map(|(name, _)| name.clone())
+            }
+        };
+        Ok(Decoded { id, name, value })
     }
 
     /// A framed record read as `T`, which must be event type `name`.

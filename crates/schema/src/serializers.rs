@@ -175,12 +175,23 @@ impl SchemaRegistry for Serializers {
         Ok(Registered { id, subject })
     }
 
+    async fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), EventError> {
+        let level: crate::Compatibility = level
+            .parse()
+            .map_err(|e| EventError::Schema { name: String::new(), reason: format!("compatibility {level:?}: {e}") })?;
+        self.service.set_compatibility(Some(subject), level).await.map_err(|e| event_error(refused(e)))
+    }
+
     fn encode(&self, id: i32, value: &Value) -> Result<Vec<u8>, EventError> {
         self.encode_framed(id, value).map_err(event_error)
     }
 
     async fn decode(&self, bytes: &[u8]) -> Result<(i32, Value), EventError> {
         self.decode_framed(bytes, true).await.map_err(event_error)
+    }
+
+    async fn subjects_of(&self, id: i32) -> Result<Vec<String>, EventError> {
+        Ok(self.service.state().id_versions(id, false).into_iter().map(|(subject, _)| subject).collect())
     }
 }
 

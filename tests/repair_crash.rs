@@ -1,0 +1,184 @@
+//! The repair shop under `kill -9`: tickets are opened as fast as the server takes them while `weir up` is killed at
+//! random moments and started again. Afterwards every acknowledged ticket is stored and reaches closed, and each
+//! effect happened once: one appointment, one payment, one closing per ticket in SQL, and one appointment and one
+//! payment per ticket in what read_committed consumers of the topics see — whatever the kills interrupted (an
+//! outbox not yet relayed, a service's database transaction committed but not its Kafka transaction).
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sqlx::Row;
+use support::{start_up_command, weir};
+
+fn exchange(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1;
+    Some((status, serde_json::from_str(body).ok()?))
+}
+
+fn start(dir: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
+    let args = [
+        "up",
+        "--systems",
+        "repair",
+        "--kafka-listen",
+        "none",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--set",
+        "repair.clock_speed=max",
+        "--set",
+        "repair.workers=2",
+    ];
+    let mut command = weir(dir, &args);
+    command.env("RUST_LOG", "warn");
+    let (up, _kafka, http, stderr) = start_up_command(command);
+    (up, http, stderr)
+}
+
+async fn count(s: &weir_runtime::SqlStore, sql: &str) -> i64 {
+    sqlx::query(sql).fetch_one(s.pool()).await.unwrap().get(0)
+}
+
+fn ticket(i: usize) -> serde_json::Value {
+    let repair_type = ["windshield", "bumper", "body"][i % 3];
+    serde_json::json!({"requester": {"email": format!("d{i}@example.com"), "name": "Ada", "surname": "Lovelace",
+        "age": 40}, "repair_type": repair_type})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_at_random_moments_leave_every_ticket_closed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let acknowledged: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut open_at_kill = Vec::new();
+    for _round in 0..4 {
+        let (mut up, http, _stderr) = start(dir.path());
+        let flooding = Arc::new(AtomicBool::new(true));
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let (http, flooding, acknowledged) = (http.clone(), flooding.clone(), acknowledged.clone());
+            clients.push(std::thread::spawn(move || {
+                while flooding.load(Ordering::Relaxed) {
+                    let list = serde_json::Value::Array((0..50).map(ticket).collect());
+                    match exchange(&http, "POST", "/api/repair/tickets", &list.to_string()) {
+                        Some((201, body)) => acknowledged.lock().unwrap().extend(
+                            body["tickets"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|t| t["ticket_id"].as_str().unwrap().to_string()),
+                        ),
+                        Some((status, body)) => panic!("opening tickets answered {status}: {body}"),
+                        None => return, // the server is gone
+                    }
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(500..2500)));
+        up.kill().unwrap(); // SIGKILL
+        up.wait().unwrap();
+        flooding.store(false, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        let store = weir_runtime::SqlStore::connect(&weir_runtime::SqlStore::sqlite_url(dir.path())).await.unwrap();
+        open_at_kill.push(
+            count(&store, "SELECT COUNT(*) FROM repair_tickets").await
+                - count(&store, "SELECT COUNT(*) FROM repair_closures").await,
+        );
+        store.pool().close().await;
+    }
+    // Without this the test would not show what it claims: some kill left tickets on their way.
+    assert!(open_at_kill.iter().any(|n| *n > 0), "every kill found every ticket closed: {open_at_kill:?}");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 500, "the flood got only {} tickets in", acknowledged.len());
+
+    // One more start finishes what the killed ones left: every stored ticket reaches closed.
+    let (up, http, _stderr) = start(dir.path());
+    let store = weir_runtime::SqlStore::connect(&weir_runtime::SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let total = count(&store, "SELECT COUNT(*) FROM repair_tickets").await;
+    let by = Instant::now() + Duration::from_secs(180);
+    let stats = loop {
+        let (status, stats) = exchange(&http, "GET", "/api/repair/stats", "").expect("weir answers");
+        assert_eq!(status, 200, "{stats}");
+        if stats["tickets"]["closed"].as_i64() == Some(total) {
+            break stats;
+        }
+        assert!(Instant::now() < by, "not every ticket closed within 180 s: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    std::process::Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    let out = up.wait_with_output().unwrap();
+    assert!(out.status.success(), "weir up did not stop cleanly");
+
+    let stored: HashSet<String> = sqlx::query("SELECT ticket_id FROM repair_tickets")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} acknowledged tickets are not stored: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    for table in ["repair_appointments", "repair_payments", "repair_closures"] {
+        assert_eq!(count(&store, &format!("SELECT COUNT(*) FROM {table}")).await, total, "{table}");
+    }
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM repair_closures c JOIN repair_payments p ON p.ticket_id = c.ticket_id AND p.payment_id = c.payment_id").await,
+        total,
+        "every ticket closed on its one payment"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM repair_appointments a JOIN repair_appointments b ON a.bay = b.bay \
+             AND a.ticket_id < b.ticket_id AND a.scheduled_at < b.ends_at AND b.scheduled_at < a.ends_at"
+        )
+        .await,
+        0,
+        "two jobs in one bay at once"
+    );
+    store.pool().close().await;
+
+    // On the bus: each ticket booked once and paid once in what read_committed consumers see (an event produced
+    // again carries the same value; a second effect would carry another id).
+    for topic in ["appointments", "payments"] {
+        let read = support::ok(
+            dir.path(),
+            &["consume", topic, "--from-beginning", "--idle-timeout-ms", "2000", "--print-key", "--decode"],
+        );
+        let mut effects: HashMap<String, HashSet<String>> = HashMap::new();
+        for line in read.lines() {
+            let (key, value) = line.split_once('\t').expect("key, a tab, then the value");
+            let v: serde_json::Value = serde_json::from_str(value).unwrap();
+            let id = if topic == "appointments" { &v["appointment_id"] } else { &v["payment_id"] };
+            effects.entry(key.to_string()).or_default().insert(id.as_str().unwrap().to_string());
+        }
+        assert_eq!(effects.len() as i64, total, "{topic}: every ticket's event is there");
+        let twice: Vec<_> = effects.iter().filter(|(_, ids)| ids.len() > 1).collect();
+        assert!(twice.is_empty(), "{topic}: {} tickets with two effects, e.g. {:?}", twice.len(), twice.first());
+    }
+    eprintln!(
+        "{} tickets acknowledged, {total} stored, all closed once; tickets not yet closed at each kill: {open_at_kill:?}",
+        acknowledged.len()
+    );
+}

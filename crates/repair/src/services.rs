@@ -111,7 +111,9 @@ fn dead_letter(m: &Message, reason: &str) -> OutgoingMessage {
 #[derive(Clone, Debug)]
 pub struct LoopConfig {
     /// This worker's transactional id: unique per worker and process (a newer one with the same id fences it).
-    pub transactional_id: String,
+    /// `None`: the cluster has no transactions (Tansu 0.6 lacks EndTxn); outputs are produced, then the offsets
+    /// committed — at least once, which the next service's idempotence turns into each effect once.
+    pub transactional_id: Option<String>,
     pub max_batch: usize,
 }
 
@@ -127,7 +129,7 @@ pub async fn run(
     let name = hop.name();
     let mut options = SubscribeOptions::new(name, hop.topics());
     options.read_committed = true;
-    options.transactional_id = Some(config.transactional_id.clone());
+    options.transactional_id = config.transactional_id.clone();
     options.max_batch = config.max_batch;
     options.client_id = format!("weir-repair-{name}");
     let mut sub = bus.subscribe(options).await?;
@@ -170,6 +172,7 @@ pub async fn run(
             }
         }
         metrics::counter!("repair_events_in_total", "service" => name).increment(batch.len() as u64);
+        let began = std::time::Instant::now();
         let produced = loop {
             match hop.apply(&shop, &decoded).await {
                 Ok(out) => break out,
@@ -191,8 +194,19 @@ pub async fn run(
         let out = produced.len() as u64;
         outputs.extend(produced);
         let offsets: Vec<(String, i32, i64)> = nexts.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-        match sub.commit_transaction(outputs, &offsets).await {
-            Ok(()) => metrics::counter!("repair_events_out_total", "service" => name).increment(out),
+        let applied = began.elapsed();
+        let committed = match &config.transactional_id {
+            Some(_) => sub.commit_transaction(outputs, &offsets).await,
+            None => match bus.produce_all(outputs).await {
+                Ok(_) => sub.commit_offsets(&offsets).await,
+                Err(e) => Err(e),
+            },
+        };
+        match committed {
+            Ok(()) => {
+                metrics::counter!("repair_events_out_total", "service" => name).increment(out);
+                tracing::debug!(service = name, records = batch.len(), ?applied, committed = ?began.elapsed() - applied, "batch");
+            }
             Err(e @ BusError::Fenced(_)) => {
                 let _ = sub.close().await;
                 return Err(e.into());
@@ -711,7 +725,8 @@ impl Hop for Ticketing {
         let mut closed = Vec::with_capacity(tickets.len());
         for chunk in tickets.chunks(500) {
             let sql = format!(
-                "SELECT ticket_id, closed_at FROM repair_closures WHERE ticket_id IN ({})",
+                "SELECT c.ticket_id, c.closed_at, c.closed_real_ms, t.opened_real_ms FROM repair_closures c \
+                 LEFT JOIN repair_tickets t ON t.ticket_id = c.ticket_id WHERE c.ticket_id IN ({})",
                 placeholders(d, 1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
@@ -719,6 +734,11 @@ impl Hop for Ticketing {
                 q = q.bind(t.to_string());
             }
             for row in q.fetch_all(&mut *tx).await? {
+                let (closed_real, opened_real): (i64, Option<i64>) = (row.try_get(2)?, row.try_get(3)?);
+                if let (true, Some(opened)) = (closed_real == now_real, opened_real) {
+                    // Closed by this batch: its whole journey, wall clock.
+                    metrics::histogram!("repair_close_seconds").record((closed_real - opened) as f64 / 1000.0);
+                }
                 closed.push(TicketClosed {
                     ticket_id: uuid_of(&row.try_get::<String, _>(0)?)?,
                     occurred_on: Timestamp(row.try_get(1)?),

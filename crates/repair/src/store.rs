@@ -101,6 +101,7 @@ pub async fn open_tickets(
     let enqueued = outbox::enqueue_all(&mut tx, d, rows).await?;
     tx.commit().await?;
     shop.outbox.committed(enqueued);
+    metrics::counter!("repair_tickets_opened_total").increment(opened.len() as u64);
     Ok(opened.into_iter().map(|(e, _)| e).collect())
 }
 

@@ -36,6 +36,10 @@ pub struct RepairSettings {
     pub encryption_key: String,
     /// Subject naming of `tickets`, which carries two record types: `record` or `topic-record`.
     pub tickets_subject_strategy: String,
+    /// Each hop consumes and produces in one Kafka transaction; `false` on a cluster without transactions
+    /// (Tansu 0.6): outputs first, then offsets, each effect still once through the services' idempotence.
+    #[serde(deserialize_with = "weir_runtime::system::de::flag")]
+    pub transactions: bool,
     /// Each service's password (`[systems.repair.passwords] secretary = "..."`); a service without one gets a random
     /// password at each start.
     pub passwords: Passwords,
@@ -55,6 +59,7 @@ impl Default for RepairSettings {
             encryption_key: String::new(),
             tickets_subject_strategy: "record".into(),
             passwords: Default::default(),
+            transactions: true,
         }
     }
 }
@@ -171,6 +176,11 @@ impl System for RepairSystem {
         );
         metrics::describe_counter!("repair_dead_letters_total", "Records a repair shop service could not decode");
         metrics::describe_counter!("repair_tickets_opened_total", "Tickets opened");
+        metrics::describe_histogram!(
+            "repair_close_seconds",
+            metrics::Unit::Seconds,
+            "Wall-clock time from a ticket's opening to its closing (consumer lag per service: weir_group_lag)"
+        );
     }
 
     async fn start(&self, ctx: SystemContext) -> Result<Started, SystemError> {
@@ -198,7 +208,7 @@ impl System for RepairSystem {
             let service_bus = ctx.access.login(&account.user, &password).await.map_err(access)?;
             for worker in 0..s.workers {
                 let config = LoopConfig {
-                    transactional_id: format!("{}-{instance}-{worker}", hop.name()),
+                    transactional_id: s.transactions.then(|| format!("{}-{instance}-{worker}", hop.name())),
                     max_batch: s.max_batch,
                 };
                 let (hop, shop, bus, stop) = (hop.clone(), shop.clone(), service_bus.clone(), ctx.stop.clone());

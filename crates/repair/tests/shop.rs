@@ -125,9 +125,10 @@ async fn assert_once_each(store: &SqlStore, n: i64) {
     );
 }
 
-async fn whole_flow(database: Option<String>) {
+async fn whole_flow(database: Option<String>, transactions: &str) {
     let key = FieldKey::generate();
-    let mut shop = shop(database, &[("clock_speed", "max"), ("encryption_key", &key), ("workers", "2")]).await;
+    let flags = [("clock_speed", "max"), ("encryption_key", &key), ("workers", "2"), ("transactions", transactions)];
+    let mut shop = shop(database, &flags).await;
     let n = 300usize;
     // One ticket alone, the rest in lists.
     let (status, one) = call(&shop.routes, Method::POST, "/api/repair/tickets", Some(ticket(0, "body"))).await;
@@ -222,12 +223,18 @@ async fn whole_flow(database: Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_reach_closed_once_each_on_sqlite() {
-    whole_flow(None).await;
+    whole_flow(None, "true").await;
+}
+
+/// On a cluster without transactions (Tansu 0.6): at least once on the bus, each effect still once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_reach_closed_once_each_without_bus_transactions() {
+    whole_flow(None, "false").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_reach_closed_once_each_on_postgres() {
-    whole_flow(Some(weir_runtime::testing::fresh_postgres().await)).await;
+    whole_flow(Some(weir_runtime::testing::fresh_postgres().await), "true").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,7 +76,11 @@ async fn kills_at_random_moments_leave_every_ticket_closed_once() {
         for _ in 0..2 {
             let (http, flooding, acknowledged) = (http.clone(), flooding.clone(), acknowledged.clone());
             clients.push(std::thread::spawn(move || {
-                while flooding.load(Ordering::Relaxed) {
+                // Bounded, so the last start's catching up stays short on a loaded machine (a debug build).
+                for _ in 0..30 {
+                    if !flooding.load(Ordering::Relaxed) {
+                        return;
+                    }
                     let list = serde_json::Value::Array((0..50).map(ticket).collect());
                     match exchange(&http, "POST", "/api/repair/tickets", &list.to_string()) {
                         Some((201, body)) => acknowledged.lock().unwrap().extend(
@@ -92,24 +96,43 @@ async fn kills_at_random_moments_leave_every_ticket_closed_once() {
                 }
             }));
         }
-        std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(500..2500)));
-        up.kill().unwrap(); // SIGKILL
-        up.wait().unwrap();
-        flooding.store(false, Ordering::Relaxed);
+        // The flood ends; the kill lands while the services work through it.
         for c in clients {
             c.join().unwrap();
         }
+        // Once this start's services are at work (after a restart the group first waits out the killed members),
+        // kill it at a random moment of that work: the pipeline takes well under a second for a round's tickets.
+        let booked_before = open_at_kill.last().map_or(0, |(_, booked, _)| *booked);
+        let by = Instant::now() + Duration::from_secs(120);
+        loop {
+            let stats = exchange(&http, "GET", "/api/repair/stats", "").map(|(_, s)| s).unwrap_or_default();
+            let waiting = stats["tickets"]["opened"].as_i64().unwrap_or(0);
+            let total: i64 =
+                ["opened", "booked", "paid", "closed"].iter().map(|k| stats["tickets"][k].as_i64().unwrap_or(0)).sum();
+            if total - waiting > booked_before || Instant::now() > by {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(0..150)));
+        up.kill().unwrap(); // SIGKILL
+        up.wait().unwrap();
+        flooding.store(false, Ordering::Relaxed);
         let store = weir_runtime::SqlStore::connect(&weir_runtime::SqlStore::sqlite_url(dir.path())).await.unwrap();
-        open_at_kill.push(
-            count(&store, "SELECT COUNT(*) FROM repair_tickets").await
-                - count(&store, "SELECT COUNT(*) FROM repair_closures").await,
-        );
+        open_at_kill.push((
+            count(&store, "SELECT COUNT(*) FROM repair_tickets").await,
+            count(&store, "SELECT COUNT(*) FROM repair_appointments").await,
+            count(&store, "SELECT COUNT(*) FROM repair_closures").await,
+        ));
         store.pool().close().await;
     }
-    // Without this the test would not show what it claims: some kill left tickets on their way.
-    assert!(open_at_kill.iter().any(|n| *n > 0), "every kill found every ticket closed: {open_at_kill:?}");
+    // Without this the test would not show what it claims: some kill landed with the services part-way through.
+    assert!(
+        open_at_kill.iter().any(|(tickets, booked, closed)| booked > closed && closed < tickets),
+        "every kill found every ticket closed: {open_at_kill:?}"
+    );
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() > 500, "the flood got only {} tickets in", acknowledged.len());
+    assert!(acknowledged.len() > 300, "the flood got only {} tickets in", acknowledged.len());
 
     // One more start finishes what the killed ones left: every stored ticket reaches closed.
     let (up, http, _stderr) = start(dir.path());
@@ -177,8 +200,18 @@ async fn kills_at_random_moments_leave_every_ticket_closed_once() {
         let twice: Vec<_> = effects.iter().filter(|(_, ids)| ids.len() > 1).collect();
         assert!(twice.is_empty(), "{topic}: {} tickets with two effects, e.g. {:?}", twice.len(), twice.first());
     }
+    // A ticket's journey, read back from the topics: its four events in one trace, each hop timed.
+    let ticket = acknowledged.iter().next().unwrap();
+    let trace = support::ok(dir.path(), &["repair", "trace", ticket, "--json"]);
+    let hops: Vec<serde_json::Value> = trace.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let firsts: Vec<&serde_json::Value> = hops.iter().filter(|h| h["republished"] == false).collect();
+    let names: Vec<&str> = firsts.iter().map(|h| h["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ticket_opened", "appointment_booked", "payment_registered", "ticket_closed"], "{trace}");
+    let traces: HashSet<&str> = firsts.iter().map(|h| h["trace_id"].as_str().unwrap()).collect();
+    assert_eq!(traces.len(), 1, "one trace across the hops: {trace}");
+    assert!(firsts[1..].iter().all(|h| h["since_previous_ms"].as_i64().is_some()), "{trace}");
     eprintln!(
-        "{} tickets acknowledged, {total} stored, all closed once; tickets not yet closed at each kill: {open_at_kill:?}",
+        "{} tickets acknowledged, {total} stored, all closed once; (tickets, booked, closed) at each kill: {open_at_kill:?}",
         acknowledged.len()
     );
 }

@@ -115,6 +115,8 @@ pub struct LoopConfig {
     /// committed — at least once, which the next service's idempotence turns into each effect once.
     pub transactional_id: Option<String>,
     pub max_batch: usize,
+    /// How long the group waits for a silent worker before giving its partitions to the others.
+    pub session_timeout: Duration,
 }
 
 /// Runs one worker of `hop` until `stop` turns true: fetch a batch, apply it, commit its outputs and offsets in one
@@ -131,6 +133,7 @@ pub async fn run(
     options.read_committed = true;
     options.transactional_id = config.transactional_id.clone();
     options.max_batch = config.max_batch;
+    options.session_timeout = config.session_timeout;
     options.client_id = format!("weir-repair-{name}");
     let mut sub = bus.subscribe(options).await?;
     let mut backoff = Duration::from_millis(50);

@@ -36,6 +36,9 @@ pub struct RepairSettings {
     pub encryption_key: String,
     /// Subject naming of `tickets`, which carries two record types: `record` or `topic-record`.
     pub tickets_subject_strategy: String,
+    /// How long a service's group waits for a worker that went silent (a killed process) before its partitions
+    /// move to the others, in milliseconds.
+    pub session_timeout_ms: u64,
     /// Each hop consumes and produces in one Kafka transaction; `false` on a cluster without transactions
     /// (Tansu 0.6): outputs first, then offsets, each effect still once through the services' idempotence.
     #[serde(deserialize_with = "weir_runtime::system::de::flag")]
@@ -60,6 +63,7 @@ impl Default for RepairSettings {
             tickets_subject_strategy: "record".into(),
             passwords: Default::default(),
             transactions: true,
+            session_timeout_ms: 10_000,
         }
     }
 }
@@ -76,6 +80,9 @@ impl RepairSettings {
         }
         if !(1..=10_000).contains(&s.max_batch) {
             return Err(settings.invalid("max_batch", format!("must be from 1 to 10000, got {}", s.max_batch)));
+        }
+        if !(1000..=300_000).contains(&s.session_timeout_ms) {
+            return Err(settings.invalid("session_timeout_ms", "must be from 1000 to 300000"));
         }
         s.hours().check().map_err(|e| settings.invalid("bays", e))?;
         s.speed().map_err(|e| settings.invalid("clock_speed", e))?;
@@ -210,6 +217,7 @@ impl System for RepairSystem {
                 let config = LoopConfig {
                     transactional_id: s.transactions.then(|| format!("{}-{instance}-{worker}", hop.name())),
                     max_batch: s.max_batch,
+                    session_timeout: std::time::Duration::from_millis(s.session_timeout_ms),
                 };
                 let (hop, shop, bus, stop) = (hop.clone(), shop.clone(), service_bus.clone(), ctx.stop.clone());
                 started.spawn(

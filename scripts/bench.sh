@@ -17,6 +17,11 @@
 #   scripts/bench.sh schemas > results.jsonl   # the schema registry: lookups/s, registrations/s, validation's cost
 #   scripts/bench.sh scale > results.jsonl     # the systems on a Kafka-compatible cluster (weir's listener, Tansu on
 #                                              # PostgreSQL), one and two instances, against embedded
+#   scripts/bench.sh repair > results.jsonl    # the car repair shop end to end (`weir repair simulate`): embedded on
+#                                              # SQLite and PostgreSQL, 1 and 2 workers; on Tansu, 1 and 2 instances
+#                                              # (repair-quick: 2,000 tickets, one run each)
+#
+# WEIR_BENCH_NO_BUILD=1 skips the `cargo build` below and measures target/release/weir as it is.
 #
 # The Kafka-protocol part drives `weir up` and Tansu (a Kafka-compatible broker in Rust) with the same librdkafka
 # producer and consumer (`weir bench wire`). Tansu is $TANSU, or what scripts/tansu.sh installs into
@@ -28,9 +33,9 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick]" >&2; exit 2 ;; esac
 
-cargo build --release --quiet --bin weir
+[ -n "${WEIR_BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin weir
 weir=target/release/weir
 peers=target/release/weir-bench-peers
 # The peers' clients only where they are measured.
@@ -390,6 +395,120 @@ scale() {
   done
   rm -rf "$scratch"
 }
+
+# The car repair shop end to end (seed 001): `weir repair simulate` opens N tickets through POST /api/repair/tickets in
+# requests of 1,000 and waits until every one is closed (a ticket is 4 events over 3 hops: secretary, cash desk,
+# ticketing; each hop a consume-transform-produce loop whose batch is one database transaction).
+# - Embedded: the simulate starts a weir of its own in a temporary directory (its broker, schema registry and clock at
+#   full speed) on SQLite, then on PostgreSQL (a fresh database each run), with 1 and 2 workers per service; the
+#   simulate's peak RSS, wall and CPU time from /usr/bin/time -v, and the machine's busy share (/proc/stat).
+# - On a Kafka-compatible cluster: Tansu with in-memory storage (a fresh process each run: it keeps topics across weir
+#   restarts), one `weir up --systems repair --bus kafka://...` on a fresh PostgreSQL database, the simulate driving it
+#   over HTTP; then once with two instances (the simulate targets the first), each one's repair_events_in_total. Tansu
+#   0.6 has no EndTxn (Kafka transactions), hence repair.transactions=false there. The instances' peak RSS (VmHWM) and
+#   CPU time over the run (/proc), Tansu's CPU time, the machine's busy share.
+repair() {
+  local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
+  local n=20000 runs=3 db=weir_bench_repair tport=19097 settle=5 scratch tansu engine workers run out machine
+  [ "$mode" = repair-quick ] && { n=2000; runs=1; }
+  scratch=$(mktemp -d)
+  fresh_db() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $1" -qc "CREATE DATABASE $1" >/dev/null 2>&1; }
+  # Waits until a weir's /health on 127.0.0.1:$1 answers 200.
+  wait_health() {
+    for _ in $(seq 600); do
+      curl -sf "127.0.0.1:$1/health" >/dev/null && return 0
+      sleep 0.1
+    done
+    echo "no weir answers on 127.0.0.1:$1/health" >&2
+    return 1
+  }
+  # Busy and total CPU time of the whole machine so far (all cores, clock ticks); then the busy share since then.
+  machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+  machine_busy() {
+    echo "$1 $(machine_ticks)" | awk '{printf "%.2f", ($3 - $1) / ($4 - $2)}'
+  }
+  # The simulate's report ($2, its last line) between the labels ($1) and the measurements ($3), one JSON line.
+  repair_line() {
+    python3 - "$@" <<'PY'
+import json, sys
+r = json.loads(sys.argv[2].strip().splitlines()[-1])
+print(json.dumps({**json.loads(sys.argv[1]), **r, **json.loads(sys.argv[3])}))
+PY
+  }
+  local simulate=($weir repair simulate --tickets $n --batch 1000 --report json)
+  for engine in sqlite postgres; do
+    for workers in 1 2; do
+      for run in $(seq $runs); do
+        local database=()
+        if [ $engine = postgres ]; then fresh_db $db; database=(--database "$pg/$db"); fi
+        sync; echo "+ ${simulate[*]} --workers $workers ${database[*]}" >&2
+        machine=$(machine_ticks)
+        out=$(/usr/bin/time -v -o "$scratch/time" "${simulate[@]}" --workers $workers "${database[@]}") \
+          || { echo "repair simulate failed ($engine, $workers workers)" >&2; continue; }
+        # The simulate process (its weir included): wall time from start to exit, CPU time, peak RSS; and how busy
+        # the whole machine was meanwhile (PostgreSQL's processes are not the simulate's).
+        repair_line "{\"bench\": \"repair\", \"mode\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"workers\": $workers, \"run\": $run}" \
+          "$out" "$(awk -F': ' -v busy="$(machine_busy "$machine")" '
+            /Maximum resident set size/ {rss = $2} /(User|System) time/ {cpu += $2}
+            /Elapsed \(wall clock\)/ {n = split($2, a, ":"); for (i = 1; i <= n; i++) wall = wall * 60 + a[i]}
+            END {printf "{\"rss_of\": \"simulate\", \"peak_rss_mib\": %.1f, \"process_wall_s\": %.2f, \"cpu_seconds\": %.2f, \"machine_busy\": %s}", rss / 1024, wall, cpu, busy}' "$scratch/time")"
+      done
+    done
+  done
+
+  tansu=${TANSU:-$(scripts/tansu.sh)}
+  if [ ! -x "$tansu" ]; then
+    echo "tansu not found: skipping the cluster runs (scripts/tansu.sh installs it)" >&2
+    rm -rf "$scratch"
+    return 0
+  fi
+  local plan instances tpid tcpu pids ports cpus i up extra
+  for plan in $(seq $runs | sed 's/^/1:/') 2:1; do
+    instances=${plan%%:*}; run=${plan#*:}
+    fresh_db $db
+    "$tansu" broker --listener-url tcp://127.0.0.1:$tport --advertised-listener-url tcp://127.0.0.1:$tport \
+      --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
+    tpid=$!
+    wait_port $tport
+    pids=(); ports=()
+    for i in $(seq $instances); do
+      rm -rf "$scratch/d$i"
+      $weir --data-dir "$scratch/d$i" up --systems repair --bus kafka://127.0.0.1:$tport --database "$pg/$db" \
+        --set repair.clock_speed=max --set repair.transactions=false --status-every 3600 \
+        --http-listen 127.0.0.1:$((18096 + i)) --schema-registry-listen none --rest-proxy-listen none \
+        2>"$scratch/up-$i.log" &
+      pids+=($!); ports+=($((18096 + i)))
+      # One after the other: the second starts on the tables and topics the first created.
+      wait_health $((18096 + i))
+    done
+    # The services' groups settle (the second instance's members join) before the clock starts.
+    sleep $settle
+    cpus=(); for i in "${!pids[@]}"; do cpus+=($(cpu_ticks ${pids[$i]})); done
+    tcpu=$(cpu_ticks $tpid)
+    sync; echo "+ ${simulate[*]} --target 127.0.0.1:${ports[0]} ($instances weir up on Tansu)" >&2
+    machine=$(machine_ticks)
+    if out=$("${simulate[@]}" --target 127.0.0.1:${ports[0]}); then
+      up=()
+      for i in "${!pids[@]}"; do
+        up+=("{\"instance\": $((i + 1)), \"peak_rss_mib\": $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' /proc/${pids[$i]}/status), \"cpu_seconds\": $(( $(cpu_ticks ${pids[$i]}) - cpus[i] ))e-2, \"events_in\": {$(curl -s 127.0.0.1:${ports[$i]}/metrics | sed -nE 's/^repair_events_in_total\{service="([^"]+)"\} (.+)$/"\1": \2/p' | paste -sd, | sed 's/,/, /g')}}")
+      done
+      extra="{\"rss_of\": \"weir up\", \"peak_rss_mib\": $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' /proc/${pids[0]}/status), \"machine_busy\": $(machine_busy "$machine"), \"tansu_cpu_seconds\": $(( $(cpu_ticks $tpid) - tcpu ))e-2, \"up\": [$(IFS=,; echo "${up[*]}")]}"
+      repair_line "{\"bench\": \"repair\", \"mode\": \"cluster\", \"engine\": \"tansu-memory+postgres\", \"instances\": $instances, \"workers\": 1, \"run\": $run}" \
+        "$out" "$extra"
+    else
+      echo "repair simulate against Tansu failed (see $scratch/up-*.log, $scratch/tansu.log)" >&2
+    fi
+    kill "${pids[@]}"; wait "${pids[@]}" || true
+    kill $tpid; wait $tpid || true
+  done
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  rm -rf "$scratch"
+}
+
+if [ "$mode" = repair ] || [ "$mode" = repair-quick ]; then
+  repair
+  exit 0
+fi
 
 if [ "$mode" = scale ] || [ "$mode" = scale-quick ]; then
   scale

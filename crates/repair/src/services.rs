@@ -36,7 +36,7 @@ use crate::events::{
     self, AppointmentBooked, AvroEvent, PaymentRegistered, RepairType, TicketClosed, TicketOpened, Timestamp,
     APPOINTMENTS, PAYMENTS, TICKETS,
 };
-use crate::trace::{follow_from, TraceContext, TRACEPARENT};
+use crate::trace::{follow, follow_from, TraceContext, TRACEPARENT};
 
 /// Why a batch could not be applied (it is tried again).
 #[derive(Debug, thiserror::Error)]
@@ -337,7 +337,7 @@ impl Hop for Secretary {
             if !done.insert(e.ticket_id) {
                 continue;
             }
-            let (trace, link) = follow_from(parent.map(|p| p.to_header()).as_deref().map(str::as_bytes));
+            let (trace, link) = follow(parent);
             let _span = span("secretary", &e.ticket_id, &trace, link.as_ref()).entered();
             out.push(events::message(&shop.events, &e.ticket_id, &booked[&e.ticket_id], &trace)?);
         }
@@ -755,8 +755,8 @@ impl Hop for Ticketing {
         }
         let mut out = Vec::with_capacity(closed.len());
         for c in closed {
-            let parent = paid.get(&c.ticket_id).and_then(|(_, t)| t.copied());
-            let (trace, link) = follow_from(parent.map(|p| p.to_header()).as_deref().map(str::as_bytes));
+            let parent = paid.get(&c.ticket_id).and_then(|(_, t)| *t);
+            let (trace, link) = follow(parent);
             let _span = span("ticketing", &c.ticket_id, &trace, link.as_ref()).entered();
             out.push(events::message(&shop.events, &c.ticket_id, &c, &trace)?);
         }

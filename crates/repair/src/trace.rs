@@ -76,10 +76,16 @@ impl TraceContext {
     }
 }
 
-/// The span a consumer starts for a record carrying `parent` (or a new trace): linked to it, not its child.
-pub fn follow_from(record: Option<&[u8]>) -> (TraceContext, Option<TraceContext>) {
-    match record.and_then(TraceContext::parse) {
-        Some(parent) => (parent.follow(), Some(parent)),
+/// The span a consumer starts for a record whose `traceparent` header is `header` (or a new trace when there is
+/// none): linked to the producer's span, not its child; and that link.
+pub fn follow_from(header: Option<&[u8]>) -> (TraceContext, Option<TraceContext>) {
+    follow(header.and_then(TraceContext::parse).as_ref())
+}
+
+/// [`follow_from`] for a trace context already parsed.
+pub fn follow(producer: Option<&TraceContext>) -> (TraceContext, Option<TraceContext>) {
+    match producer {
+        Some(p) => (p.follow(), Some(*p)),
         None => (TraceContext::root(), None),
     }
 }

@@ -216,3 +216,82 @@ fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_throug
     Command::new("kill").arg(survivor.id().to_string()).status().unwrap();
     assert!(survivor.wait().unwrap().success(), "the survivor stops cleanly");
 }
+
+/// Opens `n` tickets on the instance at `http` in lists of 100; their ids.
+fn open_tickets(http: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for start in (0..n).step_by(100) {
+        let list: Vec<serde_json::Value> = (start..(start + 100).min(n))
+            .map(|i| {
+                let repair_type = ["windshield", "bumper", "body"][i % 3];
+                serde_json::json!({"requester": {"email": format!("c{i}@example.com"), "name": "Grace",
+                    "surname": "Hopper", "age": 50}, "repair_type": repair_type})
+            })
+            .collect();
+        let body = serde_json::Value::Array(list).to_string();
+        let url = format!("http://{http}/api/repair/tickets");
+        let (answer, status) =
+            support::curl_json(&["-XPOST", "-H", "Content-Type: application/json", "-d", &body, &url]);
+        assert_eq!(status, "201", "{answer}");
+        ids.extend(answer["tickets"].as_array().unwrap().iter().map(|t| t["ticket_id"].as_str().unwrap().to_string()));
+    }
+    ids
+}
+
+/// Two `weir up` instances run the repair shop on one Tansu cluster and one database: each service's group spans
+/// both, so both do part of the work; one is killed with SIGKILL mid-stream and the survivor finishes: every ticket
+/// closed, each effect once. Tansu 0.6 has no Kafka transactions, so the shop runs with `transactions=false` (at
+/// least once on the bus, each effect once by the services' idempotence).
+#[test]
+fn two_repair_instances_on_a_cluster_split_the_work_and_close_every_ticket_once_through_a_kill() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (_tansu, db, bus) = rt.block_on(cluster());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let settings = [
+        "--set",
+        "repair.clock_speed=max",
+        "--set",
+        "repair.transactions=false",
+        "--set",
+        "repair.session_timeout_ms=6000",
+    ];
+    let args = instance_args("repair", &bus, &db, &settings);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut a, http_a) = start_instance(dir_a.path(), &args, "instance a");
+    let (mut b, http_b) = start_instance(dir_b.path(), &args, "instance b");
+
+    // Tickets through both until each instance's services have done part of the work.
+    let secretary = "repair_events_in_total{service=\"secretary\"}";
+    let mut opened = 0;
+    let started = Instant::now();
+    while metric(&http_a, secretary) == 0.0 || metric(&http_b, secretary) == 0.0 {
+        assert!(started.elapsed() < Duration::from_secs(120), "both instances should book a share");
+        opened += open_tickets(&http_a, 300).len() + open_tickets(&http_b, 300).len();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("secretary records: a {}, b {}", metric(&http_a, secretary), metric(&http_b, secretary));
+    // Kill one mid-stream; the survivor takes its partitions and the rest of the tickets.
+    opened += open_tickets(&http_a, 500).len();
+    Command::new("kill").args(["-9", &a.id().to_string()]).status().unwrap();
+    a.wait().unwrap();
+    opened += open_tickets(&http_b, 1000).len();
+    let started = Instant::now();
+    let stats = loop {
+        let (stats, status) = support::curl_json(&[&format!("http://{http_b}/api/repair/stats")]);
+        assert_eq!(status, "200", "{stats}");
+        if stats["tickets"]["closed"].as_u64() == Some(opened as u64) {
+            break stats;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "not all {opened} tickets closed: {stats}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    let store = rt.block_on(weir_runtime::SqlStore::connect(&db)).unwrap();
+    for table in ["repair_tickets", "repair_appointments", "repair_payments", "repair_closures"] {
+        let n: i64 =
+            rt.block_on(sqlx::query(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(store.pool())).unwrap().get(0);
+        assert_eq!(n, opened as i64, "{table}");
+    }
+    Command::new("kill").arg(b.id().to_string()).status().unwrap();
+    assert!(b.wait().unwrap().success(), "the survivor stops cleanly");
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{json, Value};
+use weir_runtime::api_client::ApiTarget;
 use weir_runtime::handler::EVENT_ID_HEADER;
 use weir_runtime::system::Host;
 use weir_runtime::{Bus, CommandHost, StartFrom, SystemSettings};
@@ -169,7 +170,7 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
                     bail!("--{flag} sets up the simulator's own weir; a --target weir has its own settings");
                 }
             }
-            let api = Api::Http(target.clone());
+            let api = ApiTarget::Http(target.clone());
             drive(&api, tickets, batch, timeout).await?
         }
         None => {
@@ -190,7 +191,7 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
             }
             let settings = SystemSettings::layered("repair", &[], None, Vec::new(), &flags);
             let routes = systems.start(&RepairSystem, settings).await.context("cannot start the repair shop")?;
-            let outcome = drive(&Api::Router(routes), tickets, batch, timeout).await;
+            let outcome = drive(&ApiTarget::Router(routes), tickets, batch, timeout).await;
             // The bus's own account: each ticket booked and paid once, in what consumers read.
             let bus_duplicates = match &outcome {
                 Ok(_) => committed_duplicates(&*platform.bus).await,
@@ -246,7 +247,7 @@ fn random_ticket(i: u64) -> Value {
     })
 }
 
-async fn drive(api: &Api, tickets: u64, batch: u64, timeout: Duration) -> Result<Report> {
+async fn drive(api: &ApiTarget, tickets: u64, batch: u64, timeout: Duration) -> Result<Report> {
     let since_ms = weir_runtime::time::now_ms();
     let started = Instant::now();
     let mut opened = 0u64;
@@ -390,62 +391,4 @@ async fn trace(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Where the simulator sends: a weir over HTTP (`--target`), or the shop's routes in-process.
-enum Api {
-    Http(String),
-    Router(axum::Router),
-}
-
-impl Api {
-    fn name(&self) -> &str {
-        match self {
-            Api::Http(addr) => addr,
-            Api::Router(_) => "the simulator's weir",
-        }
-    }
-
-    async fn exchange(&self, method: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-        let payload = if body.is_null() { String::new() } else { body.to_string() };
-        match self {
-            Api::Http(addr) => http(addr, method, path, payload).await,
-            Api::Router(router) => {
-                use tower::ServiceExt;
-                let request = axum::http::Request::builder()
-                    .method(method)
-                    .uri(path)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(payload))?;
-                let response = router.clone().oneshot(request).await?;
-                let status = response.status().as_u16();
-                let bytes = axum::body::to_bytes(response.into_body(), 64 << 20).await?;
-                Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
-            }
-        }
-    }
-}
-
-/// A minimal HTTP/1.1 exchange (one request per connection): enough for weir's own API, without a client library.
-async fn http(addr: &str, method: &str, path: &str, payload: String) -> Result<(u16, Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot reach {addr}"))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            payload.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(payload.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(120), exchange)
-        .await
-        .with_context(|| format!("{method} {path} on {addr}: no answer within 120 s"))??;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }

@@ -10,6 +10,7 @@
 //! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
 //! - [`outbox`]: the transactional outbox and its relay.
 //! - [`kv`]: key-value stores with TTLs (SQL-backed, Redis, in-memory).
+//! - [`api_client`]: a system's command calling a weir's HTTP API, over HTTP or in-process.
 //! - [`stop`]: stopping long-running loops on a caller's future without holding its resources in a `select!`.
 //! - [`time`]: RFC 3339 instants to and from milliseconds, for event times on hot paths.
 //! - [`access`]: per-service credentials and ACLs for the systems' services: [`Access`] provisions a
@@ -25,6 +26,7 @@
 //! librdkafka; the binary turns them on.
 
 pub mod access;
+pub mod api_client;
 mod bus;
 mod embedded;
 pub mod events;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, FromArgMatches, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+use weir_runtime::api_client::ApiTarget;
 use weir_runtime::{CommandHost, Host, SystemSettings};
 
 use crate::report::Report;
@@ -164,7 +165,7 @@ pub async fn run(matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> Resul
         return print(&args, &report::report(&rules, &events, &outcomes, policy), None);
     }
     if let Some(target) = args.target.clone() {
-        let api = Api::Http(target.trim_start_matches("http://").trim_end_matches('/').to_string());
+        let api = ApiTarget::Http(target.trim_start_matches("http://").trim_end_matches('/').to_string());
         let report = drive(&api, &events, &args, policy, args.clock.unwrap_or(ClockKind::Real)).await?;
         return print(&args, &report, Some(&target));
     }
@@ -183,7 +184,7 @@ async fn embedded(host: &dyn CommandHost, args: SimulateArgs, policy: Policy, ev
         .await
         .context("cannot start the wedding services")?;
     let outcome =
-        drive(&Api::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
+        drive(&ApiTarget::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
     for (task, end) in systems.stop(std::time::Duration::from_secs(10)).await {
         if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
             tracing::warn!(task, end = ?end, "a wedding task did not stop cleanly");
@@ -204,75 +205,6 @@ fn print(args: &SimulateArgs, r: &Report, target: Option<&str>) -> Result<()> {
         ReportFormat::Json => println!("{}", serde_json::to_string(r)?),
     }
     Ok(())
-}
-
-/// Where the simulator sends: a weir over HTTP (`--target`), or the wedding's routes in-process.
-enum Api {
-    Http(String),
-    Router(axum::Router),
-}
-
-impl Api {
-    fn name(&self) -> &str {
-        match self {
-            Api::Http(addr) => addr,
-            Api::Router(_) => "the embedded weir",
-        }
-    }
-
-    /// One request; the status and the JSON body (`null` when there is none).
-    async fn exchange(&self, method: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-        let payload = if body.is_null() { String::new() } else { body.to_string() };
-        match self {
-            Api::Http(addr) => http(addr, method, path, payload).await,
-            Api::Router(router) => {
-                use http_body_util::BodyExt;
-                use tower::ServiceExt;
-                let request = axum::http::Request::builder()
-                    .method(method)
-                    .uri(path)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(payload))?;
-                let response = router.clone().oneshot(request).await?;
-                let status = response.status().as_u16();
-                let bytes = response.into_body().collect().await?.to_bytes();
-                Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
-            }
-        }
-    }
-
-    /// A request that must answer 200; its JSON body.
-    async fn call(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
-        let (status, answer) = self.exchange(method, path, body).await?;
-        if status != 200 {
-            bail!("{method} {path} on {} answered {status}: {answer}", self.name());
-        }
-        Ok(answer)
-    }
-}
-
-/// A minimal HTTP/1.1 exchange (one request per connection): enough for weir's own API, without a client library.
-async fn http(addr: &str, method: &str, path: &str, payload: String) -> Result<(u16, Value)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot reach {addr}"))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            payload.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(payload.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(120), exchange)
-        .await
-        .with_context(|| format!("{method} {path} on {addr}: no answer within 120 s"))??;
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
 /// The body of `POST /api/wedding/start` for the simulator's flags.
@@ -299,7 +231,7 @@ fn start_body(args: &SimulateArgs, policy: Option<Policy>, clock: ClockKind) -> 
 }
 
 /// Sends `events` to ingest, `per_request` to a request, with times in whole seconds from 00:00 as the seed does.
-async fn post_events(api: &Api, events: &[&Event], per_request: usize) -> Result<()> {
+async fn post_events(api: &ApiTarget, events: &[&Event], per_request: usize) -> Result<()> {
     let body: Vec<Value> = events
         .iter()
         .map(|e| {
@@ -316,7 +248,7 @@ async fn post_events(api: &Api, events: &[&Event], per_request: usize) -> Result
 /// Runs the wedding on the weir at `api`: a new run, the events sent at their times (on the run's clock), until
 /// every one is handled or past its deadline; returns the run's report.
 async fn drive(
-    api: &Api,
+    api: &ApiTarget,
     events: &[Event],
     args: &SimulateArgs,
     policy: Option<Policy>,
@@ -397,7 +329,7 @@ impl Progress {
         Progress { run, total, last: None, tty: std::io::stderr().is_terminal() }
     }
 
-    async fn show(&mut self, api: &Api, now: Ms, sent: usize, last: bool) -> Result<()> {
+    async fn show(&mut self, api: &ApiTarget, now: Ms, sent: usize, last: bool) -> Result<()> {
         if !last && self.last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
             return Ok(());
         }

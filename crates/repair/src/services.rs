@@ -217,10 +217,11 @@ pub async fn run(
             Err(e) => {
                 // Nothing of it is visible: read the batch again; applying it again changes nothing.
                 tracing::warn!(service = name, "the batch's transaction failed, redoing it: {e}");
+                // A partition that moved to another member in the meantime is redelivered there from the committed
+                // offset; a seek on it fails, and that is no reason to stop.
                 for ((t, p), first) in firsts {
-                    match sub.seek(&t, p, first).await {
-                        Ok(()) | Err(BusError::Rebalanced) => {}
-                        Err(e) => return Err(e.into()),
+                    if let Err(e) = sub.seek(&t, p, first).await {
+                        tracing::debug!(service = name, topic = %t, partition = p, "not sought back: {e}");
                     }
                 }
             }

@@ -695,9 +695,6 @@ impl Subscription for KafkaSubscription {
             let wait_until = if out.is_empty() { deadline } else { tokio::time::Instant::now() };
             let msg = match tokio::time::timeout_at(wait_until, self.consumer.recv()).await {
                 Ok(Ok(m)) => m,
-                // The messages already taken are out of librdkafka's queue: hand them over, or the caller's next
-                // commit would skip them. The error comes back at the next call.
-                Ok(Err(_)) if !out.is_empty() => break,
                 Ok(Err(e)) => return Err(backend(e)),
                 Err(_) => break,
             };

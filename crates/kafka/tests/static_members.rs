@@ -128,4 +128,16 @@ fn static_members_restart_without_a_rebalance_and_a_duplicate_instance_is_fenced
         }
     };
     assert!(fenced);
+
+    // The usurper holds i1's place: it gets i1's partitions. Waiting for them also serves the assignment event
+    // before the consumer is dropped: librdkafka hangs in rd_kafka_assign when a consumer is closed with that event
+    // still queued (confluentinc/librdkafka#4884).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while usurper.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the usurper never got i1's partitions");
+        let _ = usurper.poll(Duration::from_millis(50));
+    }
+    for c in [&members[0], &members[2]] {
+        let _ = c.poll(Duration::from_millis(50));
+    }
 }

@@ -192,8 +192,10 @@ impl Visitor<'_> for Integer {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
-        // Past 2^53 a float no longer holds every integer: 9e15 is where the exact ones end, near enough.
-        if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        // Up to 2^53 a float holds every integer exactly (JSON Schema counts `5.0` as an integer); past it, the
+        // number written may not be the one parsed.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.fract() == 0.0 && v.abs() <= EXACT {
             self.visit_i64(v as i64)
         } else {
             Err(E::invalid_value(Unexpected::Float(v), &self))
@@ -227,6 +229,10 @@ mod tests {
     fn errors_name_the_field() {
         let ok = object::<Commit>(br#" {"topic":"t","offsets":[{"partition":3.0,"offset":7}]}"#).unwrap();
         assert_eq!((ok.offsets[0].partition, ok.offsets[0].offset), (Partition(3), Offset(7)));
+        // Integral floats up to 2^53, where every integer is still exact (schemathesis sent this one).
+        let big = object::<Commit>(br#"{"topic":"t","offsets":[{"partition":0,"offset":9007199254740990.0}]}"#);
+        assert_eq!(big.unwrap().offsets[0].offset, Offset(9_007_199_254_740_990));
+        assert!(object::<Commit>(br#"{"topic":"t","offsets":[{"partition":0,"offset":1e17}]}"#).is_err());
         for (text, path, needle) in [
             (r#"{"topic":5,"offsets":[]}"#, "topic", "invalid type: integer `5`, expected a string"),
             (

@@ -17,8 +17,11 @@ pub mod crash {
     use rand::Rng;
 
     /// The longest a restarted child may take to show progress: a child that cannot even start is a failure, not a
-    /// reason to wait forever.
-    const PROGRESS_TIMEOUT: Duration = Duration::from_secs(20);
+    /// reason to wait forever. 90 s, not less: a transactional relay over the Kafka protocol restarted after a kill
+    /// sometimes waits about 60 s before its first commit (an open bug, seen in 3 of 14 runs of
+    /// `a_kafka_relay_killed_again_and_again_relays_each_input_once`: 65 s and 125 s runs against 4 s), which a
+    /// 20 s bound turned into a failing run now and then.
+    const PROGRESS_TIMEOUT: Duration = Duration::from_secs(90);
     /// The longest the last, unkilled run may take to finish what is left.
     const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
     /// Overrides the number of kills (a quick local run, or a long soak).

@@ -174,15 +174,29 @@ fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_throug
     dead.wait().unwrap();
     let (summary, _) = curl_json(&[&format!("http://{http}/api/wedding/report?summary=true")]);
     let killed_at = summary["now"].as_i64().unwrap();
-    // Phase two: the survivor alone.
-    for i in 40..80 {
-        post(&http, i);
+    // Phase two: the survivor alone, until it has handled one of them: its desks take over once the lease and the
+    // group have waited out the dead instance, which on a loaded machine can outlast a short burst's deadlines (a
+    // high-priority event must start within 5 s of wedding time, 1.25 s here).
+    let handled_since_kill = || {
+        let (list, _) = curl_json(&[&format!("http://{http}/api/wedding/events")]);
+        list["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["status"] == "handled" && e["started_ms"].as_i64().is_some_and(|s| s >= killed_at))
+    };
+    let mut total = 40;
+    let phase_two = Instant::now();
+    while total < 80 || !handled_since_kill() {
+        assert!(phase_two.elapsed() < Duration::from_secs(90), "the survivor handled nothing after the kill");
+        post(&http, total);
+        total += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
     let started = Instant::now();
     loop {
         let (summary, _) = curl_json(&[&format!("http://{http}/api/wedding/report?summary=true")]);
-        if summary["open"].as_i64() == Some(0) && summary["events"].as_i64() == Some(80) {
+        if summary["open"].as_i64() == Some(0) && summary["events"].as_i64() == Some(total as i64) {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(90), "every event should be decided: {summary}");
@@ -192,7 +206,7 @@ fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_throug
 
     let (list, _) = curl_json(&[&format!("http://{http}/api/wedding/events")]);
     let events = list["events"].as_array().unwrap();
-    assert_eq!(events.len(), 80, "{list}");
+    assert_eq!(events.len(), total, "{list}");
     let mut slots: std::collections::BTreeMap<(String, i64), Vec<i64>> = Default::default();
     let mut handled_after_the_kill = 0;
     for e in events {
@@ -212,7 +226,7 @@ fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_throug
             assert!(pair[1] - pair[0] >= 3_000, "{team} worker {worker} had two handlings at once: {pair:?}");
         }
     }
-    assert!(handled_after_the_kill > 0, "the survivor's desks handled events after the kill");
+    assert!(handled_after_the_kill > 0, "the survivor's desks handled events after the kill (at {killed_at}): {list}");
     Command::new("kill").arg(survivor.id().to_string()).status().unwrap();
     assert!(survivor.wait().unwrap().success(), "the survivor stops cleanly");
 }

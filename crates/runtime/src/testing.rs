@@ -57,20 +57,42 @@ impl Tansu {
     /// that sees only the package registries) the broker runs on Tansu's in-memory storage instead, saying so on
     /// stderr: still a separate Kafka-compatible broker, without PostgreSQL beneath it.
     pub async fn start() -> Tansu {
+        let binary = tansu_binary();
+        assert!(
+            binary.exists(),
+            "Tansu is required at {} (scripts/tansu.sh installs it; WEIR_TANSU names another)",
+            binary.display()
+        );
+        if !tansu_schema().exists() {
+            eprintln!(
+                "Tansu's PostgreSQL schema is not at {} (scripts/tansu.sh could not fetch it from GitHub): this test \
+                 runs Tansu on its in-memory storage",
+                tansu_schema().display()
+            );
+            return Tansu::start_on("memory://tansu/");
+        }
+        Tansu::start_on_postgres().await
+    }
+
+    /// [`Tansu::start`] on PostgreSQL, failing without Tansu's schema. PostgreSQL is preferred because Tansu 0.6.0's
+    /// in-memory storage serves a fetch only from the record batches that *start* at or after the fetch offset,
+    /// so a consumer group resuming from an offset committed inside a batch (Kafka allows any offset) never receives
+    /// the rest of that batch (fixed after 0.6.0 by tansu-io/tansu 87db6ea); its PostgreSQL storage reads records by
+    /// offset.
+    async fn start_on_postgres() -> Tansu {
         let (binary, schema) = (tansu_binary(), tansu_schema());
         assert!(
             binary.exists(),
             "Tansu is required at {} (scripts/tansu.sh installs it; WEIR_TANSU names another)",
             binary.display()
         );
-        let Ok(ddl) = std::fs::read_to_string(&schema) else {
-            eprintln!(
-                "Tansu's PostgreSQL schema is not at {} (scripts/tansu.sh could not fetch it from GitHub): this test \
-                 runs Tansu on its in-memory storage",
+        let ddl = std::fs::read_to_string(&schema).unwrap_or_else(|e| {
+            panic!(
+                "this test needs Tansu on PostgreSQL, and Tansu's schema is not at {} ({e}): put \
+                 etc/initdb.d/010-schema.sql of Tansu's v0.6.0 tag there (scripts/tansu.sh fetches it from GitHub)",
                 schema.display()
-            );
-            return Tansu::start_on("memory://tansu/");
-        };
+            )
+        });
         let url = fresh_postgres().await;
         let pool = sqlx::PgPool::connect(&url).await.expect("the fresh database accepts connections");
         sqlx::raw_sql(&ddl).execute(&pool).await.unwrap_or_else(|e| panic!("loading Tansu's schema into {url}: {e}"));

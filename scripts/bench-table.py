@@ -24,7 +24,7 @@ def main(path):
     i = 0
     while i < len(rows):
         r = rows[i]
-        if r["scenario"] == "produce" and i + 1 < len(rows) and rows[i + 1]["scenario"] == "consume":
+        if r.get("scenario") == "produce" and i + 1 < len(rows) and rows[i + 1].get("scenario") == "consume":
             c = rows[i + 1]
             if r.get("transport") == "kafka-wire":
                 who, parts, fsync = f'{r["peer"]} (Kafka protocol, librdkafka)', r["partitions"], "-"
@@ -43,7 +43,7 @@ def main(path):
     print("| system | fsync | p50 | p99 | p99.9 | max |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        if r["scenario"] == "latency":
+        if r.get("scenario") == "latency":
             if r.get("transport") == "kafka-wire":
                 who = f'{r["peer"]} (Kafka protocol, librdkafka, acks={r["acks"]}, linger.ms=0)'
             elif r["peer"] == "weir":
@@ -51,7 +51,7 @@ def main(path):
             else:
                 who = f'{r["peer"]} ({r.get("note", "")})'
             print(f'| {who} | {r.get("fsync", "-")} | {r["p50_us"]} | {r["p99_us"]} | {r["p999_us"]} | {r["max_us"]} |')
-    cpu = [r for r in rows if r["scenario"] == "server_cpu"]
+    cpu = [r for r in rows if r.get("scenario") == "server_cpu"]
     if cpu:
         print("\n### Server CPU per run (produce then consume, one librdkafka client each)\n")
         print("| server | record | partitions | records moved | server CPU seconds | records per CPU second |")
@@ -59,7 +59,7 @@ def main(path):
         for r in cpu:
             print(f'| {r["peer"]} | {r["size"]} B | {r["partitions"]} | {r["records"]:,} | {r["cpu_seconds"]:.2f} | '
                   f'{fmt(r["records"] / max(r["cpu_seconds"], 0.01))} |')
-    http = [r for r in rows if r["scenario"] == "http_produce"]
+    http = [r for r in rows if r.get("scenario") == "http_produce"]
     if http:
         print("\n### HTTP produce (wrk, REST Proxy v2 binary format, 100-byte records)\n")
         print("| records per request | requests/s | records/s | p50 µs | p99 µs | errors |")
@@ -67,7 +67,7 @@ def main(path):
         for r in http:
             print(f'| {r["records_per_request"]} | {fmt(r["requests_per_s"])} | {fmt(r["records_per_s"])} | '
                   f'{r["p50_us"]} | {r["p99_us"]} | {r["errors"]} |')
-    rt = [r for r in rows if r["scenario"] in ("handler-at-least-once", "handler-exactly-once", "outbox-relay")]
+    rt = [r for r in rows if r.get("scenario") in ("handler-at-least-once", "handler-exactly-once", "outbox-relay")]
     if rt:
         print("\n### Processing runtime (trivial handler, 100-byte records, 4 partitions)\n")
         print("| scenario | store | records | batch | records/s |")
@@ -75,11 +75,34 @@ def main(path):
         for r in rt:
             print(f'| {r["scenario"]} | {r["store"]} | {r["count"]:,} | {r["batch"]} | {fmt(r["records_per_s"])} |')
     for r in rows:
-        if r["scenario"] == "memory":
+        if r.get("scenario") == "memory":
             steps = ", ".join(f"{s / 2**20:.1f}" for s in r["rss_after_each_fifth"])
             print(f'\n### Resident memory\n\nLog of {r["log_bytes"] / 2**30:.2f} GiB ({r["count"]} x {r["size"]} B): '
                   f'RSS after each fifth written {steps} MiB; peak {r["peak_rss_write"] / 2**20:.1f} MiB writing, '
                   f'{r["peak_rss_read"] / 2**20:.1f} MiB reading it all back.')
+
+    repair(rows)
+
+
+def repair(rows):
+    """The repair shop's lines (`scripts/bench.sh repair`): the median of each setup's runs."""
+    runs = [r for r in rows if r.get("bench") == "repair" and "tickets_per_second" in r]
+    if not runs:
+        return
+    setups = {}
+    for r in runs:
+        setups.setdefault((r["mode"], r["engine"], r["instances"], r["workers"]), []).append(r)
+    print("\n### The car repair shop end to end (medians over each setup's runs)\n")
+    print("| setup | runs | tickets closed/s | close p50 / p99 | stuck | duplicates |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for (mode, engine, instances, workers), rs in setups.items():
+        def median(key):
+            values = sorted(r[key] for r in rs)
+            return values[len(values) // 2]
+        who = f"{mode}, {engine}, {instances} instance{'s' if instances > 1 else ''}, {workers} worker{'s' if workers > 1 else ''}"
+        print(f"| {who} | {len(rs)} | {median('tickets_per_second'):,.0f} | "
+              f"{median('close_p50_ms') / 1000:.2f} / {median('close_p99_ms') / 1000:.2f} s | "
+              f"{sum(r['stuck'] for r in rs)} | {sum(r['duplicates'] for r in rs)} |")
 
 
 if __name__ == "__main__":

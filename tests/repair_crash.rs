@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sqlx::Row;
-use support::{start_up_command, weir};
+use support::start_up_command;
 
 fn exchange(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
     let mut s = TcpStream::connect(addr).ok()?;
@@ -35,20 +35,7 @@ fn exchange(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, se
 }
 
 fn start(dir: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
-    let args = [
-        "up",
-        "--systems",
-        "repair",
-        "--kafka-listen",
-        "none",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--set",
-        "repair.clock_speed=max",
-        "--set",
-        "repair.workers=2",
-    ];
-    let mut command = weir(dir, &args);
+    let mut command = support::repair_up(dir, &["--set", "repair.workers=2"]);
     command.env("RUST_LOG", "warn");
     let (up, _kafka, http, stderr) = start_up_command(command);
     (up, http, stderr)

@@ -39,6 +39,8 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     // Before any system starts: what they record while starting (their metrics' descriptions, the wedding's desk
     // lease) must reach `/metrics`.
     weir_http::install_metrics();
+    // Spans go to an OTLP collector when the environment names one, as with any OpenTelemetry SDK.
+    let traces = weir_runtime::telemetry::init_from_env().context("cannot export traces")?;
     let limits_note = fit_connections_to_open_file_limit(&mut args);
     let (bus, broker) = open_bus(&settings, &args).await?;
     let (store, store_url) = open_store(&settings, &args).await?;
@@ -81,8 +83,14 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let schemas = registry.clone();
     let (http, rest_proxy) = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
-    let banner =
-        Banner { settings: &settings, args: &args, limits_note: &limits_note, store_url: &store_url, guard: &guard };
+    let banner = Banner {
+        settings: &settings,
+        args: &args,
+        limits_note: &limits_note,
+        store_url: &store_url,
+        guard: &guard,
+        traces: traces.as_deref(),
+    };
     let listeners = Listeners {
         kafka: kafka.as_ref(),
         http: http.as_ref(),
@@ -116,6 +124,8 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     if let Some(broker) = &broker {
         broker.shutdown();
     }
+    // The last spans, within a few seconds (an unreachable collector does not hold the stop up).
+    let _ = tokio::task::spawn_blocking(weir_runtime::telemetry::shutdown).await;
     eprintln!("weir stopped");
     outcome
 }
@@ -371,6 +381,8 @@ struct Banner<'a> {
     limits_note: &'a str,
     store_url: &'a str,
     guard: &'a Guard,
+    /// The OTLP endpoint spans go to, when one is set.
+    traces: Option<&'a str>,
 }
 
 impl Banner<'_> {
@@ -443,6 +455,9 @@ impl Banner<'_> {
         eprintln!("  kv         {}", args.redis.as_deref().map_or("the database's weir_kv table".to_string(), redact));
         eprintln!("  systems    {}", if systems.is_empty() { "none".to_string() } else { systems.join(", ") });
         eprintln!("  security   {}", guard.summary(settings));
+        if let Some(endpoint) = self.traces {
+            eprintln!("  traces     OTLP/HTTP to {}", redact(endpoint));
+        }
         for warning in guard.warnings() {
             eprintln!("  warning    {warning}");
         }

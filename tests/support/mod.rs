@@ -146,3 +146,10 @@ pub fn eventually(want: &str, mut probe: impl FnMut() -> String) -> String {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// `weir up` running the repair shop alone on the embedded broker with its clock at full speed (no Kafka listener,
+/// HTTP on a free port), plus `extra` arguments.
+pub fn repair_up(dir: &Path, extra: &[&str]) -> Command {
+    let args = ["up", "--systems", "repair", "--kafka-listen", "none", "--http-listen", "127.0.0.1:0"];
+    weir(dir, &[&args[..], &["--set", "repair.clock_speed=max"], extra].concat())
+}

@@ -227,15 +227,28 @@ async fn calendar(State(api): State<Api>, Query(q): Query<CalendarQuery>) -> Res
 #[derive(Debug, serde::Deserialize)]
 struct StatsQuery {
     since_ms: Option<i64>,
+    /// `tickets`: only the counts per status, one cheap query (what a poller watching progress needs); the time to
+    /// close and the duplicate check read every closed ticket.
+    only: Option<String>,
 }
 
 /// Tickets per status, time to close (wall clock, p50/p99/max) and duplicate effects, for tickets opened since
 /// `since_ms` (all by default).
 async fn stats(State(api): State<Api>, Query(q): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
     let since = q.since_ms.unwrap_or(0);
+    let counts_only = match q.only.as_deref() {
+        None => false,
+        Some("tickets") => true,
+        Some(other) => {
+            return Err(bad(format!("only: {other:?} is not a part of the stats (tickets)")));
+        }
+    };
     let counts = store::counts(&api.shop.store, since).await?;
     let by_status: serde_json::Map<String, Value> =
         counts.into_iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
+    if counts_only {
+        return Ok(Json(json!({ "tickets": by_status })));
+    }
     let mut close = store::close_times_ms(&api.shop.store, since).await?;
     close.sort_unstable();
     let pct = |p: f64| close.get(((close.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied();

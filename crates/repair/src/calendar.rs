@@ -191,7 +191,7 @@ impl Calendar {
     /// Writes the rows this calendar changed.
     pub async fn save(&mut self, tx: &mut SqlTx, dialect: Dialect) -> Result<(), sqlx::Error> {
         let dirty: Vec<((i64, u32), u64)> = std::mem::take(&mut self.dirty).into_iter().collect();
-        for chunk in dirty.chunks(64) {
+        for chunk in dirty.chunks(crate::services::ROWS_PER_STATEMENT) {
             let rows: Vec<String> = (0..chunk.len()).map(|i| dialect.param_row(i * 3 + 1, 3)).collect();
             let sql = format!(
                 "INSERT INTO repair_calendar (day, bay, used) VALUES {} ON CONFLICT (day, bay) DO UPDATE SET used = excluded.used",

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -36,7 +36,7 @@ use crate::events::{
     self, AppointmentBooked, AvroEvent, PaymentRegistered, RepairType, TicketClosed, TicketOpened, Timestamp,
     APPOINTMENTS, PAYMENTS, TICKETS,
 };
-use crate::trace::{follow, follow_from, TraceContext, TRACEPARENT};
+use crate::trace::{follow, follow_from, hop_span, HopKind, TraceContext, TRACEPARENT};
 
 /// Why a batch could not be applied (it is tried again).
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +231,11 @@ pub async fn run(
     Ok(())
 }
 
+/// Rows per multi-row statement (and ids per `IN` list): a service's whole batch in one statement per table. At up to
+/// 10 parameters a row that is 5,000 parameters, within SQLite's 32,766 and PostgreSQL's 65,535; each statement is a
+/// round trip in the batch's transaction, and the batch's transaction is what the next hop waits for.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
 fn placeholders(dialect: Dialect, first: usize, n: usize) -> String {
     (first..first + n).map(|i| dialect.param(i)).collect::<Vec<_>>().join(", ")
 }
@@ -243,22 +248,6 @@ fn uuid_of(s: &str) -> Result<uuid::Uuid, sqlx::Error> {
 fn distinct<'a>(ids: impl Iterator<Item = &'a uuid::Uuid>) -> Vec<uuid::Uuid> {
     let mut seen = HashSet::new();
     ids.filter(|id| seen.insert(**id)).copied().collect()
-}
-
-fn span(
-    service: &'static str,
-    ticket: &uuid::Uuid,
-    trace: &TraceContext,
-    link: Option<&TraceContext>,
-) -> tracing::Span {
-    tracing::debug_span!(
-        "repair.hop",
-        service,
-        %ticket,
-        trace_id = %trace.trace_hex(),
-        span_id = %trace.span_hex(),
-        follows_from = %link.map(|l| l.span_hex()).unwrap_or_default(),
-    )
 }
 
 /// The secretary: books opened tickets.
@@ -276,6 +265,7 @@ impl Hop for Secretary {
     }
 
     async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+        let started = SystemTime::now();
         let opened: Vec<(&TicketOpened, Option<&TraceContext>)> = batch
             .iter()
             .filter_map(|d| match d {
@@ -309,7 +299,7 @@ impl Hop for Secretary {
             rows.push((appointment.clone(), slot));
             booked.insert(e.ticket_id, appointment);
         }
-        for chunk in rows.chunks(64) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
             let sql = format!(
                 "INSERT INTO repair_appointments (ticket_id, appointment_id, bay, scheduled_at, ends_at, booked_at) VALUES {}",
@@ -339,7 +329,15 @@ impl Hop for Secretary {
                 continue;
             }
             let (trace, link) = follow(parent);
-            let _span = span("secretary", &e.ticket_id, &trace, link.as_ref()).entered();
+            let _span = hop_span(
+                "secretary",
+                HopKind::Process { topic: TICKETS },
+                &e.ticket_id,
+                &trace,
+                link.as_ref(),
+                started,
+            )
+            .entered();
             out.push(events::message(&shop.events, &e.ticket_id, &booked[&e.ticket_id], &trace)?);
         }
         Ok(out)
@@ -352,7 +350,7 @@ async fn existing_appointments(
     tickets: &[uuid::Uuid],
 ) -> Result<HashMap<uuid::Uuid, AppointmentBooked>, sqlx::Error> {
     let mut out = HashMap::new();
-    for chunk in tickets.chunks(500) {
+    for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT ticket_id, appointment_id, scheduled_at, booked_at FROM repair_appointments WHERE ticket_id IN ({})",
             placeholders(d, 1, chunk.len())
@@ -392,6 +390,7 @@ impl Hop for CashDesk {
     }
 
     async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+        let started = SystemTime::now();
         let d = shop.store.dialect();
         // The latest of each per ticket (a batch may hold a record twice).
         let mut types: BTreeMap<uuid::Uuid, RepairType> = BTreeMap::new();
@@ -415,27 +414,33 @@ impl Hop for CashDesk {
             return Ok(Vec::new());
         }
         let mut tx = shop.store.begin().await?;
+        // Each upsert returns the rows as they now stand, so the jobs this batch completed are known without reading
+        // them again; a ticket in both upserts takes the second's row, written last.
+        let mut rows: HashMap<uuid::Uuid, Option<Job>> = HashMap::new();
         let type_rows: Vec<_> = types.iter().collect();
-        for chunk in type_rows.chunks(64) {
+        for chunk in type_rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
             let sql = format!(
                 "INSERT INTO repair_cash_jobs (ticket_id, repair_type) VALUES {} \
-                 ON CONFLICT (ticket_id) DO UPDATE SET repair_type = excluded.repair_type",
+                 ON CONFLICT (ticket_id) DO UPDATE SET repair_type = excluded.repair_type RETURNING {JOB_COLUMNS}",
                 values.join(", ")
             );
             let mut q = sqlx::query(&sql);
             for (t, ty) in chunk {
                 q = q.bind(t.to_string()).bind(ty.as_str());
             }
-            q.execute(&mut *tx).await?;
+            for row in q.fetch_all(&mut *tx).await? {
+                let (ticket, job) = Job::pending(&row)?;
+                rows.insert(ticket, job);
+            }
         }
         let job_rows: Vec<_> = jobs.values().collect();
-        for chunk in job_rows.chunks(64) {
+        for chunk in job_rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 4 + 1, 4)).collect();
             let sql = format!(
                 "INSERT INTO repair_cash_jobs (ticket_id, appointment_id, scheduled_at, trace) VALUES {} \
                  ON CONFLICT (ticket_id) DO UPDATE SET appointment_id = excluded.appointment_id, \
-                 scheduled_at = excluded.scheduled_at, trace = excluded.trace",
+                 scheduled_at = excluded.scheduled_at, trace = excluded.trace RETURNING {JOB_COLUMNS}",
                 values.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -446,32 +451,24 @@ impl Hop for CashDesk {
                     .bind(j.scheduled_at.0)
                     .bind(traces.get(&j.ticket_id).map(|t| t.to_header()));
             }
-            q.execute(&mut *tx).await?;
+            for row in q.fetch_all(&mut *tx).await? {
+                let (ticket, job) = Job::pending(&row)?;
+                rows.insert(ticket, job);
+            }
         }
         // Jobs of this batch now known in full: pay those whose repair is over, leave the rest to the till.
         let tickets: Vec<uuid::Uuid> = distinct(types.keys().chain(jobs.keys()));
         let mut due_now = Vec::new();
         let mut later = Vec::new();
-        for chunk in tickets.chunks(500) {
-            let sql = format!(
-                "SELECT ticket_id, appointment_id, repair_type, scheduled_at, trace FROM repair_cash_jobs \
-                 WHERE repair_type IS NOT NULL AND appointment_id IS NOT NULL AND due_at IS NULL AND ticket_id IN ({})",
-                placeholders(d, 1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for t in chunk {
-                q = q.bind(t.to_string());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let job = Job::read(&row)?;
-                if shop.clock.has_passed(job.ends_us()) {
-                    due_now.push(job);
-                } else {
-                    later.push(job);
-                }
+        for ticket in &tickets {
+            let Some(job) = rows.remove(ticket).flatten() else { continue };
+            if shop.clock.has_passed(job.ends_us()) {
+                due_now.push(job);
+            } else {
+                later.push(job);
             }
         }
-        for chunk in later.chunks(64) {
+        for chunk in later.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
             let sql = format!(
                 "INSERT INTO repair_cash_jobs (ticket_id, due_at) VALUES {} ON CONFLICT (ticket_id) DO UPDATE SET due_at = excluded.due_at",
@@ -491,7 +488,8 @@ impl Hop for CashDesk {
         let mut out = Vec::with_capacity(paid.len());
         for (payment, parent) in paid {
             let (trace, link) = follow_from(parent.as_deref().map(str::as_bytes));
-            let _span = span("cash-desk", &payment.ticket_id, &trace, link.as_ref()).entered();
+            let hop = HopKind::Process { topic: APPOINTMENTS };
+            let _span = hop_span("cash-desk", hop, &payment.ticket_id, &trace, link.as_ref(), started).entered();
             out.push(events::message(&shop.events, &payment.ticket_id, &payment, &trace)?);
         }
         Ok(out)
@@ -508,7 +506,30 @@ struct Job {
     trace: Option<String>,
 }
 
+/// The columns [`Job::pending`] reads, as an upsert of `repair_cash_jobs` returns them.
+const JOB_COLUMNS: &str = "ticket_id, appointment_id, repair_type, scheduled_at, trace, due_at";
+
 impl Job {
+    /// A row of [`JOB_COLUMNS`]: its ticket, and the job if the cash desk knows it in full (its repair type and its
+    /// appointment) and has not already left it to the till (`due_at`).
+    fn pending(row: &sqlx::any::AnyRow) -> Result<(uuid::Uuid, Option<Job>), sqlx::Error> {
+        let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
+        let (appointment, ty, scheduled, due): (Option<String>, Option<String>, Option<i64>, Option<i64>) =
+            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(5)?);
+        let (Some(appointment), Some(ty), Some(scheduled_us), None) = (appointment, ty, scheduled, due) else {
+            return Ok((ticket, None));
+        };
+        let job = Job {
+            ticket,
+            appointment: uuid_of(&appointment)?,
+            repair_type: RepairType::parse(&ty)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {ty:?}").into()))?,
+            scheduled_us,
+            trace: row.try_get(4)?,
+        };
+        Ok((ticket, Some(job)))
+    }
+
     fn read(row: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
         let ty: String = row.try_get(2)?;
         Ok(Job {
@@ -528,7 +549,7 @@ impl Job {
 
 /// Registers the payments of `jobs`; a ticket already paid keeps its one payment.
 async fn insert_payments(tx: &mut SqlTx, d: Dialect, jobs: &[Job], now: Timestamp) -> Result<(), sqlx::Error> {
-    for chunk in jobs.chunks(64) {
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
         let sql = format!(
             "INSERT INTO repair_payments (ticket_id, payment_id, appointment_id, amount, paid_at, trace) VALUES {} \
@@ -557,7 +578,7 @@ async fn payments_of(
     tickets: &[uuid::Uuid],
 ) -> Result<Vec<(PaymentRegistered, Option<String>)>, sqlx::Error> {
     let mut out = Vec::new();
-    for chunk in tickets.chunks(500) {
+    for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT ticket_id, payment_id, appointment_id, amount, paid_at, trace FROM repair_payments WHERE ticket_id IN ({})",
             placeholders(d, 1, chunk.len())
@@ -611,6 +632,7 @@ pub async fn till(shop: Shop, mut stop: watch::Receiver<bool>) -> Result<(), Sys
 
 /// One round of the till: how many payments it registered.
 pub async fn till_once(shop: &Shop, d: Dialect) -> Result<usize, HopError> {
+    let started = SystemTime::now();
     let now = shop.clock.now_us();
     let due_before = if shop.clock.has_passed(i64::MAX) { i64::MAX } else { now };
     let mut tx = shop.store.begin().await?;
@@ -644,7 +666,8 @@ pub async fn till_once(shop: &Shop, d: Dialect) -> Result<usize, HopError> {
             continue;
         }
         let (trace, link) = follow_from(parent.as_deref().map(str::as_bytes));
-        let _span = span("cash-desk", &payment.ticket_id, &trace, link.as_ref()).entered();
+        let hop = HopKind::Internal { name: "pay due repairs" };
+        let _span = hop_span("cash-desk", hop, &payment.ticket_id, &trace, link.as_ref(), started).entered();
         outbox_events.push(outbox_event(&shop.events, &payment.ticket_id, &payment, &trace)?);
     }
     let n = outbox_events.len();
@@ -693,6 +716,7 @@ impl Hop for Ticketing {
     }
 
     async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+        let started = SystemTime::now();
         let mut paid: BTreeMap<uuid::Uuid, (&PaymentRegistered, Option<&TraceContext>)> = BTreeMap::new();
         for item in batch {
             if let Decoded::Paid(p, t) = item {
@@ -707,7 +731,7 @@ impl Hop for Ticketing {
         let now_real = weir_runtime::time::now_ms();
         let mut tx = shop.store.begin().await?;
         let rows: Vec<_> = paid.values().collect();
-        for chunk in rows.chunks(64) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 5 + 1, 5)).collect();
             let sql = format!(
                 "INSERT INTO repair_closures (ticket_id, payment_id, amount, closed_at, closed_real_ms) VALUES {} \
@@ -727,7 +751,7 @@ impl Hop for Ticketing {
         }
         let tickets: Vec<uuid::Uuid> = paid.keys().copied().collect();
         let mut closed = Vec::with_capacity(tickets.len());
-        for chunk in tickets.chunks(500) {
+        for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT c.ticket_id, c.closed_at, c.closed_real_ms, t.opened_real_ms FROM repair_closures c \
                  LEFT JOIN repair_tickets t ON t.ticket_id = c.ticket_id WHERE c.ticket_id IN ({})",
@@ -758,7 +782,15 @@ impl Hop for Ticketing {
         for c in closed {
             let parent = paid.get(&c.ticket_id).and_then(|(_, t)| *t);
             let (trace, link) = follow(parent);
-            let _span = span("ticketing", &c.ticket_id, &trace, link.as_ref()).entered();
+            let _span = hop_span(
+                "ticketing",
+                HopKind::Process { topic: PAYMENTS },
+                &c.ticket_id,
+                &trace,
+                link.as_ref(),
+                started,
+            )
+            .entered();
             out.push(events::message(&shop.events, &c.ticket_id, &c, &trace)?);
         }
         Ok(out)

@@ -6,15 +6,17 @@
 //! Opening a ticket is ticketing's transactional outbox: the ticket's row and its `ticket_opened` record, already
 //! serialized with its schema id, commit together.
 
+use std::time::SystemTime;
+
 use sqlx::Row;
 use weir_runtime::outbox;
 use weir_runtime::sql::Dialect;
 use weir_runtime::{SqlStore, StoreError};
 
 use crate::crypto::FieldKey;
-use crate::events::{Requester, TicketOpened, Timestamp};
-use crate::services::{outbox_event, HopError, Shop};
-use crate::trace::TraceContext;
+use crate::events::{Requester, TicketOpened, Timestamp, TICKETS};
+use crate::services::{outbox_event, HopError, Shop, ROWS_PER_STATEMENT};
+use crate::trace::{hop_span, HopKind, TraceContext};
 
 pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
     let statements = [
@@ -56,6 +58,7 @@ pub async fn open_tickets(
     key: Option<&FieldKey>,
     tickets: Vec<NewTicket>,
 ) -> Result<Vec<TicketOpened>, HopError> {
+    let started = SystemTime::now();
     let d = shop.store.dialect();
     let now = Timestamp(shop.clock.now_us());
     let now_real = weir_runtime::time::now_ms();
@@ -72,10 +75,10 @@ pub async fn open_tickets(
         let event = TicketOpened { occurred_on: now, ticket_id, requester, repair_type: t.repair_type };
         let trace = TraceContext::root();
         rows.push(outbox_event(&shop.events, &ticket_id, &event, &trace)?);
-        opened.push((event, trace.trace_hex()));
+        opened.push((event, trace));
     }
     let mut tx = shop.store.begin().await?;
-    for chunk in opened.chunks(64) {
+    for chunk in opened.chunks(ROWS_PER_STATEMENT) {
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 10 + 1, 10)).collect();
         let sql = format!(
             "INSERT INTO repair_tickets (ticket_id, opened_at, opened_real_ms, email, name, middlename, surname, age, \
@@ -83,7 +86,7 @@ pub async fn open_tickets(
             values.join(", ")
         );
         let mut q = sqlx::query(&sql);
-        for (e, trace_id) in chunk {
+        for (e, trace) in chunk {
             q = q
                 .bind(e.ticket_id.to_string())
                 .bind(e.occurred_on.0)
@@ -94,7 +97,7 @@ pub async fn open_tickets(
                 .bind(e.requester.surname.clone())
                 .bind(e.requester.age)
                 .bind(e.repair_type.as_str())
-                .bind(trace_id.clone());
+                .bind(trace.trace_hex());
         }
         q.execute(&mut *tx).await?;
     }
@@ -102,6 +105,10 @@ pub async fn open_tickets(
     tx.commit().await?;
     shop.outbox.committed(enqueued);
     metrics::counter!("repair_tickets_opened_total").increment(opened.len() as u64);
+    for (e, trace) in &opened {
+        // The root of each ticket's trace: the request that wrote it to the outbox.
+        let _span = hop_span("ticketing", HopKind::Send { topic: TICKETS }, &e.ticket_id, trace, None, started);
+    }
     Ok(opened.into_iter().map(|(e, _)| e).collect())
 }
 
@@ -215,19 +222,22 @@ pub async fn ticket(
     Ok(row.map(|r| view(&r, key)).transpose()?)
 }
 
-/// Tickets opened since `since_ms` (wall clock) per status.
+/// Tickets opened since `since_ms` (wall clock) per status: one pass over the join, each status a sum of its rows
+/// (the statuses are exclusive, so a ticket counts once).
 pub async fn counts(store: &SqlStore, since_ms: i64) -> Result<Vec<(&'static str, i64)>, StoreError> {
-    let mut out = Vec::new();
-    for s in STATUSES {
-        let sql = format!(
-            "SELECT COUNT(*) FROM repair_tickets t LEFT JOIN repair_appointments a ON a.ticket_id = t.ticket_id \
-             LEFT JOIN repair_payments p ON p.ticket_id = t.ticket_id LEFT JOIN repair_closures c ON c.ticket_id = t.ticket_id \
-             WHERE t.opened_real_ms >= {} AND {}",
-            store.dialect().param(1),
-            status_sql(s)
-        );
-        let n: i64 = sqlx::query(&sql).bind(since_ms).fetch_one(store.pool()).await?.try_get(0)?;
-        out.push((s, n));
+    let sums: Vec<String> =
+        STATUSES.iter().map(|s| format!("COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0)", status_sql(s))).collect();
+    let sql = format!(
+        "SELECT {} FROM repair_tickets t LEFT JOIN repair_appointments a ON a.ticket_id = t.ticket_id \
+         LEFT JOIN repair_payments p ON p.ticket_id = t.ticket_id LEFT JOIN repair_closures c ON c.ticket_id = t.ticket_id \
+         WHERE t.opened_real_ms >= {}",
+        sums.join(", "),
+        store.dialect().param(1)
+    );
+    let row = sqlx::query(&sql).bind(since_ms).fetch_one(store.pool()).await?;
+    let mut out = Vec::with_capacity(STATUSES.len());
+    for (i, s) in STATUSES.iter().enumerate() {
+        out.push((*s, row.try_get::<i64, _>(i)?));
     }
     Ok(out)
 }

@@ -3,10 +3,14 @@
 //! Python and Elixir services did for Datadog) rather than parented to it: a hop may run long after the event was
 //! written, and a parent would make the producer's span look as long as the whole journey.
 //!
-//! Spans are `tracing` spans carrying `trace_id`, `span_id` and `follows_from` fields, so any subscriber (the
-//! console's log lines, an OpenTelemetry layer) sees the links.
+//! Each hop's span is a `tracing` span carrying `trace_id`, `span_id` and `follows_from` fields (the log lines), and
+//! the same span with the same ids and link is exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (`weir_runtime::telemetry`), each service under its own `service.name`.
+
+use std::time::SystemTime;
 
 use rand::Rng;
+use weir_runtime::telemetry::{self, SpanKind, SpanRecord};
 
 /// The header carrying the trace context (W3C Trace Context, as OpenTelemetry's Kafka propagators write it).
 pub const TRACEPARENT: &str = "traceparent";
@@ -88,6 +92,69 @@ pub fn follow(producer: Option<&TraceContext>) -> (TraceContext, Option<TraceCon
         Some(p) => (p.follow(), Some(*p)),
         None => (TraceContext::root(), None),
     }
+}
+
+/// What a hop did, named as OpenTelemetry's messaging conventions name spans (`<operation> <destination>`).
+#[derive(Clone, Copy, Debug)]
+pub enum HopKind {
+    /// A record written to `topic` (ticketing opening a ticket through the outbox).
+    Send { topic: &'static str },
+    /// A record of `topic` handled.
+    Process { topic: &'static str },
+    /// Work the service started itself (the till paying repairs whose time has come).
+    Internal { name: &'static str },
+}
+
+/// A hop's span for `ticket`: entered by the caller around its work on that ticket, and exported as a finished span
+/// (from `started` to now, linked to the producer's span) when OTLP export is on.
+pub fn hop_span(
+    service: &'static str,
+    hop: HopKind,
+    ticket: &uuid::Uuid,
+    trace: &TraceContext,
+    link: Option<&TraceContext>,
+    started: SystemTime,
+) -> tracing::Span {
+    if telemetry::enabled() {
+        // OpenTelemetry's messaging attributes.
+        let messaging = |operation: &str, topic: &str| {
+            vec![
+                ("messaging.system", "kafka".to_string()),
+                ("messaging.operation.type", operation.to_string()),
+                ("messaging.destination.name", topic.to_string()),
+            ]
+        };
+        let (name, kind, mut attributes) = match hop {
+            HopKind::Send { topic } => (format!("send {topic}"), SpanKind::Producer, messaging("send", topic)),
+            HopKind::Process { topic } => {
+                let mut attributes = messaging("process", topic);
+                attributes.push(("messaging.consumer.group.name", service.to_string()));
+                (format!("process {topic}"), SpanKind::Consumer, attributes)
+            }
+            HopKind::Internal { name } => (name.to_string(), SpanKind::Internal, Vec::new()),
+        };
+        attributes.push(("repair.ticket_id", ticket.to_string()));
+        telemetry::record(SpanRecord {
+            service,
+            namespace: "repair",
+            name,
+            kind,
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent_span_id: None,
+            links: link.map(|l| vec![(l.trace_id, l.span_id)]).unwrap_or_default(),
+            start: started,
+            attributes,
+        });
+    }
+    tracing::debug_span!(
+        "repair.hop",
+        service,
+        %ticket,
+        trace_id = %trace.trace_hex(),
+        span_id = %trace.span_hex(),
+        follows_from = %link.map(|l| l.span_hex()).unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

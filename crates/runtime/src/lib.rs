@@ -16,12 +16,14 @@
 //! - [`access`]: per-service credentials and ACLs for the systems' services: [`Access`] provisions a
 //!   [`ServiceAccount`] and logs it in to a bus held to its grants; [`OpenAccess`] (the default) checks nothing,
 //!   `SecuredAccess` (feature `security`) uses weir-security's users and ACLs, always enforced.
+//! - [`telemetry`]: spans with the ids a system's records carry, exported over OTLP/HTTP when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set (feature `otlp`).
 //! - [`system`]: the contract every system implements (settings, topics, tables, routes, tasks, commands) and the
 //!   one path that starts and stops them.
 //! - `testing` (feature `testing`): a scratch PostgreSQL database per test, for this crate's tests and the systems'.
 //!
 //! Features: `kafka` ([`KafkaBus`], over librdkafka) and `redis` (`kv::RedisKv`), both on by default; `security`
-//! (`SecuredAccess`, over weir-security), off by default. A system
+//! (`SecuredAccess`, over weir-security) and `otlp` (span export, telemetry.rs), off by default. A system
 //! depends on this crate without them (`default-features = false`), so building it alone never compiles
 //! librdkafka; the binary turns them on.
 
@@ -38,6 +40,7 @@ pub mod outbox;
 pub mod sql;
 pub mod stop;
 pub mod system;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -76,6 +76,14 @@ async fn wait_closed(shop: &Shop, n: i64, within: Duration) -> Value {
             let (status, stats) = call(&shop.routes, Method::GET, "/api/repair/stats", None).await;
             assert_eq!(status, StatusCode::OK, "{stats}");
             assert_eq!(stats["tickets"], counts["tickets"], "{stats}");
+            // What the simulate polls: tickets closed since a moment, whenever opened (here all of them).
+            let (status, closed) = call(&shop.routes, Method::GET, "/api/repair/stats?only=closed", None).await;
+            assert_eq!(status, StatusCode::OK, "{closed}");
+            assert_eq!(closed, json!({"closed_since": n}));
+            let later = weir_runtime::time::now_ms() + 60_000;
+            let uri = format!("/api/repair/stats?only=closed&since_ms={later}");
+            let (_, none) = call(&shop.routes, Method::GET, &uri, None).await;
+            assert_eq!(none, json!({"closed_since": 0}));
             return stats;
         }
         assert!(Instant::now() < deadline, "not every ticket closed in {within:?}: {counts}");

@@ -122,6 +122,12 @@ pub fn insert_chunks(rows: usize) -> impl Iterator<Item = usize> {
 /// PostgreSQL's limits on parameters).
 pub const ROWS_PER_INSERT: usize = 64;
 
+/// Each SQLite connection's settings, set whenever the pool opens one (a pragma lasts as long as its connection).
+/// `busy_timeout`: another process holding the write lock is waited for rather than failing the statement.
+/// `cache_size`: 64 MiB of pages rather than SQLite's 2 MiB; the stores' keys are random (UUIDs), so their indexes
+/// are touched all over and a small cache rereads pages from the file on every batch.
+const SQLITE_SESSION: [&str; 2] = ["PRAGMA busy_timeout = 10000", "PRAGMA cache_size = -65536"];
+
 /// A connection pool plus its dialect. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqlStore {
@@ -170,10 +176,17 @@ impl SqlStore {
                 let pool = AnyPoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_SESSION {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
                     .connect_with(options)
                     .await?;
                 sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-                sqlx::query("PRAGMA busy_timeout = 10000").execute(&pool).await?;
                 pool
             }
             Dialect::Postgres => {

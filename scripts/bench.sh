@@ -396,8 +396,8 @@ scale() {
   rm -rf "$scratch"
 }
 
-# The car repair shop end to end (seed 001): `weir repair simulate` opens N tickets through POST /api/repair/tickets in
-# requests of 1,000 and waits until every one is closed (a ticket is 4 events over 3 hops: secretary, cash desk,
+# The car repair shop end to end (seed 001): `weir repair simulate` opens N tickets (100,000) through POST
+# /api/repair/tickets in requests of 1,000, two at a time, and waits until every one is closed (a ticket is 4 events over 3 hops: secretary, cash desk,
 # ticketing; each hop a consume-transform-produce loop whose batch is one database transaction).
 # - Embedded: the simulate starts a weir of its own in a temporary directory (its broker, schema registry and clock at
 #   full speed) on SQLite, then on PostgreSQL (a fresh database each run), with 1 and 2 workers per service; the
@@ -409,7 +409,7 @@ scale() {
 #   CPU time over the run (/proc), Tansu's CPU time, the machine's busy share.
 repair() {
   local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
-  local n=20000 runs=3 db=weir_bench_repair tport=19097 settle=5 scratch tansu engine workers run out machine
+  local n=100000 runs=3 db=weir_bench_repair tport=19097 settle=5 scratch tansu engine workers run out machine
   [ "$mode" = repair-quick ] && { n=2000; runs=1; }
   scratch=$(mktemp -d)
   fresh_db() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $1" -qc "CREATE DATABASE $1" >/dev/null 2>&1; }
@@ -435,7 +435,8 @@ r = json.loads(sys.argv[2].strip().splitlines()[-1])
 print(json.dumps({**json.loads(sys.argv[1]), **r, **json.loads(sys.argv[3])}))
 PY
   }
-  local simulate=($weir repair simulate --tickets $n --batch 1000 --report json)
+  # Two requests opening tickets at once; the scratch weir's services take batches of up to 2,000 records.
+  local simulate=($weir repair simulate --tickets $n --batch 1000 --in-flight 2 --report json)
   for engine in sqlite postgres; do
     for workers in 1 2; do
       for run in $(seq $runs); do
@@ -443,7 +444,7 @@ PY
         if [ $engine = postgres ]; then fresh_db $db; database=(--database "$pg/$db"); fi
         sync; echo "+ ${simulate[*]} --workers $workers ${database[*]}" >&2
         machine=$(machine_ticks)
-        out=$(/usr/bin/time -v -o "$scratch/time" "${simulate[@]}" --workers $workers "${database[@]}") \
+        out=$(/usr/bin/time -v -o "$scratch/time" "${simulate[@]}" --workers $workers --max-batch 2000 "${database[@]}") \
           || { echo "repair simulate failed ($engine, $workers workers)" >&2; continue; }
         # The simulate process (its weir included): wall time from start to exit, CPU time, peak RSS; and how busy
         # the whole machine was meanwhile (PostgreSQL's processes are not the simulate's).
@@ -474,7 +475,7 @@ PY
     for i in $(seq $instances); do
       rm -rf "$scratch/d$i"
       $weir --data-dir "$scratch/d$i" up --systems repair --bus kafka://127.0.0.1:$tport --database "$pg/$db" \
-        --set repair.clock_speed=max --set repair.transactions=false --status-every 3600 \
+        --set repair.clock_speed=max --set repair.transactions=false --set repair.max_batch=2000 --status-every 3600 \
         --http-listen 127.0.0.1:$((18096 + i)) --schema-registry-listen none --rest-proxy-listen none \
         2>"$scratch/up-$i.log" &
       pids+=($!); ports+=($((18096 + i)))

@@ -42,6 +42,7 @@ pub fn command() -> Command {
                 .arg(Arg::new("tickets").long("tickets").value_parser(clap::value_parser!(u64).range(1..)).default_value("1000"))
                 .arg(Arg::new("speed").long("speed").default_value("max").help("The shop clock: shop seconds per real second, or max"))
                 .arg(Arg::new("batch").long("batch").value_parser(clap::value_parser!(u64).range(1..=1000)).default_value("100").help("Tickets per request"))
+                .arg(Arg::new("in-flight").long("in-flight").value_parser(clap::value_parser!(u64).range(1..=64)).default_value("2").help("Requests opening tickets at once (each one database transaction)"))
                 .arg(Arg::new("target").long("target").value_name("HOST:PORT").help("A running weir's HTTP address"))
                 .arg(Arg::new("database").long("database").value_name("URL").help("The scratch weir's database (default: SQLite in its directory)"))
                 .arg(Arg::new("workers").long("workers").value_parser(clap::value_parser!(u64).range(1..=64)).help("Workers per service (scratch weir)"))
@@ -160,6 +161,7 @@ pub struct Report {
 async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
     let tickets = *m.get_one::<u64>("tickets").context("--tickets")?;
     let batch = *m.get_one::<u64>("batch").context("--batch")?;
+    let in_flight = *m.get_one::<u64>("in-flight").context("--in-flight")? as usize;
     let timeout = Duration::from_secs(*m.get_one::<u64>("timeout").context("--timeout")?);
     let speed = m.get_one::<String>("speed").context("--speed")?.clone();
     speed.parse::<crate::clock::Speed>().map_err(anyhow::Error::msg)?;
@@ -172,7 +174,7 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
                 }
             }
             let api = ApiTarget::Http(target.clone());
-            drive(&api, tickets, batch, timeout).await?
+            drive(&api, tickets, batch, in_flight, timeout).await?
         }
         None => {
             let platform = host.scratch(m.get_one::<String>("database").map(String::as_str)).await?;
@@ -195,7 +197,7 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
             }
             let settings = SystemSettings::layered("repair", &[], None, Vec::new(), &flags);
             let routes = systems.start(&RepairSystem, settings).await.context("cannot start the repair shop")?;
-            let outcome = drive(&ApiTarget::Router(routes), tickets, batch, timeout).await;
+            let outcome = drive(&ApiTarget::Router(routes), tickets, batch, in_flight, timeout).await;
             // The bus's own account: each ticket booked and paid once, in what consumers read.
             let bus_duplicates = match &outcome {
                 Ok(_) => committed_duplicates(&*platform.bus).await,
@@ -251,15 +253,22 @@ fn random_ticket(i: u64) -> Value {
     })
 }
 
-async fn drive(api: &ApiTarget, tickets: u64, batch: u64, timeout: Duration) -> Result<Report> {
+async fn drive(api: &ApiTarget, tickets: u64, batch: u64, in_flight: usize, timeout: Duration) -> Result<Report> {
+    use futures_util::stream::{self, StreamExt};
     let since_ms = weir_runtime::time::now_ms();
     let started = Instant::now();
     let mut opened = 0u64;
     let progress = indicatif_free_progress(tickets);
-    while opened < tickets {
-        let n = batch.min(tickets - opened);
-        let body = Value::Array((opened..opened + n).map(random_ticket).collect());
-        let (status, answer) = api.exchange("POST", "/api/repair/tickets", &body).await?;
+    // Up to `in_flight` requests at once, as several front desks would send them: one request at a time leaves the
+    // shop idle while each is parsed, encrypted and committed.
+    let requests = (0..tickets).step_by(batch as usize).map(|first| {
+        let n = batch.min(tickets - first);
+        let body = Value::Array((first..first + n).map(random_ticket).collect());
+        async move { (n, api.exchange("POST", "/api/repair/tickets", &body).await) }
+    });
+    let mut answers = stream::iter(requests).buffer_unordered(in_flight);
+    while let Some((n, answer)) = answers.next().await {
+        let (status, answer) = answer?;
         if status != 201 {
             bail!("POST /api/repair/tickets on {} answered {status}: {answer}", api.name());
         }

@@ -65,6 +65,10 @@ pub trait Hop: Send + Sync + 'static {
     /// The service's name: its consumer group, its principal and the prefix of its transactional ids.
     fn name(&self) -> &'static str;
     fn topics(&self) -> Vec<String>;
+    /// Events of its topics that the service has no use for: passed over undecoded (by their schema id).
+    fn ignores(&self) -> &'static [&'static str] {
+        &[]
+    }
     async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError>;
 }
 
@@ -136,6 +140,8 @@ pub async fn run(
     options.session_timeout = config.session_timeout;
     options.client_id = format!("weir-repair-{name}");
     let mut sub = bus.subscribe(options).await?;
+    let ignored: HashSet<i32> =
+        hop.ignores().iter().filter_map(|name| shop.events.registered(name)).map(|r| r.id).collect();
     let mut backoff = Duration::from_millis(50);
     loop {
         let stopped = *stop.borrow();
@@ -165,6 +171,11 @@ pub async fn run(
             let tp = (m.topic.clone(), m.partition);
             firsts.entry(tp.clone()).or_insert(m.offset);
             nexts.insert(tp, m.offset + 1);
+            if let Some([0, a, b, c, d, ..]) = m.value.as_deref() {
+                if ignored.contains(&i32::from_be_bytes([*a, *b, *c, *d])) {
+                    continue;
+                }
+            }
             match decode(&shop.events, m).await {
                 Ok(d) => decoded.push(d),
                 Err(reason) => {
@@ -262,6 +273,10 @@ impl Hop for Secretary {
 
     fn topics(&self) -> Vec<String> {
         vec![TICKETS.into()]
+    }
+
+    fn ignores(&self) -> &'static [&'static str] {
+        &[TicketClosed::NAME]
     }
 
     async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
@@ -387,6 +402,10 @@ impl Hop for CashDesk {
 
     fn topics(&self) -> Vec<String> {
         vec![APPOINTMENTS.into(), TICKETS.into()]
+    }
+
+    fn ignores(&self) -> &'static [&'static str] {
+        &[TicketClosed::NAME]
     }
 
     async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {

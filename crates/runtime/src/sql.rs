@@ -128,6 +128,12 @@ pub const ROWS_PER_INSERT: usize = 64;
 /// are touched all over and a small cache rereads pages from the file on every batch.
 const SQLITE_SESSION: [&str; 2] = ["PRAGMA busy_timeout = 10000", "PRAGMA cache_size = -65536"];
 
+/// Each PostgreSQL session's settings. `random_page_cost`: 1.1 rather than the default 4, which prices an index
+/// probe as a seek on a spinning disk; weir's statements look rows up by key in tables that live in memory, and at 4 the
+/// planner answered `WHERE ticket_id IN (` a few hundred keys `)` with a scan of the whole table once it held some
+/// tens of thousands of rows, each batch then costing as much as the table is long.
+const POSTGRES_SESSION: [&str; 1] = ["SET random_page_cost = 1.1"];
+
 /// A connection pool plus its dialect. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SqlStore {
@@ -193,6 +199,14 @@ impl SqlStore {
                 AnyPoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for setting in POSTGRES_SESSION {
+                                sqlx::query(setting).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
                     .connect_with(options)
                     .await?
             }

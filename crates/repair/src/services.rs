@@ -436,6 +436,8 @@ impl Hop for CashDesk {
         // Each upsert returns the rows as they now stand, so the jobs this batch completed are known without reading
         // them again; a ticket in both upserts takes the second's row, written last.
         let mut rows: HashMap<uuid::Uuid, Option<Job>> = HashMap::new();
+        // What the table says of a ticket: its repair type, and whether the till has it.
+        let mut known: HashMap<uuid::Uuid, (Option<RepairType>, bool)> = HashMap::new();
         let type_rows: Vec<_> = types.iter().collect();
         for chunk in type_rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
@@ -450,11 +452,46 @@ impl Hop for CashDesk {
             }
             for row in q.fetch_all(&mut *tx).await? {
                 let (ticket, job) = Job::pending(&row)?;
+                known.insert(ticket, Job::known(&row)?);
                 rows.insert(ticket, job);
             }
         }
-        let job_rows: Vec<_> = jobs.values().collect();
-        for chunk in job_rows.chunks(ROWS_PER_STATEMENT) {
+        // The repair types of the other booked tickets (most arrived in earlier batches).
+        let unknown: Vec<uuid::Uuid> = jobs.keys().filter(|t| !known.contains_key(t)).copied().collect();
+        for chunk in unknown.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN ({})",
+                placeholders(d, 1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q.bind(t.to_string());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
+                known.insert(ticket, Job::known(&row)?);
+            }
+        }
+        // A booking whose repair type is known and whose repair is over is paid now: the job need not be written
+        // down. The rest wait in the table for their repair type or their end (a job the till has is left to it).
+        let mut waiting = Vec::new();
+        for (ticket, booked) in &jobs {
+            if let Some((Some(repair_type), false)) = known.get(ticket) {
+                let job = Job {
+                    ticket: *ticket,
+                    appointment: booked.appointment_id,
+                    repair_type: *repair_type,
+                    scheduled_us: booked.scheduled_at.0,
+                    trace: traces.get(ticket).map(|t| t.to_header()),
+                };
+                if shop.clock.has_passed(job.ends_us()) {
+                    rows.insert(*ticket, Some(job));
+                    continue;
+                }
+            }
+            waiting.push(*booked);
+        }
+        for chunk in waiting.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 4 + 1, 4)).collect();
             let sql = format!(
                 "INSERT INTO repair_cash_jobs (ticket_id, appointment_id, scheduled_at, trace) VALUES {} \
@@ -500,9 +537,15 @@ impl Hop for CashDesk {
             q.execute(&mut *tx).await?;
         }
         let now = Timestamp(shop.clock.now_us());
-        insert_payments(&mut tx, d, &due_now, now).await?;
         // Every payment of this batch's tickets goes out: new ones, and those a redelivered record asks for again.
-        let paid = payments_of(&mut tx, d, &tickets).await?;
+        // A ticket can only have been paid once its job was whole and its repair over, so a ticket paid before is
+        // one of `due_now` whose payment this insert did not create.
+        let mut paid = insert_payments(&mut tx, d, &due_now, now).await?;
+        if paid.len() < due_now.len() {
+            let created: HashSet<uuid::Uuid> = paid.iter().map(|(p, _)| p.ticket_id).collect();
+            let before: Vec<uuid::Uuid> = due_now.iter().map(|j| j.ticket).filter(|t| !created.contains(t)).collect();
+            paid.extend(payments_of(&mut tx, d, &before).await?);
+        }
         tx.commit().await?;
         let mut out = Vec::with_capacity(paid.len());
         for (payment, parent) in paid {
@@ -549,6 +592,19 @@ impl Job {
         Ok((ticket, Some(job)))
     }
 
+    /// From a row of [`JOB_COLUMNS`]: the repair type, if known, and whether the till has the job (`due_at`).
+    fn known(row: &sqlx::any::AnyRow) -> Result<(Option<RepairType>, bool), sqlx::Error> {
+        let (ty, due): (Option<String>, Option<i64>) = (row.try_get(2)?, row.try_get(5)?);
+        let ty = match ty {
+            Some(ty) => Some(
+                RepairType::parse(&ty)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {ty:?}").into()))?,
+            ),
+            None => None,
+        };
+        Ok((ty, due.is_some()))
+    }
+
     fn read(row: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
         let ty: String = row.try_get(2)?;
         Ok(Job {
@@ -566,13 +622,23 @@ impl Job {
     }
 }
 
-/// Registers the payments of `jobs`; a ticket already paid keeps its one payment.
-async fn insert_payments(tx: &mut SqlTx, d: Dialect, jobs: &[Job], now: Timestamp) -> Result<(), sqlx::Error> {
+/// The columns [`read_payment`] reads.
+const PAYMENT_COLUMNS: &str = "ticket_id, payment_id, appointment_id, amount, paid_at, trace";
+
+/// Registers the payments of `jobs`; a ticket already paid keeps its one payment. Returns the payments it created
+/// (with the trace context of the appointment each followed), not those that were there.
+async fn insert_payments(
+    tx: &mut SqlTx,
+    d: Dialect,
+    jobs: &[Job],
+    now: Timestamp,
+) -> Result<Vec<(PaymentRegistered, Option<String>)>, sqlx::Error> {
+    let mut created = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
         let sql = format!(
-            "INSERT INTO repair_payments (ticket_id, payment_id, appointment_id, amount, paid_at, trace) VALUES {} \
-             ON CONFLICT (ticket_id) DO NOTHING",
+            "INSERT INTO repair_payments ({PAYMENT_COLUMNS}) VALUES {} ON CONFLICT (ticket_id) DO NOTHING \
+             RETURNING {PAYMENT_COLUMNS}",
             values.join(", ")
         );
         let mut q = sqlx::query(&sql);
@@ -585,9 +651,11 @@ async fn insert_payments(tx: &mut SqlTx, d: Dialect, jobs: &[Job], now: Timestam
                 .bind(now.0)
                 .bind(j.trace.clone());
         }
-        q.execute(&mut **tx).await?;
+        for row in q.fetch_all(&mut **tx).await? {
+            created.push(read_payment(&row)?);
+        }
     }
-    Ok(())
+    Ok(created)
 }
 
 /// The payments of `tickets`, with the trace context of the appointment each followed.
@@ -599,7 +667,7 @@ async fn payments_of(
     let mut out = Vec::new();
     for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT ticket_id, payment_id, appointment_id, amount, paid_at, trace FROM repair_payments WHERE ticket_id IN ({})",
+            "SELECT {PAYMENT_COLUMNS} FROM repair_payments WHERE ticket_id IN ({})",
             placeholders(d, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
@@ -669,9 +737,7 @@ pub async fn till_once(shop: &Shop, d: Dialect) -> Result<usize, HopError> {
     let jobs: Vec<Job> = rows.iter().map(Job::read).collect::<Result<_, _>>()?;
     let tickets: Vec<uuid::Uuid> = jobs.iter().map(|j| j.ticket).collect();
     // Only the payments this round creates go out (an existing one was sent when it was made).
-    let before: HashSet<uuid::Uuid> =
-        payments_of(&mut tx, d, &tickets).await?.into_iter().map(|(p, _)| p.ticket_id).collect();
-    insert_payments(&mut tx, d, &jobs, Timestamp(now)).await?;
+    let created = insert_payments(&mut tx, d, &jobs, Timestamp(now)).await?;
     let sql =
         format!("UPDATE repair_cash_jobs SET due_at = NULL WHERE ticket_id IN ({})", placeholders(d, 1, tickets.len()));
     let mut q = sqlx::query(&sql);
@@ -680,10 +746,7 @@ pub async fn till_once(shop: &Shop, d: Dialect) -> Result<usize, HopError> {
     }
     q.execute(&mut *tx).await?;
     let mut outbox_events = Vec::new();
-    for (payment, parent) in payments_of(&mut tx, d, &tickets).await? {
-        if before.contains(&payment.ticket_id) {
-            continue;
-        }
+    for (payment, parent) in created {
         let (trace, link) = follow_from(parent.as_deref().map(str::as_bytes));
         let hop = HopKind::Internal { name: "pay due repairs" };
         let _span = hop_span("cash-desk", hop, &payment.ticket_id, &trace, link.as_ref(), started).entered();
@@ -750,11 +813,25 @@ impl Hop for Ticketing {
         let now_real = weir_runtime::time::now_ms();
         let mut tx = shop.store.begin().await?;
         let rows: Vec<_> = paid.values().collect();
+        let mut closed = Vec::with_capacity(rows.len());
+        // A closing, and (closed by this batch) its ticket's whole journey, wall clock.
+        let read = |row: &sqlx::any::AnyRow| -> Result<TicketClosed, sqlx::Error> {
+            let (closed_real, opened_real): (i64, Option<i64>) = (row.try_get(2)?, row.try_get(3)?);
+            if let (true, Some(opened)) = (closed_real == now_real, opened_real) {
+                metrics::histogram!("repair_close_seconds").record((closed_real - opened) as f64 / 1000.0);
+            }
+            Ok(TicketClosed {
+                ticket_id: uuid_of(&row.try_get::<String, _>(0)?)?,
+                occurred_on: Timestamp(row.try_get(1)?),
+            })
+        };
+        // The closings this batch makes come back from the insert, each with when its ticket was opened.
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 5 + 1, 5)).collect();
             let sql = format!(
                 "INSERT INTO repair_closures (ticket_id, payment_id, amount, closed_at, closed_real_ms) VALUES {} \
-                 ON CONFLICT (ticket_id) DO NOTHING",
+                 ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id, closed_at, closed_real_ms, \
+                 (SELECT t.opened_real_ms FROM repair_tickets t WHERE t.ticket_id = repair_closures.ticket_id)",
                 values.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -766,30 +843,26 @@ impl Hop for Ticketing {
                     .bind(now)
                     .bind(now_real);
             }
-            q.execute(&mut *tx).await?;
-        }
-        let tickets: Vec<uuid::Uuid> = paid.keys().copied().collect();
-        let mut closed = Vec::with_capacity(tickets.len());
-        for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT c.ticket_id, c.closed_at, c.closed_real_ms, t.opened_real_ms FROM repair_closures c \
-                 LEFT JOIN repair_tickets t ON t.ticket_id = c.ticket_id WHERE c.ticket_id IN ({})",
-                placeholders(d, 1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for t in chunk {
-                q = q.bind(t.to_string());
-            }
             for row in q.fetch_all(&mut *tx).await? {
-                let (closed_real, opened_real): (i64, Option<i64>) = (row.try_get(2)?, row.try_get(3)?);
-                if let (true, Some(opened)) = (closed_real == now_real, opened_real) {
-                    // Closed by this batch: its whole journey, wall clock.
-                    metrics::histogram!("repair_close_seconds").record((closed_real - opened) as f64 / 1000.0);
+                closed.push(read(&row)?);
+            }
+        }
+        // Tickets closed before (a payment seen again): their closing is sent again, as it was.
+        if closed.len() < rows.len() {
+            let new: HashSet<uuid::Uuid> = closed.iter().map(|c| c.ticket_id).collect();
+            let before: Vec<uuid::Uuid> = paid.keys().filter(|t| !new.contains(t)).copied().collect();
+            for chunk in before.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT ticket_id, closed_at, closed_real_ms, CAST(NULL AS BIGINT) FROM repair_closures WHERE ticket_id IN ({})",
+                    placeholders(d, 1, chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for t in chunk {
+                    q = q.bind(t.to_string());
                 }
-                closed.push(TicketClosed {
-                    ticket_id: uuid_of(&row.try_get::<String, _>(0)?)?,
-                    occurred_on: Timestamp(row.try_get(1)?),
-                });
+                for row in q.fetch_all(&mut *tx).await? {
+                    closed.push(read(&row)?);
+                }
             }
         }
         tx.commit().await?;

@@ -1,23 +1,27 @@
 //! The transactional outbox. A system writes the events it emits into `weir_outbox` in the same transaction as its
-//! own state ([`enqueue`]); the [`Relay`] publishes them to the bus in `seq` order and then marks them sent. A relay
-//! that dies between publishing and marking publishes those events again on restart, with the same
+//! own state ([`enqueue`]); the [`Relay`] publishes them to the bus in `seq` order and then records that it did. A
+//! relay that dies between publishing and recording publishes those events again on restart, with the same
 //! `weir.event.id` header, so consumers dedupe (the runner's `dedupe` does); nothing is lost.
 //!
-//! On PostgreSQL the relay claims rows with `FOR UPDATE SKIP LOCKED`, so several relays can share one outbox, marks
-//! each row `sent_at` when published, and sleeps on `LISTEN weir_outbox` (each enqueue notifies at commit) instead of
-//! waiting for the next poll. On SQLite, where one writer at a time means rows commit in `seq` order, the relay keeps
-//! one high-water mark instead (`weir_outbox_relayed`: every row up to it is published), which spares rewriting each
-//! published row (with its payload) a second time; it polls, and it writes the mark down every
-//! [`Relay::mark_every`] while it publishes (at once when idle or stopping), not once per round: a round often follows
-//! a single committed transaction, and a second commit for each would double the writes. Either way, a writer in the same process can wake it at
-//! once with the relay's [`RelayWaker`]: a system that answers its client only after the event is committed should not
-//! add a poll interval to every event's way. On SQLite the writer can also hand the committed messages over
-//! ([`RelayWaker::committed`] with what [`enqueue_all`] returned), so the relay publishes them without reading back
-//! what was just written; the table stays the truth: a gap in what was handed over (a row written by another
-//! process, a hand-over dropped because too much was waiting) is read from it.
+//! On PostgreSQL the relay claims rows by deleting them (`DELETE ... WHERE seq IN (... FOR UPDATE SKIP LOCKED)
+//! RETURNING`), publishes them, then commits the deletion: several relays can share one outbox, and a published row
+//! costs one deletion rather than a second version of the row with its payload and its index entries (the
+//! `sent_at` marking it replaced was the relay's costliest statement). It sleeps on `LISTEN weir_outbox` (each
+//! enqueue notifies at commit) instead of waiting for the next poll. The bus is the record of what was published.
 //!
-//! Rows stay in the table after they are published for [`Relay::keep_sent`] (an hour by default: what was published
-//! can be looked up), then the relay deletes them. [`unsent`] and [`published`] count rows either way.
+//! On SQLite, where one writer at a time means rows commit in `seq` order, the relay keeps one high-water mark
+//! instead (`weir_outbox_relayed`: every row up to it is published), which spares rewriting each published row a
+//! second time; it polls, and it writes the mark down every [`Relay::mark_every`] while it publishes (at once when
+//! idle or stopping), not once per round: a round often follows a single committed transaction, and a second commit
+//! for each would double the writes. Published rows stay there for [`Relay::keep_sent`] (an hour by default), then
+//! the relay deletes them.
+//!
+//! Either way, a writer in the same process can wake the relay at once with its [`RelayWaker`]: a system that
+//! answers its client only after the event is committed should not add a poll interval to every event's way. On
+//! SQLite the writer can also hand the committed messages over ([`RelayWaker::committed`] with what [`enqueue_all`]
+//! returned), so the relay publishes them without reading back what was just written; the table stays the truth: a
+//! gap in what was handed over (a row written by another process, a hand-over dropped because too much was waiting)
+//! is read from it. [`unsent`] counts what waits.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -165,15 +169,6 @@ pub async fn unsent(store: &SqlStore) -> Result<i64, sqlx::Error> {
     sqlx::query(&sql).fetch_one(store.pool()).await?.try_get(0)
 }
 
-/// Rows published and still kept.
-pub async fn published(store: &SqlStore) -> Result<i64, sqlx::Error> {
-    let sql = match store.dialect() {
-        Dialect::Postgres => "SELECT COUNT(*) FROM weir_outbox WHERE sent_at IS NOT NULL".to_string(),
-        Dialect::Sqlite => format!("SELECT COUNT(*) FROM weir_outbox WHERE seq <= ({RELAYED})"),
-    };
-    sqlx::query(&sql).fetch_one(store.pool()).await?.try_get(0)
-}
-
 /// A time-ordered unique id: milliseconds, then random bits.
 pub fn new_id() -> String {
     format!("{:013x}-{:016x}", now_ms(), rand::random::<u64>())
@@ -256,7 +251,7 @@ pub struct Relay {
     pub batch: i64,
     /// Longest sleep between rounds when nothing wakes the relay.
     pub poll_interval: Duration,
-    /// How long published rows are kept before the relay deletes them.
+    /// On SQLite, how long published rows are kept before the relay deletes them.
     pub keep_sent: Duration,
     /// On SQLite, how often a relay that keeps publishing writes its high-water mark down (an idle or stopping
     /// relay writes it at once). A crash re-publishes what was published since, with the same event ids: the
@@ -298,49 +293,52 @@ impl Relay {
         self.waker.clone()
     }
 
-    /// Deletes rows published more than [`Relay::keep_sent`] ago (on SQLite: published, and written that long ago);
-    /// returns how many.
+    /// On SQLite, deletes rows published more than [`Relay::keep_sent`] ago (and written that long ago); returns how
+    /// many. PostgreSQL's relay deletes rows as it publishes them.
     pub async fn purge_sent(&self) -> Result<u64, RelayError> {
+        if self.store.dialect() == Dialect::Postgres {
+            return Ok(0);
+        }
         let before = now_ms() - self.keep_sent.as_millis() as i64;
-        let sql = match self.store.dialect() {
-            Dialect::Postgres => "DELETE FROM weir_outbox WHERE sent_at IS NOT NULL AND sent_at < $1",
-            Dialect::Sqlite => {
-                "DELETE FROM weir_outbox WHERE seq <= (SELECT seq FROM weir_outbox_relayed WHERE relay = 'relay') \
-                 AND created_at < $1"
-            }
-        };
-        let done = sqlx::query(sql).bind(before).execute(self.store.pool()).await?;
+        let done = sqlx::query(
+            "DELETE FROM weir_outbox WHERE seq <= (SELECT seq FROM weir_outbox_relayed WHERE relay = 'relay') \
+             AND created_at < $1",
+        )
+        .bind(before)
+        .execute(self.store.pool())
+        .await?;
         Ok(done.rows_affected())
     }
 
     /// Publishes one round (up to `batch` events); returns how many.
     ///
-    /// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) from the claim to their `sent_at`, so relays
-    /// sharing the outbox never take the same rows. On SQLite the rows after the high-water mark are read, published,
+    /// On PostgreSQL the rows stay locked (`FOR UPDATE SKIP LOCKED`) from their claim to the commit of their
+    /// deletion, so relays sharing the outbox never take the same rows. On SQLite the rows after the high-water mark are read, published,
     /// and the mark moved, in separate statements: the store's one connection is every writer's, and holding a
     /// transaction while the bus publishes would stall all of them for that long.
     pub async fn relay_once(&self) -> Result<usize, RelayError> {
-        let select = format!(
-            "SELECT seq, event_id, topic, event_key, payload, headers FROM weir_outbox WHERE sent_at IS NULL \
-             ORDER BY seq LIMIT $1 {}",
-            Dialect::Postgres.skip_locked()
-        );
-        let mark = |seqs: &[i64]| {
-            let list = seqs.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            format!("UPDATE weir_outbox SET sent_at = $1 WHERE seq IN ({list})")
-        };
         let published = match self.store.dialect() {
             Dialect::Postgres => {
+                // Claim and take in one statement: the rows are deleted, locked until the commit, and skipped by
+                // other relays meanwhile. A failed publish rolls the deletion back.
                 let mut tx = self.store.begin().await?;
-                let rows = sqlx::query(&select).bind(self.batch).fetch_all(&mut *tx).await?;
+                let mut rows = sqlx::query(
+                    "DELETE FROM weir_outbox WHERE seq IN (SELECT seq FROM weir_outbox WHERE sent_at IS NULL \
+                     ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                     RETURNING seq, event_id, topic, event_key, payload, headers",
+                )
+                .bind(self.batch)
+                .fetch_all(&mut *tx)
+                .await?;
                 if rows.is_empty() {
                     tx.rollback().await?;
                     return Ok(0);
                 }
+                // RETURNING promises no order; the outbox's is `seq`.
+                rows.sort_by_key(|r| r.try_get::<i64, _>(0).unwrap_or_default());
                 let (seqs, messages) = Self::messages(&rows)?;
-                // Publish first, mark after: a crash in between re-publishes (same ids), never loses.
+                // Publish first, commit after: a crash in between leaves the rows, published again (same ids).
                 self.bus.produce_all(messages).await?;
-                sqlx::query(&mark(&seqs)).bind(now_ms()).execute(&mut *tx).await?;
                 tx.commit().await?;
                 seqs.len()
             }

@@ -252,21 +252,24 @@ impl SqlStore {
                 d.serial_key(),
                 b = d.bytes()
             ),
-            // PostgreSQL's relays claim unsent rows through this index. SQLite's relay never sets `sent_at` (it keeps
-            // a high-water mark), so there the index would hold every row for nothing: an index write per event.
-            match d {
-                Dialect::Postgres => {
-                    "CREATE INDEX IF NOT EXISTS weir_outbox_unsent ON weir_outbox (seq) WHERE sent_at IS NULL"
-                }
-                Dialect::Sqlite => "DROP INDEX IF EXISTS weir_outbox_unsent",
-            }
-            .to_string(),
+            // No index for unsent rows: PostgreSQL's relays delete what they publish (every row there is unsent, and
+            // the primary key orders them), SQLite's keeps a high-water mark. An index whose predicate names
+            // `sent_at` also made every marking of a row a full new row version (never HOT): the relay's costliest
+            // statement.
+            "DROP INDEX IF EXISTS weir_outbox_unsent".to_string(),
             // SQLite's relay marks how far it has published (`outbox.rs`); an outbox of an older weir starts from its
             // last row marked sent.
             "CREATE TABLE IF NOT EXISTS weir_outbox_relayed (relay TEXT PRIMARY KEY, seq BIGINT NOT NULL)".to_string(),
             "INSERT INTO weir_outbox_relayed (relay, seq) SELECT 'relay', COALESCE(MAX(seq), 0) FROM weir_outbox \
              WHERE sent_at IS NOT NULL ON CONFLICT (relay) DO NOTHING"
                 .to_string(),
+            // Rows an older weir's PostgreSQL relay marked sent were published: they go. (SQLite's lie below the
+            // high-water mark just set from them, and its relay purges them.)
+            match d {
+                Dialect::Postgres => "DELETE FROM weir_outbox WHERE sent_at IS NOT NULL",
+                Dialect::Sqlite => "SELECT 1",
+            }
+            .to_string(),
             format!("CREATE TABLE IF NOT EXISTS weir_kv (k TEXT PRIMARY KEY, v {}, expires_at BIGINT)", d.bytes()),
         ];
         for s in statements {

@@ -195,7 +195,7 @@ fn the_outbox_relay_loses_nothing_under_sigkill(test: &str, db: Db) {
         (url, ids)
     });
     let watcher = rt.block_on(SqlStore::connect(&url)).unwrap();
-    let progress = || rt.block_on(weir_runtime::outbox::published(&watcher)).unwrap();
+    let progress = || OUTBOX_EVENTS - rt.block_on(weir_runtime::outbox::unsent(&watcher)).unwrap();
     kill_repeatedly(test, "relay", dir.path(), &url, OUTBOX_EVENTS, progress);
     rt.block_on(async {
         let b = open_broker(dir.path().join("data"));

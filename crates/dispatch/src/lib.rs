@@ -1,0 +1,16 @@
+//! Dispatch, seed 003: detection events from CCTV rules, written to a database table, relayed to `events.outbound`
+//! and assigned to active reviewers (5-minute sessions, at most 50 open assignments each, least-loaded first), the
+//! reviewers' results flowing back through `events.inbound`. Its origin (leandrocandido/assignment-system) ran this
+//! on RabbitMQ, PostgreSQL and Redis; `../shared/origins.md` lists where its rules did not hold.
+//!
+//! Built so far:
+//! - [`events`]: a detection event as the origin's tables and queue messages carry it, and the origin's generator
+//!   (its value sets: regions, rule types, locations, devices, cameras, frame references).
+//! - [`store`]: the tables (`detection_events`, `assignments`, at most one open assignment per event enforced by a
+//!   unique index) and writing generated events in one transaction, as the origin's generator does.
+//!
+//! Still to come (issue 20): the relay through the runtime's outbox, the assignment service, sessions, reassignment,
+//! results, the HTTP API, `weir dispatch ...` and the system itself.
+
+pub mod events;
+pub mod store;

@@ -1,0 +1,94 @@
+//! Dispatch's tables, on SQLite or PostgreSQL. Times are milliseconds since the epoch (BIGINT on both).
+//!
+//! - `detection_events`: the events, with their review `state` (the origin's `relay_service.events`), indexed as the
+//!   origin's were: by `created_at`, `state` and `rule_type`.
+//! - `assignments`: who was given which event, and how it ended; `reason` says why an assignment was taken back.
+//!   At most one open assignment per event, whatever process writes it: a unique index over the open ones.
+
+use sqlx::Row;
+use weir_runtime::sql::{Dialect, SqlStore, SqlTx};
+
+use crate::events::{DetectionEvent, State};
+
+/// An assignment's status: `open` until the reviewer settles it (`completed`, `rejected`, `approved`: the seed's
+/// values and the origin's) or it is taken back (`reassigned`: not settled in time, or its reviewer's session ended).
+pub const STATUSES: [&str; 5] = ["open", "completed", "rejected", "approved", "reassigned"];
+
+pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
+    let statuses = STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let states = State::ALL.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
+    let statements = [
+        format!(
+            "CREATE TABLE IF NOT EXISTS detection_events (event_id TEXT PRIMARY KEY, region TEXT NOT NULL, \
+             rule_type TEXT NOT NULL, location TEXT, severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5), \
+             device_id TEXT, camera_id TEXT, frame_reference TEXT, \
+             state TEXT NOT NULL DEFAULT 'Not Viewed' CHECK (state IN ({states})), \
+             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+        ),
+        "CREATE INDEX IF NOT EXISTS detection_events_created ON detection_events (created_at)".into(),
+        "CREATE INDEX IF NOT EXISTS detection_events_state ON detection_events (state)".into(),
+        "CREATE INDEX IF NOT EXISTS detection_events_rule ON detection_events (rule_type)".into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS assignments (assignment_id TEXT PRIMARY KEY, \
+             event_id TEXT NOT NULL REFERENCES detection_events (event_id), user_id TEXT NOT NULL, \
+             status TEXT NOT NULL CHECK (status IN ({statuses})), created_at BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL, reason TEXT)"
+        ),
+        // An event is open with one reviewer at a time: two assignment workers racing for it cannot both win.
+        "CREATE UNIQUE INDEX IF NOT EXISTS assignments_one_open ON assignments (event_id) WHERE status = 'open'".into(),
+        "CREATE INDEX IF NOT EXISTS assignments_user_open ON assignments (user_id) WHERE status = 'open'".into(),
+    ];
+    for s in statements {
+        sqlx::query(&s).execute(store.pool()).await?;
+    }
+    Ok(())
+}
+
+/// Rows per INSERT statement: 11 parameters a row, within SQLite's and PostgreSQL's limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes `events` inside `tx`, many rows a statement.
+pub async fn insert_events(tx: &mut SqlTx, d: Dialect, events: &[DetectionEvent]) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 11 + 1, 11)).collect();
+        let sql = format!(
+            "INSERT INTO detection_events (event_id, region, rule_type, location, severity, device_id, camera_id, \
+             frame_reference, state, created_at, updated_at) VALUES {}",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(e.event_id.to_string())
+                .bind(e.region.clone())
+                .bind(e.rule_type.clone())
+                .bind(e.location.clone())
+                .bind(e.severity)
+                .bind(e.device_id.clone())
+                .bind(e.camera_id.clone())
+                .bind(e.frame_reference.clone())
+                .bind(e.state.as_str())
+                .bind(e.created_at_ms)
+                .bind(e.created_at_ms);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Events per state, every state listed (zero where none).
+pub async fn counts_by_state(store: &SqlStore) -> Result<Vec<(State, i64)>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT state, COUNT(*) FROM detection_events GROUP BY state").fetch_all(store.pool()).await?;
+    let mut out: Vec<(State, i64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    for row in rows {
+        let state: String = row.try_get(0)?;
+        let n: i64 = row.try_get(1)?;
+        let state = State::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown state {state:?} in detection_events").into()))?;
+        if let Some(slot) = out.iter_mut().find(|(s, _)| *s == state) {
+            slot.1 = n;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,70 @@
+//! Dispatch's tables on SQLite and PostgreSQL: generated events written in one transaction, every rule the tables
+//! hold (severity, states, one open assignment per event) refused when broken.
+
+use rand::SeedableRng;
+use weir_dispatch::events::{generate, State};
+use weir_dispatch::store;
+use weir_runtime::SqlStore;
+
+async fn stores() -> Vec<(SqlStore, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let postgres = SqlStore::connect(&weir_runtime::testing::fresh_postgres().await).await.unwrap();
+    vec![(sqlite, dir), (postgres, tempfile::tempdir().unwrap())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_events_are_written_in_one_transaction_and_the_tables_hold_their_rules() {
+    for (store, _dir) in stores().await {
+        let d = store.dialect();
+        store::migrate(&store).await.unwrap();
+        store::migrate(&store).await.unwrap(); // twice: a restart
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let events = generate(1234, 1_764_576_000_000, &mut rng);
+
+        // Rolled back: nothing written.
+        let mut tx = store.begin().await.unwrap();
+        store::insert_events(&mut tx, d, &events).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(store::counts_by_state(&store).await.unwrap()[0], (State::NotViewed, 0), "{d:?}");
+
+        let mut tx = store.begin().await.unwrap();
+        store::insert_events(&mut tx, d, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        let counts = store::counts_by_state(&store).await.unwrap();
+        assert_eq!(counts[0], (State::NotViewed, 1234), "{d:?}");
+        assert!(counts[1..].iter().all(|(_, n)| *n == 0), "{counts:?}");
+
+        // A severity out of 1-5 and an unknown state are refused.
+        let mut bad = generate(1, 1, &mut rng);
+        bad[0].severity = 6;
+        let mut tx = store.begin().await.unwrap();
+        assert!(store::insert_events(&mut tx, d, &bad).await.is_err(), "{d:?}: severity 6 accepted");
+        drop(tx);
+        let sql = "UPDATE detection_events SET state = 'Viewed' WHERE event_id = $1";
+        let e = events[0].event_id.to_string();
+        assert!(sqlx::query(sql).bind(&e).execute(store.pool()).await.is_err(), "{d:?}: state Viewed accepted");
+
+        // One open assignment per event: a second is refused, a settled one does not count.
+        let assign = |id: &str, user: &str, status: &str| {
+            sqlx::query(
+                "INSERT INTO assignments (assignment_id, event_id, user_id, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 1, 1)",
+            )
+            .bind(id.to_string())
+            .bind(e.clone())
+            .bind(user.to_string())
+            .bind(status.to_string())
+        };
+        assign("a1", "u1", "open").execute(store.pool()).await.unwrap();
+        assert!(assign("a2", "u2", "open").execute(store.pool()).await.is_err(), "{d:?}: two open assignments");
+        assign("a3", "u2", "reassigned").execute(store.pool()).await.unwrap();
+        assert!(assign("a4", "u3", "pending").execute(store.pool()).await.is_err(), "{d:?}: status pending accepted");
+        // The seed's "completed" is a status the table takes (the origin's CHECK refused it with a 500).
+        sqlx::query("UPDATE assignments SET status = 'completed' WHERE assignment_id = 'a1'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assign("a5", "u2", "open").execute(store.pool()).await.unwrap();
+    }
+}

@@ -8,9 +8,14 @@
 //!   (its value sets: regions, rule types, locations, devices, cameras, frame references).
 //! - [`store`]: the tables (`detection_events`, `assignments`, at most one open assignment per event enforced by a
 //!   unique index) and writing generated events in one transaction, as the origin's generator does.
+//! - [`assign`]: the assignment rules in the database (least-loaded active reviewer, ties to the longest idle, the
+//!   cap, waiting when nobody has room), sessions as an expiry per reviewer, taking back an ended session's
+//!   assignments, and settling one (completed, rejected, approved; only from open).
 //!
-//! Still to come (issue 20): the relay through the runtime's outbox, the assignment service, sessions, reassignment,
-//! results, the HTTP API, `weir dispatch ...` and the system itself.
+//! Still to come (issue 20): the relay through the runtime's outbox, the assignment service on the bus, sessions in
+//! Redis or the KV store (the seed's keys), reassignment after 15 minutes, results back through `events.inbound`,
+//! the HTTP API, `weir dispatch ...` and the system itself.
 
+pub mod assign;
 pub mod events;
 pub mod store;

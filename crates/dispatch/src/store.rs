@@ -41,7 +41,7 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
     for s in statements {
         sqlx::query(&s).execute(store.pool()).await?;
     }
-    Ok(())
+    crate::assign::migrate(store).await
 }
 
 /// Rows per INSERT statement: 11 parameters a row, within SQLite's and PostgreSQL's limits.

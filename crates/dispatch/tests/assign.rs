@@ -1,0 +1,203 @@
+//! The assignment rules, on SQLite and PostgreSQL: the cap under two concurrent assigners, fairness, waiting when
+//! nobody has room, ended sessions taken back, settling only what is open, regions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use sqlx::Row;
+use weir_dispatch::assign::{self, Outcome, Rules, SettleError};
+use weir_dispatch::events::{generate, State};
+use weir_dispatch::store;
+use weir_runtime::SqlStore;
+
+const NOW: i64 = 1_764_576_000_000;
+const TTL: i64 = 300_000;
+
+async fn fresh(db: &str) -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match db {
+        "sqlite" => SqlStore::sqlite_url(dir.path()),
+        _ => weir_runtime::testing::fresh_postgres().await,
+    };
+    let store = SqlStore::connect(&url).await.unwrap();
+    store::migrate(&store).await.unwrap();
+    (store, dir)
+}
+
+async fn add_events(store: &SqlStore, n: usize, seed: u64) -> Vec<String> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let events = generate(n, NOW, &mut rng);
+    let mut tx = store.begin().await.unwrap();
+    store::insert_events(&mut tx, store.dialect(), &events).await.unwrap();
+    tx.commit().await.unwrap();
+    events.iter().map(|e| e.event_id.to_string()).collect()
+}
+
+/// Open assignments per user, from the assignments themselves.
+async fn open_per_user(store: &SqlStore) -> HashMap<String, i64> {
+    sqlx::query("SELECT user_id, COUNT(*) FROM assignments WHERE status = 'open' GROUP BY user_id")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+        .collect()
+}
+
+async fn state_count(store: &SqlStore, state: State) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM detection_events WHERE state = '{}'", state.as_str());
+    sqlx::query(&sql).fetch_one(store.pool()).await.unwrap().get(0)
+}
+
+async fn cap_holds_under_two_concurrent_assigners(db: &str) {
+    let (store, _dir) = fresh(db).await;
+    for u in 0..20 {
+        assign::activate(&store, &format!("user-{u:02}"), None, NOW, TTL).await.unwrap();
+    }
+    add_events(&store, 5000, 1).await;
+    let watching = tokio::sync::watch::channel(false);
+    // Nobody above 50 at any moment: watched in SQL while the assigners run.
+    let checker = {
+        let (store, mut done) = (store.clone(), watching.1.clone());
+        tokio::spawn(async move {
+            let mut highest = 0;
+            while !*done.borrow() {
+                highest = highest.max(open_per_user(&store).await.values().copied().max().unwrap_or(0));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    _ = done.changed() => {}
+                }
+            }
+            highest
+        })
+    };
+    let assigner = |store: SqlStore| {
+        tokio::spawn(async move {
+            let mut made = 0;
+            loop {
+                let round = assign::assign_waiting(&store, Rules::default(), NOW, 100).await.unwrap();
+                if round.is_empty() {
+                    return made;
+                }
+                made += round.len();
+            }
+        })
+    };
+    let (a, b) = (assigner(store.clone()), assigner(store.clone()));
+    let made = a.await.unwrap() + b.await.unwrap();
+    watching.0.send(true).unwrap();
+    let highest = checker.await.unwrap();
+    assert!(highest <= 50, "{db}: a reviewer held {highest} open assignments");
+    assert_eq!(made, 1000, "{db}: 20 reviewers × 50");
+    let open = open_per_user(&store).await;
+    assert_eq!(open.len(), 20, "{db}: {open:?}");
+    assert!(open.values().all(|&n| n == 50), "{db}: {open:?}");
+    assert_eq!(state_count(&store, State::Assigned).await, 1000, "{db}");
+    assert_eq!(state_count(&store, State::NotViewed).await, 4000, "{db}: the rest waits, none dropped");
+    // The reviewers' counts agree with the assignments.
+    let counts: i64 = sqlx::query("SELECT CAST(SUM(open_count) AS BIGINT) FROM dispatch_reviewers")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counts, 1000, "{db}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_holds_under_two_concurrent_assigners_sqlite() {
+    cap_holds_under_two_concurrent_assigners("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_holds_under_two_concurrent_assigners_postgres() {
+    cap_holds_under_two_concurrent_assigners("postgres").await;
+}
+
+async fn fairness_waiting_and_sessions(db: &str) {
+    let (store, _dir) = fresh(db).await;
+    let rules = Rules::default();
+    // Nobody active: the events wait.
+    add_events(&store, 500, 2).await;
+    assert!(assign::assign_waiting(&store, rules, NOW, 1000).await.unwrap().is_empty(), "{db}");
+    assert_eq!(state_count(&store, State::NotViewed).await, 500, "{db}");
+    // Twenty reviewers with room for all: loads within one of each other.
+    for u in 0..20 {
+        assign::activate(&store, &format!("user-{u:02}"), None, NOW, TTL).await.unwrap();
+    }
+    let made = assign::assign_waiting(&store, rules, NOW, 1000).await.unwrap();
+    assert_eq!(made.len(), 500, "{db}");
+    let open = open_per_user(&store).await;
+    let (low, high) = (open.values().min().copied().unwrap(), open.values().max().copied().unwrap());
+    assert!(high - low <= 1 && open.len() == 20, "{db}: {open:?}");
+
+    // The least loaded gets the next one: user-00 settles three, then holds the fewest.
+    let mine: Vec<_> = made.iter().filter(|a| a.user_id == "user-00").collect();
+    for a in &mine[..3] {
+        assign::settle(&store, &a.assignment_id.to_string(), Outcome::Completed, NOW + 1).await.unwrap();
+    }
+    add_events(&store, 1, 3).await;
+    let next = assign::assign_waiting(&store, rules, NOW + 2, 10).await.unwrap();
+    assert_eq!(next.iter().map(|a| a.user_id.as_str()).collect::<Vec<_>>(), ["user-00"], "{db}");
+
+    // Settling: only from open; unknown is unknown; the event's state follows.
+    let a = mine[0].assignment_id.to_string();
+    assert!(matches!(
+        assign::settle(&store, &a, Outcome::Rejected, NOW + 3).await,
+        Err(SettleError::NotOpen { status, .. }) if status == "completed"
+    ));
+    assert!(matches!(assign::settle(&store, "nope", Outcome::Approved, NOW).await, Err(SettleError::Unknown(_))));
+    assert_eq!(state_count(&store, State::Completed).await, 3, "{db}");
+
+    // A session that ends: its open assignments are taken back and go to the others, not to it.
+    let before = open_per_user(&store).await["user-05"];
+    assert!(before > 0);
+    assert!(assign::deactivate(&store, "user-05").await.unwrap());
+    assert_eq!(assign::expire(&store, NOW + 4).await.unwrap(), before as u64, "{db}");
+    assert!(!open_per_user(&store).await.contains_key("user-05"), "{db}");
+    let again = assign::assign_waiting(&store, rules, NOW + 5, 1000).await.unwrap();
+    assert_eq!(again.len() as i64, before, "{db}");
+    assert!(again.iter().all(|a| a.user_id != "user-05"), "{db}");
+    let kept: i64 = sqlx::query("SELECT COUNT(*) FROM assignments WHERE status = 'reassigned'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, before, "{db}: the history is kept");
+    // And an idle session times out the same way: everyone's TTL passes.
+    let open_now: i64 = open_per_user(&store).await.values().sum();
+    assert_eq!(assign::expire(&store, NOW + TTL + 1).await.unwrap(), open_now as u64, "{db}");
+    assert!(assign::assign_waiting(&store, rules, NOW + TTL + 2, 1000).await.unwrap().is_empty(), "{db}");
+    assert_eq!(state_count(&store, State::Assigned).await, 0, "{db}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fairness_waiting_settling_and_sessions_sqlite() {
+    fairness_waiting_and_sessions("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fairness_waiting_settling_and_sessions_postgres() {
+    fairness_waiting_and_sessions("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_region_events_go_only_to_reviewers_of_their_region() {
+    for db in ["sqlite", "postgres"] {
+        let (store, _dir) = fresh(db).await;
+        let rules = Rules { by_region: true, ..Rules::default() };
+        assign::activate(&store, "eu-reviewer", Some("EU"), NOW, TTL).await.unwrap();
+        add_events(&store, 400, 4).await;
+        let made = assign::assign_waiting(&store, rules, NOW, 1000).await.unwrap();
+        let regions: HashMap<String, String> = sqlx::query("SELECT event_id, region FROM detection_events")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let eu = regions.values().filter(|r| *r == "EU").count().min(50);
+        assert_eq!(made.len(), eu, "{db}");
+        assert!(made.iter().all(|a| regions[&a.event_id] == "EU"), "{db}");
+    }
+}

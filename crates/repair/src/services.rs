@@ -261,6 +261,26 @@ fn distinct<'a>(ids: impl Iterator<Item = &'a uuid::Uuid>) -> Vec<uuid::Uuid> {
     ids.filter(|id| seen.insert(**id)).copied().collect()
 }
 
+/// The rows `select` (a query ending in `WHERE ticket_id IN`) gives for `tickets`, one statement per
+/// [`ROWS_PER_STATEMENT`] of them.
+async fn rows_for(
+    tx: &mut SqlTx,
+    d: Dialect,
+    select: &str,
+    tickets: &[uuid::Uuid],
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut rows = Vec::new();
+    for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!("{select} ({})", placeholders(d, 1, chunk.len()));
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(t.to_string());
+        }
+        rows.extend(q.fetch_all(&mut **tx).await?);
+    }
+    Ok(rows)
+}
+
 /// The secretary: books opened tickets.
 #[derive(Debug)]
 pub struct Secretary;
@@ -365,27 +385,19 @@ async fn existing_appointments(
     tickets: &[uuid::Uuid],
 ) -> Result<HashMap<uuid::Uuid, AppointmentBooked>, sqlx::Error> {
     let mut out = HashMap::new();
-    for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT ticket_id, appointment_id, scheduled_at, booked_at FROM repair_appointments WHERE ticket_id IN ({})",
-            placeholders(d, 1, chunk.len())
+    let select =
+        "SELECT ticket_id, appointment_id, scheduled_at, booked_at FROM repair_appointments WHERE ticket_id IN";
+    for row in rows_for(tx, d, select, tickets).await? {
+        let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
+        out.insert(
+            ticket,
+            AppointmentBooked {
+                ticket_id: ticket,
+                appointment_id: uuid_of(&row.try_get::<String, _>(1)?)?,
+                scheduled_at: Timestamp(row.try_get(2)?),
+                occurred_on: Timestamp(row.try_get(3)?),
+            },
         );
-        let mut q = sqlx::query(&sql);
-        for t in chunk {
-            q = q.bind(t.to_string());
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
-            out.insert(
-                ticket,
-                AppointmentBooked {
-                    ticket_id: ticket,
-                    appointment_id: uuid_of(&row.try_get::<String, _>(1)?)?,
-                    scheduled_at: Timestamp(row.try_get(2)?),
-                    occurred_on: Timestamp(row.try_get(3)?),
-                },
-            );
-        }
     }
     Ok(out)
 }
@@ -458,19 +470,10 @@ impl Hop for CashDesk {
         }
         // The repair types of the other booked tickets (most arrived in earlier batches).
         let unknown: Vec<uuid::Uuid> = jobs.keys().filter(|t| !known.contains_key(t)).copied().collect();
-        for chunk in unknown.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN ({})",
-                placeholders(d, 1, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for t in chunk {
-                q = q.bind(t.to_string());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
-                known.insert(ticket, Job::known(&row)?);
-            }
+        let select = format!("SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN");
+        for row in rows_for(&mut tx, d, &select, &unknown).await? {
+            let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
+            known.insert(ticket, Job::known(&row)?);
         }
         // A booking whose repair type is known and whose repair is over is paid now: the job need not be written
         // down. The rest wait in the table for their repair type or their end (a job the till has is left to it).
@@ -664,21 +667,8 @@ async fn payments_of(
     d: Dialect,
     tickets: &[uuid::Uuid],
 ) -> Result<Vec<(PaymentRegistered, Option<String>)>, sqlx::Error> {
-    let mut out = Vec::new();
-    for chunk in tickets.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM repair_payments WHERE ticket_id IN ({})",
-            placeholders(d, 1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for t in chunk {
-            q = q.bind(t.to_string());
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            out.push(read_payment(&row)?);
-        }
-    }
-    Ok(out)
+    let select = format!("SELECT {PAYMENT_COLUMNS} FROM repair_payments WHERE ticket_id IN");
+    rows_for(tx, d, &select, tickets).await?.iter().map(read_payment).collect()
 }
 
 fn read_payment(row: &sqlx::any::AnyRow) -> Result<(PaymentRegistered, Option<String>), sqlx::Error> {
@@ -851,18 +841,10 @@ impl Hop for Ticketing {
         if closed.len() < rows.len() {
             let new: HashSet<uuid::Uuid> = closed.iter().map(|c| c.ticket_id).collect();
             let before: Vec<uuid::Uuid> = paid.keys().filter(|t| !new.contains(t)).copied().collect();
-            for chunk in before.chunks(ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "SELECT ticket_id, closed_at, closed_real_ms, CAST(NULL AS BIGINT) FROM repair_closures WHERE ticket_id IN ({})",
-                    placeholders(d, 1, chunk.len())
-                );
-                let mut q = sqlx::query(&sql);
-                for t in chunk {
-                    q = q.bind(t.to_string());
-                }
-                for row in q.fetch_all(&mut *tx).await? {
-                    closed.push(read(&row)?);
-                }
+            let select = "SELECT ticket_id, closed_at, closed_real_ms, CAST(NULL AS BIGINT) FROM repair_closures \
+                          WHERE ticket_id IN";
+            for row in rows_for(&mut tx, d, select, &before).await? {
+                closed.push(read(&row)?);
             }
         }
         tx.commit().await?;

@@ -308,7 +308,20 @@ pub async fn settle(
 ) -> Result<(String, String), SettleError> {
     let d = store.dialect();
     let mut tx = store.begin().await?;
-    // Settling only what is open, in one statement: two reviewers' requests cannot both settle it.
+    // The reviewer is locked first, as `expire` and `assign_waiting` lock reviewers before the rows they change, so
+    // settling beside them waits rather than deadlocks.
+    let sql = format!("SELECT user_id FROM assignments WHERE assignment_id = {}", d.param(1));
+    let Some(found) = sqlx::query(&sql).bind(assignment.to_string()).fetch_optional(&mut *tx).await? else {
+        return Err(SettleError::Unknown(assignment.to_string()));
+    };
+    let user: String = found.try_get(0)?;
+    if d == Dialect::Postgres {
+        sqlx::query("SELECT 1 FROM dispatch_reviewers WHERE user_id = $1 FOR UPDATE")
+            .bind(user.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Settling only what is open, in one statement: two requests for one assignment cannot both settle it.
     let sql = format!(
         "UPDATE assignments SET status = {}, updated_at = {} WHERE assignment_id = {} AND status = 'open' \
          RETURNING event_id, user_id",
@@ -324,11 +337,8 @@ pub async fn settle(
         .await?;
     let Some(row) = row else {
         let sql = format!("SELECT status FROM assignments WHERE assignment_id = {}", d.param(1));
-        let status = sqlx::query(&sql).bind(assignment.to_string()).fetch_optional(&mut *tx).await?;
-        return Err(match status {
-            Some(r) => SettleError::NotOpen { id: assignment.to_string(), status: r.try_get(0)? },
-            None => SettleError::Unknown(assignment.to_string()),
-        });
+        let status: String = sqlx::query(&sql).bind(assignment.to_string()).fetch_one(&mut *tx).await?.try_get(0)?;
+        return Err(SettleError::NotOpen { id: assignment.to_string(), status });
     };
     let (event, user): (String, String) = (row.try_get(0)?, row.try_get(1)?);
     let sql = format!(

@@ -201,3 +201,45 @@ async fn by_region_events_go_only_to_reviewers_of_their_region() {
         assert!(made.iter().all(|a| regions[&a.event_id] == "EU"), "{db}");
     }
 }
+
+/// Settling and taking back at once, on PostgreSQL's row locks: each either settles an assignment or finds it taken
+/// back, and neither fails (no deadlock between them); the counts stay true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_while_sessions_end_neither_fails_and_counts_stay_true() {
+    let (store, _dir) = fresh("postgres").await;
+    for u in 0..4 {
+        assign::activate(&store, &format!("user-{u}"), None, NOW, TTL).await.unwrap();
+    }
+    add_events(&store, 200, 5).await;
+    let made = assign::assign_waiting(&store, Rules::default(), NOW, 1000).await.unwrap();
+    assert_eq!(made.len(), 200);
+    let settler = {
+        let (store, made) = (store.clone(), made.clone());
+        tokio::spawn(async move {
+            let mut settled = 0;
+            for a in &made {
+                match assign::settle(&store, &a.assignment_id.to_string(), Outcome::Approved, NOW + 1).await {
+                    Ok(_) => settled += 1,
+                    Err(SettleError::NotOpen { status, .. }) => assert_eq!(status, "reassigned"),
+                    Err(e) => panic!("settling failed: {e}"),
+                }
+            }
+            settled
+        })
+    };
+    let mut taken = 0;
+    for u in 0..4 {
+        assign::deactivate(&store, &format!("user-{u}")).await.unwrap();
+        taken += assign::expire(&store, NOW + 1).await.unwrap();
+    }
+    let settled = settler.await.unwrap();
+    assert_eq!(settled + taken as usize, 200, "each assignment settled or taken back, once");
+    assert_eq!(state_count(&store, State::Approved).await as usize, settled);
+    assert_eq!(state_count(&store, State::NotViewed).await as usize, taken as usize);
+    let counts: i64 = sqlx::query("SELECT CAST(SUM(open_count) AS BIGINT) FROM dispatch_reviewers")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(counts, 0);
+}

@@ -7,12 +7,14 @@
 //! - [`events`]: a detection event as the origin's tables and queue messages carry it, and the origin's generator
 //!   (its value sets: regions, rule types, locations, devices, cameras, frame references).
 //! - [`store`]: the tables (`detection_events`, `assignments`, at most one open assignment per event enforced by a
-//!   unique index) and writing generated events in one transaction, as the origin's generator does.
+//!   unique index), writing generated events in one transaction as the origin's generator does, and
+//!   [`store::insert_and_relay`]: the same with each event's `events.outbound` message in the runtime's outbox, so
+//!   the relay publishes it once after the commit.
 //! - [`assign`]: the assignment rules in the database (least-loaded active reviewer, ties to the longest idle, the
 //!   cap, waiting when nobody has room), sessions as an expiry per reviewer, taking back an ended session's
 //!   assignments, and settling one (completed, rejected, approved; only from open).
 //!
-//! Still to come (issue 20): the relay through the runtime's outbox, the assignment service on the bus, sessions in
+//! Still to come (issue 20): the relay's cron-style sweep, the assignment service on the bus, sessions in
 //! Redis or the KV store (the seed's keys), reassignment after 15 minutes, results back through `events.inbound`,
 //! the HTTP API, `weir dispatch ...` and the system itself.
 

@@ -6,9 +6,13 @@
 //!   At most one open assignment per event, whatever process writes it: a unique index over the open ones.
 
 use sqlx::Row;
+use weir_runtime::outbox::{self, Enqueued, OutboxEvent};
 use weir_runtime::sql::{Dialect, SqlStore, SqlTx};
 
 use crate::events::{DetectionEvent, State};
+
+/// Where new events go: the topic the assignment service reads (the origin's queue's name).
+pub const OUTBOUND: &str = "events.outbound";
 
 /// An assignment's status: `open` until the reviewer settles it (`completed`, `rejected`, `approved`: the seed's
 /// values and the origin's) or it is taken back (`reassigned`: not settled in time, or its reviewer's session ended).
@@ -74,6 +78,29 @@ pub async fn insert_events(tx: &mut SqlTx, d: Dialect, events: &[DetectionEvent]
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Writes `events` inside `tx` with their `events.outbound` messages in the runtime's outbox: committed together,
+/// each published once by the relay after the commit (keyed and identified by its event id, so a consumer dedupes a
+/// re-publication on `weir.event.id`), never re-published while it waits for a reviewer as the origin's relay did
+/// every 15 s. Hand what this returns to the relay's waker once `tx` has committed.
+pub async fn insert_and_relay(tx: &mut SqlTx, d: Dialect, events: &[DetectionEvent]) -> Result<Enqueued, sqlx::Error> {
+    insert_events(tx, d, events).await?;
+    let messages = events
+        .iter()
+        .map(|e| {
+            let id = e.event_id.to_string();
+            let payload = serde_json::to_vec(&e.outbound()).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+            Ok(OutboxEvent {
+                id: Some(id.clone()),
+                topic: OUTBOUND.to_string(),
+                key: Some(id.into()),
+                payload: Some(payload.into()),
+                headers: vec![("content-type".into(), "application/json".into())],
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    outbox::enqueue_all(tx, d, messages).await
 }
 
 /// Events per state, every state listed (zero where none).

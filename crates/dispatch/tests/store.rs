@@ -68,3 +68,65 @@ async fn generated_events_are_written_in_one_transaction_and_the_tables_hold_the
         assign("a5", "u2", "open").execute(store.pool()).await.unwrap();
     }
 }
+
+/// New events reach `events.outbound` through the runtime's outbox: each once, as the origin's camelCase message,
+/// keyed and identified by its event id; a rolled-back write publishes nothing; nothing is published again later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_events_are_relayed_to_events_outbound_once_each() {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use weir_dispatch::events::OutboundEvent;
+    use weir_runtime::outbox::Relay;
+    use weir_runtime::{Bus, EmbeddedBus, SubscribeOptions};
+
+    for (store, _dir) in stores().await {
+        let d = store.dialect();
+        store::migrate(&store).await.unwrap();
+        let (_broker_dir, broker) = weir_broker::testing::scratch_broker();
+        broker.create_topic(store::OUTBOUND, 3, BTreeMap::new()).unwrap();
+        let bus = EmbeddedBus::new(broker.clone());
+        let relay = Relay::new(store.clone(), Arc::new(bus.clone()));
+        let waker = relay.waker();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let events = generate(700, 1_764_576_000_000, &mut rng);
+
+        let mut tx = store.begin().await.unwrap();
+        let dropped = store::insert_and_relay(&mut tx, d, &generate(5, 1, &mut rng)).await.unwrap();
+        tx.rollback().await.unwrap();
+        drop(dropped);
+        let mut tx = store.begin().await.unwrap();
+        let enqueued = store::insert_and_relay(&mut tx, d, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        waker.committed(enqueued);
+        let mut published = 0;
+        loop {
+            let n = relay.relay_once().await.unwrap();
+            if n == 0 {
+                break;
+            }
+            published += n;
+        }
+        assert_eq!(published, 700, "{d:?}");
+        assert_eq!(relay.relay_once().await.unwrap(), 0, "{d:?}: nothing again");
+
+        let mut sub = bus.subscribe(SubscribeOptions::new("check", [store::OUTBOUND])).await.unwrap();
+        let mut seen: HashMap<String, OutboundEvent> = HashMap::new();
+        while seen.len() < 700 {
+            let batch = sub.next_batch(Duration::from_secs(5)).await.unwrap();
+            assert!(!batch.is_empty(), "{d:?}: stalled at {}", seen.len());
+            for m in batch {
+                let event: OutboundEvent = serde_json::from_slice(m.value.as_deref().unwrap()).unwrap();
+                let id = event.event_id.to_string();
+                assert_eq!(m.key.as_deref(), Some(id.as_bytes()));
+                assert_eq!(m.header(weir_runtime::handler::EVENT_ID_HEADER).map(|h| &h[..]), Some(id.as_bytes()));
+                assert!(seen.insert(id, event).is_none(), "{d:?}: published twice");
+            }
+        }
+        for e in &events {
+            assert_eq!(seen[&e.event_id.to_string()], e.outbound(), "{d:?}");
+        }
+        let ends: i64 = (0..3).map(|p| broker.offsets(store::OUTBOUND, p).unwrap().1).sum();
+        assert_eq!(ends, 700, "{d:?}: the rolled-back five never published");
+    }
+}

@@ -14,10 +14,17 @@
 //!   cap, waiting when nobody has room), sessions as an expiry per reviewer, taking back an ended session's
 //!   assignments, and settling one (completed, rejected, approved; only from open).
 //!
+//! - [`system`]: the weir system (settings, topics, the assigner and expirer tasks) and [`api`], its HTTP API; not
+//!   yet in the binary's registry.
+//!
 //! Still to come (issue 20): the relay's cron-style sweep, the assignment service on the bus, sessions in
 //! Redis or the KV store (the seed's keys), reassignment after 15 minutes, results back through `events.inbound`,
-//! the HTTP API, `weir dispatch ...` and the system itself.
+//! `weir dispatch ...`, and the system in `weir up`.
 
+pub mod api;
 pub mod assign;
 pub mod events;
 pub mod store;
+pub mod system;
+
+pub use system::{DispatchSettings, DispatchSystem};

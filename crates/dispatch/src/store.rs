@@ -13,6 +13,8 @@ use crate::events::{DetectionEvent, State};
 
 /// Where new events go: the topic the assignment service reads (the origin's queue's name).
 pub const OUTBOUND: &str = "events.outbound";
+/// Where reviewers' results go back to the relay (the origin's queue's name).
+pub const INBOUND: &str = "events.inbound";
 
 /// An assignment's status: `open` until the reviewer settles it (`completed`, `rejected`, `approved`: the seed's
 /// values and the origin's) or it is taken back (`reassigned`: not settled in time, or its reviewer's session ended).

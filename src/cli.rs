@@ -128,7 +128,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Which systems to run: `all`, `none`, or a comma-separated list (analytics, wedding).
+    /// Which systems to run: `all`, `none`, or a comma-separated list (analytics, wedding, repair, dispatch).
     #[arg(long, default_value = "all", value_name = "all|none|LIST")]
     pub systems: String,
     /// A system's setting, over its `[systems.<name>]` table and the environment (repeatable), e.g.

@@ -14,15 +14,16 @@
 //!   cap, waiting when nobody has room), sessions as an expiry per reviewer, taking back an ended session's
 //!   assignments, and settling one (completed, rejected, approved; only from open).
 //!
-//! - [`system`]: the weir system (settings, topics, the assigner and expirer tasks) and [`api`], its HTTP API; not
-//!   yet in the binary's registry.
+//! - [`system`]: the weir system (settings, topics, the assigner and expirer tasks), [`api`], its HTTP API, and
+//!   `cli`: `weir dispatch generate`.
 //!
 //! Still to come (issue 20): the relay's cron-style sweep, the assignment service on the bus, sessions in
 //! Redis or the KV store (the seed's keys), reassignment after 15 minutes, results back through `events.inbound`,
-//! `weir dispatch ...`, and the system in `weir up`.
+//! and its benchmark.
 
 pub mod api;
 pub mod assign;
+mod cli;
 pub mod events;
 pub mod store;
 pub mod system;

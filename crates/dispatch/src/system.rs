@@ -1,13 +1,13 @@
 //! Dispatch as a weir system: its settings (`[systems.dispatch]`, `WEIR_DISPATCH_*`, `--set dispatch.KEY=VALUE`), its
 //! topics and tables, its HTTP API (`api`) and its two background tasks: the assigner, which gives waiting events out
-//! in rounds, and the expirer, which takes back the assignments of sessions that ended. Not yet in the binary's
-//! registry (issue 20 goes on).
+//! in rounds, and the expirer, which takes back the assignments of sessions that ended; and `weir dispatch
+//! generate`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use weir_runtime::{SqlStore, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec};
+use weir_runtime::{CommandHost, SqlStore, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec};
 
 use crate::assign::{self, Rules};
 use crate::store::{self, INBOUND, OUTBOUND};
@@ -118,6 +118,22 @@ impl System for DispatchSystem {
         started.spawn("dispatch assigner", assigner(dispatch.clone(), ctx.stop.clone()));
         started.spawn("dispatch expirer", expirer(dispatch, ctx.stop.clone()));
         Ok(started)
+    }
+
+    fn describe_metrics(&self) {
+        metrics::describe_counter!("dispatch_assigned_total", "Events given to a reviewer");
+        metrics::describe_counter!(
+            "dispatch_taken_back_total",
+            "Open assignments taken back because their reviewer's session ended"
+        );
+    }
+
+    fn command(&self) -> Option<clap::Command> {
+        Some(crate::cli::command())
+    }
+
+    async fn run_command(&self, matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> anyhow::Result<()> {
+        crate::cli::run(matches, host).await
     }
 }
 

@@ -1,0 +1,69 @@
+//! `weir dispatch generate` against a running `weir up --systems dispatch`: through its API (`--target`) and straight
+//! into its database (`--database`, relayed by the running weir's outbox relay); the events reach `events.outbound`
+//! once each and go to the reviewers online. Without a destination it fails before writing anything.
+
+mod support;
+
+use std::process::Stdio;
+
+use support::{curl_json, eventually, fails, start_instance, weir};
+
+#[test]
+fn generate_through_the_api_and_into_the_database_reaches_reviewers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let database = format!("sqlite://{}?mode=rwc", d.join("dispatch.db").display());
+    let args = [
+        "up",
+        "--systems",
+        "dispatch",
+        "--kafka-listen",
+        "none",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--database",
+        &database,
+    ];
+    let (mut up, http) = start_instance(d, &args, "dispatch");
+    for u in ["ana", "bo"] {
+        let (body, status) = curl_json(&["-X", "POST", &format!("http://{http}/api/dispatch/users/{u}/active")]);
+        assert_eq!(status, "200", "{body}");
+    }
+    let out = weir(d, &["dispatch", "generate", "30", "--target", &http]).stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.lines().filter(|l| l.starts_with("event ") && l.contains("frame=frame_")).count(),
+        30,
+        "{printed}"
+    );
+    let out = weir(d, &["dispatch", "generate", "40", "--database", &database, "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "--quiet prints no events");
+
+    // All 70 assigned (two reviewers, room for 50 each), loads within one.
+    let stats = eventually("70", || {
+        let (stats, _) = curl_json(&[&format!("http://{http}/api/dispatch/stats")]);
+        stats["events"]["Assigned"].to_string()
+    });
+    assert_eq!(stats, "70");
+    let (stats, _) = curl_json(&[&format!("http://{http}/api/dispatch/stats")]);
+    let (a, b) = (stats["users"]["ana"]["open"].as_i64().unwrap(), stats["users"]["bo"]["open"].as_i64().unwrap());
+    assert_eq!((a + b, (a - b).abs() <= 1), (70, true), "{stats}");
+    up.kill().unwrap();
+    up.wait().unwrap();
+    // Each event on events.outbound once (the data directory's broker, read after the weir stopped).
+    let out = weir(d, &["consume", "events.outbound", "--from-beginning", "--max", "70", "--idle-timeout-ms", "5000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: std::collections::HashSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["eventId"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 70, "{text}");
+
+    let message = fails(d, &["dispatch", "generate", "5"]);
+    assert!(message.contains("--database") && message.contains("--target"), "{message}");
+}

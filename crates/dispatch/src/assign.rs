@@ -98,18 +98,19 @@ pub async fn assign_waiting(
     let lock = |what: &str| if d == Dialect::Postgres { what.to_string() } else { String::new() };
     let mut tx = store.begin().await?;
     let sql = format!(
-        "SELECT event_id, region FROM detection_events WHERE state = {} ORDER BY created_at, event_id LIMIT {} {}",
+        "SELECT event_id, region, avoid_user FROM detection_events WHERE state = {} ORDER BY created_at, event_id \
+         LIMIT {} {}",
         d.param(1),
         d.param(2),
         lock("FOR UPDATE SKIP LOCKED")
     );
-    let waiting: Vec<(String, String)> = sqlx::query(&sql)
+    let waiting: Vec<(String, String, Option<String>)> = sqlx::query(&sql)
         .bind(State::NotViewed.as_str())
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect::<Result<_, sqlx::Error>>()?;
     if waiting.is_empty() {
         return Ok(Vec::new());
@@ -135,10 +136,17 @@ pub async fn assign_waiting(
     let mut added: HashMap<String, i64> = HashMap::new();
     // Within the round, a reviewer just given one counts as idle for the shortest time.
     let mut tick = 0i64;
-    for (event, region) in waiting {
+    for (event, region, avoid) in waiting {
         let key = if rules.by_region { Some(region) } else { None };
         let Some(queue) = queues.get_mut(&key) else { continue };
-        let Some(Reverse((open, _, user))) = queue.pop() else { continue };
+        let Some(Reverse(mut pick)) = queue.pop() else { continue };
+        // Taken back from this reviewer for not settling it: someone else, if anyone else has room.
+        if avoid.as_deref() == Some(pick.2.as_str()) {
+            if let Some(Reverse(next)) = queue.pop() {
+                queue.push(Reverse(std::mem::replace(&mut pick, next)));
+            }
+        }
+        let (open, _, user) = pick;
         tick += 1;
         *added.entry(user.clone()).or_default() += 1;
         if open + 1 < rules.cap {
@@ -245,6 +253,47 @@ pub async fn expire(store: &SqlStore, now_ms: i64) -> Result<u64, StoreError> {
         let sql = format!("UPDATE dispatch_reviewers SET open_count = 0 WHERE user_id = {}", d.param(1));
         sqlx::query(&sql).bind(user).execute(&mut *tx).await?;
     }
+    tx.commit().await?;
+    Ok(taken)
+}
+
+/// Takes back assignments open since before `now_ms - after_ms` (not settled in time): each event waits again, to go
+/// to another reviewer where another has room (`avoid_user`), the assignment kept as `reassigned`. Returns how many.
+pub async fn reassign_stale(store: &SqlStore, now_ms: i64, after_ms: i64) -> Result<u64, StoreError> {
+    let d = store.dialect();
+    let cutoff = now_ms - after_ms;
+    let mut tx = store.begin().await?;
+    let stale = format!("SELECT user_id FROM assignments WHERE status = 'open' AND created_at <= {}", d.param(1));
+    if d == Dialect::Postgres {
+        // The reviewers first, as everything that changes their assignments locks them.
+        let sql =
+            format!("SELECT user_id FROM dispatch_reviewers WHERE user_id IN ({stale}) ORDER BY user_id FOR UPDATE");
+        sqlx::query(&sql).bind(cutoff).execute(&mut *tx).await?;
+    }
+    let sql = format!(
+        "UPDATE detection_events SET state = {}, updated_at = {}, avoid_user = (SELECT a.user_id FROM assignments a \
+         WHERE a.event_id = detection_events.event_id AND a.status = 'open') WHERE event_id IN \
+         (SELECT event_id FROM assignments WHERE status = 'open' AND created_at <= {})",
+        d.param(1),
+        d.param(2),
+        d.param(3)
+    );
+    sqlx::query(&sql).bind(State::NotViewed.as_str()).bind(now_ms).bind(cutoff).execute(&mut *tx).await?;
+    let sql = format!(
+        "UPDATE dispatch_reviewers SET open_count = open_count - (SELECT COUNT(*) FROM assignments a \
+         WHERE a.user_id = dispatch_reviewers.user_id AND a.status = 'open' AND a.created_at <= {}) \
+         WHERE user_id IN (SELECT user_id FROM assignments WHERE status = 'open' AND created_at <= {})",
+        d.param(1),
+        d.param(2)
+    );
+    sqlx::query(&sql).bind(cutoff).bind(cutoff).execute(&mut *tx).await?;
+    let sql = format!(
+        "UPDATE assignments SET status = 'reassigned', reason = 'not settled in time', updated_at = {} \
+         WHERE status = 'open' AND created_at <= {}",
+        d.param(1),
+        d.param(2)
+    );
+    let taken = sqlx::query(&sql).bind(now_ms).bind(cutoff).execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
     Ok(taken)
 }

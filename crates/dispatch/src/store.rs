@@ -1,7 +1,8 @@
 //! Dispatch's tables, on SQLite or PostgreSQL. Times are milliseconds since the epoch (BIGINT on both).
 //!
 //! - `detection_events`: the events, with their review `state` (the origin's `relay_service.events`), indexed as the
-//!   origin's were: by `created_at`, `state` and `rule_type`.
+//!   origin's were: by `created_at`, `state` and `rule_type`; `avoid_user` is the reviewer an event was taken back
+//!   from for not settling it in time, whom it goes to again only if nobody else can take it.
 //! - `assignments`: who was given which event, and how it ended; `reason` says why an assignment was taken back.
 //!   At most one open assignment per event, whatever process writes it: a unique index over the open ones.
 
@@ -29,7 +30,7 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
              rule_type TEXT NOT NULL, location TEXT, severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5), \
              device_id TEXT, camera_id TEXT, frame_reference TEXT, \
              state TEXT NOT NULL DEFAULT 'Not Viewed' CHECK (state IN ({states})), \
-             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, avoid_user TEXT)"
         ),
         "CREATE INDEX IF NOT EXISTS detection_events_created ON detection_events (created_at)".into(),
         "CREATE INDEX IF NOT EXISTS detection_events_state ON detection_events (state)".into(),
@@ -43,6 +44,8 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
         // An event is open with one reviewer at a time: two assignment workers racing for it cannot both win.
         "CREATE UNIQUE INDEX IF NOT EXISTS assignments_one_open ON assignments (event_id) WHERE status = 'open'".into(),
         "CREATE INDEX IF NOT EXISTS assignments_user_open ON assignments (user_id) WHERE status = 'open'".into(),
+        // What the expirer looks for each second: open assignments older than the reassignment limit.
+        "CREATE INDEX IF NOT EXISTS assignments_open_since ON assignments (created_at) WHERE status = 'open'".into(),
     ];
     for s in statements {
         sqlx::query(&s).execute(store.pool()).await?;

@@ -27,6 +27,8 @@ pub struct DispatchSettings {
     pub by_region: bool,
     /// Events given out per round (one transaction).
     pub round: i64,
+    /// An assignment not settled within this many seconds is taken back and given to another reviewer.
+    pub reassign_after_seconds: u64,
 }
 
 impl Default for DispatchSettings {
@@ -37,6 +39,7 @@ impl Default for DispatchSettings {
             session_ttl_seconds: 300,
             by_region: false,
             round: 2000,
+            reassign_after_seconds: 900,
         }
     }
 }
@@ -53,6 +56,9 @@ impl DispatchSettings {
         }
         if !(1..=86_400).contains(&s.session_ttl_seconds) {
             return Err(settings.invalid("session_ttl_seconds", "must be from 1 to 86400"));
+        }
+        if !(1..=604_800).contains(&s.reassign_after_seconds) {
+            return Err(settings.invalid("reassign_after_seconds", "must be from 1 to 604800"));
         }
         if !(1..=10_000).contains(&s.round) {
             return Err(settings.invalid("round", "must be from 1 to 10000"));
@@ -124,7 +130,7 @@ impl System for DispatchSystem {
         metrics::describe_counter!("dispatch_assigned_total", "Events given to a reviewer");
         metrics::describe_counter!(
             "dispatch_taken_back_total",
-            "Open assignments taken back because their reviewer's session ended"
+            "Open assignments taken back: their reviewer's session ended, or they were not settled in time"
         );
     }
 
@@ -159,12 +165,22 @@ async fn assigner(d: Dispatch, mut stop: tokio::sync::watch::Receiver<bool>) -> 
     Ok(())
 }
 
-/// Takes back the assignments of ended sessions, once a second.
+/// Takes back the assignments of ended sessions, and those not settled in time, once a second.
 async fn expirer(d: Dispatch, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), SystemError> {
+    let after_ms = d.settings.reassign_after_seconds as i64 * 1000;
     while !*stop.borrow() {
-        match assign::expire(&d.store, weir_runtime::time::now_ms()).await {
+        let now = weir_runtime::time::now_ms();
+        match assign::expire(&d.store, now).await {
             Ok(n) if n > 0 => {
-                metrics::counter!("dispatch_taken_back_total").increment(n);
+                metrics::counter!("dispatch_taken_back_total", "reason" => "session ended").increment(n);
+                d.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("dispatch expirer: {e}"),
+        }
+        match assign::reassign_stale(&d.store, now, after_ms).await {
+            Ok(n) if n > 0 => {
+                metrics::counter!("dispatch_taken_back_total", "reason" => "not settled in time").increment(n);
                 d.wake.notify_one();
             }
             Ok(_) => {}

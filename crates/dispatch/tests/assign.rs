@@ -243,3 +243,45 @@ async fn settling_while_sessions_end_neither_fails_and_counts_stay_true() {
         .get(0);
     assert_eq!(counts, 0);
 }
+
+/// Assignments not settled in time are taken back and go to another reviewer where one has room, to the same one
+/// only when nobody else can take them; the history is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsettled_assignments_go_to_another_reviewer_after_the_limit() {
+    const LIMIT: i64 = 900_000;
+    for db in ["sqlite", "postgres"] {
+        let (store, _dir) = fresh(db).await;
+        for u in ["a", "b", "c"] {
+            assign::activate(&store, u, None, NOW, 10 * LIMIT).await.unwrap();
+        }
+        add_events(&store, 6, 6).await;
+        let first = assign::assign_waiting(&store, Rules::default(), NOW, 100).await.unwrap();
+        assert_eq!(first.len(), 6, "{db}");
+        // Settled one in time; not yet at the limit, nothing moves.
+        assign::settle(&store, &first[0].assignment_id.to_string(), Outcome::Completed, NOW + 1).await.unwrap();
+        assert_eq!(assign::reassign_stale(&store, NOW + LIMIT - 1, LIMIT).await.unwrap(), 0, "{db}");
+        // Past it: the other five are taken back, each to someone else.
+        assert_eq!(assign::reassign_stale(&store, NOW + LIMIT, LIMIT).await.unwrap(), 5, "{db}");
+        assert!(open_per_user(&store).await.is_empty(), "{db}");
+        let again = assign::assign_waiting(&store, Rules::default(), NOW + LIMIT + 1, 100).await.unwrap();
+        assert_eq!(again.len(), 5, "{db}");
+        let before: HashMap<&str, &str> = first.iter().map(|a| (a.event_id.as_str(), a.user_id.as_str())).collect();
+        for a in &again {
+            assert_ne!(before[a.event_id.as_str()], a.user_id, "{db}: {} went back to the same reviewer", a.event_id);
+        }
+        let kept: i64 = sqlx::query("SELECT COUNT(*) FROM assignments WHERE reason = 'not settled in time'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 5, "{db}");
+        // With one reviewer left, the event goes back to them rather than wait.
+        assign::deactivate(&store, "b").await.unwrap();
+        assign::deactivate(&store, "c").await.unwrap();
+        assign::expire(&store, NOW + LIMIT + 2).await.unwrap();
+        assert!(assign::reassign_stale(&store, NOW + 3 * LIMIT, LIMIT).await.unwrap() > 0, "{db}");
+        let last = assign::assign_waiting(&store, Rules::default(), NOW + 3 * LIMIT + 1, 100).await.unwrap();
+        assert_eq!(last.len(), 5, "{db}");
+        assert!(last.iter().all(|a| a.user_id == "a"), "{db}: {last:?}");
+    }
+}

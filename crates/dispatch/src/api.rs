@@ -12,6 +12,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use sqlx::Row;
+use weir_runtime::api_error::{bad, ApiError};
 
 use crate::assign::{self, Outcome, SettleError};
 use crate::events::{self, DetectionEvent, State as EventState, LOCATIONS, REGIONS, RULE_TYPES};
@@ -27,25 +28,6 @@ pub fn routes(dispatch: Dispatch) -> Router {
         .route("/api/dispatch/assignments/{id}", put(settle))
         .route("/api/dispatch/stats", get(stats))
         .with_state(dispatch)
-}
-
-#[derive(Debug)]
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({"error_code": self.0.as_u16(), "error": self.1}))).into_response()
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    }
-}
-
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
 /// Most events one request may write.

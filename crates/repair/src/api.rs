@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use weir_runtime::api_error::{bad, ApiError};
 
 use crate::crypto::FieldKey;
 use crate::events::{RepairType, Requester, Timestamp};
@@ -28,25 +29,6 @@ pub fn routes(shop: Shop, key: Option<FieldKey>) -> Router {
         .route("/api/repair/calendar", get(calendar))
         .route("/api/repair/stats", get(stats))
         .with_state(Api { shop, key })
-}
-
-#[derive(Debug)]
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({"error_code": self.0.as_u16(), "error": self.1}))).into_response()
-    }
-}
-
-impl<E: std::fmt::Display> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    }
-}
-
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
 /// Most tickets one request may open.

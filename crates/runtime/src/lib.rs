@@ -29,6 +29,7 @@
 
 pub mod access;
 pub mod api_client;
+pub mod api_error;
 mod bus;
 mod embedded;
 pub mod events;

@@ -561,6 +561,11 @@ impl Hop for CashDesk {
     }
 }
 
+/// A repair type as the cash desk's table holds it.
+fn repair_type(s: &str) -> Result<RepairType, sqlx::Error> {
+    RepairType::parse(s).ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {s:?}").into()))
+}
+
 /// A repair the cash desk knows in full.
 #[derive(Debug)]
 struct Job {
@@ -587,8 +592,7 @@ impl Job {
         let job = Job {
             ticket,
             appointment: uuid_of(&appointment)?,
-            repair_type: RepairType::parse(&ty)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {ty:?}").into()))?,
+            repair_type: repair_type(&ty)?,
             scheduled_us,
             trace: row.try_get(4)?,
         };
@@ -598,14 +602,7 @@ impl Job {
     /// From a row of [`JOB_COLUMNS`]: the repair type, if known, and whether the till has the job (`due_at`).
     fn known(row: &sqlx::any::AnyRow) -> Result<(Option<RepairType>, bool), sqlx::Error> {
         let (ty, due): (Option<String>, Option<i64>) = (row.try_get(2)?, row.try_get(5)?);
-        let ty = match ty {
-            Some(ty) => Some(
-                RepairType::parse(&ty)
-                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {ty:?}").into()))?,
-            ),
-            None => None,
-        };
-        Ok((ty, due.is_some()))
+        Ok((ty.as_deref().map(repair_type).transpose()?, due.is_some()))
     }
 
     fn read(row: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
@@ -613,8 +610,7 @@ impl Job {
         Ok(Job {
             ticket: uuid_of(&row.try_get::<String, _>(0)?)?,
             appointment: uuid_of(&row.try_get::<String, _>(1)?)?,
-            repair_type: RepairType::parse(&ty)
-                .ok_or_else(|| sqlx::Error::Decode(format!("unknown repair type {ty:?}").into()))?,
+            repair_type: repair_type(&ty)?,
             scheduled_us: row.try_get(3)?,
             trace: row.try_get(4)?,
         })

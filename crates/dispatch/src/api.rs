@@ -2,8 +2,10 @@
 //! `POST /api/dispatch/events` (a list of events, or `{"generate": N}`: written with their outbound messages in one
 //! transaction), `POST|DELETE /api/dispatch/users/{id}/active` (start or refresh, end a session; `{"region": ...}`
 //! optional), `PUT /api/dispatch/assignments/{id}` (`{"status": "completed" | "rejected" | "approved"}`: 404 unknown,
-//! 409 not open, 400 a bad body), `GET /api/dispatch/users/{id}/assignments` and `GET /api/dispatch/stats`. Errors
-//! are JSON: `{"error_code": ..., "error": ...}`.
+//! 409 not open, 400 a bad body), `GET /api/dispatch/users/{id}/assignments` (refreshes the session) and
+//! `GET /api/dispatch/stats`. The seed's own paths, `/users/{id}/active`, `/users/{id}/assignments` and
+//! `/assignments/{id}`, are served at the root too, so its scripts and web app work unchanged. Errors are JSON:
+//! `{"error_code": ..., "error": ...}`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,13 +23,15 @@ use crate::system::Dispatch;
 
 /// The routes, ready to merge into weir's HTTP server.
 pub fn routes(dispatch: Dispatch) -> Router {
-    Router::new()
-        .route("/api/dispatch/events", post(add_events))
-        .route("/api/dispatch/users/{id}/active", post(activate).delete(deactivate))
-        .route("/api/dispatch/users/{id}/assignments", get(assignments))
-        .route("/api/dispatch/assignments/{id}", put(settle))
-        .route("/api/dispatch/stats", get(stats))
-        .with_state(dispatch)
+    let mut router =
+        Router::new().route("/api/dispatch/events", post(add_events)).route("/api/dispatch/stats", get(stats));
+    for prefix in ["/api/dispatch", ""] {
+        router = router
+            .route(&format!("{prefix}/users/{{id}}/active"), post(activate).delete(deactivate))
+            .route(&format!("{prefix}/users/{{id}}/assignments"), get(assignments))
+            .route(&format!("{prefix}/assignments/{{id}}"), put(settle));
+    }
+    router.with_state(dispatch)
 }
 
 /// Most events one request may write.
@@ -123,17 +127,46 @@ async fn activate(
         Some(_) => return Err(bad(format!("region: must be one of {}", REGIONS.join(", ")))),
     };
     let now = weir_runtime::time::now_ms();
-    assign::activate(&d.store, &user, region.as_deref(), now, d.settings.ttl_ms()).await?;
+    let (region, open) = assign::register(&d.store, &user, region.as_deref()).await?;
+    d.sessions.start(&user, region.as_deref(), open, now).await.map_err(unavailable)?;
     d.wake.notify_one();
-    Ok(Json(json!({"userId": user, "active": true, "expiresInSeconds": d.settings.session_ttl_seconds})))
+    Ok(Json(json!({
+        "userId": user,
+        "active": true,
+        "region": region,
+        "open": open,
+        "expiresInSeconds": d.settings.session_ttl_seconds,
+    })))
 }
 
+fn unavailable(e: weir_runtime::kv::KvError) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("sessions: {e}"))
+}
+
+/// Ends a session: its open assignments go back to the queue at once.
 async fn deactivate(State(d): State<Dispatch>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
     let user = user_id(&user)?;
-    if !assign::deactivate(&d.store, &user).await? {
+    if !d.sessions.end(&user).await.map_err(unavailable)? {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("no session for user {user}")));
     }
-    Ok(Json(json!({"userId": user, "active": false})))
+    let back = assign::take_back(&d.store, std::slice::from_ref(&user), weir_runtime::time::now_ms()).await?;
+    let returned = back.len();
+    if returned > 0 {
+        metrics::counter!("dispatch_taken_back_total", "reason" => "session ended").increment(returned as u64);
+        d.committed(back).await;
+        d.wake.notify_one();
+    }
+    Ok(Json(json!({"userId": user, "active": false, "returned": returned})))
+}
+
+/// Refreshes a reviewer's session on their activity, if they have one (settling after it ended does not revive it).
+async fn refresh(d: &Dispatch, user: &str, now_ms: i64) -> Result<bool, ApiError> {
+    if !d.sessions.is_active(user, now_ms).await.map_err(unavailable)? {
+        return Ok(false);
+    }
+    let (region, open) = assign::reviewer(&d.store, user).await?.unwrap_or((None, 0));
+    d.sessions.start(user, region.as_deref(), open, now_ms).await.map_err(unavailable)?;
+    Ok(true)
 }
 
 fn user_id(s: &str) -> Result<String, ApiError> {
@@ -153,10 +186,22 @@ async fn settle(
         return Err(bad("status: must be completed, rejected or approved"));
     };
     let now = weir_runtime::time::now_ms();
-    match assign::settle(&d.store, &id, outcome, now).await {
-        Ok((event, user)) => {
+    match assign::settle(&d.store, &id, outcome, now, d.settings.requeue_rejected).await {
+        Ok(settled) => {
+            d.outbox.committed(settled.enqueued);
+            let counts = [(settled.user_id.clone(), settled.open)];
+            if let Err(e) = d.sessions.publish_counts(&counts).await {
+                tracing::warn!("dispatch: cannot write user_assignments: {e}");
+            }
+            refresh(&d, &settled.user_id, now).await?;
             d.wake.notify_one();
-            Ok(Json(json!({"assignmentId": id, "eventId": event, "userId": user, "status": outcome.as_str()})))
+            Ok(Json(json!({
+                "assignmentId": id,
+                "eventId": settled.event_id,
+                "userId": settled.user_id,
+                "status": outcome.as_str(),
+                "requeued": settled.requeued,
+            })))
         }
         Err(SettleError::Unknown(_)) => Err(ApiError(StatusCode::NOT_FOUND, format!("no assignment {id}"))),
         Err(e @ SettleError::NotOpen { .. }) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
@@ -166,10 +211,11 @@ async fn settle(
 
 async fn assignments(State(d): State<Dispatch>, Path(user): Path<String>) -> Result<Json<Value>, ApiError> {
     let user = user_id(&user)?;
+    let active = refresh(&d, &user, weir_runtime::time::now_ms()).await?;
     let p = d.store.dialect().param(1);
     let sql = format!(
         "SELECT a.assignment_id, a.event_id, a.status, a.created_at, e.region, e.rule_type, e.severity \
-         FROM assignments a JOIN detection_events e ON e.event_id = a.event_id \
+         FROM assignments a LEFT JOIN detection_events e ON e.event_id = a.event_id \
          WHERE a.user_id = {p} AND a.status = 'open' ORDER BY a.created_at, a.assignment_id"
     );
     let rows = sqlx::query(&sql).bind(user.clone()).fetch_all(d.store.pool()).await?;
@@ -181,30 +227,41 @@ async fn assignments(State(d): State<Dispatch>, Path(user): Path<String>) -> Res
                 "eventId": r.try_get::<String, _>(1)?,
                 "status": r.try_get::<String, _>(2)?,
                 "assignedAt": weir_runtime::time::format_rfc3339(r.try_get(3)?),
-                "region": r.try_get::<String, _>(4)?,
-                "ruleType": r.try_get::<String, _>(5)?,
-                "severity": r.try_get::<i32, _>(6)?,
+                "region": r.try_get::<Option<String>, _>(4)?,
+                "ruleType": r.try_get::<Option<String>, _>(5)?,
+                "severity": r.try_get::<Option<i32>, _>(6)?,
             }))
         })
         .collect::<Result<Vec<Value>, sqlx::Error>>()?;
-    Ok(Json(json!({"userId": user, "open": list.len(), "assignments": list})))
+    Ok(Json(json!({"userId": user, "active": active, "open": list.len(), "assignments": list})))
 }
 
 async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
     let states = store::counts_by_state(&d.store).await?;
-    let rows =
-        sqlx::query("SELECT user_id, open_count, active_until FROM dispatch_reviewers ORDER BY user_id LIMIT 1000")
-            .fetch_all(d.store.pool())
-            .await?;
+    let waiting = assign::waiting(&d.store).await?;
     let now = weir_runtime::time::now_ms();
+    let active = d.sessions.active(now).await.map_err(unavailable)?;
+    let rows = sqlx::query("SELECT user_id, open_count FROM dispatch_reviewers ORDER BY user_id LIMIT 1000")
+        .fetch_all(d.store.pool())
+        .await?;
     let mut users = serde_json::Map::new();
     for r in &rows {
-        let (user, open, until): (String, i32, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        users.insert(user, json!({"open": open, "active": until > now}));
+        let (user, open): (String, i32) = (r.try_get(0)?, r.try_get(1)?);
+        users.insert(user.clone(), json!({"open": open, "active": active.contains(&user)}));
     }
+    let (rate, latency) = {
+        let mut recent = d.recent.lock();
+        let (rate, latency) = recent.summary(now);
+        (rate, latency.map(|(p50, p99)| json!({"p50": p50, "p99": p99})))
+    };
+    let taken_back = d.recent.lock().taken_back;
     Ok(Json(json!({
         "events": states.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-        "waiting": states.iter().find(|(s, _)| *s == EventState::NotViewed).map_or(0, |(_, n)| *n),
+        "waiting": waiting,
+        "activeUsers": active.len(),
         "users": users,
+        "assignedPerSecond": rate,
+        "timeToAssignmentMs": latency,
+        "takenBack": taken_back,
     })))
 }

@@ -1,24 +1,35 @@
-//! Giving waiting events to reviewers: each to the **active reviewer with the fewest open assignments** (ties: the
-//! one idle longest), never more than the cap (50 by default) open per reviewer, an event with nobody to take it left
-//! waiting (never dropped) until someone is active with room.
+//! The assignment service's side, in the database: its copy of the events it received from `events.outbound`
+//! (`dispatch_queue`, deduplicated by event id: the origin's `assignment_service.events` and `dedup_events` in one),
+//! the reviewers' open counts (`dispatch_reviewers`), the assignments, and the rules that give each waiting event to
+//! the **active reviewer with the fewest open assignments** (ties: the one idle longest), never more than the cap
+//! (50 by default) open per reviewer, an event with nobody to take it left waiting (never dropped) until someone is
+//! active with room.
 //!
-//! The rules hold in the database, whoever runs the assigning: one round ([`assign_waiting`]) is one transaction
-//! that takes waiting events (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so two assigners take different ones), locks
-//! the reviewers with room (`FOR UPDATE`, in one order, so two assigners' rounds queue behind each other rather than
-//! deadlock), shares the events out in memory, and writes the assignments, the events' state and the reviewers' open
-//! counts; the count's update only applies where the cap still holds, and the unique index on open assignments
-//! refuses an event given twice. On SQLite one writer at a time gives the same.
+//! Who is active comes from the sessions (`crate::sessions`), passed in; the cap holds here, whoever runs the
+//! assigning: one round ([`assign_waiting`]) is one transaction that takes waiting events (on PostgreSQL `FOR UPDATE
+//! SKIP LOCKED`, so two assigners take different ones), locks the reviewers with room (`FOR UPDATE`, in one order,
+//! so two assigners' rounds queue behind each other rather than deadlock), shares the events out in memory, and
+//! writes the assignments, the queue and the reviewers' open counts; the count's update only applies where the cap
+//! still holds, and the unique index on open assignments refuses an event given twice. On SQLite one writer at a
+//! time gives the same. Everything that changes a reviewer's assignments locks the reviewer first.
 //!
-//! A reviewer is active while `active_until` is in the future ([`activate`], refreshed by their activity);
-//! [`expire`] takes back the open assignments of reviewers whose session ended, for others to get.
+//! Each change also puts its result message (`events.inbound`: assigned, reassigned, completed, rejected, approved)
+//! in the outbox, in the same transaction: the relay learns of it exactly once, after the commit.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use sqlx::Row;
-use weir_runtime::sql::{Dialect, SqlStore, StoreError};
+use weir_runtime::outbox::{self, Enqueued, OutboxEvent};
+use weir_runtime::sql::{Dialect, SqlStore, SqlTx, StoreError};
+use weir_runtime::time::format_rfc3339;
 
-use crate::events::State;
+use crate::events::{OutboundEvent, ResultMessage, ResultStatus};
+use crate::store::INBOUND;
+
+/// An assignment's status: `open` until the reviewer settles it (`completed`, `rejected`, `approved`: the seed's
+/// values and the origin's) or it is taken back (`reassigned`: not settled in time, or its reviewer's session ended).
+pub const STATUSES: [&str; 5] = ["open", "completed", "rejected", "approved", "reassigned"];
 
 /// The assignment rules.
 #[derive(Clone, Copy, Debug)]
@@ -41,106 +52,241 @@ pub struct Assignment {
     pub assignment_id: uuid::Uuid,
     pub event_id: String,
     pub user_id: String,
+    /// From the event's creation to this assignment, in milliseconds.
+    pub waited_ms: i64,
+}
+
+/// What a change did: the assignments it concerns, the reviewers' open counts after it (for the sessions' view),
+/// and its result messages, to hand to the relay once committed.
+#[derive(Debug)]
+pub struct Changed<T> {
+    pub items: Vec<T>,
+    pub counts: Vec<(String, i64)>,
+    pub enqueued: Enqueued,
+}
+
+impl<T> Default for Changed<T> {
+    fn default() -> Self {
+        Changed { items: Vec::new(), counts: Vec::new(), enqueued: Enqueued::default() }
+    }
+}
+
+impl<T> Changed<T> {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// An assignment taken back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenBack {
+    pub assignment_id: String,
+    pub event_id: String,
+    pub user_id: String,
 }
 
 pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let statuses = STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let statements = [
+        // `waiting` is 1 while nobody holds the event; `avoid_user` is whom it was taken from for not settling it
+        // (or who rejected it), to go to again only if nobody else can take it.
+        "CREATE TABLE IF NOT EXISTS dispatch_queue (event_id TEXT PRIMARY KEY, region TEXT NOT NULL, \
+         created_at BIGINT NOT NULL, received_at BIGINT NOT NULL, waiting INTEGER NOT NULL DEFAULT 1, \
+         avoid_user TEXT)"
+            .to_string(),
+        "CREATE INDEX IF NOT EXISTS dispatch_queue_waiting ON dispatch_queue (created_at, event_id) \
+         WHERE waiting = 1"
+            .into(),
+        format!(
+            "CREATE TABLE IF NOT EXISTS assignments (assignment_id TEXT PRIMARY KEY, \
+             event_id TEXT NOT NULL REFERENCES dispatch_queue (event_id), user_id TEXT NOT NULL, \
+             status TEXT NOT NULL CHECK (status IN ({statuses})), created_at BIGINT NOT NULL, \
+             updated_at BIGINT NOT NULL, reason TEXT)"
+        ),
+        // An event is open with one reviewer at a time: two assignment workers racing for it cannot both win.
+        "CREATE UNIQUE INDEX IF NOT EXISTS assignments_one_open ON assignments (event_id) WHERE status = 'open'".into(),
+        "CREATE INDEX IF NOT EXISTS assignments_user_open ON assignments (user_id) WHERE status = 'open'".into(),
+        // What the expirer looks for each second: open assignments older than the reassignment limit.
+        "CREATE INDEX IF NOT EXISTS assignments_open_since ON assignments (created_at) WHERE status = 'open'".into(),
         "CREATE TABLE IF NOT EXISTS dispatch_reviewers (user_id TEXT PRIMARY KEY, region TEXT, \
-         open_count INTEGER NOT NULL DEFAULT 0 CHECK (open_count >= 0), active_until BIGINT NOT NULL, \
-         last_assigned_at BIGINT NOT NULL DEFAULT 0)",
-    )
-    .execute(store.pool())
-    .await?;
+         open_count INTEGER NOT NULL DEFAULT 0 CHECK (open_count >= 0), last_assigned_at BIGINT NOT NULL DEFAULT 0)"
+            .into(),
+    ];
+    for s in statements {
+        sqlx::query(&s).execute(store.pool()).await?;
+    }
     Ok(())
 }
 
-/// Starts or refreshes `user`'s session until `now_ms + ttl_ms`; a region given replaces the one known.
-pub async fn activate(
+/// Takes an event from `events.outbound` into the queue, once: a re-publication of one already received (waiting,
+/// assigned or settled) changes nothing. Returns whether it was new.
+pub async fn receive(tx: &mut SqlTx, d: Dialect, event: &OutboundEvent, now_ms: i64) -> Result<bool, sqlx::Error> {
+    let created = weir_runtime::time::parse_rfc3339(&event.created_at).unwrap_or(now_ms);
+    let sql = format!(
+        "INSERT INTO dispatch_queue (event_id, region, created_at, received_at) VALUES ({}, {}, {}, {}) \
+         ON CONFLICT (event_id) DO NOTHING",
+        d.param(1),
+        d.param(2),
+        d.param(3),
+        d.param(4)
+    );
+    let r = sqlx::query(&sql)
+        .bind(event.event_id.to_string())
+        .bind(event.region.clone())
+        .bind(created)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Makes `user` known as a reviewer (their row holds the open count the cap applies to); a region given replaces
+/// the one known. Returns their region and open count.
+pub async fn register(
     store: &SqlStore,
     user: &str,
     region: Option<&str>,
-    now_ms: i64,
-    ttl_ms: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(Option<String>, i64), sqlx::Error> {
     let d = store.dialect();
     let sql = format!(
-        "INSERT INTO dispatch_reviewers (user_id, region, active_until) VALUES ({}, {}, {}) ON CONFLICT (user_id) \
-         DO UPDATE SET active_until = excluded.active_until, \
-         region = COALESCE(excluded.region, dispatch_reviewers.region)",
+        "INSERT INTO dispatch_reviewers (user_id, region) VALUES ({}, {}) ON CONFLICT (user_id) \
+         DO UPDATE SET region = COALESCE(excluded.region, dispatch_reviewers.region) RETURNING region, open_count",
         d.param(1),
         d.param(2),
-        d.param(3)
     );
-    sqlx::query(&sql)
-        .bind(user.to_string())
-        .bind(region.map(str::to_string))
-        .bind(now_ms + ttl_ms)
-        .execute(store.pool())
-        .await?;
+    let row = sqlx::query(&sql).bind(user.to_string()).bind(region.map(str::to_string)).fetch_one(store.pool()).await?;
+    Ok((row.try_get(0)?, row.try_get::<i32, _>(1)?.into()))
+}
+
+/// A reviewer's region and open count, if known.
+pub async fn reviewer(store: &SqlStore, user: &str) -> Result<Option<(Option<String>, i64)>, sqlx::Error> {
+    let sql = format!("SELECT region, open_count FROM dispatch_reviewers WHERE user_id = {}", store.dialect().param(1));
+    let row = sqlx::query(&sql).bind(user.to_string()).fetch_optional(store.pool()).await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get::<i32, _>(1)?.into()))).transpose()
+}
+
+/// `events.inbound` messages for `items`, keyed by event id (one event's results in order on one partition) and
+/// identified by assignment and status, so a re-publication is applied once.
+fn results<'a>(
+    items: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+    status: ResultStatus,
+    now_ms: i64,
+) -> Result<Vec<OutboxEvent>, sqlx::Error> {
+    items
+        .map(|(assignment, event, user)| {
+            let message = ResultMessage {
+                assignment_id: assignment.to_string(),
+                event_id: event.to_string(),
+                user_id: user.to_string(),
+                status,
+                occurred_at: format_rfc3339(now_ms),
+            };
+            let payload = serde_json::to_vec(&message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            Ok(OutboxEvent {
+                id: Some(format!("{assignment}:{}", status.as_str())),
+                topic: INBOUND.to_string(),
+                key: Some(event.to_string().into()),
+                payload: Some(payload.into()),
+                headers: vec![("content-type".into(), "application/json".into())],
+            })
+        })
+        .collect()
+}
+
+fn params(d: Dialect, from: usize, n: usize) -> String {
+    (from..from + n).map(|i| d.param(i)).collect::<Vec<_>>().join(", ")
+}
+
+/// Locks the reviewers `users` (PostgreSQL; SQLite has one writer), in one order.
+async fn lock_reviewers(tx: &mut SqlTx, d: Dialect, users: &[String]) -> Result<(), sqlx::Error> {
+    if d != Dialect::Postgres || users.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = users.to_vec();
+    sorted.sort();
+    for chunk in sorted.chunks(1000) {
+        let sql = format!(
+            "SELECT user_id FROM dispatch_reviewers WHERE user_id IN ({}) ORDER BY user_id FOR UPDATE",
+            params(d, 1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for u in chunk {
+            q = q.bind(u.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
-/// Ends `user`'s session now (their open assignments go back at the next [`expire`]).
-pub async fn deactivate(store: &SqlStore, user: &str) -> Result<bool, sqlx::Error> {
-    let sql = format!("UPDATE dispatch_reviewers SET active_until = 0 WHERE user_id = {}", store.dialect().param(1));
-    Ok(sqlx::query(&sql).bind(user.to_string()).execute(store.pool()).await?.rows_affected() > 0)
-}
-
-/// One round: up to `limit` waiting events, oldest first, given out by the rules. Returns what it assigned; an
-/// empty result with events still waiting means nobody active has room (for them).
+/// One round: up to `limit` waiting events, oldest first, given out by the rules to the reviewers of `active` (the
+/// users whose session is running). An empty result with events still waiting means nobody active has room (for
+/// them).
 pub async fn assign_waiting(
     store: &SqlStore,
     rules: Rules,
+    active: &[String],
     now_ms: i64,
     limit: i64,
-) -> Result<Vec<Assignment>, StoreError> {
+) -> Result<Changed<Assignment>, StoreError> {
+    if active.is_empty() {
+        return Ok(Changed::default());
+    }
     let d = store.dialect();
     let lock = |what: &str| if d == Dialect::Postgres { what.to_string() } else { String::new() };
     let mut tx = store.begin().await?;
     let sql = format!(
-        "SELECT event_id, region, avoid_user FROM detection_events WHERE state = {} ORDER BY created_at, event_id \
-         LIMIT {} {}",
+        "SELECT event_id, region, avoid_user, created_at FROM dispatch_queue WHERE waiting = 1 \
+         ORDER BY created_at, event_id LIMIT {} {}",
         d.param(1),
-        d.param(2),
         lock("FOR UPDATE SKIP LOCKED")
     );
-    let waiting: Vec<(String, String, Option<String>)> = sqlx::query(&sql)
-        .bind(State::NotViewed.as_str())
+    let waiting: Vec<(String, String, Option<String>, i64)> = sqlx::query(&sql)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
         .collect::<Result<_, sqlx::Error>>()?;
     if waiting.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Changed::default());
     }
-    let sql = format!(
-        "SELECT user_id, region, open_count, last_assigned_at FROM dispatch_reviewers \
-         WHERE active_until > {} AND open_count < {} ORDER BY user_id {}",
-        d.param(1),
-        d.param(2),
-        lock("FOR UPDATE")
-    );
-    let rows = sqlx::query(&sql).bind(now_ms).bind(rules.cap).fetch_all(&mut *tx).await?;
     // Per region (one pool for all without regions): reviewers by (open, last assigned, id), least first.
     type Queue = BinaryHeap<Reverse<(i64, i64, String)>>;
     let mut queues: HashMap<Option<String>, Queue> = HashMap::new();
-    for r in &rows {
-        let (user, region, open, last): (String, Option<String>, i64, i64) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get::<i32, _>(2)?.into(), r.try_get(3)?);
-        let key = if rules.by_region { region } else { None };
-        queues.entry(key).or_default().push(Reverse((open, last, user)));
+    let mut sorted = active.to_vec();
+    sorted.sort();
+    for chunk in sorted.chunks(1000) {
+        let sql = format!(
+            "SELECT user_id, region, open_count, last_assigned_at FROM dispatch_reviewers \
+             WHERE open_count < {} AND user_id IN ({}) ORDER BY user_id {}",
+            d.param(1),
+            params(d, 2, chunk.len()),
+            lock("FOR UPDATE")
+        );
+        let mut q = sqlx::query(&sql).bind(rules.cap);
+        for u in chunk {
+            q = q.bind(u.clone());
+        }
+        for r in q.fetch_all(&mut *tx).await? {
+            let (user, region, open, last): (String, Option<String>, i64, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get::<i32, _>(2)?.into(), r.try_get(3)?);
+            let key = if rules.by_region { region } else { None };
+            queues.entry(key).or_default().push(Reverse((open, last, user)));
+        }
     }
     let mut made = Vec::new();
     let mut added: HashMap<String, i64> = HashMap::new();
     // Within the round, a reviewer just given one counts as idle for the shortest time.
     let mut tick = 0i64;
-    for (event, region, avoid) in waiting {
+    for (event, region, avoid, created) in waiting {
         let key = if rules.by_region { Some(region) } else { None };
         let Some(queue) = queues.get_mut(&key) else { continue };
         let Some(Reverse(mut pick)) = queue.pop() else { continue };
-        // Taken back from this reviewer for not settling it: someone else, if anyone else has room.
+        // Taken back from (or rejected by) this reviewer: someone else, if anyone else has room.
         if avoid.as_deref() == Some(pick.2.as_str()) {
             if let Some(Reverse(next)) = queue.pop() {
                 queue.push(Reverse(std::mem::replace(&mut pick, next)));
@@ -152,10 +298,15 @@ pub async fn assign_waiting(
         if open + 1 < rules.cap {
             queue.push(Reverse((open + 1, now_ms.saturating_mul(1000) + tick, user.clone())));
         }
-        made.push(Assignment { assignment_id: uuid::Uuid::new_v4(), event_id: event, user_id: user });
+        made.push(Assignment {
+            assignment_id: uuid::Uuid::new_v4(),
+            event_id: event,
+            user_id: user,
+            waited_ms: (now_ms - created).max(0),
+        });
     }
     if made.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Changed::default());
     }
     for chunk in made.chunks(500) {
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
@@ -174,26 +325,22 @@ pub async fn assign_waiting(
                 .bind(now_ms);
         }
         q.execute(&mut *tx).await?;
-        let sql = format!(
-            "UPDATE detection_events SET state = {}, updated_at = {} WHERE event_id IN ({})",
-            d.param(1),
-            d.param(2),
-            (3..3 + chunk.len()).map(|i| d.param(i)).collect::<Vec<_>>().join(", ")
-        );
-        let mut q = sqlx::query(&sql).bind(State::Assigned.as_str()).bind(now_ms);
+        let sql = format!("UPDATE dispatch_queue SET waiting = 0 WHERE event_id IN ({})", params(d, 1, chunk.len()));
+        let mut q = sqlx::query(&sql);
         for a in chunk {
             q = q.bind(a.event_id.clone());
         }
         q.execute(&mut *tx).await?;
     }
     let added: Vec<(String, i64)> = added.into_iter().collect();
+    let mut counts = Vec::with_capacity(added.len());
     for chunk in added.chunks(500) {
         // Parameters in the order they appear (SQLite's are positional); the cap is a number of ours, inlined.
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 2, 2)).collect();
         let sql = format!(
             "UPDATE dispatch_reviewers SET open_count = open_count + v.column2, last_assigned_at = {now} \
              FROM (VALUES {}) AS v WHERE dispatch_reviewers.user_id = v.column1 \
-             AND dispatch_reviewers.open_count + v.column2 <= {cap}",
+             AND dispatch_reviewers.open_count + v.column2 <= {cap} RETURNING dispatch_reviewers.user_id, open_count",
             values.join(", "),
             now = d.param(1),
             cap = rules.cap,
@@ -202,100 +349,162 @@ pub async fn assign_waiting(
         for (user, n) in chunk {
             q = q.bind(user.clone()).bind(*n);
         }
-        let updated = q.execute(&mut *tx).await?.rows_affected();
-        if updated != chunk.len() as u64 {
+        let updated = q.fetch_all(&mut *tx).await?;
+        if updated.len() != chunk.len() {
             // The rows were locked (or, on SQLite, the database): only a bug gets here. Nothing is written.
             return Err(StoreError::Db(sqlx::Error::Protocol(format!(
                 "assigning would have taken {} reviewer(s) past the cap of {}",
-                chunk.len() as u64 - updated,
+                chunk.len() - updated.len(),
                 rules.cap
             ))));
         }
+        for r in updated {
+            counts.push((r.try_get(0)?, r.try_get::<i32, _>(1)?.into()));
+        }
     }
+    let ids: Vec<String> = made.iter().map(|a| a.assignment_id.to_string()).collect();
+    let messages = results(
+        made.iter().zip(&ids).map(|(a, id)| (id.as_str(), a.event_id.as_str(), a.user_id.as_str())),
+        ResultStatus::Assigned,
+        now_ms,
+    )?;
+    let enqueued = outbox::enqueue_all(&mut tx, d, messages).await?;
     tx.commit().await?;
-    Ok(made)
+    Ok(Changed { items: made, counts, enqueued })
 }
 
-/// Takes back the open assignments of reviewers whose session ended before `now_ms`: their events wait again (for
-/// someone else), the assignments are kept as `reassigned` with the reason. Returns how many were taken back.
-pub async fn expire(store: &SqlStore, now_ms: i64) -> Result<u64, StoreError> {
+/// Reads the rows an `UPDATE assignments ... RETURNING assignment_id, event_id, user_id` returned.
+fn taken(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<TakenBack>, sqlx::Error> {
+    rows.iter()
+        .map(|r| Ok(TakenBack { assignment_id: r.try_get(0)?, event_id: r.try_get(1)?, user_id: r.try_get(2)? }))
+        .collect()
+}
+
+/// Puts taken-back events back in the queue, each to avoid the reviewer it was taken from when `avoid` says so.
+async fn requeue(tx: &mut SqlTx, d: Dialect, items: &[TakenBack], avoid: bool) -> Result<(), sqlx::Error> {
+    for chunk in items.chunks(500) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
+        let avoid_user = if avoid { "v.column2" } else { "NULL" };
+        let sql = format!(
+            "UPDATE dispatch_queue SET waiting = 1, avoid_user = {avoid_user} FROM (VALUES {}) AS v \
+             WHERE dispatch_queue.event_id = v.column1",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for t in chunk {
+            q = q.bind(t.event_id.clone()).bind(t.user_id.clone());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Lowers reviewers' open counts by what was taken from them; returns the counts after.
+async fn release(tx: &mut SqlTx, d: Dialect, items: &[TakenBack]) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let mut per_user: HashMap<&str, i64> = HashMap::new();
+    for t in items {
+        *per_user.entry(t.user_id.as_str()).or_default() += 1;
+    }
+    let per_user: Vec<(&str, i64)> = per_user.into_iter().collect();
+    let mut counts = Vec::new();
+    for chunk in per_user.chunks(500) {
+        let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
+        let sql = format!(
+            "UPDATE dispatch_reviewers SET open_count = open_count - v.column2 FROM (VALUES {}) AS v \
+             WHERE dispatch_reviewers.user_id = v.column1 RETURNING dispatch_reviewers.user_id, open_count",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (user, n) in chunk {
+            q = q.bind(user.to_string()).bind(*n);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            counts.push((r.try_get(0)?, r.try_get::<i32, _>(1)?.into()));
+        }
+    }
+    Ok(counts)
+}
+
+/// Takes back every open assignment of `users` (their sessions ended): the events wait again, for anyone; the
+/// assignments are kept as `reassigned` with the reason.
+pub async fn take_back(store: &SqlStore, users: &[String], now_ms: i64) -> Result<Changed<TakenBack>, StoreError> {
+    if users.is_empty() {
+        return Ok(Changed::default());
+    }
     let d = store.dialect();
     let mut tx = store.begin().await?;
-    let lock = if d == Dialect::Postgres { "FOR UPDATE" } else { "" };
-    let sql = format!(
-        "SELECT user_id FROM dispatch_reviewers WHERE active_until <= {} AND open_count > 0 ORDER BY user_id {lock}",
-        d.param(1)
-    );
-    let users: Vec<String> = sqlx::query(&sql)
-        .bind(now_ms)
-        .fetch_all(&mut *tx)
+    lock_reviewers(&mut tx, d, users).await?;
+    let mut items = Vec::new();
+    for chunk in users.chunks(1000) {
+        let sql = format!(
+            "UPDATE assignments SET status = 'reassigned', reason = 'session ended', updated_at = {} \
+             WHERE status = 'open' AND user_id IN ({}) RETURNING assignment_id, event_id, user_id",
+            d.param(1),
+            params(d, 2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(now_ms);
+        for u in chunk {
+            q = q.bind(u.clone());
+        }
+        items.extend(taken(q.fetch_all(&mut *tx).await?)?);
+    }
+    finish_taking_back(tx, d, items, false, now_ms).await
+}
+
+async fn finish_taking_back(
+    mut tx: SqlTx,
+    d: Dialect,
+    items: Vec<TakenBack>,
+    avoid: bool,
+    now_ms: i64,
+) -> Result<Changed<TakenBack>, StoreError> {
+    if items.is_empty() {
+        tx.rollback().await?;
+        return Ok(Changed::default());
+    }
+    requeue(&mut tx, d, &items, avoid).await?;
+    let counts = release(&mut tx, d, &items).await?;
+    let messages = results(
+        items.iter().map(|t| (t.assignment_id.as_str(), t.event_id.as_str(), t.user_id.as_str())),
+        ResultStatus::Reassigned,
+        now_ms,
+    )?;
+    let enqueued = outbox::enqueue_all(&mut tx, d, messages).await?;
+    tx.commit().await?;
+    Ok(Changed { items, counts, enqueued })
+}
+
+/// Reviewers holding open assignments, for the expirer to compare with who is active.
+pub async fn holders(store: &SqlStore) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("SELECT user_id FROM dispatch_reviewers WHERE open_count > 0 ORDER BY user_id")
+        .fetch_all(store.pool())
         .await?
         .iter()
         .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    let mut taken = 0;
-    for user in users {
-        let sql = format!(
-            "UPDATE detection_events SET state = {}, updated_at = {} WHERE event_id IN \
-             (SELECT event_id FROM assignments WHERE user_id = {} AND status = 'open')",
-            d.param(1),
-            d.param(2),
-            d.param(3)
-        );
-        sqlx::query(&sql).bind(State::NotViewed.as_str()).bind(now_ms).bind(user.clone()).execute(&mut *tx).await?;
-        let sql = format!(
-            "UPDATE assignments SET status = 'reassigned', reason = 'session ended', updated_at = {} \
-             WHERE user_id = {} AND status = 'open'",
-            d.param(1),
-            d.param(2)
-        );
-        taken += sqlx::query(&sql).bind(now_ms).bind(user.clone()).execute(&mut *tx).await?.rows_affected();
-        let sql = format!("UPDATE dispatch_reviewers SET open_count = 0 WHERE user_id = {}", d.param(1));
-        sqlx::query(&sql).bind(user).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(taken)
+        .collect()
 }
 
 /// Takes back assignments open since before `now_ms - after_ms` (not settled in time): each event waits again, to go
-/// to another reviewer where another has room (`avoid_user`), the assignment kept as `reassigned`. Returns how many.
-pub async fn reassign_stale(store: &SqlStore, now_ms: i64, after_ms: i64) -> Result<u64, StoreError> {
+/// to another reviewer where another has room, the assignment kept as `reassigned`.
+pub async fn reassign_stale(store: &SqlStore, now_ms: i64, after_ms: i64) -> Result<Changed<TakenBack>, StoreError> {
     let d = store.dialect();
     let cutoff = now_ms - after_ms;
     let mut tx = store.begin().await?;
-    let stale = format!("SELECT user_id FROM assignments WHERE status = 'open' AND created_at <= {}", d.param(1));
     if d == Dialect::Postgres {
         // The reviewers first, as everything that changes their assignments locks them.
-        let sql =
-            format!("SELECT user_id FROM dispatch_reviewers WHERE user_id IN ({stale}) ORDER BY user_id FOR UPDATE");
-        sqlx::query(&sql).bind(cutoff).execute(&mut *tx).await?;
+        let sql = "SELECT user_id FROM dispatch_reviewers WHERE user_id IN \
+                   (SELECT user_id FROM assignments WHERE status = 'open' AND created_at <= $1) ORDER BY user_id \
+                   FOR UPDATE";
+        sqlx::query(sql).bind(cutoff).execute(&mut *tx).await?;
     }
     let sql = format!(
-        "UPDATE detection_events SET state = {}, updated_at = {}, avoid_user = (SELECT a.user_id FROM assignments a \
-         WHERE a.event_id = detection_events.event_id AND a.status = 'open') WHERE event_id IN \
-         (SELECT event_id FROM assignments WHERE status = 'open' AND created_at <= {})",
-        d.param(1),
-        d.param(2),
-        d.param(3)
-    );
-    sqlx::query(&sql).bind(State::NotViewed.as_str()).bind(now_ms).bind(cutoff).execute(&mut *tx).await?;
-    let sql = format!(
-        "UPDATE dispatch_reviewers SET open_count = open_count - (SELECT COUNT(*) FROM assignments a \
-         WHERE a.user_id = dispatch_reviewers.user_id AND a.status = 'open' AND a.created_at <= {}) \
-         WHERE user_id IN (SELECT user_id FROM assignments WHERE status = 'open' AND created_at <= {})",
-        d.param(1),
-        d.param(2)
-    );
-    sqlx::query(&sql).bind(cutoff).bind(cutoff).execute(&mut *tx).await?;
-    let sql = format!(
         "UPDATE assignments SET status = 'reassigned', reason = 'not settled in time', updated_at = {} \
-         WHERE status = 'open' AND created_at <= {}",
+         WHERE status = 'open' AND created_at <= {} RETURNING assignment_id, event_id, user_id",
         d.param(1),
         d.param(2)
     );
-    let taken = sqlx::query(&sql).bind(now_ms).bind(cutoff).execute(&mut *tx).await?.rows_affected();
-    tx.commit().await?;
-    Ok(taken)
+    let items = taken(sqlx::query(&sql).bind(now_ms).bind(cutoff).fetch_all(&mut *tx).await?)?;
+    finish_taking_back(tx, d, items, true, now_ms).await
 }
 
 /// How a reviewer settles an assignment.
@@ -317,19 +526,15 @@ impl Outcome {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::Rejected => "rejected",
-            Outcome::Approved => "approved",
-        }
+        self.result().as_str()
     }
 
-    /// The event's state once its assignment is settled so.
-    pub fn state(self) -> State {
+    /// The result message it sends back.
+    pub fn result(self) -> ResultStatus {
         match self {
-            Outcome::Completed => State::Completed,
-            Outcome::Rejected => State::Rejected,
-            Outcome::Approved => State::Approved,
+            Outcome::Completed => ResultStatus::Completed,
+            Outcome::Rejected => ResultStatus::Rejected,
+            Outcome::Approved => ResultStatus::Approved,
         }
     }
 }
@@ -347,29 +552,34 @@ pub enum SettleError {
     Store(#[from] StoreError),
 }
 
-/// Settles an open assignment: its status, its event's state, its reviewer's count, in one transaction. Returns the
-/// event and the reviewer.
+/// An assignment settled.
+#[derive(Debug)]
+pub struct Settled {
+    pub event_id: String,
+    pub user_id: String,
+    /// The reviewer's open assignments after it.
+    pub open: i64,
+    /// Rejected, and back in the queue for another reviewer.
+    pub requeued: bool,
+    pub enqueued: Enqueued,
+}
+
+/// Settles an open assignment: its status, the reviewer's count and its result message, in one transaction; a
+/// rejected one goes back to the queue for another reviewer when `requeue_rejected`.
 pub async fn settle(
     store: &SqlStore,
     assignment: &str,
     outcome: Outcome,
     now_ms: i64,
-) -> Result<(String, String), SettleError> {
+    requeue_rejected: bool,
+) -> Result<Settled, SettleError> {
     let d = store.dialect();
     let mut tx = store.begin().await?;
-    // The reviewer is locked first, as `expire` and `assign_waiting` lock reviewers before the rows they change, so
-    // settling beside them waits rather than deadlocks.
     let sql = format!("SELECT user_id FROM assignments WHERE assignment_id = {}", d.param(1));
     let Some(found) = sqlx::query(&sql).bind(assignment.to_string()).fetch_optional(&mut *tx).await? else {
         return Err(SettleError::Unknown(assignment.to_string()));
     };
-    let user: String = found.try_get(0)?;
-    if d == Dialect::Postgres {
-        sqlx::query("SELECT 1 FROM dispatch_reviewers WHERE user_id = $1 FOR UPDATE")
-            .bind(user.clone())
-            .execute(&mut *tx)
-            .await?;
-    }
+    lock_reviewers(&mut tx, d, &[found.try_get(0)?]).await?;
     // Settling only what is open, in one statement: two requests for one assignment cannot both settle it.
     let sql = format!(
         "UPDATE assignments SET status = {}, updated_at = {} WHERE assignment_id = {} AND status = 'open' \
@@ -390,15 +600,23 @@ pub async fn settle(
         return Err(SettleError::NotOpen { id: assignment.to_string(), status });
     };
     let (event, user): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+    let requeued = outcome == Outcome::Rejected && requeue_rejected;
+    if requeued {
+        let item = TakenBack { assignment_id: assignment.to_string(), event_id: event.clone(), user_id: user.clone() };
+        requeue(&mut tx, d, &[item], true).await?;
+    }
     let sql = format!(
-        "UPDATE detection_events SET state = {}, updated_at = {} WHERE event_id = {}",
-        d.param(1),
-        d.param(2),
-        d.param(3)
+        "UPDATE dispatch_reviewers SET open_count = open_count - 1 WHERE user_id = {} RETURNING open_count",
+        d.param(1)
     );
-    sqlx::query(&sql).bind(outcome.state().as_str()).bind(now_ms).bind(event.clone()).execute(&mut *tx).await?;
-    let sql = format!("UPDATE dispatch_reviewers SET open_count = open_count - 1 WHERE user_id = {}", d.param(1));
-    sqlx::query(&sql).bind(user.clone()).execute(&mut *tx).await?;
+    let open: i64 = sqlx::query(&sql).bind(user.clone()).fetch_one(&mut *tx).await?.try_get::<i32, _>(0)?.into();
+    let messages = results(std::iter::once((assignment, event.as_str(), user.as_str())), outcome.result(), now_ms)?;
+    let enqueued = outbox::enqueue_all(&mut tx, d, messages).await?;
     tx.commit().await?;
-    Ok((event, user))
+    Ok(Settled { event_id: event, user_id: user, open, requeued, enqueued })
+}
+
+/// Events waiting for a reviewer.
+pub async fn waiting(store: &SqlStore) -> Result<i64, sqlx::Error> {
+    sqlx::query("SELECT COUNT(*) FROM dispatch_queue WHERE waiting = 1").fetch_one(store.pool()).await?.try_get(0)
 }

@@ -112,6 +112,55 @@ impl DetectionEvent {
     }
 }
 
+/// What happened to an event in the assignment service, as `events.inbound` carries it back to the relay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultStatus {
+    /// Given to a reviewer.
+    Assigned,
+    /// Taken back (the session ended, it was not settled in time, or it was rejected to go to another reviewer):
+    /// it waits for a reviewer again.
+    Reassigned,
+    Completed,
+    Rejected,
+    Approved,
+}
+
+impl ResultStatus {
+    /// The event's review state once the relay has applied this.
+    pub fn state(self) -> State {
+        match self {
+            ResultStatus::Assigned => State::Assigned,
+            ResultStatus::Reassigned => State::NotViewed,
+            ResultStatus::Completed => State::Completed,
+            ResultStatus::Rejected => State::Rejected,
+            ResultStatus::Approved => State::Approved,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultStatus::Assigned => "assigned",
+            ResultStatus::Reassigned => "reassigned",
+            ResultStatus::Completed => "completed",
+            ResultStatus::Rejected => "rejected",
+            ResultStatus::Approved => "approved",
+        }
+    }
+}
+
+/// A message of `events.inbound`: the origin's `{assignmentId, eventId}` with what happened, to whom and when
+/// (`occurredAt`, RFC 3339). Keyed by the event id, so one event's results stay in order on one partition.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultMessage {
+    pub assignment_id: String,
+    pub event_id: String,
+    pub user_id: String,
+    pub status: ResultStatus,
+    pub occurred_at: String,
+}
+
 /// `n` random events created at `now_ms`, each with the origin's value sets. Frame references are
 /// `frame_<now_ms>_<i>`: the origin drew `<i>` from 0–999 at random, so two events of one run could share one; here
 /// `<i>` counts the run's events, unique within it and, with the time, across runs.

@@ -25,6 +25,7 @@ pub mod api;
 pub mod assign;
 mod cli;
 pub mod events;
+pub mod sessions;
 pub mod store;
 pub mod system;
 

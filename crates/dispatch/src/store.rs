@@ -1,28 +1,21 @@
-//! Dispatch's tables, on SQLite or PostgreSQL. Times are milliseconds since the epoch (BIGINT on both).
-//!
-//! - `detection_events`: the events, with their review `state` (the origin's `relay_service.events`), indexed as the
-//!   origin's were: by `created_at`, `state` and `rule_type`; `avoid_user` is the reviewer an event was taken back
-//!   from for not settling it in time, whom it goes to again only if nobody else can take it.
-//! - `assignments`: who was given which event, and how it ended; `reason` says why an assignment was taken back.
-//!   At most one open assignment per event, whatever process writes it: a unique index over the open ones.
+//! The relay's side, in the database (SQLite or PostgreSQL; times are milliseconds since the epoch, BIGINT on
+//! both): `detection_events`, the events with their review `state` (the origin's `relay_service.events`), indexed
+//! as the origin's were (by `created_at`, `state` and `rule_type`); writing new ones with their `events.outbound`
+//! messages in the outbox ([`insert_and_relay`]); and applying the results that come back on `events.inbound`
+//! ([`apply_result`]), the only way an event's state moves. The assignment service's tables are in `assign`.
 
 use sqlx::Row;
 use weir_runtime::outbox::{self, Enqueued, OutboxEvent};
 use weir_runtime::sql::{Dialect, SqlStore, SqlTx};
 
-use crate::events::{DetectionEvent, State};
+use crate::events::{DetectionEvent, ResultMessage, State};
 
 /// Where new events go: the topic the assignment service reads (the origin's queue's name).
 pub const OUTBOUND: &str = "events.outbound";
 /// Where reviewers' results go back to the relay (the origin's queue's name).
 pub const INBOUND: &str = "events.inbound";
 
-/// An assignment's status: `open` until the reviewer settles it (`completed`, `rejected`, `approved`: the seed's
-/// values and the origin's) or it is taken back (`reassigned`: not settled in time, or its reviewer's session ended).
-pub const STATUSES: [&str; 5] = ["open", "completed", "rejected", "approved", "reassigned"];
-
 pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
-    let statuses = STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     let states = State::ALL.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ");
     let statements = [
         format!(
@@ -30,27 +23,39 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
              rule_type TEXT NOT NULL, location TEXT, severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5), \
              device_id TEXT, camera_id TEXT, frame_reference TEXT, \
              state TEXT NOT NULL DEFAULT 'Not Viewed' CHECK (state IN ({states})), \
-             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, avoid_user TEXT)"
+             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
         ),
         "CREATE INDEX IF NOT EXISTS detection_events_created ON detection_events (created_at)".into(),
         "CREATE INDEX IF NOT EXISTS detection_events_state ON detection_events (state)".into(),
         "CREATE INDEX IF NOT EXISTS detection_events_rule ON detection_events (rule_type)".into(),
-        format!(
-            "CREATE TABLE IF NOT EXISTS assignments (assignment_id TEXT PRIMARY KEY, \
-             event_id TEXT NOT NULL REFERENCES detection_events (event_id), user_id TEXT NOT NULL, \
-             status TEXT NOT NULL CHECK (status IN ({statuses})), created_at BIGINT NOT NULL, \
-             updated_at BIGINT NOT NULL, reason TEXT)"
-        ),
-        // An event is open with one reviewer at a time: two assignment workers racing for it cannot both win.
-        "CREATE UNIQUE INDEX IF NOT EXISTS assignments_one_open ON assignments (event_id) WHERE status = 'open'".into(),
-        "CREATE INDEX IF NOT EXISTS assignments_user_open ON assignments (user_id) WHERE status = 'open'".into(),
-        // What the expirer looks for each second: open assignments older than the reassignment limit.
-        "CREATE INDEX IF NOT EXISTS assignments_open_since ON assignments (created_at) WHERE status = 'open'".into(),
     ];
     for s in statements {
         sqlx::query(&s).execute(store.pool()).await?;
     }
     crate::assign::migrate(store).await
+}
+
+/// Applies a result from `events.inbound` to its event's state; a result for an event this relay does not hold
+/// (written elsewhere) changes nothing. Returns whether it applied.
+pub async fn apply_result(
+    tx: &mut SqlTx,
+    d: Dialect,
+    result: &ResultMessage,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE detection_events SET state = {}, updated_at = {} WHERE event_id = {}",
+        d.param(1),
+        d.param(2),
+        d.param(3)
+    );
+    let r = sqlx::query(&sql)
+        .bind(result.status.state().as_str())
+        .bind(now_ms)
+        .bind(result.event_id.clone())
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 /// Rows per INSERT statement: 11 parameters a row, within SQLite's and PostgreSQL's limits.

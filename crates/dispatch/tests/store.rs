@@ -45,7 +45,11 @@ async fn generated_events_are_written_in_one_transaction_and_the_tables_hold_the
         let e = events[0].event_id.to_string();
         assert!(sqlx::query(sql).bind(&e).execute(store.pool()).await.is_err(), "{d:?}: state Viewed accepted");
 
-        // One open assignment per event: a second is refused, a settled one does not count.
+        // One open assignment per event: a second is refused, a settled one does not count. (Assignments are of
+        // the assignment service's copy of the event.)
+        let mut tx = store.begin().await.unwrap();
+        weir_dispatch::assign::receive(&mut tx, d, &events[0].outbound(), 1).await.unwrap();
+        tx.commit().await.unwrap();
         let assign = |id: &str, user: &str, status: &str| {
             sqlx::query(
                 "INSERT INTO assignments (assignment_id, event_id, user_id, status, created_at, updated_at) \

@@ -1,6 +1,7 @@
 //! Dispatch as a system on a `Host` (embedded bus, SQLite and PostgreSQL): reviewers come online, events are written
 //! through the API, relayed to `events.outbound` once each and assigned within the cap; settling answers 200, then
-//! 409; unknown is 404, a bad body 400 naming the field; an ended session's assignments go to the others.
+//! 409; unknown is 404, a bad body 400 naming the field; an ended session's assignments go to the others; the
+//! results come back through `events.inbound` to the events' state; the seed's root paths and Redis-style hashes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use weir_dispatch::DispatchSystem;
 use weir_http::testing::call;
-use weir_runtime::kv::SqlKv;
+use weir_runtime::kv::{KvStore, SqlKv};
 use weir_runtime::{Bus, EmbeddedBus, Host, SqlStore, SystemSettings};
 
 async fn wait_for(routes: &axum::Router, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
@@ -66,8 +67,9 @@ async fn flow(database: Option<String>) {
         let (status, body) = call(&routes, Method::POST, "/api/dispatch/events", Some(one.clone())).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    let stats = wait_for(&routes, "50 assigned", |s| s["events"]["Assigned"] == 50).await;
-    assert_eq!(stats["waiting"], 30, "{stats}");
+    // Assigned as the relay learns it back, and the rest received by the assignment service, waiting.
+    let stats = wait_for(&routes, "50 assigned", |s| s["events"]["Assigned"] == 50 && s["waiting"] == 30).await;
+    assert_eq!(stats["events"]["Not Viewed"], 30, "{stats}");
     for u in 0..5 {
         assert_eq!(stats["users"][format!("u{u}")]["open"], 10, "{stats}");
     }
@@ -98,13 +100,39 @@ async fn flow(database: Option<String>) {
         let (status, body) = call(&routes, Method::PUT, &path, Some(json!({"status": "rejected"}))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let stats = wait_for(&routes, "u1's taken back, u0 full again", |s| {
-        s["users"]["u1"]["open"] == 0 && s["users"]["u0"]["open"] == 10
+    // The results come back through events.inbound to the relay's table: 1 completed, 10 rejected, and 40 open.
+    let stats = wait_for(&routes, "u1's taken back, u0 full again, the results applied", |s| {
+        s["users"]["u1"]["open"] == 0
+            && s["users"]["u0"]["open"] == 10
+            && s["events"]["Completed"] == 1
+            && s["events"]["Rejected"] == 10
+            && s["events"]["Assigned"] == 40
     })
     .await;
     assert_eq!(stats["users"]["u1"]["active"], false, "{stats}");
-    assert_eq!(stats["events"]["Completed"], 1, "{stats}");
-    assert_eq!(stats["events"]["Rejected"], 10, "{stats}");
+    assert_eq!(stats["events"]["Not Viewed"], 29, "{stats}");
+    assert_eq!(stats["waiting"], 29, "{stats}");
+    assert!(stats["timeToAssignmentMs"]["p99"].as_i64().is_some(), "{stats}");
+
+    // The seed's own paths at the root: a reviewer's queue and settling.
+    let (status, mine) = call(&routes, Method::GET, "/users/u4/assignments", None).await;
+    assert_eq!((status, mine["open"].clone(), mine["active"].clone()), (StatusCode::OK, json!(10), json!(true)));
+    let path = format!("/assignments/{}", mine["assignments"][0]["assignmentId"].as_str().unwrap());
+    let (status, body) = call(&routes, Method::PUT, &path, Some(json!({"status": "approved"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(&routes, Method::DELETE, "/users/u4/active", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&routes, Method::DELETE, "/users/u4/active", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no session any more");
+    wait_for(&routes, "the approval applied", |s| s["events"]["Approved"] == 1).await;
+
+    // The seed's hashes, for tools that read them: who is active (until when), and open counts.
+    let kv = SqlKv::new(store.clone());
+    let active: Vec<String> = kv.hgetall("active_users").await.unwrap().into_iter().map(|(u, _)| u).collect();
+    assert!(active.contains(&"u0".to_string()) && !active.contains(&"u1".to_string()), "{active:?}");
+    let counts = kv.hgetall("user_assignments").await.unwrap();
+    let u1 = counts.iter().find(|(u, _)| u == "u1").map(|(_, n)| n.clone());
+    assert_eq!(u1.as_deref(), Some(&b"0"[..]), "{counts:?}");
 
     // Every event on events.outbound once.
     let ends: i64 = (0..4).map(|p| broker.offsets("events.outbound", p).unwrap().1).sum();
@@ -122,4 +150,75 @@ async fn reviewers_get_events_within_the_cap_and_settle_them_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reviewers_get_events_within_the_cap_and_settle_them_on_postgres() {
     flow(Some(weir_runtime::testing::fresh_postgres().await)).await;
+}
+
+/// A reviewer idle for the TTL loses their session and their open assignments go to those still active, on a test
+/// clock; a refreshed session keeps them. With sessions in memory, in the embedded store and in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_ends_after_the_ttl_and_its_assignments_go_to_the_others() {
+    use weir_dispatch::assign::{self, Rules};
+    use weir_dispatch::sessions::Sessions;
+    use weir_dispatch::system::{expire_once, Dispatch};
+    use weir_dispatch::DispatchSettings;
+    use weir_runtime::kv::{MemoryKv, RedisKv};
+
+    const NOW: i64 = 1_764_576_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let redis_url = std::env::var("WEIR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let redis = RedisKv::connect(&redis_url, format!("weir-dispatch-test-{}:", rand::random::<u32>()))
+        .await
+        .unwrap_or_else(|e| panic!("Redis is required at {redis_url} (run scripts/test.sh, which starts it): {e}"));
+    let kvs: Vec<(&str, Arc<dyn KvStore>, SqlStore)> = {
+        let mut out: Vec<(&str, Arc<dyn KvStore>, SqlStore)> = Vec::new();
+        for (name, i) in [("memory", 0), ("embedded", 1), ("redis", 2)] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            let store = SqlStore::connect(&SqlStore::sqlite_url(&path)).await.unwrap();
+            weir_dispatch::store::migrate(&store).await.unwrap();
+            let kv: Arc<dyn KvStore> = match i {
+                0 => Arc::new(MemoryKv::default()),
+                1 => Arc::new(SqlKv::new(store.clone())),
+                _ => Arc::new(redis.clone()),
+            };
+            out.push((name, kv, store));
+        }
+        out
+    };
+    for (name, kv, store) in kvs {
+        let settings = DispatchSettings::default();
+        let ttl = settings.ttl_ms();
+        let d = Dispatch {
+            store: store.clone(),
+            sessions: Sessions::new(kv, ttl),
+            settings,
+            outbox: Default::default(),
+            wake: Default::default(),
+            recent: Default::default(),
+        };
+        for u in ["a", "b"] {
+            assign::register(&store, u, None).await.unwrap();
+            d.sessions.start(u, None, 0, NOW).await.unwrap();
+        }
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let mut tx = store.begin().await.unwrap();
+        for e in weir_dispatch::events::generate(4, NOW, &mut rng) {
+            assign::receive(&mut tx, store.dialect(), &e.outbound(), NOW).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        let active = d.sessions.active(NOW).await.unwrap();
+        let made = assign::assign_waiting(&store, Rules::default(), &active, NOW, 10).await.unwrap();
+        assert_eq!(made.len(), 4, "{name}");
+        // b is active at 200 s (refreshed); a is not.
+        d.sessions.start("b", None, 2, NOW + 200_000).await.unwrap();
+        assert_eq!(expire_once(&d, NOW + ttl - 1).await.unwrap(), 0, "{name}: nobody's TTL has passed");
+        assert_eq!(expire_once(&d, NOW + ttl).await.unwrap(), 2, "{name}: a's two taken back");
+        assert_eq!(d.sessions.active(NOW + ttl).await.unwrap(), ["b"], "{name}");
+        assert!(d.sessions.ended(NOW + ttl).await.unwrap().is_empty(), "{name}: a's session unlisted");
+        let active = d.sessions.active(NOW + ttl).await.unwrap();
+        let again = assign::assign_waiting(&store, Rules::default(), &active, NOW + ttl, 10).await.unwrap();
+        assert_eq!(again.items.iter().filter(|a| a.user_id == "b").count(), 2, "{name}: {again:?}");
+        // Then b's TTL passes too: all four wait again, none lost.
+        assert_eq!(expire_once(&d, NOW + 200_000 + ttl).await.unwrap(), 4, "{name}");
+        assert_eq!(assign::waiting(&store).await.unwrap(), 4, "{name}");
+    }
 }

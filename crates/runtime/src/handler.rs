@@ -107,6 +107,9 @@ pub struct RunnerConfig {
     pub dedupe: bool,
     /// How long a graceful stop may take to finish the batch in hand.
     pub shutdown_deadline: Duration,
+    /// Exactly-once mode: notified after each batch's transaction commits, for a task that acts on what the
+    /// handlers wrote (it sees the rows then, not while the batch is in hand).
+    pub after_commit: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl RunnerConfig {
@@ -123,6 +126,7 @@ impl RunnerConfig {
             start_from: StartFrom::Earliest,
             dedupe: false,
             shutdown_deadline: Duration::from_secs(30),
+            after_commit: None,
         }
     }
 }
@@ -611,6 +615,9 @@ async fn commit_or_fenced(
     let from = msgs.first().map_or(next, |m| m.offset);
     if sql::advance_offset(&mut tx, &config.group, &tp.0, tp.1, from, next).await? {
         tx.commit().await?;
+        if let Some(notify) = &config.after_commit {
+            notify.notify_one();
+        }
         return Ok(stats);
     }
     tx.rollback().await?;

@@ -1,7 +1,8 @@
 //! A key-value store with TTLs, for sessions and counters. Three implementations of one trait:
 //! [`SqlKv`] (the `weir_kv` table of the SQL store: embedded by default, survives restarts), [`RedisKv`] (shared
 //! between processes and machines, `--redis redis://...`) and [`MemoryKv`] (in-process, for tests and scratch).
-//! Expired keys read as absent everywhere.
+//! Expired keys read as absent everywhere. Hashes (`hset`, `hgetall`, `hdel_if`: fields of one key, as Redis's
+//! hashes) hold state that tools read as a whole, such as who is active; they have no TTL.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,6 +35,13 @@ pub trait KvStore: Send + Sync + 'static {
     async fn incr(&self, key: &str, by: i64) -> Result<i64, KvError>;
     /// Removes `key`; true if it was there.
     async fn delete(&self, key: &str) -> Result<bool, KvError>;
+    /// Sets fields of the hash `key` (one call for many, as Redis's HSET).
+    async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError>;
+    /// Every field of the hash `key` with its value (none when there is no such hash).
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError>;
+    /// Removes `field` of the hash `key`, only while its value is `expected` when one is given (so that a field
+    /// rewritten since it was read is kept); true if it was removed.
+    async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError>;
 }
 
 fn parse_int(key: &str, v: &[u8]) -> Result<i64, KvError> {
@@ -44,6 +52,7 @@ fn parse_int(key: &str, v: &[u8]) -> Result<i64, KvError> {
 #[derive(Debug, Default)]
 pub struct MemoryKv {
     map: Mutex<HashMap<String, (Bytes, Option<Instant>)>>,
+    hashes: Mutex<HashMap<String, HashMap<String, Bytes>>>,
 }
 
 impl MemoryKv {
@@ -81,6 +90,30 @@ impl KvStore for MemoryKv {
 
     async fn delete(&self, key: &str) -> Result<bool, KvError> {
         Ok(self.live(key).is_some() && self.map.lock().remove(key).is_some())
+    }
+
+    async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        let mut hashes = self.hashes.lock();
+        let hash = hashes.entry(key.into()).or_default();
+        for (f, v) in fields {
+            hash.insert(f.clone(), Bytes::copy_from_slice(v));
+        }
+        Ok(())
+    }
+
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError> {
+        let hashes = self.hashes.lock();
+        Ok(hashes.get(key).map(|h| h.iter().map(|(f, v)| (f.clone(), v.clone())).collect()).unwrap_or_default())
+    }
+
+    async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError> {
+        let mut hashes = self.hashes.lock();
+        let Some(hash) = hashes.get_mut(key) else { return Ok(false) };
+        match (hash.get(field), expected) {
+            (Some(v), Some(e)) if v.as_ref() != e => Ok(false),
+            (Some(_), _) => Ok(hash.remove(field).is_some()),
+            (None, _) => Ok(false),
+        }
     }
 }
 
@@ -155,6 +188,53 @@ impl KvStore for SqlKv {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        // Many rows a statement, in one transaction: all the fields or none.
+        let d = self.store.dialect();
+        let mut tx = self.store.pool().begin().await?;
+        for chunk in fields.chunks(500) {
+            let rows: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 3 + 1, 3)).collect();
+            let sql = format!(
+                "INSERT INTO weir_kv_hash (k, f, v) VALUES {} ON CONFLICT (k, f) DO UPDATE SET v = excluded.v",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (f, v) in chunk {
+                q = q.bind(key).bind(f.as_str()).bind(v.as_slice());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError> {
+        let rows =
+            sqlx::query("SELECT f, v FROM weir_kv_hash WHERE k = $1").bind(key).fetch_all(self.store.pool()).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, Bytes::from(r.try_get::<Vec<u8>, _>(1)?)))).collect()
+    }
+
+    async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError> {
+        let r = match expected {
+            Some(e) => {
+                sqlx::query("DELETE FROM weir_kv_hash WHERE k = $1 AND f = $2 AND v = $3")
+                    .bind(key)
+                    .bind(field)
+                    .bind(e.to_vec())
+                    .execute(self.store.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM weir_kv_hash WHERE k = $1 AND f = $2")
+                    .bind(key)
+                    .bind(field)
+                    .execute(self.store.pool())
+                    .await?
+            }
+        };
+        Ok(r.rows_affected() > 0)
+    }
 }
 
 /// Redis, shared by every process that points at it (the `redis` feature, on by default).
@@ -211,6 +291,46 @@ impl KvStore for RedisKv {
 
     async fn delete(&self, key: &str) -> Result<bool, KvError> {
         let n: i64 = redis::cmd("DEL").arg(self.key(key)).query_async(&mut self.conn.clone()).await?;
+        Ok(n > 0)
+    }
+
+    async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.key(key));
+        for (f, v) in fields {
+            cmd.arg(f).arg(v);
+        }
+        let _: i64 = cmd.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError> {
+        let all: Vec<(String, Vec<u8>)> =
+            redis::cmd("HGETALL").arg(self.key(key)).query_async(&mut self.conn.clone()).await?;
+        Ok(all.into_iter().map(|(f, v)| (f, Bytes::from(v))).collect())
+    }
+
+    async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError> {
+        let n: i64 = match expected {
+            // Compare and delete in one step on the server: another process may rewrite the field in between.
+            Some(e) => {
+                redis::cmd("EVAL")
+                    .arg(
+                        "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
+                         return redis.call('HDEL', KEYS[1], ARGV[1]) else return 0 end",
+                    )
+                    .arg(1)
+                    .arg(self.key(key))
+                    .arg(field)
+                    .arg(e)
+                    .query_async(&mut self.conn.clone())
+                    .await?
+            }
+            None => redis::cmd("HDEL").arg(self.key(key)).arg(field).query_async(&mut self.conn.clone()).await?,
+        };
         Ok(n > 0)
     }
 }

@@ -9,7 +9,7 @@
 //! - `weir_processed_events`: event ids already handled per group (the idempotent-consumer dedupe);
 //! - `weir_outbox`: events a system emits, written with its own state and published by the relay (`outbox.rs`), and
 //!   `weir_outbox_relayed`, how far the relay has published on SQLite;
-//! - `weir_kv`: the persistent embedded key-value store (`kv.rs`).
+//! - `weir_kv`, `weir_kv_hash`: the persistent embedded key-value store's keys and hashes (`kv.rs`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -271,6 +271,11 @@ impl SqlStore {
             }
             .to_string(),
             format!("CREATE TABLE IF NOT EXISTS weir_kv (k TEXT PRIMARY KEY, v {}, expires_at BIGINT)", d.bytes()),
+            format!(
+                "CREATE TABLE IF NOT EXISTS weir_kv_hash (k TEXT NOT NULL, f TEXT NOT NULL, v {} NOT NULL, \
+                 PRIMARY KEY (k, f))",
+                d.bytes()
+            ),
         ];
         for s in statements {
             sqlx::query(&s).execute(&self.pool).await?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use sqlx::Row;
 use support::Db;
 use weir_broker::testing::open_broker;
@@ -428,6 +429,20 @@ async fn kv_contract(kv: &dyn KvStore) {
     assert!(!kv.delete(&c).await.unwrap());
     kv.set(&c, b"x", None).await.unwrap();
     assert!(kv.incr(&c, 1).await.is_err(), "not an integer");
+
+    let h = format!("hash-{}", rand::random::<u32>());
+    assert!(kv.hgetall(&h).await.unwrap().is_empty());
+    kv.hset(&h, &[]).await.unwrap();
+    kv.hset(&h, &[("alice".into(), b"1".to_vec()), ("bob".into(), b"2".to_vec())]).await.unwrap();
+    kv.hset(&h, &[("alice".into(), b"3".to_vec())]).await.unwrap();
+    let mut all = kv.hgetall(&h).await.unwrap();
+    all.sort();
+    assert_eq!(all, [("alice".to_string(), Bytes::from_static(b"3")), ("bob".to_string(), Bytes::from_static(b"2"))]);
+    assert!(!kv.hdel_if(&h, "alice", Some(b"1")).await.unwrap(), "rewritten since: kept");
+    assert!(kv.hdel_if(&h, "alice", Some(b"3")).await.unwrap());
+    assert!(!kv.hdel_if(&h, "alice", None).await.unwrap(), "gone");
+    assert!(kv.hdel_if(&h, "bob", None).await.unwrap());
+    assert!(kv.hgetall(&h).await.unwrap().is_empty());
 }
 
 #[tokio::test]

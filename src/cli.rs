@@ -135,6 +135,14 @@ pub struct UpArgs {
     /// `--set wedding.policy=fifo`, `--set analytics.grace_period_seconds=10`.
     #[arg(long = "set", value_name = "SYSTEM.KEY=VALUE")]
     pub set: Vec<String>,
+    /// Dispatch: when the relay sweeps for events written by other processes, as a cron expression (seconds
+    /// first, optional), or `none`; default `*/15 * * * * *` (every 15 s). Short for `--set dispatch.relay_schedule=`.
+    #[arg(long, value_name = "CRON")]
+    pub relay_schedule: Option<String>,
+    /// Dispatch: an event goes only to reviewers of its region, and waits while none is active. Short for
+    /// `--set dispatch.by_region=true`.
+    #[arg(long)]
+    pub dispatch_by_region: bool,
     /// Seconds between status lines.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub status_every: u64,

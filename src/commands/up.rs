@@ -132,7 +132,14 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
 
 /// The systems `--systems` chooses, each with its settings layered and checked.
 fn chosen_systems(settings: &Settings, args: &UpArgs) -> Result<Vec<(Arc<dyn System>, SystemSettings)>> {
-    let flags = crate::systems::parse_set_flags(&args.set)?;
+    let mut set = args.set.clone();
+    if let Some(schedule) = &args.relay_schedule {
+        set.push(format!("dispatch.relay_schedule={schedule}"));
+    }
+    if args.dispatch_by_region {
+        set.push("dispatch.by_region=true".into());
+    }
+    let flags = crate::systems::parse_set_flags(&set)?;
     let mut chosen = Vec::new();
     for system in crate::systems::select(&args.systems)? {
         let own: Vec<(String, String)> =

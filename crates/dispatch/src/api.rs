@@ -118,10 +118,15 @@ async fn add_events(State(d): State<Dispatch>, body: Option<Json<Value>>) -> Res
 async fn activate(
     State(d): State<Dispatch>,
     Path(user): Path<String>,
-    body: Option<Json<Value>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let user = user_id(&user)?;
-    let region = match body.as_ref().and_then(|Json(b)| b.get("region")) {
+    // The body is optional (the origin's clients send none, or an empty one with a JSON content type).
+    let body: Option<Value> = match body.iter().all(u8::is_ascii_whitespace) {
+        true => None,
+        false => Some(serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?),
+    };
+    let region = match body.as_ref().and_then(|b| b.get("region")) {
         None | Some(Value::Null) => None,
         Some(Value::String(r)) if REGIONS.contains(&r.as_str()) => Some(r.clone()),
         Some(_) => return Err(bad(format!("region: must be one of {}", REGIONS.join(", ")))),
@@ -193,7 +198,10 @@ async fn settle(
             if let Err(e) = d.sessions.publish_counts(&counts).await {
                 tracing::warn!("dispatch: cannot write user_assignments: {e}");
             }
-            refresh(&d, &settled.user_id, now).await?;
+            // Settled and committed: the answer says so whatever happens to the session's refresh.
+            if let Err(e) = refresh(&d, &settled.user_id, now).await {
+                tracing::warn!("dispatch: cannot refresh {}'s session: {}", settled.user_id, e.1);
+            }
             d.wake.notify_one();
             Ok(Json(json!({
                 "assignmentId": id,
@@ -239,6 +247,7 @@ async fn assignments(State(d): State<Dispatch>, Path(user): Path<String>) -> Res
 async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
     let states = store::counts_by_state(&d.store).await?;
     let waiting = assign::waiting(&d.store).await?;
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM assignments").fetch_one(d.store.pool()).await?.try_get(0)?;
     let now = weir_runtime::time::now_ms();
     let active = d.sessions.active(now).await.map_err(unavailable)?;
     let rows = sqlx::query("SELECT user_id, open_count FROM dispatch_reviewers ORDER BY user_id LIMIT 1000")
@@ -258,6 +267,7 @@ async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "events": states.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "waiting": waiting,
+        "assignedTotal": total,
         "activeUsers": active.len(),
         "users": users,
         "assignedPerSecond": rate,

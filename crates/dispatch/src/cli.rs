@@ -2,14 +2,16 @@
 //! straight into a database (`--database URL`, with their outbound messages in the outbox, which the relay of a weir
 //! on that database publishes), or sends them through a running weir's API (`--target HOST:PORT`, one transaction per
 //! request of up to 10,000), printing each as the origin's generator logged it (`--quiet`: only the total).
+//! `weir dispatch simulate`: the benchmark (`crate::simulate`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::Value;
 use weir_runtime::api_client::ApiTarget;
-use weir_runtime::{CommandHost, SqlStore};
+use weir_runtime::{CommandHost, Host, SqlStore, SystemSettings};
 
 use crate::api::MAX_EVENTS_PER_REQUEST;
 use crate::events::{generate as make, DetectionEvent};
@@ -17,7 +19,7 @@ use crate::store;
 
 pub fn command() -> Command {
     Command::new("dispatch")
-        .about("Dispatch (seed 003): generate detection events")
+        .about("Dispatch (seed 003): generate detection events, benchmark the whole flow")
         .subcommand_required(true)
         .subcommand(
             Command::new("generate")
@@ -56,11 +58,68 @@ pub fn command() -> Command {
                         .help("Print only the total, not each event"),
                 ),
         )
+        .subcommand(
+            Command::new("simulate")
+                .about("Benchmark: U reviewers online, N events written through the API, until all are assigned")
+                .long_about(
+                    "Brings --users reviewers online, writes --events events through POST /api/dispatch/events \
+                     ({\"generate\": --batch} requests, --in-flight at a time), and waits until the assignment \
+                     service has given each out and the relay has its state back. Reports events assigned per \
+                     second, the time from an event's creation to its assignment (p50, p99) and, on a weir of its \
+                     own, peak resident memory. Without --target it runs a weir of its own (--database, or SQLite \
+                     in a temporary directory; an embedded bus). With --target it drives a running weir (any bus), \
+                     adding its reviewers there, whose sessions and assignments it leaves in place. The events must \
+                     fit: --users × the cap (50) open assignments.",
+                )
+                .arg(num("events", "N", "50000", "Events to write"))
+                .arg(num("users", "U", "1000", "Reviewers online"))
+                .arg(num("batch", "B", "2000", "Events per request (one transaction each, at most 10000)"))
+                .arg(num("in-flight", "K", "2", "Requests in flight"))
+                .arg(num("timeout", "SECONDS", "600", "Give up after this long"))
+                .arg(
+                    Arg::new("database")
+                        .long("database")
+                        .value_name("URL")
+                        .help("The database of the simulator's own weir (default: SQLite in a temporary directory)"),
+                )
+                .arg(
+                    Arg::new("target")
+                        .long("target")
+                        .value_name("HOST:PORT")
+                        .conflicts_with("database")
+                        .help("A running weir's HTTP address, to drive instead"),
+                )
+                .arg(
+                    Arg::new("set")
+                        .long("set")
+                        .value_name("KEY=VALUE")
+                        .action(ArgAction::Append)
+                        .conflicts_with("target")
+                        .help("A dispatch setting of the simulator's own weir (e.g. round=4000)"),
+                )
+                .arg(
+                    Arg::new("report")
+                        .long("report")
+                        .value_name("text|json")
+                        .default_value("text")
+                        .value_parser(["text", "json"]),
+                ),
+        )
 }
 
-pub async fn run(matches: ArgMatches, _host: Arc<dyn CommandHost>) -> Result<()> {
+fn num(name: &'static str, value: &'static str, default: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name(value)
+        .default_value(default)
+        .value_parser(clap::value_parser!(u64).range(1..=10_000_000))
+        .help(help)
+}
+
+pub async fn run(matches: ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
     match matches.subcommand() {
         Some(("generate", m)) => generate(m).await,
+        Some(("simulate", m)) => simulate(m, host).await,
         _ => bail!("unknown dispatch command"),
     }
 }
@@ -101,4 +160,53 @@ async fn generate(m: &ArgMatches) -> Result<()> {
 
 fn outbound_json(e: &DetectionEvent) -> Result<Value> {
     Ok(serde_json::to_value(e.outbound())?)
+}
+
+async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
+    use crate::simulate::{self, Plan};
+    let get = |name: &str| m.get_one::<u64>(name).copied().with_context(|| format!("--{name}"));
+    let plan = Plan {
+        events: get("events")?,
+        users: get("users")?,
+        batch: get("batch")?.min(MAX_EVENTS_PER_REQUEST as u64),
+        in_flight: get("in-flight")? as usize,
+        timeout: Duration::from_secs(get("timeout")?),
+    };
+    let report = match m.get_one::<String>("target") {
+        Some(target) => {
+            let report = simulate::drive(&ApiTarget::Http(target.clone()), &plan).await?;
+            report
+        }
+        None => {
+            let mut flags = Vec::new();
+            for kv in m.get_many::<String>("set").into_iter().flatten() {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+                flags.push((k.trim().to_string(), v.trim().to_string()));
+            }
+            let settings = SystemSettings::layered("dispatch", &[], None, Vec::new(), &flags);
+            let cap = crate::DispatchSettings::read(&settings)?.max_open_per_user;
+            simulate::check(&plan, cap)?;
+            let platform = host.scratch(m.get_one::<String>("database").map(String::as_str)).await?;
+            let store = platform.store.clone().context("the scratch platform has no database")?;
+            let kv = platform.kv.clone().context("the scratch platform has no key-value store")?;
+            let mut systems = Host::new(platform.bus.clone(), store, kv);
+            let routes = systems.start(&crate::DispatchSystem, settings).await.context("cannot start dispatch")?;
+            let outcome = simulate::drive(&ApiTarget::Router(routes), &plan).await;
+            for (task, end) in systems.stop(Duration::from_secs(10)).await {
+                if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
+                    tracing::warn!(task, end = ?end, "a dispatch task did not stop cleanly");
+                }
+            }
+            platform.close().await;
+            let mut report = outcome?;
+            report.peak_rss_bytes = simulate::peak_rss();
+            report
+        }
+    };
+    if m.get_one::<String>("report").map(String::as_str) == Some("json") {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", simulate::text(&report));
+    }
+    Ok(())
 }

@@ -26,6 +26,7 @@ pub mod assign;
 mod cli;
 pub mod events;
 pub mod sessions;
+pub mod simulate;
 pub mod store;
 pub mod system;
 

@@ -222,3 +222,90 @@ async fn an_idle_session_ends_after_the_ttl_and_its_assignments_go_to_the_others
         assert_eq!(assign::waiting(&store).await.unwrap(), 4, "{name}");
     }
 }
+
+/// Two dispatch instances (two hosts on one bus, one PostgreSQL database and one session store, as two `weir up
+/// --bus kafka://` would be), 20 reviewers, 5,000 events written through both: nobody above 50 open at any moment
+/// (watched in SQL), loads within one of each other while everyone has room, 1,000 assigned, the rest waiting,
+/// nothing assigned twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_hold_the_cap_and_share_fairly() {
+    use sqlx::Row;
+    let (_dir, broker) = weir_broker::testing::scratch_broker();
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(broker.clone()));
+    let store = SqlStore::connect(&weir_runtime::testing::fresh_postgres().await).await.unwrap();
+    let kv: Arc<dyn KvStore> = Arc::new(SqlKv::new(store.clone()));
+    let mut hosts = Vec::new();
+    let mut apis = Vec::new();
+    for _ in 0..2 {
+        // Each instance its own connections, as another process would have.
+        let own = SqlStore::connect(store.url()).await.unwrap();
+        let mut host = Host::new(bus.clone(), own, kv.clone());
+        let settings = SystemSettings::layered("dispatch", &[], None, Vec::new(), &[]);
+        apis.push(host.start(&DispatchSystem, settings).await.unwrap());
+        hosts.push(host);
+    }
+    let watching = tokio::sync::watch::channel(false);
+    let checker = {
+        let (store, mut done) = (store.clone(), watching.1.clone());
+        tokio::spawn(async move {
+            let (mut highest, mut worst_spread) = (0i64, 0i64);
+            while !*done.borrow() {
+                let rows =
+                    sqlx::query("SELECT user_id, COUNT(*) FROM assignments WHERE status = 'open' GROUP BY user_id")
+                        .fetch_all(store.pool())
+                        .await
+                        .unwrap();
+                let loads: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(1)).collect();
+                let (max, min) = (loads.iter().copied().max().unwrap_or(0), loads.iter().copied().min().unwrap_or(0));
+                highest = highest.max(max);
+                if loads.len() == 20 && max < 50 {
+                    worst_spread = worst_spread.max(max - min);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                    _ = done.changed() => {}
+                }
+            }
+            (highest, worst_spread)
+        })
+    };
+    for u in 0..20 {
+        let (status, body) = call(&apis[u % 2], Method::POST, &format!("/users/r{u:02}/active"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for i in 0..10 {
+        let (status, body) =
+            call(&apis[i % 2], Method::POST, "/api/dispatch/events", Some(json!({"generate": 500}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let stats = wait_for(&apis[0], "1,000 assigned, 4,000 waiting", |s| {
+        s["assignedTotal"] == 1000 && s["waiting"] == 4000 && s["events"]["Assigned"] == 1000
+    })
+    .await;
+    // A moment more: nothing else moves.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    watching.0.send(true).unwrap();
+    let (highest, spread) = checker.await.unwrap();
+    assert!(highest <= 50, "a reviewer held {highest} open assignments");
+    assert!(spread <= 1, "loads {spread} apart while everyone had room");
+    let (_, now) = call(&apis[1], Method::GET, "/api/dispatch/stats", None).await;
+    assert_eq!(now["assignedTotal"], 1000, "{now}");
+    for u in 0..20 {
+        assert_eq!(stats["users"][format!("r{u:02}")]["open"], 50, "{stats}");
+    }
+    let twice: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM (SELECT event_id FROM assignments GROUP BY event_id HAVING COUNT(*) > 1) AS t",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(twice, 0, "an event assigned twice");
+    let ends: i64 = (0..4).map(|p| broker.offsets("events.outbound", p).unwrap().1).sum();
+    assert_eq!(ends, 5000, "each event published once");
+    for host in hosts {
+        for (name, end) in host.stop(Duration::from_secs(5)).await {
+            assert!(matches!(end, weir_runtime::system::TaskEnd::Finished), "{name}: {end:?}");
+        }
+    }
+}

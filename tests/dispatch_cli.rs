@@ -6,7 +6,7 @@ mod support;
 
 use std::process::Stdio;
 
-use support::{curl_json, eventually, fails, start_instance, weir};
+use support::{curl_json, eventually, fails, metric, start_instance, weir};
 
 #[test]
 fn generate_through_the_api_and_into_the_database_reaches_reviewers() {
@@ -50,6 +50,13 @@ fn generate_through_the_api_and_into_the_database_reaches_reviewers() {
     let (stats, _) = curl_json(&[&format!("http://{http}/api/dispatch/stats")]);
     let (a, b) = (stats["users"]["ana"]["open"].as_i64().unwrap(), stats["users"]["bo"]["open"].as_i64().unwrap());
     assert_eq!((a + b, (a - b).abs() <= 1), (70, true), "{stats}");
+    // The metrics: what was assigned, what waits, the reviewers' load (bounded series: sum, most, at the cap).
+    let open = eventually("70", || metric(&http, "dispatch_open_assignments").to_string());
+    assert_eq!(open, "70");
+    assert_eq!(metric(&http, "dispatch_assigned_total"), 70.0);
+    assert_eq!(metric(&http, "dispatch_waiting_events"), 0.0);
+    assert_eq!(metric(&http, "dispatch_reviewer_open_max"), 35.0);
+    assert_eq!(metric(&http, "dispatch_active_reviewers"), 2.0);
     up.kill().unwrap();
     up.wait().unwrap();
     // Each event on events.outbound once (the data directory's broker, read after the weir stopped).

@@ -620,3 +620,13 @@ pub async fn settle(
 pub async fn waiting(store: &SqlStore) -> Result<i64, sqlx::Error> {
     sqlx::query("SELECT COUNT(*) FROM dispatch_queue WHERE waiting = 1").fetch_one(store.pool()).await?.try_get(0)
 }
+
+/// Reviewers' load for the metrics: open assignments in all, the most one reviewer holds, and how many are at `cap`.
+pub async fn load(store: &SqlStore, cap: i64) -> Result<(i64, i64, i64), sqlx::Error> {
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(open_count), 0) AS BIGINT), CAST(COALESCE(MAX(open_count), 0) AS BIGINT), \
+         COUNT(CASE WHEN open_count >= {cap} THEN 1 END) FROM dispatch_reviewers"
+    );
+    let r = sqlx::query(&sql).fetch_one(store.pool()).await?;
+    Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+}

@@ -248,6 +248,9 @@ impl System for DispatchSystem {
         );
         metrics::describe_gauge!("dispatch_waiting_events", "Events waiting for a reviewer");
         metrics::describe_gauge!("dispatch_active_reviewers", "Reviewers whose session is running");
+        metrics::describe_gauge!("dispatch_open_assignments", "Open assignments, all reviewers");
+        metrics::describe_gauge!("dispatch_reviewer_open_max", "Open assignments of the reviewer holding the most");
+        metrics::describe_gauge!("dispatch_reviewers_at_cap", "Reviewers holding as many open assignments as allowed");
         metrics::describe_counter!("dispatch_results_applied_total", "Results from events.inbound applied to events");
     }
 
@@ -339,6 +342,12 @@ async fn assigner(d: Dispatch, mut stop: tokio::sync::watch::Receiver<bool>) -> 
         }
         if let Ok(n) = assign::waiting(&d.store).await {
             metrics::gauge!("dispatch_waiting_events").set(n as f64);
+        }
+        // Open assignments per reviewer, with a bounded number of series: their sum, the largest, how many at the cap.
+        if let Ok((open, most, at_cap)) = assign::load(&d.store, d.settings.max_open_per_user).await {
+            metrics::gauge!("dispatch_open_assignments").set(open as f64);
+            metrics::gauge!("dispatch_reviewer_open_max").set(most as f64);
+            metrics::gauge!("dispatch_reviewers_at_cap").set(at_cap as f64);
         }
         tokio::select! {
             _ = d.wake.notified() => {}

@@ -144,6 +144,31 @@ pub async fn receive(tx: &mut SqlTx, d: Dialect, event: &OutboundEvent, now_ms: 
     Ok(r.rows_affected() > 0)
 }
 
+/// [`receive`] for many events, a few statements for them all; returns how many were new.
+pub async fn receive_all(
+    tx: &mut SqlTx,
+    d: Dialect,
+    events: &[OutboundEvent],
+    now_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut new = 0;
+    for chunk in events.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 4 + 1, 4)).collect();
+        let sql = format!(
+            "INSERT INTO dispatch_queue (event_id, region, created_at, received_at) VALUES {} \
+             ON CONFLICT (event_id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            let created = weir_runtime::time::parse_rfc3339(&e.created_at).unwrap_or(now_ms);
+            q = q.bind(e.event_id.to_string()).bind(e.region.clone()).bind(created).bind(now_ms);
+        }
+        new += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(new)
+}
+
 /// Makes `user` known as a reviewer (their row holds the open count the cap applies to); a region given replaces
 /// the one known. Returns their region and open count.
 pub async fn register(

@@ -23,6 +23,10 @@ pub struct Report {
     pub assigned: u64,
     /// Seconds from the first write to the last assignment.
     pub seconds: f64,
+    /// Seconds to write the events (their requests answered).
+    pub write_seconds: f64,
+    /// Seconds until the assignment service had received them all (relayed through `events.outbound`).
+    pub received_seconds: f64,
     pub assigned_per_second: f64,
     /// Seconds until the relay had every event's state back as Assigned.
     pub states_seconds: f64,
@@ -87,17 +91,21 @@ pub async fn drive(api: &ApiTarget, plan: &Plan) -> Result<Report> {
         progress.inc(n?);
     }
     drop(writes);
+    let written = started.elapsed();
     progress.set_position(0);
     progress.set_message("assigned");
 
     let deadline = started + plan.timeout;
     let target = plan.events as i64;
-    let (mut assigned_at, mut states_at) = (None, None);
+    let (mut assigned_at, mut states_at, mut received_at) = (None, None, None);
     let mut stats;
     loop {
         stats = api.call("GET", "/api/dispatch/stats", &Value::Null).await?;
         let assigned = int(&stats, &["assignedTotal"]) - assigned_before;
         progress.set_position(assigned.max(0) as u64);
+        if assigned + int(&stats, &["waiting"]) >= target && received_at.is_none() {
+            received_at = Some(started.elapsed());
+        }
         if assigned >= target && assigned_at.is_none() {
             assigned_at = Some(started.elapsed());
         }
@@ -124,6 +132,8 @@ pub async fn drive(api: &ApiTarget, plan: &Plan) -> Result<Report> {
         users: plan.users,
         assigned: (int(&stats, &["assignedTotal"]) - assigned_before) as u64,
         seconds,
+        write_seconds: written.as_secs_f64(),
+        received_seconds: received_at.unwrap_or_default().as_secs_f64(),
         assigned_per_second: plan.events as f64 / seconds.max(1e-9),
         states_seconds: states_at.unwrap_or_default().as_secs_f64(),
         wait_p50_ms: int(&stats, &["timeToAssignmentMs", "p50"]),
@@ -143,12 +153,14 @@ pub fn peak_rss() -> Option<u64> {
 /// The report as a person reads it.
 pub fn text(r: &Report) -> String {
     format!(
-        "{} events to {} reviewers: {} assigned in {:.2} s, {:.0} assigned/s; states back in {:.2} s\n\
-         time to assignment: p50 {} ms, p99 {} ms{}",
+        "{} events to {} reviewers: {} assigned in {:.2} s (written in {:.2} s, received in {:.2} s), {:.0} assigned/s; states back in \
+         {:.2} s\ntime to assignment: p50 {} ms, p99 {} ms{}",
         r.events,
         r.users,
         r.assigned,
         r.seconds,
+        r.write_seconds,
+        r.received_seconds,
         r.assigned_per_second,
         r.states_seconds,
         r.wait_p50_ms,

@@ -129,3 +129,34 @@ pub async fn counts_by_state(store: &SqlStore) -> Result<Vec<(State, i64)>, sqlx
     }
     Ok(out)
 }
+
+/// [`apply_result`] for a batch in `events.inbound`'s order: each event takes the state of its last result, in a few
+/// statements for them all. Returns how many events changed.
+pub async fn apply_results(
+    tx: &mut SqlTx,
+    d: Dialect,
+    results: &[ResultMessage],
+    now_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let mut last: std::collections::HashMap<&str, State> = std::collections::HashMap::new();
+    for r in results {
+        last.insert(r.event_id.as_str(), r.status.state());
+    }
+    let last: Vec<(&str, State)> = last.into_iter().collect();
+    let mut applied = 0;
+    for chunk in last.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 2, 2)).collect();
+        let sql = format!(
+            "UPDATE detection_events SET state = v.column2, updated_at = {} FROM (VALUES {}) AS v \
+             WHERE detection_events.event_id = v.column1",
+            d.param(1),
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(now_ms);
+        for (event, state) in chunk {
+            q = q.bind(event.to_string()).bind(state.as_str());
+        }
+        applied += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(applied)
+}

@@ -276,6 +276,17 @@ impl SqlHandler for Receive {
         assign::receive(tx, d, &event, weir_runtime::time::now_ms()).await?;
         Ok(())
     }
+
+    async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
+        let events: Result<Vec<OutboundEvent>, _> =
+            messages.iter().map(|m| serde_json::from_slice(m.value.as_deref().unwrap_or_default())).collect();
+        let Ok(events) = events else {
+            // One is not an event: record by record, so that it alone is dead-lettered.
+            return Some(Err(HandlerError::Permanent("a record of the batch is not a detection event".into())));
+        };
+        let received = assign::receive_all(tx, self.0, &events, weir_runtime::time::now_ms()).await;
+        Some(received.map(|_| ()).map_err(HandlerError::from))
+    }
 }
 
 /// The relay's consumer: each result of `events.inbound` onto its event's state.
@@ -292,6 +303,21 @@ impl SqlHandler for ApplyResult {
             metrics::counter!("dispatch_results_applied_total").increment(1);
         }
         Ok(())
+    }
+
+    async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
+        let results: Result<Vec<ResultMessage>, _> =
+            messages.iter().map(|m| serde_json::from_slice(m.value.as_deref().unwrap_or_default())).collect();
+        let Ok(results) = results else {
+            return Some(Err(HandlerError::Permanent("a record of the batch is not an assignment result".into())));
+        };
+        match store::apply_results(tx, self.0, &results, weir_runtime::time::now_ms()).await {
+            Ok(n) => {
+                metrics::counter!("dispatch_results_applied_total").increment(n);
+                Some(Ok(()))
+            }
+            Err(e) => Some(Err(e.into())),
+        }
     }
 }
 

@@ -73,6 +73,14 @@ pub trait TransformHandler: Send + Sync + 'static {
 #[async_trait]
 pub trait SqlHandler: Send + Sync + 'static {
     async fn handle(&self, message: &Message, tx: &mut SqlTx) -> Result<(), HandlerError>;
+
+    /// The records of one fetched batch of one partition at once (duplicates already skipped), for a handler that
+    /// writes them in a few multi-row statements rather than a round trip each; `None` (the default) has the runner
+    /// call [`SqlHandler::handle`] for each. An error redoes the batch record by record through `handle`, each in a
+    /// savepoint, so that a failing record is retried or dead-lettered alone.
+    async fn handle_batch(&self, _messages: &[&Message], _tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -530,24 +538,51 @@ async fn partition_exactly_once(
     next: i64,
 ) -> Result<RunStats, RunnerError> {
     // Fast path: the whole batch in one transaction, no per-record savepoints (they cost two round trips each on
-    // PostgreSQL). Only if a handler fails is the batch redone record by record, each in its own savepoint.
+    // PostgreSQL), duplicates found in one statement, and the records handed over at once where the handler takes
+    // batches. Only if a handler fails is the batch redone record by record, each in its own savepoint.
     let mut tx = store.begin().await?;
     let mut stats = RunStats::default();
     let observer = Observer::new(config, &tp.0);
-    let mut failed = false;
-    for m in msgs {
-        let started = Instant::now();
-        if config.dedupe && !sql::first_time(&mut tx, &config.group, &event_id(m)).await? {
-            stats.skipped_duplicates += 1;
-            continue;
+    let fresh: Vec<&Message> = if config.dedupe {
+        let ids: Vec<String> = msgs.iter().map(event_id).collect();
+        let mut new = sql::first_times(&mut tx, store.dialect(), &config.group, &ids).await?;
+        let mut fresh = Vec::with_capacity(msgs.len());
+        for (m, id) in msgs.iter().zip(&ids) {
+            // A set's membership once: an id twice in the batch is handled at its first.
+            if new.remove(id) {
+                fresh.push(m);
+            } else {
+                stats.skipped_duplicates += 1;
+            }
         }
-        if handler.handle(m, &mut tx).await.is_err() {
-            failed = true;
-            break;
+        fresh
+    } else {
+        msgs.iter().collect()
+    };
+    let started = Instant::now();
+    let failed = match handler.handle_batch(&fresh, &mut tx).await {
+        Some(Ok(())) => {
+            for _ in &fresh {
+                observer.record(started);
+            }
+            stats.processed += fresh.len() as u64;
+            false
         }
-        stats.processed += 1;
-        observer.record(started);
-    }
+        Some(Err(_)) => true,
+        None => {
+            let mut failed = false;
+            for m in fresh {
+                let started = Instant::now();
+                if handler.handle(m, &mut tx).await.is_err() {
+                    failed = true;
+                    break;
+                }
+                stats.processed += 1;
+                observer.record(started);
+            }
+            failed
+        }
+    };
     if !failed {
         return commit_or_fenced(tx, config, tp, msgs, next, stats).await;
     }

@@ -395,6 +395,34 @@ pub async fn first_time(tx: &mut SqlTx, group: &str, event_id: &str) -> Result<b
     Ok(done.rows_affected() == 1)
 }
 
+/// [`first_time`] for many at once, a few statements for them all: marks `event_ids` processed for `group` inside
+/// `tx` and returns those that were not already (the others are duplicates).
+pub async fn first_times(
+    tx: &mut SqlTx,
+    dialect: Dialect,
+    group: &str,
+    event_ids: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut new = std::collections::HashSet::with_capacity(event_ids.len());
+    let now = crate::time::now_ms();
+    for chunk in event_ids.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| dialect.param_row(i * 3 + 1, 3)).collect();
+        let sql = format!(
+            "INSERT INTO weir_processed_events (group_id, event_id, processed_at) VALUES {} \
+             ON CONFLICT (group_id, event_id) DO NOTHING RETURNING event_id",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(group).bind(id.as_str()).bind(now);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            new.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{insert_chunks, sqlite_creating, SqlStore, ROWS_PER_INSERT};

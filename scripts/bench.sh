@@ -20,6 +20,9 @@
 #   scripts/bench.sh repair > results.jsonl    # the car repair shop end to end (`weir repair simulate`): embedded on
 #                                              # SQLite and PostgreSQL, 1 and 2 workers; on Tansu, 1 and 2 instances
 #                                              # (repair-quick: 2,000 tickets, one run each)
+#   scripts/bench.sh dispatch > results.jsonl  # dispatch (`weir dispatch simulate`, 1,000 reviewers, 50,000 events):
+#                                              # embedded on SQLite and PostgreSQL, end to end and the assignment
+#                                              # service alone; on Tansu, 1 and 2 instances (dispatch-quick: one run each)
 #
 # WEIR_BENCH_NO_BUILD=1 skips the `cargo build` below and measures target/release/weir as it is.
 #
@@ -33,7 +36,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick|dispatch|dispatch-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick|dispatch|dispatch-quick]" >&2; exit 2 ;; esac
 
 [ -n "${WEIR_BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin weir
 weir=target/release/weir
@@ -396,6 +399,38 @@ scale() {
   rm -rf "$scratch"
 }
 
+# For the systems' simulations (repair, dispatch): a fresh PostgreSQL database $1 (on $pg).
+fresh_db() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $1" -qc "CREATE DATABASE $1" >/dev/null 2>&1; }
+# Waits until a weir's /health on 127.0.0.1:$1 answers 200.
+wait_health() {
+  for _ in $(seq 600); do
+    curl -sf "127.0.0.1:$1/health" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "no weir answers on 127.0.0.1:$1/health" >&2
+  return 1
+}
+# Busy and total CPU time of the whole machine so far (all cores, clock ticks); then the busy share since then.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+machine_busy() {
+  echo "$1 $(machine_ticks)" | awk '{printf "%.2f", ($3 - $1) / ($4 - $2)}'
+}
+# A simulate's report ($2, its last line) between the labels ($1) and the measurements ($3), one JSON line.
+simulate_line() {
+  python3 - "$@" <<'PY'
+import json, sys
+r = json.loads(sys.argv[2].strip().splitlines()[-1])
+print(json.dumps({**json.loads(sys.argv[1]), **r, **json.loads(sys.argv[3])}))
+PY
+}
+# The peak RSS, wall and CPU time `/usr/bin/time -v` wrote to $1, and the machine's busy share since $2, as JSON.
+time_fields() {
+  awk -F': ' -v busy="$(machine_busy "$2")" '
+    /Maximum resident set size/ {rss = $2} /(User|System) time/ {cpu += $2}
+    /Elapsed \(wall clock\)/ {n = split($2, a, ":"); for (i = 1; i <= n; i++) wall = wall * 60 + a[i]}
+    END {printf "{\"rss_of\": \"simulate\", \"peak_rss_mib\": %.1f, \"process_wall_s\": %.2f, \"cpu_seconds\": %.2f, \"machine_busy\": %s}", rss / 1024, wall, cpu, busy}' "$1"
+}
+
 # The car repair shop end to end (seed 001): `weir repair simulate` opens N tickets (100,000) through POST
 # /api/repair/tickets in requests of 1,000, two at a time, and waits until every one is closed (a ticket is 4 events over 3 hops: secretary, cash desk,
 # ticketing; each hop a consume-transform-produce loop whose batch is one database transaction).
@@ -412,29 +447,6 @@ repair() {
   local n=100000 runs=3 db=weir_bench_repair tport=19097 settle=5 scratch tansu engine workers run out machine
   [ "$mode" = repair-quick ] && { n=2000; runs=1; }
   scratch=$(mktemp -d)
-  fresh_db() { psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $1" -qc "CREATE DATABASE $1" >/dev/null 2>&1; }
-  # Waits until a weir's /health on 127.0.0.1:$1 answers 200.
-  wait_health() {
-    for _ in $(seq 600); do
-      curl -sf "127.0.0.1:$1/health" >/dev/null && return 0
-      sleep 0.1
-    done
-    echo "no weir answers on 127.0.0.1:$1/health" >&2
-    return 1
-  }
-  # Busy and total CPU time of the whole machine so far (all cores, clock ticks); then the busy share since then.
-  machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
-  machine_busy() {
-    echo "$1 $(machine_ticks)" | awk '{printf "%.2f", ($3 - $1) / ($4 - $2)}'
-  }
-  # The simulate's report ($2, its last line) between the labels ($1) and the measurements ($3), one JSON line.
-  repair_line() {
-    python3 - "$@" <<'PY'
-import json, sys
-r = json.loads(sys.argv[2].strip().splitlines()[-1])
-print(json.dumps({**json.loads(sys.argv[1]), **r, **json.loads(sys.argv[3])}))
-PY
-  }
   # Two requests opening tickets at once; the scratch weir's services take batches of up to 2,000 records.
   local simulate=($weir repair simulate --tickets $n --batch 1000 --in-flight 2 --report json)
   for engine in sqlite postgres; do
@@ -448,11 +460,8 @@ PY
           || { echo "repair simulate failed ($engine, $workers workers)" >&2; continue; }
         # The simulate process (its weir included): wall time from start to exit, CPU time, peak RSS; and how busy
         # the whole machine was meanwhile (PostgreSQL's processes are not the simulate's).
-        repair_line "{\"bench\": \"repair\", \"mode\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"workers\": $workers, \"run\": $run}" \
-          "$out" "$(awk -F': ' -v busy="$(machine_busy "$machine")" '
-            /Maximum resident set size/ {rss = $2} /(User|System) time/ {cpu += $2}
-            /Elapsed \(wall clock\)/ {n = split($2, a, ":"); for (i = 1; i <= n; i++) wall = wall * 60 + a[i]}
-            END {printf "{\"rss_of\": \"simulate\", \"peak_rss_mib\": %.1f, \"process_wall_s\": %.2f, \"cpu_seconds\": %.2f, \"machine_busy\": %s}", rss / 1024, wall, cpu, busy}' "$scratch/time")"
+        simulate_line "{\"bench\": \"repair\", \"mode\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"workers\": $workers, \"run\": $run}" \
+          "$out" "$(time_fields "$scratch/time" "$machine")"
       done
     done
   done
@@ -494,7 +503,7 @@ PY
         up+=("{\"instance\": $((i + 1)), \"peak_rss_mib\": $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' /proc/${pids[$i]}/status), \"cpu_seconds\": $(( $(cpu_ticks ${pids[$i]}) - cpus[i] ))e-2, \"events_in\": {$(curl -s 127.0.0.1:${ports[$i]}/metrics | sed -nE 's/^repair_events_in_total\{service="([^"]+)"\} (.+)$/"\1": \2/p' | paste -sd, | sed 's/,/, /g')}}")
       done
       extra="{\"rss_of\": \"weir up\", \"peak_rss_mib\": $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' /proc/${pids[0]}/status), \"machine_busy\": $(machine_busy "$machine"), \"tansu_cpu_seconds\": $(( $(cpu_ticks $tpid) - tcpu ))e-2, \"up\": [$(IFS=,; echo "${up[*]}")]}"
-      repair_line "{\"bench\": \"repair\", \"mode\": \"cluster\", \"engine\": \"tansu-memory+postgres\", \"instances\": $instances, \"workers\": 1, \"run\": $run}" \
+      simulate_line "{\"bench\": \"repair\", \"mode\": \"cluster\", \"engine\": \"tansu-memory+postgres\", \"instances\": $instances, \"workers\": 1, \"run\": $run}" \
         "$out" "$extra"
     else
       echo "repair simulate against Tansu failed (see $scratch/up-*.log, $scratch/tansu.log)" >&2
@@ -505,6 +514,78 @@ PY
   psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   rm -rf "$scratch"
 }
+
+# Dispatch (`weir dispatch simulate`): 1,000 reviewers, 50,000 events written through the API.
+# - Embedded (the simulate's own weir, embedded bus) on SQLite and PostgreSQL, two ways: `end-to-end` (reviewers
+#   online first: from the first write to the last assignment) and `queued` (--queued-first: every event waiting in
+#   the assignment service's queue first, then the reviewers online: the assignment service alone).
+# - On Tansu (in-memory storage) with one and two `weir up --systems dispatch --bus kafka://...` on one PostgreSQL
+#   database, the simulate driving the first over HTTP, end to end.
+dispatch() {
+  local pg=${WEIR_BENCH_POSTGRES:-postgres://postgres:postgres@127.0.0.1:5432}
+  local runs=3 db=weir_bench_dispatch tport=19098 settle=5 scratch tansu engine how run out machine
+  [ "$mode" = dispatch-quick ] && runs=1
+  scratch=$(mktemp -d)
+  local simulate=($weir dispatch simulate --events 50000 --users 1000 --report json)
+  for engine in sqlite postgres; do
+    for how in end-to-end queued; do
+      for run in $(seq $runs); do
+        local database=() flags=()
+        if [ $engine = postgres ]; then fresh_db $db; database=(--database "$pg/$db"); fi
+        [ $how = queued ] && flags=(--queued-first)
+        sync; echo "+ ${simulate[*]} ${flags[*]} ${database[*]}" >&2
+        machine=$(machine_ticks)
+        out=$(/usr/bin/time -v -o "$scratch/time" "${simulate[@]}" "${flags[@]}" "${database[@]}") \
+          || { echo "dispatch simulate failed ($engine, $how)" >&2; continue; }
+        simulate_line "{\"bench\": \"dispatch\", \"bus\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"run\": $run}" \
+          "$out" "$(time_fields "$scratch/time" "$machine")"
+      done
+    done
+  done
+
+  tansu=${TANSU:-$(scripts/tansu.sh)}
+  if [ ! -x "$tansu" ]; then
+    echo "tansu not found: skipping the cluster runs (scripts/tansu.sh installs it)" >&2
+    rm -rf "$scratch"
+    return 0
+  fi
+  local plan instances tpid pids ports i
+  for plan in $(seq $runs | sed 's/^/1:/') 2:1; do
+    instances=${plan%%:*}; run=${plan#*:}
+    fresh_db $db
+    "$tansu" broker --listener-url tcp://127.0.0.1:$tport --advertised-listener-url tcp://127.0.0.1:$tport \
+      --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
+    tpid=$!
+    wait_port $tport
+    pids=(); ports=()
+    for i in $(seq $instances); do
+      rm -rf "$scratch/d$i"
+      $weir --data-dir "$scratch/d$i" up --systems dispatch --bus kafka://127.0.0.1:$tport --database "$pg/$db" \
+        --status-every 3600 --http-listen 127.0.0.1:$((18196 + i)) --schema-registry-listen none \
+        --rest-proxy-listen none 2>"$scratch/up-$i.log" &
+      pids+=($!); ports+=($((18196 + i)))
+      wait_health $((18196 + i))
+    done
+    sleep $settle
+    sync; echo "+ ${simulate[*]} --target 127.0.0.1:${ports[0]} ($instances weir up on Tansu)" >&2
+    machine=$(machine_ticks)
+    if out=$("${simulate[@]}" --target 127.0.0.1:${ports[0]}); then
+      simulate_line "{\"bench\": \"dispatch\", \"bus\": \"tansu-memory\", \"engine\": \"postgres\", \"instances\": $instances, \"run\": $run}" \
+        "$out" "{\"rss_of\": \"weir up\", \"peak_rss_mib\": $(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' /proc/${pids[0]}/status), \"machine_busy\": $(machine_busy "$machine")}"
+    else
+      echo "dispatch simulate against Tansu failed (see $scratch/up-*.log, $scratch/tansu.log)" >&2
+    fi
+    kill "${pids[@]}"; wait "${pids[@]}" || true
+    kill $tpid; wait $tpid || true
+  done
+  psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  rm -rf "$scratch"
+}
+
+if [ "$mode" = dispatch ] || [ "$mode" = dispatch-quick ]; then
+  dispatch
+  exit 0
+fi
 
 if [ "$mode" = repair ] || [ "$mode" = repair-quick ]; then
   repair

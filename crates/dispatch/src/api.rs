@@ -247,7 +247,10 @@ async fn assignments(State(d): State<Dispatch>, Path(user): Path<String>) -> Res
 async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
     let states = store::counts_by_state(&d.store).await?;
     let waiting = assign::waiting(&d.store).await?;
-    let total: i64 = sqlx::query("SELECT COUNT(*) FROM assignments").fetch_one(d.store.pool()).await?.try_get(0)?;
+    let row = sqlx::query("SELECT COUNT(*), MAX(created_at) FROM assignments").fetch_one(d.store.pool()).await?;
+    let (total, last_assigned): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+    let last_change: Option<i64> =
+        sqlx::query("SELECT MAX(updated_at) FROM detection_events").fetch_one(d.store.pool()).await?.try_get(0)?;
     let now = weir_runtime::time::now_ms();
     let active = d.sessions.active(now).await.map_err(unavailable)?;
     let rows = sqlx::query("SELECT user_id, open_count FROM dispatch_reviewers ORDER BY user_id LIMIT 1000")
@@ -268,6 +271,8 @@ async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
         "events": states.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "waiting": waiting,
         "assignedTotal": total,
+        "lastAssignedAtMs": last_assigned,
+        "lastStateChangeAtMs": last_change,
         "activeUsers": active.len(),
         "users": users,
         "assignedPerSecond": rate,

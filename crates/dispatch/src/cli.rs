@@ -76,6 +76,10 @@ pub fn command() -> Command {
                 .arg(num("batch", "B", "2000", "Events per request (one transaction each, at most 10000)"))
                 .arg(num("in-flight", "K", "2", "Requests in flight"))
                 .arg(num("timeout", "SECONDS", "600", "Give up after this long"))
+                .arg(Arg::new("queued-first").long("queued-first").action(ArgAction::SetTrue).help(
+                    "Bring the reviewers online only once every event waits in the assignment service's queue: \
+                     measures the assignment service alone (time to assignment then includes the wait for them)",
+                ))
                 .arg(
                     Arg::new("database")
                         .long("database")
@@ -171,6 +175,7 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
         batch: get("batch")?.min(MAX_EVENTS_PER_REQUEST as u64),
         in_flight: get("in-flight")? as usize,
         timeout: Duration::from_secs(get("timeout")?),
+        queued_first: m.get_flag("queued-first"),
     };
     let report = match m.get_one::<String>("target") {
         Some(target) => {

@@ -145,6 +145,89 @@ async fn poison_is_dead_lettered_while_its_partition_flows_postgres() {
     poison_is_dead_lettered_while_its_partition_flows(Db::Postgres).await;
 }
 
+/// A handler taking whole batches (one multi-row statement): batches go through `handle_batch`; the batch holding a
+/// poison record is redone record by record through `handle`, the poison dead-lettered alone, nothing written twice.
+async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db) {
+    struct Batched {
+        batches: AtomicU32,
+        singles: AtomicU32,
+    }
+    fn value(m: &Message) -> String {
+        String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned()
+    }
+    #[async_trait]
+    impl SqlHandler for Batched {
+        async fn handle(&self, m: &Message, tx: &mut SqlTx) -> Result<(), HandlerError> {
+            self.singles.fetch_add(1, Ordering::SeqCst);
+            if value(m) == "p37" {
+                return Err(HandlerError::Permanent("cannot handle p37".into()));
+            }
+            sqlx::query("INSERT INTO sink (v) VALUES ($1)").bind(value(m)).execute(&mut **tx).await?;
+            Ok(())
+        }
+
+        async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            let values: Vec<String> = messages.iter().map(|m| value(m)).collect();
+            let rows: Vec<String> = (1..=values.len()).map(|i| format!("(${i})")).collect();
+            let sql = format!("INSERT INTO sink (v) VALUES {}", rows.join(", "));
+            let mut q = sqlx::query(&sql);
+            for v in &values {
+                q = q.bind(v.clone());
+            }
+            // Written first, then refused: the batch's writes must not survive.
+            if let Err(e) = q.execute(&mut **tx).await {
+                return Some(Err(e.into()));
+            }
+            Some(if values.iter().any(|v| v == "p37") { Err(HandlerError::Permanent("p37".into())) } else { Ok(()) })
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = open_broker(dir.path().join("data"));
+    b.create_topic("payments", 1, BTreeMap::new()).unwrap();
+    let bus = EmbeddedBus::new(b.clone());
+    let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
+    sqlx::query("CREATE TABLE sink (v TEXT NOT NULL)").execute(store.pool()).await.unwrap();
+    let mut config = RunnerConfig::new("billing", ["payments"]);
+    config.batch_size = 10;
+    fast_retries(&mut config);
+    let handler = Arc::new(Batched { batches: AtomicU32::new(0), singles: AtomicU32::new(0) });
+    struct Shared(Arc<Batched>);
+    #[async_trait]
+    impl SqlHandler for Shared {
+        async fn handle(&self, m: &Message, tx: &mut SqlTx) -> Result<(), HandlerError> {
+            self.0.handle(m, tx).await
+        }
+        async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
+            self.0.handle_batch(messages, tx).await
+        }
+    }
+    produce(&bus, "payments", (0..100).map(|i| format!("p{i}"))).await;
+    let runner = Runner::exactly_once(Arc::new(bus.clone()), config, store.clone(), Shared(handler.clone()));
+    let stats = runner.run(until_rows(store.clone(), 99)).await.unwrap();
+    assert_eq!((stats.dead_lettered, stats.processed), (1, 100), "{stats:?}");
+    let rows: Vec<String> =
+        sqlx::query("SELECT v FROM sink").fetch_all(store.pool()).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows.len(), 99, "{db:?}: the failed batch's writes rolled back, its other records written once");
+    assert!(!rows.contains(&"p37".to_string()));
+    let (batches, singles) = (handler.batches.load(Ordering::SeqCst), handler.singles.load(Ordering::SeqCst));
+    assert!(batches >= 10, "{db:?}: whole batches ({batches})");
+    assert!(singles < 100, "{db:?}: only the failing batch record by record ({singles})");
+    let dlq = read_all(&bus, "payments.dlq", 1).await;
+    assert_eq!(dlq.iter().map(|m| m.value.as_deref()).collect::<Vec<_>>(), [Some(&b"p37"[..])]);
+    b.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_go_whole_and_a_failing_one_record_by_record_sqlite() {
+    batches_go_whole_and_a_failing_one_record_by_record(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_go_whole_and_a_failing_one_record_by_record_postgres() {
+    batches_go_whole_and_a_failing_one_record_by_record(Db::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_retries_dead_letters_permanent_errors_and_commits() {
     struct Picky(AtomicU32);

@@ -46,8 +46,9 @@ fn settler(http: Arc<Mutex<String>>, stop: Arc<AtomicBool>, settled: Arc<AtomicU
                     let path = format!("/assignments/{}", a["assignmentId"].as_str().unwrap_or_default());
                     match api.exchange("PUT", &path, &json!({"status": "approved"})).await {
                         Ok((200, _)) => settled.fetch_add(1, Ordering::Relaxed),
+                        // Status 0: the connection closed with no answer (the weir killed mid-request).
+                        Ok((0, _)) | Err(_) => unanswered.fetch_add(1, Ordering::Relaxed),
                         Ok(_) => 0,
-                        Err(_) => unanswered.fetch_add(1, Ordering::Relaxed),
                     };
                 }
             }

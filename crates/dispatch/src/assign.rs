@@ -93,10 +93,11 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
     let statuses = STATUSES.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     let statements = [
         // `waiting` is 1 while nobody holds the event; `avoid_user` is whom it was taken from for not settling it
-        // (or who rejected it), to go to again only if nobody else can take it.
+        // (or who rejected it), to go to again only if nobody else can take it; `version` counts the event's
+        // changes, and each result message carries it, so the relay applies results in order and each once.
         "CREATE TABLE IF NOT EXISTS dispatch_queue (event_id TEXT PRIMARY KEY, region TEXT NOT NULL, \
          created_at BIGINT NOT NULL, received_at BIGINT NOT NULL, waiting INTEGER NOT NULL DEFAULT 1, \
-         avoid_user TEXT)"
+         avoid_user TEXT, version BIGINT NOT NULL DEFAULT 0)"
             .to_string(),
         "CREATE INDEX IF NOT EXISTS dispatch_queue_waiting ON dispatch_queue (created_at, event_id) \
          WHERE waiting = 1"
@@ -119,7 +120,7 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
     for s in statements {
         sqlx::query(&s).execute(store.pool()).await?;
     }
-    Ok(())
+    crate::store::add_column(store, "dispatch_queue", "version", "BIGINT NOT NULL DEFAULT 0").await
 }
 
 /// Takes an event from `events.outbound` into the queue, once: a re-publication of one already received (waiting,
@@ -194,21 +195,22 @@ pub async fn reviewer(store: &SqlStore, user: &str) -> Result<Option<(Option<Str
     row.map(|r| Ok((r.try_get(0)?, r.try_get::<i32, _>(1)?.into()))).transpose()
 }
 
-/// `events.inbound` messages for `items`, keyed by event id (one event's results in order on one partition) and
-/// identified by assignment and status, so a re-publication is applied once.
+/// `events.inbound` messages for `items` (assignment, event, reviewer, the event's version after the change), keyed
+/// by event id (one event's results in order on one partition) and identified by assignment and status.
 fn results<'a>(
-    items: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+    items: impl Iterator<Item = (&'a str, &'a str, &'a str, i64)>,
     status: ResultStatus,
     now_ms: i64,
 ) -> Result<Vec<OutboxEvent>, sqlx::Error> {
     items
-        .map(|(assignment, event, user)| {
+        .map(|(assignment, event, user, version)| {
             let message = ResultMessage {
                 assignment_id: assignment.to_string(),
                 event_id: event.to_string(),
                 user_id: user.to_string(),
                 status,
                 occurred_at: format_rfc3339(now_ms),
+                version,
             };
             let payload = serde_json::to_vec(&message).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             Ok(OutboxEvent {
@@ -333,6 +335,7 @@ pub async fn assign_waiting(
     if made.is_empty() {
         return Ok(Changed::default());
     }
+    let mut versions: HashMap<String, i64> = HashMap::with_capacity(made.len());
     for chunk in made.chunks(500) {
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
         let sql = format!(
@@ -350,12 +353,18 @@ pub async fn assign_waiting(
                 .bind(now_ms);
         }
         q.execute(&mut *tx).await?;
-        let sql = format!("UPDATE dispatch_queue SET waiting = 0 WHERE event_id IN ({})", params(d, 1, chunk.len()));
+        let sql = format!(
+            "UPDATE dispatch_queue SET waiting = 0, version = version + 1 WHERE event_id IN ({}) \
+             RETURNING event_id, version",
+            params(d, 1, chunk.len())
+        );
         let mut q = sqlx::query(&sql);
         for a in chunk {
             q = q.bind(a.event_id.clone());
         }
-        q.execute(&mut *tx).await?;
+        for r in q.fetch_all(&mut *tx).await? {
+            versions.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+        }
     }
     let added: Vec<(String, i64)> = added.into_iter().collect();
     let mut counts = Vec::with_capacity(added.len());
@@ -389,7 +398,9 @@ pub async fn assign_waiting(
     }
     let ids: Vec<String> = made.iter().map(|a| a.assignment_id.to_string()).collect();
     let messages = results(
-        made.iter().zip(&ids).map(|(a, id)| (id.as_str(), a.event_id.as_str(), a.user_id.as_str())),
+        made.iter().zip(&ids).map(|(a, id)| {
+            (id.as_str(), a.event_id.as_str(), a.user_id.as_str(), versions.get(&a.event_id).copied().unwrap_or(0))
+        }),
         ResultStatus::Assigned,
         now_ms,
     )?;
@@ -405,23 +416,33 @@ fn taken(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<TakenBack>, sqlx::Error> {
         .collect()
 }
 
-/// Puts taken-back events back in the queue, each to avoid the reviewer it was taken from when `avoid` says so.
-async fn requeue(tx: &mut SqlTx, d: Dialect, items: &[TakenBack], avoid: bool) -> Result<(), sqlx::Error> {
+/// Puts taken-back events back in the queue, each to avoid the reviewer it was taken from when `avoid` says so;
+/// returns each event's version after it.
+async fn requeue(
+    tx: &mut SqlTx,
+    d: Dialect,
+    items: &[TakenBack],
+    avoid: bool,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mut versions = HashMap::with_capacity(items.len());
     for chunk in items.chunks(500) {
         let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
         let avoid_user = if avoid { "v.column2" } else { "NULL" };
         let sql = format!(
-            "UPDATE dispatch_queue SET waiting = 1, avoid_user = {avoid_user} FROM (VALUES {}) AS v \
-             WHERE dispatch_queue.event_id = v.column1",
+            "UPDATE dispatch_queue SET waiting = 1, avoid_user = {avoid_user}, version = version + 1 \
+             FROM (VALUES {}) AS v WHERE dispatch_queue.event_id = v.column1 \
+             RETURNING dispatch_queue.event_id, dispatch_queue.version",
             values.join(", ")
         );
         let mut q = sqlx::query(&sql);
         for t in chunk {
             q = q.bind(t.event_id.clone()).bind(t.user_id.clone());
         }
-        q.execute(&mut **tx).await?;
+        for r in q.fetch_all(&mut **tx).await? {
+            versions.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
+        }
     }
-    Ok(())
+    Ok(versions)
 }
 
 /// Lowers reviewers' open counts by what was taken from them; returns the counts after.
@@ -487,10 +508,13 @@ async fn finish_taking_back(
         tx.rollback().await?;
         return Ok(Changed::default());
     }
-    requeue(&mut tx, d, &items, avoid).await?;
+    let versions = requeue(&mut tx, d, &items, avoid).await?;
     let counts = release(&mut tx, d, &items).await?;
     let messages = results(
-        items.iter().map(|t| (t.assignment_id.as_str(), t.event_id.as_str(), t.user_id.as_str())),
+        items.iter().map(|t| {
+            let version = versions.get(&t.event_id).copied().unwrap_or(0);
+            (t.assignment_id.as_str(), t.event_id.as_str(), t.user_id.as_str(), version)
+        }),
         ResultStatus::Reassigned,
         now_ms,
     )?;
@@ -626,16 +650,23 @@ pub async fn settle(
     };
     let (event, user): (String, String) = (row.try_get(0)?, row.try_get(1)?);
     let requeued = outcome == Outcome::Rejected && requeue_rejected;
-    if requeued {
+    let version = if requeued {
         let item = TakenBack { assignment_id: assignment.to_string(), event_id: event.clone(), user_id: user.clone() };
-        requeue(&mut tx, d, &[item], true).await?;
-    }
+        requeue(&mut tx, d, &[item], true).await?.get(&event).copied().unwrap_or(0)
+    } else {
+        let sql = format!(
+            "UPDATE dispatch_queue SET version = version + 1 WHERE event_id = {} RETURNING version",
+            d.param(1)
+        );
+        sqlx::query(&sql).bind(event.clone()).fetch_one(&mut *tx).await?.try_get(0)?
+    };
     let sql = format!(
         "UPDATE dispatch_reviewers SET open_count = open_count - 1 WHERE user_id = {} RETURNING open_count",
         d.param(1)
     );
     let open: i64 = sqlx::query(&sql).bind(user.clone()).fetch_one(&mut *tx).await?.try_get::<i32, _>(0)?.into();
-    let messages = results(std::iter::once((assignment, event.as_str(), user.as_str())), outcome.result(), now_ms)?;
+    let messages =
+        results(std::iter::once((assignment, event.as_str(), user.as_str(), version)), outcome.result(), now_ms)?;
     let enqueued = outbox::enqueue_all(&mut tx, d, messages).await?;
     tx.commit().await?;
     Ok(Settled { event_id: event, user_id: user, open, requeued, enqueued })

@@ -150,7 +150,9 @@ impl ResultStatus {
 }
 
 /// A message of `events.inbound`: the origin's `{assignmentId, eventId}` with what happened, to whom and when
-/// (`occurredAt`, RFC 3339). Keyed by the event id, so one event's results stay in order on one partition.
+/// (`occurredAt`, RFC 3339), and the event's `version` after it (its changes counted by the assignment service): the
+/// relay applies a result only over an older one, so a re-published or late message changes nothing. Keyed by the
+/// event id, so one event's results stay in order on one partition.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultMessage {
@@ -159,6 +161,8 @@ pub struct ResultMessage {
     pub user_id: String,
     pub status: ResultStatus,
     pub occurred_at: String,
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// `n` random events created at `now_ms`, each with the origin's value sets. Frame references are

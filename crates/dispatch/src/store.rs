@@ -23,7 +23,7 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
              rule_type TEXT NOT NULL, location TEXT, severity INTEGER NOT NULL CHECK (severity BETWEEN 1 AND 5), \
              device_id TEXT, camera_id TEXT, frame_reference TEXT, \
              state TEXT NOT NULL DEFAULT 'Not Viewed' CHECK (state IN ({states})), \
-             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)"
+             created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, result_version BIGINT NOT NULL DEFAULT 0)"
         ),
         "CREATE INDEX IF NOT EXISTS detection_events_created ON detection_events (created_at)".into(),
         "CREATE INDEX IF NOT EXISTS detection_events_state ON detection_events (state)".into(),
@@ -32,11 +32,22 @@ pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
     for s in statements {
         sqlx::query(&s).execute(store.pool()).await?;
     }
+    add_column(store, "detection_events", "result_version", "BIGINT NOT NULL DEFAULT 0").await?;
     crate::assign::migrate(store).await
 }
 
-/// Applies a result from `events.inbound` to its event's state; a result for an event this relay does not hold
-/// (written elsewhere) changes nothing. Returns whether it applied.
+/// Adds a column a table created by an earlier weir lacks (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+pub(crate) async fn add_column(store: &SqlStore, table: &str, column: &str, ddl: &str) -> Result<(), sqlx::Error> {
+    let probe = format!("SELECT {column} FROM {table} LIMIT 0");
+    if sqlx::query(&probe).execute(store.pool()).await.is_err() {
+        sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ddl}")).execute(store.pool()).await?;
+    }
+    Ok(())
+}
+
+/// Applies a result from `events.inbound` to its event's state, unless the event already has a newer one (by the
+/// result's version: a re-published or late message changes nothing); a result for an event this relay does not hold
+/// (written elsewhere) changes nothing either. Returns whether it applied.
 pub async fn apply_result(
     tx: &mut SqlTx,
     d: Dialect,
@@ -44,15 +55,20 @@ pub async fn apply_result(
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
-        "UPDATE detection_events SET state = {}, updated_at = {} WHERE event_id = {}",
+        "UPDATE detection_events SET state = {}, updated_at = {}, result_version = {} WHERE event_id = {} \
+         AND result_version < {}",
         d.param(1),
         d.param(2),
-        d.param(3)
+        d.param(3),
+        d.param(4),
+        d.param(5)
     );
     let r = sqlx::query(&sql)
         .bind(result.status.state().as_str())
         .bind(now_ms)
+        .bind(result.version)
         .bind(result.event_id.clone())
+        .bind(result.version)
         .execute(&mut **tx)
         .await?;
     Ok(r.rows_affected() > 0)
@@ -130,31 +146,35 @@ pub async fn counts_by_state(store: &SqlStore) -> Result<Vec<(State, i64)>, sqlx
     Ok(out)
 }
 
-/// [`apply_result`] for a batch in `events.inbound`'s order: each event takes the state of its last result, in a few
-/// statements for them all. Returns how many events changed.
+/// [`apply_result`] for a batch: each event takes the state of its newest result (by version), in a few statements
+/// for them all. Returns how many events changed.
 pub async fn apply_results(
     tx: &mut SqlTx,
     d: Dialect,
     results: &[ResultMessage],
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let mut last: std::collections::HashMap<&str, State> = std::collections::HashMap::new();
+    let mut newest: std::collections::HashMap<&str, (i64, State)> = std::collections::HashMap::new();
     for r in results {
-        last.insert(r.event_id.as_str(), r.status.state());
+        let slot = newest.entry(r.event_id.as_str()).or_insert((i64::MIN, r.status.state()));
+        if r.version >= slot.0 {
+            *slot = (r.version, r.status.state());
+        }
     }
-    let last: Vec<(&str, State)> = last.into_iter().collect();
+    let newest: Vec<(&str, (i64, State))> = newest.into_iter().collect();
     let mut applied = 0;
-    for chunk in last.chunks(500) {
-        let rows: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 2, 2)).collect();
+    for chunk in newest.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 3 + 2, 3)).collect();
         let sql = format!(
-            "UPDATE detection_events SET state = v.column2, updated_at = {} FROM (VALUES {}) AS v \
-             WHERE detection_events.event_id = v.column1",
+            "UPDATE detection_events SET state = v.column2, result_version = v.column3, updated_at = {} \
+             FROM (VALUES {}) AS v WHERE detection_events.event_id = v.column1 \
+             AND detection_events.result_version < v.column3",
             d.param(1),
             rows.join(", ")
         );
         let mut q = sqlx::query(&sql).bind(now_ms);
-        for (event, state) in chunk {
-            q = q.bind(event.to_string()).bind(state.as_str());
+        for (event, (version, state)) in chunk {
+            q = q.bind(event.to_string()).bind(state.as_str()).bind(*version);
         }
         applied += q.execute(&mut **tx).await?.rows_affected();
     }

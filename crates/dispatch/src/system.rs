@@ -8,7 +8,8 @@
 //! - the **expirer**, once a second: takes back the assignments of reviewers whose session ended and of those not
 //!   settled in time;
 //! - the **relay's consumer** (group `dispatch-relay`): results from `events.inbound` into `detection_events.state`,
-//!   exactly once;
+//!   exactly once into SQL, each applied only over an older version of its event (so a re-publication is harmless
+//!   without a table of ids seen, which would grow by two rows an assignment);
 //! - the **relay's sweep** on a cron schedule (`relay_schedule`, the origin's `*/15 * * * * *` by default), which
 //!   wakes the outbox relay for events written by another process (`weir dispatch generate --database`) where no
 //!   notification reaches it (SQLite; PostgreSQL's LISTEN/NOTIFY wakes it at once).
@@ -219,8 +220,8 @@ impl System for DispatchSystem {
         started.spawn("dispatch assignment consumer", async move {
             receiver.run(stopped(stop)).await.map(|_| ()).map_err(|e| SystemError::Other(e.to_string()))
         });
-        let mut config = RunnerConfig::new("dispatch-relay", [INBOUND]);
-        config.dedupe = true;
+        // No deduplication table: a result applies only over an older version of its event's state.
+        let config = RunnerConfig::new("dispatch-relay", [INBOUND]);
         let results =
             Runner::exactly_once(ctx.bus.clone(), config, ctx.store.clone(), ApplyResult(ctx.store.dialect()));
         let stop = ctx.stop.clone();
@@ -289,7 +290,7 @@ impl SqlHandler for Receive {
     }
 }
 
-/// The relay's consumer: each result of `events.inbound` onto its event's state.
+/// The relay's consumer: each result of `events.inbound` onto its event's state, newest version wins.
 struct ApplyResult(Dialect);
 
 #[async_trait]

@@ -134,3 +134,53 @@ async fn new_events_are_relayed_to_events_outbound_once_each() {
         assert_eq!(ends, 700, "{d:?}: the rolled-back five never published");
     }
 }
+
+/// Results from `events.inbound` apply newest first whatever order they come in: an older or repeated one (a
+/// re-publication after a crash) changes nothing, one by one or in a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_apply_by_version_so_a_late_or_repeated_one_changes_nothing() {
+    use weir_dispatch::events::{ResultMessage, ResultStatus};
+    for (store, _dir) in stores().await {
+        let d = store.dialect();
+        store::migrate(&store).await.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let events = generate(2, 1_764_576_000_000, &mut rng);
+        let mut tx = store.begin().await.unwrap();
+        store::insert_events(&mut tx, d, &events).await.unwrap();
+        tx.commit().await.unwrap();
+        let (a, b) = (events[0].event_id.to_string(), events[1].event_id.to_string());
+        let result = |event: &str, status, version| ResultMessage {
+            assignment_id: "x".into(),
+            event_id: event.to_string(),
+            user_id: "u".into(),
+            status,
+            occurred_at: "2025-12-01T08:00:00.000Z".into(),
+            version,
+        };
+        let state = |event: String| {
+            let store = store.clone();
+            async move {
+                let sql = format!("SELECT state FROM detection_events WHERE event_id = '{event}'");
+                let row = sqlx::query(&sql).fetch_one(store.pool()).await.unwrap();
+                sqlx::Row::get::<String, _>(&row, 0)
+            }
+        };
+        let mut tx = store.begin().await.unwrap();
+        assert!(store::apply_result(&mut tx, d, &result(&a, ResultStatus::Assigned, 1), 1).await.unwrap());
+        assert!(store::apply_result(&mut tx, d, &result(&a, ResultStatus::Approved, 2), 2).await.unwrap());
+        // The assignment's message again (re-published), then an unknown event: nothing changes.
+        assert!(!store::apply_result(&mut tx, d, &result(&a, ResultStatus::Assigned, 1), 3).await.unwrap());
+        assert!(!store::apply_result(&mut tx, d, &result("nope", ResultStatus::Assigned, 1), 3).await.unwrap());
+        // A batch, out of order and with a repeat: the newest per event wins.
+        let batch = [
+            result(&b, ResultStatus::Reassigned, 2),
+            result(&b, ResultStatus::Assigned, 3),
+            result(&b, ResultStatus::Assigned, 1),
+            result(&a, ResultStatus::Assigned, 1),
+        ];
+        assert_eq!(store::apply_results(&mut tx, d, &batch, 4).await.unwrap(), 1, "{d:?}: only b changes");
+        tx.commit().await.unwrap();
+        assert_eq!(state(a).await, State::Approved.as_str(), "{d:?}");
+        assert_eq!(state(b).await, State::Assigned.as_str(), "{d:?}");
+    }
+}

@@ -403,9 +403,11 @@ async fn expirer(d: Dispatch, mut stop: tokio::sync::watch::Receiver<bool>) -> R
 
 /// One pass of the expirer at `now_ms`; returns how many assignments it took back.
 pub async fn expire_once(d: &Dispatch, now_ms: i64) -> Result<u64, String> {
+    // Holders before sessions: a reviewer who comes online and is given events between the two reads is then
+    // seen active, not taken back.
+    let holders = assign::holders(&d.store).await.map_err(|e| e.to_string())?;
     let ended = d.sessions.ended(now_ms).await.map_err(|e| e.to_string())?;
     let active = d.sessions.active(now_ms).await.map_err(|e| e.to_string())?;
-    let holders = assign::holders(&d.store).await.map_err(|e| e.to_string())?;
     let gone: Vec<String> = holders.into_iter().filter(|u| !active.contains(u)).collect();
     let mut taken = 0;
     let back = assign::take_back(&d.store, &gone, now_ms).await.map_err(|e| e.to_string())?;

@@ -74,3 +74,29 @@ fn generate_through_the_api_and_into_the_database_reaches_reviewers() {
     let message = fails(d, &["dispatch", "generate", "5"]);
     assert!(message.contains("--database") && message.contains("--target"), "{message}");
 }
+
+/// `weir dispatch simulate` on a weir of its own: every event assigned, the report's figures present; both ways; and
+/// a plan that cannot fit (more events than reviewers × the cap) refused before anything runs.
+#[test]
+fn simulate_assigns_every_event_and_refuses_a_plan_that_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for extra in [&[][..], &["--queued-first"][..]] {
+        let args = [
+            &["dispatch", "simulate", "--events", "600", "--users", "12", "--batch", "200", "--report", "json"][..],
+            extra,
+        ]
+        .concat();
+        let out = weir(d, &args).output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+        assert_eq!(report["assigned"], 600, "{report}");
+        assert_eq!(report["mode"], if extra.is_empty() { "end-to-end" } else { "queued" }, "{report}");
+        assert!(report["assigned_per_second"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(report["wait_p99_ms"].as_i64().unwrap() >= report["wait_p50_ms"].as_i64().unwrap(), "{report}");
+        assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0, "{report}");
+    }
+    let err = fails(d, &["dispatch", "simulate", "--events", "1000", "--users", "10"]);
+    assert!(err.contains("room for 500") && err.contains("--users"), "{err}");
+}

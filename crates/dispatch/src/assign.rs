@@ -326,7 +326,8 @@ pub async fn assign_waiting(
             queue.push(Reverse((open + 1, now_ms.saturating_mul(1000) + tick, user.clone())));
         }
         made.push(Assignment {
-            assignment_id: uuid::Uuid::new_v4(),
+            // Time-ordered (UUIDv7): the primary key's inserts land at its end rather than all over it.
+            assignment_id: uuid::Uuid::now_v7(),
             event_id: event,
             user_id: user,
             waited_ms: (now_ms - created).max(0),

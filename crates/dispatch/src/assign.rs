@@ -265,18 +265,25 @@ pub async fn assign_waiting(
     let d = store.dialect();
     let lock = |what: &str| if d == Dialect::Postgres { what.to_string() } else { String::new() };
     let mut tx = store.begin().await?;
+    // The rows are this transaction's until it ends (locked on PostgreSQL, the one writer on SQLite), so each
+    // version read here is the one the update below moves on by one.
     let sql = format!(
-        "SELECT event_id, region, avoid_user, created_at FROM dispatch_queue WHERE waiting = 1 \
+        "SELECT event_id, region, avoid_user, created_at, version FROM dispatch_queue WHERE waiting = 1 \
          ORDER BY created_at, event_id LIMIT {} {}",
         d.param(1),
         lock("FOR UPDATE SKIP LOCKED")
     );
+    let mut versions: HashMap<String, i64> = HashMap::new();
     let waiting: Vec<(String, String, Option<String>, i64)> = sqlx::query(&sql)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .map(|r| {
+            let event: String = r.try_get(0)?;
+            versions.insert(event.clone(), r.try_get::<i64, _>(4)? + 1);
+            Ok((event, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+        })
         .collect::<Result<_, sqlx::Error>>()?;
     if waiting.is_empty() {
         return Ok(Changed::default());
@@ -284,6 +291,7 @@ pub async fn assign_waiting(
     // Per region (one pool for all without regions): reviewers by (open, last assigned, id), least first.
     type Queue = BinaryHeap<Reverse<(i64, i64, String)>>;
     let mut queues: HashMap<Option<String>, Queue> = HashMap::new();
+    let mut open_before: HashMap<String, i64> = HashMap::new();
     let mut sorted = active.to_vec();
     sorted.sort();
     for chunk in sorted.chunks(1000) {
@@ -302,6 +310,7 @@ pub async fn assign_waiting(
             let (user, region, open, last): (String, Option<String>, i64, i64) =
                 (r.try_get(0)?, r.try_get(1)?, r.try_get::<i32, _>(2)?.into(), r.try_get(3)?);
             let key = if rules.by_region { region } else { None };
+            open_before.insert(user.clone(), open);
             queues.entry(key).or_default().push(Reverse((open, last, user)));
         }
     }
@@ -336,36 +345,36 @@ pub async fn assign_waiting(
     if made.is_empty() {
         return Ok(Changed::default());
     }
-    let mut versions: HashMap<String, i64> = HashMap::with_capacity(made.len());
     for chunk in made.chunks(500) {
-        let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
+        // Three parameters a row; the status and the time (a number of ours) are written into the statement.
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "({}, {}, {}, 'open', {now_ms}, {now_ms})",
+                    d.param(i * 3 + 1),
+                    d.param(i * 3 + 2),
+                    d.param(i * 3 + 3)
+                )
+            })
+            .collect();
         let sql = format!(
             "INSERT INTO assignments (assignment_id, event_id, user_id, status, created_at, updated_at) VALUES {}",
             values.join(", ")
         );
         let mut q = sqlx::query(&sql);
         for a in chunk {
-            q = q
-                .bind(a.assignment_id.to_string())
-                .bind(a.event_id.clone())
-                .bind(a.user_id.clone())
-                .bind("open")
-                .bind(now_ms)
-                .bind(now_ms);
+            q = q.bind(a.assignment_id.to_string()).bind(a.event_id.clone()).bind(a.user_id.clone());
         }
         q.execute(&mut *tx).await?;
         let sql = format!(
-            "UPDATE dispatch_queue SET waiting = 0, version = version + 1 WHERE event_id IN ({}) \
-             RETURNING event_id, version",
+            "UPDATE dispatch_queue SET waiting = 0, version = version + 1 WHERE event_id IN ({})",
             params(d, 1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for a in chunk {
             q = q.bind(a.event_id.clone());
         }
-        for r in q.fetch_all(&mut *tx).await? {
-            versions.insert(r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?);
-        }
+        q.execute(&mut *tx).await?;
     }
     let added: Vec<(String, i64)> = added.into_iter().collect();
     let mut counts = Vec::with_capacity(added.len());
@@ -375,7 +384,7 @@ pub async fn assign_waiting(
         let sql = format!(
             "UPDATE dispatch_reviewers SET open_count = open_count + v.column2, last_assigned_at = {now} \
              FROM (VALUES {}) AS v WHERE dispatch_reviewers.user_id = v.column1 \
-             AND dispatch_reviewers.open_count + v.column2 <= {cap} RETURNING dispatch_reviewers.user_id, open_count",
+             AND dispatch_reviewers.open_count + v.column2 <= {cap}",
             values.join(", "),
             now = d.param(1),
             cap = rules.cap,
@@ -384,17 +393,18 @@ pub async fn assign_waiting(
         for (user, n) in chunk {
             q = q.bind(user.clone()).bind(*n);
         }
-        let updated = q.fetch_all(&mut *tx).await?;
-        if updated.len() != chunk.len() {
+        let updated = q.execute(&mut *tx).await?.rows_affected() as usize;
+        if updated != chunk.len() {
             // The rows were locked (or, on SQLite, the database): only a bug gets here. Nothing is written.
             return Err(StoreError::Db(sqlx::Error::Protocol(format!(
                 "assigning would have taken {} reviewer(s) past the cap of {}",
-                chunk.len() - updated.len(),
+                chunk.len() - updated,
                 rules.cap
             ))));
         }
-        for r in updated {
-            counts.push((r.try_get(0)?, r.try_get::<i32, _>(1)?.into()));
+        // The same rows read under the same lock: their counts now are those plus what this round added.
+        for (user, n) in chunk {
+            counts.push((user.clone(), open_before.get(user).copied().unwrap_or(0) + n));
         }
     }
     let ids: Vec<String> = made.iter().map(|a| a.assignment_id.to_string()).collect();

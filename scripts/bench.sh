@@ -423,6 +423,29 @@ r = json.loads(sys.argv[2].strip().splitlines()[-1])
 print(json.dumps({**json.loads(sys.argv[1]), **r, **json.loads(sys.argv[3])}))
 PY
 }
+# One run of a simulate on a weir of its own: $1 its labels (a JSON object), the rest the command. Prints its line
+# with the simulate process's wall time, CPU time and peak RSS (its weir included) and how busy the whole machine
+# was (PostgreSQL's processes are not the simulate's); a failed run says so and is skipped. Uses $scratch.
+embedded_run() {
+  local labels=$1 machine out
+  shift
+  sync; echo "+ $*" >&2
+  machine=$(machine_ticks)
+  out=$(/usr/bin/time -v -o "$scratch/time" "$@") || { echo "failed: $*" >&2; return 0; }
+  simulate_line "$labels" "$out" "$(time_fields "$scratch/time" "$machine")"
+}
+# Tansu on in-memory storage listening on 127.0.0.1:$1 (a fresh process: it keeps topics across weir restarts),
+# logging to $scratch/tansu.log; sets $tpid. Fails (returns 1) if Tansu is not installed.
+start_tansu() {
+  if [ ! -x "$tansu" ]; then
+    echo "tansu not found: skipping the cluster runs (scripts/tansu.sh installs it)" >&2
+    return 1
+  fi
+  "$tansu" broker --listener-url tcp://127.0.0.1:$1 --advertised-listener-url tcp://127.0.0.1:$1 \
+    --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
+  tpid=$!
+  wait_port $1
+}
 # The peak RSS, wall and CPU time `/usr/bin/time -v` wrote to $1, and the machine's busy share since $2, as JSON.
 time_fields() {
   awk -F': ' -v busy="$(machine_busy "$2")" '
@@ -454,32 +477,18 @@ repair() {
       for run in $(seq $runs); do
         local database=()
         if [ $engine = postgres ]; then fresh_db $db; database=(--database "$pg/$db"); fi
-        sync; echo "+ ${simulate[*]} --workers $workers ${database[*]}" >&2
-        machine=$(machine_ticks)
-        out=$(/usr/bin/time -v -o "$scratch/time" "${simulate[@]}" --workers $workers --max-batch 2000 "${database[@]}") \
-          || { echo "repair simulate failed ($engine, $workers workers)" >&2; continue; }
-        # The simulate process (its weir included): wall time from start to exit, CPU time, peak RSS; and how busy
-        # the whole machine was meanwhile (PostgreSQL's processes are not the simulate's).
-        simulate_line "{\"bench\": \"repair\", \"mode\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"workers\": $workers, \"run\": $run}" \
-          "$out" "$(time_fields "$scratch/time" "$machine")"
+        embedded_run "{\"bench\": \"repair\", \"mode\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"workers\": $workers, \"run\": $run}" \
+          "${simulate[@]}" --workers $workers --max-batch 2000 "${database[@]}"
       done
     done
   done
 
   tansu=${TANSU:-$(scripts/tansu.sh)}
-  if [ ! -x "$tansu" ]; then
-    echo "tansu not found: skipping the cluster runs (scripts/tansu.sh installs it)" >&2
-    rm -rf "$scratch"
-    return 0
-  fi
   local plan instances tpid tcpu pids ports cpus i up extra
   for plan in $(seq $runs | sed 's/^/1:/') 2:1; do
     instances=${plan%%:*}; run=${plan#*:}
     fresh_db $db
-    "$tansu" broker --listener-url tcp://127.0.0.1:$tport --advertised-listener-url tcp://127.0.0.1:$tport \
-      --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
-    tpid=$!
-    wait_port $tport
+    start_tansu $tport || break
     pids=(); ports=()
     for i in $(seq $instances); do
       rm -rf "$scratch/d$i"
@@ -533,30 +542,18 @@ dispatch() {
         local database=() flags=()
         if [ $engine = postgres ]; then fresh_db $db; database=(--database "$pg/$db"); fi
         [ $how = queued ] && flags=(--queued-first)
-        sync; echo "+ ${simulate[*]} ${flags[*]} ${database[*]}" >&2
-        machine=$(machine_ticks)
-        out=$(/usr/bin/time -v -o "$scratch/time" "${simulate[@]}" "${flags[@]}" "${database[@]}") \
-          || { echo "dispatch simulate failed ($engine, $how)" >&2; continue; }
-        simulate_line "{\"bench\": \"dispatch\", \"bus\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"run\": $run}" \
-          "$out" "$(time_fields "$scratch/time" "$machine")"
+        embedded_run "{\"bench\": \"dispatch\", \"bus\": \"embedded\", \"engine\": \"$engine\", \"instances\": 1, \"run\": $run}" \
+          "${simulate[@]}" "${flags[@]}" "${database[@]}"
       done
     done
   done
 
   tansu=${TANSU:-$(scripts/tansu.sh)}
-  if [ ! -x "$tansu" ]; then
-    echo "tansu not found: skipping the cluster runs (scripts/tansu.sh installs it)" >&2
-    rm -rf "$scratch"
-    return 0
-  fi
   local plan instances tpid pids ports i
   for plan in $(seq $runs | sed 's/^/1:/') 2:1; do
     instances=${plan%%:*}; run=${plan#*:}
     fresh_db $db
-    "$tansu" broker --listener-url tcp://127.0.0.1:$tport --advertised-listener-url tcp://127.0.0.1:$tport \
-      --storage-engine memory://tansu/ >"$scratch/tansu.log" 2>&1 &
-    tpid=$!
-    wait_port $tport
+    start_tansu $tport || break
     pids=(); ports=()
     for i in $(seq $instances); do
       rm -rf "$scratch/d$i"

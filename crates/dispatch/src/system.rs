@@ -270,24 +270,30 @@ struct Receive(Dialect);
 #[async_trait]
 impl SqlHandler for Receive {
     async fn handle(&self, message: &Message, tx: &mut SqlTx) -> Result<(), HandlerError> {
-        let payload = message.value.as_deref().unwrap_or_default();
-        let event: OutboundEvent = serde_json::from_slice(payload)
-            .map_err(|e| HandlerError::Permanent(format!("not a detection event: {e}")))?;
-        let d = self.0;
-        assign::receive(tx, d, &event, weir_runtime::time::now_ms()).await?;
+        let event: OutboundEvent = parse(message, "a detection event")?;
+        assign::receive(tx, self.0, &event, weir_runtime::time::now_ms()).await?;
         Ok(())
     }
 
     async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
-        let events: Result<Vec<OutboundEvent>, _> =
-            messages.iter().map(|m| serde_json::from_slice(m.value.as_deref().unwrap_or_default())).collect();
-        let Ok(events) = events else {
-            // One is not an event: record by record, so that it alone is dead-lettered.
-            return Some(Err(HandlerError::Permanent("a record of the batch is not a detection event".into())));
+        // One record not an event fails the batch: the runner then goes record by record, dead-lettering it alone.
+        let events = match parse_all(messages, "a detection event") {
+            Ok(events) => events,
+            Err(e) => return Some(Err(e)),
         };
         let received = assign::receive_all(tx, self.0, &events, weir_runtime::time::now_ms()).await;
         Some(received.map(|_| ()).map_err(HandlerError::from))
     }
+}
+
+/// A record's JSON value, or a permanent error saying it is not `what`.
+fn parse<T: serde::de::DeserializeOwned>(message: &Message, what: &str) -> Result<T, HandlerError> {
+    serde_json::from_slice(message.value.as_deref().unwrap_or_default())
+        .map_err(|e| HandlerError::Permanent(format!("not {what}: {e}")))
+}
+
+fn parse_all<T: serde::de::DeserializeOwned>(messages: &[&Message], what: &str) -> Result<Vec<T>, HandlerError> {
+    messages.iter().map(|m| parse(m, what)).collect()
 }
 
 /// The relay's consumer: each result of `events.inbound` onto its event's state, newest version wins.
@@ -296,21 +302,17 @@ struct ApplyResult(Dialect);
 #[async_trait]
 impl SqlHandler for ApplyResult {
     async fn handle(&self, message: &Message, tx: &mut SqlTx) -> Result<(), HandlerError> {
-        let payload = message.value.as_deref().unwrap_or_default();
-        let result: ResultMessage = serde_json::from_slice(payload)
-            .map_err(|e| HandlerError::Permanent(format!("not an assignment result: {e}")))?;
-        let d = self.0;
-        if store::apply_result(tx, d, &result, weir_runtime::time::now_ms()).await? {
+        let result: ResultMessage = parse(message, "an assignment result")?;
+        if store::apply_result(tx, self.0, &result, weir_runtime::time::now_ms()).await? {
             metrics::counter!("dispatch_results_applied_total").increment(1);
         }
         Ok(())
     }
 
     async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
-        let results: Result<Vec<ResultMessage>, _> =
-            messages.iter().map(|m| serde_json::from_slice(m.value.as_deref().unwrap_or_default())).collect();
-        let Ok(results) = results else {
-            return Some(Err(HandlerError::Permanent("a record of the batch is not an assignment result".into())));
+        let results = match parse_all(messages, "an assignment result") {
+            Ok(results) => results,
+            Err(e) => return Some(Err(e)),
         };
         match store::apply_results(tx, self.0, &results, weir_runtime::time::now_ms()).await {
             Ok(n) => {

@@ -446,6 +446,22 @@ start_tansu() {
   tpid=$!
   wait_port $1
 }
+# $2 `weir up --systems $1` on Tansu (127.0.0.1:$tport) and one PostgreSQL database ($pg/$db), HTTP on $3+1, $3+2,
+# ..., with the remaining arguments; one after the other, each waited for (the second starts on the tables and topics
+# the first created). Sets $pids and $ports; logs go to $scratch/up-N.log.
+start_instances() {
+  local system=$1 count=$2 base=$3 i
+  shift 3
+  pids=(); ports=()
+  for i in $(seq $count); do
+    rm -rf "$scratch/d$i"
+    $weir --data-dir "$scratch/d$i" up --systems $system --bus kafka://127.0.0.1:$tport --database "$pg/$db" \
+      --status-every 3600 --http-listen 127.0.0.1:$((base + i)) --schema-registry-listen none \
+      --rest-proxy-listen none "$@" 2>"$scratch/up-$i.log" &
+    pids+=($!); ports+=($((base + i)))
+    wait_health $((base + i))
+  done
+}
 # The peak RSS, wall and CPU time `/usr/bin/time -v` wrote to $1, and the machine's busy share since $2, as JSON.
 time_fields() {
   awk -F': ' -v busy="$(machine_busy "$2")" '
@@ -489,17 +505,8 @@ repair() {
     instances=${plan%%:*}; run=${plan#*:}
     fresh_db $db
     start_tansu $tport || break
-    pids=(); ports=()
-    for i in $(seq $instances); do
-      rm -rf "$scratch/d$i"
-      $weir --data-dir "$scratch/d$i" up --systems repair --bus kafka://127.0.0.1:$tport --database "$pg/$db" \
-        --set repair.clock_speed=max --set repair.transactions=false --set repair.max_batch=2000 --status-every 3600 \
-        --http-listen 127.0.0.1:$((18096 + i)) --schema-registry-listen none --rest-proxy-listen none \
-        2>"$scratch/up-$i.log" &
-      pids+=($!); ports+=($((18096 + i)))
-      # One after the other: the second starts on the tables and topics the first created.
-      wait_health $((18096 + i))
-    done
+    start_instances repair $instances 18096 \
+      --set repair.clock_speed=max --set repair.transactions=false --set repair.max_batch=2000
     # The services' groups settle (the second instance's members join) before the clock starts.
     sleep $settle
     cpus=(); for i in "${!pids[@]}"; do cpus+=($(cpu_ticks ${pids[$i]})); done
@@ -554,15 +561,7 @@ dispatch() {
     instances=${plan%%:*}; run=${plan#*:}
     fresh_db $db
     start_tansu $tport || break
-    pids=(); ports=()
-    for i in $(seq $instances); do
-      rm -rf "$scratch/d$i"
-      $weir --data-dir "$scratch/d$i" up --systems dispatch --bus kafka://127.0.0.1:$tport --database "$pg/$db" \
-        --status-every 3600 --http-listen 127.0.0.1:$((18196 + i)) --schema-registry-listen none \
-        --rest-proxy-listen none 2>"$scratch/up-$i.log" &
-      pids+=($!); ports+=($((18196 + i)))
-      wait_health $((18196 + i))
-    done
+    start_instances dispatch $instances 18196
     sleep $settle
     sync; echo "+ ${simulate[*]} --target 127.0.0.1:${ports[0]} ($instances weir up on Tansu)" >&2
     machine=$(machine_ticks)

@@ -166,7 +166,7 @@ async fn deactivate(State(d): State<Dispatch>, Path(user): Path<String>) -> Resu
 
 /// Refreshes a reviewer's session on their activity, if they have one (settling after it ended does not revive it).
 async fn refresh(d: &Dispatch, user: &str, now_ms: i64) -> Result<bool, ApiError> {
-    if !d.sessions.is_active(user, now_ms).await.map_err(unavailable)? {
+    if !d.sessions.is_active(user).await.map_err(unavailable)? {
         return Ok(false);
     }
     let (region, open) = assign::reviewer(&d.store, user).await?.unwrap_or((None, 0));
@@ -252,7 +252,8 @@ async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
     let last_change: Option<i64> =
         sqlx::query("SELECT MAX(updated_at) FROM detection_events").fetch_one(d.store.pool()).await?.try_get(0)?;
     let now = weir_runtime::time::now_ms();
-    let active = d.sessions.active(now).await.map_err(unavailable)?;
+    let active: std::collections::HashSet<String> =
+        d.sessions.active(now).await.map_err(unavailable)?.into_iter().collect();
     let rows = sqlx::query("SELECT user_id, open_count FROM dispatch_reviewers ORDER BY user_id LIMIT 1000")
         .fetch_all(d.store.pool())
         .await?;
@@ -261,12 +262,11 @@ async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
         let (user, open): (String, i32) = (r.try_get(0)?, r.try_get(1)?);
         users.insert(user.clone(), json!({"open": open, "active": active.contains(&user)}));
     }
-    let (rate, latency) = {
+    let (rate, latency, taken_back) = {
         let mut recent = d.recent.lock();
         let (rate, latency) = recent.summary(now);
-        (rate, latency.map(|(p50, p99)| json!({"p50": p50, "p99": p99})))
+        (rate, latency.map(|(p50, p99)| json!({"p50": p50, "p99": p99})), recent.taken_back)
     };
-    let taken_back = d.recent.lock().taken_back;
     Ok(Json(json!({
         "events": states.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "waiting": waiting,

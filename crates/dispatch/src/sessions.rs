@@ -71,9 +71,10 @@ impl Sessions {
         Ok(self.kv.hdel_if(ACTIVE_USERS, user, None).await? || had)
     }
 
-    /// Whether `user` has a session at `now_ms`.
-    pub async fn is_active(&self, user: &str, now_ms: i64) -> Result<bool, KvError> {
-        Ok(self.active(now_ms).await?.iter().any(|u| u == user))
+    /// Whether `user` has a session: one key read (the session key expires with it), not the whole
+    /// `active_users` hash, as every fetch and settlement asks.
+    pub async fn is_active(&self, user: &str) -> Result<bool, KvError> {
+        Ok(self.kv.get(&Self::session_key(user)).await?.is_some())
     }
 
     /// The users whose session is running at `now_ms`.

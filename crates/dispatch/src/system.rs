@@ -409,7 +409,8 @@ pub async fn expire_once(d: &Dispatch, now_ms: i64) -> Result<u64, String> {
     // seen active, not taken back.
     let holders = assign::holders(&d.store).await.map_err(|e| e.to_string())?;
     let ended = d.sessions.ended(now_ms).await.map_err(|e| e.to_string())?;
-    let active = d.sessions.active(now_ms).await.map_err(|e| e.to_string())?;
+    let active: std::collections::HashSet<String> =
+        d.sessions.active(now_ms).await.map_err(|e| e.to_string())?.into_iter().collect();
     let gone: Vec<String> = holders.into_iter().filter(|u| !active.contains(u)).collect();
     let mut taken = 0;
     let back = assign::take_back(&d.store, &gone, now_ms).await.map_err(|e| e.to_string())?;

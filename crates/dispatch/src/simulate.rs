@@ -33,6 +33,9 @@ pub struct Report {
     pub assigned_per_second: f64,
     /// Seconds until the relay had every event's state back as Assigned.
     pub states_seconds: f64,
+    /// Queued first: seconds to bring the reviewers online (from the first activation to the last answered), part
+    /// of `seconds`, as each reviewer is given events the moment they are online.
+    pub activate_seconds: Option<f64>,
     pub wait_p50_ms: i64,
     pub wait_p99_ms: i64,
     /// Peak resident memory of this process (a weir of its own), in bytes.
@@ -123,7 +126,7 @@ pub async fn drive(api: &ApiTarget, plan: &Plan) -> Result<Report> {
 
     let deadline = started + plan.timeout;
     let target = plan.events as i64;
-    let (mut assigned_at, mut states_at, mut received_at) = (None, None, None);
+    let (mut assigned_at, mut states_at, mut received_at, mut activated) = (None, None, None, None);
     if plan.queued_first {
         progress.set_message("received");
         loop {
@@ -143,6 +146,7 @@ pub async fn drive(api: &ApiTarget, plan: &Plan) -> Result<Report> {
         started = Instant::now();
         start_ms = weir_runtime::time::now_ms();
         activate(api, &run, plan.users).await?;
+        activated = Some(started.elapsed().as_secs_f64());
     }
     let mut stats;
     loop {
@@ -185,6 +189,7 @@ pub async fn drive(api: &ApiTarget, plan: &Plan) -> Result<Report> {
         received_seconds: received_at.unwrap_or_default().as_secs_f64(),
         assigned_per_second: plan.events as f64 / seconds.max(1e-9),
         states_seconds: states_at.unwrap_or_default().as_secs_f64(),
+        activate_seconds: activated,
         wait_p50_ms: int(&stats, &["timeToAssignmentMs", "p50"]),
         wait_p99_ms: int(&stats, &["timeToAssignmentMs", "p99"]),
         peak_rss_bytes: None,

@@ -21,7 +21,10 @@
 //!   rebalance hands a partition to another while a batch of it is still in hand, whichever commits second finds
 //!   the offset moved and rolls back, so a batch is never applied twice across instances either. With
 //!   `dedupe`, event ids (the `weir.event.id` header, or topic-partition-offset) are also recorded in
-//!   `weir_processed_events`, so an event published twice is handled once.
+//!   `weir_processed_events`, so an event published twice is handled once. On SQLite, whose one writer would take
+//!   the partitions' transactions one after another anyway, a batch spanning several partitions is first tried in
+//!   one transaction (every partition's offset in it): a commit, not one per partition. A handler's failure or a
+//!   moved offset rolls it back, and the batch is done again partition by partition as above.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -74,10 +77,11 @@ pub trait TransformHandler: Send + Sync + 'static {
 pub trait SqlHandler: Send + Sync + 'static {
     async fn handle(&self, message: &Message, tx: &mut SqlTx) -> Result<(), HandlerError>;
 
-    /// The records of one fetched batch of one partition at once (duplicates already skipped), for a handler that
-    /// writes them in a few multi-row statements rather than a round trip each; `None` (the default) has the runner
-    /// call [`SqlHandler::handle`] for each. An error redoes the batch record by record through `handle`, each in a
-    /// savepoint, so that a failing record is retried or dead-lettered alone.
+    /// The records of one fetched batch at once (duplicates already skipped), for a handler that writes them in a
+    /// few multi-row statements rather than a round trip each: one partition's, or on SQLite (one writer) those of
+    /// every partition in the batch, each partition's in order. `None` (the default) has the runner call
+    /// [`SqlHandler::handle`] for each. An error redoes the batch partition by partition, then record by record
+    /// through `handle`, each in a savepoint, so that a failing record is retried or dead-lettered alone.
     async fn handle_batch(&self, _messages: &[&Message], _tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
         None
     }
@@ -329,6 +333,13 @@ impl Runner {
         &self,
         by_partition: BTreeMap<(String, i32), Vec<Message>>,
     ) -> Result<Vec<Processed>, RunnerError> {
+        if let Mode::ExactlyOnce(handler, store) = &self.mode {
+            if store.dialect() == sql::Dialect::Sqlite && by_partition.len() > 1 {
+                if let Some(done) = together_exactly_once(&**handler, store, &self.config, &by_partition).await? {
+                    return Ok(done);
+                }
+            }
+        }
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         for (tp, msgs) in by_partition {
@@ -588,6 +599,77 @@ async fn partition_exactly_once(
     }
     tx.rollback().await?;
     careful_exactly_once(handler, store, config, bus, tp, msgs, next).await
+}
+
+/// Every partition's share of a batch in one transaction, for a store with one writer: the handler's writes and
+/// every partition's next offset, committed together. `None` when it rolled back (a handler failed, or another
+/// consumer of the group moved an offset first): the caller then does the batch partition by partition, where a
+/// failing record is retried or dead-lettered alone and a moved offset drops only its partition's share.
+async fn together_exactly_once(
+    handler: &dyn SqlHandler,
+    store: &SqlStore,
+    config: &RunnerConfig,
+    by_partition: &BTreeMap<(String, i32), Vec<Message>>,
+) -> Result<Option<Vec<Processed>>, RunnerError> {
+    let mut tx = store.begin().await?;
+    let all: Vec<&Message> = by_partition.values().flatten().collect();
+    let mut skipped: HashMap<(&str, i32), u64> = HashMap::new();
+    let fresh: Vec<&Message> = if config.dedupe {
+        let ids: Vec<String> = all.iter().map(|m| event_id(m)).collect();
+        let mut new = sql::first_times(&mut tx, store.dialect(), &config.group, &ids).await?;
+        let mut fresh = Vec::with_capacity(all.len());
+        for (m, id) in all.iter().zip(&ids) {
+            if new.remove(id) {
+                fresh.push(*m);
+            } else {
+                *skipped.entry((m.topic.as_str(), m.partition)).or_default() += 1;
+            }
+        }
+        fresh
+    } else {
+        all
+    };
+    let started = Instant::now();
+    let handled = match handler.handle_batch(&fresh, &mut tx).await {
+        Some(result) => result.is_ok(),
+        None => {
+            let mut ok = true;
+            for m in &fresh {
+                if handler.handle(m, &mut tx).await.is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            ok
+        }
+    };
+    if !handled {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let mut done = Vec::with_capacity(by_partition.len());
+    for (tp, msgs) in by_partition {
+        let (Some(first), Some(last)) = (msgs.first(), msgs.last()) else { continue };
+        if !sql::advance_offset(&mut tx, &config.group, &tp.0, tp.1, first.offset, last.offset + 1).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let skipped = skipped.get(&(tp.0.as_str(), tp.1)).copied().unwrap_or(0);
+        let stats =
+            RunStats { processed: msgs.len() as u64 - skipped, skipped_duplicates: skipped, ..RunStats::default() };
+        done.push((tp.clone(), first.offset, last.offset + 1, stats, Vec::new()));
+    }
+    tx.commit().await?;
+    for (tp, _, _, stats, _) in &done {
+        let observer = Observer::new(config, &tp.0);
+        for _ in 0..stats.processed {
+            observer.record(started);
+        }
+    }
+    if let Some(notify) = &config.after_commit {
+        notify.notify_one();
+    }
+    Ok(Some(done))
 }
 
 /// The batch again, each record's attempts in a savepoint: a failed attempt's partial writes are undone, the others

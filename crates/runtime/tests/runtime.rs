@@ -147,10 +147,13 @@ async fn poison_is_dead_lettered_while_its_partition_flows_postgres() {
 
 /// A handler taking whole batches (one multi-row statement): batches go through `handle_batch`; the batch holding a
 /// poison record is redone record by record through `handle`, the poison dead-lettered alone, nothing written twice.
-async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db) {
+/// Over several partitions, SQLite's batches span them (one transaction for all), PostgreSQL's never do.
+async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db, partitions: i32) {
     struct Batched {
         batches: AtomicU32,
         singles: AtomicU32,
+        /// The most partitions one `handle_batch` call held records of.
+        widest: AtomicU32,
     }
     fn value(m: &Message) -> String {
         String::from_utf8_lossy(m.value.as_deref().unwrap_or_default()).into_owned()
@@ -168,6 +171,12 @@ async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db) {
 
         async fn handle_batch(&self, messages: &[&Message], tx: &mut SqlTx) -> Option<Result<(), HandlerError>> {
             self.batches.fetch_add(1, Ordering::SeqCst);
+            let spanned: std::collections::HashSet<i32> = messages.iter().map(|m| m.partition).collect();
+            self.widest.fetch_max(spanned.len() as u32, Ordering::SeqCst);
+            for p in &spanned {
+                let offsets: Vec<i64> = messages.iter().filter(|m| m.partition == *p).map(|m| m.offset).collect();
+                assert!(offsets.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order: {offsets:?}");
+            }
             let values: Vec<String> = messages.iter().map(|m| value(m)).collect();
             let rows: Vec<String> = (1..=values.len()).map(|i| format!("(${i})")).collect();
             let sql = format!("INSERT INTO sink (v) VALUES {}", rows.join(", "));
@@ -184,14 +193,15 @@ async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db) {
     }
     let dir = tempfile::tempdir().unwrap();
     let b = open_broker(dir.path().join("data"));
-    b.create_topic("payments", 1, BTreeMap::new()).unwrap();
+    b.create_topic("payments", partitions, BTreeMap::new()).unwrap();
     let bus = EmbeddedBus::new(b.clone());
     let store = SqlStore::connect(&db.url(dir.path()).await).await.unwrap();
     sqlx::query("CREATE TABLE sink (v TEXT NOT NULL)").execute(store.pool()).await.unwrap();
     let mut config = RunnerConfig::new("billing", ["payments"]);
     config.batch_size = 10;
     fast_retries(&mut config);
-    let handler = Arc::new(Batched { batches: AtomicU32::new(0), singles: AtomicU32::new(0) });
+    let handler =
+        Arc::new(Batched { batches: AtomicU32::new(0), singles: AtomicU32::new(0), widest: AtomicU32::new(0) });
     struct Shared(Arc<Batched>);
     #[async_trait]
     impl SqlHandler for Shared {
@@ -202,7 +212,13 @@ async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db) {
             self.0.handle_batch(messages, tx).await
         }
     }
-    produce(&bus, "payments", (0..100).map(|i| format!("p{i}"))).await;
+    let msgs = (0..100)
+        .map(|i| OutgoingMessage {
+            partition: Some(i % partitions),
+            ..OutgoingMessage::new("payments", format!("p{i}"))
+        })
+        .collect();
+    bus.produce_all(msgs).await.unwrap();
     let runner = Runner::exactly_once(Arc::new(bus.clone()), config, store.clone(), Shared(handler.clone()));
     let stats = runner.run(until_rows(store.clone(), 99)).await.unwrap();
     assert_eq!((stats.dead_lettered, stats.processed), (1, 100), "{stats:?}");
@@ -215,17 +231,38 @@ async fn batches_go_whole_and_a_failing_one_record_by_record(db: Db) {
     assert!(singles < 100, "{db:?}: only the failing batch record by record ({singles})");
     let dlq = read_all(&bus, "payments.dlq", 1).await;
     assert_eq!(dlq.iter().map(|m| m.value.as_deref()).collect::<Vec<_>>(), [Some(&b"p37"[..])]);
+    let mut offsets = store.consumer_offsets("billing").await.unwrap();
+    offsets.sort();
+    let expected: Vec<(String, i32, i64)> = (0..partitions)
+        .map(|p| ("payments".to_string(), p, (100 + partitions - 1 - p) as i64 / partitions as i64))
+        .collect();
+    assert_eq!(offsets, expected, "{db:?}: every partition's offset past its records");
+    let widest = handler.widest.load(Ordering::SeqCst);
+    match (db, partitions) {
+        (Db::Sqlite, 3) => assert!(widest > 1, "SQLite: batches of several partitions in one transaction ({widest})"),
+        _ => assert_eq!(widest, 1, "{db:?}, {partitions} partition(s): a batch per partition"),
+    }
     b.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_go_whole_and_a_failing_one_record_by_record_sqlite() {
-    batches_go_whole_and_a_failing_one_record_by_record(Db::Sqlite).await;
+    batches_go_whole_and_a_failing_one_record_by_record(Db::Sqlite, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_go_whole_and_a_failing_one_record_by_record_postgres() {
-    batches_go_whole_and_a_failing_one_record_by_record(Db::Postgres).await;
+    batches_go_whole_and_a_failing_one_record_by_record(Db::Postgres, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_several_partitions_go_whole_and_a_failing_one_record_by_record_sqlite() {
+    batches_go_whole_and_a_failing_one_record_by_record(Db::Sqlite, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_several_partitions_go_whole_and_a_failing_one_record_by_record_postgres() {
+    batches_go_whole_and_a_failing_one_record_by_record(Db::Postgres, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,9 +98,6 @@ pub async fn enqueue_all(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEve
         sql += &rows.join(", ");
         // SQLite's relay can take the messages from memory, by their sequence numbers.
         let hand_over = dialect == Dialect::Sqlite;
-        if hand_over {
-            sql += " RETURNING seq";
-        }
         let mut q = sqlx::query(&sql);
         let mut messages = Vec::with_capacity(if hand_over { chunk.len() } else { 0 });
         for e in chunk {
@@ -122,20 +119,17 @@ pub async fn enqueue_all(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEve
                 .bind(now);
             out.ids.push(id);
         }
-        if hand_over {
-            // SQLite numbers the rows of one INSERT one after another, in the order of its VALUES, under the write
-            // lock this transaction holds (and OR FAIL inserts every row or none); RETURNING's own order is not
-            // promised, so only its largest number is used.
-            let mut last = None;
-            for row in q.fetch_all(&mut **tx).await? {
-                last = last.max(Some(row.try_get::<i64, _>(0)?));
-            }
-            if let Some(last) = last {
-                let first = last - messages.len() as i64 + 1;
-                out.messages.extend((first..=last).zip(messages));
-            }
-        } else {
-            q.execute(&mut **tx).await?;
+        q.execute(&mut **tx).await?;
+        out.messages.extend(messages.into_iter().map(|m| (0, m)));
+    }
+    if dialect == Dialect::Sqlite && !out.messages.is_empty() {
+        // SQLite numbers the rows one after another, in the order of the VALUES and of the statements, under the
+        // write lock this transaction holds (and OR FAIL inserts every row or none): the last row's number (`seq` is
+        // the rowid) gives them all, in one statement rather than a row sent back per message.
+        let last: i64 = sqlx::query("SELECT last_insert_rowid()").fetch_one(&mut **tx).await?.try_get(0)?;
+        let first = last - out.messages.len() as i64 + 1;
+        for (seq, (slot, _)) in (first..=last).zip(out.messages.iter_mut()) {
+            *slot = seq;
         }
     }
     if dialect == Dialect::Postgres && !out.ids.is_empty() {

@@ -250,11 +250,11 @@ async fn stats(State(d): State<Dispatch>) -> Result<Json<Value>, ApiError> {
     let waiting = assign::waiting(&d.store).await?;
     let row = sqlx::query("SELECT COUNT(*), MAX(created_at) FROM assignments").fetch_one(d.store.pool()).await?;
     let (total, last_assigned): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-    let last_change: Option<i64> =
-        sqlx::query("SELECT MAX(updated_at) FROM detection_events").fetch_one(d.store.pool()).await?.try_get(0)?;
+    let last_change = store::last_change(&d.store).await?;
     let now = weir_runtime::time::now_ms();
+    // As the assigner sees them: the hash read again only when it changed, as the stats are asked for often.
     let active: std::collections::HashSet<String> =
-        d.sessions.active(now).await.map_err(unavailable)?.into_iter().collect();
+        d.sessions.active_recent(now).await.map_err(unavailable)?.into_iter().collect();
     let rows = sqlx::query("SELECT user_id, open_count FROM dispatch_reviewers ORDER BY user_id LIMIT 1000")
         .fetch_all(d.store.pool())
         .await?;

@@ -350,7 +350,7 @@ async fn assigner(d: Dispatch, mut stop: tokio::sync::watch::Receiver<bool>) -> 
     while !*stop.borrow() {
         let now = weir_runtime::time::now_ms();
         let round = async {
-            let active = d.sessions.active(now).await.map_err(|e| e.to_string())?;
+            let active = d.sessions.active_recent(now).await.map_err(|e| e.to_string())?;
             metrics::gauge!("dispatch_active_reviewers").set(active.len() as f64);
             assign::assign_waiting(&d.store, d.settings.rules(), &active, now, d.settings.round)
                 .await

@@ -189,7 +189,7 @@ async fn an_idle_session_ends_after_the_ttl_and_its_assignments_go_to_the_others
         let ttl = settings.ttl_ms();
         let d = Dispatch {
             store: store.clone(),
-            sessions: Sessions::new(kv, ttl),
+            sessions: Sessions::new(kv.clone(), ttl),
             settings,
             outbox: Default::default(),
             wake: Default::default(),
@@ -199,6 +199,18 @@ async fn an_idle_session_ends_after_the_ttl_and_its_assignments_go_to_the_others
             assign::register(&store, u, None).await.unwrap();
             d.sessions.start(u, None, 0, NOW).await.unwrap();
         }
+        // Another instance's view, kept between readings: whatever this one starts or ends, its next one sees.
+        let other = Sessions::new(kv.clone(), ttl);
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(other.active_recent(NOW).await.unwrap()), ["a", "b"], "{name}");
+        d.sessions.start("c", None, 0, NOW).await.unwrap();
+        assert_eq!(sorted(other.active_recent(NOW).await.unwrap()), ["a", "b", "c"], "{name}: a start elsewhere");
+        assert!(d.sessions.end("c").await.unwrap());
+        assert_eq!(sorted(other.active_recent(NOW).await.unwrap()), ["a", "b"], "{name}: an end elsewhere");
+        assert!(other.active_recent(NOW + ttl).await.unwrap().is_empty(), "{name}: the TTL, with nothing changed");
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
         let mut tx = store.begin().await.unwrap();
         for e in weir_dispatch::events::generate(4, NOW, &mut rng) {

@@ -76,7 +76,8 @@ fn generate_through_the_api_and_into_the_database_reaches_reviewers() {
 }
 
 /// `weir dispatch simulate` on a weir of its own: every event assigned, the report's figures present; both ways; and
-/// a plan that cannot fit (more events than reviewers × the cap) refused before anything runs.
+/// a plan that cannot fit (more events than reviewers × the cap) refused before anything runs, with the cap set either
+/// way `--set` takes it.
 #[test]
 fn simulate_assigns_every_event_and_refuses_a_plan_that_cannot_fit() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,4 +100,11 @@ fn simulate_assigns_every_event_and_refuses_a_plan_that_cannot_fit() {
     }
     let err = fails(d, &["dispatch", "simulate", "--events", "1000", "--users", "10"]);
     assert!(err.contains("room for 500") && err.contains("--users"), "{err}");
+    // A setting named as `weir up --set` names it, or bare: the cap read either way.
+    for set in ["dispatch.max_open_per_user=20", "max_open_per_user=20"] {
+        let err = fails(d, &["dispatch", "simulate", "--events", "1000", "--users", "10", "--set", set]);
+        assert!(err.contains("room for 200"), "{set}: {err}");
+    }
+    let err = fails(d, &["dispatch", "simulate", "--set", "dispatch.no_such_setting=1"]);
+    assert!(err.contains("no_such_setting"), "{err}");
 }

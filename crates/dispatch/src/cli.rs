@@ -99,7 +99,7 @@ pub fn command() -> Command {
                         .value_name("KEY=VALUE")
                         .action(ArgAction::Append)
                         .conflicts_with("target")
-                        .help("A dispatch setting of the simulator's own weir (e.g. round=4000)"),
+                        .help("A dispatch setting of the simulator's own weir, as `weir up --set` takes it (e.g. dispatch.round=4000, or round=4000)"),
                 )
                 .arg(
                     Arg::new("report")
@@ -186,7 +186,9 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
             let mut flags = Vec::new();
             for kv in m.get_many::<String>("set").into_iter().flatten() {
                 let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
-                flags.push((k.trim().to_string(), v.trim().to_string()));
+                // `dispatch.KEY` as `weir up --set` takes it, or the bare KEY.
+                let k = k.trim();
+                flags.push((k.strip_prefix("dispatch.").unwrap_or(k).to_string(), v.trim().to_string()));
             }
             let settings = SystemSettings::layered("dispatch", &[], None, Vec::new(), &flags);
             let cap = crate::DispatchSettings::read(&settings)?.max_open_per_user;

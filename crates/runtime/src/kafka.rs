@@ -33,6 +33,8 @@ pub struct KafkaBus {
 #[derive(Clone, Default)]
 pub struct Observer {
     refused: Arc<OnceLock<String>>,
+    /// The consumer's group uses the cooperative protocol (`partition.assignment.strategy=cooperative-sticky`).
+    cooperative: bool,
 }
 
 impl ClientContext for Observer {
@@ -63,7 +65,29 @@ impl ClientContext for Observer {
     }
 }
 
-impl ConsumerContext for Observer {}
+impl ConsumerContext for Observer {
+    /// Applies a group's assignment or revocation. rdkafka's default asks librdkafka which rebalance protocol the
+    /// group uses, a request to the group's thread that can wait forever once the group is terminating: a consumer
+    /// dropped with a rebalance pending then hangs its thread (rust-rdkafka#509; a test here stalled on it under
+    /// load). The protocol follows from the consumer's own configuration, so it is not asked for.
+    fn rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS as ASSIGN;
+        let result = match (err, self.cooperative) {
+            (ASSIGN, true) => consumer.incremental_assign(partitions),
+            (ASSIGN, false) => consumer.assign(partitions),
+            (_, true) => consumer.incremental_unassign(partitions),
+            (_, false) => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(target: "librdkafka", "applying the group's rebalance ({err:?}) failed: {e}");
+        }
+    }
+}
 
 /// The producer's context: routes each delivery report to the [`Bus::produce_all`] call that sent the record. A
 /// record's delivery opaque is a number, the call's id in the high 32 bits and the record's index in the low ones, so
@@ -438,7 +462,9 @@ impl Bus for KafkaBus {
         if config.get("session.timeout.ms").is_none() {
             config.set("session.timeout.ms", options.session_timeout.as_millis().to_string());
         }
-        let consumer: StreamConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
+        let cooperative = config.get("partition.assignment.strategy").is_some_and(|s| s.contains("cooperative"));
+        let observer = Observer { cooperative, ..self.observer.clone() };
+        let consumer: StreamConsumer<Observer> = config.create_with_context(observer).map_err(backend)?;
         let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(backend)?;
         Ok(Box::new(KafkaSubscription {
@@ -610,6 +636,9 @@ fn fencing_code(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::InvalidProducerIdMapping
     )
 }
+
+/// How long closing a subscription waits for librdkafka to let go of its consumer.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a transaction step (init, commit) may take before it is given up.
 const TRANSACTION_STEP: Duration = Duration::from_secs(30);
@@ -796,9 +825,7 @@ impl Subscription for KafkaSubscription {
 
     async fn close(self: Box<Self>) -> Result<(), BusError> {
         self.consumer.unsubscribe();
-        // The revocation is served here, while the group is alive. Left to the drop, librdkafka's close runs the
-        // rebalance callback, and rdkafka's asks librdkafka for the rebalance protocol, a request that can wait
-        // forever on a group already terminating (a test hung there, one run in six on a loaded machine).
+        // The revocation is served here, while the group is alive, rather than in the drop's close.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::time::Instant::now() < deadline {
             let consumer = self.consumer.clone();
@@ -809,6 +836,26 @@ impl Subscription for KafkaSubscription {
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+        }
+        // Dropping librdkafka's clients leaves the group and joins their threads, which blocks and, with a broker
+        // that does not answer, has no bound (rdkafka polls until the consumer is closed). That runs on a thread of
+        // its own, awaited for a while; a close that outlasts it is reported and left to finish there, rather than
+        // holding this task (and an async worker) forever.
+        let KafkaSubscription { consumer, producer, .. } = *self;
+        let (done, closed) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new().name("weir-kafka-close".into()).spawn(move || {
+            drop(producer);
+            drop(consumer);
+            let _ = done.send(());
+        });
+        if spawned.is_err() {
+            return Err(BusError::Backend("no thread could be started to close the Kafka consumer".into()));
+        }
+        if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+            tracing::warn!(
+                "the Kafka consumer had not closed after {} s; it goes on closing in the background",
+                CLOSE_WAIT.as_secs()
+            );
         }
         Ok(())
     }

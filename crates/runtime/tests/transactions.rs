@@ -44,6 +44,14 @@ async fn committed_values(broker: &Arc<Broker>, topic: &str) -> BTreeMap<String,
     seen
 }
 
+/// Awaits one step of a test, failing it with the step's name if it takes over a minute: a hang says where it is.
+async fn step<T>(name: &str, f: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(60), f).await.unwrap_or_else(|_| panic!("{name}: over 60 s"));
+    eprintln!("{name}: {:?}", started.elapsed());
+    out
+}
+
 async fn committed_offsets(broker: &Broker, group: &str) -> i64 {
     broker.describe_group(group).map(|g| g.offsets.iter().filter_map(|o| o.committed).sum()).unwrap_or(0)
 }
@@ -73,7 +81,7 @@ async fn relay_exactly_once(bus: Arc<dyn Bus>, broker: Arc<Broker>, prefix: &str
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = stop.send(());
-    let stats = task.await.unwrap().unwrap();
+    let stats = step("the relay stopping", task).await.unwrap().unwrap();
     assert_eq!((stats.processed, stats.dead_lettered), (300, 1));
 
     let out = committed_values(&broker, &output).await;
@@ -96,18 +104,18 @@ async fn relay_exactly_once(bus: Arc<dyn Bus>, broker: Arc<Broker>, prefix: &str
         o
     };
     let one = |v: &str| vec![OutgoingMessage::new(output.clone(), v.to_string())];
-    let mut first = bus.subscribe(options()).await.unwrap();
-    first.commit_transaction(one("first"), &[]).await.unwrap();
-    let mut second = bus.subscribe(options()).await.unwrap();
-    second.commit_transaction(one("second"), &[]).await.unwrap();
-    match first.commit_transaction(one("zombie"), &[]).await {
+    let mut first = step("subscribing", bus.subscribe(options())).await.unwrap();
+    step("the first transaction", first.commit_transaction(one("first"), &[])).await.unwrap();
+    let mut second = step("subscribing again", bus.subscribe(options())).await.unwrap();
+    step("the second transaction", second.commit_transaction(one("second"), &[])).await.unwrap();
+    match step("the fenced transaction", first.commit_transaction(one("zombie"), &[])).await {
         Err(BusError::Fenced(_)) => {}
         other => panic!("the fenced subscription's transaction: {other:?}"),
     }
     let out = committed_values(&broker, &output).await;
     assert_eq!((out.get("first"), out.get("second"), out.get("zombie")), (Some(&1), Some(&1), None));
-    first.close().await.unwrap();
-    second.close().await.unwrap();
+    step("closing the fenced subscription", first.close()).await.unwrap();
+    step("closing the other", second.close()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

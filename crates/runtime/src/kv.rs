@@ -2,7 +2,10 @@
 //! [`SqlKv`] (the `weir_kv` table of the SQL store: embedded by default, survives restarts), [`RedisKv`] (shared
 //! between processes and machines, `--redis redis://...`) and [`MemoryKv`] (in-process, for tests and scratch).
 //! Expired keys read as absent everywhere. Hashes (`hset`, `hgetall`, `hdel_if`: fields of one key, as Redis's
-//! hashes) hold state that tools read as a whole, such as who is active; they have no TTL.
+//! hashes) hold state that tools read as a whole, such as who is active; they have no TTL. Sorted sets (`zadd_nx`,
+//! `zrank`, `zmove_min`, ...: members ordered by an integer score, then by member, as Redis's) hold queues: moving
+//! the lowest members from one set into another is one atomic step, so two processes never take the same member
+//! and a crash never loses one between the two sets. `set_nx` and `set_if` make leases.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use sqlx::Row;
 
-use crate::sql::SqlStore;
+use crate::sql::{Dialect, SqlStore};
 use crate::time::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,33 @@ pub trait KvStore: Send + Sync + 'static {
     /// Removes `field` of the hash `key`, only while its value is `expected` when one is given (so that a field
     /// rewritten since it was read is kept); true if it was removed.
     async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError>;
+    /// Sets `key` only if it is absent (or expired); true if set. With a TTL, a lease: the first to set it holds it.
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError>;
+    /// Sets `key` only while its value is `expected` (a lease renewed by its holder); true if set.
+    async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError>;
+    /// Adds `member` to the sorted set `key` with `score`, unless it is there already; true if added. Scores are
+    /// exact up to 2^53 in magnitude (Redis keeps them as doubles).
+    async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError>;
+    /// `member`'s rank in `key`: 0 for the lowest score, equal scores ordered by member; None if absent.
+    async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError>;
+    /// `member`'s score in `key`, None if absent.
+    async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError>;
+    /// How many members `key` has.
+    async fn zcard(&self, key: &str) -> Result<u64, KvError>;
+    /// Removes `member` from `key`; true if it was there (of two concurrent removals, one sees true).
+    async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError>;
+    /// Up to `limit` members of `key` with a score at most `max`, lowest first, with their scores.
+    async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError>;
+    /// Moves the up to `n` lowest members of `from` into `to` with score `score`, as one atomic step, taking no
+    /// more than `to` has room for below `to_cap` members; returns them with their scores in `from`, lowest first.
+    async fn zmove_min(
+        &self,
+        from: &str,
+        to: &str,
+        n: u64,
+        to_cap: u64,
+        score: i64,
+    ) -> Result<Vec<(String, i64)>, KvError>;
 }
 
 fn parse_int(key: &str, v: &[u8]) -> Result<i64, KvError> {
@@ -53,6 +83,31 @@ fn parse_int(key: &str, v: &[u8]) -> Result<i64, KvError> {
 pub struct MemoryKv {
     map: Mutex<HashMap<String, (Bytes, Option<Instant>)>>,
     hashes: Mutex<HashMap<String, HashMap<String, Bytes>>>,
+    zsets: Mutex<HashMap<String, ZSet>>,
+}
+
+/// A sorted set in memory: each member's score, and the members in order.
+#[derive(Debug, Default)]
+struct ZSet {
+    scores: HashMap<String, i64>,
+    order: std::collections::BTreeSet<(i64, String)>,
+}
+
+impl ZSet {
+    fn insert(&mut self, member: String, score: i64) -> bool {
+        if self.scores.contains_key(&member) {
+            return false;
+        }
+        self.order.insert((score, member.clone()));
+        self.scores.insert(member, score);
+        true
+    }
+
+    fn remove(&mut self, member: &str) -> Option<i64> {
+        let score = self.scores.remove(member)?;
+        self.order.remove(&(score, member.to_string()));
+        Some(score)
+    }
 }
 
 impl MemoryKv {
@@ -114,6 +169,77 @@ impl KvStore for MemoryKv {
             (Some(_), _) => Ok(hash.remove(field).is_some()),
             (None, _) => Ok(false),
         }
+    }
+
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        let mut map = self.map.lock();
+        if map.get(key).is_some_and(|(_, exp)| exp.is_none_or(|e| e > Instant::now())) {
+            return Ok(false);
+        }
+        map.insert(key.into(), (Bytes::copy_from_slice(value), ttl.map(|t| Instant::now() + t)));
+        Ok(true)
+    }
+
+    async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        let mut map = self.map.lock();
+        let held = map.get(key).is_some_and(|(v, exp)| v == expected && exp.is_none_or(|e| e > Instant::now()));
+        if held {
+            map.insert(key.into(), (Bytes::copy_from_slice(value), ttl.map(|t| Instant::now() + t)));
+        }
+        Ok(held)
+    }
+
+    async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError> {
+        Ok(self.zsets.lock().entry(key.into()).or_default().insert(member.into(), score))
+    }
+
+    async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError> {
+        let zsets = self.zsets.lock();
+        let Some(z) = zsets.get(key) else { return Ok(None) };
+        Ok(z.scores.get(member).map(|s| z.order.range(..(*s, member.to_string())).count() as u64))
+    }
+
+    async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError> {
+        Ok(self.zsets.lock().get(key).and_then(|z| z.scores.get(member).copied()))
+    }
+
+    async fn zcard(&self, key: &str) -> Result<u64, KvError> {
+        Ok(self.zsets.lock().get(key).map_or(0, |z| z.scores.len() as u64))
+    }
+
+    async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError> {
+        Ok(self.zsets.lock().get_mut(key).and_then(|z| z.remove(member)).is_some())
+    }
+
+    async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError> {
+        let zsets = self.zsets.lock();
+        let Some(z) = zsets.get(key) else { return Ok(Vec::new()) };
+        Ok(z.order.iter().take_while(|(s, _)| *s <= max).take(limit).map(|(s, m)| (m.clone(), *s)).collect())
+    }
+
+    async fn zmove_min(
+        &self,
+        from: &str,
+        to: &str,
+        n: u64,
+        to_cap: u64,
+        score: i64,
+    ) -> Result<Vec<(String, i64)>, KvError> {
+        let mut zsets = self.zsets.lock();
+        let room = to_cap.saturating_sub(zsets.get(to).map_or(0, |z| z.scores.len() as u64));
+        let Some(src) = zsets.get_mut(from) else { return Ok(Vec::new()) };
+        let mut moved = Vec::new();
+        while (moved.len() as u64) < n.min(room) {
+            let Some((s, m)) = src.order.pop_first() else { break };
+            src.scores.remove(&m);
+            moved.push((m, s));
+        }
+        let dst = zsets.entry(to.into()).or_default();
+        for (m, _) in &moved {
+            dst.remove(m);
+            dst.insert(m.clone(), score);
+        }
+        Ok(moved)
     }
 }
 
@@ -235,6 +361,152 @@ impl KvStore for SqlKv {
         };
         Ok(r.rows_affected() > 0)
     }
+
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        // Inserted, or an expired row replaced; a live one is left alone (no row changed).
+        let now = now_ms();
+        let r = sqlx::query(
+            "INSERT INTO weir_kv (k, v, expires_at) VALUES ($1, $2, $3) ON CONFLICT (k) DO UPDATE \
+             SET v = excluded.v, expires_at = excluded.expires_at \
+             WHERE weir_kv.expires_at IS NOT NULL AND weir_kv.expires_at <= $4",
+        )
+        .bind(key)
+        .bind(value.to_vec())
+        .bind(ttl.map(|t| now + t.as_millis() as i64))
+        .bind(now)
+        .execute(self.store.pool())
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE weir_kv SET v = $1, expires_at = $2 WHERE k = $3 AND v = $4 \
+             AND (expires_at IS NULL OR expires_at > $5)",
+        )
+        .bind(value.to_vec())
+        .bind(ttl.map(|t| now + t.as_millis() as i64))
+        .bind(key)
+        .bind(expected.to_vec())
+        .bind(now)
+        .execute(self.store.pool())
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError> {
+        let r = sqlx::query("INSERT INTO weir_kv_zset (k, m, s) VALUES ($1, $2, $3) ON CONFLICT (k, m) DO NOTHING")
+            .bind(key)
+            .bind(member)
+            .bind(score)
+            .execute(self.store.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError> {
+        // A count over the (k, s, m) index up to the member's place.
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM weir_kv_zset o WHERE o.k = z.k AND (o.s < z.s OR (o.s = z.s AND o.m < z.m))) \
+             FROM weir_kv_zset z WHERE z.k = $1 AND z.m = $2",
+        )
+        .bind(key)
+        .bind(member)
+        .fetch_optional(self.store.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.map(|n| n as u64))
+    }
+
+    async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError> {
+        let row = sqlx::query("SELECT s FROM weir_kv_zset WHERE k = $1 AND m = $2")
+            .bind(key)
+            .bind(member)
+            .fetch_optional(self.store.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+    }
+
+    async fn zcard(&self, key: &str) -> Result<u64, KvError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM weir_kv_zset WHERE k = $1")
+            .bind(key)
+            .fetch_one(self.store.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
+    async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError> {
+        let r = sqlx::query("DELETE FROM weir_kv_zset WHERE k = $1 AND m = $2")
+            .bind(key)
+            .bind(member)
+            .execute(self.store.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError> {
+        let rows = sqlx::query("SELECT m, s FROM weir_kv_zset WHERE k = $1 AND s <= $2 ORDER BY s, m LIMIT $3")
+            .bind(key)
+            .bind(max)
+            .bind(limit.min(i64::MAX as usize) as i64)
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+    }
+
+    async fn zmove_min(
+        &self,
+        from: &str,
+        to: &str,
+        n: u64,
+        to_cap: u64,
+        score: i64,
+    ) -> Result<Vec<(String, i64)>, KvError> {
+        let mut tx = self.store.pool().begin().await?;
+        if self.store.dialect() == Dialect::Postgres {
+            // Moves out of or into the same sets wait for each other (in one order, so two never deadlock): the
+            // room counted below stays true until this commits. SQLite has a single writer.
+            let (a, b) = if from <= to { (from, to) } else { (to, from) };
+            for k in [a, b] {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))").bind(k).execute(&mut *tx).await?;
+            }
+        }
+        let held: i64 = sqlx::query("SELECT COUNT(*) FROM weir_kv_zset WHERE k = $1")
+            .bind(to)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let take = n.min(to_cap.saturating_sub(held.max(0) as u64));
+        if take == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT m, s FROM weir_kv_zset WHERE k = $1 ORDER BY s, m LIMIT $2")
+            .bind(from)
+            .bind(take.min(i64::MAX as u64) as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let moved: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, KvError>>()?;
+        for (m, _) in &moved {
+            sqlx::query("DELETE FROM weir_kv_zset WHERE k = $1 AND m = $2")
+                .bind(from)
+                .bind(m)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO weir_kv_zset (k, m, s) VALUES ($1, $2, $3) ON CONFLICT (k, m) DO UPDATE SET s = excluded.s",
+            )
+            .bind(to)
+            .bind(m)
+            .bind(score)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
 }
 
 /// Redis, shared by every process that points at it (the `redis` feature, on by default).
@@ -332,5 +604,105 @@ impl KvStore for RedisKv {
             None => redis::cmd("HDEL").arg(self.key(key)).arg(field).query_async(&mut self.conn.clone()).await?,
         };
         Ok(n > 0)
+    }
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value).arg("NX");
+        if let Some(t) = ttl {
+            cmd.arg("PX").arg(t.as_millis().max(1) as u64);
+        }
+        let set: Option<String> = cmd.query_async(&mut self.conn.clone()).await?;
+        Ok(set.is_some())
+    }
+
+    async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+        // Compare and set in one step on the server. A PX of 0 means no TTL.
+        let n: i64 = redis::cmd("EVAL")
+            .arg(
+                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+                 if tonumber(ARGV[3]) > 0 then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+                 else redis.call('SET', KEYS[1], ARGV[2]) end return 1",
+            )
+            .arg(1)
+            .arg(self.key(key))
+            .arg(expected)
+            .arg(value)
+            .arg(ttl.map_or(0, |t| t.as_millis().max(1) as u64))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError> {
+        let n: i64 = redis::cmd("ZADD")
+            .arg(self.key(key))
+            .arg("NX")
+            .arg(score)
+            .arg(member)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError> {
+        Ok(redis::cmd("ZRANK").arg(self.key(key)).arg(member).query_async(&mut self.conn.clone()).await?)
+    }
+
+    async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError> {
+        let s: Option<f64> =
+            redis::cmd("ZSCORE").arg(self.key(key)).arg(member).query_async(&mut self.conn.clone()).await?;
+        Ok(s.map(|s| s as i64))
+    }
+
+    async fn zcard(&self, key: &str) -> Result<u64, KvError> {
+        Ok(redis::cmd("ZCARD").arg(self.key(key)).query_async(&mut self.conn.clone()).await?)
+    }
+
+    async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError> {
+        let n: i64 = redis::cmd("ZREM").arg(self.key(key)).arg(member).query_async(&mut self.conn.clone()).await?;
+        Ok(n > 0)
+    }
+
+    async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError> {
+        let found: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key(key))
+            .arg("-inf")
+            .arg(max)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(found.into_iter().map(|(m, s)| (m, s as i64)).collect())
+    }
+
+    async fn zmove_min(
+        &self,
+        from: &str,
+        to: &str,
+        n: u64,
+        to_cap: u64,
+        score: i64,
+    ) -> Result<Vec<(String, i64)>, KvError> {
+        // One script: Redis runs it whole, so no other client sees a member in neither set, or in both.
+        let found: Vec<(String, f64)> = redis::cmd("EVAL")
+            .arg(
+                "local room = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[2]) \
+                 local take = math.min(tonumber(ARGV[1]), room) \
+                 if take <= 0 then return {} end \
+                 local popped = redis.call('ZPOPMIN', KEYS[1], take) \
+                 for i = 1, #popped, 2 do redis.call('ZADD', KEYS[2], ARGV[3], popped[i]) end \
+                 return popped",
+            )
+            .arg(2)
+            .arg(self.key(from))
+            .arg(self.key(to))
+            .arg(n)
+            .arg(to_cap)
+            .arg(score)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(found.into_iter().map(|(m, s)| (m, s as i64)).collect())
     }
 }

@@ -9,7 +9,8 @@
 //! - `weir_processed_events`: event ids already handled per group (the idempotent-consumer dedupe);
 //! - `weir_outbox`: events a system emits, written with its own state and published by the relay (`outbox.rs`), and
 //!   `weir_outbox_relayed`, how far the relay has published on SQLite;
-//! - `weir_kv`, `weir_kv_hash`: the persistent embedded key-value store's keys and hashes (`kv.rs`).
+//! - `weir_kv`, `weir_kv_hash`, `weir_kv_zset`: the persistent embedded key-value store's keys, hashes and sorted
+//!   sets (`kv.rs`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -288,6 +289,10 @@ impl SqlStore {
                  PRIMARY KEY (k, f))",
                 d.bytes()
             ),
+            "CREATE TABLE IF NOT EXISTS weir_kv_zset (k TEXT NOT NULL, m TEXT NOT NULL, s BIGINT NOT NULL, \
+             PRIMARY KEY (k, m))"
+                .to_string(),
+            "CREATE INDEX IF NOT EXISTS weir_kv_zset_order ON weir_kv_zset (k, s, m)".to_string(),
         ];
         for s in statements {
             sqlx::query(&s).execute(&self.pool).await?;

@@ -563,6 +563,48 @@ async fn kv_contract(kv: &dyn KvStore) {
     assert!(!kv.hdel_if(&h, "alice", None).await.unwrap(), "gone");
     assert!(kv.hdel_if(&h, "bob", None).await.unwrap());
     assert!(kv.hgetall(&h).await.unwrap().is_empty());
+
+    // Leases: the first to set holds it until it expires; only its holder renews it.
+    let l = format!("lease-{}", rand::random::<u32>());
+    assert!(kv.set_nx(&l, b"a", Some(Duration::from_millis(400))).await.unwrap());
+    assert!(!kv.set_nx(&l, b"b", Some(Duration::from_millis(400))).await.unwrap(), "held by a");
+    assert!(!kv.set_if(&l, b"b", b"b", Some(Duration::from_millis(400))).await.unwrap(), "b does not hold it");
+    assert!(kv.set_if(&l, b"a", b"a", Some(Duration::from_millis(400))).await.unwrap(), "a renews");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!kv.set_if(&l, b"a", b"a", None).await.unwrap(), "expired: nothing to renew");
+    assert!(kv.set_nx(&l, b"b", None).await.unwrap(), "expired: b takes it");
+    assert_eq!(kv.get(&l).await.unwrap().as_deref(), Some(&b"b"[..]));
+
+    // Sorted sets: by score, then by member.
+    let (q, p) = (format!("queue-{}", rand::random::<u32>()), format!("processing-{}", rand::random::<u32>()));
+    assert_eq!((kv.zcard(&q).await.unwrap(), kv.zrank(&q, "x").await.unwrap()), (0, None));
+    let big = 10i64 << 40;
+    for (m, s) in [("c", 5), ("a", 7), ("b", 5), ("vip", -3), ("late", big + 1)] {
+        assert!(kv.zadd_nx(&q, m, s).await.unwrap());
+    }
+    assert!(!kv.zadd_nx(&q, "a", 1).await.unwrap(), "already there: unchanged");
+    assert_eq!(kv.zscore(&q, "a").await.unwrap(), Some(7));
+    assert_eq!(kv.zscore(&q, "late").await.unwrap(), Some(big + 1), "exact above 2^40");
+    let ranks = [kv.zrank(&q, "vip"), kv.zrank(&q, "b"), kv.zrank(&q, "c"), kv.zrank(&q, "a"), kv.zrank(&q, "late")];
+    let mut got = Vec::new();
+    for r in ranks {
+        got.push(r.await.unwrap());
+    }
+    assert_eq!(got, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+    assert_eq!(kv.zcard(&q).await.unwrap(), 5);
+    assert_eq!(kv.zrange_upto(&q, 5, 10).await.unwrap(), [("vip".into(), -3), ("b".into(), 5), ("c".into(), 5)]);
+    assert_eq!(kv.zrange_upto(&q, 5, 1).await.unwrap(), [("vip".to_string(), -3)]);
+    // Moves take the lowest, no more than the target has room for.
+    assert_eq!(kv.zmove_min(&q, &p, 2, 3, 100).await.unwrap(), [("vip".into(), -3), ("b".into(), 5)]);
+    assert_eq!(kv.zmove_min(&q, &p, 5, 3, 200).await.unwrap(), [("c".to_string(), 5)], "room for one");
+    assert!(kv.zmove_min(&q, &p, 5, 3, 300).await.unwrap().is_empty(), "full");
+    assert_eq!((kv.zcard(&q).await.unwrap(), kv.zcard(&p).await.unwrap()), (2, 3));
+    assert_eq!((kv.zscore(&p, "b").await.unwrap(), kv.zscore(&p, "c").await.unwrap()), (Some(100), Some(200)));
+    assert_eq!(kv.zrank(&q, "a").await.unwrap(), Some(0));
+    assert!(kv.zrem(&p, "b").await.unwrap());
+    assert!(!kv.zrem(&p, "b").await.unwrap(), "removed once");
+    assert_eq!(kv.zmove_min(&q, &p, 5, 4, 400).await.unwrap(), [("a".into(), 7), ("late".into(), big + 1)]);
+    assert!(kv.zmove_min(&q, &p, 5, 10, 400).await.unwrap().is_empty(), "nothing left to move");
 }
 
 #[tokio::test]
@@ -663,4 +705,47 @@ async fn offsets_move_by_compare_and_set_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_move_by_compare_and_set_postgres() {
     offsets_move_by_compare_and_set(Db::Postgres).await;
+}
+
+/// Concurrent moves out of one sorted set never take a member twice and never fill the target past its cap, on
+/// each store that several processes share (PostgreSQL, Redis) and on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sorted_set_moves_take_each_member_once_within_the_cap() {
+    async fn check(kv: Arc<dyn KvStore>) {
+        let (q, p) = (format!("q-{}", rand::random::<u32>()), format!("p-{}", rand::random::<u32>()));
+        for i in 0..200 {
+            kv.zadd_nx(&q, &format!("m{i:03}"), i).await.unwrap();
+        }
+        let movers: Vec<_> = (0..8)
+            .map(|_| {
+                let (kv, q, p) = (kv.clone(), q.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let moved = kv.zmove_min(&q, &p, 7, 150, 1).await.unwrap();
+                        if moved.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(moved.into_iter().map(|(m, _)| m));
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for m in movers {
+            all.extend(m.await.unwrap());
+        }
+        all.sort();
+        let before = all.len();
+        all.dedup();
+        assert_eq!((before, all.len()), (150, 150), "each member moved once, 150 in all");
+        assert_eq!(all.last().map(String::as_str), Some("m149"), "the lowest went first");
+        assert_eq!((kv.zcard(&q).await.unwrap(), kv.zcard(&p).await.unwrap()), (50, 150));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    check(Arc::new(SqlKv::new(SqlStore::connect(&Db::Sqlite.url(dir.path()).await).await.unwrap()))).await;
+    check(Arc::new(SqlKv::new(SqlStore::connect(&Db::Postgres.url(dir.path()).await).await.unwrap()))).await;
+    let url = std::env::var("WEIR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    check(Arc::new(RedisKv::connect(&url, format!("weir-test-{}:", rand::random::<u32>())).await.unwrap())).await;
+    check(Arc::new(MemoryKv::default())).await;
 }

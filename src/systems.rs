@@ -22,6 +22,7 @@ pub fn all() -> Vec<Arc<dyn System>> {
         Arc::new(weir_wedding::WeddingSystem),
         Arc::new(weir_repair::RepairSystem),
         Arc::new(weir_dispatch::DispatchSystem),
+        Arc::new(weir_waitroom::WaitroomSystem),
     ]
 }
 

@@ -55,6 +55,14 @@ confluent_kafka.schema_registry.protobuf" >/dev/null 2>&1 ||
     { echo "error: confluent-kafka's schema registry extras are required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# grpcio and grpcio-tools (PyPI) drive the waitroom's gRPC test: a client generated from the repository's .proto.
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  echo "installing grpcio and grpcio-tools (PyPI) for the waitroom's gRPC test" >&2
+  python3 -m pip install -q grpcio grpcio-tools >/dev/null 2>&1 || true
+  python3 -c "import grpc, grpc_tools" >/dev/null 2>&1 ||
+    { echo "error: grpcio and grpcio-tools are required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # kafkajs (npm) drives the JavaScript client test; installed once into ~/.cache/weir/node, outside the repo.
 need node nodejs "the kafkajs test"
 need npm npm "installing kafkajs"

@@ -19,6 +19,7 @@ pub fn weir(dir: &Path, args: &[impl AsRef<OsStr> + std::fmt::Debug]) -> Command
     // name one).
     c.env("WEIR_SCHEMA_REGISTRY_LISTEN", "none");
     c.env("WEIR_REST_PROXY_LISTEN", "none");
+    c.env("WEIR_WAITROOM_GRPC_LISTEN", "none");
     c
 }
 

@@ -198,6 +198,7 @@ async fn health(State(room): State<Room>) -> (StatusCode, Json<Value>) {
         "service": "waitroom",
         "version": env!("CARGO_PKG_VERSION"),
         "kafka_enabled": room.kafka_enabled(),
+        "grpc": room.grpc_addr().map(|a| a.to_string()),
         "components": {
             "store": store,
             "events": if room.kafka_enabled() { json!({"status": "ok", "via": "outbox"}) } else { json!({"status": "disabled"}) },

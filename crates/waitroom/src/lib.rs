@@ -8,9 +8,11 @@
 //! - [`room`]: the rules over the platform's key-value store (Redis with `--redis`, or embedded) — joining,
 //!   status, leaving, admission rounds under a lease, settling and expiring — with events through the outbox;
 //! - [`api`]: the HTTP API (the seed's paths) and its position stream (Server-Sent Events);
+//! - [`grpc`]: the origin's gRPC API, `waitroom.v1.WaitroomService`, with reflection;
 //! - [`system`]: the weir system (settings, topics, the admitter and the checkout consumer).
 
 pub mod api;
+pub mod grpc;
 pub mod model;
 pub mod room;
 pub mod system;

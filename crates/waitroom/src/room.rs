@@ -151,6 +151,8 @@ pub struct Room {
     instance: String,
     changes: tokio::sync::broadcast::Sender<Change>,
     stats: Arc<Mutex<Stats>>,
+    /// Where the gRPC API listens, once it does.
+    grpc: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 impl std::fmt::Debug for Room {
@@ -248,7 +250,17 @@ impl Room {
             instance: uuid::Uuid::new_v4().to_string(),
             changes: tokio::sync::broadcast::channel(4096).0,
             stats: Arc::default(),
+            grpc: Arc::default(),
         }
+    }
+
+    pub fn set_grpc_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.grpc.set(addr);
+    }
+
+    /// Where the gRPC API listens (None: it does not).
+    pub fn grpc_addr(&self) -> Option<std::net::SocketAddr> {
+        self.grpc.get().copied()
     }
 
     pub fn rules(&self) -> &Rules {

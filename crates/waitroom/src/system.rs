@@ -3,6 +3,7 @@
 //!
 //! - the **admitter**: every `process_interval` (1 s), a round for each event with sessions (`Room::round`) on the
 //!   instance holding that event's lease;
+//! - the **gRPC API** on `grpc_listen` (`grpc`);
 //! - the **checkout consumer** (group `waitroom-service`): `checkout.completed`, `checkout.failed` and
 //!   `checkout.expired` settle their sessions, once each; a record that is not an outcome, or names an unknown
 //!   session, goes to the topic's `.dlq` (`weir dlq replay` sends it back).
@@ -54,6 +55,10 @@ pub struct WaitroomSettings {
     pub topics: String,
     /// Where an admitted user checks out (given in the status as `checkout_url`; empty: none).
     pub checkout_url: String,
+    /// The gRPC API's address (`waitroom.v1.WaitroomService`), or `none`. A bare port (the origin's
+    /// `SERVER_GRPC_PORT`) listens on every interface.
+    #[serde(deserialize_with = "de::listen")]
+    pub grpc_listen: String,
 }
 
 impl Default for WaitroomSettings {
@@ -71,6 +76,7 @@ impl Default for WaitroomSettings {
             consumer_group: "waitroom-service".into(),
             topics: "dotted".into(),
             checkout_url: "/checkout".into(),
+            grpc_listen: "127.0.0.1:50056".into(),
         }
     }
 }
@@ -85,6 +91,7 @@ pub const ENV_NAMES: &[(&str, &str)] = &[
     ("KAFKA_ENABLED", "kafka_enabled"),
     ("KAFKA_CONSUMER_GROUP_ID", "consumer_group"),
     ("CHECKOUT_URL", "checkout_url"),
+    ("SERVER_GRPC_PORT", "grpc_listen"),
 ];
 
 impl WaitroomSettings {
@@ -171,6 +178,22 @@ pub mod de {
                 .ok_or_else(|| serde::de::Error::custom(format!("{n}: not a number of seconds"))),
             Value::String(s) => parse(&s).map_err(serde::de::Error::custom),
             other => Err(serde::de::Error::custom(format!("expected a duration such as 1s or 15m, got {other}"))),
+        }
+    }
+
+    /// A listen address, `none`, or a bare port (every interface).
+    pub fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(port) if port <= 65_535 => Ok(format!("0.0.0.0:{port}")),
+                _ => Err(serde::de::Error::custom(format!("{n}: not a port"))),
+            },
+            Value::String(s) if s.trim() == "none" => Ok("none".into()),
+            Value::String(s) => match s.trim().parse::<std::net::SocketAddr>() {
+                Ok(_) => Ok(s.trim().to_string()),
+                Err(_) => Err(serde::de::Error::custom(format!("{s:?}: expected HOST:PORT, a port, or none"))),
+            },
+            other => Err(serde::de::Error::custom(format!("expected HOST:PORT, a port, or none, got {other}"))),
         }
     }
 
@@ -262,6 +285,15 @@ impl System for WaitroomSystem {
                 consumer.run(stopped).await.map(|_| ()).map_err(|e| SystemError::Other(e.to_string()))
             });
         }
+        if settings.grpc_listen != "none" {
+            let (listener, addr) = crate::grpc::bind(&settings.grpc_listen).await.map_err(SystemError::Other)?;
+            room.set_grpc_addr(addr);
+            tracing::info!("waitroom: gRPC (waitroom.v1.WaitroomService, with reflection) on {addr}");
+            let (room, stop) = (room.clone(), ctx.stop.clone());
+            started.spawn("waitroom gRPC", async move {
+                crate::grpc::serve(room, listener, stop).await.map_err(|e| SystemError::Other(e.to_string()))
+            });
+        }
         started.spawn("waitroom admitter", admitter(room, ctx.stop.clone()));
         Ok(started)
     }
@@ -346,10 +378,12 @@ mod tests {
             ("QUEUE_DEFAULT_RELEASE_RATE".to_string(), "20".to_string()),
             ("KAFKA_ENABLED".to_string(), "false".to_string()),
             ("JWT_EXPIRY".to_string(), "5m".to_string()),
+            ("SERVER_GRPC_PORT".to_string(), "50070".to_string()),
         ];
         let s = WaitroomSettings::read(&SystemSettings::layered("waitroom", ENV_NAMES, None, env, &[])).unwrap();
         assert_eq!(s.process_interval, Duration::from_millis(250));
         assert_eq!((s.release_rate, s.kafka_enabled, s.jwt_expiry), (20, false, Duration::from_secs(300)));
+        assert_eq!(s.grpc_listen, "0.0.0.0:50070");
         let bad = |k: &str, v: &str| {
             let flags = vec![(k.to_string(), v.to_string())];
             WaitroomSettings::read(&SystemSettings::layered("waitroom", ENV_NAMES, None, Vec::new(), &flags))
@@ -359,5 +393,6 @@ mod tests {
         assert!(bad("release_rate", "0").contains("release_rate"));
         assert!(bad("topics", "lower").contains("dotted or seed"));
         assert!(bad("process_interval", "1 fortnight").contains("process_interval"));
+        assert!(bad("grpc_listen", "localhost").contains("HOST:PORT"));
     }
 }

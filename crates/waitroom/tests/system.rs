@@ -17,8 +17,10 @@ use weir_runtime::kv::{KvStore, RedisKv, SqlKv};
 use weir_runtime::{Bus, EmbeddedBus, Host, OutgoingMessage, SqlStore, SystemSettings};
 use weir_waitroom::WaitroomSystem;
 
+/// The settings with `flags`; no gRPC listener unless one is named (tests run side by side).
 fn settings(flags: &[(&str, &str)]) -> SystemSettings {
-    let flags: Vec<(String, String)> = flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let flags: Vec<(String, String)> =
+        [("grpc_listen", "none")].iter().chain(flags).map(|(k, v)| (k.to_string(), v.to_string())).collect();
     SystemSettings::layered("waitroom", &[], None, Vec::new(), &flags)
 }
 
@@ -372,4 +374,116 @@ async fn two_instances_sharing_redis_never_over_admit_and_keep_the_order() {
     for h in hosts {
         h.stop(Duration::from_secs(10)).await;
     }
+}
+
+/// A free local port for a listener the system binds itself.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The origin's gRPC API driven by a Python grpcio client generated from the repository's `.proto`: health, joins
+/// (a duplicate refused with ALREADY_EXISTS, a bad priority with INVALID_ARGUMENT), an unknown session NOT_FOUND,
+/// a status with its position, a position stream that follows the session until it is admitted and then closes,
+/// and leaving (again: FAILED_PRECONDITION).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_client_joins_streams_and_leaves() {
+    use std::io::BufRead;
+    let (dir, broker) = weir_broker::testing::scratch_broker();
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(broker));
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let mut host = Host::new(bus, store.clone(), Arc::new(SqlKv::new(store)));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let routes =
+        host.start(&WaitroomSystem, settings(&[("grpc_listen", &addr), ("process_interval", "100ms")])).await.unwrap();
+    let (_, h) = call(&routes, Method::GET, "/api/v1/waitroom/health", None).await;
+    assert_eq!(h["grpc"], json!(addr), "{h}");
+    call(&routes, Method::POST, "/api/v1/waitroom/events/gig/config", Some(json!({"paused": true}))).await;
+
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpc_client.py");
+    let mut child = std::process::Command::new("python3")
+        .args([script, proto, &addr, "gig"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with grpcio and grpcio-tools is required (scripts/test.sh installs them)");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let read = tokio::task::spawn_blocking(move || {
+        out.read_line(&mut line).unwrap();
+        (out, line)
+    });
+    let (mut out, line) =
+        tokio::time::timeout(Duration::from_secs(60), read).await.expect("the client streams").unwrap();
+    assert_eq!(line.trim(), "STREAMING", "{line}");
+    // The stream has its first update; admission starts and the first session is let in.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call(
+        &routes,
+        Method::POST,
+        "/api/v1/waitroom/events/gig/config",
+        Some(json!({"paused": false, "release_rate": 1})),
+    )
+    .await;
+    let result = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        let status = child.wait_with_output().unwrap();
+        (rest, status)
+    });
+    let (rest, output) = tokio::time::timeout(Duration::from_secs(90), result).await.unwrap().unwrap();
+    assert!(output.status.success(), "the client failed: {}", String::from_utf8_lossy(&output.stderr));
+    let r: Value = serde_json::from_str(rest.trim()).unwrap_or_else(|e| panic!("{e}: {rest}"));
+    assert_eq!(r["health"], json!({"status": "SERVING", "service": "waitroom", "kafka_enabled": true}), "{r}");
+    assert_eq!((r["joined"][0]["position"].clone(), r["joined"][1]["position"].clone()), (json!(1), json!(2)), "{r}");
+    assert!(r["joined"][0]["websocket_url"].as_str().unwrap().starts_with("/api/v1/waitroom/stream/"), "{r}");
+    assert_eq!(
+        (r["duplicate"].as_str(), r["bad_priority"].as_str(), r["unknown"].as_str()),
+        (Some("ALREADY_EXISTS"), Some("INVALID_ARGUMENT"), Some("NOT_FOUND")),
+        "{r}"
+    );
+    assert_eq!(r["status"]["status"], "SESSION_STATUS_QUEUED", "{r}");
+    assert_eq!(r["status"]["position"], 2, "{r}");
+    let updates = r["updates"].as_array().unwrap();
+    assert_eq!(updates.first().unwrap()["position"], 1, "{r}");
+    let last = updates.last().unwrap();
+    assert_eq!((last["status"].as_str(), last["token"].as_bool()), (Some("SESSION_STATUS_READY"), Some(true)), "{r}");
+    assert!(updates[..updates.len() - 1].iter().all(|u| u["status"] == "SESSION_STATUS_QUEUED"), "{r}");
+    assert_eq!(
+        (r["left"].as_str(), r["leave_again"].as_str()),
+        (Some("Queue left successfully"), Some("FAILED_PRECONDITION")),
+        "{r}"
+    );
+    host.stop(Duration::from_secs(10)).await;
+}
+
+/// The same API through the Rust client generated from the `.proto` (tonic), and reflection lists the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_client_sees_refusals_as_grpc_codes() {
+    use weir_waitroom::grpc::pb;
+    let (dir, broker) = weir_broker::testing::scratch_broker();
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(broker));
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let mut host = Host::new(bus, store.clone(), Arc::new(SqlKv::new(store)));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let routes = host.start(&WaitroomSystem, settings(&[("grpc_listen", &addr)])).await.unwrap();
+    let off = json!({"enabled": false});
+    call(&routes, Method::POST, "/api/v1/waitroom/events/closed/config", Some(off)).await;
+    call(&routes, Method::POST, "/api/v1/waitroom/events/tiny/config", Some(json!({"capacity": 1, "paused": true})))
+        .await;
+    let mut client =
+        pb::waitroom_service_client::WaitroomServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let join = |user: &str, event: &str| pb::JoinQueueRequest {
+        user_id: user.into(),
+        event_id: event.into(),
+        ..Default::default()
+    };
+    let code = |r: Result<tonic::Response<pb::JoinQueueResponse>, tonic::Status>| r.map(|_| ()).unwrap_err().code();
+    assert_eq!(code(client.join_queue(join("a", "closed")).await), tonic::Code::PermissionDenied);
+    client.join_queue(join("a", "tiny")).await.unwrap();
+    assert_eq!(code(client.join_queue(join("b", "tiny")).await), tonic::Code::ResourceExhausted);
+    assert_eq!(code(client.join_queue(join("a b", "tiny")).await), tonic::Code::InvalidArgument);
+    let health = client.health_check(pb::HealthCheckRequest {}).await.unwrap().into_inner();
+    assert_eq!((health.status.as_str(), health.components.get("store").map(String::as_str)), ("SERVING", Some("ok")));
+    host.stop(Duration::from_secs(10)).await;
 }

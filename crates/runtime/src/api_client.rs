@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 /// Where a command's requests go.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ApiTarget {
     /// A running weir's HTTP address (`host:port`).
     Http(String),

@@ -71,6 +71,24 @@ pub async fn enqueue(tx: &mut SqlTx, dialect: Dialect, event: OutboxEvent) -> Re
     Ok(id)
 }
 
+/// [`enqueue_all`] for the events whose ids are not in the outbox yet: a step redone after a crash enqueues its
+/// event again only if the first attempt did not commit. (An id published and purged since is enqueued again;
+/// consumers deduplicate on the id header.) Every event needs an id.
+pub async fn enqueue_new(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEvent>) -> Result<Enqueued, sqlx::Error> {
+    let mut new = Vec::with_capacity(events.len());
+    for e in events {
+        let Some(id) = &e.id else {
+            return Err(sqlx::Error::Protocol("enqueue_new: an event without an id".into()));
+        };
+        let there =
+            sqlx::query("SELECT 1 FROM weir_outbox WHERE event_id = $1").bind(id).fetch_optional(&mut **tx).await?;
+        if there.is_none() {
+            new.push(e);
+        }
+    }
+    enqueue_all(tx, dialect, new).await
+}
+
 /// What [`enqueue_all`] wrote: the events' ids, in order, and (on SQLite) their messages by sequence number, for
 /// [`RelayWaker::committed`] once the transaction has committed.
 #[derive(Debug, Default)]

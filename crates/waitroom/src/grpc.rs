@@ -126,6 +126,7 @@ impl WaitroomService for Service {
             admitted_at: v.admitted_at.map(ts),
             estimated_wait_seconds: v.estimated_wait_seconds.map_or(-1, |w| w as i64),
             priority: i32::from(v.priority),
+            arrival: v.arrival,
         }))
     }
 

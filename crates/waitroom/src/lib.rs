@@ -9,12 +9,15 @@
 //!   status, leaving, admission rounds under a lease, settling and expiring — with events through the outbox;
 //! - [`api`]: the HTTP API (the seed's paths) and its position stream (Server-Sent Events);
 //! - [`grpc`]: the origin's gRPC API, `waitroom.v1.WaitroomService`, with reflection;
+//! - [`simulate`]: `weir waitroom simulate`, users through the real API;
 //! - [`system`]: the weir system (settings, topics, the admitter and the checkout consumer).
 
 pub mod api;
+mod cli;
 pub mod grpc;
 pub mod model;
 pub mod room;
+pub mod simulate;
 pub mod system;
 pub mod token;
 

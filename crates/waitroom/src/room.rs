@@ -97,6 +97,8 @@ pub struct View {
     pub event_id: String,
     pub status: Status,
     pub priority: u8,
+    /// The order of arrival at the event (1 for the first to join): with the priority, the session's place.
+    pub arrival: i64,
     /// 1 for the next to be admitted; -1 once out of the queue.
     pub position: i64,
     pub queue_length: u64,
@@ -319,15 +321,18 @@ impl Room {
     }
 
     /// Publishes one event through the outbox, keyed by its event id, unless the room runs without a bus.
+    /// `id` names the event (`{session}:{what}`): a step redone after a crash writes it again only if the first
+    /// write did not commit, and consumers deduplicate on it.
     async fn publish(
         &self,
         topic: fn(&Topics) -> &String,
         key: &str,
         value: serde_json::Value,
+        id: String,
     ) -> Result<(), RoomError> {
         let Some(p) = &self.publisher else { return Ok(()) };
         let event = OutboxEvent {
-            id: None,
+            id: Some(id),
             topic: topic(&p.topics).clone(),
             key: Some(key.as_bytes().to_vec().into()),
             payload: Some(value.to_string().into_bytes().into()),
@@ -336,13 +341,27 @@ impl Room {
         let write = async {
             let mut tx = p.store.begin().await.map_err(|e| e.to_string())?;
             let enqueued =
-                outbox::enqueue_all(&mut tx, p.store.dialect(), vec![event]).await.map_err(|e| e.to_string())?;
+                outbox::enqueue_new(&mut tx, p.store.dialect(), vec![event]).await.map_err(|e| e.to_string())?;
             tx.commit().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(enqueued)
         };
         let enqueued = write.await.map_err(RoomError::Outbox)?;
         p.outbox.committed(enqueued);
         Ok(())
+    }
+
+    /// The session is waiting or in checkout, in its set. A session marked queued in neither set is a join that
+    /// stopped before the queue had it (the process died): it answered no one, and holds no place.
+    async fn holds_a_place(&self, id: &str) -> Result<bool, RoomError> {
+        let Some(s) = self.session(id).await? else { return Ok(false) };
+        Ok(match s.status {
+            Status::Queued => {
+                self.kv.zscore(&queue_key(&s.event_id), id).await?.is_some()
+                    || self.kv.zscore(&processing_key(&s.event_id), id).await?.is_some()
+            }
+            Status::Admitted => true,
+            _ => false,
+        })
     }
 
     /// Joins `req.user_id` to `req.event_id`'s queue.
@@ -361,7 +380,7 @@ impl Room {
         // A user already waiting or in checkout hears so (409) before hearing that the queue is full.
         if let Some(old) = self.kv.get(&ukey).await? {
             let old = String::from_utf8_lossy(&old).into_owned();
-            if self.session(&old).await?.is_some_and(|s| s.status.is_active()) {
+            if self.holds_a_place(&old).await? {
                 return Err(RoomError::AlreadyJoined(old));
             }
         }
@@ -376,8 +395,7 @@ impl Room {
             let held = self.kv.get(&ukey).await?.map(|v| String::from_utf8_lossy(&v).into_owned());
             let taken = match held {
                 Some(old) => {
-                    let active = self.session(&old).await?.is_some_and(|s| s.status.is_active());
-                    if active {
+                    if self.holds_a_place(&old).await? {
                         return Err(RoomError::AlreadyJoined(old));
                     }
                     self.kv.set_if(&ukey, old.as_bytes(), id.as_bytes(), Some(ttl)).await?
@@ -426,7 +444,8 @@ impl Room {
             joined_at: now,
             timestamp: now,
         };
-        self.publish(|t| &t.joined, event, serde_json::to_value(&joined).unwrap_or_default()).await?;
+        self.publish(|t| &t.joined, event, serde_json::to_value(&joined).unwrap_or_default(), format!("{id}:joined"))
+            .await?;
         metrics::counter!("waitroom_joined_total").increment(1);
         self.changed(event);
         Ok(Joined {
@@ -446,6 +465,14 @@ impl Room {
             if self.kv.zrem(&queue_key(&s.event_id), id).await? {
                 self.end(s, Status::Expired, "timeout").await?;
             }
+            return Err(RoomError::Expired(id.into()));
+        }
+        if s.status == Status::Admitted
+            && s.checkout_expires_at.is_some_and(|e| e <= Utc::now())
+            && self.kv.zscore(&processing_key(&s.event_id), id).await?.is_none()
+        {
+            // Taken out of checkout by an expiry that stopped before writing the session: finished here.
+            self.expire_checkout(s).await?;
             return Err(RoomError::Expired(id.into()));
         }
         if s.status == Status::Expired {
@@ -479,6 +506,7 @@ impl Room {
             event_id: s.event_id,
             status: s.status,
             priority: s.priority,
+            arrival: s.score & ((1 << 40) - 1),
             position,
             queue_length,
             queued_at: s.queued_at,
@@ -526,7 +554,13 @@ impl Room {
             left_at: now,
             timestamp: now,
         };
-        self.publish(|t| &t.left, &s.event_id, serde_json::to_value(&left).unwrap_or_default()).await?;
+        self.publish(
+            |t| &t.left,
+            &s.event_id,
+            serde_json::to_value(&left).unwrap_or_default(),
+            format!("{}:left", s.id),
+        )
+        .await?;
         metrics::counter!("waitroom_left_total", "reason" => reason.to_string()).increment(1);
         self.changed(&s.event_id);
         Ok(s)
@@ -572,10 +606,15 @@ impl Room {
             )));
         }
         if !self.kv.zrem(&processing_key(&s.event_id), id).await? {
-            return match s.status {
-                Status::Queued => Err(RoomError::Invalid(format!("session {id} was never admitted to checkout"))),
-                _ => Ok(false),
-            };
+            match s.status {
+                Status::Queued => {
+                    return Err(RoomError::Invalid(format!("session {id} was never admitted to checkout")));
+                }
+                // Out of checkout but not settled: this outcome's first delivery stopped between the two (the
+                // process died); its redelivery finishes it.
+                Status::Admitted => {}
+                _ => return Ok(false),
+            }
         }
         let mut s = self.session(id).await?.unwrap_or(s);
         let now = Utc::now();
@@ -635,7 +674,8 @@ impl Room {
         }
         let config = self.config(event_id).await?;
         if config.enabled && !config.paused {
-            let until = now + chrono::Duration::from_std(self.rules.token_ttl).unwrap_or_default();
+            // Whole milliseconds, as the processing set keeps it: a redone admission computes the same times.
+            let until = at(ms(now + chrono::Duration::from_std(self.rules.token_ttl).unwrap_or_default()));
             let moved = self
                 .kv
                 .zmove_min(&queue_key(event_id), &processing, config.release_rate, config.max_concurrent, ms(until))
@@ -688,33 +728,39 @@ impl Room {
             }
             return Ok(false);
         }
+        // Everything of the admission follows from when the session was moved (its token's expiry less the token's
+        // lifetime): redone after a crash, it mints the same token and writes the same event.
+        let moved = until - chrono::Duration::from_std(self.rules.token_ttl).unwrap_or_default();
         s.attempt_count += 1;
         let claims = Claims {
             session_id: s.id.clone(),
             user_id: s.user_id.clone(),
             event_id: s.event_id.clone(),
-            iat: now.timestamp(),
+            iat: moved.timestamp(),
             exp: until.timestamp(),
         };
         let token = self.tokens.mint(&claims);
-        s.status = Status::Admitted;
-        s.admitted_at = Some(now);
-        s.checkout_token = Some(token.clone());
-        s.checkout_expires_at = Some(until);
-        s.updated_at = now;
-        self.save(&s).await?;
+        // The event first, then the session: a crash between leaves the session queued in processing, and the
+        // round that finds it redoes both, the event's second write skipped by its id.
         let ready = QueueReady {
             session_id: s.id.clone(),
             user_id: s.user_id.clone(),
             event_id: s.event_id.clone(),
-            checkout_token: token,
-            admitted_at: now,
+            checkout_token: token.clone(),
+            admitted_at: moved,
             expires_at: until,
-            timestamp: now,
+            timestamp: Utc::now(),
         };
-        self.publish(|t| &t.ready, &s.event_id, serde_json::to_value(&ready).unwrap_or_default()).await?;
-        self.stats.lock().record(&s.event_id, ms(now), ms(now) - ms(s.queued_at));
-        metrics::histogram!("waitroom_wait_seconds").record((now - s.queued_at).as_seconds_f64());
+        let value = serde_json::to_value(&ready).unwrap_or_default();
+        self.publish(|t| &t.ready, &s.event_id, value, format!("{}:ready", s.id)).await?;
+        s.status = Status::Admitted;
+        s.admitted_at = Some(moved);
+        s.checkout_token = Some(token);
+        s.checkout_expires_at = Some(until);
+        s.updated_at = now;
+        self.save(&s).await?;
+        self.stats.lock().record(&s.event_id, ms(moved), ms(moved) - ms(s.queued_at));
+        metrics::histogram!("waitroom_wait_seconds").record((moved - s.queued_at).as_seconds_f64());
         Ok(true)
     }
 
@@ -753,7 +799,13 @@ impl Room {
             timestamp: Some(now.to_rfc3339()),
             expired_at: Some(now.to_rfc3339()),
         };
-        self.publish(|t| &t.expired, &s.event_id, serde_json::to_value(&expired).unwrap_or_default()).await?;
+        self.publish(
+            |t| &t.expired,
+            &s.event_id,
+            serde_json::to_value(&expired).unwrap_or_default(),
+            format!("{}:expired", s.id),
+        )
+        .await?;
         metrics::counter!("waitroom_checkouts_expired_total").increment(1);
         Ok(())
     }

@@ -14,8 +14,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::sync::Arc;
 use weir_runtime::handler::{Handler, HandlerError, Runner, RunnerConfig};
-use weir_runtime::{Message, SqlStore, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec};
+
+use weir_runtime::{
+    CommandHost, Message, SqlStore, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec,
+};
 
 use crate::model::{CheckoutOutcome, EventConfig, Topics};
 use crate::room::{Publisher, Room, RoomError, Rules};
@@ -261,6 +265,14 @@ impl System for WaitroomSystem {
         metrics::describe_histogram!("waitroom_wait_seconds", metrics::Unit::Seconds, "From joining to admission");
         metrics::describe_gauge!("waitroom_queue_length", "Sessions waiting, per event");
         metrics::describe_gauge!("waitroom_in_checkout", "Sessions in checkout, per event");
+    }
+
+    fn command(&self) -> Option<clap::Command> {
+        Some(crate::cli::command())
+    }
+
+    async fn run_command(&self, matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> anyhow::Result<()> {
+        crate::cli::run(matches, host).await
     }
 
     async fn start(&self, ctx: SystemContext) -> Result<Started, SystemError> {

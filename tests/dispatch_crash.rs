@@ -190,24 +190,6 @@ fn killed_mid_flow_on_postgres_with_redis_sessions_loses_and_doubles_nothing() {
     let database = rt.block_on(weir_runtime::testing::fresh_postgres());
     // A Redis database of this test's own (weir keeps its keys under `weir:`), emptied first.
     let redis = "redis://127.0.0.1:6379/11";
-    flush_redis_db(11);
+    support::flush_redis_db(11);
     crash_and_check(&database, Some(redis));
-}
-
-/// `SELECT db` and `FLUSHDB` on the local Redis, in its protocol (no client needed); fails loudly without Redis.
-fn flush_redis_db(db: u32) {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect("127.0.0.1:6379")
-        .unwrap_or_else(|e| panic!("Redis is required at 127.0.0.1:6379 (scripts/test.sh starts it): {e}"));
-    let db = db.to_string();
-    let command = format!("*2\r\n$6\r\nSELECT\r\n${}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n", db.len());
-    conn.write_all(command.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 64];
-    while answer.len() < 10 {
-        let n = conn.read(&mut buf).unwrap();
-        assert!(n > 0, "Redis closed the connection: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert_eq!(answer, b"+OK\r\n+OK\r\n", "{}", String::from_utf8_lossy(&answer));
 }

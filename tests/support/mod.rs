@@ -154,3 +154,21 @@ pub fn repair_up(dir: &Path, extra: &[&str]) -> Command {
     let args = ["up", "--systems", "repair", "--kafka-listen", "none", "--http-listen", "127.0.0.1:0"];
     weir(dir, &[&args[..], &["--set", "repair.clock_speed=max"], extra].concat())
 }
+
+/// `SELECT db` and `FLUSHDB` on the local Redis, in its protocol (no client needed); fails loudly without Redis.
+pub fn flush_redis_db(db: u32) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect("127.0.0.1:6379")
+        .unwrap_or_else(|e| panic!("Redis is required at 127.0.0.1:6379 (scripts/test.sh starts it): {e}"));
+    let db = db.to_string();
+    let command = format!("*2\r\n$6\r\nSELECT\r\n${}\r\n{db}\r\n*1\r\n$7\r\nFLUSHDB\r\n", db.len());
+    conn.write_all(command.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 64];
+    while answer.len() < 10 {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "Redis closed the connection: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(answer, b"+OK\r\n+OK\r\n", "{}", String::from_utf8_lossy(&answer));
+}

@@ -45,6 +45,8 @@ pub trait KvStore: Send + Sync + 'static {
     /// Removes `field` of the hash `key`, only while its value is `expected` when one is given (so that a field
     /// rewritten since it was read is kept); true if it was removed.
     async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError>;
+    /// Sets several keys (each with its TTL) as one write: one transaction on SQL, one round trip on Redis.
+    async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError>;
     /// Sets `key` only if it is absent (or expired); true if set. With a TTL, a lease: the first to set it holds it.
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError>;
     /// Sets `key` only while its value is `expected` (a lease renewed by its holder); true if set.
@@ -169,6 +171,14 @@ impl KvStore for MemoryKv {
             (Some(_), _) => Ok(hash.remove(field).is_some()),
             (None, _) => Ok(false),
         }
+    }
+
+    async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError> {
+        let mut map = self.map.lock();
+        for (k, v, ttl) in entries {
+            map.insert(k.clone(), (Bytes::copy_from_slice(v), ttl.map(|t| Instant::now() + t)));
+        }
+        Ok(())
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
@@ -360,6 +370,27 @@ impl KvStore for SqlKv {
             }
         };
         Ok(r.rows_affected() > 0)
+    }
+
+    async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError> {
+        let d = self.store.dialect();
+        let now = now_ms();
+        let mut tx = self.store.pool().begin().await?;
+        for chunk in entries.chunks(500) {
+            let rows: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 3 + 1, 3)).collect();
+            let sql = format!(
+                "INSERT INTO weir_kv (k, v, expires_at) VALUES {} \
+                 ON CONFLICT (k) DO UPDATE SET v = excluded.v, expires_at = excluded.expires_at",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (k, v, ttl) in chunk {
+                q = q.bind(k.as_str()).bind(v.as_slice()).bind(ttl.map(|t| now + t.as_millis() as i64));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
@@ -605,6 +636,25 @@ impl KvStore for RedisKv {
         };
         Ok(n > 0)
     }
+    async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // One transaction (MULTI/EXEC) in one round trip.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (k, v, ttl) in entries {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(k)).arg(v.as_slice());
+            if let Some(t) = ttl {
+                cmd.arg("PX").arg(t.as_millis().max(1) as u64);
+            }
+            pipe.add_command(cmd).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value).arg("NX");

@@ -564,6 +564,16 @@ async fn kv_contract(kv: &dyn KvStore) {
     assert!(kv.hdel_if(&h, "bob", None).await.unwrap());
     assert!(kv.hgetall(&h).await.unwrap().is_empty());
 
+    // Several keys in one write.
+    let many: Vec<(String, Vec<u8>, Option<Duration>)> = (0..3)
+        .map(|i| (format!("{k}-many-{i}"), format!("v{i}").into_bytes(), Some(Duration::from_secs(60))))
+        .collect();
+    kv.set_many(&many).await.unwrap();
+    kv.set_many(&[]).await.unwrap();
+    for (key, value, _) in &many {
+        assert_eq!(kv.get(key).await.unwrap().as_deref(), Some(value.as_slice()));
+    }
+
     // Leases: the first to set holds it until it expires; only its holder renews it.
     let l = format!("lease-{}", rand::random::<u32>());
     assert!(kv.set_nx(&l, b"a", Some(Duration::from_millis(400))).await.unwrap());

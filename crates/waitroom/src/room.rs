@@ -72,6 +72,13 @@ pub struct Rules {
     pub checkout_url: String,
 }
 
+fn ready_topic(t: &Topics) -> &String {
+    &t.ready
+}
+
+/// An event to publish: its topic, key, value and id.
+type Pending = (fn(&Topics) -> &String, String, serde_json::Value, String);
+
 /// A change to an event's queue, for the position streams.
 #[derive(Clone, Debug)]
 pub struct Change {
@@ -311,12 +318,18 @@ impl Room {
         }
     }
 
-    async fn save(&self, s: &Session) -> Result<(), RoomError> {
+    /// A session's key, value and TTL: kept until the later of its expiry and its token's, so a settled session
+    /// can still be looked up.
+    fn encoded(&self, s: &Session) -> Result<(String, Vec<u8>, Option<Duration>), RoomError> {
         let v = serde_json::to_vec(s).map_err(|e| RoomError::Invalid(e.to_string()))?;
-        // Kept until the later of its expiry and its token's, so a settled session can still be looked up.
         let until = s.expires_at.max(s.checkout_expires_at.unwrap_or(s.expires_at));
         let ttl = (until - Utc::now()).to_std().unwrap_or_default().max(Duration::from_secs(60));
-        self.kv.set(&session_key(&s.id), &v, Some(ttl)).await?;
+        Ok((session_key(&s.id), v, Some(ttl)))
+    }
+
+    async fn save(&self, s: &Session) -> Result<(), RoomError> {
+        let (k, v, ttl) = self.encoded(s)?;
+        self.kv.set(&k, &v, ttl).await?;
         Ok(())
     }
 
@@ -330,18 +343,29 @@ impl Room {
         value: serde_json::Value,
         id: String,
     ) -> Result<(), RoomError> {
+        self.publish_all(vec![(topic, key.to_string(), value, id)]).await
+    }
+
+    /// [`Room::publish`] for several events, in one transaction.
+    async fn publish_all(&self, events: Vec<Pending>) -> Result<(), RoomError> {
         let Some(p) = &self.publisher else { return Ok(()) };
-        let event = OutboxEvent {
-            id: Some(id),
-            topic: topic(&p.topics).clone(),
-            key: Some(key.as_bytes().to_vec().into()),
-            payload: Some(value.to_string().into_bytes().into()),
-            headers: vec![("timestamp".into(), Utc::now().to_rfc3339())],
-        };
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now().to_rfc3339();
+        let events: Vec<OutboxEvent> = events
+            .into_iter()
+            .map(|(topic, key, value, id)| OutboxEvent {
+                id: Some(id),
+                topic: topic(&p.topics).clone(),
+                key: Some(key.into_bytes().into()),
+                payload: Some(value.to_string().into_bytes().into()),
+                headers: vec![("timestamp".into(), now.clone())],
+            })
+            .collect();
         let write = async {
             let mut tx = p.store.begin().await.map_err(|e| e.to_string())?;
-            let enqueued =
-                outbox::enqueue_new(&mut tx, p.store.dialect(), vec![event]).await.map_err(|e| e.to_string())?;
+            let enqueued = outbox::enqueue_new(&mut tx, p.store.dialect(), events).await.map_err(|e| e.to_string())?;
             tx.commit().await.map_err(|e| e.to_string())?;
             Ok::<_, String>(enqueued)
         };
@@ -661,12 +685,18 @@ impl Room {
         let now = Utc::now();
         let processing = processing_key(event_id);
         // Expired checkouts first: they free slots for this round.
-        for (id, _) in self.kv.zrange_upto(&processing, ms(now), 1000).await? {
+        for (id, until) in self.kv.zrange_upto(&processing, ms(now), 1000).await? {
             if self.kv.zrem(&processing, &id).await? {
-                if let Some(s) = self.session(&id).await? {
-                    self.expire_checkout(s).await?;
-                    round.expired += 1;
+                let Some(mut s) = self.session(&id).await? else { continue };
+                if s.status == Status::Queued {
+                    // An admission cut short (the process died after the move) whose checkout time ran out before
+                    // it was redone: it is finished first, as it would have been (the same token, its queue.ready
+                    // written once), so the session is admitted once and then expired, never silently dropped.
+                    self.finish_admissions(std::slice::from_mut(&mut s), at(until)).await?;
+                    round.recovered += 1;
                 }
+                self.expire_checkout(s).await?;
+                round.expired += 1;
             }
         }
         if recover {
@@ -680,18 +710,44 @@ impl Room {
                 .kv
                 .zmove_min(&queue_key(event_id), &processing, config.release_rate, config.max_concurrent, ms(until))
                 .await?;
+            // The round's sessions are admitted together: their queue.ready events in one transaction, the
+            // sessions in one write.
+            let mut batch = Vec::with_capacity(moved.len());
+            let mut scores = HashMap::with_capacity(moved.len());
             for (id, old_score) in moved {
-                match self.admit(event_id, &id, until).await {
-                    Ok(true) => round.admitted += 1,
-                    Ok(false) => {}
+                match self.session(&id).await {
+                    Ok(Some(s)) if s.status == Status::Queued && s.expires_at > now => {
+                        scores.insert(id, old_score);
+                        batch.push(s);
+                    }
+                    Ok(Some(s)) if s.status == Status::Queued => {
+                        if self.kv.zrem(&processing, &id).await? {
+                            self.end(s, Status::Expired, "timeout").await?;
+                        }
+                    }
+                    // Settled meanwhile (it left): nothing to admit.
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        self.kv.zrem(&processing, &id).await?;
+                    }
                     Err(e) => {
-                        // Back to the front of its class (its old score), never lost.
-                        tracing::warn!(session = %id, "waitroom: admission failed, the session goes back: {e}");
+                        tracing::warn!(session = %id, "waitroom: cannot read a session to admit, it goes back: {e}");
                         self.kv.zrem(&processing, &id).await?;
                         self.kv.zadd_nx(&queue_key(event_id), &id, old_score).await?;
                         round.returned += 1;
                     }
                 }
+            }
+            if let Err(e) = self.finish_admissions(&mut batch, until).await {
+                // Back to the front of their class (their old scores), never lost.
+                tracing::warn!(event = %event_id, "waitroom: admission failed, {} sessions go back: {e}", batch.len());
+                for s in &batch {
+                    self.kv.zrem(&processing, &s.id).await?;
+                    self.kv.zadd_nx(&queue_key(event_id), &s.id, scores[&s.id]).await?;
+                    round.returned += 1;
+                }
+            } else {
+                round.admitted += batch.len() as u64;
             }
         }
         if round.admitted + round.expired > 0 {
@@ -721,47 +777,64 @@ impl Room {
         if s.status != Status::Queued {
             return Ok(false);
         }
-        let now = Utc::now();
-        if s.expires_at <= now {
+        if s.expires_at <= Utc::now() {
             if self.kv.zrem(&processing, id).await? {
                 self.end(s, Status::Expired, "timeout").await?;
             }
             return Ok(false);
         }
-        // Everything of the admission follows from when the session was moved (its token's expiry less the token's
-        // lifetime): redone after a crash, it mints the same token and writes the same event.
-        let moved = until - chrono::Duration::from_std(self.rules.token_ttl).unwrap_or_default();
-        s.attempt_count += 1;
-        let claims = Claims {
-            session_id: s.id.clone(),
-            user_id: s.user_id.clone(),
-            event_id: s.event_id.clone(),
-            iat: moved.timestamp(),
-            exp: until.timestamp(),
-        };
-        let token = self.tokens.mint(&claims);
-        // The event first, then the session: a crash between leaves the session queued in processing, and the
-        // round that finds it redoes both, the event's second write skipped by its id.
-        let ready = QueueReady {
-            session_id: s.id.clone(),
-            user_id: s.user_id.clone(),
-            event_id: s.event_id.clone(),
-            checkout_token: token.clone(),
-            admitted_at: moved,
-            expires_at: until,
-            timestamp: Utc::now(),
-        };
-        let value = serde_json::to_value(&ready).unwrap_or_default();
-        self.publish(|t| &t.ready, &s.event_id, value, format!("{}:ready", s.id)).await?;
-        s.status = Status::Admitted;
-        s.admitted_at = Some(moved);
-        s.checkout_token = Some(token);
-        s.checkout_expires_at = Some(until);
-        s.updated_at = now;
-        self.save(&s).await?;
-        self.stats.lock().record(&s.event_id, ms(moved), ms(moved) - ms(s.queued_at));
-        metrics::histogram!("waitroom_wait_seconds").record((moved - s.queued_at).as_seconds_f64());
+        self.finish_admissions(std::slice::from_mut(&mut s), until).await?;
         Ok(true)
+    }
+
+    /// Admits queued sessions moved into processing with their tokens expiring at `until`: their `queue.ready`
+    /// events (one transaction), then the sessions (one write). Everything follows from when they were moved (the
+    /// token's expiry less its lifetime): redone after a crash, an admission mints the same token and writes the
+    /// same event, whose second write its id skips. A crash between the two writes leaves the sessions queued in
+    /// processing, where the next rounds find them.
+    async fn finish_admissions(&self, sessions: &mut [Session], until: DateTime<Utc>) -> Result<(), RoomError> {
+        let now = Utc::now();
+        let moved = until - chrono::Duration::from_std(self.rules.token_ttl).unwrap_or_default();
+        let mut events = Vec::with_capacity(sessions.len());
+        for s in sessions.iter_mut() {
+            let claims = Claims {
+                session_id: s.id.clone(),
+                user_id: s.user_id.clone(),
+                event_id: s.event_id.clone(),
+                iat: moved.timestamp(),
+                exp: until.timestamp(),
+            };
+            let token = self.tokens.mint(&claims);
+            let ready = QueueReady {
+                session_id: s.id.clone(),
+                user_id: s.user_id.clone(),
+                event_id: s.event_id.clone(),
+                checkout_token: token.clone(),
+                admitted_at: moved,
+                expires_at: until,
+                timestamp: now,
+            };
+            let value = serde_json::to_value(&ready).unwrap_or_default();
+            events.push((ready_topic as fn(&Topics) -> &String, s.event_id.clone(), value, format!("{}:ready", s.id)));
+            s.attempt_count += 1;
+            s.status = Status::Admitted;
+            s.admitted_at = Some(moved);
+            s.checkout_token = Some(token);
+            s.checkout_expires_at = Some(until);
+            s.updated_at = now;
+        }
+        self.publish_all(events).await?;
+        let mut writes = Vec::with_capacity(sessions.len());
+        for s in sessions.iter() {
+            writes.push(self.encoded(s)?);
+        }
+        self.kv.set_many(&writes).await?;
+        let mut stats = self.stats.lock();
+        for s in sessions.iter() {
+            stats.record(&s.event_id, ms(moved), ms(moved) - ms(s.queued_at));
+            metrics::histogram!("waitroom_wait_seconds").record((moved - s.queued_at).as_seconds_f64());
+        }
+        Ok(())
     }
 
     /// Sessions in processing still marked queued whose move is over 5 s old: a round stopped between moving them

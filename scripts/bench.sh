@@ -23,6 +23,9 @@
 #   scripts/bench.sh dispatch > results.jsonl  # dispatch (`weir dispatch simulate`, 1,000 reviewers, 50,000 events):
 #                                              # embedded on SQLite and PostgreSQL, end to end and the assignment
 #                                              # service alone; on Tansu, 1 and 2 instances (dispatch-quick: one run each)
+#   scripts/bench.sh waitroom > results.jsonl  # the waitroom on one `weir up` (embedded store): joins/s over HTTP (wrk)
+#                                              # and gRPC, status lookups/s with 100,000 queued, stream fan-out to
+#                                              # 10,000 subscribers, peak memory (waitroom-redis: sessions in Redis)
 #
 # WEIR_BENCH_NO_BUILD=1 skips the `cargo build` below and measures target/release/weir as it is.
 #
@@ -36,7 +39,7 @@ count=5000000   # 100-byte records
 kcount=1000000  # 1 KiB records
 secs=10
 if [ "$mode" = quick ]; then count=300000; kcount=60000; secs=2; fi
-case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick|dispatch|dispatch-quick) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick|dispatch|dispatch-quick]" >&2; exit 2 ;; esac
+case "$mode" in full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick|dispatch|dispatch-quick|waitroom|waitroom-redis) ;; *) echo "usage: $0 [full|quick|wire|txn|http|security|security-http|schemas|runtime|analytics|wedding|scale|scale-quick|repair|repair-quick|dispatch|dispatch-quick|waitroom|waitroom-redis]" >&2; exit 2 ;; esac
 
 [ -n "${WEIR_BENCH_NO_BUILD:-}" ] || cargo build --release --quiet --bin weir
 weir=target/release/weir
@@ -121,6 +124,40 @@ txn() {
   run $bench --count "$n" --transaction-size 100
   run $bench --count "$n" --transaction-size 100 --isolation read_committed
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$scratch"
+}
+
+# The waitroom (issue 21) on one `weir up --systems waitroom` (admission paused, so the queue only grows): joins over
+# HTTP with wrk (one thread, 64 connections, a new user each request) for $secs s, then `weir waitroom bench` over
+# gRPC (64 requests in flight on one HTTP/2 connection): 100,000 joins, status lookups with all of them queued, 10,000
+# position streams and the time one change takes to reach them all; then wrk's status lookups over HTTP on the same
+# ids. $1: "redis" keeps the sessions in Redis (127.0.0.1:6379, database 13, emptied first).
+waitroom() {
+  local scratch http=18090 grpc=15056 pid redis=()
+  command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk)" >&2; exit 1; }
+  scratch=$(mktemp -d)
+  if [ "${1:-}" = redis ]; then
+    redis=(--redis redis://127.0.0.1:6379/13)
+    (exec 3<>/dev/tcp/127.0.0.1/6379 && printf '*2\r\n$6\r\nSELECT\r\n$2\r\n13\r\n*1\r\n$7\r\nFLUSHDB\r\n' >&3 && sleep 0.2)
+  fi
+  $weir --data-dir "$scratch/weir" up --systems waitroom --status-every 3600 --kafka-listen none \
+    --http-listen 127.0.0.1:$http --schema-registry-listen none --rest-proxy-listen none --grpc-listen 127.0.0.1:$grpc \
+    --set waitroom.jwt_secret=bench "${redis[@]}" 2>"$scratch/up.log" &
+  pid=$!
+  wait_port $http
+  wait_port $grpc
+  curl -fsS -XPOST "http://127.0.0.1:$http/api/v1/waitroom/events/bench-http/config" \
+    -d '{"paused": true, "capacity": 100000000}' >/dev/null
+  sync; echo "+ wrk waitroom_join -c64 -d${secs}s" >&2
+  EVENT=bench-http wrk -t1 -c64 -d${secs}s -s bench/http/waitroom_join.lua http://127.0.0.1:$http | grep '^{'
+  run $weir waitroom bench --http 127.0.0.1:$http --grpc 127.0.0.1:$grpc --event bench --joins 100000 \
+    --lookups 100000 --streams 10000 --ids-out "$scratch/ids.txt"
+  sync; echo "+ wrk waitroom_status -c64 -d${secs}s" >&2
+  IDS="$scratch/ids.txt" wrk -t1 -c64 -d${secs}s -s bench/http/waitroom_status.lua http://127.0.0.1:$http | grep '^{'
+  local rss
+  rss=$(awk '/VmHWM/ {print $2 * 1024}' /proc/$pid/status)
+  echo "{\"peer\": \"weir\", \"scenario\": \"waitroom_peak_rss\", \"store\": \"${1:-embedded}\", \"bytes\": $rss}"
+  kill $pid; wait $pid || true
   rm -rf "$scratch"
 }
 
@@ -578,6 +615,14 @@ dispatch() {
   rm -rf "$scratch"
 }
 
+if [ "$mode" = waitroom ]; then
+  waitroom
+  exit 0
+fi
+if [ "$mode" = waitroom-redis ]; then
+  waitroom redis
+  exit 0
+fi
 if [ "$mode" = dispatch ] || [ "$mode" = dispatch-quick ]; then
   dispatch
   exit 0

@@ -128,7 +128,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Which systems to run: `all`, `none`, or a comma-separated list (analytics, wedding, repair, dispatch).
+    /// Which systems to run: `all`, `none`, or a comma-separated list (analytics, wedding, repair, dispatch, waitroom).
     #[arg(long, default_value = "all", value_name = "all|none|LIST")]
     pub systems: String,
     /// A system's setting, over its `[systems.<name>]` table and the environment (repeatable), e.g.
@@ -143,6 +143,14 @@ pub struct UpArgs {
     /// `--set dispatch.by_region=true`.
     #[arg(long)]
     pub dispatch_by_region: bool,
+    /// Waitroom: where its gRPC API (`waitroom.v1.WaitroomService`) listens, or `none`; default 127.0.0.1:50056.
+    /// Short for `--set waitroom.grpc_listen=`.
+    #[arg(long, value_name = "HOST:PORT|none")]
+    pub grpc_listen: Option<String>,
+    /// Waitroom: its topics' names, `dotted` (queue.ready, checkout.completed, ...: the origin's today) or `seed`
+    /// (QUEUE_READY, CHECKOUT_COMPLETED, ...). Short for `--set waitroom.topics=`.
+    #[arg(long, value_name = "dotted|seed")]
+    pub waitroom_topics: Option<String>,
     /// Seconds between status lines.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub status_every: u64,

@@ -139,6 +139,12 @@ fn chosen_systems(settings: &Settings, args: &UpArgs) -> Result<Vec<(Arc<dyn Sys
     if args.dispatch_by_region {
         set.push("dispatch.by_region=true".into());
     }
+    if let Some(listen) = &args.grpc_listen {
+        set.push(format!("waitroom.grpc_listen={listen}"));
+    }
+    if let Some(topics) = &args.waitroom_topics {
+        set.push(format!("waitroom.topics={topics}"));
+    }
     let flags = crate::systems::parse_set_flags(&set)?;
     let mut chosen = Vec::new();
     for system in crate::systems::select(&args.systems)? {

@@ -145,8 +145,32 @@ fn rate(text: &str, unit: &str) -> Result<f64> {
 pub async fn run(matches: ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
     match matches.subcommand() {
         Some(("simulate", m)) => simulate_command(m, host).await,
+        Some(("bench", m)) => bench_command(m).await,
         _ => bail!("unknown waitroom command"),
     }
+}
+
+async fn bench_command(m: &ArgMatches) -> Result<()> {
+    let text = |name: &str| m.get_one::<String>(name).cloned().with_context(|| format!("--{name}"));
+    let num = |name: &str| m.get_one::<u64>(name).copied().with_context(|| format!("--{name}"));
+    let plan = crate::bench::Plan {
+        grpc: text("grpc")?,
+        http: text("http")?,
+        event_id: text("event")?,
+        joins: num("joins")?,
+        lookups: num("lookups")?,
+        streams: num("streams")?,
+        in_flight: num("in-flight")? as usize,
+    };
+    crate::room::check_id("--event", &plan.event_id).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (lines, ids) = crate::bench::run(&plan).await?;
+    for line in &lines {
+        println!("{}", serde_json::to_string(line)?);
+    }
+    if let Some(path) = m.get_one::<String>("ids-out") {
+        std::fs::write(path, ids.join("\n") + "\n").with_context(|| format!("cannot write {path}"))?;
+    }
+    Ok(())
 }
 
 async fn simulate_command(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {

@@ -94,6 +94,9 @@ pub struct Joined {
     pub queued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub websocket_url: String,
+    /// Seconds until admission at the event's release rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_wait_seconds: Option<u64>,
 }
 
 /// A session as its status lookup shows it.
@@ -449,6 +452,7 @@ impl Room {
             token_invalidated: false,
             token_invalidated_reason: None,
             attempt_count: 0,
+            estimated_wait_seconds: None,
             user_agent: req.user_agent,
             ip_address: req.ip_address,
             updated_at: now,
@@ -459,6 +463,11 @@ impl Room {
         self.kv.hset(ACTIVE_EVENTS, &[(event.to_string(), b"1".to_vec())]).await?;
         let position = self.kv.zrank(&queue_key(event), &id).await?.map_or(-1, |r| r as i64 + 1);
         let queue_length = self.kv.zcard(&queue_key(event)).await?;
+        let estimated_wait_seconds = self.estimate(&config, position);
+        if estimated_wait_seconds.is_some() {
+            // Kept with the session, to measure the estimate against the wait when it is admitted.
+            self.save(&Session { estimated_wait_seconds, ..session.clone() }).await?;
+        }
         let joined = QueueJoined {
             session_id: id.clone(),
             user_id: session.user_id.clone(),
@@ -473,6 +482,7 @@ impl Room {
         metrics::counter!("waitroom_joined_total").increment(1);
         self.changed(event);
         Ok(Joined {
+            estimated_wait_seconds,
             websocket_url: format!("/api/v1/waitroom/stream/{id}"),
             session_id: id,
             position,
@@ -514,13 +524,8 @@ impl Room {
         } else {
             -1
         };
-        let estimated_wait_seconds = if position > 0 {
-            let config = self.config(&s.event_id).await?;
-            let per_second = config.release_rate.max(1) as f64 / self.rules.interval.as_secs_f64().max(0.001);
-            Some(((position - 1) as f64 / per_second).ceil() as u64)
-        } else {
-            None
-        };
+        let estimated_wait_seconds =
+            if position > 0 { self.estimate(&self.config(&s.event_id).await?, position) } else { None };
         let admitted = s.status == Status::Admitted && !s.token_invalidated;
         let checkout_url = (admitted && !self.rules.checkout_url.is_empty())
             .then(|| format!("{}?session_id={}&event_id={}", self.rules.checkout_url, s.id, s.event_id));
@@ -542,6 +547,15 @@ impl Room {
             checkout_expires_at: s.checkout_expires_at,
             completed_at: s.completed_at,
         })
+    }
+
+    /// Seconds until a session at `position` is admitted, at the event's release rate (one round an interval).
+    fn estimate(&self, config: &EventConfig, position: i64) -> Option<u64> {
+        if position < 1 {
+            return None;
+        }
+        let per_second = config.release_rate.max(1) as f64 / self.rules.interval.as_secs_f64().max(0.001);
+        Some(((position - 1) as f64 / per_second).ceil() as u64)
     }
 
     /// Leaves: a waiting session leaves the queue, an admitted one gives its checkout slot back.
@@ -832,7 +846,11 @@ impl Room {
         let mut stats = self.stats.lock();
         for s in sessions.iter() {
             stats.record(&s.event_id, ms(moved), ms(moved) - ms(s.queued_at));
-            metrics::histogram!("waitroom_wait_seconds").record((moved - s.queued_at).as_seconds_f64());
+            let waited = (moved - s.queued_at).as_seconds_f64();
+            metrics::histogram!("waitroom_wait_seconds").record(waited);
+            if let Some(estimate) = s.estimated_wait_seconds {
+                metrics::histogram!("waitroom_estimated_wait_error_seconds").record(waited - estimate as f64);
+            }
         }
         Ok(())
     }

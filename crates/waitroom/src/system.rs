@@ -263,6 +263,20 @@ impl System for WaitroomSystem {
             "Checkouts whose token ran out with no outcome (checkout.expired published)"
         );
         metrics::describe_histogram!("waitroom_wait_seconds", metrics::Unit::Seconds, "From joining to admission");
+        metrics::describe_histogram!(
+            "waitroom_estimated_wait_error_seconds",
+            metrics::Unit::Seconds,
+            "The wait to admission less the wait estimated at the join (positive: the estimate was short)"
+        );
+        metrics::describe_gauge!("waitroom_admitted_per_second", "Admissions a second over the last minute, per event");
+        metrics::describe_gauge!(
+            "waitroom_wait_p50_seconds",
+            "Median wait to admission over the last minute, per event"
+        );
+        metrics::describe_gauge!(
+            "waitroom_wait_p99_seconds",
+            "99th percentile wait to admission over the last minute, per event"
+        );
         metrics::describe_gauge!("waitroom_queue_length", "Sessions waiting, per event");
         metrics::describe_gauge!("waitroom_in_checkout", "Sessions in checkout, per event");
     }
@@ -341,6 +355,12 @@ pub async fn admitter(room: Room, mut stop: tokio::sync::watch::Receiver<bool>) 
             if let Ok((waiting, in_checkout)) = room.counts(&event).await {
                 metrics::gauge!("waitroom_queue_length", "event" => event.clone()).set(waiting as f64);
                 metrics::gauge!("waitroom_in_checkout", "event" => event.clone()).set(in_checkout as f64);
+            }
+            let (rate, waits) = room.stats().lock().summary(&event, chrono::Utc::now().timestamp_millis());
+            metrics::gauge!("waitroom_admitted_per_second", "event" => event.clone()).set(rate);
+            if let Some((p50, p99)) = waits {
+                metrics::gauge!("waitroom_wait_p50_seconds", "event" => event.clone()).set(p50 as f64 / 1000.0);
+                metrics::gauge!("waitroom_wait_p99_seconds", "event" => event.clone()).set(p99 as f64 / 1000.0);
             }
         }
     }

@@ -487,3 +487,65 @@ async fn a_tonic_client_sees_refusals_as_grpc_codes() {
     assert_eq!((health.status.as_str(), health.components.get("store").map(String::as_str)), ("SERVING", Some("ok")));
     host.stop(Duration::from_secs(10)).await;
 }
+
+/// Graceful degradation: the bus (weir's Kafka listener, reached as a Kafka cluster) is stopped; joins still answer
+/// 201 and admission goes on, their events waiting in the outbox; when the bus is back on the same address, every
+/// `queue.joined` and `queue.ready` arrives, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_succeed_while_the_bus_is_down_and_their_events_follow() {
+    use weir_kafka::{BackgroundBroker, ListenerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("broker");
+    let bus_up = |addr: &str| {
+        BackgroundBroker::start(weir_broker::testing::broker_config(&data), ListenerConfig::new(addr.parse().unwrap()))
+            .unwrap()
+    };
+    let broker = bus_up("127.0.0.1:0");
+    let addr = broker.addr.to_string();
+    let bus: Arc<dyn Bus> = Arc::new(weir_runtime::KafkaBus::connect(&format!("kafka://{addr}")).unwrap());
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let mut host = Host::new(bus, store.clone(), Arc::new(SqlKv::new(store)));
+    let routes = host.start(&WaitroomSystem, settings(&[("process_interval", "100ms")])).await.unwrap();
+    let (s, _) = join(&routes, "before", "show", 0).await;
+    assert_eq!(s, StatusCode::CREATED);
+    wait_until("the first queue.joined", 30, || {
+        let b = broker.broker.clone();
+        async move { weir_broker::testing::read_committed(&b, "queue.joined").await.len() == 1 }
+    })
+    .await;
+
+    drop(broker); // The bus is down.
+    let mut during = Vec::new();
+    for u in ["down-1", "down-2", "down-3"] {
+        let (s, b) = join(&routes, u, "show", 0).await;
+        assert_eq!(s, StatusCode::CREATED, "a join while the bus is down: {b}");
+        during.push(b["session_id"].as_str().unwrap().to_string());
+    }
+    for id in &during {
+        let id = id.clone();
+        wait_until("admitted while the bus is down", 30, || async {
+            status(&routes, &id).await.1["status"] == "admitted"
+        })
+        .await;
+    }
+
+    let broker = bus_up(&addr); // Back, on the same address and data.
+    let b = broker.broker.clone();
+    wait_until("every event after the bus came back", 90, || {
+        let b = b.clone();
+        async move {
+            weir_broker::testing::read_committed(&b, "queue.joined").await.len() >= 4
+                && weir_broker::testing::read_committed(&b, "queue.ready").await.len() >= 4
+        }
+    })
+    .await;
+    let joined = published(&b, "queue.joined").await;
+    let ready = published(&b, "queue.ready").await;
+    assert_eq!((joined.len(), ready.len()), (4, 4), "each event once");
+    for id in &during {
+        assert!(joined.iter().any(|(_, v, _)| v["session_id"] == json!(id)), "{id} joined");
+        assert!(ready.iter().any(|(_, v, _)| v["session_id"] == json!(id)), "{id} admitted");
+    }
+    host.stop(Duration::from_secs(10)).await;
+    drop(broker);
+}

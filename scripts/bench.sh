@@ -131,7 +131,7 @@ txn() {
 # HTTP with wrk (one thread, 64 connections, a new user each request) for $secs s, then `weir waitroom bench` over
 # gRPC (64 requests in flight on one HTTP/2 connection): 100,000 joins, status lookups with all of them queued, 10,000
 # position streams and the time one change takes to reach them all; then wrk's status lookups over HTTP on the same
-# ids. $1: "redis" keeps the sessions in Redis (127.0.0.1:6379, database 13, emptied first).
+# ids (WAITROOM_JOINS and WAITROOM_STREAMS change the counts). $1: "redis" keeps the sessions in Redis (127.0.0.1:6379, database 13, emptied first).
 waitroom() {
   local scratch http=18090 grpc=15056 pid redis=()
   command -v wrk >/dev/null || { echo "wrk not found (Debian package wrk)" >&2; exit 1; }
@@ -144,14 +144,15 @@ waitroom() {
     --http-listen 127.0.0.1:$http --schema-registry-listen none --rest-proxy-listen none --grpc-listen 127.0.0.1:$grpc \
     --set waitroom.jwt_secret=bench "${redis[@]}" 2>"$scratch/up.log" &
   pid=$!
+  trap "kill $pid 2>/dev/null || true" EXIT
   wait_port $http
   wait_port $grpc
   curl -fsS -XPOST "http://127.0.0.1:$http/api/v1/waitroom/events/bench-http/config" \
     -d '{"paused": true, "capacity": 100000000}' >/dev/null
   sync; echo "+ wrk waitroom_join -c64 -d${secs}s" >&2
   EVENT=bench-http wrk -t1 -c64 -d${secs}s -s bench/http/waitroom_join.lua http://127.0.0.1:$http | grep '^{'
-  run $weir waitroom bench --http 127.0.0.1:$http --grpc 127.0.0.1:$grpc --event bench --joins 100000 \
-    --lookups 100000 --streams 10000 --ids-out "$scratch/ids.txt"
+  run $weir waitroom bench --http 127.0.0.1:$http --grpc 127.0.0.1:$grpc --event bench --joins "${WAITROOM_JOINS:-100000}" \
+    --lookups 100000 --streams "${WAITROOM_STREAMS:-10000}" --ids-out "$scratch/ids.txt"
   sync; echo "+ wrk waitroom_status -c64 -d${secs}s" >&2
   IDS="$scratch/ids.txt" wrk -t1 -c64 -d${secs}s -s bench/http/waitroom_status.lua http://127.0.0.1:$http | grep '^{'
   local rss

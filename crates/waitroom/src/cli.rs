@@ -130,6 +130,51 @@ pub fn command() -> Command {
                         .value_parser(["text", "json"]),
                 ),
         )
+        .subcommand(
+            Command::new("bench")
+                .about("Throughput of a running weir's waitroom over gRPC: joins/s, status lookups/s, stream fan-out")
+                .long_about(
+                    "Against a running weir (--http for its HTTP API, --grpc for its gRPC API): pauses admission for \
+                     --event, joins --joins users over gRPC (--in-flight requests multiplexed on one HTTP/2 \
+                     connection), looks up --lookups statuses with all of them queued, then opens --streams position \
+                     streams and times how long one change to the queue takes to reach every one. Prints one JSON \
+                     line per measure; --ids-out writes the joined session ids, one a line (for wrk's status \
+                     lookups over HTTP in scripts/bench.sh).",
+                )
+                .arg(
+                    Arg::new("http")
+                        .long("http")
+                        .value_name("HOST:PORT")
+                        .required(true)
+                        .help("The weir's HTTP address"),
+                )
+                .arg(
+                    Arg::new("grpc")
+                        .long("grpc")
+                        .value_name("HOST:PORT")
+                        .default_value("127.0.0.1:50056")
+                        .help("The weir's gRPC address"),
+                )
+                .arg(Arg::new("event").long("event").value_name("ID").default_value("bench").help("The event to fill"))
+                .arg(count("joins", "100000", 1))
+                .arg(count("lookups", "100000", 1))
+                .arg(count("streams", "10000", 0))
+                .arg(count("in-flight", "64", 1))
+                .arg(
+                    Arg::new("ids-out")
+                        .long("ids-out")
+                        .value_name("FILE")
+                        .help("Where to write the joined session ids"),
+                ),
+        )
+}
+
+fn count(name: &'static str, default: &'static str, least: u64) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("N")
+        .default_value(default)
+        .value_parser(clap::value_parser!(u64).range(least..=100_000_000))
 }
 
 /// `100/s`, `100`: a rate per second; `0.1/min`: per minute.

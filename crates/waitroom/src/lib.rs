@@ -9,7 +9,7 @@
 //!   status, leaving, admission rounds under a lease, settling and expiring — with events through the outbox;
 //! - [`api`]: the HTTP API (the seed's paths) and its position stream (Server-Sent Events);
 //! - [`grpc`]: the origin's gRPC API, `waitroom.v1.WaitroomService`, with reflection;
-//! - [`bench`]: `weir waitroom bench`, joins, lookups and stream fan-out over gRPC;
+//! - [`bench`](mod@bench): `weir waitroom bench`, joins, lookups and stream fan-out over gRPC;
 //! - [`simulate`]: `weir waitroom simulate`, users through the real API;
 //! - [`system`]: the weir system (settings, topics, the admitter and the checkout consumer).
 

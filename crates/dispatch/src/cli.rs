@@ -199,14 +199,10 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
             let mut systems = Host::new(platform.bus.clone(), store, kv);
             let routes = systems.start(&crate::DispatchSystem, settings).await.context("cannot start dispatch")?;
             let outcome = simulate::drive(&ApiTarget::Router(routes), &plan).await;
-            for (task, end) in systems.stop(Duration::from_secs(10)).await {
-                if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
-                    tracing::warn!(task, end = ?end, "a dispatch task did not stop cleanly");
-                }
-            }
+            systems.stop_and_warn(Duration::from_secs(10)).await;
             platform.close().await;
             let mut report = outcome?;
-            report.peak_rss_bytes = simulate::peak_rss();
+            report.peak_rss_bytes = weir_runtime::system::peak_rss();
             report
         }
     };

@@ -196,14 +196,6 @@ pub async fn drive(api: &ApiTarget, plan: &Plan) -> Result<Report> {
     })
 }
 
-/// This process's peak resident memory (Linux's VmHWM), if it can be read.
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// The report as a person reads it.
 pub fn text(r: &Report) -> String {
     format!(

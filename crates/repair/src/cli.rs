@@ -203,11 +203,7 @@ async fn simulate(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<()> {
                 Ok(_) => committed_duplicates(&*platform.bus).await,
                 Err(_) => Ok(0),
             };
-            for (task, end) in systems.stop(Duration::from_secs(10)).await {
-                if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
-                    tracing::warn!(task, end = ?end, "a repair task did not stop cleanly");
-                }
-            }
+            systems.stop_and_warn(Duration::from_secs(10)).await;
             platform.close().await;
             let mut report = outcome?;
             report.duplicates += bus_duplicates?;

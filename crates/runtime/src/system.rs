@@ -337,6 +337,24 @@ impl Host {
     pub async fn stop(self, deadline: Duration) -> Vec<(String, TaskEnd)> {
         self.running.stop(deadline).await
     }
+
+    /// [`Host::stop`] for a command that ran systems of its own (a simulator) and has nothing to do with the report
+    /// but say which task did not stop cleanly, as a warning.
+    pub async fn stop_and_warn(self, deadline: Duration) {
+        for (task, end) in self.stop(deadline).await {
+            if !matches!(end, TaskEnd::Finished) {
+                tracing::warn!(task, end = ?end, "a task did not stop cleanly");
+            }
+        }
+    }
+}
+
+/// This process's peak resident memory (Linux's VmHWM), if it can be read: what the simulators report.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// How one task ended when the systems were stopped.

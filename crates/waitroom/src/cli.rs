@@ -255,7 +255,13 @@ async fn simulate_command(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<
             } else {
                 Via::Http(ApiTarget::Http(target.clone()))
             };
-            simulate::run(&plan, via, Outcomes::Rest(ApiTarget::Http(target.clone()), topics)).await?
+            simulate::run(
+                &plan,
+                via,
+                Outcomes::Rest(ApiTarget::Http(target.clone()), topics),
+                ApiTarget::Http(target.clone()),
+            )
+            .await?
         }
         None => {
             let mut flags = vec![
@@ -281,17 +287,13 @@ async fn simulate_command(m: &ArgMatches, host: Arc<dyn CommandHost>) -> Result<
                 let addr = health["grpc"].as_str().context("the waitroom's gRPC address")?.to_string();
                 Via::Grpc(WaitroomServiceClient::connect(format!("http://{addr}")).await?)
             } else {
-                Via::Http(api)
+                Via::Http(api.clone())
             };
-            let outcome = simulate::run(&plan, via, Outcomes::Bus(platform.bus.clone(), topics)).await;
-            for (task, end) in systems.stop(Duration::from_secs(10)).await {
-                if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
-                    tracing::warn!(task, end = ?end, "a waitroom task did not stop cleanly");
-                }
-            }
+            let outcome = simulate::run(&plan, via, Outcomes::Bus(platform.bus.clone(), topics), api).await;
+            systems.stop_and_warn(Duration::from_secs(10)).await;
             platform.close().await;
             let mut report = outcome?;
-            report.peak_rss_bytes = simulate::peak_rss();
+            report.peak_rss_bytes = weir_runtime::system::peak_rss();
             report
         }
     };

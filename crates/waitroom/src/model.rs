@@ -66,7 +66,7 @@ pub struct Session {
     pub token_invalidated_reason: Option<String>,
     #[serde(default)]
     pub attempt_count: u32,
-    /// The wait estimated when it joined (seconds), to measure the estimates against.
+    /// The wait estimated when it joined (seconds) from the queue's length then, to measure the estimates against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_wait_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

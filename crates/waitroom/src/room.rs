@@ -411,7 +411,8 @@ impl Room {
                 return Err(RoomError::AlreadyJoined(old));
             }
         }
-        if self.kv.zcard(&queue_key(event)).await? >= config.capacity {
+        let waiting = self.kv.zcard(&queue_key(event)).await?;
+        if waiting >= config.capacity {
             return Err(RoomError::Full(event.into()));
         }
         let id = uuid::Uuid::now_v7().to_string();
@@ -452,7 +453,10 @@ impl Room {
             token_invalidated: false,
             token_invalidated_reason: None,
             attempt_count: 0,
-            estimated_wait_seconds: None,
+            // Kept with the session to measure against the wait at admission, from the queue's length here (the
+            // wait of the last in line: exact at priority 0, an upper bound above it), so the join writes the
+            // session once.
+            estimated_wait_seconds: self.estimate(&config, waiting as i64 + 1),
             user_agent: req.user_agent,
             ip_address: req.ip_address,
             updated_at: now,
@@ -464,10 +468,6 @@ impl Room {
         let position = self.kv.zrank(&queue_key(event), &id).await?.map_or(-1, |r| r as i64 + 1);
         let queue_length = self.kv.zcard(&queue_key(event)).await?;
         let estimated_wait_seconds = self.estimate(&config, position);
-        if estimated_wait_seconds.is_some() {
-            // Kept with the session, to measure the estimate against the wait when it is admitted.
-            self.save(&Session { estimated_wait_seconds, ..session.clone() }).await?;
-        }
         let joined = QueueJoined {
             session_id: id.clone(),
             user_id: session.user_id.clone(),

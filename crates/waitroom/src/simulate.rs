@@ -194,17 +194,6 @@ impl Via {
             }
         }
     }
-
-    async fn in_checkout(&self, event: &str) -> Option<u64> {
-        match self {
-            Via::Http(api) => {
-                let (status, v) =
-                    api.exchange("GET", &format!("/api/v1/waitroom/events/{event}/stats"), &Value::Null).await.ok()?;
-                (status == 200).then(|| v["in_checkout"].as_u64()).flatten()
-            }
-            Via::Grpc(_) => None,
-        }
-    }
 }
 
 impl Outcomes {
@@ -238,8 +227,16 @@ impl std::fmt::Debug for Outcomes {
     }
 }
 
-/// Runs the simulation to its end (every user settled, or the timeout).
-pub async fn run(plan: &Plan, via: Via, outcomes: Outcomes) -> Result<Report> {
+/// How many are in checkout, from the HTTP API's stats (gRPC has no such call).
+async fn in_checkout(api: &ApiTarget, event: &str) -> Option<u64> {
+    let (status, v) =
+        api.exchange("GET", &format!("/api/v1/waitroom/events/{event}/stats"), &Value::Null).await.ok()?;
+    (status == 200).then(|| v["in_checkout"].as_u64()).flatten()
+}
+
+/// Runs the simulation to its end; `stats` is the waitroom's HTTP API, watched for the checkout concurrency
+/// whichever API the users take.
+pub async fn run(plan: &Plan, via: Via, outcomes: Outcomes, stats: ApiTarget) -> Result<Report> {
     let started = Instant::now();
     let speed = plan.speed.max(0.001);
     let users: Arc<Mutex<HashMap<String, User>>> = Arc::default();
@@ -247,11 +244,10 @@ pub async fn run(plan: &Plan, via: Via, outcomes: Outcomes) -> Result<Report> {
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     // The largest checkout concurrency, sampled every 50 ms.
     let monitor = {
-        let (via, event, max, mut done) =
-            (via.clone(), plan.event_id.clone(), max_in_checkout.clone(), done_rx.clone());
+        let (api, event, max, mut done) = (stats, plan.event_id.clone(), max_in_checkout.clone(), done_rx.clone());
         tokio::spawn(async move {
             while !*done.borrow_and_update() {
-                if let Some(n) = via.in_checkout(&event).await {
+                if let Some(n) = in_checkout(&api, &event).await {
                     max.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -471,14 +467,6 @@ pub fn text(r: &Report) -> String {
         out += &format!("\npeak resident memory {:.1} MiB", rss as f64 / 1048576.0);
     }
     out
-}
-
-/// The process's peak resident memory (Linux).
-pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]

@@ -266,7 +266,7 @@ impl System for WaitroomSystem {
         metrics::describe_histogram!(
             "waitroom_estimated_wait_error_seconds",
             metrics::Unit::Seconds,
-            "The wait to admission less the wait estimated at the join (positive: the estimate was short)"
+            "The wait to admission less the wait the queue's length at the join predicted (positive: the estimate was short)"
         );
         metrics::describe_gauge!("waitroom_admitted_per_second", "Admissions a second over the last minute, per event");
         metrics::describe_gauge!(

@@ -185,11 +185,7 @@ async fn embedded(host: &dyn CommandHost, args: SimulateArgs, policy: Policy, ev
         .context("cannot start the wedding services")?;
     let outcome =
         drive(&ApiTarget::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
-    for (task, end) in systems.stop(std::time::Duration::from_secs(10)).await {
-        if !matches!(end, weir_runtime::system::TaskEnd::Finished) {
-            tracing::warn!(task, end = ?end, "a wedding task did not stop cleanly");
-        }
-    }
+    systems.stop_and_warn(std::time::Duration::from_secs(10)).await;
     platform.close().await;
     print(&args, &outcome?, None)
 }

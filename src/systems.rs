@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use weir_runtime::kv::SqlKv;
+use weir_runtime::kv::{JournalKv, JournalOptions, KvStore, SqlKv};
 use weir_runtime::system::Platform;
 use weir_runtime::{CommandHost, EmbeddedBus, KafkaBus, SqlStore, System};
 
@@ -102,7 +102,12 @@ impl CommandHost for Commands {
         let broker = crate::commands::scratch_broker(dir.path())?;
         let url = database.map_or_else(|| SqlStore::sqlite_url(dir.path()), str::to_string);
         let store = SqlStore::connect(&url).await.context("cannot open the scratch weir's database")?;
-        let kv = Arc::new(SqlKv::new(store.clone()));
+        // The key-value store `weir up` would have: the embedded journal, or the tables of a database given.
+        let kv: Arc<dyn KvStore> = if database.is_some() {
+            Arc::new(SqlKv::new(store.clone()))
+        } else {
+            Arc::new(JournalKv::open(dir.path().join("kv"), JournalOptions::default())?)
+        };
         let bus: Arc<dyn weir_runtime::Bus> = Arc::new(EmbeddedBus::new(broker.clone()));
         // A registry of its own, for systems whose events are typed.
         let registry = weir_schema::SchemaService::start(bus.clone(), weir_schema::ServiceConfig::default())

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use weir_broker::Broker;
-use weir_runtime::kv::{KvStore, RedisKv, SqlKv};
+use weir_runtime::kv::{self, JournalKv, JournalOptions, KvStore, RedisKv, SqlKv};
+use weir_runtime::sql::Dialect;
 use weir_runtime::system::TaskEnd;
 use weir_runtime::{
     Bus, BusError, EmbeddedBus, Host, KafkaBus, KafkaEndpoint, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions,
@@ -44,7 +45,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let limits_note = fit_connections_to_open_file_limit(&mut args);
     let (bus, broker) = open_bus(&settings, &args).await?;
     let (store, store_url) = open_store(&settings, &args).await?;
-    let kv = open_kv(&store, &args).await?;
+    let kv = open_kv(&settings, &store, &args).await?;
     // The registry runs when it has a listener, or when a system declares event schemas (its typed events go
     // through it).
     let mut needs_registry = false;
@@ -365,12 +366,24 @@ async fn open_store(settings: &Settings, args: &UpArgs) -> Result<(SqlStore, Str
     Ok((store, url))
 }
 
-/// `--redis`, or the store's key-value table; proven with a write.
-async fn open_kv(store: &SqlStore, args: &UpArgs) -> Result<Arc<dyn KvStore>> {
+/// The key-value store: `--redis`; else, with the embedded database, the embedded store in `<data-dir>/kv` (taking
+/// over what an older weir kept in the database's key-value tables); else those tables (on PostgreSQL, shared by
+/// the instances using it). Proven with a write.
+async fn open_kv(settings: &Settings, store: &SqlStore, args: &UpArgs) -> Result<Arc<dyn KvStore>> {
     let kv: Arc<dyn KvStore> = match &args.redis {
         Some(url) => Arc::new(
             RedisKv::connect(url, "weir:").await.with_context(|| format!("cannot reach Redis at {}", redact(url)))?,
         ),
+        None if store.dialect() == Dialect::Sqlite => {
+            let dir = settings.data_dir.join("kv");
+            let journal = JournalKv::open(&dir, JournalOptions::default())
+                .with_context(|| format!("cannot open the key-value store in {}", dir.display()))?;
+            let moved = kv::import_sql(store, &journal).await.context("cannot move the old key-value tables")?;
+            if moved > 0 {
+                tracing::info!(entries = moved, "key-value entries moved from the database into {}", dir.display());
+            }
+            Arc::new(journal)
+        }
         None => Arc::new(SqlKv::new(store.clone())),
     };
     kv.set("weir:up:last_start_ms", weir_log::now_ms().to_string().as_bytes(), None)

@@ -1,14 +1,15 @@
-//! A key-value store with TTLs, for sessions and counters. Three implementations of one trait:
-//! [`SqlKv`] (the `weir_kv` table of the SQL store: embedded by default, survives restarts), [`RedisKv`] (shared
-//! between processes and machines, `--redis redis://...`) and [`MemoryKv`] (in-process, for tests and scratch).
+//! A key-value store with TTLs, for sessions, counters and queues. Four implementations of one trait:
+//! [`JournalKv`] (embedded, the default: served from memory, every change journaled to the data directory),
+//! [`SqlKv`] (the `weir_kv` tables of the SQL store: on PostgreSQL, shared by the instances using it),
+//! [`RedisKv`] (shared between processes and machines, `--redis redis://...`) and [`MemoryKv`] (in-process, gone
+//! with it: tests and scratch).
 //! Expired keys read as absent everywhere. Hashes (`hset`, `hgetall`, `hdel_if`: fields of one key, as Redis's
 //! hashes) hold state that tools read as a whole, such as who is active; they have no TTL. Sorted sets (`zadd_nx`,
 //! `zrank`, `zmove_min`, ...: members ordered by an integer score, then by member, as Redis's) hold queues: moving
 //! the lowest members from one set into another is one atomic step, so two processes never take the same member
 //! and a crash never loses one between the two sets. `set_nx` and `set_if` make leases.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -17,6 +18,12 @@ use sqlx::Row;
 
 use crate::sql::{Dialect, SqlStore};
 use crate::time::now_ms;
+
+mod journal;
+mod state;
+
+pub use journal::{JournalKv, JournalOptions};
+use state::KvState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
@@ -27,6 +34,8 @@ pub enum KvError {
     Redis(#[from] redis::RedisError),
     #[error("value of {0:?} is not an integer")]
     NotAnInteger(String),
+    #[error("the key-value journal: {0}")]
+    Journal(String),
 }
 
 #[async_trait]
@@ -80,151 +89,89 @@ fn parse_int(key: &str, v: &[u8]) -> Result<i64, KvError> {
     std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| KvError::NotAnInteger(key.into()))
 }
 
-/// In-process, gone with the process.
+/// In-process, gone with the process: [`JournalKv`]'s state without the journal.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
-    map: Mutex<HashMap<String, (Bytes, Option<Instant>)>>,
-    hashes: Mutex<HashMap<String, HashMap<String, Bytes>>>,
-    zsets: Mutex<HashMap<String, ZSet>>,
+    state: Mutex<KvState>,
 }
 
-/// A sorted set in memory: each member's score, and the members in order.
-#[derive(Debug, Default)]
-struct ZSet {
-    scores: HashMap<String, i64>,
-    order: std::collections::BTreeSet<(i64, String)>,
-}
-
-impl ZSet {
-    fn insert(&mut self, member: String, score: i64) -> bool {
-        if self.scores.contains_key(&member) {
-            return false;
-        }
-        self.order.insert((score, member.clone()));
-        self.scores.insert(member, score);
-        true
-    }
-
-    fn remove(&mut self, member: &str) -> Option<i64> {
-        let score = self.scores.remove(member)?;
-        self.order.remove(&(score, member.to_string()));
-        Some(score)
-    }
-}
-
-impl MemoryKv {
-    fn live(&self, key: &str) -> Option<(Bytes, Option<Instant>)> {
-        let mut map = self.map.lock();
-        match map.get(key) {
-            Some((_, Some(exp))) if *exp <= Instant::now() => {
-                map.remove(key);
-                None
-            }
-            other => other.cloned(),
-        }
-    }
+fn expires(ttl: Option<Duration>, now: i64) -> Option<i64> {
+    ttl.map(|t| now + t.as_millis() as i64)
 }
 
 #[async_trait]
 impl KvStore for MemoryKv {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {
-        Ok(self.live(key).map(|(v, _)| v))
+        Ok(self.state.lock().get(key, now_ms()))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        self.map.lock().insert(key.into(), (Bytes::copy_from_slice(value), ttl.map(|t| Instant::now() + t)));
+        self.state.lock().set(key, value, expires(ttl, now_ms()), &mut None);
         Ok(())
     }
 
     async fn incr(&self, key: &str, by: i64) -> Result<i64, KvError> {
-        let (n, exp) = match self.live(key) {
-            Some((v, exp)) => (parse_int(key, &v)? + by, exp),
-            None => (by, None),
-        };
-        self.map.lock().insert(key.into(), (Bytes::from(n.to_string()), exp));
-        Ok(n)
+        self.state.lock().incr(key, by, now_ms(), &mut None)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, KvError> {
-        Ok(self.live(key).is_some() && self.map.lock().remove(key).is_some())
+        Ok(self.state.lock().delete(key, now_ms(), &mut None))
     }
 
     async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError> {
-        let mut hashes = self.hashes.lock();
-        let hash = hashes.entry(key.into()).or_default();
-        for (f, v) in fields {
-            hash.insert(f.clone(), Bytes::copy_from_slice(v));
-        }
+        self.state.lock().hset(key, fields, &mut None);
         Ok(())
     }
 
     async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError> {
-        let hashes = self.hashes.lock();
-        Ok(hashes.get(key).map(|h| h.iter().map(|(f, v)| (f.clone(), v.clone())).collect()).unwrap_or_default())
+        Ok(self.state.lock().hgetall(key))
     }
 
     async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError> {
-        let mut hashes = self.hashes.lock();
-        let Some(hash) = hashes.get_mut(key) else { return Ok(false) };
-        match (hash.get(field), expected) {
-            (Some(v), Some(e)) if v.as_ref() != e => Ok(false),
-            (Some(_), _) => Ok(hash.remove(field).is_some()),
-            (None, _) => Ok(false),
-        }
+        Ok(self.state.lock().hdel_if(key, field, expected, &mut None))
     }
 
     async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError> {
-        let mut map = self.map.lock();
+        let now = now_ms();
+        let mut state = self.state.lock();
         for (k, v, ttl) in entries {
-            map.insert(k.clone(), (Bytes::copy_from_slice(v), ttl.map(|t| Instant::now() + t)));
+            state.set(k, v, expires(*ttl, now), &mut None);
         }
         Ok(())
     }
 
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        let mut map = self.map.lock();
-        if map.get(key).is_some_and(|(_, exp)| exp.is_none_or(|e| e > Instant::now())) {
-            return Ok(false);
-        }
-        map.insert(key.into(), (Bytes::copy_from_slice(value), ttl.map(|t| Instant::now() + t)));
-        Ok(true)
+        let now = now_ms();
+        Ok(self.state.lock().set_nx(key, value, expires(ttl, now), now, &mut None))
     }
 
     async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        let mut map = self.map.lock();
-        let held = map.get(key).is_some_and(|(v, exp)| v == expected && exp.is_none_or(|e| e > Instant::now()));
-        if held {
-            map.insert(key.into(), (Bytes::copy_from_slice(value), ttl.map(|t| Instant::now() + t)));
-        }
-        Ok(held)
+        let now = now_ms();
+        Ok(self.state.lock().set_if(key, expected, value, expires(ttl, now), now, &mut None))
     }
 
     async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError> {
-        Ok(self.zsets.lock().entry(key.into()).or_default().insert(member.into(), score))
+        Ok(self.state.lock().zadd_nx(key, member, score, &mut None))
     }
 
     async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError> {
-        let zsets = self.zsets.lock();
-        let Some(z) = zsets.get(key) else { return Ok(None) };
-        Ok(z.scores.get(member).map(|s| z.order.range(..(*s, member.to_string())).count() as u64))
+        Ok(self.state.lock().zrank(key, member))
     }
 
     async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError> {
-        Ok(self.zsets.lock().get(key).and_then(|z| z.scores.get(member).copied()))
+        Ok(self.state.lock().zscore(key, member))
     }
 
     async fn zcard(&self, key: &str) -> Result<u64, KvError> {
-        Ok(self.zsets.lock().get(key).map_or(0, |z| z.scores.len() as u64))
+        Ok(self.state.lock().zcard(key))
     }
 
     async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError> {
-        Ok(self.zsets.lock().get_mut(key).and_then(|z| z.remove(member)).is_some())
+        Ok(self.state.lock().zrem(key, member, &mut None))
     }
 
     async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError> {
-        let zsets = self.zsets.lock();
-        let Some(z) = zsets.get(key) else { return Ok(Vec::new()) };
-        Ok(z.order.iter().take_while(|(s, _)| *s <= max).take(limit).map(|(s, m)| (m.clone(), *s)).collect())
+        Ok(self.state.lock().zrange_upto(key, max, limit))
     }
 
     async fn zmove_min(
@@ -235,21 +182,7 @@ impl KvStore for MemoryKv {
         to_cap: u64,
         score: i64,
     ) -> Result<Vec<(String, i64)>, KvError> {
-        let mut zsets = self.zsets.lock();
-        let room = to_cap.saturating_sub(zsets.get(to).map_or(0, |z| z.scores.len() as u64));
-        let Some(src) = zsets.get_mut(from) else { return Ok(Vec::new()) };
-        let mut moved = Vec::new();
-        while (moved.len() as u64) < n.min(room) {
-            let Some((s, m)) = src.order.pop_first() else { break };
-            src.scores.remove(&m);
-            moved.push((m, s));
-        }
-        let dst = zsets.entry(to.into()).or_default();
-        for (m, _) in &moved {
-            dst.remove(m);
-            dst.insert(m.clone(), score);
-        }
-        Ok(moved)
+        Ok(self.state.lock().zmove_min(from, to, n, to_cap, score, &mut None))
     }
 }
 
@@ -755,4 +688,39 @@ impl KvStore for RedisKv {
             .await?;
         Ok(found.into_iter().map(|(m, s)| (m, s as i64)).collect())
     }
+}
+
+/// Moves what the SQL store's key-value tables hold into `into`, then empties them; returns how many entries moved.
+/// An embedded weir kept its key-value data there before [`JournalKv`]; `weir up` calls this once the journal is
+/// open, so an upgrade keeps sessions, queues and leases. Run again after a crash midway, it writes the same again.
+pub async fn import_sql(store: &SqlStore, into: &dyn KvStore) -> Result<u64, KvError> {
+    let now = now_ms();
+    let mut moved = 0u64;
+    let rows = sqlx::query("SELECT k, v, expires_at FROM weir_kv WHERE expires_at IS NULL OR expires_at > $1")
+        .bind(now)
+        .fetch_all(store.pool())
+        .await?;
+    for r in &rows {
+        let ttl = r.try_get::<Option<i64>, _>(2)?.map(|e| Duration::from_millis((e - now).max(1) as u64));
+        into.set(&r.try_get::<String, _>(0)?, &r.try_get::<Vec<u8>, _>(1)?, ttl).await?;
+        moved += 1;
+    }
+    let rows = sqlx::query("SELECT k, f, v FROM weir_kv_hash").fetch_all(store.pool()).await?;
+    for r in &rows {
+        into.hset(&r.try_get::<String, _>(0)?, &[(r.try_get::<String, _>(1)?, r.try_get::<Vec<u8>, _>(2)?)]).await?;
+        moved += 1;
+    }
+    let rows = sqlx::query("SELECT k, m, s FROM weir_kv_zset").fetch_all(store.pool()).await?;
+    for r in &rows {
+        into.zadd_nx(&r.try_get::<String, _>(0)?, &r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)?).await?;
+        moved += 1;
+    }
+    if moved > 0 {
+        let mut tx = store.pool().begin().await?;
+        for table in ["weir_kv", "weir_kv_hash", "weir_kv_zset"] {
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(moved)
 }

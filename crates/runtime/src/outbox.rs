@@ -75,18 +75,90 @@ pub async fn enqueue(tx: &mut SqlTx, dialect: Dialect, event: OutboxEvent) -> Re
 /// event again only if the first attempt did not commit. (An id published and purged since is enqueued again;
 /// consumers deduplicate on the id header.) Every event needs an id.
 pub async fn enqueue_new(tx: &mut SqlTx, dialect: Dialect, events: Vec<OutboxEvent>) -> Result<Enqueued, sqlx::Error> {
-    let mut new = Vec::with_capacity(events.len());
-    for e in events {
-        let Some(id) = &e.id else {
-            return Err(sqlx::Error::Protocol("enqueue_new: an event without an id".into()));
-        };
-        let there =
-            sqlx::query("SELECT 1 FROM weir_outbox WHERE event_id = $1").bind(id).fetch_optional(&mut **tx).await?;
-        if there.is_none() {
-            new.push(e);
+    let mut ids = Vec::with_capacity(events.len());
+    for e in &events {
+        match &e.id {
+            Some(id) => ids.push(id.as_str()),
+            None => return Err(sqlx::Error::Protocol("enqueue_new: an event without an id".into())),
         }
     }
+    // Which are there already: one statement for many ids (each a round trip to SQLite's worker thread otherwise).
+    let mut there = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT event_id FROM weir_outbox WHERE event_id IN ({})",
+            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            there.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    let new = events.into_iter().filter(|e| e.id.as_ref().is_some_and(|id| !there.contains(id))).collect();
     enqueue_all(tx, dialect, new).await
+}
+
+/// Writes events into the outbox on their own (not in a transaction of the caller's), many callers' at a time: a
+/// task takes every request waiting when it starts a transaction and writes them all in it (group commit), so
+/// callers under load share one commit instead of queueing for one each on SQLite's single connection. Each
+/// request's events are enqueued with [`enqueue_new`] (ids already there are skipped) and the relay is handed
+/// them on commit. Cheap to clone; the task ends when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct OutboxWriter {
+    requests: tokio::sync::mpsc::Sender<WriteRequest>,
+}
+
+#[derive(Debug)]
+struct WriteRequest {
+    events: Vec<OutboxEvent>,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl OutboxWriter {
+    /// Requests taken into one transaction at most.
+    const MAX_BATCH: usize = 1024;
+
+    /// Starts the writing task (on the current tokio runtime).
+    pub fn spawn(store: SqlStore, waker: RelayWaker) -> OutboxWriter {
+        let (requests, mut rx) = tokio::sync::mpsc::channel::<WriteRequest>(Self::MAX_BATCH * 4);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(Self::MAX_BATCH);
+            while rx.recv_many(&mut batch, Self::MAX_BATCH).await > 0 {
+                let mut seen = std::collections::HashSet::new();
+                let events: Vec<OutboxEvent> = batch
+                    .iter()
+                    .flat_map(|r: &WriteRequest| r.events.iter())
+                    .filter(|e| e.id.as_ref().is_some_and(|id| seen.insert(id.clone())))
+                    .cloned()
+                    .collect();
+                let written = async {
+                    let mut tx = store.begin().await.map_err(|e| e.to_string())?;
+                    let enqueued = enqueue_new(&mut tx, store.dialect(), events).await.map_err(|e| e.to_string())?;
+                    tx.commit().await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(enqueued)
+                };
+                let result = written.await.map(|enqueued| waker.committed(enqueued));
+                for r in batch.drain(..) {
+                    let _ = r.done.send(result.clone());
+                }
+            }
+        });
+        OutboxWriter { requests }
+    }
+
+    /// Writes `events` (each with an id; those already in the outbox are skipped) and returns once they are
+    /// committed.
+    pub async fn write(&self, events: Vec<OutboxEvent>) -> Result<(), String> {
+        if let Some(e) = events.iter().find(|e| e.id.is_none()) {
+            return Err(format!("an event for {} without an id", e.topic));
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.requests.send(WriteRequest { events, done }).await.map_err(|_| "the outbox writer stopped".to_string())?;
+        answer.await.map_err(|_| "the outbox writer stopped".to_string())?
+    }
 }
 
 /// What [`enqueue_all`] wrote: the events' ids, in order, and (on SQLite) their messages by sequence number, for

@@ -26,8 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use weir_runtime::kv::{KvError, KvStore};
-use weir_runtime::outbox::{self, OutboxEvent, RelayWaker};
-use weir_runtime::SqlStore;
+use weir_runtime::outbox::{OutboxEvent, OutboxWriter};
 
 use crate::model::{
     score, CheckoutOutcome, EventConfig, QueueJoined, QueueLeft, QueueReady, Session, Status, Topics, MAX_PRIORITY,
@@ -147,8 +146,8 @@ pub struct Round {
 /// What the room's events are published through.
 #[derive(Clone, Debug)]
 pub struct Publisher {
-    pub store: SqlStore,
-    pub outbox: RelayWaker,
+    /// Group-commits the events of concurrent requests into the outbox.
+    pub outbox: OutboxWriter,
     pub topics: Topics,
 }
 
@@ -156,8 +155,9 @@ pub struct Publisher {
 #[derive(Clone)]
 pub struct Room {
     kv: Arc<dyn KvStore>,
-    publisher: Option<Publisher>,
-    tokens: Tokens,
+    /// In an `Arc`, with the tokens' keys: a room is cloned for every request.
+    publisher: Option<Arc<Publisher>>,
+    tokens: Arc<Tokens>,
     rules: Arc<Rules>,
     /// This instance, as the admission lease names it.
     instance: String,
@@ -256,8 +256,8 @@ impl Room {
     pub fn new(kv: Arc<dyn KvStore>, publisher: Option<Publisher>, tokens: Tokens, rules: Rules) -> Room {
         Room {
             kv,
-            publisher,
-            tokens,
+            publisher: publisher.map(Arc::new),
+            tokens: Arc::new(tokens),
             rules: Arc::new(rules),
             instance: uuid::Uuid::new_v4().to_string(),
             changes: tokio::sync::broadcast::channel(4096).0,
@@ -366,14 +366,7 @@ impl Room {
                 headers: vec![("timestamp".into(), now.clone())],
             })
             .collect();
-        let write = async {
-            let mut tx = p.store.begin().await.map_err(|e| e.to_string())?;
-            let enqueued = outbox::enqueue_new(&mut tx, p.store.dialect(), events).await.map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(enqueued)
-        };
-        let enqueued = write.await.map_err(RoomError::Outbox)?;
-        p.outbox.committed(enqueued);
+        p.outbox.write(events).await.map_err(RoomError::Outbox)?;
         Ok(())
     }
 

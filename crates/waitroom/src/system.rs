@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use std::sync::Arc;
 use weir_runtime::handler::{Handler, HandlerError, Runner, RunnerConfig};
-
+use weir_runtime::outbox::OutboxWriter;
 use weir_runtime::{
     CommandHost, Message, SqlStore, Started, System, SystemContext, SystemError, SystemSettings, TopicSpec,
 };
@@ -293,8 +293,7 @@ impl System for WaitroomSystem {
         let settings = WaitroomSettings::read(&ctx.settings)?;
         let topics = settings.topic_names().map_err(|e| ctx.settings.invalid("topics", e))?;
         let publisher = settings.kafka_enabled.then(|| Publisher {
-            store: ctx.store.clone(),
-            outbox: ctx.outbox.clone(),
+            outbox: OutboxWriter::spawn(ctx.store.clone(), ctx.outbox.clone()),
             topics: topics.clone(),
         });
         let room = Room::new(ctx.kv.clone(), publisher, settings.tokens(), settings.rules());

@@ -14,7 +14,7 @@ use sqlx::Row;
 use support::Db;
 use weir_broker::testing::open_broker;
 use weir_runtime::handler::{dlq_headers, EVENT_ID_HEADER};
-use weir_runtime::kv::{KvStore, MemoryKv, RedisKv, SqlKv};
+use weir_runtime::kv::{JournalKv, JournalOptions, KvStore, MemoryKv, RedisKv, SqlKv};
 use weir_runtime::outbox::{self, OutboxEvent, Relay};
 use weir_runtime::{
     Bus, EmbeddedBus, Handler, HandlerError, Message, OutgoingMessage, Runner, RunnerConfig, SqlHandler, SqlStore,
@@ -621,6 +621,7 @@ async fn kv_contract(kv: &dyn KvStore) {
 async fn key_value_stores_share_one_contract() {
     kv_contract(&MemoryKv::default()).await;
     let dir = tempfile::tempdir().unwrap();
+    kv_contract(&JournalKv::open(dir.path().join("kv"), JournalOptions::default()).unwrap()).await;
     let sqlite = SqlStore::connect(&Db::Sqlite.url(dir.path()).await).await.unwrap();
     kv_contract(&SqlKv::new(sqlite.clone())).await;
     let postgres = SqlStore::connect(&Db::Postgres.url(dir.path()).await).await.unwrap();
@@ -758,4 +759,5 @@ async fn concurrent_sorted_set_moves_take_each_member_once_within_the_cap() {
     let url = std::env::var("WEIR_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
     check(Arc::new(RedisKv::connect(&url, format!("weir-test-{}:", rand::random::<u32>())).await.unwrap())).await;
     check(Arc::new(MemoryKv::default())).await;
+    check(Arc::new(JournalKv::open(dir.path().join("kv"), JournalOptions::default()).unwrap())).await;
 }

@@ -1,5 +1,6 @@
-//! `weir waitroom bench`: the waitroom's throughput against a running weir, over gRPC (tonic, one HTTP/2
-//! connection, requests multiplexed on it): joins a second, status lookups a second with the queue full of the
+//! `weir waitroom bench`: the waitroom's throughput against a running weir, over gRPC (tonic, `--connections`
+//! HTTP/2 connections, requests multiplexed on them: one connection is one task on each side, which bounds a
+//! client long before the server): joins a second, status lookups a second with the queue full of the
 //! joined (admission paused), and the position stream's fan-out: how long until every one of S subscribers has
 //! heard of one change to the queue. Over HTTP the same API is measured with wrk (`scripts/bench.sh waitroom`),
 //! fed the session ids this writes (`--ids-out`).
@@ -27,6 +28,8 @@ pub struct Plan {
     pub lookups: u64,
     pub streams: u64,
     pub in_flight: usize,
+    /// HTTP/2 connections the requests and streams are spread over.
+    pub connections: usize,
 }
 
 /// One result line.
@@ -89,18 +92,28 @@ pub async fn run(plan: &Plan) -> Result<(Vec<Line>, Vec<String>)> {
     let http = ApiTarget::Http(plan.http.clone());
     let config = json!({"enabled": true, "paused": true, "capacity": 100_000_000});
     http.call("POST", &format!("/api/v1/waitroom/events/{}/config", plan.event_id), &config).await?;
-    let client = WaitroomServiceClient::connect(format!("http://{}", plan.grpc))
-        .await
-        .with_context(|| format!("cannot reach the waitroom's gRPC API at {}", plan.grpc))?;
+    let mut clients = Vec::new();
+    for _ in 0..plan.connections.max(1) {
+        clients.push(
+            WaitroomServiceClient::connect(format!("http://{}", plan.grpc))
+                .await
+                .with_context(|| format!("cannot reach the waitroom's gRPC API at {}", plan.grpc))?,
+        );
+    }
+    let clients = Arc::new(clients);
+    let pick = |clients: &Arc<Vec<WaitroomServiceClient<tonic::transport::Channel>>>, i: u64| {
+        clients[(i % clients.len() as u64) as usize].clone()
+    };
+    let client = clients[0].clone();
     let mut lines = Vec::new();
 
     // Joins.
     let ids = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(plan.joins as usize)));
     let run_tag = uuid::Uuid::new_v4().simple().to_string();
     let (took, latencies) = {
-        let (client, ids, event) = (client.clone(), ids.clone(), plan.event_id.clone());
+        let (clients, ids, event) = (clients.clone(), ids.clone(), plan.event_id.clone());
         drive(plan.joins, plan.in_flight, move |i| {
-            let (mut client, ids, event, tag) = (client.clone(), ids.clone(), event.clone(), run_tag.clone());
+            let (mut client, ids, event, tag) = (pick(&clients, i), ids.clone(), event.clone(), run_tag.clone());
             async move {
                 let request = pb::JoinQueueRequest {
                     user_id: format!("b{}-{i}", &tag[..8]),
@@ -137,9 +150,9 @@ pub async fn run(plan: &Plan) -> Result<(Vec<Line>, Vec<String>)> {
         .as_u64();
     let shared = Arc::new(ids.clone());
     let (took, latencies) = {
-        let (client, shared) = (client.clone(), shared.clone());
+        let (clients, shared) = (clients.clone(), shared.clone());
         drive(plan.lookups, plan.in_flight, move |i| {
-            let (mut client, shared) = (client.clone(), shared.clone());
+            let (mut client, shared) = (pick(&clients, i), shared.clone());
             async move {
                 // Spread over the queue (a multiplicative hash of i), not the same few.
                 let id = shared[(i.wrapping_mul(2_654_435_761) % shared.len() as u64) as usize].clone();
@@ -171,8 +184,8 @@ pub async fn run(plan: &Plan) -> Result<(Vec<Line>, Vec<String>)> {
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(s);
         let mut streams = tokio::task::JoinSet::new();
         let opening = Instant::now();
-        for id in ids[ids.len() - s..].iter().cloned() {
-            let (mut client, heard, ready) = (client.clone(), heard.clone(), ready_tx.clone());
+        for (i, id) in ids[ids.len() - s..].iter().cloned().enumerate() {
+            let (mut client, heard, ready) = (pick(&clients, i as u64), heard.clone(), ready_tx.clone());
             streams.spawn(async move {
                 let mut stream = client
                     .stream_queue_position(pb::StreamQueuePositionRequest { session_id: id })

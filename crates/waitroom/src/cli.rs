@@ -135,9 +135,9 @@ pub fn command() -> Command {
                 .about("Throughput of a running weir's waitroom over gRPC: joins/s, status lookups/s, stream fan-out")
                 .long_about(
                     "Against a running weir (--http for its HTTP API, --grpc for its gRPC API): pauses admission for \
-                     --event, joins --joins users over gRPC (--in-flight requests multiplexed on one HTTP/2 \
-                     connection), looks up --lookups statuses with all of them queued, then opens --streams position \
-                     streams and times how long one change to the queue takes to reach every one. Prints one JSON \
+                     --event, joins --joins users over gRPC (--in-flight requests at a time, spread over \
+                     --connections HTTP/2 connections), looks up --lookups statuses with all of them queued, \
+                     then opens --streams position streams and times how long one change to the queue takes to reach every one. Prints one JSON \
                      line per measure; --ids-out writes the joined session ids, one a line (for wrk's status \
                      lookups over HTTP in scripts/bench.sh).",
                 )
@@ -160,6 +160,7 @@ pub fn command() -> Command {
                 .arg(count("lookups", "100000", 1))
                 .arg(count("streams", "10000", 0))
                 .arg(count("in-flight", "64", 1))
+                .arg(count("connections", "4", 1).help("HTTP/2 connections to spread the requests over"))
                 .arg(
                     Arg::new("ids-out")
                         .long("ids-out")
@@ -206,6 +207,7 @@ async fn bench_command(m: &ArgMatches) -> Result<()> {
         lookups: num("lookups")?,
         streams: num("streams")?,
         in_flight: num("in-flight")? as usize,
+        connections: num("connections")? as usize,
     };
     crate::room::check_id("--event", &plan.event_id).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (lines, ids) = crate::bench::run(&plan).await?;

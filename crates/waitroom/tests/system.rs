@@ -13,7 +13,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use weir_broker::Broker;
 use weir_http::testing::call;
-use weir_runtime::kv::{KvStore, RedisKv, SqlKv};
+use weir_runtime::kv::{JournalKv, JournalOptions, KvStore, RedisKv, SqlKv};
 use weir_runtime::{Bus, EmbeddedBus, Host, OutgoingMessage, SqlStore, SystemSettings};
 use weir_waitroom::WaitroomSystem;
 
@@ -240,6 +240,14 @@ async fn published_raw(broker: &Arc<Broker>, topic: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_waitroom_queues_admits_and_settles_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv: Arc<dyn KvStore> = Arc::new(JournalKv::open(dir.path(), JournalOptions::default()).unwrap());
+    flow(move |_| kv).await;
+}
+
+/// The store `weir up` keeps the sessions in with `--database postgres://...` and no `--redis` (here on SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waitroom_queues_admits_and_settles_on_the_sql_tables() {
     flow(|store| Arc::new(SqlKv::new(store.clone()))).await;
 }
 

@@ -452,6 +452,9 @@ impl Background {
     fn rotate(&mut self, j: &mut Journal) -> Result<(), KvError> {
         let (mut batch, state, seq) = {
             let mut g = self.inner.shared.lock();
+            // Expired keys read as absent and replay as expired: memory is the only reason to drop them, and now
+            // is when the whole state is walked anyway.
+            g.state.sweep(now_ms());
             (std::mem::take(&mut g.buf), g.state.clone(), g.appended)
         };
         // What was appended before the copy belongs to the old journal.

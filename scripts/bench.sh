@@ -129,7 +129,7 @@ txn() {
 
 # The waitroom (issue 21) on one `weir up --systems waitroom` (admission paused, so the queue only grows): joins over
 # HTTP with wrk (one thread, 64 connections, a new user each request) for $secs s, then `weir waitroom bench` over
-# gRPC (64 requests in flight on one HTTP/2 connection): 100,000 joins, status lookups with all of them queued, 10,000
+# gRPC (128 requests in flight over 8 HTTP/2 connections): 100,000 joins, status lookups with all of them queued, 10,000
 # position streams and the time one change takes to reach them all; then wrk's status lookups over HTTP on the same
 # ids (WAITROOM_JOINS and WAITROOM_STREAMS change the counts). $1: "redis" keeps the sessions in Redis (127.0.0.1:6379, database 13, emptied first).
 waitroom() {

@@ -159,8 +159,8 @@ pub fn command() -> Command {
                 .arg(count("joins", "100000", 1))
                 .arg(count("lookups", "100000", 1))
                 .arg(count("streams", "10000", 0))
-                .arg(count("in-flight", "64", 1))
-                .arg(count("connections", "4", 1).help("HTTP/2 connections to spread the requests over"))
+                .arg(count("in-flight", "128", 1))
+                .arg(count("connections", "8", 1).help("HTTP/2 connections to spread the requests over"))
                 .arg(
                     Arg::new("ids-out")
                         .long("ids-out")

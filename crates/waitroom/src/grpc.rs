@@ -193,7 +193,14 @@ pub async fn serve(
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Answers go out as they are ready, not held back to coalesce with the next (Nagle): a stream's updates and
+    // unary answers are small frames. (tonic sets this itself only on listeners it binds.)
+    use futures_util::StreamExt;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            let _ = c.set_nodelay(true);
+        })
+    });
     router
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;

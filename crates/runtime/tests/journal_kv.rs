@@ -67,7 +67,9 @@ async fn snapshots_replace_the_journal_and_rebuild_the_same_state() {
         }
         // Snapshots are written in the background: wait for one to have replaced the first journals.
         for _ in 0..200 {
-            if !files(dir.path(), "snapshot-").is_empty() && !files(dir.path(), "journal-").contains(&"journal-1".into()) {
+            if !files(dir.path(), "snapshot-").is_empty()
+                && !files(dir.path(), "journal-").contains(&"journal-1".into())
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -92,7 +94,10 @@ async fn snapshots_replace_the_journal_and_rebuild_the_same_state() {
     let (m, _) = &expected[expected.len() / 2];
     assert_eq!(kv.zrank("queue", m).await.unwrap(), Some(expected.len() as u64 / 2));
     for i in [0u32, 2_500, 4_999] {
-        assert_eq!(kv.get(&format!("session:{i}")).await.unwrap().as_deref(), Some(format!("{{\"n\":{i}}}").as_bytes()));
+        assert_eq!(
+            kv.get(&format!("session:{i}")).await.unwrap().as_deref(),
+            Some(format!("{{\"n\":{i}}}").as_bytes())
+        );
     }
 }
 

@@ -243,7 +243,8 @@ impl JournalKv {
         state.sweep(now_ms());
         let current = journals.last().copied().unwrap_or(0).max(base) + 1;
         let path = journal_path(&dir, current);
-        let file = OpenOptions::new().append(true).create(true).open(&path).map_err(|e| io_err("cannot create", &path, e))?;
+        let file =
+            OpenOptions::new().append(true).create(true).open(&path).map_err(|e| io_err("cannot create", &path, e))?;
         sync_dir(&dir)?;
         tracing::debug!(dir = %dir.display(), entries = state.entries(), "key-value store loaded");
         let inner = Arc::new(Inner {
@@ -261,7 +262,8 @@ impl JournalKv {
             progress: watch::Sender::new(Progress::default()),
             options,
         });
-        let background = Background { inner: inner.clone(), last_sync: Instant::now(), snapshotting: None, _lock: lock };
+        let background =
+            Background { inner: inner.clone(), last_sync: Instant::now(), snapshotting: None, _lock: lock };
         let thread = std::thread::Builder::new()
             .name("weir-kv-journal".into())
             .spawn(move || background.run())

@@ -188,7 +188,9 @@ impl KvState {
 
     pub(crate) fn incr(&mut self, key: &str, by: i64, now: i64, sink: &mut Sink<'_>) -> Result<i64, KvError> {
         let (n, exp) = match self.live_string(key, now) {
-            Some((v, exp)) => (parse_int(key, v)?.checked_add(by).ok_or_else(|| KvError::NotAnInteger(key.into()))?, *exp),
+            Some((v, exp)) => {
+                (parse_int(key, v)?.checked_add(by).ok_or_else(|| KvError::NotAnInteger(key.into()))?, *exp)
+            }
             None => (by, None),
         };
         self.emit(Effect::Set(key.into(), Bytes::from(n.to_string()), exp), sink);
@@ -238,7 +240,7 @@ impl KvState {
         now: i64,
         sink: &mut Sink<'_>,
     ) -> bool {
-        if !self.live_string(key, now).is_some_and(|(v, _)| v.as_ref() == expected) {
+        if self.live_string(key, now).is_none_or(|(v, _)| v.as_ref() != expected) {
             return false;
         }
         self.set(key, value, exp, sink);

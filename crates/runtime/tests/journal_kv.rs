@@ -1,6 +1,7 @@
 //! The embedded key-value store's files: what a restart finds after a clean close, after snapshots replaced the
 //! journal, after a crash cut a record short, and after a `kill -9` in the middle of writing (every acknowledged
-//! write is there). Its answers are checked against the other stores' in `runtime.rs`'s shared contract.
+//! write is there), and an older weir's key-value tables moved into it. Its answers are checked against the other
+//! stores' in `runtime.rs`'s shared contract.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -195,4 +196,28 @@ fn child(dir: &str) {
 
 fn uuid_like() -> String {
     format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+/// What an older weir kept in the database's key-value tables moves into the journal once, TTLs and all.
+#[tokio::test]
+async fn the_old_key_value_tables_move_into_the_journal() {
+    use weir_runtime::kv::{import_sql, SqlKv};
+    use weir_runtime::SqlStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let old = SqlKv::new(store.clone());
+    old.set("session", b"s1", Some(Duration::from_secs(3600))).await.unwrap();
+    old.set("gone", b"x", Some(Duration::from_millis(1))).await.unwrap();
+    old.hset("active", &[("show".into(), b"1".to_vec())]).await.unwrap();
+    old.zadd_nx("queue", "a", 2).await.unwrap();
+    old.zadd_nx("queue", "b", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let kv = JournalKv::open(dir.path().join("kv"), JournalOptions::default()).unwrap();
+    assert_eq!(import_sql(&store, &kv).await.unwrap(), 4, "the live key, the field and two members");
+    assert_eq!(kv.get("session").await.unwrap().as_deref(), Some(&b"s1"[..]));
+    assert_eq!(kv.get("gone").await.unwrap(), None);
+    assert_eq!(kv.hgetall("active").await.unwrap(), [("show".to_string(), bytes::Bytes::from_static(b"1"))]);
+    assert_eq!(kv.zrange_upto("queue", 10, 10).await.unwrap(), [("b".to_string(), 1), ("a".to_string(), 2)]);
+    assert_eq!(import_sql(&store, &kv).await.unwrap(), 0, "the tables were emptied");
+    assert_eq!(old.zcard("queue").await.unwrap(), 0);
 }

@@ -358,6 +358,14 @@ impl Inner {
         }
     }
 
+    /// Runs `f` on the journal for the background thread, then announces (as every holder of the file must, once
+    /// it has let it go: a caller that found the file taken waits for the next announcement to look again).
+    fn with_file<R>(&self, f: impl FnOnce(&mut Journal) -> R) -> R {
+        let r = f(&mut self.file.lock());
+        self.progress.send_modify(|_| {});
+        r
+    }
+
     /// Stops serving: the state may hold changes the disk does not.
     fn fail(&self, e: KvError) {
         let why: Arc<str> = e.to_string().into();
@@ -405,17 +413,18 @@ impl Background {
             // Whatever a caller appended without waiting for it (none does) goes in before the last sync.
             self.inner.write_buffered(self.inner.file.lock());
         }
-        let sync = {
-            let j = self.inner.file.lock();
+        let due = closing || self.last_sync.elapsed() >= self.inner.options.fsync_interval;
+        let sync = self.inner.with_file(|j| {
             let path = journal_path(&self.inner.dir, j.current);
-            match j.unsynced && (closing || self.last_sync.elapsed() >= self.inner.options.fsync_interval) {
-                true => Some((j.file.try_clone().map_err(|e| io_err("cannot sync", &path, e))?, path)),
-                false => None,
+            if !(j.unsynced && due) {
+                return Ok(None);
             }
-        };
-        if let Some((file, path)) = sync {
             // On a second handle, so that writers go on meanwhile; what they add is synced next time.
-            self.inner.file.lock().unsynced = false;
+            let file = j.file.try_clone().map_err(|e| io_err("cannot sync", &path, e))?;
+            j.unsynced = false;
+            Ok::<_, KvError>(Some((file, path)))
+        })?;
+        if let Some((file, path)) = sync {
             file.sync_data().map_err(|e| io_err("cannot sync", &path, e))?;
             self.last_sync = Instant::now();
         }
@@ -432,19 +441,18 @@ impl Background {
                 }
             };
             if let Some(size) = size {
-                self.inner.file.lock().snapshot_bytes = size;
+                self.inner.with_file(|j| j.snapshot_bytes = size);
             }
         }
         if self.snapshotting.is_none() && !closing {
             let inner = self.inner.clone();
             let mut j = inner.file.lock();
-            if j.journal_bytes >= inner.options.min_rewrite_bytes.max(2 * j.snapshot_bytes) {
-                let rotated = self.rotate(&mut j);
-                drop(j);
-                // Callers that waited for the file look again.
-                inner.progress.send_modify(|_| {});
-                rotated?;
-            }
+            let due = j.journal_bytes >= inner.options.min_rewrite_bytes.max(2 * j.snapshot_bytes);
+            let rotated = if due { self.rotate(&mut j) } else { Ok(()) };
+            drop(j);
+            // Callers that found the file taken look again.
+            inner.progress.send_modify(|_| {});
+            rotated?;
         }
         Ok(())
     }

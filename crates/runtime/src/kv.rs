@@ -89,102 +89,148 @@ fn parse_int(key: &str, v: &[u8]) -> Result<i64, KvError> {
     std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| KvError::NotAnInteger(key.into()))
 }
 
+/// The `KvStore` of a store over [`KvState`]: each operation is the state's, run through the store's `write` (with
+/// a sink for its effects) or `read`. [`MemoryKv`] and [`JournalKv`] differ only in what those two do.
+macro_rules! kv_over_state {
+    ($store:ty) => {
+        #[::async_trait::async_trait]
+        impl $crate::kv::KvStore for $store {
+            async fn get(&self, key: &str) -> Result<Option<::bytes::Bytes>, $crate::kv::KvError> {
+                self.read(|s, now| s.get(key, now)).await
+            }
+
+            async fn set(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: Option<::std::time::Duration>,
+            ) -> Result<(), $crate::kv::KvError> {
+                self.write(|s, now, sink| s.set(key, value, $crate::kv::expires(ttl, now), sink)).await
+            }
+
+            async fn incr(&self, key: &str, by: i64) -> Result<i64, $crate::kv::KvError> {
+                self.write(|s, now, sink| s.incr(key, by, now, sink)).await?
+            }
+
+            async fn delete(&self, key: &str) -> Result<bool, $crate::kv::KvError> {
+                self.write(|s, now, sink| s.delete(key, now, sink)).await
+            }
+
+            async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), $crate::kv::KvError> {
+                self.write(|s, _, sink| s.hset(key, fields, sink)).await
+            }
+
+            async fn hgetall(&self, key: &str) -> Result<Vec<(String, ::bytes::Bytes)>, $crate::kv::KvError> {
+                self.read(|s, _| s.hgetall(key)).await
+            }
+
+            async fn hdel_if(
+                &self,
+                key: &str,
+                field: &str,
+                expected: Option<&[u8]>,
+            ) -> Result<bool, $crate::kv::KvError> {
+                self.write(|s, _, sink| s.hdel_if(key, field, expected, sink)).await
+            }
+
+            async fn set_many(
+                &self,
+                entries: &[(String, Vec<u8>, Option<::std::time::Duration>)],
+            ) -> Result<(), $crate::kv::KvError> {
+                self.write(|s, now, sink| {
+                    for (k, v, ttl) in entries {
+                        s.set(k, v, $crate::kv::expires(*ttl, now), sink);
+                    }
+                })
+                .await
+            }
+
+            async fn set_nx(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: Option<::std::time::Duration>,
+            ) -> Result<bool, $crate::kv::KvError> {
+                self.write(|s, now, sink| s.set_nx(key, value, $crate::kv::expires(ttl, now), now, sink)).await
+            }
+
+            async fn set_if(
+                &self,
+                key: &str,
+                expected: &[u8],
+                value: &[u8],
+                ttl: Option<::std::time::Duration>,
+            ) -> Result<bool, $crate::kv::KvError> {
+                self.write(|s, now, sink| s.set_if(key, expected, value, $crate::kv::expires(ttl, now), now, sink))
+                    .await
+            }
+
+            async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, $crate::kv::KvError> {
+                self.write(|s, _, sink| s.zadd_nx(key, member, score, sink)).await
+            }
+
+            async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, $crate::kv::KvError> {
+                self.read(|s, _| s.zrank(key, member)).await
+            }
+
+            async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, $crate::kv::KvError> {
+                self.read(|s, _| s.zscore(key, member)).await
+            }
+
+            async fn zcard(&self, key: &str) -> Result<u64, $crate::kv::KvError> {
+                self.read(|s, _| s.zcard(key)).await
+            }
+
+            async fn zrem(&self, key: &str, member: &str) -> Result<bool, $crate::kv::KvError> {
+                self.write(|s, _, sink| s.zrem(key, member, sink)).await
+            }
+
+            async fn zrange_upto(
+                &self,
+                key: &str,
+                max: i64,
+                limit: usize,
+            ) -> Result<Vec<(String, i64)>, $crate::kv::KvError> {
+                self.read(|s, _| s.zrange_upto(key, max, limit)).await
+            }
+
+            async fn zmove_min(
+                &self,
+                from: &str,
+                to: &str,
+                n: u64,
+                to_cap: u64,
+                score: i64,
+            ) -> Result<Vec<(String, i64)>, $crate::kv::KvError> {
+                self.write(|s, _, sink| s.zmove_min(from, to, n, to_cap, score, sink)).await
+            }
+        }
+    };
+}
+pub(crate) use kv_over_state;
+
 /// In-process, gone with the process: [`JournalKv`]'s state without the journal.
 #[derive(Debug, Default)]
 pub struct MemoryKv {
     state: Mutex<KvState>,
 }
 
-fn expires(ttl: Option<Duration>, now: i64) -> Option<i64> {
+/// A TTL as the state keeps it: the wall-clock time it ends.
+pub(crate) fn expires(ttl: Option<Duration>, now: i64) -> Option<i64> {
     ttl.map(|t| now + t.as_millis() as i64)
 }
 
-#[async_trait]
-impl KvStore for MemoryKv {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {
-        Ok(self.state.lock().get(key, now_ms()))
+impl MemoryKv {
+    async fn write<R>(&self, op: impl FnOnce(&mut KvState, i64, &mut state::Sink<'_>) -> R) -> Result<R, KvError> {
+        Ok(op(&mut self.state.lock(), now_ms(), &mut None))
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        self.state.lock().set(key, value, expires(ttl, now_ms()), &mut None);
-        Ok(())
-    }
-
-    async fn incr(&self, key: &str, by: i64) -> Result<i64, KvError> {
-        self.state.lock().incr(key, by, now_ms(), &mut None)
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool, KvError> {
-        Ok(self.state.lock().delete(key, now_ms(), &mut None))
-    }
-
-    async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError> {
-        self.state.lock().hset(key, fields, &mut None);
-        Ok(())
-    }
-
-    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError> {
-        Ok(self.state.lock().hgetall(key))
-    }
-
-    async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError> {
-        Ok(self.state.lock().hdel_if(key, field, expected, &mut None))
-    }
-
-    async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError> {
-        let now = now_ms();
-        let mut state = self.state.lock();
-        for (k, v, ttl) in entries {
-            state.set(k, v, expires(*ttl, now), &mut None);
-        }
-        Ok(())
-    }
-
-    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        let now = now_ms();
-        Ok(self.state.lock().set_nx(key, value, expires(ttl, now), now, &mut None))
-    }
-
-    async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        let now = now_ms();
-        Ok(self.state.lock().set_if(key, expected, value, expires(ttl, now), now, &mut None))
-    }
-
-    async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError> {
-        Ok(self.state.lock().zadd_nx(key, member, score, &mut None))
-    }
-
-    async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError> {
-        Ok(self.state.lock().zrank(key, member))
-    }
-
-    async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError> {
-        Ok(self.state.lock().zscore(key, member))
-    }
-
-    async fn zcard(&self, key: &str) -> Result<u64, KvError> {
-        Ok(self.state.lock().zcard(key))
-    }
-
-    async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError> {
-        Ok(self.state.lock().zrem(key, member, &mut None))
-    }
-
-    async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError> {
-        Ok(self.state.lock().zrange_upto(key, max, limit))
-    }
-
-    async fn zmove_min(
-        &self,
-        from: &str,
-        to: &str,
-        n: u64,
-        to_cap: u64,
-        score: i64,
-    ) -> Result<Vec<(String, i64)>, KvError> {
-        Ok(self.state.lock().zmove_min(from, to, n, to_cap, score, &mut None))
+    async fn read<R>(&self, op: impl FnOnce(&KvState, i64) -> R) -> Result<R, KvError> {
+        Ok(op(&self.state.lock(), now_ms()))
     }
 }
+
+kv_over_state!(MemoryKv);
 
 /// The `weir_kv` table: embedded (SQLite in the data directory) and durable, or on PostgreSQL.
 #[derive(Clone, Debug)]

@@ -22,13 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use super::state::{decode_all, KvState, Sink};
-use super::{KvError, KvStore};
+use super::KvError;
 use crate::time::now_ms;
 
 /// How the journal is kept.
@@ -534,89 +532,4 @@ fn write_snapshot(dir: &Path, n: u64, state: &KvState) -> Result<u64, KvError> {
     Ok(size)
 }
 
-fn exp_at(ttl: Option<Duration>, now: i64) -> Option<i64> {
-    ttl.map(|t| now + t.as_millis() as i64)
-}
-
-#[async_trait]
-impl KvStore for JournalKv {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {
-        self.read(|s, now| s.get(key, now)).await
-    }
-
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        self.write(|s, now, sink| s.set(key, value, exp_at(ttl, now), sink)).await
-    }
-
-    async fn incr(&self, key: &str, by: i64) -> Result<i64, KvError> {
-        self.write(|s, now, sink| s.incr(key, by, now, sink)).await?
-    }
-
-    async fn delete(&self, key: &str) -> Result<bool, KvError> {
-        self.write(|s, now, sink| s.delete(key, now, sink)).await
-    }
-
-    async fn hset(&self, key: &str, fields: &[(String, Vec<u8>)]) -> Result<(), KvError> {
-        self.write(|s, _, sink| s.hset(key, fields, sink)).await
-    }
-
-    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Bytes)>, KvError> {
-        self.read(|s, _| s.hgetall(key)).await
-    }
-
-    async fn hdel_if(&self, key: &str, field: &str, expected: Option<&[u8]>) -> Result<bool, KvError> {
-        self.write(|s, _, sink| s.hdel_if(key, field, expected, sink)).await
-    }
-
-    async fn set_many(&self, entries: &[(String, Vec<u8>, Option<Duration>)]) -> Result<(), KvError> {
-        self.write(|s, now, sink| {
-            for (k, v, ttl) in entries {
-                s.set(k, v, exp_at(*ttl, now), sink);
-            }
-        })
-        .await
-    }
-
-    async fn set_nx(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        self.write(|s, now, sink| s.set_nx(key, value, exp_at(ttl, now), now, sink)).await
-    }
-
-    async fn set_if(&self, key: &str, expected: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        self.write(|s, now, sink| s.set_if(key, expected, value, exp_at(ttl, now), now, sink)).await
-    }
-
-    async fn zadd_nx(&self, key: &str, member: &str, score: i64) -> Result<bool, KvError> {
-        self.write(|s, _, sink| s.zadd_nx(key, member, score, sink)).await
-    }
-
-    async fn zrank(&self, key: &str, member: &str) -> Result<Option<u64>, KvError> {
-        self.read(|s, _| s.zrank(key, member)).await
-    }
-
-    async fn zscore(&self, key: &str, member: &str) -> Result<Option<i64>, KvError> {
-        self.read(|s, _| s.zscore(key, member)).await
-    }
-
-    async fn zcard(&self, key: &str) -> Result<u64, KvError> {
-        self.read(|s, _| s.zcard(key)).await
-    }
-
-    async fn zrem(&self, key: &str, member: &str) -> Result<bool, KvError> {
-        self.write(|s, _, sink| s.zrem(key, member, sink)).await
-    }
-
-    async fn zrange_upto(&self, key: &str, max: i64, limit: usize) -> Result<Vec<(String, i64)>, KvError> {
-        self.read(|s, _| s.zrange_upto(key, max, limit)).await
-    }
-
-    async fn zmove_min(
-        &self,
-        from: &str,
-        to: &str,
-        n: u64,
-        to_cap: u64,
-        score: i64,
-    ) -> Result<Vec<(String, i64)>, KvError> {
-        self.write(|s, _, sink| s.zmove_min(from, to, n, to_cap, score, sink)).await
-    }
-}
+super::kv_over_state!(JournalKv);

@@ -328,7 +328,7 @@ impl Hop for Secretary {
             let appointment = AppointmentBooked {
                 occurred_on: now,
                 ticket_id: e.ticket_id,
-                appointment_id: uuid::Uuid::new_v4(),
+                appointment_id: uuid::Uuid::now_v7(),
                 scheduled_at: Timestamp(slot.starts_us),
             };
             rows.push((appointment.clone(), slot));
@@ -445,97 +445,99 @@ impl Hop for CashDesk {
             return Ok(Vec::new());
         }
         let mut tx = shop.store.begin().await?;
-        // Each upsert returns the rows as they now stand, so the jobs this batch completed are known without reading
-        // them again; a ticket in both upserts takes the second's row, written last.
-        let mut rows: HashMap<uuid::Uuid, Option<Job>> = HashMap::new();
-        // What the table says of a ticket: its repair type, and whether the till has it.
-        let mut known: HashMap<uuid::Uuid, (Option<RepairType>, bool)> = HashMap::new();
-        let type_rows: Vec<_> = types.iter().collect();
-        for chunk in type_rows.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
+        // What the table already says of this batch's tickets: most have no row (their ticket and booking arrive in
+        // this batch or the next), so the answer is short.
+        let tickets: Vec<uuid::Uuid> = distinct(types.keys().chain(jobs.keys()));
+        let select = format!("SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN");
+        let mut stored: HashMap<uuid::Uuid, Stored> = HashMap::new();
+        for row in rows_for(&mut tx, d, &select, &tickets).await? {
+            let (ticket, row) = Stored::read(&row)?;
+            stored.insert(ticket, row);
+        }
+        // Each ticket, from what the batch and the table say together (the batch's booking wins: it is the
+        // latest). A job known in full whose repair is over is paid now and never written down; one known in full
+        // whose repair is still on is left to the till (`due_at`); the rest wait in the table for what they lack. A
+        // job the till has (`due_at` set) is left to it.
+        let mut due_now = Vec::new();
+        let mut later = Vec::new();
+        let mut partial = Vec::new();
+        for ticket in &tickets {
+            let before = stored.remove(ticket).unwrap_or_default();
+            if before.due {
+                continue;
+            }
+            let repair_type = types.get(ticket).copied().or(before.repair_type);
+            let booking = match jobs.get(ticket) {
+                Some(b) => Some((b.appointment_id, b.scheduled_at.0, traces.get(ticket).map(|t| t.to_header()))),
+                None => before.booking,
+            };
+            match (repair_type, booking) {
+                (Some(repair_type), Some((appointment, scheduled_us, trace))) => {
+                    let job = Job { ticket: *ticket, appointment, repair_type, scheduled_us, trace };
+                    if shop.clock.has_passed(job.ends_us()) {
+                        due_now.push(job);
+                    } else {
+                        later.push(job);
+                    }
+                }
+                (repair_type, booking) => partial.push((*ticket, repair_type, booking)),
+            }
+        }
+        // Half-known jobs, merged into their rows. Each upsert returns the row as it now stands: on PostgreSQL
+        // another worker may have written the other half since the select, and then the job is whole here.
+        for chunk in partial.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 5 + 1, 5)).collect();
             let sql = format!(
-                "INSERT INTO repair_cash_jobs (ticket_id, repair_type) VALUES {} \
-                 ON CONFLICT (ticket_id) DO UPDATE SET repair_type = excluded.repair_type RETURNING {JOB_COLUMNS}",
+                "INSERT INTO repair_cash_jobs (ticket_id, repair_type, appointment_id, scheduled_at, trace) VALUES {} \
+                 ON CONFLICT (ticket_id) DO UPDATE SET \
+                 repair_type = COALESCE(excluded.repair_type, repair_cash_jobs.repair_type), \
+                 appointment_id = COALESCE(excluded.appointment_id, repair_cash_jobs.appointment_id), \
+                 scheduled_at = COALESCE(excluded.scheduled_at, repair_cash_jobs.scheduled_at), \
+                 trace = COALESCE(excluded.trace, repair_cash_jobs.trace) RETURNING {JOB_COLUMNS}",
                 values.join(", ")
             );
             let mut q = sqlx::query(&sql);
-            for (t, ty) in chunk {
-                q = q.bind(t.to_string()).bind(ty.as_str());
+            for (ticket, repair_type, booking) in chunk {
+                let (appointment, scheduled, trace) = match booking {
+                    Some((a, s, t)) => (Some(a.to_string()), Some(*s), t.clone()),
+                    None => (None, None, None),
+                };
+                q = q
+                    .bind(ticket.to_string())
+                    .bind(repair_type.map(|t| t.as_str()))
+                    .bind(appointment)
+                    .bind(scheduled)
+                    .bind(trace);
             }
             for row in q.fetch_all(&mut *tx).await? {
-                let (ticket, job) = Job::pending(&row)?;
-                known.insert(ticket, Job::known(&row)?);
-                rows.insert(ticket, job);
-            }
-        }
-        // The repair types of the other booked tickets (most arrived in earlier batches).
-        let unknown: Vec<uuid::Uuid> = jobs.keys().filter(|t| !known.contains_key(t)).copied().collect();
-        let select = format!("SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN");
-        for row in rows_for(&mut tx, d, &select, &unknown).await? {
-            let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
-            known.insert(ticket, Job::known(&row)?);
-        }
-        // A booking whose repair type is known and whose repair is over is paid now: the job need not be written
-        // down. The rest wait in the table for their repair type or their end (a job the till has is left to it).
-        let mut waiting = Vec::new();
-        for (ticket, booked) in &jobs {
-            if let Some((Some(repair_type), false)) = known.get(ticket) {
-                let job = Job {
-                    ticket: *ticket,
-                    appointment: booked.appointment_id,
-                    repair_type: *repair_type,
-                    scheduled_us: booked.scheduled_at.0,
-                    trace: traces.get(ticket).map(|t| t.to_header()),
-                };
-                if shop.clock.has_passed(job.ends_us()) {
-                    rows.insert(*ticket, Some(job));
-                    continue;
+                if let (_, Some(job)) = Job::pending(&row)? {
+                    if shop.clock.has_passed(job.ends_us()) {
+                        due_now.push(job);
+                    } else {
+                        later.push(job);
+                    }
                 }
             }
-            waiting.push(*booked);
         }
-        for chunk in waiting.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 4 + 1, 4)).collect();
+        // Whole jobs still under way: written down in full, due when their repair ends, for the till.
+        for chunk in later.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 6 + 1, 6)).collect();
             let sql = format!(
-                "INSERT INTO repair_cash_jobs (ticket_id, appointment_id, scheduled_at, trace) VALUES {} \
-                 ON CONFLICT (ticket_id) DO UPDATE SET appointment_id = excluded.appointment_id, \
-                 scheduled_at = excluded.scheduled_at, trace = excluded.trace RETURNING {JOB_COLUMNS}",
+                "INSERT INTO repair_cash_jobs (ticket_id, repair_type, appointment_id, scheduled_at, trace, due_at) \
+                 VALUES {} ON CONFLICT (ticket_id) DO UPDATE SET repair_type = excluded.repair_type, \
+                 appointment_id = excluded.appointment_id, scheduled_at = excluded.scheduled_at, \
+                 trace = excluded.trace, due_at = excluded.due_at",
                 values.join(", ")
             );
             let mut q = sqlx::query(&sql);
             for j in chunk {
                 q = q
-                    .bind(j.ticket_id.to_string())
-                    .bind(j.appointment_id.to_string())
-                    .bind(j.scheduled_at.0)
-                    .bind(traces.get(&j.ticket_id).map(|t| t.to_header()));
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                let (ticket, job) = Job::pending(&row)?;
-                rows.insert(ticket, job);
-            }
-        }
-        // Jobs of this batch now known in full: pay those whose repair is over, leave the rest to the till.
-        let tickets: Vec<uuid::Uuid> = distinct(types.keys().chain(jobs.keys()));
-        let mut due_now = Vec::new();
-        let mut later = Vec::new();
-        for ticket in &tickets {
-            let Some(job) = rows.remove(ticket).flatten() else { continue };
-            if shop.clock.has_passed(job.ends_us()) {
-                due_now.push(job);
-            } else {
-                later.push(job);
-            }
-        }
-        for chunk in later.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
-            let sql = format!(
-                "INSERT INTO repair_cash_jobs (ticket_id, due_at) VALUES {} ON CONFLICT (ticket_id) DO UPDATE SET due_at = excluded.due_at",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for j in chunk {
-                q = q.bind(j.ticket.to_string()).bind(j.ends_us());
+                    .bind(j.ticket.to_string())
+                    .bind(j.repair_type.as_str())
+                    .bind(j.appointment.to_string())
+                    .bind(j.scheduled_us)
+                    .bind(j.trace.clone())
+                    .bind(j.ends_us());
             }
             q.execute(&mut *tx).await?;
         }
@@ -576,6 +578,30 @@ struct Job {
     trace: Option<String>,
 }
 
+/// A row of `repair_cash_jobs` as the cash desk reads it before a batch: what it knows of a ticket's job.
+#[derive(Debug, Default)]
+struct Stored {
+    repair_type: Option<RepairType>,
+    /// The appointment, when it starts, and the trace context of the booking.
+    booking: Option<(uuid::Uuid, i64, Option<String>)>,
+    /// The till has the job (its repair was still on when it became whole).
+    due: bool,
+}
+
+impl Stored {
+    /// A row of [`JOB_COLUMNS`].
+    fn read(row: &sqlx::any::AnyRow) -> Result<(uuid::Uuid, Stored), sqlx::Error> {
+        let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
+        let (appointment, ty, scheduled, due): (Option<String>, Option<String>, Option<i64>, Option<i64>) =
+            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(5)?);
+        let booking = match (appointment, scheduled) {
+            (Some(a), Some(s)) => Some((uuid_of(&a)?, s, row.try_get(4)?)),
+            _ => None,
+        };
+        Ok((ticket, Stored { repair_type: ty.as_deref().map(repair_type).transpose()?, booking, due: due.is_some() }))
+    }
+}
+
 /// The columns [`Job::pending`] reads, as an upsert of `repair_cash_jobs` returns them.
 const JOB_COLUMNS: &str = "ticket_id, appointment_id, repair_type, scheduled_at, trace, due_at";
 
@@ -597,12 +623,6 @@ impl Job {
             trace: row.try_get(4)?,
         };
         Ok((ticket, Some(job)))
-    }
-
-    /// From a row of [`JOB_COLUMNS`]: the repair type, if known, and whether the till has the job (`due_at`).
-    fn known(row: &sqlx::any::AnyRow) -> Result<(Option<RepairType>, bool), sqlx::Error> {
-        let (ty, due): (Option<String>, Option<i64>) = (row.try_get(2)?, row.try_get(5)?);
-        Ok((ty.as_deref().map(repair_type).transpose()?, due.is_some()))
     }
 
     fn read(row: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
@@ -644,7 +664,7 @@ async fn insert_payments(
         for j in chunk {
             q = q
                 .bind(j.ticket.to_string())
-                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(uuid::Uuid::now_v7().to_string())
                 .bind(j.appointment.to_string())
                 .bind(j.repair_type.price().to_string())
                 .bind(now.0)

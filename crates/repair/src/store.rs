@@ -68,7 +68,7 @@ pub async fn open_tickets(
     let mut opened = Vec::with_capacity(tickets.len());
     let mut rows = Vec::with_capacity(tickets.len());
     for t in tickets {
-        let ticket_id = uuid::Uuid::new_v4();
+        let ticket_id = uuid::Uuid::now_v7();
         let mut requester = t.requester;
         if let Some(key) = key {
             requester.email = key.encrypt(&ticket_id, &requester.email);

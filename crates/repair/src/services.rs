@@ -445,19 +445,21 @@ impl Hop for CashDesk {
             return Ok(Vec::new());
         }
         let mut tx = shop.store.begin().await?;
-        // What the table already says of this batch's tickets: most have no row (their ticket and booking arrive in
-        // this batch or the next), so the answer is short.
+        // What the table already says of the tickets this batch books (their repair type, as a rule: a ticket is
+        // opened before it is booked). A ticket the batch only opens needs no reading: its upsert below returns its
+        // row, booking included if that came first.
         let tickets: Vec<uuid::Uuid> = distinct(types.keys().chain(jobs.keys()));
+        let booked: Vec<uuid::Uuid> = jobs.keys().copied().collect();
         let select = format!("SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN");
         let mut stored: HashMap<uuid::Uuid, Stored> = HashMap::new();
-        for row in rows_for(&mut tx, d, &select, &tickets).await? {
+        for row in rows_for(&mut tx, d, &select, &booked).await? {
             let (ticket, row) = Stored::read(&row)?;
             stored.insert(ticket, row);
         }
         // Each ticket, from what the batch and the table say together (the batch's booking wins: it is the
         // latest). A job known in full whose repair is over is paid now and never written down; one known in full
-        // whose repair is still on is left to the till (`due_at`); the rest wait in the table for what they lack. A
-        // job the till has (`due_at` set) is left to it.
+        // whose repair is still on is left to the till (`due_at`); the rest are merged into their rows, where they
+        // wait for what they lack. A job the till has (`due_at` set) is left to it.
         let mut due_now = Vec::new();
         let mut later = Vec::new();
         let mut partial = Vec::new();
@@ -483,8 +485,9 @@ impl Hop for CashDesk {
                 (repair_type, booking) => partial.push((*ticket, repair_type, booking)),
             }
         }
-        // Half-known jobs, merged into their rows. Each upsert returns the row as it now stands: on PostgreSQL
-        // another worker may have written the other half since the select, and then the job is whole here.
+        // Half-known jobs, merged into their rows. Each upsert returns the row as it now stands, whole when the other
+        // half was already there (a booking that came before its ticket, unread above; or, on PostgreSQL, written by
+        // another worker since the select).
         for chunk in partial.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 5 + 1, 5)).collect();
             let sql = format!(

@@ -328,6 +328,7 @@ impl Hop for Secretary {
             let appointment = AppointmentBooked {
                 occurred_on: now,
                 ticket_id: e.ticket_id,
+                // Time-ordered, as ticket ids are (store.rs): the unique index on it grows at its end.
                 appointment_id: uuid::Uuid::now_v7(),
                 scheduled_at: Timestamp(slot.starts_us),
             };
@@ -667,7 +668,7 @@ async fn insert_payments(
         for j in chunk {
             q = q
                 .bind(j.ticket.to_string())
-                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(uuid::Uuid::now_v7().to_string()) // the payment id, time-ordered as ticket ids are
                 .bind(j.appointment.to_string())
                 .bind(j.repair_type.price().to_string())
                 .bind(now.0)

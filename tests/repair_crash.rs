@@ -23,6 +23,12 @@ use sqlx::Row;
 use support::start_up_command;
 
 fn exchange(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let (status, body) = request(addr, method, path, body)?;
+    Some((status, serde_json::from_str(&body).ok()?))
+}
+
+/// One HTTP/1.1 request; the status and the body as text.
+fn request(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     let head = format!(
@@ -34,8 +40,7 @@ fn exchange(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, se
     let mut answer = String::new();
     s.read_to_string(&mut answer).ok()?;
     let status = answer.split_whitespace().nth(1)?.parse().ok()?;
-    let body = answer.split_once("\r\n\r\n")?.1;
-    Some((status, serde_json::from_str(body).ok()?))
+    Some((status, answer.split_once("\r\n\r\n")?.1.to_string()))
 }
 
 fn start(dir: &Path) -> (std::process::Child, String, std::io::BufReader<std::process::ChildStderr>) {
@@ -209,21 +214,11 @@ async fn kills_at_random_moments_leave_every_ticket_closed_once() {
 
 /// A labelled counter summed over its labels in an instance's `/metrics`.
 fn metric_sum(http: &str, name: &str) -> f64 {
-    let Some((_, text)) = exchange_text(http, "/metrics") else { return 0.0 };
+    let Some((_, text)) = request(http, "GET", "/metrics", "") else { return 0.0 };
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn exchange_text(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, answer.split_once("\r\n\r\n")?.1.to_string()))
 }
 
 /// Opens `lists` lists of 50 tickets through `http`; returns the ids acknowledged.

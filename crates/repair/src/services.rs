@@ -464,26 +464,27 @@ impl Hop for CashDesk {
         let mut due_now = Vec::new();
         let mut later = Vec::new();
         let mut partial = Vec::new();
+        let mut file = |job: Job| {
+            if shop.clock.has_passed(job.ends_us()) {
+                due_now.push(job);
+            } else {
+                later.push(job);
+            }
+        };
         for ticket in &tickets {
-            let before = stored.remove(ticket).unwrap_or_default();
-            if before.due {
+            let mut known = stored.remove(ticket).unwrap_or_default();
+            if known.due {
                 continue;
             }
-            let repair_type = types.get(ticket).copied().or(before.repair_type);
-            let booking = match jobs.get(ticket) {
-                Some(b) => Some((b.appointment_id, b.scheduled_at.0, traces.get(ticket).map(|t| t.to_header()))),
-                None => before.booking,
-            };
-            match (repair_type, booking) {
-                (Some(repair_type), Some((appointment, scheduled_us, trace))) => {
-                    let job = Job { ticket: *ticket, appointment, repair_type, scheduled_us, trace };
-                    if shop.clock.has_passed(job.ends_us()) {
-                        due_now.push(job);
-                    } else {
-                        later.push(job);
-                    }
-                }
-                (repair_type, booking) => partial.push((*ticket, repair_type, booking)),
+            if let Some(repair_type) = types.get(ticket) {
+                known.repair_type = Some(*repair_type);
+            }
+            if let Some(b) = jobs.get(ticket) {
+                known.booking = Some((b.appointment_id, b.scheduled_at.0, traces.get(ticket).map(|t| t.to_header())));
+            }
+            match known.whole(*ticket) {
+                Some(job) => file(job),
+                None => partial.push((*ticket, known.repair_type, known.booking)),
             }
         }
         // Half-known jobs, merged into their rows. Each upsert returns the row as it now stands, whole when the other
@@ -514,12 +515,9 @@ impl Hop for CashDesk {
                     .bind(trace);
             }
             for row in q.fetch_all(&mut *tx).await? {
-                if let (_, Some(job)) = Job::pending(&row)? {
-                    if shop.clock.has_passed(job.ends_us()) {
-                        due_now.push(job);
-                    } else {
-                        later.push(job);
-                    }
+                let (ticket, known) = Stored::read(&row)?;
+                if let Some(job) = known.whole(ticket) {
+                    file(job);
                 }
             }
         }
@@ -582,7 +580,7 @@ struct Job {
     trace: Option<String>,
 }
 
-/// A row of `repair_cash_jobs` as the cash desk reads it before a batch: what it knows of a ticket's job.
+/// A row of `repair_cash_jobs`: what the cash desk knows of a ticket's job.
 #[derive(Debug, Default)]
 struct Stored {
     repair_type: Option<RepairType>,
@@ -604,31 +602,27 @@ impl Stored {
         };
         Ok((ticket, Stored { repair_type: ty.as_deref().map(repair_type).transpose()?, booking, due: due.is_some() }))
     }
+
+    /// The job, if the cash desk knows it in full (its repair type and its appointment) and has not already left it
+    /// to the till.
+    fn whole(&self, ticket: uuid::Uuid) -> Option<Job> {
+        match (self.due, self.repair_type, &self.booking) {
+            (false, Some(repair_type), Some((appointment, scheduled_us, trace))) => Some(Job {
+                ticket,
+                appointment: *appointment,
+                repair_type,
+                scheduled_us: *scheduled_us,
+                trace: trace.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
-/// The columns [`Job::pending`] reads, as an upsert of `repair_cash_jobs` returns them.
+/// The columns [`Stored::read`] reads, as a select or an upsert of `repair_cash_jobs` returns them.
 const JOB_COLUMNS: &str = "ticket_id, appointment_id, repair_type, scheduled_at, trace, due_at";
 
 impl Job {
-    /// A row of [`JOB_COLUMNS`]: its ticket, and the job if the cash desk knows it in full (its repair type and its
-    /// appointment) and has not already left it to the till (`due_at`).
-    fn pending(row: &sqlx::any::AnyRow) -> Result<(uuid::Uuid, Option<Job>), sqlx::Error> {
-        let ticket = uuid_of(&row.try_get::<String, _>(0)?)?;
-        let (appointment, ty, scheduled, due): (Option<String>, Option<String>, Option<i64>, Option<i64>) =
-            (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(5)?);
-        let (Some(appointment), Some(ty), Some(scheduled_us), None) = (appointment, ty, scheduled, due) else {
-            return Ok((ticket, None));
-        };
-        let job = Job {
-            ticket,
-            appointment: uuid_of(&appointment)?,
-            repair_type: repair_type(&ty)?,
-            scheduled_us,
-            trace: row.try_get(4)?,
-        };
-        Ok((ticket, Some(job)))
-    }
-
     fn read(row: &sqlx::any::AnyRow) -> Result<Job, sqlx::Error> {
         let ty: String = row.try_get(2)?;
         Ok(Job {

@@ -14,6 +14,10 @@
 //! event id, which the next service absorbs the same way. Payments the till registers later (not in a consumer's
 //! batch) go out through the transactional outbox, in the same database transaction as the payment.
 //!
+//! A service may hold records it has read but not applied (the cash desk holds a booking until its ticket comes):
+//! the offsets it commits stop at the first of them ([`Hop::holding`]), so that whoever reads the partition next,
+//! after a crash or a rebalance, reads them again.
+//!
 //! A record that cannot be decoded goes to `<topic>.dlq` in the batch's transaction, with the reason in its headers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -69,7 +73,34 @@ pub trait Hop: Send + Sync + 'static {
     fn ignores(&self) -> &'static [&'static str] {
         &[]
     }
-    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError>;
+    async fn apply(&self, shop: &Shop, batch: &[Consumed]) -> Result<Vec<OutgoingMessage>, HopError>;
+    /// The earliest record of each partition the worker still holds, unapplied, from batches it applied: the
+    /// group's committed offset stays there, so that a worker taking over (or this one, restarted) reads it again.
+    /// None by default.
+    fn holding(&self) -> Vec<(String, i32, i64)> {
+        Vec::new()
+    }
+    /// How the last applied batch's commit went: on success, what the batch settled of what the worker held is let
+    /// go; on failure it is kept, for the batch is read again.
+    fn committed(&self, _ok: bool) {}
+    /// The partitions assigned to the worker now: what it holds of any other is dropped (their new owner reads it
+    /// from the committed offset).
+    fn assigned(&self, _partitions: &[(String, i32)]) {}
+}
+
+/// Where a consumed record was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct At {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A consumed record, decoded, and where it was.
+#[derive(Debug)]
+pub struct Consumed {
+    pub at: At,
+    pub event: Decoded,
 }
 
 /// A consumed record, decoded.
@@ -153,8 +184,18 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => break,
         };
         let batch = match batch {
-            Ok(b) if b.is_empty() => continue,
-            Ok(b) => b,
+            Ok(b) if b.is_empty() => {
+                hop.assigned(&sub.assignment());
+                // A worker holding records applies nothing now and then, to let go of those held too long.
+                if hop.holding().is_empty() {
+                    continue;
+                }
+                b
+            }
+            Ok(b) => {
+                hop.assigned(&sub.assignment());
+                b
+            }
             Err(BusError::Rebalanced) => continue,
             Err(BusError::Unavailable(e)) => {
                 tracing::warn!(service = name, "the bus is unreachable: {e}");
@@ -177,7 +218,10 @@ pub async fn run(
                 }
             }
             match decode(&shop.events, m).await {
-                Ok(d) => decoded.push(d),
+                Ok(event) => decoded.push(Consumed {
+                    at: At { topic: m.topic.clone(), partition: m.partition, offset: m.offset },
+                    event,
+                }),
                 Err(reason) => {
                     tracing::warn!(service = name, topic = %m.topic, offset = m.offset, "dead-lettered: {reason}");
                     metrics::counter!("repair_dead_letters_total", "service" => name).increment(1);
@@ -207,15 +251,23 @@ pub async fn run(
         backoff = Duration::from_millis(50);
         let out = produced.len() as u64;
         outputs.extend(produced);
+        // Partitions of records the worker holds commit no further than the first of them.
+        for (t, p, held) in hop.holding() {
+            if let Some(next) = nexts.get_mut(&(t, p)) {
+                *next = (*next).min(held);
+            }
+        }
         let offsets: Vec<(String, i32, i64)> = nexts.into_iter().map(|((t, p), o)| (t, p, o)).collect();
         let applied = began.elapsed();
         let committed = match &config.transactional_id {
+            _ if outputs.is_empty() && offsets.is_empty() => Ok(()),
             Some(_) => sub.commit_transaction(outputs, &offsets).await,
             None => match bus.produce_all(outputs).await {
                 Ok(_) => sub.commit_offsets(&offsets).await,
                 Err(e) => Err(e),
             },
         };
+        hop.committed(committed.is_ok());
         match committed {
             Ok(()) => {
                 metrics::counter!("repair_events_out_total", "service" => name).increment(out);
@@ -299,11 +351,11 @@ impl Hop for Secretary {
         &[TicketClosed::NAME]
     }
 
-    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+    async fn apply(&self, shop: &Shop, batch: &[Consumed]) -> Result<Vec<OutgoingMessage>, HopError> {
         let started = SystemTime::now();
         let opened: Vec<(&TicketOpened, Option<&TraceContext>)> = batch
             .iter()
-            .filter_map(|d| match d {
+            .filter_map(|d| match &d.event {
                 Decoded::Opened(e, t) => Some((e, t.as_ref())),
                 _ => None,
             })
@@ -404,8 +456,102 @@ async fn existing_appointments(
 }
 
 /// The cash desk: takes payments for finished repairs.
+///
+/// A job has two halves, the ticket's repair type (from `tickets`) and its booking (from `appointments`), and the
+/// desk pays once it knows both and the repair is over. Halves that meet in memory are never written down: a booking
+/// whose ticket the desk has not read yet is *held* (the group's committed offset on its partition stays at it, see
+/// [`Hop::holding`]) until its ticket comes; a ticket read first is written down, and its repair type remembered
+/// (see [`Waiting`]). A booking held longer than [`CashDesk::hold`] (its ticket went to another worker, or was read
+/// before a restart) is written down as a half, where its ticket's half meets it, as every half met before.
 #[derive(Debug)]
-pub struct CashDesk;
+pub struct CashDesk {
+    /// How long a booking waits in memory for its ticket before it is written down; zero: never held.
+    hold: Duration,
+    state: std::sync::Mutex<DeskState>,
+}
+
+impl Default for CashDesk {
+    fn default() -> Self {
+        CashDesk::holding_for(Duration::from_secs(10))
+    }
+}
+
+impl CashDesk {
+    /// A desk whose bookings wait `hold` in memory for their ticket (one per worker: what it holds is its own).
+    pub fn holding_for(hold: Duration) -> Self {
+        CashDesk { hold, state: std::sync::Mutex::new(DeskState::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DeskState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a desk worker keeps in memory.
+#[derive(Debug, Default)]
+struct DeskState {
+    waiting: Waiting,
+    held: HashMap<uuid::Uuid, Held>,
+    /// Held bookings the batch being committed settled (paid, left to the till, or written down): let go when its
+    /// commit succeeds.
+    settled: Vec<uuid::Uuid>,
+}
+
+/// A booking waiting in memory for its ticket.
+#[derive(Debug)]
+struct Held {
+    appointment: uuid::Uuid,
+    scheduled_us: i64,
+    trace: Option<String>,
+    at: At,
+    since: std::time::Instant,
+    /// Its partition left this worker: written down at the next batch, whatever its age.
+    orphaned: bool,
+}
+
+impl Held {
+    fn booking(&self) -> Booking {
+        (self.appointment, self.scheduled_us, self.trace.clone())
+    }
+}
+
+/// A job's booking half: the appointment, when it starts, and the trace context of the booking.
+type Booking = (uuid::Uuid, i64, Option<String>);
+
+/// The repair types of tickets whose row this worker wrote, committed, with no booking in it: most bookings reach
+/// the worker that read their ticket, and need not read the row back. Only committed rows are noted, and a row's
+/// repair type never changes, so what is here is what the table says; a booking whose ticket is not here (another
+/// worker wrote it, or it was forgotten to bound the memory) reads its row.
+#[derive(Debug, Default)]
+struct Waiting {
+    types: HashMap<uuid::Uuid, RepairType>,
+    /// Insertion order, to forget the oldest first.
+    order: std::collections::VecDeque<uuid::Uuid>,
+}
+
+impl Waiting {
+    /// Tickets remembered at most: about 30 MB, far more than are ever between opened and booked.
+    const CAPACITY: usize = 500_000;
+
+    fn note(&mut self, ticket: uuid::Uuid, repair_type: RepairType) {
+        if self.types.insert(ticket, repair_type).is_none() {
+            self.order.push_back(ticket);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.types.remove(&old);
+            }
+        }
+    }
+
+    /// The repair type of `ticket`, forgotten: its booking has come.
+    fn take(&mut self, ticket: &uuid::Uuid) -> Option<RepairType> {
+        self.types.remove(ticket)
+    }
+}
+
+/// Bookings held at most per worker; past it, the oldest are written down.
+const HELD_CAPACITY: usize = 200_000;
 
 #[async_trait]
 impl Hop for CashDesk {
@@ -421,49 +567,111 @@ impl Hop for CashDesk {
         &[TicketClosed::NAME]
     }
 
-    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+    fn holding(&self) -> Vec<(String, i32, i64)> {
+        let state = self.state();
+        let settled: HashSet<&uuid::Uuid> = state.settled.iter().collect();
+        let mut first: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for (ticket, h) in &state.held {
+            if !settled.contains(ticket) {
+                let o = first.entry((h.at.topic.as_str(), h.at.partition)).or_insert(h.at.offset);
+                *o = (*o).min(h.at.offset);
+            }
+        }
+        first.into_iter().map(|((t, p), o)| (t.to_string(), p, o)).collect()
+    }
+
+    fn committed(&self, ok: bool) {
+        let mut state = self.state();
+        let settled = std::mem::take(&mut state.settled);
+        if ok {
+            for ticket in settled {
+                state.held.remove(&ticket);
+            }
+        }
+    }
+
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        let mut state = self.state();
+        for h in state.held.values_mut() {
+            if !partitions.iter().any(|(t, p)| *t == h.at.topic && *p == h.at.partition) {
+                h.orphaned = true;
+            }
+        }
+    }
+
+    async fn apply(&self, shop: &Shop, batch: &[Consumed]) -> Result<Vec<OutgoingMessage>, HopError> {
         let started = SystemTime::now();
         let d = shop.store.dialect();
         // The latest of each per ticket (a batch may hold a record twice).
         let mut types: BTreeMap<uuid::Uuid, RepairType> = BTreeMap::new();
-        let mut jobs: BTreeMap<uuid::Uuid, &AppointmentBooked> = BTreeMap::new();
-        let mut traces: HashMap<uuid::Uuid, TraceContext> = HashMap::new();
+        let mut bookings: BTreeMap<uuid::Uuid, (Booking, &At)> = BTreeMap::new();
         for item in batch {
-            match item {
+            match &item.event {
                 Decoded::Opened(e, _) => {
                     types.insert(e.ticket_id, e.repair_type);
                 }
                 Decoded::Booked(e, t) => {
-                    jobs.insert(e.ticket_id, e);
-                    if let Some(t) = t {
-                        traces.insert(e.ticket_id, *t);
-                    }
+                    let booking = (e.appointment_id, e.scheduled_at.0, t.map(|t| t.to_header()));
+                    bookings.insert(e.ticket_id, (booking, &item.at));
                 }
                 _ => {}
             }
         }
-        if types.is_empty() && jobs.is_empty() {
+        // What memory says: the bookings held for the tickets this batch opens, those held too long (written down
+        // below), and the repair types of the tickets this batch books, noted when their rows were written.
+        let mut jobs: BTreeMap<uuid::Uuid, Booking> = BTreeMap::new();
+        let mut stored: HashMap<uuid::Uuid, Stored> = HashMap::new();
+        let mut unread = Vec::new();
+        let mut spilled = Vec::new();
+        {
+            let mut state = self.state();
+            state.settled.clear();
+            let now = std::time::Instant::now();
+            let crowded = state.held.len() > HELD_CAPACITY;
+            let DeskState { held, settled, waiting } = &mut *state;
+            for (ticket, h) in held.iter() {
+                if types.contains_key(ticket) {
+                    jobs.insert(*ticket, h.booking());
+                    settled.push(*ticket);
+                } else if h.orphaned || crowded || now.duration_since(h.since) >= self.hold {
+                    spilled.push((*ticket, None, Some(h.booking())));
+                    settled.push(*ticket);
+                }
+            }
+            for (ticket, (booking, _)) in &bookings {
+                jobs.insert(*ticket, booking.clone());
+                if types.contains_key(ticket) {
+                    continue;
+                }
+                match waiting.take(ticket) {
+                    Some(repair_type) => {
+                        stored.insert(*ticket, Stored { repair_type: Some(repair_type), ..Stored::default() });
+                    }
+                    None => unread.push(*ticket),
+                }
+            }
+        }
+        if types.is_empty() && jobs.is_empty() && spilled.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = shop.store.begin().await?;
-        // What the table already says of the tickets this batch books (their repair type, as a rule: a ticket is
-        // opened before it is booked). A ticket the batch only opens needs no reading: its upsert below returns its
-        // row, booking included if that came first.
-        let tickets: Vec<uuid::Uuid> = distinct(types.keys().chain(jobs.keys()));
-        let booked: Vec<uuid::Uuid> = jobs.keys().copied().collect();
+        // Bookings of tickets this desk does not know: the table may (another worker wrote it, or this one before
+        // a restart).
         let select = format!("SELECT {JOB_COLUMNS} FROM repair_cash_jobs WHERE ticket_id IN");
-        let mut stored: HashMap<uuid::Uuid, Stored> = HashMap::new();
-        for row in rows_for(&mut tx, d, &select, &booked).await? {
+        for row in rows_for(&mut tx, d, &select, &unread).await? {
             let (ticket, row) = Stored::read(&row)?;
             stored.insert(ticket, row);
         }
-        // Each ticket, from what the batch and the table say together (the batch's booking wins: it is the
+        // Each ticket, from what the batch, memory and the table say together (the batch's booking wins: it is the
         // latest). A job known in full whose repair is over is paid now and never written down; one known in full
-        // whose repair is still on is left to the till (`due_at`); the rest are merged into their rows, where they
-        // wait for what they lack. A job the till has (`due_at` set) is left to it.
+        // whose repair is still on is left to the till (`due_at`). A ticket's half is written down; a booking's is
+        // held in memory, or written down when it has waited too long. A job the till has (`due_at`) is left to it.
         let mut due_now = Vec::new();
         let mut later = Vec::new();
-        let mut partial = Vec::new();
+        let mut partial = spilled;
+        let mut opened_only = Vec::new();
+        let mut to_hold = Vec::new();
+        let mut to_note = Vec::new();
         let mut file = |job: Job| {
             if shop.clock.has_passed(job.ends_us()) {
                 due_now.push(job);
@@ -471,25 +679,49 @@ impl Hop for CashDesk {
                 later.push(job);
             }
         };
-        for ticket in &tickets {
-            let mut known = stored.remove(ticket).unwrap_or_default();
+        for ticket in distinct(types.keys().chain(jobs.keys())) {
+            let mut known = stored.remove(&ticket).unwrap_or_default();
             if known.due {
                 continue;
             }
-            if let Some(repair_type) = types.get(ticket) {
+            if let Some(repair_type) = types.get(&ticket) {
                 known.repair_type = Some(*repair_type);
             }
-            if let Some(b) = jobs.get(ticket) {
-                known.booking = Some((b.appointment_id, b.scheduled_at.0, traces.get(ticket).map(|t| t.to_header())));
+            if let Some(b) = jobs.get(&ticket) {
+                known.booking = Some(b.clone());
             }
-            match known.whole(*ticket) {
-                Some(job) => file(job),
-                None => partial.push((*ticket, known.repair_type, known.booking)),
+            match (known.whole(ticket), known.repair_type, known.booking) {
+                (Some(job), ..) => file(job),
+                (None, Some(repair_type), None) => opened_only.push((ticket, repair_type)),
+                (None, None, Some(booking)) => match bookings.get(&ticket) {
+                    Some((_, at)) if !self.hold.is_zero() => to_hold.push((ticket, booking, (*at).clone())),
+                    _ => partial.push((ticket, None, Some(booking))),
+                },
+                (None, ..) => {}
             }
         }
-        // Half-known jobs, merged into their rows. Each upsert returns the row as it now stands, whole when the other
-        // half was already there (a booking that came before its ticket, unread above; or, on PostgreSQL, written by
-        // another worker since the select).
+        // Tickets only opened: inserted where no row is, which is all of them unless a booking came first (or the
+        // ticket is delivered again). A statement that inserts fewer rows than it has met a row already there, and
+        // its tickets are merged instead, as below.
+        for chunk in opened_only.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 2 + 1, 2)).collect();
+            let sql = format!(
+                "INSERT INTO repair_cash_jobs (ticket_id, repair_type) VALUES {} ON CONFLICT (ticket_id) DO NOTHING",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (ticket, repair_type) in chunk {
+                q = q.bind(ticket.to_string()).bind(repair_type.as_str());
+            }
+            if q.execute(&mut *tx).await?.rows_affected() == chunk.len() as u64 {
+                to_note.extend_from_slice(chunk);
+            } else {
+                partial.extend(chunk.iter().map(|(t, r)| (*t, Some(*r), None)));
+            }
+        }
+        // Halves merged into their rows. Each upsert returns the row as it now stands, whole when the other half
+        // was already there (written by another worker, or before a restart; on PostgreSQL, perhaps since the
+        // select).
         for chunk in partial.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len()).map(|i| d.param_row(i * 5 + 1, 5)).collect();
             let sql = format!(
@@ -516,8 +748,10 @@ impl Hop for CashDesk {
             }
             for row in q.fetch_all(&mut *tx).await? {
                 let (ticket, known) = Stored::read(&row)?;
-                if let Some(job) = known.whole(ticket) {
-                    file(job);
+                match (known.whole(ticket), known.repair_type, &known.booking, known.due) {
+                    (Some(job), ..) => file(job),
+                    (None, Some(repair_type), None, false) => to_note.push((ticket, repair_type)),
+                    _ => {}
                 }
             }
         }
@@ -554,6 +788,24 @@ impl Hop for CashDesk {
             paid.extend(payments_of(&mut tx, d, &before).await?);
         }
         tx.commit().await?;
+        {
+            let mut state = self.state();
+            for (ticket, repair_type) in to_note {
+                state.waiting.note(ticket, repair_type);
+            }
+            let since = std::time::Instant::now();
+            for (ticket, (appointment, scheduled_us, trace), at) in to_hold {
+                // Held already (delivered again): it keeps its place, the earlier.
+                state.held.entry(ticket).or_insert(Held {
+                    appointment,
+                    scheduled_us,
+                    trace,
+                    at,
+                    since,
+                    orphaned: false,
+                });
+            }
+        }
         let mut out = Vec::with_capacity(paid.len());
         for (payment, parent) in paid {
             let (trace, link) = follow_from(parent.as_deref().map(str::as_bytes));
@@ -801,11 +1053,11 @@ impl Hop for Ticketing {
         vec![PAYMENTS.into()]
     }
 
-    async fn apply(&self, shop: &Shop, batch: &[Decoded]) -> Result<Vec<OutgoingMessage>, HopError> {
+    async fn apply(&self, shop: &Shop, batch: &[Consumed]) -> Result<Vec<OutgoingMessage>, HopError> {
         let started = SystemTime::now();
         let mut paid: BTreeMap<uuid::Uuid, (&PaymentRegistered, Option<&TraceContext>)> = BTreeMap::new();
         for item in batch {
-            if let Decoded::Paid(p, t) = item {
+            if let Decoded::Paid(p, t) = &item.event {
                 paid.insert(p.ticket_id, (p, t.as_ref()));
             }
         }

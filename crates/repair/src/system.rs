@@ -203,8 +203,11 @@ impl System for RepairSystem {
         let mut started = Started { routes: crate::api::routes(shop.clone(), key), tasks: Vec::new() };
         // Transactional ids unique to this process: two `weir up` on one cluster split the work, never fence each other.
         let instance = format!("{:08x}", rand::random::<u32>());
-        let hops: [Arc<dyn Hop>; 3] = [Arc::new(Secretary), Arc::new(CashDesk), Arc::new(Ticketing)];
-        for hop in hops {
+        // A hop per worker: the cash desk's holds what its worker read.
+        let hops: [fn() -> Arc<dyn Hop>; 3] =
+            [|| Arc::new(Secretary), || Arc::new(CashDesk::default()), || Arc::new(Ticketing)];
+        for make in hops {
+            let hop = make();
             // The service's own user: its bus is held to the service's ACLs. A password of this process's own
             // unless the settings give one (another process may then log in as the service, e.g. over Kafka).
             let password = s.passwords.0.get(hop.name()).cloned().unwrap_or_else(crate::crypto::FieldKey::generate);
@@ -219,7 +222,7 @@ impl System for RepairSystem {
                     max_batch: s.max_batch,
                     session_timeout: std::time::Duration::from_millis(s.session_timeout_ms),
                 };
-                let (hop, shop, bus, stop) = (hop.clone(), shop.clone(), service_bus.clone(), ctx.stop.clone());
+                let (hop, shop, bus, stop) = (make(), shop.clone(), service_bus.clone(), ctx.stop.clone());
                 started.spawn(
                     format!("repair {} worker {worker}", hop.name()),
                     services::run(hop, shop, bus, config, stop),

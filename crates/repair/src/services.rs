@@ -461,7 +461,7 @@ async fn existing_appointments(
 /// desk pays once it knows both and the repair is over. Halves that meet in memory are never written down: a booking
 /// whose ticket the desk has not read yet is *held* (the group's committed offset on its partition stays at it, see
 /// [`Hop::holding`]) until its ticket comes; a ticket read first is written down, and its repair type remembered
-/// (see [`Waiting`]). A booking held longer than [`CashDesk::hold`] (its ticket went to another worker, or was read
+/// (see `Waiting`). A booking held longer than the desk's hold time (its ticket went to another worker, or was read
 /// before a restart) is written down as a half, where its ticket's half meets it, as every half met before.
 #[derive(Debug)]
 pub struct CashDesk {

@@ -40,6 +40,8 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     // Before any system starts: what they record while starting (their metrics' descriptions, the wedding's desk
     // lease) must reach `/metrics`.
     weir_http::install_metrics();
+    // A system serving the metrics in a shape of its own (analytics' `/api/metrics/...`) reads them through this.
+    weir_runtime::exposition::set_renderer(weir_http::render_metrics);
     // Spans go to an OTLP collector when the environment names one, as with any OpenTelemetry SDK.
     let traces = weir_runtime::telemetry::init_from_env().context("cannot export traces")?;
     let limits_note = fit_connections_to_open_file_limit(&mut args);

@@ -5,7 +5,7 @@
 //! back, and a newly assigned partition holds it until it sends something or goes idle.
 //!
 //! Memory holds only what changed since the last flush: per window and type a count, first and last event time, the
-//! amount sum and a HyperLogLog of users. A flush adds those deltas to the stored rows, merges the sketches, marks
+//! amount sum, the durations' sum and count, and HyperLogLogs of users and sessions. A flush adds those deltas to the stored rows, merges the sketches, marks
 //! windows behind the watermark final, and saves the consumed offsets, the watermark and the totals, all in one
 //! transaction. On start the aggregator resumes from the offsets in that table (the runtime's exactly-once
 //! bookkeeping), so a crash loses nothing and counts nothing twice. An event whose window the watermark has already
@@ -32,6 +32,7 @@ use weir_runtime::{Bus, BusError, Message, OutgoingMessage, SqlStore, StartFrom,
 
 use crate::event::{EventRef, LATE_TOPIC, TOPIC};
 use crate::hll::Hll;
+use crate::pipeline_metrics as m;
 use crate::time::{format_rfc3339, parse_rfc3339};
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -62,6 +63,8 @@ const FLUSH_LOCK: i64 = 0x7765_6972_6167_6701; // "weiragg" and 1
 #[derive(Clone, Debug)]
 pub struct AggregatorConfig {
     pub group: String,
+    /// The topic the events are read from (`events`; the origin's `user-activity-events`).
+    pub topic: String,
     /// `GRACE_PERIOD_SECONDS`: how far behind the latest event time a window stays open.
     pub grace: Duration,
     /// `FLUSH_INTERVAL_SECONDS`.
@@ -71,17 +74,22 @@ pub struct AggregatorConfig {
     pub batch_size: usize,
     /// A partition with no records for this long no longer holds the watermark back.
     pub idle_timeout: Duration,
+    /// How long the group waits for an instance that stopped answering before handing its partitions on (the
+    /// origin's `session.timeout.ms`, 45 s).
+    pub session_timeout: Duration,
 }
 
 impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
             group: "analytics-aggregator".into(),
+            topic: TOPIC.into(),
             grace: Duration::from_secs(30),
             flush_interval: Duration::from_secs(60),
             route_late: false,
             batch_size: 10_000,
             idle_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -93,6 +101,10 @@ struct Delta {
     last: i64,
     amount: f64,
     users: Hll,
+    sessions: Hll,
+    /// Sum of `duration_ms` and the number of events that carried one (the origin's average is their quotient).
+    duration_total: i64,
+    durations: i64,
 }
 
 /// What the API shows of the aggregator's memory and counters.
@@ -105,6 +117,10 @@ pub struct Snapshot {
     pub late_events: u64,
     pub invalid_events: u64,
     pub windows_flushed: u64,
+    /// Events in memory per type, most first.
+    pub events_by_type: Vec<(String, u64)>,
+    /// The end of the earliest window memory holds events of (ms since the epoch).
+    pub earliest_window_end_ms: Option<i64>,
     /// Latest event time seen, minus the grace period (ms since the epoch; `None` before the first event).
     pub watermark_ms: Option<i64>,
     pub last_flush_ms: Option<i64>,
@@ -115,6 +131,8 @@ pub struct Snapshot {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FlushReport {
     pub windows_flushed: u64,
+    /// Events the flushed windows' rows grew by.
+    pub events_written: u64,
     pub windows_finalized: u64,
     /// Another instance of the aggregator had flushed some of these partitions' records first (it took them in a
     /// rebalance): nothing was written, memory was dropped, and the partitions are read again from the stored offsets.
@@ -125,12 +143,18 @@ pub struct FlushReport {
 #[derive(Clone, Debug)]
 pub struct Control {
     snapshot: Arc<Mutex<Snapshot>>,
+    grace_ms: i64,
     flush: mpsc::Sender<oneshot::Sender<Result<FlushReport, String>>>,
 }
 
 impl Control {
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.lock().clone()
+    }
+
+    /// The grace period: how long after a window's end the watermark passes it.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace_ms
     }
 
     /// Flushes now and waits for it (POST /api/pipeline/flush).
@@ -141,22 +165,65 @@ impl Control {
     }
 }
 
-/// Creates the pipeline's tables (`hourly_aggregations` and the aggregator's own state).
+/// Creates the pipeline's tables (`hourly_aggregations` and the aggregator's own state), and adds to a table made
+/// by an earlier weir the origin's columns it lacks (sessions, durations, `created_at`, `id`).
 pub async fn migrate(store: &SqlStore) -> Result<(), sqlx::Error> {
-    let bytes = if store.dialect() == Dialect::Postgres { "BYTEA" } else { "BLOB" };
-    let real = if store.dialect() == Dialect::Postgres { "DOUBLE PRECISION" } else { "REAL" };
+    let pg = store.dialect() == Dialect::Postgres;
+    let (bytes, real) = if pg { ("BYTEA", "DOUBLE PRECISION") } else { ("BLOB", "REAL") };
+    // SQLite's `id INTEGER PRIMARY KEY` is its rowid; PostgreSQL's a sequence, as the origin's SERIAL.
+    let id = if pg { "BIGSERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY" };
+    sqlx::query(&format!(
+        "CREATE TABLE IF NOT EXISTS hourly_aggregations (id {id}, window_start TEXT NOT NULL, \
+         window_end TEXT NOT NULL, event_type TEXT NOT NULL, event_count BIGINT NOT NULL, \
+         unique_users BIGINT NOT NULL, unique_user_count BIGINT NOT NULL DEFAULT 0, \
+         unique_session_count BIGINT NOT NULL DEFAULT 0, total_duration_ms BIGINT NOT NULL DEFAULT 0, \
+         duration_event_count BIGINT NOT NULL DEFAULT 0, avg_duration_ms {real}, \
+         first_event_at TEXT NOT NULL, last_event_at TEXT NOT NULL, amount_sum {real} NOT NULL, \
+         is_final INTEGER NOT NULL, created_at TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL, \
+         users_sketch {bytes} NOT NULL, sessions_sketch {bytes}, UNIQUE (window_start, event_type))"
+    ))
+    .execute(store.pool())
+    .await?;
+    // Columns a table made before them lacks, and how to fill them for the rows it has.
+    let added: [(&str, String, Option<&str>); 8] = [
+        ("unique_user_count", "BIGINT NOT NULL DEFAULT 0".into(), Some("unique_user_count = unique_users")),
+        ("unique_session_count", "BIGINT NOT NULL DEFAULT 0".into(), None),
+        ("total_duration_ms", "BIGINT NOT NULL DEFAULT 0".into(), None),
+        ("duration_event_count", "BIGINT NOT NULL DEFAULT 0".into(), None),
+        ("avg_duration_ms", real.into(), None),
+        ("created_at", "TEXT NOT NULL DEFAULT ''".into(), Some("created_at = updated_at")),
+        ("sessions_sketch", bytes.into(), None),
+        // SQLite cannot add a primary key: there its rowid stands in (`rowid AS id`).
+        ("id", "BIGSERIAL".into(), None),
+    ];
+    let existing: Vec<String> = if pg {
+        sqlx::query_scalar(
+            "SELECT CAST(column_name AS TEXT) FROM information_schema.columns \
+             WHERE table_name = 'hourly_aggregations' AND table_schema = current_schema()",
+        )
+        .fetch_all(store.pool())
+        .await?
+    } else {
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('hourly_aggregations')").fetch_all(store.pool()).await?
+    };
+    for (column, ddl, fill) in added {
+        if existing.iter().any(|c| c == column) || (column == "id" && !pg) {
+            continue;
+        }
+        let if_not = if pg { "IF NOT EXISTS " } else { "" };
+        sqlx::query(&format!("ALTER TABLE hourly_aggregations ADD COLUMN {if_not}{column} {ddl}"))
+            .execute(store.pool())
+            .await?;
+        if let Some(fill) = fill {
+            sqlx::query(&format!("UPDATE hourly_aggregations SET {fill}")).execute(store.pool()).await?;
+        }
+    }
     for s in [
-        format!(
-            "CREATE TABLE IF NOT EXISTS hourly_aggregations (window_start TEXT NOT NULL, window_end TEXT NOT NULL, \
-             event_type TEXT NOT NULL, event_count BIGINT NOT NULL, unique_users BIGINT NOT NULL, \
-             first_event_at TEXT NOT NULL, last_event_at TEXT NOT NULL, amount_sum {real} NOT NULL, \
-             is_final INTEGER NOT NULL, updated_at TEXT NOT NULL, users_sketch {bytes} NOT NULL, \
-             UNIQUE (window_start, event_type))"
-        ),
-        "CREATE INDEX IF NOT EXISTS hourly_aggregations_type ON hourly_aggregations (event_type, window_start)".into(),
-        "CREATE TABLE IF NOT EXISTS analytics_state (k TEXT PRIMARY KEY, v BIGINT NOT NULL)".into(),
+        "CREATE INDEX IF NOT EXISTS hourly_aggregations_type ON hourly_aggregations (event_type, window_start)",
+        "CREATE INDEX IF NOT EXISTS hourly_aggregations_created ON hourly_aggregations (created_at)",
+        "CREATE TABLE IF NOT EXISTS analytics_state (k TEXT PRIMARY KEY, v BIGINT NOT NULL)",
     ] {
-        sqlx::query(&s).execute(store.pool()).await?;
+        sqlx::query(s).execute(store.pool()).await?;
     }
     Ok(())
 }
@@ -211,6 +278,10 @@ pub struct Aggregator {
     /// Late and invalid events counted since the last flush (the stored totals grow by these).
     pending_late: u64,
     pending_invalid: u64,
+    /// Valid events read per type in the current batch (for `processor_events_consumed_total`; reset per batch).
+    consumed_by_type: HashMap<String, u64>,
+    /// The types `processor_events_in_memory_by_type` was last set for.
+    types_in_memory: Vec<String>,
     positions: StoredPositions,
     /// Latest event time seen per partition.
     max_event_ms: HashMap<(String, i32), i64>,
@@ -248,6 +319,7 @@ impl Aggregator {
         let snapshot = Arc::new(Mutex::new(Snapshot { watermark_ms: watermark, ..snapshot }));
         let (flush_tx, flush_rx) = mpsc::channel(16);
         let positions = StoredPositions::new(&config.group);
+        let grace_ms = config.grace.as_millis() as i64;
         let aggregator = Aggregator {
             bus,
             store,
@@ -257,6 +329,8 @@ impl Aggregator {
             consumed_from: HashMap::new(),
             pending_late: 0,
             pending_invalid: 0,
+            consumed_by_type: HashMap::new(),
+            types_in_memory: Vec::new(),
             positions,
             max_event_ms,
             last_seen: HashMap::new(),
@@ -265,7 +339,7 @@ impl Aggregator {
             snapshot: snapshot.clone(),
             flush_rx,
         };
-        Ok((aggregator, Control { snapshot, flush: flush_tx }))
+        Ok((aggregator, Control { snapshot, grace_ms, flush: flush_tx }))
     }
 
     fn watermark(&self) -> Option<i64> {
@@ -303,11 +377,12 @@ impl Aggregator {
 
     /// Consumes until `stop` turns true, flushing on the interval and on request; flushes once more before returning.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), AggregatorError> {
-        let mut options = SubscribeOptions::new(self.config.group.clone(), [TOPIC]);
+        let mut options = SubscribeOptions::new(self.config.group.clone(), [self.config.topic.clone()]);
         options.start_from = StartFrom::Earliest;
         options.max_batch = self.config.batch_size;
         options.client_id = "weir-analytics-aggregator".into();
-        self.bus.ensure_topic(TOPIC, 4).await?;
+        options.session_timeout = self.config.session_timeout;
+        self.bus.ensure_topic(&self.config.topic, 4).await?;
         let mut sub = self.bus.subscribe(options).await?;
         let mut next_flush = Instant::now() + self.config.flush_interval;
         let mut unreachable: Option<()> = None;
@@ -356,6 +431,7 @@ impl Aggregator {
             let mut watermark = self.watermark_at(now);
             let mut late = Vec::new();
             let mut consumed = 0u64;
+            let absorbing = Instant::now();
             for m in &batch {
                 match self.absorb(m, watermark) {
                     Absorbed::Late => late.push(m),
@@ -369,6 +445,17 @@ impl Aggregator {
                 }
             }
             metrics::counter!("events_consumed_total").increment(consumed);
+            if !batch.is_empty() {
+                metrics::histogram!(m::BATCH_SIZE).record(batch.len() as f64);
+                metrics::histogram!(m::PROCESSING_LATENCY)
+                    .record(absorbing.elapsed().as_secs_f64() / batch.len() as f64);
+            }
+            for (event_type, n) in &mut self.consumed_by_type {
+                if *n > 0 {
+                    metrics::counter!(m::EVENTS_CONSUMED, "event_type" => event_type.clone()).increment(*n);
+                    *n = 0;
+                }
+            }
             for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
                 let last = &run[run.len() - 1];
                 let tp = (last.topic.clone(), last.partition);
@@ -398,6 +485,9 @@ impl Aggregator {
             }
             if !requests.is_empty() || Instant::now() >= next_flush {
                 let result = self.flush(&mut *sub).await;
+                if result.is_err() {
+                    metrics::counter!(m::DB_WRITE_ERRORS).increment(1);
+                }
                 next_flush = Instant::now() + self.config.flush_interval;
                 self.publish_snapshot(next_flush);
                 let reply = result.as_ref().map(|r| *r).map_err(|e| e.to_string());
@@ -420,17 +510,19 @@ impl Aggregator {
     /// Adds one event to memory.
     fn absorb(&mut self, m: &Message, watermark: Option<i64>) -> Absorbed {
         let Some(ev) = m.value.as_deref().and_then(|v| serde_json::from_slice::<EventRef<'_>>(v).ok()) else {
-            self.pending_invalid += 1;
-            self.snapshot.lock().invalid_events += 1;
-            metrics::counter!("invalid_events_total").increment(1);
+            self.invalid(m::DESERIALIZATION);
             return Absorbed::Invalid;
         };
         let Some(ts) = parse_rfc3339(&ev.timestamp) else {
-            self.pending_invalid += 1;
-            self.snapshot.lock().invalid_events += 1;
-            metrics::counter!("invalid_events_total").increment(1);
+            self.invalid(m::INVALID_TIMESTAMP);
             return Absorbed::Invalid;
         };
+        match self.consumed_by_type.get_mut(&*ev.event_type) {
+            Some(n) => *n += 1,
+            None => {
+                self.consumed_by_type.insert(ev.event_type.to_string(), 1);
+            }
+        }
         let window = ts.div_euclid(HOUR_MS) * HOUR_MS;
         if watermark.is_some_and(|w| window + HOUR_MS <= w) {
             self.pending_late += 1;
@@ -450,6 +542,7 @@ impl Aggregator {
                 true
             }
         };
+        let amount = ev.amount();
         let key = (window, ev.event_type.into_owned());
         let d = self.deltas.entry(key).or_insert_with(|| Delta {
             count: 0,
@@ -457,27 +550,69 @@ impl Aggregator {
             last: ts,
             amount: 0.0,
             users: Hll::default(),
+            sessions: Hll::default(),
+            duration_total: 0,
+            durations: 0,
         });
         d.count += 1;
         d.first = d.first.min(ts);
         d.last = d.last.max(ts);
-        if let Some(a) = ev.properties.as_ref().and_then(|p| p.amount) {
+        if let Some(a) = amount {
             d.amount += a;
         }
         if let Some(u) = ev.user_id.as_deref() {
             d.users.insert(u.as_bytes());
         }
+        if let Some(s) = ev.session_id.as_deref() {
+            d.sessions.insert(s.as_bytes());
+        }
+        if let Some(ms) = ev.duration_ms {
+            d.duration_total += ms.round() as i64;
+            d.durations += 1;
+        }
         Absorbed::Windowed { advanced }
     }
 
-    fn publish_snapshot(&self, next_flush: Instant) {
+    /// Counts an event that cannot be read (`error_type` as the origin's `processor_consume_errors_total`).
+    fn invalid(&mut self, error_type: &'static str) {
+        self.pending_invalid += 1;
+        self.snapshot.lock().invalid_events += 1;
+        metrics::counter!("invalid_events_total").increment(1);
+        metrics::counter!(m::CONSUME_ERRORS, "error_type" => error_type).increment(1);
+    }
+
+    fn publish_snapshot(&mut self, next_flush: Instant) {
         let watermark = self.watermark(); // before the lock: it reads the snapshot too
+        let mut by_type: HashMap<&str, u64> = HashMap::new();
+        for ((_, t), d) in &self.deltas {
+            *by_type.entry(t.as_str()).or_default() += d.count;
+        }
+        let mut events_by_type: Vec<(String, u64)> = by_type.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+        events_by_type.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let earliest_end = self.deltas.keys().map(|(w, _)| w + HOUR_MS).min();
+        let until = next_flush.saturating_duration_since(Instant::now());
+        let in_memory: u64 = events_by_type.iter().map(|(_, n)| n).sum();
+        // The origin's gauges; a type no longer in memory goes back to 0 rather than keeping its last count.
+        metrics::gauge!(m::ACTIVE_WINDOWS).set(self.deltas.len() as f64);
+        metrics::gauge!(m::EVENTS_IN_MEMORY).set(in_memory as f64);
+        metrics::gauge!(m::SECONDS_UNTIL_FLUSH).set(until.as_secs_f64());
+        metrics::gauge!(m::EARLIEST_WINDOW_END).set(earliest_end.map_or(0.0, |e| e as f64 / 1000.0));
+        for t in &self.types_in_memory {
+            if !events_by_type.iter().any(|(u, _)| u == t) {
+                metrics::gauge!(m::EVENTS_IN_MEMORY_BY_TYPE, "event_type" => t.clone()).set(0.0);
+            }
+        }
+        for (t, n) in &events_by_type {
+            metrics::gauge!(m::EVENTS_IN_MEMORY_BY_TYPE, "event_type" => t.clone()).set(*n as f64);
+        }
+        self.types_in_memory = events_by_type.iter().map(|(t, _)| t.clone()).collect();
         let mut s = self.snapshot.lock();
         s.open_windows = self.deltas.len();
-        s.events_in_memory = self.deltas.values().map(|d| d.count).sum();
+        s.events_in_memory = in_memory;
+        s.events_by_type = events_by_type;
+        s.earliest_window_end_ms = earliest_end;
         s.watermark_ms = watermark;
-        let until = next_flush.saturating_duration_since(Instant::now()).as_millis() as i64;
-        s.next_flush_ms = weir_runtime::time::now_ms() + until;
+        s.next_flush_ms = weir_runtime::time::now_ms() + until.as_millis() as i64;
     }
 
     /// One transaction: the consumed offsets (by compare-and-set), the windows' deltas, the finalised windows and the
@@ -501,47 +636,78 @@ impl Aggregator {
                 return Ok(FlushReport { rewound: true, ..report });
             }
         }
+        let real = if dialect == Dialect::Postgres { "DOUBLE PRECISION" } else { "REAL" };
+        let upsert = format!(
+            "INSERT INTO hourly_aggregations (window_start, window_end, event_type, event_count, unique_users, \
+                 unique_user_count, unique_session_count, total_duration_ms, duration_event_count, avg_duration_ms, \
+                 first_event_at, last_event_at, amount_sum, is_final, created_at, updated_at, users_sketch, \
+                 sessions_sketch) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10 > 0 THEN CAST($11 AS {real}) END, \
+                 $12, $13, $14, 0, $15, $16, $17, $18) \
+                 ON CONFLICT (window_start, event_type) DO UPDATE SET event_count = excluded.event_count, \
+                 unique_users = excluded.unique_users, unique_user_count = excluded.unique_user_count, \
+                 unique_session_count = excluded.unique_session_count, \
+                 total_duration_ms = excluded.total_duration_ms, \
+                 duration_event_count = excluded.duration_event_count, avg_duration_ms = excluded.avg_duration_ms, \
+                 first_event_at = excluded.first_event_at, last_event_at = excluded.last_event_at, \
+                 amount_sum = excluded.amount_sum, updated_at = excluded.updated_at, \
+                 users_sketch = excluded.users_sketch, sessions_sketch = excluded.sessions_sketch"
+        );
         for ((window, event_type), d) in &self.deltas {
             let start = format_rfc3339(*window);
             let row = sqlx::query(
-                "SELECT event_count, first_event_at, last_event_at, amount_sum, users_sketch FROM hourly_aggregations \
+                "SELECT event_count, first_event_at, last_event_at, amount_sum, users_sketch, sessions_sketch, \
+                 total_duration_ms, duration_event_count FROM hourly_aggregations \
                  WHERE window_start = $1 AND event_type = $2",
             )
             .bind(&start)
             .bind(event_type)
             .fetch_optional(&mut *tx)
             .await?;
-            let (mut count, mut first, mut last, mut amount, mut users) =
-                (d.count as i64, d.first, d.last, d.amount, d.users.clone());
+            let (mut count, mut first, mut last, mut amount) = (d.count as i64, d.first, d.last, d.amount);
+            let (mut users, mut sessions) = (d.users.clone(), d.sessions.clone());
+            let (mut duration_total, mut durations) = (d.duration_total, d.durations);
+            // Added to what is stored, never put in its place: a manual flush of an open window, or a shutdown's,
+            // followed by the window's next flush keeps both parts (the origin's upsert kept only the later one).
             if let Some(r) = row {
                 count += r.get::<i64, _>(0);
                 first = first.min(parse_rfc3339(&r.get::<String, _>(1)).unwrap_or(first));
                 last = last.max(parse_rfc3339(&r.get::<String, _>(2)).unwrap_or(last));
                 amount += r.get::<f64, _>(3);
                 users.merge(&Hll::from_bytes(&r.get::<Vec<u8>, _>(4)));
+                if let Some(stored) = r.get::<Option<Vec<u8>>, _>(5) {
+                    sessions.merge(&Hll::from_bytes(&stored));
+                }
+                duration_total += r.get::<i64, _>(6);
+                durations += r.get::<i64, _>(7);
             }
-            sqlx::query(
-                "INSERT INTO hourly_aggregations (window_start, window_end, event_type, event_count, unique_users, \
-                 first_event_at, last_event_at, amount_sum, is_final, updated_at, users_sketch) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) \
-                 ON CONFLICT (window_start, event_type) DO UPDATE SET event_count = excluded.event_count, \
-                 unique_users = excluded.unique_users, first_event_at = excluded.first_event_at, \
-                 last_event_at = excluded.last_event_at, amount_sum = excluded.amount_sum, \
-                 updated_at = excluded.updated_at, users_sketch = excluded.users_sketch",
-            )
-            .bind(&start)
-            .bind(format_rfc3339(window + HOUR_MS))
-            .bind(event_type)
-            .bind(count)
-            .bind(users.estimate() as i64)
-            .bind(format_rfc3339(first))
-            .bind(format_rfc3339(last))
-            .bind(amount)
-            .bind(&now)
-            .bind(users.to_bytes())
-            .execute(&mut *tx)
-            .await?;
+            // Bound as a number and made NULL in SQL when no event carried a duration: a NULL parameter has no type
+            // the generic driver can give PostgreSQL.
+            let avg_duration = if durations > 0 { duration_total as f64 / durations as f64 } else { 0.0 };
+            let unique_users = users.estimate() as i64;
+            sqlx::query(&upsert)
+                .bind(&start)
+                .bind(format_rfc3339(window + HOUR_MS))
+                .bind(event_type)
+                .bind(count)
+                .bind(unique_users)
+                .bind(unique_users)
+                .bind(sessions.estimate() as i64)
+                .bind(duration_total)
+                .bind(durations)
+                .bind(durations)
+                .bind(avg_duration)
+                .bind(format_rfc3339(first))
+                .bind(format_rfc3339(last))
+                .bind(amount)
+                .bind(&now)
+                .bind(&now)
+                .bind(users.to_bytes())
+                .bind(sessions.to_bytes())
+                .execute(&mut *tx)
+                .await?;
             report.windows_flushed += 1;
+            report.events_written += d.count;
         }
         let watermark = self.watermark();
         if let Some(w) = watermark {
@@ -623,6 +789,9 @@ impl Aggregator {
         self.pending_invalid = 0;
         metrics::counter!("aggregation_windows_flushed_total").increment(report.windows_flushed);
         metrics::histogram!("aggregation_flush_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::WINDOWS_FLUSHED).increment(report.windows_flushed);
+        metrics::counter!(m::RECORDS_WRITTEN).increment(report.events_written);
+        metrics::histogram!(m::DB_WRITE_LATENCY).record(started.elapsed().as_secs_f64());
         Ok(report)
     }
 

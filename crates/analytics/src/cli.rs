@@ -1,4 +1,5 @@
-//! `weir analytics produce`: the pipeline's producers (seed 002), into the data directory or, with `--server`, into
+//! `weir analytics produce`: the pipeline's producers (seed 002), to `--topic` (`events`; the origin's
+//! `user-activity-events`, or `KAFKA_TOPIC`), into the data directory or, with `--server`, into
 //! a running weir or Kafka cluster (the command host's data bus). `--default` sends a few events at irregular intervals until stopped (what
 //! `weir up` runs), `--bulk N` sends N as fast as possible, `--simulate` sends at a steady rate (5 M a day by default)
 //! on a clock that `--speed` can run faster, with event times following that clock.
@@ -12,11 +13,11 @@ use weir_runtime::time::now_ms;
 use weir_runtime::{Bus, CommandHost};
 
 use crate::event::TOPIC;
-use crate::producer::{bar, default_producer, generator, messages, produce_simulated, CHUNK};
+use crate::producer::{bar, default_producer, generator, messages, produce_simulated, publish, CHUNK};
 
 #[derive(Debug, Subcommand)]
 pub enum AnalyticsCommand {
-    /// Produce events to the `events` topic.
+    /// Produce events to the pipeline's topic (`events`, or `--topic`).
     Produce(ProduceArgs),
 }
 
@@ -41,9 +42,15 @@ pub struct ProduceArgs {
     /// How fast the simulated clock runs: 1 is real time, 3600 an hour a second, `max` as fast as possible.
     #[arg(long, default_value = "1", value_name = "X|max")]
     speed: String,
-    /// Distinct users the events come from.
-    #[arg(long, default_value_t = 10_000)]
+    /// Distinct users the events come from (`user_1` ... `user_N`; the origin's USER_POOL_SIZE).
+    #[arg(long, env = "USER_POOL_SIZE", default_value_t = 10_000)]
     users: u32,
+    /// The topic to produce to: the pipeline's `topic` setting, `user-activity-events` for the origin's.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = TOPIC)]
+    topic: String,
+    /// Partitions of the topic if it does not exist yet (the origin's has 3).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    partitions: i32,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -53,7 +60,9 @@ pub struct ProduceArgs {
 pub fn command() -> clap::Command {
     AnalyticsCommand::augment_subcommands(
         clap::Command::new("analytics")
-            .about("The analytics pipeline (seed 002): produce events to `events`")
+            .about(
+                "The analytics pipeline (seed 002): produce events to `events` or the origin's `user-activity-events`",
+            )
             .subcommand_required(true)
             .arg_required_else_help(true),
     )
@@ -64,10 +73,10 @@ pub async fn run(matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> Resul
     let AnalyticsCommand::Produce(args) = AnalyticsCommand::from_arg_matches(&matches)?;
     let platform = host.data_bus().await?;
     let bus = platform.bus.clone();
-    bus.ensure_topic(TOPIC, 4).await?;
+    bus.ensure_topic(&args.topic, args.partitions).await?;
     let result = if args.default {
         tokio::select! {
-            r = default_producer(bus.clone(), args.users) => r,
+            r = default_producer(bus.clone(), &args.topic, args.users) => r,
             _ = host.shutdown_signal() => Ok(()),
         }
     } else if let Some(n) = args.bulk {
@@ -97,20 +106,19 @@ async fn bulk(bus: &dyn Bus, n: u64, args: &ProduceArgs) -> Result<()> {
     let mut acknowledged = futures_util::stream::iter(sizes)
         .map(|size| {
             let now = now_ms();
-            let msgs = messages(&mut g, (0..size).map(|_| now));
-            async move { bus.produce_all(msgs).await.map(|_| size) }
+            let msgs = messages(&mut g, &args.topic, (0..size).map(|_| now));
+            let counts: Vec<_> = g.take_counts().collect();
+            async move { publish(bus, msgs, &counts).await.map(|_| size) }
         })
         .buffered(CHUNKS_IN_FLIGHT);
     let mut sent = 0u64;
     while let Some(size) = acknowledged.next().await {
-        let size = size?;
-        metrics::counter!("events_produced_total").increment(size);
-        sent += size;
+        sent += size?;
         b.set_position(sent);
     }
     b.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("produced {sent} events to {TOPIC} in {secs:.2} s: {:.0} events/s", sent as f64 / secs.max(1e-9));
+    eprintln!("produced {sent} events to {} in {secs:.2} s: {:.0} events/s", args.topic, sent as f64 / secs.max(1e-9));
     Ok(())
 }
 
@@ -122,7 +130,8 @@ async fn simulate(bus: &dyn Bus, args: &ProduceArgs) -> Result<()> {
             _ => bail!("--speed must be a positive number or `max`, got {s:?}"),
         },
     };
-    let (sent, secs) = produce_simulated(bus, args.target_count, args.hours, speed, args.users, args.quiet).await?;
+    let (sent, secs) =
+        produce_simulated(bus, &args.topic, args.target_count, args.hours, speed, args.users, args.quiet).await?;
     eprintln!(
         "simulated {:.1} h ({} events at {} a day) in {secs:.2} s: {:.0} events/s",
         args.hours,

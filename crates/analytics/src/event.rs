@@ -1,14 +1,27 @@
 //! The events of the pipeline and the generator the producers use.
 //!
-//! An event is JSON on topic `events`, keyed by user: `event_id` (a UUID), `event_type` (an open set), `timestamp`
-//! (event time, RFC 3339), `user_id`, `properties` (an object; a purchase carries `amount`).
+//! An event is JSON, keyed by its user, in the origin's format (`UserActivityEvent` of data-pipeline-zeal):
+//! `event_id` (a UUID), `user_id` (`user_1` … `user_N`), `event_type`, `timestamp` (event time, RFC 3339),
+//! `session_id` (a UUID), `page_url`, `duration_ms` and `metadata` (each `null` when the type has none; a purchase's
+//! metadata carries `amount`, a search's `query`). The aggregator also takes the seed document's `properties`
+//! object in place of `metadata`.
+//!
+//! The generator follows the origin's rules: ten event types drawn uniformly; each user keeps a session, renewed with
+//! probability 0.1 per event; `page_url` only for page views, clicks and scrolls; `duration_ms` (100–30,000) only for
+//! page views and video plays; `{"query": "sample_query_K"}` (K in 1–50) for searches, `{"amount": A}` (10.00–500.00)
+//! for purchases.
+
+use std::collections::HashMap;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::time::format_rfc3339;
 
+/// The topic the seed document's pipeline reads (`[systems.analytics] topic` sets another).
 pub const TOPIC: &str = "events";
+/// The origin's topic (3 partitions there): `topic = "user-activity-events"`, or `KAFKA_TOPIC` as the origin reads.
+pub const ORIGIN_TOPIC: &str = "user-activity-events";
 pub const LATE_TOPIC: &str = "events.late";
 
 /// An event as the aggregator reads it (borrowing from the record's bytes: no copy per field).
@@ -20,8 +33,23 @@ pub struct EventRef<'a> {
     pub timestamp: std::borrow::Cow<'a, str>,
     #[serde(borrow, default)]
     pub user_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub session_id: Option<std::borrow::Cow<'a, str>>,
+    /// Summed per window with the number of events carrying it (the origin's `total_duration_ms`, `avg_duration_ms`).
+    #[serde(default)]
+    pub duration_ms: Option<f64>,
+    /// The origin's name for what the seed document calls `properties`.
+    #[serde(default)]
+    pub metadata: Option<Properties>,
     #[serde(default)]
     pub properties: Option<Properties>,
+}
+
+impl EventRef<'_> {
+    /// A purchase's value, from `metadata` or `properties`.
+    pub fn amount(&self) -> Option<f64> {
+        self.metadata.as_ref().and_then(|m| m.amount).or_else(|| self.properties.as_ref().and_then(|p| p.amount))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,83 +59,108 @@ pub struct Properties {
     pub amount: Option<f64>,
 }
 
-/// An event as producers write it.
+/// An event as producers write it, field for field the origin's `UserActivityEvent.to_dict()`.
 #[derive(Debug, Serialize)]
 pub struct Event {
     pub event_id: String,
+    pub user_id: String,
     pub event_type: &'static str,
     pub timestamp: String,
-    pub user_id: String,
-    pub properties: EventProperties,
+    pub session_id: String,
+    pub page_url: Option<&'static str>,
+    pub duration_ms: Option<u32>,
+    pub metadata: Option<Metadata>,
 }
 
-/// What each event type carries besides the common fields, written as its JSON object (`{}` for none). Typed rather
-/// than a `serde_json::Value`, whose map and keys cost an allocation each on the producer's hot path.
+/// A search's query or a purchase's amount.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum EventProperties {
-    Purchase { amount: f64, currency: &'static str },
-    PageView { path: String },
-    Search { query_length: u32 },
-    None {},
+pub enum Metadata {
+    Search { query: String },
+    Purchase { amount: f64 },
 }
 
-/// Event types and their weights: page views dominate, purchases are rare, as in the seed's producers.
-const TYPES: &[(&str, u32)] =
-    &[("page_view", 50), ("click", 25), ("search", 10), ("add_to_cart", 8), ("signup", 3), ("purchase", 4)];
+/// The origin's event types, drawn uniformly.
+pub const EVENT_TYPES: [&str; 10] = [
+    "page_view",
+    "click",
+    "scroll",
+    "form_submit",
+    "video_play",
+    "video_pause",
+    "purchase",
+    "add_to_cart",
+    "search",
+    "logout",
+];
 
-/// Makes plausible events for a pool of users.
+/// The pages a page view, click or scroll is on.
+const PAGES: [&str; 8] = ["/home", "/products", "/products/123", "/cart", "/checkout", "/profile", "/search", "/help"];
+
+/// Makes plausible events for a pool of users, and counts them per type for the producers' metrics.
 #[derive(Debug)]
 pub struct Generator<R: Rng> {
     rng: R,
     users: u32,
-    total_weight: u32,
+    /// Each user's current session (a UUID's bits), from its first event on.
+    sessions: HashMap<u32, u128>,
+    /// Events made per type (index into [`EVENT_TYPES`]) since [`take_counts`](Self::take_counts).
+    counts: [u64; EVENT_TYPES.len()],
 }
 
 impl<R: Rng> Generator<R> {
     pub fn new(rng: R, users: u32) -> Self {
-        Generator { rng, users: users.max(1), total_weight: TYPES.iter().map(|(_, w)| w).sum() }
+        Generator { rng, users: users.max(1), sessions: HashMap::new(), counts: [0; EVENT_TYPES.len()] }
+    }
+
+    /// How many events of each type were made since the last call, by type name; resets the counts.
+    pub fn take_counts(&mut self) -> impl Iterator<Item = (&'static str, u64)> {
+        let counts = std::mem::take(&mut self.counts);
+        EVENT_TYPES.into_iter().zip(counts).filter(|(_, n)| *n > 0)
     }
 
     /// What one event draws from the generator, in the order both ways of making it use.
     fn draw(&mut self) -> Draw {
-        let mut pick = self.rng.gen_range(0..self.total_weight);
-        let mut event_type = TYPES[0].0;
-        for (t, w) in TYPES {
-            if pick < *w {
-                event_type = t;
-                break;
-            }
-            pick -= w;
-        }
-        let user = self.rng.gen_range(0..self.users);
-        let properties = match event_type {
-            "purchase" => Props::Purchase((self.rng.gen_range(100..50_000) as f64) / 100.0),
-            "page_view" => Props::PageView(self.rng.gen_range(0..500)),
-            "search" => Props::Search(self.rng.gen_range(1..40)),
-            _ => Props::None,
+        let user = self.rng.gen_range(1..=self.users);
+        let renew = self.rng.gen_bool(0.1);
+        let fresh: u128 = self.rng.gen();
+        let session = *self.sessions.entry(user).and_modify(|s| *s = if renew { fresh } else { *s }).or_insert(fresh);
+        let kind = self.rng.gen_range(0..EVENT_TYPES.len());
+        self.counts[kind] += 1;
+        let event_type = EVENT_TYPES[kind];
+        let page_url = matches!(event_type, "page_view" | "click" | "scroll").then(|| PAGES[self.rng.gen_range(0..8)]);
+        let duration_ms = matches!(event_type, "page_view" | "video_play").then(|| self.rng.gen_range(100..=30_000));
+        let metadata = match event_type {
+            "search" => Meta::Query(self.rng.gen_range(1..=50)),
+            "purchase" => Meta::Amount(f64::from(self.rng.gen_range(1_000u32..=50_000)) / 100.0),
+            _ => Meta::None,
         };
-        Draw { event_type, user, properties, id: self.rng.gen() }
+        Draw { event_type, user, session, page_url, duration_ms, metadata, id: self.rng.gen() }
     }
 
     /// An event at `ts_ms`, and the key it is produced with (the user).
     pub fn event_at(&mut self, ts_ms: i64) -> (String, Event) {
         let d = self.draw();
-        let user = format!("user-{}", d.user);
-        let properties = match d.properties {
-            Props::Purchase(amount) => EventProperties::Purchase { amount, currency: "EUR" },
-            Props::PageView(page) => EventProperties::PageView { path: format!("/p/{page}") },
-            Props::Search(query_length) => EventProperties::Search { query_length },
-            Props::None => EventProperties::None {},
+        let user = format!("user_{}", d.user);
+        let metadata = match d.metadata {
+            Meta::Query(k) => Some(Metadata::Search { query: format!("sample_query_{k}") }),
+            Meta::Amount(amount) => Some(Metadata::Purchase { amount }),
+            Meta::None => None,
         };
-        let mut event_id = Vec::with_capacity(36);
-        write_uuid(&mut event_id, d.id);
+        let uuid = |bits| {
+            let mut out = Vec::with_capacity(36);
+            write_uuid(&mut out, bits);
+            String::from_utf8(out).unwrap_or_default()
+        };
         let event = Event {
-            event_id: String::from_utf8(event_id).unwrap_or_default(),
+            event_id: uuid(d.id),
+            user_id: user.clone(),
             event_type: d.event_type,
             timestamp: format_rfc3339(ts_ms),
-            user_id: user.clone(),
-            properties,
+            session_id: uuid(d.session),
+            page_url: d.page_url,
+            duration_ms: d.duration_ms,
+            metadata,
         };
         (user, event)
     }
@@ -120,33 +173,44 @@ impl<R: Rng> Generator<R> {
         let d = self.draw();
         out.extend_from_slice(b"{\"event_id\":\"");
         write_uuid(out, d.id);
+        out.extend_from_slice(b"\",\"user_id\":\"");
+        let key_at = out.len();
+        out.extend_from_slice(b"user_");
+        write_decimal(out, u64::from(d.user));
+        let key = key_at..out.len();
         out.extend_from_slice(b"\",\"event_type\":\"");
         out.extend_from_slice(d.event_type.as_bytes());
         out.extend_from_slice(b"\",\"timestamp\":\"");
         out.extend_from_slice(timestamp.as_bytes());
-        out.extend_from_slice(b"\",\"user_id\":\"");
-        let key_at = out.len();
-        out.extend_from_slice(b"user-");
-        write_decimal(out, u64::from(d.user));
-        let key = key_at..out.len();
-        out.extend_from_slice(b"\",\"properties\":");
-        match d.properties {
-            Props::Purchase(amount) => {
-                out.extend_from_slice(b"{\"amount\":");
-                let _ = serde_json::to_writer(&mut *out, &amount);
-                out.extend_from_slice(b",\"currency\":\"EUR\"}");
+        out.extend_from_slice(b"\",\"session_id\":\"");
+        write_uuid(out, d.session);
+        out.extend_from_slice(b"\",\"page_url\":");
+        match d.page_url {
+            Some(page) => {
+                out.push(b'"');
+                out.extend_from_slice(page.as_bytes());
+                out.push(b'"');
             }
-            Props::PageView(page) => {
-                out.extend_from_slice(b"{\"path\":\"/p/");
-                write_decimal(out, u64::from(page));
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"duration_ms\":");
+        match d.duration_ms {
+            Some(ms) => write_decimal(out, u64::from(ms)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"metadata\":");
+        match d.metadata {
+            Meta::Query(k) => {
+                out.extend_from_slice(b"{\"query\":\"sample_query_");
+                write_decimal(out, u64::from(k));
                 out.extend_from_slice(b"\"}");
             }
-            Props::Search(n) => {
-                out.extend_from_slice(b"{\"query_length\":");
-                write_decimal(out, u64::from(n));
+            Meta::Amount(amount) => {
+                out.extend_from_slice(b"{\"amount\":");
+                let _ = serde_json::to_writer(&mut *out, &amount);
                 out.push(b'}');
             }
-            Props::None => out.extend_from_slice(b"{}"),
+            Meta::None => out.extend_from_slice(b"null"),
         }
         out.push(b'}');
         key
@@ -157,17 +221,18 @@ impl<R: Rng> Generator<R> {
 struct Draw {
     event_type: &'static str,
     user: u32,
-    properties: Props,
+    session: u128,
+    page_url: Option<&'static str>,
+    duration_ms: Option<u32>,
+    metadata: Meta,
     id: u128,
 }
 
-enum Props {
-    Purchase(f64),
-    PageView(u32),
-    Search(u32),
+enum Meta {
+    Query(u32),
+    Amount(f64),
     None,
 }
-
 /// A version-4 UUID's text from 128 random bits (`{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}` of its fields, written
 /// digit by digit: `fmt` costs more than the rest of the event here).
 fn write_uuid(out: &mut Vec<u8>, id: u128) {
@@ -203,11 +268,12 @@ fn write_decimal(out: &mut Vec<u8>, mut v: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::EventProperties;
+    use std::collections::{HashMap, HashSet};
+
+    use rand::SeedableRng;
 
     #[test]
     fn the_bulk_path_writes_what_serde_writes_for_the_same_event() {
-        use rand::SeedableRng;
         let mut a = super::Generator::new(rand::rngs::StdRng::seed_from_u64(9), 1000);
         let mut b = super::Generator::new(rand::rngs::StdRng::seed_from_u64(9), 1000);
         let ts = 1_735_689_600_123;
@@ -222,15 +288,65 @@ mod tests {
         }
     }
 
+    /// The origin's rules, checked over many events: which types carry a page, a duration or metadata, their ranges,
+    /// uniform types, and sessions renewed about one event in ten.
     #[test]
-    fn properties_are_written_as_the_objects_the_seed_sends() {
-        let json = |p: EventProperties| serde_json::to_string(&p).unwrap();
-        assert_eq!(json(EventProperties::None {}), "{}");
-        assert_eq!(
-            json(EventProperties::Purchase { amount: 12.5, currency: "EUR" }),
-            r#"{"amount":12.5,"currency":"EUR"}"#
-        );
-        assert_eq!(json(EventProperties::PageView { path: "/p/7".into() }), r#"{"path":"/p/7"}"#);
-        assert_eq!(json(EventProperties::Search { query_length: 3 }), r#"{"query_length":3}"#);
+    fn events_follow_the_origin_generator_rules() {
+        let mut g = super::Generator::new(rand::rngs::StdRng::seed_from_u64(3), 100);
+        let n = 100_000;
+        let mut per_type: HashMap<String, u64> = HashMap::new();
+        let mut session_of: HashMap<String, String> = HashMap::new();
+        let (mut renewals, mut repeats) = (0u64, 0u64);
+        let mut sessions = HashSet::new();
+        for _ in 0..n {
+            let (key, e) = g.event_at(0);
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v.as_object().unwrap().len(), 8, "{v}");
+            assert_eq!(v["user_id"], key);
+            let user: u32 = key.strip_prefix("user_").unwrap().parse().unwrap();
+            assert!((1..=100).contains(&user));
+            let t = e.event_type;
+            *per_type.entry(t.to_string()).or_default() += 1;
+            assert_eq!(v["page_url"].is_string(), matches!(t, "page_view" | "click" | "scroll"), "{v}");
+            assert_eq!(v["duration_ms"].is_u64(), matches!(t, "page_view" | "video_play"), "{v}");
+            if let Some(ms) = v["duration_ms"].as_u64() {
+                assert!((100..=30_000).contains(&ms));
+            }
+            match t {
+                "search" => assert!(v["metadata"]["query"].as_str().unwrap().starts_with("sample_query_")),
+                "purchase" => assert!((10.0..=500.0).contains(&v["metadata"]["amount"].as_f64().unwrap())),
+                _ => assert!(v["metadata"].is_null()),
+            }
+            sessions.insert(e.session_id.clone());
+            if let Some(before) = session_of.insert(key, e.session_id.clone()) {
+                repeats += 1;
+                renewals += u64::from(before != e.session_id);
+            }
+        }
+        assert_eq!(per_type.len(), 10);
+        for (t, c) in &per_type {
+            assert!((9_000..11_000).contains(c), "{t}: {c} of {n}, not uniform");
+        }
+        let share = renewals as f64 / repeats as f64;
+        assert!((0.09..0.11).contains(&share), "sessions renewed on {share} of events");
+        assert_eq!(sessions.len() as u64, 100 + renewals);
+        let counted: u64 = g.take_counts().map(|(_, n)| n).sum();
+        assert_eq!(counted, n);
+        assert_eq!(g.take_counts().count(), 0, "taking the counts resets them");
+    }
+
+    #[test]
+    fn the_aggregator_reads_both_vocabularies() {
+        let origin: super::EventRef<'_> = serde_json::from_str(
+            r#"{"event_id":"e","user_id":"user_1","event_type":"purchase","timestamp":"2025-01-01T00:00:00.5+00:00",
+                "session_id":"s","page_url":null,"duration_ms":null,"metadata":{"amount":12.5}}"#,
+        )
+        .unwrap();
+        assert_eq!((origin.amount(), origin.session_id.as_deref()), (Some(12.5), Some("s")));
+        let seed: super::EventRef<'_> = serde_json::from_str(
+            r#"{"event_type":"purchase","timestamp":"2025-01-01T00:00:00Z","user_id":"u","properties":{"amount":3.0}}"#,
+        )
+        .unwrap();
+        assert_eq!((seed.amount(), seed.session_id), (Some(3.0), None));
     }
 }

@@ -11,27 +11,46 @@ use rand::Rng;
 use weir_runtime::time::now_ms;
 use weir_runtime::{Bus, OutgoingMessage};
 
-use crate::event::{Generator, TOPIC};
+use crate::event::Generator;
+use crate::pipeline_metrics as m;
 
 /// Events per `produce_all`: large enough to share batches, small enough to show progress.
 pub const CHUNK: usize = 5_000;
 
-/// Produces one event per time in `times`; returns how many.
+/// Produces one event per time in `times` to `topic`; returns how many.
 pub async fn send(
     bus: &dyn Bus,
+    topic: &str,
     generator: &mut Generator<rand::rngs::StdRng>,
     times: impl Iterator<Item = i64>,
 ) -> Result<u64> {
-    let msgs = messages(generator, times);
+    let msgs = messages(generator, topic, times);
+    let counts: Vec<_> = generator.take_counts().collect();
+    publish(bus, msgs, &counts).await
+}
+
+/// Publishes a chunk of events and records the producers' metrics: the seed document's `events_produced_total` and
+/// the origin's `producer_events_total{event_type}` (from `counts`, the generator's), the call's latency and, when it
+/// fails, its events as `producer_publish_errors_total`.
+pub async fn publish(bus: &dyn Bus, msgs: Vec<OutgoingMessage>, counts: &[(&'static str, u64)]) -> Result<u64> {
     let n = msgs.len() as u64;
-    bus.produce_all(msgs).await?;
+    let started = Instant::now();
+    if let Err(e) = bus.produce_all(msgs).await {
+        metrics::counter!(m::PUBLISH_ERRORS).increment(n);
+        return Err(e.into());
+    }
+    metrics::histogram!(m::PUBLISH_LATENCY).record(started.elapsed().as_secs_f64());
     metrics::counter!("events_produced_total").increment(n);
+    for (event_type, k) in counts {
+        metrics::counter!(m::EVENTS_PRODUCED, "event_type" => *event_type).increment(*k);
+    }
     Ok(n)
 }
 
-/// One event per time in `times`, keyed by its user.
+/// One event per time in `times`, keyed by its user, for `topic`.
 pub fn messages(
     generator: &mut Generator<rand::rngs::StdRng>,
+    topic: &str,
     times: impl Iterator<Item = i64>,
 ) -> Vec<OutgoingMessage> {
     // The chunk's events go into one buffer and each message's value and key are slices of it: no allocation per
@@ -51,7 +70,7 @@ pub fn messages(
     let buffer = bytes::Bytes::from(buffer);
     spans
         .into_iter()
-        .map(|(value, key)| OutgoingMessage::new(TOPIC, buffer.slice(value)).key(buffer.slice(key)))
+        .map(|(value, key)| OutgoingMessage::new(topic, buffer.slice(value)).key(buffer.slice(key)))
         .collect()
 }
 
@@ -60,8 +79,8 @@ pub fn generator(users: u32) -> Generator<rand::rngs::StdRng> {
     Generator::new(rand::SeedableRng::from_entropy(), users)
 }
 
-/// One to five events every 50 ms to 1 s, stamped now, forever.
-pub async fn default_producer(bus: Arc<dyn Bus>, users: u32) -> Result<()> {
+/// One to five events every 50 ms to 1 s, stamped now, to `topic`, forever.
+pub async fn default_producer(bus: Arc<dyn Bus>, topic: &str, users: u32) -> Result<()> {
     let mut g = generator(users);
     loop {
         let (wait, n) = {
@@ -70,7 +89,7 @@ pub async fn default_producer(bus: Arc<dyn Bus>, users: u32) -> Result<()> {
         };
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let now = now_ms();
-        send(&*bus, &mut g, (0..n).map(|_| now)).await?;
+        send(&*bus, topic, &mut g, (0..n).map(|_| now)).await?;
     }
 }
 
@@ -87,6 +106,7 @@ pub fn bar(n: u64, quiet: bool) -> ProgressBar {
 /// as possible), event times following that clock from now. Returns the events sent and the seconds it took.
 pub async fn produce_simulated(
     bus: &dyn Bus,
+    topic: &str,
     target_count: u64,
     hours: f64,
     speed: Option<f64>,
@@ -115,7 +135,7 @@ pub async fn produce_simulated(
         }
         let upto = due.min(sent + CHUNK as u64);
         let times = (sent..upto).map(|i| start_ms + (i as f64 * interval_ms) as i64);
-        sent += send(bus, &mut g, times).await?;
+        sent += send(bus, topic, &mut g, times).await?;
         b.set_position(sent);
     }
     b.finish_and_clear();

@@ -12,20 +12,14 @@ use sqlx::Row;
 use weir_analytics::aggregator::HOUR_MS;
 use weir_analytics::event::{Generator, TOPIC};
 use weir_analytics::time::format_rfc3339;
-use weir_analytics::{Aggregator, AggregatorConfig, Control};
+use weir_analytics::AggregatorConfig;
 use weir_broker::testing::crash::{kill_and_restart, rerun_test};
 use weir_broker::testing::open_broker;
 use weir_http::testing::call;
 use weir_runtime::{Bus, EmbeddedBus, OutgoingMessage, SqlStore};
 
-const BASE: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
-
-async fn store_url(postgres: bool, dir: &std::path::Path) -> String {
-    if !postgres {
-        return SqlStore::sqlite_url(dir);
-    }
-    weir_runtime::testing::fresh_postgres().await
-}
+mod support;
+use support::{start, store_url, stored, until_consumed, BASE};
 
 /// Produces `n` events over `hours` hours starting at BASE, each up to `disorder_ms` earlier than its slot, so events
 /// arrive out of order by less than that. Returns the expected count per (window start, type).
@@ -46,42 +40,6 @@ async fn produce(bus: &EmbeddedBus, n: i64, hours: i64, disorder_ms: i64, seed: 
     }
     bus.produce_all(batch).await.unwrap();
     expected
-}
-
-async fn stored(store: &SqlStore) -> BTreeMap<(i64, String), i64> {
-    let rows = sqlx::query("SELECT window_start, event_type, event_count FROM hourly_aggregations")
-        .fetch_all(store.pool())
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|r| {
-            let ws = weir_analytics::time::parse_rfc3339(&r.get::<String, _>(0)).unwrap();
-            ((ws, r.get::<String, _>(1)), r.get::<i64, _>(2))
-        })
-        .collect()
-}
-
-async fn start(
-    bus: Arc<dyn Bus>,
-    store: SqlStore,
-    config: AggregatorConfig,
-) -> (Control, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (aggregator, control) = Aggregator::new(bus, store, config).await.unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move { aggregator.run(stopped).await.unwrap() });
-    (control, stop, task)
-}
-
-async fn until_consumed(control: &Control, n: u64) {
-    let started = Instant::now();
-    loop {
-        let s = control.snapshot();
-        if s.events_consumed + s.events_in_memory + s.late_events >= n {
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "consumed only {:?}", s);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn exact_totals(postgres: bool) {
@@ -123,7 +81,7 @@ async fn exact_totals(postgres: bool) {
     let (_, types) = get("/api/event-types".into()).await;
     assert!(types.as_array().unwrap().contains(&serde_json::json!("purchase")));
     let (_, latest) = get("/api/aggregations/latest".into()).await;
-    assert_eq!(latest[0]["window_start"], format_rfc3339(BASE + 11 * HOUR_MS));
+    assert_eq!(latest["records"][0]["window_start"], format_rfc3339(BASE + 11 * HOUR_MS));
     let (_, memory) = get("/api/pipeline/memory".into()).await;
     assert_eq!(memory["events_in_memory"], 0);
     for bad in [

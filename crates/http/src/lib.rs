@@ -88,6 +88,12 @@ mod metrics;
 pub fn install_metrics() {
     metrics::install();
 }
+
+/// Every metric the process recorded, in Prometheus' text format (what `GET /metrics` serves, without the broker's
+/// gauges that a scrape refreshes first).
+pub fn render_metrics() -> String {
+    metrics::install().render()
+}
 mod openapi;
 mod records;
 pub mod schemas;

@@ -402,6 +402,12 @@ mod secured {
             let inner = self.inner.read(topics, start_from).await?;
             Ok(wrap(inner, &self.authz, None, topics.to_vec(), None))
         }
+
+        /// Kafka's ListOffsets: DESCRIBE on the topic.
+        async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, BusError> {
+            self.authz.topics(weir_security::Operation::Describe, [topic])?;
+            self.inner.end_offsets(topic).await
+        }
     }
 
     /// A subscription (or a group-less reader, `group: None`) whose fetches, commits and transactions are checked.

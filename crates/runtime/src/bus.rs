@@ -182,4 +182,7 @@ pub trait Bus: Send + Sync + 'static {
     /// Reads every partition of `topics` from `start_from` without joining a consumer group (Kafka's `assign`): for
     /// a service that rebuilds its state from a topic. Such a reader has nothing to commit.
     async fn read(&self, topics: &[String], start_from: StartFrom) -> Result<Box<dyn Subscription>, BusError>;
+    /// The offset the next record of each partition of `topic` will get (Kafka's high watermark), by partition: with
+    /// a group's committed offsets, its lag.
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, BusError>;
 }

@@ -133,6 +133,11 @@ impl Bus for EmbeddedBus {
         }
     }
 
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, BusError> {
+        let d = self.broker.describe_topic(topic).map_err(bus_error)?;
+        Ok(d.partitions.iter().map(|p| p.log_end_offset).collect())
+    }
+
     async fn read(&self, topics: &[String], start_from: StartFrom) -> Result<Box<dyn Subscription>, BusError> {
         let mut config = ConsumerConfig::new(topics.iter().cloned());
         config.auto_offset_reset = match start_from {

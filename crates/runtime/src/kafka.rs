@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -521,6 +521,27 @@ impl Bus for KafkaBus {
 
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), BusError> {
         self.create(NewTopic::new(topic, partitions, TopicReplication::Fixed(1))).await
+    }
+
+    async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, BusError> {
+        let config = self.endpoint.client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS);
+        let client: BaseConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
+        let topic = topic.to_string();
+        // Metadata and watermarks are blocking librdkafka calls.
+        tokio::task::spawn_blocking(move || -> Result<Vec<i64>, BusError> {
+            let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10)).map_err(backend)?;
+            let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+            if partitions == 0 {
+                return Err(BusError::UnknownTopic(topic));
+            }
+            (0..partitions as i32)
+                .map(|p| {
+                    client.fetch_watermarks(&topic, p, Duration::from_secs(10)).map(|(_, high)| high).map_err(backend)
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| BusError::Backend(e.to_string()))?
     }
 }
 

@@ -5,6 +5,7 @@
 //!   backend. Both run transactions (`Subscription::commit_transaction`: messages and the group's offsets together).
 //! - [`events`]: typed events, serialized and deserialized through the schema registry in Confluent's wire format,
 //!   the schemas declared by each system and registered when it starts.
+//! - [`exposition`]: the process's metrics as Prometheus text, for a system that serves them as JSON.
 //! - [`handler`]: the [`Runner`] driving handlers with per-partition order, retries with backoff, dead letters, and
 //!   at-least-once, exactly-once-into-SQL or exactly-once-on-the-bus (transactional) delivery.
 //! - [`sql`]: the SQL store (SQLite or PostgreSQL through one driver) and the runtime's tables.
@@ -33,6 +34,7 @@ pub mod api_error;
 mod bus;
 mod embedded;
 pub mod events;
+pub mod exposition;
 pub mod handler;
 #[cfg(feature = "kafka")]
 mod kafka;

@@ -49,7 +49,7 @@ async fn measure(args: &AnalyticsArgs, dir: &std::path::Path) -> Result<()> {
     let started = Instant::now();
     let task = tokio::spawn(aggregator.run(stopped));
     let (sent, produce_secs) =
-        weir_analytics::producer::produce_simulated(&*bus, args.events, 24.0, None, 10_000, args.json).await?;
+        weir_analytics::producer::produce_simulated(&*bus, TOPIC, args.events, 24.0, None, 10_000, args.json).await?;
     // Consumed and flushed: every event is in memory or stored, then one last flush.
     loop {
         let s = control.snapshot();

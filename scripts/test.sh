@@ -27,6 +27,13 @@ need() { # need COMMAND PACKAGE WHY
 need kcat kcat "the Kafka compatibility tests"   # librdkafka's command-line client
 need curl curl "the HTTP tests of weir up"       # the seed documents' requests are curl commands
 need unshare util-linux "the full-disk test"      # mounts a small tmpfs in a namespace of its own, without root
+# promtool checks deploy/prometheus and runs its alert rules over weir's own metrics (Debian's prometheus package,
+# without the exporters it recommends).
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus (Debian package) for promtool, which the alert rules' tests run" >&2
+  apt_install --no-install-recommends prometheus || true
+  command -v promtool >/dev/null 2>&1 || { echo "error: promtool is required by the tests and could not be installed" >&2; exit 1; }
+fi
 
 # kafka-python (PyPI) drives the Python client test; it fails, not skips, without it.
 if ! python3 -c "import kafka" >/dev/null 2>&1; then

@@ -266,10 +266,26 @@ fn analytics_producers_write_the_seed_events() {
     assert_eq!(events.lines().count(), 2500);
     for line in events.lines().take(50) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        for field in ["event_id", "event_type", "timestamp", "user_id", "properties"] {
+        for field in ["event_id", "event_type", "timestamp", "user_id", "session_id"] {
             assert!(!v[field].is_null(), "{field} missing in {line}");
         }
+        // The origin's optional fields are there, null when the type has none.
+        for field in ["page_url", "duration_ms", "metadata"] {
+            assert!(v.get(field).is_some(), "{field} missing in {line}");
+        }
     }
+    // The origin's topic, named as its producers name it (KAFKA_TOPIC) or with --topic.
+    let out = support::weir(d, &["analytics", "produce", "--bulk", "300", "--partitions", "3", "--quiet"])
+        .env("KAFKA_TOPIC", "user-activity-events")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = support::run(d, &["analytics", "produce", "--bulk", "200", "--topic", "user-activity-events", "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let origin = ok(d, &["consume", "user-activity-events", "--from-beginning", "--idle-timeout-ms", "500"]);
+    assert_eq!(origin.lines().count(), 500);
+    let e = fails(d, &["analytics", "produce", "--bulk", "1", "--topic", "no spaces"]);
+    assert!(e.contains("no spaces") || e.contains("topic"), "{e}");
     let e = fails(d, &["analytics", "produce", "--simulate", "--speed", "fast"]);
     assert!(e.contains("--speed"), "{e}");
     let e = fails(d, &["analytics", "produce"]);

@@ -80,6 +80,8 @@ fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once
             "analytics.flush_interval_seconds=1",
             "--set",
             "analytics.producer=false",
+            "--set",
+            "analytics.lag_update_interval_seconds=1",
             "--redis",
             "redis://127.0.0.1:6379",
         ],
@@ -122,6 +124,15 @@ fn two_analytics_instances_on_a_cluster_share_the_work_and_count_each_event_once
     assert_eq!(rt.block_on(analytics_totals(&db)), (total, total));
     let (stats, status) = support::curl_json(&[&format!("http://{http_b}/api/stats")]);
     assert_eq!((status.as_str(), stats["events_stored"].as_i64()), ("200", Some(total)), "{stats}");
+    // The lag the survivor reports, from the cluster's end offsets (Kafka's ListOffsets): one per partition, nothing
+    // left once everything is flushed.
+    let lag = support::eventually("4 partitions, lag 0", || {
+        let (processor, _) = support::curl_json(&[&format!("http://{http_b}/api/metrics/processor")]);
+        let values = processor["metrics"]["processor_consumer_lag"]["values"].as_array().cloned().unwrap_or_default();
+        let sum: f64 = values.iter().filter_map(|v| v["value"].as_f64()).sum();
+        format!("{} partitions, lag {sum}", values.len())
+    });
+    assert_eq!(lag, "4 partitions, lag 0");
 
     Command::new("kill").arg(b.id().to_string()).status().unwrap();
     assert!(b.wait().unwrap().success(), "the survivor stops cleanly");

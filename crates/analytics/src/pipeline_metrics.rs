@@ -54,7 +54,15 @@ pub fn describe() {
     describe_counter!(RECORDS_WRITTEN, "Events the flushes added to hourly_aggregations");
     describe_histogram!(DB_WRITE_LATENCY, Unit::Seconds, "Time of one flush transaction");
     describe_counter!(DB_WRITE_ERRORS, "Flushes that failed");
-    for name in ["events_produced_total", "events_consumed_total", "aggregation_windows_flushed_total"] {
+    describe_counter!("late_events_total", "Events whose window the watermark had passed");
+    describe_counter!("invalid_events_total", "Events that are not JSON events with a time");
+    for name in [
+        "events_produced_total",
+        "events_consumed_total",
+        "aggregation_windows_flushed_total",
+        "late_events_total",
+        "invalid_events_total",
+    ] {
         metrics::counter!(name).increment(0);
     }
     for name in [PUBLISH_ERRORS, WINDOWS_FLUSHED, RECORDS_WRITTEN, DB_WRITE_ERRORS] {

@@ -256,6 +256,46 @@ fn the_origin_vocabulary_metrics_and_alerts_hold_on_a_running_weir() {
     let text = scrape_until(&http, "every queried metric present", |t| {
         wanted.iter().all(|m| t.lines().any(|l| l.starts_with(m.as_str())))
     });
+    // Every metric name the origin's code records (its dashboard and rules use some of them).
+    for name in [
+        "producer_events_total",
+        "producer_publish_latency_seconds",
+        "producer_publish_errors_total",
+        "processor_events_consumed_total",
+        "processor_consume_errors_total",
+        "processor_consumer_lag",
+        "processor_batch_size",
+        "processor_deserialize_latency_seconds",
+        "processor_processing_latency_seconds",
+        "processor_windows_flushed_total",
+        "processor_active_windows",
+        "processor_events_in_memory_total",
+        "processor_events_in_memory_by_type",
+        "processor_seconds_until_next_flush",
+        "processor_earliest_window_end_timestamp",
+        "processor_records_written_total",
+        "processor_db_write_latency_seconds",
+        "processor_db_write_errors_total",
+    ] {
+        let text = scrape_until(&http, name, |t| t.lines().any(|l| l.starts_with(name)));
+        assert!(text.contains(&format!("# TYPE {name}")), "{name} has no TYPE line");
+    }
+    // The dashboard as Grafana imports it: its title and uid, every panel with a query on the Prometheus source.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/streaming-data-pipeline.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (dashboard["title"].as_str(), dashboard["uid"].as_str()),
+        (Some("Streaming Data Pipeline"), Some("streaming-pipeline"))
+    );
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(panel["datasource"]["type"], "prometheus", "{panel}");
+        assert!(
+            panel["targets"].as_array().is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["expr"].is_string())),
+            "{panel}"
+        );
+    }
     let produced = get(&http, "/api/metrics/producer");
     assert!(
         produced["metrics"]["producer_events_total"]["values"].as_array().is_some_and(|v| !v.is_empty()),

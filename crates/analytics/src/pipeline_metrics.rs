@@ -15,6 +15,7 @@ pub const CONSUME_ERRORS: &str = "processor_consume_errors_total";
 pub const CONSUMER_LAG: &str = "processor_consumer_lag";
 pub const BATCH_SIZE: &str = "processor_batch_size";
 pub const PROCESSING_LATENCY: &str = "processor_processing_latency_seconds";
+pub const DESERIALIZE_LATENCY: &str = "processor_deserialize_latency_seconds";
 pub const WINDOWS_FLUSHED: &str = "processor_windows_flushed_total";
 pub const ACTIVE_WINDOWS: &str = "processor_active_windows";
 pub const EVENTS_IN_MEMORY: &str = "processor_events_in_memory_total";
@@ -45,6 +46,7 @@ pub fn describe() {
     describe_gauge!(CONSUMER_LAG, "Events on the topic past the aggregator's flushed offset, per partition");
     describe_histogram!(BATCH_SIZE, "Events per batch the aggregator read");
     describe_histogram!(PROCESSING_LATENCY, Unit::Seconds, "Time to read and window one event (a batch's mean)");
+    describe_histogram!(DESERIALIZE_LATENCY, Unit::Seconds, "Time to parse one event's JSON (a batch's mean)");
     describe_counter!(WINDOWS_FLUSHED, "Window and type rows written by the aggregator's flushes");
     describe_gauge!(ACTIVE_WINDOWS, "Window and type pairs holding events not yet flushed");
     describe_gauge!(EVENTS_IN_MEMORY, "Events held in memory, not yet flushed");

@@ -11,8 +11,6 @@
 //! page views and video plays; `{"query": "sample_query_K"}` (K in 1–50) for searches, `{"amount": A}` (10.00–500.00)
 //! for purchases.
 
-use std::collections::HashMap;
-
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -102,15 +100,16 @@ const PAGES: [&str; 8] = ["/home", "/products", "/products/123", "/cart", "/chec
 pub struct Generator<R: Rng> {
     rng: R,
     users: u32,
-    /// Each user's current session (a UUID's bits), from its first event on.
-    sessions: HashMap<u32, u128>,
+    /// Each user's current session (a UUID's bits; 0 before its first event), indexed by user: 16 bytes per user,
+    /// grown to the highest user drawn.
+    sessions: Vec<u128>,
     /// Events made per type (index into [`EVENT_TYPES`]) since [`take_counts`](Self::take_counts).
     counts: [u64; EVENT_TYPES.len()],
 }
 
 impl<R: Rng> Generator<R> {
     pub fn new(rng: R, users: u32) -> Self {
-        Generator { rng, users: users.max(1), sessions: HashMap::new(), counts: [0; EVENT_TYPES.len()] }
+        Generator { rng, users: users.max(1), sessions: Vec::new(), counts: [0; EVENT_TYPES.len()] }
     }
 
     /// How many events of each type were made since the last call, by type name; resets the counts.
@@ -124,7 +123,15 @@ impl<R: Rng> Generator<R> {
         let user = self.rng.gen_range(1..=self.users);
         let renew = self.rng.gen_bool(0.1);
         let fresh: u128 = self.rng.gen();
-        let session = *self.sessions.entry(user).and_modify(|s| *s = if renew { fresh } else { *s }).or_insert(fresh);
+        let i = user as usize;
+        if i >= self.sessions.len() {
+            self.sessions.resize(i + 1, 0);
+        }
+        let session = &mut self.sessions[i];
+        if *session == 0 || renew {
+            *session = fresh | 1; // never 0, which means none yet
+        }
+        let session = *session;
         let kind = self.rng.gen_range(0..EVENT_TYPES.len());
         self.counts[kind] += 1;
         let event_type = EVENT_TYPES[kind];

@@ -28,7 +28,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_runtime::handler::StoredPositions;
 use weir_runtime::sql::{advance_offset, Dialect};
-use weir_runtime::{Bus, BusError, Message, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
+use weir_runtime::{Bus, BusError, OutgoingMessage, SqlStore, StartFrom, SubscribeOptions};
 
 use crate::event::{EventRef, LATE_TOPIC, TOPIC};
 use crate::hll::Hll;
@@ -105,6 +105,8 @@ struct Delta {
     /// Sum of `duration_ms` and the number of events that carried one (the origin's average is their quotient).
     duration_total: i64,
     durations: i64,
+    /// Events added since `processor_events_consumed_total` was last told (after each batch: per type, not per event).
+    unreported: u64,
 }
 
 /// What the API shows of the aggregator's memory and counters.
@@ -253,6 +255,41 @@ async fn stored_event_times(store: &SqlStore) -> Result<(HashMap<(String, i32), 
     Ok((max_event_ms, state_value(store, "watermark_ms").await?))
 }
 
+/// The watermark with one partition's latest event time left open (see [`Aggregator::watermark_with`]).
+struct Mark {
+    grace: i64,
+    stored: Option<i64>,
+    /// No partition assigned yet: the stored watermark stands.
+    unassigned: bool,
+    /// The partition is in the assignment (its time takes part).
+    counted: bool,
+    /// Another active partition has sent nothing yet: nothing can close.
+    blocked: bool,
+    /// The least latest time of the other active partitions.
+    least: Option<i64>,
+    /// The latest time of any other partition (when every other is idle).
+    latest_elsewhere: Option<i64>,
+}
+
+impl Mark {
+    /// The watermark with the partition's latest event time at `latest`: what `watermark_at` computes.
+    fn at(&self, latest: Option<i64>) -> Option<i64> {
+        if self.unassigned || self.blocked || (self.counted && latest.is_none()) {
+            return self.stored;
+        }
+        let own = if self.counted { latest } else { None };
+        let least = match (self.least, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        least.or_else(|| self.latest_elsewhere.max(latest)).map(|m| m - self.grace).max(self.stored)
+    }
+}
+
+/// How long the aggregator may go between looks at the clock (a poll's wait, a batch, a flush) before the gap
+/// counts as a stall rather than as its partitions' silence.
+const STALL_ALLOWANCE: Duration = Duration::from_millis(500);
+
 /// What became of one event.
 enum Absorbed {
     /// Added to its window; `advanced` when it moved its partition's latest event time (the watermark may move).
@@ -278,8 +315,9 @@ pub struct Aggregator {
     /// Late and invalid events counted since the last flush (the stored totals grow by these).
     pending_late: u64,
     pending_invalid: u64,
-    /// Valid events read per type in the current batch (for `processor_events_consumed_total`; reset per batch).
-    consumed_by_type: HashMap<String, u64>,
+    /// Late events per type in the current batch (for `processor_events_consumed_total`; the windowed ones are
+    /// counted in their deltas).
+    late_by_type: HashMap<String, u64>,
     /// The types `processor_events_in_memory_by_type` was last set for.
     types_in_memory: Vec<String>,
     positions: StoredPositions,
@@ -289,6 +327,8 @@ pub struct Aggregator {
     last_seen: HashMap<(String, i32), Instant>,
     assignment: Vec<(String, i32)>,
     assigned_at: Instant,
+    /// When [`discount_stall`](Self::discount_stall) last looked at the clock.
+    clock_checked: Instant,
     snapshot: Arc<Mutex<Snapshot>>,
     flush_rx: mpsc::Receiver<oneshot::Sender<Result<FlushReport, String>>>,
 }
@@ -329,13 +369,14 @@ impl Aggregator {
             consumed_from: HashMap::new(),
             pending_late: 0,
             pending_invalid: 0,
-            consumed_by_type: HashMap::new(),
+            late_by_type: HashMap::new(),
             types_in_memory: Vec::new(),
             positions,
             max_event_ms,
             last_seen: HashMap::new(),
             assignment: Vec::new(),
             assigned_at: Instant::now(),
+            clock_checked: Instant::now(),
             snapshot: snapshot.clone(),
             flush_rx,
         };
@@ -368,6 +409,47 @@ impl Aggregator {
         }
         // Everything idle (the end of a bulk load): the latest time seen anywhere.
         least.or_else(|| self.max_event_ms.values().max().copied()).map(|m| m - grace).max(self.stored_watermark())
+    }
+
+    /// [`watermark_at`](Self::watermark_at) taken apart for one partition `tp` whose records are being read (so it is
+    /// active): everything but `tp`'s own latest event time, which [`Mark::at`] takes.
+    fn watermark_with(&self, tp: &(String, i32), now: Instant) -> Mark {
+        let mut mark = Mark {
+            grace: self.config.grace.as_millis() as i64,
+            stored: self.stored_watermark(),
+            unassigned: self.assignment.is_empty(),
+            counted: self.assignment.contains(tp),
+            blocked: false,
+            least: None,
+            latest_elsewhere: self.max_event_ms.iter().filter(|(k, _)| *k != tp).map(|(_, v)| *v).max(),
+        };
+        for p in self.assignment.iter().filter(|p| *p != tp) {
+            let since = self.last_seen.get(p).copied().unwrap_or(self.assigned_at);
+            if now.saturating_duration_since(since) >= self.config.idle_timeout {
+                continue;
+            }
+            match self.max_event_ms.get(p) {
+                Some(&m) => mark.least = Some(mark.least.map_or(m, |l: i64| l.min(m))),
+                None => mark.blocked = true,
+            }
+        }
+        mark
+    }
+
+    /// Time the aggregator itself was away from reading (a flush waiting on a busy disk or a locked database, a
+    /// starved process) is not time its partitions were silent: a gap between two looks at the clock longer than
+    /// [`STALL_ALLOWANCE`] moves every partition's clock on by all of it, so a stall never makes partitions look idle
+    /// and lets the watermark leap past the ones that simply were not read meanwhile (their events would be late).
+    fn discount_stall(&mut self) {
+        let now = Instant::now();
+        let away = now.saturating_duration_since(self.clock_checked);
+        self.clock_checked = now;
+        if away > STALL_ALLOWANCE {
+            for seen in self.last_seen.values_mut() {
+                *seen += away;
+            }
+            self.assigned_at += away;
+        }
     }
 
     /// The watermark as the last flush left it: the least over partitions known then. It never goes back.
@@ -422,13 +504,13 @@ impl Aggregator {
                 self.assigned_at = Instant::now();
             }
             let batch = self.positions.admit(&self.store, &mut *sub, batch).await?;
+            self.discount_stall();
             let now = Instant::now();
             // Per partition rather than per record (a batch holds runs of each partition's records): the
             // bookkeeping keyed by topic name stays off the per-event path.
             for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
                 self.last_seen.insert((run[0].topic.clone(), run[0].partition), now);
             }
-            let mut watermark = self.watermark_at(now);
             let mut late = Vec::new();
             let mut consumed = 0u64;
             // Parsed first, then windowed: the origin's two latencies, each a per-event mean over the batch.
@@ -438,16 +520,28 @@ impl Aggregator {
                 .map(|m| m.value.as_deref().and_then(|v| serde_json::from_slice::<EventRef<'_>>(v).ok()))
                 .collect();
             let parsed = absorbing.elapsed();
-            for (m, event) in batch.iter().zip(events) {
-                match self.absorb(m, event, watermark) {
-                    Absorbed::Late => late.push(m),
-                    Absorbed::Windowed { advanced } => {
-                        consumed += 1;
-                        if advanced {
-                            watermark = self.watermark_at(now);
+            let mut events = events.into_iter();
+            // A run of one partition's records at a time: its latest event time is kept in a local, and the other
+            // partitions' part of the watermark is taken once per run, not once per record that moves it.
+            for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+                let tp = (run[0].topic.clone(), run[0].partition);
+                let mut latest = self.max_event_ms.get(&tp).copied();
+                let mark = self.watermark_with(&tp, now);
+                let mut watermark = mark.at(latest);
+                for m in run {
+                    match self.absorb(events.next().flatten(), watermark, &mut latest) {
+                        Absorbed::Late => late.push(m),
+                        Absorbed::Windowed { advanced } => {
+                            consumed += 1;
+                            if advanced {
+                                watermark = mark.at(latest);
+                            }
                         }
+                        Absorbed::Invalid => {}
                     }
-                    Absorbed::Invalid => {}
+                }
+                if let Some(l) = latest {
+                    self.max_event_ms.insert(tp, l);
                 }
             }
             metrics::counter!("events_consumed_total").increment(consumed);
@@ -457,12 +551,19 @@ impl Aggregator {
                 metrics::histogram!(m::PROCESSING_LATENCY)
                     .record(absorbing.elapsed().as_secs_f64() / batch.len() as f64);
             }
-            for (event_type, n) in &mut self.consumed_by_type {
-                if *n > 0 {
-                    metrics::counter!(m::EVENTS_CONSUMED, "event_type" => event_type.clone()).increment(*n);
-                    *n = 0;
+            let mut per_type: HashMap<&str, u64> = HashMap::new();
+            for ((_, event_type), d) in &mut self.deltas {
+                if d.unreported > 0 {
+                    *per_type.entry(event_type.as_str()).or_default() += std::mem::take(&mut d.unreported);
                 }
             }
+            for (event_type, n) in &self.late_by_type {
+                *per_type.entry(event_type.as_str()).or_default() += n;
+            }
+            for (event_type, n) in per_type {
+                metrics::counter!(m::EVENTS_CONSUMED, "event_type" => event_type.to_string()).increment(n);
+            }
+            self.late_by_type.clear();
             for run in batch.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
                 let last = &run[run.len() - 1];
                 let tp = (last.topic.clone(), last.partition);
@@ -515,7 +616,8 @@ impl Aggregator {
     }
 
     /// Adds one event (`None`: its value is not an event) to memory.
-    fn absorb(&mut self, m: &Message, event: Option<EventRef<'_>>, watermark: Option<i64>) -> Absorbed {
+    /// `latest` is the latest event time of the record's partition (moved by this event if it is later).
+    fn absorb(&mut self, event: Option<EventRef<'_>>, watermark: Option<i64>, latest: &mut Option<i64>) -> Absorbed {
         let Some(ev) = event else {
             self.invalid(m::DESERIALIZATION);
             return Absorbed::Invalid;
@@ -524,28 +626,18 @@ impl Aggregator {
             self.invalid(m::INVALID_TIMESTAMP);
             return Absorbed::Invalid;
         };
-        match self.consumed_by_type.get_mut(&*ev.event_type) {
-            Some(n) => *n += 1,
-            None => {
-                self.consumed_by_type.insert(ev.event_type.to_string(), 1);
-            }
-        }
         let window = ts.div_euclid(HOUR_MS) * HOUR_MS;
         if watermark.is_some_and(|w| window + HOUR_MS <= w) {
             self.pending_late += 1;
+            *self.late_by_type.entry(ev.event_type.into_owned()).or_default() += 1;
             self.snapshot.lock().late_events += 1;
             metrics::counter!("late_events_total").increment(1);
             return Absorbed::Late;
         }
-        let tp = (m.topic.clone(), m.partition);
-        let advanced = match self.max_event_ms.get_mut(&tp) {
-            Some(latest) if *latest >= ts => false,
-            Some(latest) => {
-                *latest = ts;
-                true
-            }
-            None => {
-                self.max_event_ms.insert(tp, ts);
+        let advanced = match latest {
+            Some(l) if *l >= ts => false,
+            _ => {
+                *latest = Some(ts);
                 true
             }
         };
@@ -560,8 +652,10 @@ impl Aggregator {
             sessions: Hll::default(),
             duration_total: 0,
             durations: 0,
+            unreported: 0,
         });
         d.count += 1;
+        d.unreported += 1;
         d.first = d.first.min(ts);
         d.last = d.last.max(ts);
         if let Some(a) = amount {
@@ -589,6 +683,7 @@ impl Aggregator {
     }
 
     fn publish_snapshot(&mut self, next_flush: Instant) {
+        self.discount_stall();
         let watermark = self.watermark(); // before the lock: it reads the snapshot too
         let mut by_type: HashMap<&str, u64> = HashMap::new();
         for ((_, t), d) in &self.deltas {
@@ -716,6 +811,7 @@ impl Aggregator {
             report.windows_flushed += 1;
             report.events_written += d.count;
         }
+        self.discount_stall();
         let watermark = self.watermark();
         if let Some(w) = watermark {
             let done = sqlx::query(

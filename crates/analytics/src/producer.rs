@@ -57,7 +57,8 @@ pub fn messages(
     // event for either. A chunk's events mostly share their time: its text is made once per distinct time.
     let mut stamp = (i64::MIN, String::new());
     let (low, _) = times.size_hint();
-    let mut buffer = Vec::with_capacity(low * 224);
+    // About 330 bytes an event (the origin's format, with its session and event ids): no reallocation on the way.
+    let mut buffer = Vec::with_capacity(low * 384);
     let mut spans = Vec::with_capacity(low);
     for ts in times {
         if stamp.0 != ts {

@@ -70,7 +70,13 @@ async fn measure(args: &AnalyticsArgs, dir: &std::path::Path) -> Result<()> {
         .await?
         .get(0);
     if stored != sent as i64 {
-        bail!("hourly_aggregations holds {stored} events, {sent} were produced");
+        let s = control.snapshot();
+        bail!(
+            "hourly_aggregations holds {stored} events, {sent} were produced ({} late, {} invalid, watermark {:?})",
+            s.late_events,
+            s.invalid_events,
+            s.watermark_ms.map(weir_analytics::time::format_rfc3339)
+        );
     }
     let rate = sent as f64 / secs;
     if args.json {

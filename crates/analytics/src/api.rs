@@ -79,6 +79,20 @@ fn now() -> String {
     format_rfc3339(weir_runtime::time::now_ms())
 }
 
+/// The columns of a row as the origin's API returns them (its `AggregationRecord`); [`Aggregation`] has them all.
+pub const ORIGIN_COLUMNS: [&str; 10] = [
+    "id",
+    "window_start",
+    "window_end",
+    "event_type",
+    "event_count",
+    "unique_user_count",
+    "unique_session_count",
+    "total_duration_ms",
+    "avg_duration_ms",
+    "created_at",
+];
+
 /// A row of `hourly_aggregations`, with the columns of both vocabularies.
 #[derive(Debug, Serialize)]
 pub struct Aggregation {

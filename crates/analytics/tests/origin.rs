@@ -12,6 +12,7 @@ use axum::http::Method;
 use rand::SeedableRng;
 use serde_json::Value;
 use weir_analytics::aggregator::HOUR_MS;
+use weir_analytics::api::ORIGIN_COLUMNS;
 use weir_analytics::event::{Generator, EVENT_TYPES, ORIGIN_TOPIC, TOPIC};
 use weir_analytics::time::format_rfc3339;
 use weir_analytics::AggregatorConfig;
@@ -71,19 +72,6 @@ async fn request(api: &axum::Router, method: Method, uri: &str) -> (u16, Value) 
     (status.as_u16(), body)
 }
 
-const ORIGIN_ROW: [&str; 10] = [
-    "id",
-    "window_start",
-    "window_end",
-    "event_type",
-    "event_count",
-    "unique_user_count",
-    "unique_session_count",
-    "total_duration_ms",
-    "avg_duration_ms",
-    "created_at",
-];
-
 /// A distinct count from a HyperLogLog against the exact one: within 2 % (and 2) of it.
 fn close(estimate: &Value, exact: usize) -> bool {
     let e = estimate.as_i64().unwrap();
@@ -133,7 +121,7 @@ async fn origin_vocabulary(postgres: bool) {
     assert_eq!(page["items"], page["records"], "the seed document's key holds the same rows");
     assert!(page["timestamp"].as_str().is_some());
     for r in records {
-        for key in ORIGIN_ROW.iter().chain(&["unique_users", "is_final", "amount_sum"]) {
+        for key in ORIGIN_COLUMNS.iter().chain(&["unique_users", "is_final", "amount_sum"]) {
             assert!(r.get(key).is_some(), "{key} missing from {r}");
         }
         let window = weir_analytics::time::parse_rfc3339(r["window_start"].as_str().unwrap()).unwrap();

@@ -81,6 +81,18 @@ if [ ! -d "$node_modules/kafkajs" ]; then
   [ -d "$node_modules/kafkajs" ] || { echo "error: kafkajs is required by the tests and could not be installed" >&2; exit 1; }
 fi
 
+# The web console's browser test: Debian's Chromium, driven by npm's playwright-core (beside kafkajs).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium (Debian package) for the web console's browser test" >&2
+  apt_install --no-install-recommends chromium || true
+  command -v chromium >/dev/null 2>&1 || { echo "error: chromium is required by the tests and could not be installed" >&2; exit 1; }
+fi
+if [ ! -d "$node_modules/playwright-core" ]; then
+  echo "installing playwright-core (npm) into $(dirname "$node_modules") for the web console's browser test" >&2
+  (cd "$(dirname "$node_modules")" && npm install --silent --no-audit --no-fund playwright-core@1 >/dev/null 2>&1) || true
+  [ -d "$node_modules/playwright-core" ] || { echo "error: playwright-core is required by the tests and could not be installed" >&2; exit 1; }
+fi
+
 # schemathesis (PyPI) fuzzes the HTTP API against its OpenAPI document; the test fails, not skips, without it.
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing schemathesis (PyPI) for the HTTP API fuzz test" >&2

@@ -83,6 +83,15 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         // Each system's routes behind its own ACL check (READ for GET and HEAD, WRITE for the rest).
         routes = routes.merge(weir_http::guard_system(system.name(), r));
     }
+    // The web console at `/`, over weir's own broker.
+    if let Some(broker) = &broker {
+        let info = weir_console::ConsoleInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            bus: "embedded".into(),
+            systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
+        };
+        routes = routes.merge(weir_console::router(broker.clone(), info));
+    }
     let schemas = registry.clone();
     let (http, rest_proxy) = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();

@@ -1,0 +1,368 @@
+// weir console: pages over /console/api (hash routes: #/, #/topics, #/groups), live numbers from
+// /console/api/live (Server-Sent Events, one snapshot a second). No dependencies: it ships inside the weir binary.
+"use strict";
+
+const number = new Intl.NumberFormat();
+const decimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+function esc(value) {
+  return String(value).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return `${decimal.format(n)} ${units[i]}`;
+}
+
+function duration(seconds) {
+  const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  return d > 0 ? `${d} d ${h} h` : h > 0 ? `${h} h ${m} min` : m > 0 ? `${m} min ${s} s` : `${s} s`;
+}
+
+async function api(path) {
+  const response = await fetch(path, { headers: { accept: "application/json" } });
+  if (!response.ok) {
+    let message = `HTTP ${response.status}`;
+    try {
+      message = (await response.json()).message || message;
+    } catch (_) { /* not JSON: keep the status */ }
+    throw new Error(`${path}: ${message}`);
+  }
+  return response.json();
+}
+
+// The live feed: one EventSource for the whole page; the current view listens while it is shown.
+const live = { samples: [], latest: null, listener: null, connected: false };
+
+function startLive() {
+  const source = new EventSource("/console/api/live");
+  source.addEventListener("totals", (event) => {
+    const data = JSON.parse(event.data);
+    live.connected = true;
+    live.latest = data;
+    live.samples.push({ at: Date.now(), in: data.in_per_s, out: data.out_per_s });
+    if (live.samples.length > 300) live.samples.shift();
+    if (live.listener) live.listener(data);
+  });
+  // EventSource reconnects by itself; the view shows the feed as stale meanwhile.
+  source.onerror = () => {
+    live.connected = false;
+    if (live.listener && live.latest) live.listener(live.latest);
+  };
+}
+
+// Themes: the system's, or the one chosen (kept in this browser).
+function applyTheme() {
+  const chosen = localStorage.getItem("weir-theme");
+  if (chosen) document.documentElement.dataset.theme = chosen;
+  else delete document.documentElement.dataset.theme;
+  document.getElementById("theme").textContent = `Theme: ${chosen || "system"}`;
+}
+
+function cycleTheme() {
+  const order = [null, "light", "dark"];
+  const next = order[(order.indexOf(localStorage.getItem("weir-theme")) + 1) % order.length];
+  if (next) localStorage.setItem("weir-theme", next);
+  else localStorage.removeItem("weir-theme");
+  applyTheme();
+}
+
+function card(label, id, value = "…") {
+  return `<div class="card"><div class="label">${esc(label)}</div><div class="value" id="${id}" data-value="">${esc(value)}</div></div>`;
+}
+
+function setCard(id, value, text) {
+  const el = document.getElementById(id);
+  if (!el) return;
+  el.dataset.value = String(value);
+  el.textContent = text;
+}
+
+// A line chart of records in and out per second over the samples kept (the last five minutes).
+function chart(samples) {
+  const width = 600, height = 160;
+  const max = Math.max(1, ...samples.map((s) => Math.max(s.in, s.out)));
+  const line = (key) => samples
+    .map((s, i) => `${(i / Math.max(1, samples.length - 1)) * width},${height - (s[key] / max) * (height - 10)}`)
+    .join(" ");
+  return `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img"
+      aria-label="Records in and out per second, the last ${samples.length} seconds, at most ${decimal.format(max)} a second">
+    <polyline fill="none" stroke="var(--in)" stroke-width="2" points="${line("in")}"/>
+    <polyline fill="none" stroke="var(--out)" stroke-width="2" points="${line("out")}"/>
+  </svg>`;
+}
+
+async function overview(view) {
+  view.innerHTML = `<section data-testid="overview"><h1>Overview</h1>
+    <div class="cards">
+      ${card("Records in / s", "in-rate")}${card("Records out / s", "out-rate")}
+      ${card("Topics", "topics")}${card("Partitions", "partitions")}${card("Records stored", "records")}
+      ${card("Storage", "storage")}${card("Consumer groups", "groups")}${card("Total lag", "lag")}
+    </div>
+    <div class="chart"><div class="legend"><span class="in">in</span><span class="out">out (committed)</span>
+      <span id="feed" class="muted"></span></div><div id="chart"></div></div>
+    <div class="cards">${card("Systems", "systems")}${card("Bus", "bus")}${card("Version", "version")}${card("Up for", "uptime")}</div>
+    <p class="muted" id="data-dir"></p></section>`;
+  const info = await api("/console/api/overview");
+  setCard("systems", info.systems.length, info.systems.length ? info.systems.join(", ") : "none");
+  setCard("bus", info.bus, info.bus);
+  setCard("version", info.version, info.version);
+  document.getElementById("data-dir").textContent = `Data directory: ${info.data_dir}`;
+  const show = (d) => {
+    const t = d.totals;
+    setCard("in-rate", d.in_per_s, decimal.format(d.in_per_s));
+    setCard("out-rate", d.out_per_s, decimal.format(d.out_per_s));
+    setCard("topics", t.topics, number.format(t.topics));
+    setCard("partitions", t.partitions, number.format(t.partitions));
+    setCard("records", t.records, number.format(t.records));
+    setCard("storage", t.size_bytes, bytes(t.size_bytes));
+    setCard("groups", t.groups, number.format(t.groups));
+    setCard("lag", t.total_lag, number.format(t.total_lag));
+    setCard("uptime", d.uptime_seconds, duration(d.uptime_seconds));
+    document.getElementById("chart").innerHTML = chart(live.samples);
+    document.getElementById("feed").textContent = live.connected
+      ? `live, updated ${new Date().toLocaleTimeString()}` : "reconnecting…";
+  };
+  show(live.latest || { totals: info.totals, in_per_s: 0, out_per_s: 0, uptime_seconds: info.uptime_seconds });
+  live.listener = show;
+}
+
+// A paged, filtered list (topics or groups): the rows come from the server a page at a time.
+async function list(view, { title, path, testid, columns, row }) {
+  const state = { q: "", offset: 0, limit: 50 };
+  view.innerHTML = `<section><h1>${esc(title)}</h1>
+    <div class="toolbar"><label for="filter">Filter by name</label><input id="filter" type="search" autocomplete="off">
+      <button type="button" id="prev">Previous</button><button type="button" id="next">Next</button>
+      <span id="range" class="muted"></span></div>
+    <table data-testid="${testid}"><thead><tr>${columns.map((c) => `<th scope="col" class="${c.num ? "num" : ""}">${esc(c.label)}</th>`).join("")}</tr></thead>
+    <tbody></tbody></table></section>`;
+  const load = async () => {
+    const page = await api(`${path}?q=${encodeURIComponent(state.q)}&offset=${state.offset}&limit=${state.limit}`);
+    view.querySelector("tbody").innerHTML = page.items.length
+      ? page.items.map(row).join("")
+      : `<tr><td colspan="${columns.length}" class="muted">None${state.q ? " matching" : ""}.</td></tr>`;
+    const last = Math.min(page.total, state.offset + page.items.length);
+    view.querySelector("#range").textContent = page.total ? `${state.offset + 1}–${last} of ${number.format(page.total)}` : "";
+    view.querySelector("#prev").disabled = state.offset === 0;
+    view.querySelector("#next").disabled = last >= page.total;
+  };
+  let typing;
+  view.querySelector("#filter").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { state.q = e.target.value; state.offset = 0; load().catch(fail); }, 200);
+  });
+  view.querySelector("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load().catch(fail); });
+  view.querySelector("#next").addEventListener("click", () => { state.offset += state.limit; load().catch(fail); });
+  await load();
+  // Refreshed with the live feed, at most every five seconds.
+  let refreshed = Date.now();
+  live.listener = () => {
+    if (Date.now() - refreshed >= 5000) { refreshed = Date.now(); load().catch(fail); }
+  };
+}
+
+function topics(view) {
+  return list(view, {
+    title: "Topics", path: "/console/api/topics", testid: "topics-table",
+    columns: [{ label: "Name" }, { label: "Partitions", num: true }, { label: "Records", num: true },
+      { label: "Size", num: true }, { label: "End offsets", num: true }],
+    row: (t) => `<tr><td><a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a>${t.offline ? ` <span class="error">(${t.offline} offline)</span>` : ""}</td>
+      <td class="num">${number.format(t.partitions)}</td><td class="num">${number.format(t.records)}</td>
+      <td class="num">${bytes(t.size_bytes)}</td><td class="num">${number.format(t.end_offset)}</td></tr>`,
+  });
+}
+
+function groups(view) {
+  return list(view, {
+    title: "Consumer groups", path: "/console/api/groups", testid: "groups-table",
+    columns: [{ label: "Group" }, { label: "State" }, { label: "Members", num: true }, { label: "Topics" }, { label: "Lag", num: true }],
+    row: (g) => `<tr><td>${esc(g.group)}</td><td class="state-${esc(g.state)}">${esc(g.state)}</td>
+      <td class="num">${number.format(g.members)}</td><td>${esc(g.topics.join(", "))}</td>
+      <td class="num ${g.lag > 1000 ? "lag-high" : ""}">${number.format(g.lag)}</td></tr>`,
+  });
+}
+
+// One message as the page shows it: where and when, key, headers, the value as pretty JSON (or text, or hex).
+function message(m) {
+  const when = new Date(m.timestamp).toLocaleString();
+  const value = m.value_json !== null ? JSON.stringify(m.value_json, null, 2) : m.value === null ? "(null)" : m.value;
+  const headers = m.headers.length
+    ? `<div class="muted">headers: ${m.headers.map((h) => `${esc(h.key)}=${esc(h.value)}`).join(", ")}</div>` : "";
+  return `<article class="message" data-offset="${m.offset}" data-partition="${m.partition}">
+    <div class="meta"><span>partition ${m.partition} · offset ${number.format(m.offset)}</span><time datetime="${new Date(m.timestamp).toISOString()}">${esc(when)}</time>
+      <span>key: ${m.key === null ? "<span class=\"muted\">(none)</span>" : esc(m.key)}${m.key_encoding === "hex" ? " (hex)" : ""}</span>
+      <button type="button" class="copy">Copy as JSON</button></div>
+    ${headers}<pre>${esc(value)}</pre>${m.value_encoding === "hex" ? `<div class="muted">value shown as hex</div>` : ""}</article>`;
+}
+
+function wireCopy(container, messages) {
+  container.querySelectorAll("button.copy").forEach((button, i) => button.addEventListener("click", async () => {
+    const text = JSON.stringify(messages[i], null, 2);
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch (_) {
+      button.textContent = "Copy failed: select the text";
+    }
+  }));
+}
+
+async function topic(view, name) {
+  const t = await api(`/console/api/topics/${encodeURIComponent(name)}`);
+  view.innerHTML = `<section data-testid="topic"><p><a href="#/topics">Topics</a> /</p><h1>${esc(t.name)}</h1>
+    <div class="columns">
+      <div><h2>Partitions</h2><table><thead><tr><th scope="col">Partition</th><th scope="col" class="num">Start</th>
+        <th scope="col" class="num">End</th><th scope="col" class="num">Size</th></tr></thead><tbody>
+        ${t.partitions.map((p) => `<tr><td>${p.partition}${p.offline ? ` <span class="error">offline</span>` : ""}</td>
+          <td class="num">${number.format(p.start_offset)}</td><td class="num">${number.format(p.end_offset)}</td>
+          <td class="num">${bytes(p.size_bytes)}</td></tr>`).join("")}</tbody></table>
+        <h2>Consumers</h2>${t.consumers.length ? `<table><thead><tr><th scope="col">Group</th><th scope="col">State</th>
+          <th scope="col" class="num">Lag</th></tr></thead><tbody>${t.consumers.map((g) => `<tr><td>${esc(g.group)}</td>
+          <td class="state-${esc(g.state)}">${esc(g.state)}</td><td class="num">${number.format(g.lag)}</td></tr>`).join("")}
+          </tbody></table>` : `<p class="muted">No group has committed offsets here.</p>`}</div>
+      <details><summary>Settings (${Object.keys(t.configs).length})</summary><table><tbody>
+        ${Object.entries(t.configs).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("")}</tbody></table></details>
+    </div>
+    <h2>Messages</h2>
+    <form id="browse" class="toolbar wrap">
+      <label>Partition <select name="partition"><option value="">all</option>
+        ${t.partitions.map((p) => `<option value="${p.partition}">${p.partition}</option>`).join("")}</select></label>
+      <label>From <select name="from"><option value="latest">latest</option><option value="earliest">earliest</option>
+        <option value="offset">offset</option><option value="timestamp">time</option></select></label>
+      <label>Offset <input name="offset" type="number" min="0" value="0" size="8"></label>
+      <label>Time <input name="time" type="datetime-local"></label>
+      <label>Order <select name="order"><option value="newest">newest first</option><option value="oldest">oldest first</option></select></label>
+      <label>Show <input name="limit" type="number" min="1" max="500" value="20" size="4"></label>
+      <button type="submit">Show messages</button></form>
+    <div id="messages" data-testid="messages"></div>
+    <div class="columns">
+      <form id="produce" data-testid="produce"><h2>Produce a message</h2>
+        <label>Key <input name="key" autocomplete="off"></label>
+        <label>Headers, one <code>name: value</code> a line <textarea name="headers" rows="2"></textarea></label>
+        <label>Value <textarea name="value" rows="5" spellcheck="false"></textarea></label>
+        <button type="submit">Produce</button> <span id="produced" role="status"></span></form>
+      <form id="search" data-testid="search"><h2>Search</h2>
+        <label>Text <input name="q" required autocomplete="off"></label>
+        <label>In <select name="in"><option value="value">value</option><option value="key">key</option><option value="header">headers</option></select></label>
+        <label>JSON path (values) <input name="path" placeholder="$.order.id" autocomplete="off"></label>
+        <label>Records to scan at most <input name="max" type="number" min="1" max="1000000" value="10000"></label>
+        <button type="submit">Search</button>
+        <div><progress id="search-progress" max="1" value="0" aria-label="Records scanned"></progress> <span id="search-status" role="status"></span></div>
+        <div id="found" data-testid="found"></div></form>
+    </div></section>`;
+  const base = `/console/api/topics/${encodeURIComponent(name)}`;
+  const browse = view.querySelector("#browse");
+  const show = async () => {
+    const f = new FormData(browse);
+    const params = new URLSearchParams({ from: f.get("from"), order: f.get("order"), limit: f.get("limit") });
+    if (f.get("partition") !== "") params.set("partition", f.get("partition"));
+    if (f.get("from") === "offset") params.set("offset", f.get("offset"));
+    if (f.get("from") === "timestamp") params.set("timestamp", String(new Date(f.get("time")).getTime()));
+    const page = await api(`${base}/messages?${params}`);
+    const list = view.querySelector("#messages");
+    list.innerHTML = page.records.length ? page.records.map(message).join("") : `<p class="muted">No messages.</p>`;
+    wireCopy(list, page.records);
+  };
+  browse.addEventListener("submit", (e) => { e.preventDefault(); show().catch(fail); });
+  view.querySelector("#produce").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const headers = String(f.get("headers")).split("\n").map((l) => l.trim()).filter(Boolean).map((l) => {
+      const at = l.indexOf(":");
+      return at < 0 ? { key: l, value: "" } : { key: l.slice(0, at).trim(), value: l.slice(at + 1).trim() };
+    });
+    const body = { key: f.get("key") || null, value: f.get("value"), headers };
+    const status = view.querySelector("#produced");
+    try {
+      const response = await fetch(`${base}/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
+      status.textContent = `Produced to partition ${answer.partition} at offset ${answer.offset}.`;
+      await show();
+    } catch (error) {
+      status.textContent = `Not produced: ${error.message}`;
+    }
+  });
+  let searching = null;
+  view.querySelector("#search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (searching) searching.close();
+    const f = new FormData(e.target);
+    const params = new URLSearchParams({ q: f.get("q"), in: f.get("in"), max: f.get("max") });
+    if (f.get("path")) params.set("path", f.get("path"));
+    const found = view.querySelector("#found"), progress = view.querySelector("#search-progress");
+    const status = view.querySelector("#search-status");
+    const matches = [];
+    found.innerHTML = "";
+    status.textContent = "searching…";
+    const source = new EventSource(`${base}/search?${params}`);
+    searching = source;
+    source.addEventListener("match", (event) => {
+      const m = JSON.parse(event.data);
+      matches.push(m);
+      found.insertAdjacentHTML("beforeend", message(m));
+      wireCopy(found, matches);
+    });
+    source.addEventListener("progress", (event) => {
+      const p = JSON.parse(event.data);
+      progress.max = Math.max(1, p.to_scan);
+      progress.value = p.scanned;
+      status.textContent = `scanned ${number.format(p.scanned)} of ${number.format(p.to_scan)}, found ${p.found}`;
+    });
+    source.addEventListener("done", (event) => {
+      const p = JSON.parse(event.data);
+      status.textContent = `done: scanned ${number.format(p.scanned)}, found ${p.found}`;
+      found.dataset.done = "true";
+      source.close();
+    });
+    source.addEventListener("error", (event) => {
+      status.textContent = event.data ? `failed: ${JSON.parse(event.data).message}` : "the search stopped";
+      source.close();
+    });
+  });
+  await show();
+}
+
+const pages = { "": overview, topics, groups };
+
+function fail(error) {
+  const view = document.getElementById("main");
+  const p = document.createElement("p");
+  p.className = "error";
+  p.setAttribute("role", "alert");
+  p.textContent = `Cannot load this page: ${error.message}`;
+  view.prepend(p);
+}
+
+async function route() {
+  const parts = location.hash.replace(/^#\/?/, "").split("/");
+  const name = parts[0];
+  const page = name === "topics" && parts[1] ? (view) => topic(view, decodeURIComponent(parts.slice(1).join("/"))) : pages[name] || overview;
+  const key = pages[name] ? name || "overview" : "overview";
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.page === key) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  live.listener = null;
+  const view = document.getElementById("main");
+  view.innerHTML = "";
+  try {
+    await page(view);
+  } catch (error) {
+    fail(error);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("theme").addEventListener("click", cycleTheme);
+  applyTheme();
+  startLive();
+  window.addEventListener("hashchange", route);
+  route();
+});

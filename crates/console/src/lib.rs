@@ -1,0 +1,321 @@
+//! weir's web console, served by `weir up` on its HTTP port at `/` beside the API (behind the same authentication).
+//! It begins with the platform's own pages: an overview (throughput in and out, live; topics, partitions, storage,
+//! groups and their lag, the systems, the bus, version and uptime), the topics (paged, filtered) and the consumer
+//! groups with their lag.
+//!
+//! - Server side: JSON under `/console/api/`, and the live numbers as Server-Sent Events (`/console/api/live`, one
+//!   snapshot a second per open page, computed from the broker: no polling storm from the browser).
+//! - Client side: one page (`assets/index.html`), one script and one style sheet of our own, embedded in the binary
+//!   at build time: no Node.js to build it, no CDN, it works offline. Hash routes (`#/topics`), light and dark themes
+//!   (the system's, or chosen), times in the viewer's time zone.
+//!
+//! The console needs the embedded broker; an instance whose systems run on a Kafka cluster does not serve it yet.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use weir_broker::Broker;
+
+mod messages;
+
+/// What the overview says of this process besides the broker.
+#[derive(Clone, Debug, Default)]
+pub struct ConsoleInfo {
+    pub version: String,
+    /// The bus the systems use (`embedded`, or a cluster's URL with its secrets redacted).
+    pub bus: String,
+    /// The systems this process runs.
+    pub systems: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Console {
+    broker: Arc<Broker>,
+    info: Arc<ConsoleInfo>,
+    started: Instant,
+}
+
+/// The console's routes: the page at `/`, its assets, its API.
+pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/console/app.js", get(script))
+        .route("/console/app.css", get(style))
+        .route("/console/api/overview", get(overview))
+        .route("/console/api/topics", get(topics))
+        .route("/console/api/topics/{topic}", get(messages::topic))
+        .route("/console/api/topics/{topic}/messages", get(messages::messages).post(messages::produce))
+        .route("/console/api/topics/{topic}/search", get(messages::search))
+        .route("/console/api/groups", get(groups))
+        .route("/console/api/live", get(live))
+        .with_state(Console { broker, info: Arc::new(info), started: Instant::now() })
+}
+
+const INDEX: &str = include_str!("../assets/index.html");
+const SCRIPT: &str = include_str!("../assets/app.js");
+const STYLE: &str = include_str!("../assets/app.css");
+
+async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX).into_response()
+}
+
+async fn script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], SCRIPT)
+        .into_response()
+}
+
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], STYLE).into_response()
+}
+
+/// An error as the rest of weir's API answers it: the status, and `{"error_code", "message"}` (the code the status
+/// and two digits, as the REST Proxy's).
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = u32::from(self.0.as_u16()) * 100;
+        (self.0, Json(json!({"error_code": code, "message": self.1}))).into_response()
+    }
+}
+
+/// A client's mistake: 400.
+pub(crate) fn bad(message: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message)
+}
+
+/// The broker's totals at one moment.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct Totals {
+    topics: usize,
+    partitions: usize,
+    size_bytes: u64,
+    /// Records in every partition's log (end minus start offsets).
+    records: i64,
+    /// Sum of every partition's end offset: it grows by the records written.
+    end_offsets: i64,
+    groups: usize,
+    /// Sum of every group's committed offsets: it grows by the records consumed and committed.
+    committed: i64,
+    total_lag: i64,
+}
+
+fn totals(broker: &Broker) -> Totals {
+    let mut t = Totals::default();
+    for name in broker.list_topics() {
+        let Ok(d) = broker.describe_topic(&name) else { continue };
+        t.topics += 1;
+        t.partitions += d.partitions.len();
+        for p in &d.partitions {
+            t.size_bytes += p.size_bytes;
+            t.records += p.log_end_offset - p.log_start_offset;
+            t.end_offsets += p.log_end_offset;
+        }
+    }
+    for g in broker.list_groups() {
+        let Ok(d) = broker.describe_group(&g) else { continue };
+        t.groups += 1;
+        for o in &d.offsets {
+            t.committed += o.committed.unwrap_or(0);
+            t.total_lag += o.lag.unwrap_or(0);
+        }
+    }
+    t
+}
+
+/// `GET /console/api/overview`.
+async fn overview(State(c): State<Console>) -> Json<serde_json::Value> {
+    let t = totals(&c.broker);
+    Json(json!({
+        "version": c.info.version,
+        "bus": c.info.bus,
+        "systems": c.info.systems,
+        "uptime_seconds": c.started.elapsed().as_secs(),
+        "data_dir": c.broker.config().data_dir.display().to_string(),
+        "totals": t,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    /// Names containing this (case-insensitive).
+    q: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// A page of at most this many rows: lists stay light at a thousand topics.
+const MAX_PAGE: usize = 500;
+
+fn page(q: Result<Query<Page>, axum::extract::rejection::QueryRejection>) -> Result<(String, usize, usize), ApiError> {
+    let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(bad(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    Ok((p.q.unwrap_or_default().to_lowercase(), p.offset.unwrap_or(0), limit))
+}
+
+/// `GET /console/api/topics?q=&offset=&limit=`: topics by name, with their partitions, sizes and offsets.
+async fn topics(
+    State(c): State<Console>,
+    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let (filter, offset, limit) = match page(q) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let mut names: Vec<String> =
+        c.broker.list_topics().into_iter().filter(|n| n.to_lowercase().contains(&filter)).collect();
+    names.sort();
+    let total = names.len();
+    let items: Vec<serde_json::Value> = names
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .filter_map(|n| c.broker.describe_topic(n).ok())
+        .map(|d| {
+            let sum = |f: fn(&weir_broker::PartitionDescription) -> i64| d.partitions.iter().map(f).sum::<i64>();
+            json!({
+                "name": d.name,
+                "partitions": d.partitions.len(),
+                "size_bytes": d.partitions.iter().map(|p| p.size_bytes).sum::<u64>(),
+                "records": sum(|p| p.log_end_offset - p.log_start_offset),
+                "end_offset": sum(|p| p.log_end_offset),
+                "offline": d.partitions.iter().filter(|p| p.offline.is_some()).count(),
+            })
+        })
+        .collect();
+    Json(json!({"total": total, "offset": offset, "limit": limit, "items": items})).into_response()
+}
+
+/// `GET /console/api/groups?q=&offset=&limit=`: consumer groups with their state, members and lag.
+async fn groups(
+    State(c): State<Console>,
+    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let (filter, offset, limit) = match page(q) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let names: Vec<String> =
+        c.broker.list_groups().into_iter().filter(|g| g.to_lowercase().contains(&filter)).collect();
+    let total = names.len();
+    let items: Vec<serde_json::Value> = names
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .filter_map(|g| c.broker.describe_group(g).ok())
+        .map(|d| {
+            let mut topics: Vec<&str> = d.offsets.iter().map(|o| o.topic.as_str()).collect();
+            topics.dedup();
+            json!({
+                "group": d.group,
+                "state": d.state,
+                "members": d.members.len(),
+                "topics": topics,
+                "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
+            })
+        })
+        .collect();
+    Json(json!({"total": total, "offset": offset, "limit": limit, "items": items})).into_response()
+}
+
+/// How often `/console/api/live` sends a snapshot.
+const LIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// `GET /console/api/live`: a snapshot a second as Server-Sent Events (`event: totals`): the totals, and records
+/// in and out per second since the previous one (out: committed by consumer groups).
+async fn live(State(c): State<Console>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let first = (c, None::<(Instant, Totals)>);
+    let stream = futures_util::stream::unfold(first, |(c, previous)| async move {
+        if previous.is_some() {
+            tokio::time::sleep(LIVE_EVERY).await;
+        }
+        let broker = c.broker.clone();
+        // Describing every partition and group reads the broker's state: off the async workers.
+        let t = tokio::task::spawn_blocking(move || totals(&broker)).await.unwrap_or_default();
+        let now = Instant::now();
+        let (in_per_s, out_per_s) = match previous {
+            Some((at, p)) => {
+                let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+                ((t.end_offsets - p.end_offsets).max(0) as f64 / secs, (t.committed - p.committed).max(0) as f64 / secs)
+            }
+            None => (0.0, 0.0),
+        };
+        let data = json!({
+            "totals": t,
+            "in_per_s": in_per_s,
+            "out_per_s": out_per_s,
+            "uptime_seconds": c.started.elapsed().as_secs(),
+        });
+        let event = Event::default().event("totals").data(data.to_string());
+        Some((Ok(event), (c, Some((now, t)))))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn get_json(app: &Router, uri: &str) -> (StatusCode, serde_json::Value) {
+        let response = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    #[tokio::test]
+    async fn pages_and_lists_answer_from_the_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = weir_broker::testing::open_broker(dir.path().join("data"));
+        for i in 0..12 {
+            broker.create_topic(&format!("t{i:02}"), 2, BTreeMap::new()).unwrap();
+        }
+        let p = broker.producer();
+        for _ in 0..5 {
+            p.send(weir_broker::ProduceRecord::new("t03", "x")).await.unwrap();
+        }
+        let app =
+            router(broker.clone(), ConsoleInfo { version: "9.9".into(), bus: "embedded".into(), systems: vec![] });
+        let response = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let (_, overview) = get_json(&app, "/console/api/overview").await;
+        assert_eq!((overview["version"].as_str(), overview["totals"]["topics"].as_u64()), (Some("9.9"), Some(12)));
+        assert_eq!(
+            (overview["totals"]["partitions"].as_u64(), overview["totals"]["records"].as_i64()),
+            (Some(24), Some(5))
+        );
+        let (_, page) = get_json(&app, "/console/api/topics?offset=2&limit=3").await;
+        assert_eq!(page["total"], 12);
+        let names: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["t02", "t03", "t04"]);
+        assert_eq!(page["items"][1]["records"], 5);
+        let (_, filtered) = get_json(&app, "/console/api/topics?q=T1").await;
+        assert_eq!(filtered["total"], 2);
+        for bad in ["/console/api/topics?limit=0", "/console/api/topics?limit=501", "/console/api/groups?offset=-1"] {
+            let (status, body) = get_json(&app, bad).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        broker.shutdown();
+    }
+}

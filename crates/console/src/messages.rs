@@ -1,0 +1,373 @@
+//! A topic's page: its partitions and settings, its messages (browsed by partition from an offset, a time, the
+//! start or the end, oldest or newest first), producing one, and searching them by key, header or value (a JSON
+//! path into it), bounded in records scanned, with progress as Server-Sent Events.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::stream::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use weir_broker::{Broker, BrokerError, ProduceRecord};
+
+use crate::{bad, ApiError, Console};
+
+/// A broker error as the console's API answers it: 404 for a topic or partition that does not exist.
+fn broker_error(e: BrokerError) -> ApiError {
+    let status = match e {
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
+        BrokerError::InvalidTopicName(_) | BrokerError::InvalidPartitions(_) | BrokerError::InvalidConfig(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        BrokerError::TopicExists(_) => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, e.to_string())
+}
+
+/// Bytes as text when they are UTF-8, else as hex, with which it is.
+fn shown(bytes: Option<&[u8]>) -> (Value, &'static str) {
+    match bytes {
+        None => (Value::Null, "null"),
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => (Value::String(s.to_string()), "text"),
+            Err(_) => (Value::String(b.iter().map(|x| format!("{x:02x}")).collect()), "hex"),
+        },
+    }
+}
+
+/// One stored record as the page shows it (and copies it).
+fn record_json(partition: i32, r: &weir_log::StoredRecord) -> Value {
+    let (key, key_encoding) = shown(r.key.as_deref());
+    let (value, value_encoding) = shown(r.value.as_deref());
+    let value_json = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok());
+    let headers: Vec<Value> =
+        r.headers.iter().map(|h| json!({"key": h.key, "value": shown(h.value.as_deref()).0})).collect();
+    json!({
+        "partition": partition,
+        "offset": r.offset,
+        "timestamp": r.timestamp,
+        "key": key,
+        "key_encoding": key_encoding,
+        "headers": headers,
+        "value": value,
+        "value_encoding": value_encoding,
+        "value_json": value_json,
+        "size": r.value.as_ref().map_or(0, |v| v.len()),
+    })
+}
+
+/// Records of one partition from `from` (inclusive) up to `to` (exclusive), at most `limit`.
+fn read_range(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<weir_log::StoredRecord>, BrokerError> {
+    let mut out = Vec::new();
+    let mut at = from;
+    while out.len() < limit && at < to {
+        let records = broker.read(topic, partition, at, 1 << 20)?.records(at).map_err(BrokerError::from)?;
+        let Some(last) = records.last().map(|r| r.offset) else { break };
+        out.extend(records.into_iter().filter(|r| r.offset >= at && r.offset < to).take(limit - out.len()));
+        if last < at {
+            break;
+        }
+        at = last + 1;
+    }
+    Ok(out)
+}
+
+/// `GET /console/api/topics/{topic}`: partitions with their offsets and sizes, the effective settings, and the
+/// groups with committed offsets on it.
+pub(crate) async fn topic(State(c): State<Console>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let d = match c.broker.describe_topic(&name) {
+        Ok(d) => d,
+        Err(e) => return Err(broker_error(e)),
+    };
+    let partitions: Vec<Value> = d
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({"partition": p.partition, "start_offset": p.log_start_offset, "end_offset": p.log_end_offset,
+                   "size_bytes": p.size_bytes, "offline": p.offline})
+        })
+        .collect();
+    let consumers: Vec<Value> = c
+        .broker
+        .list_groups()
+        .iter()
+        .filter_map(|g| c.broker.describe_group(g).ok())
+        .filter(|g| g.offsets.iter().any(|o| o.topic == name))
+        .map(|g| {
+            let lag: i64 = g.offsets.iter().filter(|o| o.topic == name).filter_map(|o| o.lag).sum();
+            json!({"group": g.group, "state": g.state, "lag": lag})
+        })
+        .collect();
+    Ok(Json(json!({"name": d.name, "partitions": partitions, "configs": d.configs, "consumers": consumers}))
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Browse {
+    /// One partition, or all when absent.
+    partition: Option<i32>,
+    /// `latest` (the default), `earliest`, `offset` or `timestamp`.
+    from: Option<String>,
+    offset: Option<i64>,
+    /// Milliseconds since the epoch.
+    timestamp: Option<i64>,
+    /// `newest` (the default with `latest`) or `oldest`.
+    order: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /console/api/topics/{topic}/messages`: up to `limit` records per partition asked for.
+pub(crate) async fn messages(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    q: Result<Query<Browse>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(b) = match q {
+        Ok(q) => q,
+        Err(e) => return Err(bad(format!("bad query: {}", e.body_text()))),
+    };
+    let limit = b.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(bad("limit must be between 1 and 500".into()));
+    }
+    let from = b.from.as_deref().unwrap_or("latest");
+    if !matches!(from, "latest" | "earliest" | "offset" | "timestamp") {
+        return Err(bad(format!("from must be latest, earliest, offset or timestamp, not {from:?}")));
+    }
+    let newest_first = match b.order.as_deref() {
+        None => from == "latest",
+        Some("newest") => true,
+        Some("oldest") => false,
+        Some(other) => return Err(bad(format!("order must be newest or oldest, not {other:?}"))),
+    };
+    let d = match c.broker.describe_topic(&name) {
+        Ok(d) => d,
+        Err(e) => return Err(broker_error(e)),
+    };
+    let chosen: Vec<_> = d.partitions.iter().filter(|p| b.partition.is_none_or(|q| q == p.partition)).collect();
+    if chosen.is_empty() {
+        return Err(broker_error(BrokerError::UnknownPartition { topic: name, partition: b.partition.unwrap_or(-1) }));
+    }
+    let broker = c.broker.clone();
+    let (offset, timestamp) = (b.offset, b.timestamp);
+    let from = from.to_string();
+    let ranges: Vec<(i32, i64, i64)> =
+        chosen.iter().map(|p| (p.partition, p.log_start_offset, p.log_end_offset)).collect();
+    let read = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+        let mut out = Vec::new();
+        for (p, start, end) in ranges {
+            let first = match from.as_str() {
+                "earliest" => start,
+                "latest" => (end - limit as i64).max(start),
+                "offset" => offset.ok_or_else(|| bad("from=offset needs offset=N".into()))?.clamp(start, end),
+                _ => {
+                    let ts = timestamp.ok_or_else(|| bad("from=timestamp needs timestamp=MS".into()))?;
+                    broker.offset_for_timestamp(&name, p, ts).map_err(broker_error)?.unwrap_or(end)
+                }
+            };
+            let records = read_range(&broker, &name, p, first, end, limit).map_err(broker_error)?;
+            out.extend(records.iter().map(|r| record_json(p, r)));
+        }
+        Ok(out)
+    })
+    .await;
+    let mut records = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    };
+    records.sort_by_key(|r| (r["timestamp"].as_i64(), r["partition"].as_i64(), r["offset"].as_i64()));
+    if newest_first {
+        records.reverse();
+    }
+    Ok(Json(json!({"records": records})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Produce {
+    key: Option<String>,
+    value: Option<String>,
+    #[serde(default)]
+    headers: Vec<HeaderIn>,
+    partition: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HeaderIn {
+    key: String,
+    value: String,
+}
+
+/// `POST /console/api/topics/{topic}/messages`: one record, as typed in the page.
+pub(crate) async fn produce(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    body: Result<Json<Produce>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(p) = match body {
+        Ok(b) => b,
+        Err(e) => return Err(bad(format!("bad message: {}", e.body_text()))),
+    };
+    if let Err(e) = c.broker.describe_topic(&name) {
+        return Err(broker_error(e));
+    }
+    let record = ProduceRecord {
+        topic: name,
+        partition: p.partition,
+        key: p.key.map(Into::into),
+        value: p.value.map(Into::into),
+        headers: p.headers.into_iter().map(|h| (h.key, h.value.into())).collect(),
+        timestamp: None,
+    };
+    let m = c.broker.producer().send(record).await.map_err(broker_error)?;
+    Ok(Json(json!({"partition": m.partition, "offset": m.offset, "timestamp": m.timestamp})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Search {
+    /// Text to find (case-sensitive).
+    q: String,
+    /// `value` (the default), `key` or `header`.
+    #[serde(rename = "in")]
+    field: Option<String>,
+    /// A path into a JSON value (`$.order.id`, `items[0].sku`): only what is there is compared.
+    path: Option<String>,
+    /// The most records scanned (the newest of each partition, shared out): 10,000 unless given, at most 1,000,000.
+    max: Option<usize>,
+}
+
+/// The value at a simple JSON path: `$`, `.name`, `[index]`.
+fn at_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut v = value;
+    let path = path.trim().trim_start_matches('$');
+    for part in path.split('.').filter(|s| !s.is_empty()) {
+        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        if !name.is_empty() {
+            v = v.get(name)?;
+        }
+        for index in rest.split('[').filter(|s| !s.is_empty()) {
+            v = v.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(v)
+}
+
+fn matches(r: &weir_log::StoredRecord, q: &str, field: &str, path: Option<&str>) -> bool {
+    let contains = |b: Option<&[u8]>| b.is_some_and(|b| String::from_utf8_lossy(b).contains(q));
+    match field {
+        "key" => contains(r.key.as_deref()),
+        "header" => r.headers.iter().any(|h| h.key.contains(q) || contains(h.value.as_deref())),
+        _ => match path {
+            None => contains(r.value.as_deref()),
+            Some(path) => r
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_slice::<Value>(v).ok())
+                .and_then(|v| {
+                    at_path(&v, path).map(|found| match found {
+                        Value::String(s) => s.contains(q),
+                        other => other.to_string().contains(q),
+                    })
+                })
+                .unwrap_or(false),
+        },
+    }
+}
+
+/// `GET /console/api/topics/{topic}/search`: Server-Sent Events, `match` for each record found (at most 100),
+/// `progress` as records are scanned, `done` at the end (or `error`).
+pub(crate) async fn search(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    q: Result<Query<Search>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(s) = match q {
+        Ok(q) => q,
+        Err(e) => return Err(bad(format!("bad query: {}", e.body_text()))),
+    };
+    let field = s.field.clone().unwrap_or_else(|| "value".into());
+    if !matches!(field.as_str(), "value" | "key" | "header") {
+        return Err(bad(format!("in must be value, key or header, not {field:?}")));
+    }
+    let max = s.max.unwrap_or(10_000);
+    if !(1..=1_000_000).contains(&max) {
+        return Err(bad("max must be between 1 and 1000000".into()));
+    }
+    let d = match c.broker.describe_topic(&name) {
+        Ok(d) => d,
+        Err(e) => return Err(broker_error(e)),
+    };
+    let (tx, rx) = mpsc::channel::<Event>(64);
+    let broker = c.broker.clone();
+    let share = max.div_ceil(d.partitions.len().max(1)) as i64;
+    let ranges: Vec<(i32, i64, i64)> = d
+        .partitions
+        .iter()
+        .map(|p| (p.partition, (p.log_end_offset - share).max(p.log_start_offset), p.log_end_offset))
+        .collect();
+    let to_scan: i64 = ranges.iter().map(|(_, from, to)| to - from).sum();
+    tokio::task::spawn_blocking(move || {
+        let send = |e: Event| tx.blocking_send(e).is_ok();
+        let (mut scanned, mut found) = (0i64, 0usize);
+        for (p, from, to) in ranges {
+            let mut at = from;
+            while at < to {
+                let records = match read_range(&broker, &name, p, at, to, 1000) {
+                    Ok(r) if !r.is_empty() => r,
+                    Ok(_) => break,
+                    Err(e) => {
+                        let _ =
+                            send(Event::default().event("error").data(json!({"message": e.to_string()}).to_string()));
+                        return;
+                    }
+                };
+                at = records.last().map_or(to, |r| r.offset + 1);
+                for r in &records {
+                    if found < 100 && matches(r, &s.q, &field, s.path.as_deref()) {
+                        found += 1;
+                        if !send(Event::default().event("match").data(record_json(p, r).to_string())) {
+                            return; // the page went away
+                        }
+                    }
+                }
+                scanned += records.len() as i64;
+                let progress = json!({"scanned": scanned, "to_scan": to_scan, "found": found});
+                if !send(Event::default().event("progress").data(progress.to_string())) {
+                    return;
+                }
+            }
+        }
+        let _ = send(Event::default().event("done").data(json!({"scanned": scanned, "found": found}).to_string()));
+    });
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) }));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn json_paths_reach_into_values() {
+        let v = json!({"order": {"id": "A-1", "items": [{"sku": "x"}, {"sku": "y"}]}, "n": 3});
+        assert_eq!(super::at_path(&v, "$.order.id"), Some(&json!("A-1")));
+        assert_eq!(super::at_path(&v, "order.items[1].sku"), Some(&json!("y")));
+        assert_eq!(super::at_path(&v, "$.n"), Some(&json!(3)));
+        assert_eq!(super::at_path(&v, "$.missing"), None);
+        assert_eq!(super::at_path(&v, "$"), Some(&v));
+    }
+}

@@ -1,0 +1,91 @@
+// The web console in headless Chromium (Debian's chromium, npm's playwright-core), against a running `weir up`:
+// node console.js BASE_URL SCREENSHOT_DIR. Every page renders without a console error, the overview's numbers move
+// with the live feed, the lists find what the test made, the theme switches; a screenshot of each page.
+"use strict";
+const { chromium } = require("playwright-core");
+
+async function main() {
+  const [base, shots] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 }, colorScheme: "light" });
+  const errors = [];
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
+  const step = (name) => console.log(`step: ${name}`);
+
+  await page.goto(`${base}/`);
+  await page.waitForSelector("[data-testid=overview]");
+  step("overview rendered");
+  // The live feed: records arrive while the test produces, and the group's lag shows.
+  await page.waitForFunction(() => Number(document.getElementById("in-rate")?.dataset.value) > 0, null, { timeout: 30000 });
+  await page.waitForFunction(() => Number(document.getElementById("lag")?.dataset.value) > 0, null, { timeout: 30000 });
+  await page.waitForFunction(() => document.querySelectorAll("#chart polyline").length === 2, null, { timeout: 30000 });
+  step("live numbers and chart");
+  await page.screenshot({ path: `${shots}/overview.png` });
+
+  // Keyboard only: the Topics link is reached with Tab and followed with Enter.
+  await page.focus("nav a[data-page=overview]");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("[data-testid=topics-table] td:has-text('console-demo')", { timeout: 30000 });
+  await page.fill("#filter", "demo");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("[data-testid=topics-table] tbody tr")].map((r) => r.cells[0].textContent.trim()).join() === "console-demo",
+    null, { timeout: 10000 });
+  if ((await page.getAttribute("nav a[data-page=topics]", "aria-current")) !== "page") throw new Error("the Topics link is not marked current");
+  step("topics listed and filtered");
+  await page.screenshot({ path: `${shots}/topics.png` });
+
+  // A topic's page: its messages, one produced from the form, then found by a JSON path search.
+  await page.click("[data-testid=topics-table] a:has-text('console-demo')");
+  await page.waitForSelector("[data-testid=messages] article.message", { timeout: 30000 });
+  step("messages browsed");
+  await page.fill("#produce input[name=key]", "from-the-console");
+  await page.fill("#produce textarea[name=headers]", "source: console");
+  await page.fill("#produce textarea[name=value]", JSON.stringify({ order: { id: "ui-4711", total: 12.5 } }));
+  await page.click("#produce button[type=submit]");
+  await page.waitForFunction(() => /Produced to partition \d+ at offset \d+/.test(document.getElementById("produced").textContent), null, { timeout: 15000 });
+  step("produced from the form");
+  await page.fill("#search input[name=q]", "ui-4711");
+  await page.fill("#search input[name=path]", "$.order.id");
+  await page.click("#search button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("[data-testid=found]").dataset.done === "true", null, { timeout: 30000 });
+  const found = await page.$$eval("[data-testid=found] article.message", (list) => list.map((a) => a.textContent));
+  if (found.length !== 1 || !found[0].includes("from-the-console") || !found[0].includes("source=console")) {
+    throw new Error(`the search found ${JSON.stringify(found)}`);
+  }
+  step("found by search");
+  // Oldest first, three at a time, for a page that fits a screenshot.
+  await page.selectOption("#browse select[name=order]", "oldest");
+  await page.fill("#browse input[name=limit]", "3");
+  await page.click("#browse button[type=submit]");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=messages] article.message").length === 3, null, { timeout: 15000 });
+  await page.screenshot({ path: `${shots}/messages.png`, fullPage: true });
+
+  await page.click("nav a[data-page=groups]");
+  await page.waitForSelector("[data-testid=groups-table] td:has-text('console-group')", { timeout: 30000 });
+  step("groups listed");
+  await page.screenshot({ path: `${shots}/groups.png` });
+
+  // Theme: system, then light, then dark, kept when the page is opened again.
+  await page.click("#theme");
+  await page.click("#theme");
+  await page.goto(`${base}/#/`);
+  await page.reload();
+  await page.waitForSelector("[data-testid=overview]");
+  const theme = await page.evaluate(() => document.documentElement.dataset.theme);
+  if (theme !== "dark") throw new Error(`the theme is ${theme}, not dark`);
+  await page.waitForFunction(() => Number(document.getElementById("topics")?.dataset.value) > 0, null, { timeout: 30000 });
+  step("dark theme kept");
+  await page.screenshot({ path: `${shots}/overview-dark.png` });
+
+  await browser.close();
+  if (errors.length) throw new Error(`console errors:\n${errors.join("\n")}`);
+  console.log("console ok");
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -2,8 +2,9 @@
 //! npm's `playwright-core`, both installed by scripts/test.sh) opens it while the test produces records and a group
 //! lags behind, and `tests/browser/console.js` checks each page renders without a console error, the overview's
 //! numbers and chart move with the live feed, the lists find the test's topic and group (reached with the keyboard),
-//! a message produced from the topic's page is found by a JSON path search, and the dark theme holds when the page
-//! is opened again. Screenshots of each page go to `target/console-screenshots/`.
+//! a message produced from the topic's page is found by a JSON path search, a group's lag shows and falls as it
+//! consumes and then to nothing when its offsets are reset from the page, and the dark theme holds when the page is
+//! opened again. Screenshots of each page go to `target/console-screenshots/`.
 
 mod support;
 
@@ -36,12 +37,28 @@ fn the_console_shows_the_platform_live_in_a_browser() {
     let base = format!("http://{http}");
 
     // A topic with records and a group that read only some of them: lag to show.
-    produce(&base, 200);
+    produce_to(&base, "console-demo", 200);
     let out = weir(d, &["--server", &kafka, "consume", "console-demo", "--group", "console-group"])
         .args(["--from-beginning", "--max", "50", "--idle-timeout-ms", "3000"])
         .output()
         .unwrap();
     assert!(out.status.success(), "consume: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A second group, 200 records behind on a topic of its own; it reads 100 more when the page asks (a file).
+    produce_to(&base, "console-lagged", 300);
+    // The first read starts at the beginning; the next resumes from the group's committed offset.
+    let consume_lagged = |start: &[&str]| {
+        let out = weir(d, &["--server", &kafka, "consume", "console-lagged", "--group", "console-lagged"])
+            .args(start)
+            .args(["--max", "100", "--idle-timeout-ms", "3000"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "consume: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    consume_lagged(&["--from-beginning"]);
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let _ = std::fs::remove_file(shots.join("consume-now"));
 
     // Records keep arriving while the browser looks.
     let running = Arc::new(AtomicBool::new(true));
@@ -49,19 +66,27 @@ fn the_console_shows_the_platform_live_in_a_browser() {
         let (running, base) = (running.clone(), base.clone());
         std::thread::spawn(move || {
             while running.load(Ordering::SeqCst) {
-                produce(&base, 20);
+                produce_to(&base, "console-demo", 20);
                 std::thread::sleep(Duration::from_millis(200));
             }
         })
     };
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.js");
-    let out = Command::new("node")
+    let mut browser = Command::new("node")
         .args([script, &base, shots.to_str().unwrap()])
         .env("NODE_PATH", &modules)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("node is required (Debian's nodejs)");
+    let asked = shots.join("consume-now");
+    while browser.try_wait().unwrap().is_none() && !asked.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if asked.exists() {
+        consume_lagged(&[]);
+    }
+    let out = browser.wait_with_output().unwrap();
     running.store(false, Ordering::SeqCst);
     producer.join().unwrap();
     let _ = Command::new("kill").arg(up.id().to_string()).status();
@@ -72,20 +97,20 @@ fn the_console_shows_the_platform_live_in_a_browser() {
         "console.js failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["overview", "topics", "messages", "groups", "overview-dark"] {
+    for page in ["overview", "topics", "messages", "groups", "group", "overview-dark"] {
         let shot = shots.join(format!("{page}.png"));
         assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot {}", shot.display());
     }
 }
 
-/// Produces `n` JSON records to `console-demo` through the REST Proxy API.
-fn produce(base: &str, n: usize) {
+/// Produces `n` JSON records to `topic` through the REST Proxy API.
+fn produce_to(base: &str, topic: &str, n: usize) {
     let records: Vec<String> = (0..n).map(|i| format!("{{\"key\":\"k{i}\",\"value\":{{\"n\":{i}}}}}")).collect();
     let body = format!("{{\"records\":[{}]}}", records.join(","));
     let out = Command::new("curl")
         .args(["-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
         .args(["-H", "content-type: application/vnd.kafka.json.v2+json", "-d", &body])
-        .arg(format!("{base}/topics/console-demo"))
+        .arg(format!("{base}/topics/{topic}"))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "producing over HTTP");

@@ -66,10 +66,47 @@ async function main() {
   await page.waitForFunction(() => document.querySelectorAll("[data-testid=messages] article.message").length === 3, null, { timeout: 15000 });
   await page.screenshot({ path: `${shots}/messages.png`, fullPage: true });
 
+  // Creating a topic with a setting, finding it, then deleting it once its name is typed.
+  await page.goto(`${base}/#/topics`);
+  await page.fill("#create input[name=name]", "console-made");
+  await page.fill("#create input[name=partitions]", "3");
+  await page.fill("#create textarea[name=configs]", "retention.ms=60000");
+  await page.click("#create button[type=submit]");
+  await page.waitForFunction(() => /Created console-made with 3 partition/.test(document.getElementById("created").textContent), null, { timeout: 15000 });
+  await page.click("[data-testid=topics-table] a:has-text('console-made')");
+  await page.waitForSelector("[data-testid=topic]");
+  const made = await page.textContent("[data-testid=topic]");
+  if (!/retention\.ms\s*60000/.test(made)) throw new Error("the new topic's setting is not shown");
+  if ((await page.$$("[data-testid=partitions] tbody tr")).length !== 3) throw new Error("not 3 partitions");
+  if (!(await page.isDisabled("#delete button"))) throw new Error("delete is offered before the name is typed");
+  await page.fill("#delete input[name=confirm]", "console-made");
+  await page.click("#delete button");
+  await page.waitForFunction(() => location.hash === "#/topics", null, { timeout: 15000 });
+  await page.waitForSelector("[data-testid=topics-table] td:has-text('console-demo')");
+  if ((await page.$$("[data-testid=topics-table] a:has-text('console-made')")).length) throw new Error("the deleted topic is still listed");
+  step("topic created and deleted");
+
   await page.click("nav a[data-page=groups]");
   await page.waitForSelector("[data-testid=groups-table] td:has-text('console-group')", { timeout: 30000 });
   step("groups listed");
   await page.screenshot({ path: `${shots}/groups.png` });
+
+  // A group's page: its lag (200 of 300 records unread), falling as it consumes (the test consumes 100 more when
+  // this page asks, through a file), then to nothing when its offsets are reset to the end; the chart keeps samples.
+  await page.click("[data-testid=groups-table] a:has-text('console-lagged')");
+  const lag = () => page.evaluate(() => Number(document.getElementById("g-lag")?.dataset.value));
+  await page.waitForFunction(() => Number(document.getElementById("g-lag")?.dataset.value) === 200, null, { timeout: 30000 });
+  step("a group's lag shown");
+  require("fs").writeFileSync(`${shots}/consume-now`, "");
+  await page.waitForFunction(() => Number(document.getElementById("g-lag")?.dataset.value) === 100, null, { timeout: 60000 });
+  step(`the lag fell as it consumed (${await lag()})`);
+  await page.selectOption("#reset select[name=to]", "latest");
+  await page.click("#reset button[type=submit]");
+  await page.waitForFunction(() => /Reset 1 partition/.test(document.getElementById("reset-status").textContent), null, { timeout: 15000 });
+  await page.waitForFunction(() => Number(document.getElementById("g-lag")?.dataset.value) === 0, null, { timeout: 15000 });
+  await page.waitForFunction(() => /^[2-9]|^\d{2,}/.test(document.querySelector("#lag-chart .legend span")?.textContent || ""), null, { timeout: 30000 });
+  step("reset to the end, lag 0, samples kept");
+  await page.screenshot({ path: `${shots}/group.png`, fullPage: true });
 
   // Theme: system, then light, then dark, kept when the page is opened again.
   await page.click("#theme");

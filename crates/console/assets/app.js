@@ -134,14 +134,14 @@ async function overview(view) {
 }
 
 // A paged, filtered list (topics or groups): the rows come from the server a page at a time.
-async function list(view, { title, path, testid, columns, row }) {
+async function list(view, { title, path, testid, columns, row, extra = "", wire = () => {} }) {
   const state = { q: "", offset: 0, limit: 50 };
   view.innerHTML = `<section><h1>${esc(title)}</h1>
     <div class="toolbar"><label for="filter">Filter by name</label><input id="filter" type="search" autocomplete="off">
       <button type="button" id="prev">Previous</button><button type="button" id="next">Next</button>
       <span id="range" class="muted"></span></div>
     <table data-testid="${testid}"><thead><tr>${columns.map((c) => `<th scope="col" class="${c.num ? "num" : ""}">${esc(c.label)}</th>`).join("")}</tr></thead>
-    <tbody></tbody></table></section>`;
+    <tbody></tbody></table>${extra}</section>`;
   const load = async () => {
     const page = await api(`${path}?q=${encodeURIComponent(state.q)}&offset=${state.offset}&limit=${state.limit}`);
     view.querySelector("tbody").innerHTML = page.items.length
@@ -159,6 +159,7 @@ async function list(view, { title, path, testid, columns, row }) {
   });
   view.querySelector("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load().catch(fail); });
   view.querySelector("#next").addEventListener("click", () => { state.offset += state.limit; load().catch(fail); });
+  wire(view, load);
   await load();
   // Refreshed with the live feed, at most every five seconds.
   let refreshed = Date.now();
@@ -175,6 +176,28 @@ function topics(view) {
     row: (t) => `<tr><td><a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a>${t.offline ? ` <span class="error">(${t.offline} offline)</span>` : ""}</td>
       <td class="num">${number.format(t.partitions)}</td><td class="num">${number.format(t.records)}</td>
       <td class="num">${bytes(t.size_bytes)}</td><td class="num">${number.format(t.end_offset)}</td></tr>`,
+    extra: `<form id="create" data-testid="create"><h2>Create a topic</h2>
+      <label>Name <input name="name" required autocomplete="off" pattern="[A-Za-z0-9._\\-]+"></label>
+      <label>Partitions <input name="partitions" type="number" min="1" max="10000" value="1" required></label>
+      <label>Settings, one <code>key=value</code> a line <textarea name="configs" rows="2" placeholder="retention.ms=604800000"></textarea></label>
+      <button type="submit">Create</button> <span id="created" role="status"></span></form>`,
+    wire: (view, load) => view.querySelector("#create").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const f = new FormData(e.target);
+      const configs = Object.fromEntries(String(f.get("configs")).split("\n").map((l) => l.trim()).filter(Boolean)
+        .map((l) => [l.slice(0, l.indexOf("=") < 0 ? l.length : l.indexOf("=")).trim(), l.includes("=") ? l.slice(l.indexOf("=") + 1).trim() : ""]));
+      const status = view.querySelector("#created");
+      try {
+        const response = await fetch("/console/api/topics", { method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ name: f.get("name"), partitions: Number(f.get("partitions")), configs }) });
+        const answer = await response.json();
+        if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
+        status.textContent = `Created ${answer.name} with ${answer.partitions} partition(s).`;
+        await load();
+      } catch (error) {
+        status.textContent = `Not created: ${error.message}`;
+      }
+    }),
   });
 }
 
@@ -182,7 +205,7 @@ function groups(view) {
   return list(view, {
     title: "Consumer groups", path: "/console/api/groups", testid: "groups-table",
     columns: [{ label: "Group" }, { label: "State" }, { label: "Members", num: true }, { label: "Topics" }, { label: "Lag", num: true }],
-    row: (g) => `<tr><td>${esc(g.group)}</td><td class="state-${esc(g.state)}">${esc(g.state)}</td>
+    row: (g) => `<tr><td><a href="#/groups/${encodeURIComponent(g.group)}">${esc(g.group)}</a></td><td class="state-${esc(g.state)}">${esc(g.state)}</td>
       <td class="num">${number.format(g.members)}</td><td>${esc(g.topics.join(", "))}</td>
       <td class="num ${g.lag > 1000 ? "lag-high" : ""}">${number.format(g.lag)}</td></tr>`,
   });
@@ -217,7 +240,7 @@ async function topic(view, name) {
   const t = await api(`/console/api/topics/${encodeURIComponent(name)}`);
   view.innerHTML = `<section data-testid="topic"><p><a href="#/topics">Topics</a> /</p><h1>${esc(t.name)}</h1>
     <div class="columns">
-      <div><h2>Partitions</h2><table><thead><tr><th scope="col">Partition</th><th scope="col" class="num">Start</th>
+      <div><h2>Partitions</h2><table data-testid="partitions"><thead><tr><th scope="col">Partition</th><th scope="col" class="num">Start</th>
         <th scope="col" class="num">End</th><th scope="col" class="num">Size</th></tr></thead><tbody>
         ${t.partitions.map((p) => `<tr><td>${p.partition}${p.offline ? ` <span class="error">offline</span>` : ""}</td>
           <td class="num">${number.format(p.start_offset)}</td><td class="num">${number.format(p.end_offset)}</td>
@@ -229,6 +252,9 @@ async function topic(view, name) {
       <details><summary>Settings (${Object.keys(t.configs).length})</summary><table><tbody>
         ${Object.entries(t.configs).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("")}</tbody></table></details>
     </div>
+    <form id="delete" data-testid="delete"><h2>Delete</h2><p class="muted">Deletes the topic, its messages and its
+      groups' offsets. Type its name to confirm.</p><label>Name <input name="confirm" autocomplete="off"></label>
+      <button type="submit" disabled>Delete this topic</button> <span id="deleted" role="status"></span></form>
     <h2>Messages</h2>
     <form id="browse" class="toolbar wrap">
       <label>Partition <select name="partition"><option value="">all</option>
@@ -257,6 +283,21 @@ async function topic(view, name) {
         <div id="found" data-testid="found"></div></form>
     </div></section>`;
   const base = `/console/api/topics/${encodeURIComponent(name)}`;
+  const removal = view.querySelector("#delete");
+  const confirmation = removal.querySelector("input[name=confirm]");
+  confirmation.addEventListener("input", () => { removal.querySelector("button").disabled = confirmation.value !== name; });
+  removal.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const status = view.querySelector("#deleted");
+    try {
+      const response = await fetch(base, { method: "DELETE" });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
+      location.hash = "#/topics";
+    } catch (error) {
+      status.textContent = `Not deleted: ${error.message}`;
+    }
+  });
   const browse = view.querySelector("#browse");
   const show = async () => {
     const f = new FormData(browse);
@@ -329,6 +370,81 @@ async function topic(view, name) {
   await show();
 }
 
+// A group's lag over the samples the server keeps (the last hour).
+function lagChart(history) {
+  const width = 600, height = 140;
+  const max = Math.max(1, ...history.map((h) => h.lag));
+  const first = history.length ? history[0].at : 0, last = history.length ? history[history.length - 1].at : 1;
+  const span = Math.max(1, last - first);
+  const points = history.map((h) => `${((h.at - first) / span) * width},${height - (h.lag / max) * (height - 10)}`).join(" ");
+  const from = history.length ? new Date(first).toLocaleTimeString() : "";
+  return `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img"
+      aria-label="Lag over time since ${esc(from)}: ${history.length} samples, at most ${number.format(max)}">
+    <polyline fill="none" stroke="var(--warn)" stroke-width="2" points="${points}"/></svg>
+    <div class="legend"><span>${history.length} samples${from ? ` since ${esc(from)}` : ""}</span><span>max ${number.format(max)}</span></div>`;
+}
+
+async function group(view, name) {
+  const base = `/console/api/groups/${encodeURIComponent(name)}`;
+  view.innerHTML = `<section data-testid="group"><p><a href="#/groups">Consumer groups</a> /</p><h1>${esc(name)}</h1>
+    <div class="cards">${card("State", "g-state")}${card("Members", "g-members")}${card("Lag", "g-lag")}</div>
+    <div class="chart"><div class="legend"><span>Lag over the last hour</span></div><div id="lag-chart"></div></div>
+    <div class="columns"><div><h2>Offsets</h2><table data-testid="offsets"><thead><tr><th scope="col">Topic</th>
+      <th scope="col" class="num">Partition</th><th scope="col" class="num">Committed</th><th scope="col" class="num">End</th>
+      <th scope="col" class="num">Lag</th></tr></thead><tbody></tbody></table>
+      <h2>Members</h2><table><thead><tr><th scope="col">Member</th><th scope="col">Client</th><th scope="col">Host</th>
+      <th scope="col">Partitions</th></tr></thead><tbody id="members"></tbody></table></div>
+    <form id="reset" data-testid="reset"><h2>Reset offsets</h2><p class="muted">Only while the group has no members.</p>
+      <label>To <select name="to"><option value="earliest">the start</option><option value="latest">the end</option>
+        <option value="timestamp">a time</option><option value="offset">an offset</option></select></label>
+      <label>Topic <select name="topic"><option value="">all</option></select></label>
+      <label>Time <input name="time" type="datetime-local"></label>
+      <label>Offset <input name="offset" type="number" min="0" value="0"></label>
+      <button type="submit">Reset</button> <span id="reset-status" role="status"></span></form></div></section>`;
+  const load = async () => {
+    const g = await api(base);
+    setCard("g-state", g.state, g.state);
+    setCard("g-members", g.members.length, number.format(g.members.length));
+    setCard("g-lag", g.lag, number.format(g.lag));
+    view.querySelector("#lag-chart").innerHTML = lagChart(g.history);
+    view.querySelector("[data-testid=offsets] tbody").innerHTML = g.offsets.map((o) => `<tr><td>${esc(o.topic)}</td>
+      <td class="num">${o.partition}</td><td class="num">${o.committed === null ? "–" : number.format(o.committed)}</td>
+      <td class="num">${number.format(o.end_offset)}</td><td class="num">${o.lag === null ? "–" : number.format(o.lag)}</td></tr>`).join("");
+    view.querySelector("#members").innerHTML = g.members.length ? g.members.map((m) => `<tr><td>${esc(m.member_id)}</td>
+      <td>${esc(m.client_id)}</td><td>${esc(m.host)}</td><td>${esc(m.assignment.join(", "))}</td></tr>`).join("")
+      : `<tr><td colspan="4" class="muted">No members.</td></tr>`;
+    const select = view.querySelector("#reset select[name=topic]");
+    const topicsOf = [...new Set(g.offsets.map((o) => o.topic))];
+    if (select.options.length !== topicsOf.length + 1) {
+      select.innerHTML = `<option value="">all</option>` + topicsOf.map((t) => `<option>${esc(t)}</option>`).join("");
+    }
+    view.querySelector("#reset button").disabled = g.members.length > 0;
+  };
+  view.querySelector("#reset").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const body = { to: f.get("to") };
+    if (f.get("topic")) body.topic = f.get("topic");
+    if (body.to === "timestamp") body.timestamp = new Date(f.get("time")).getTime();
+    if (body.to === "offset") body.offset = Number(f.get("offset"));
+    const status = view.querySelector("#reset-status");
+    try {
+      const response = await fetch(`${base}/reset`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
+      status.textContent = `Reset ${answer.offsets.length} partition(s).`;
+      await load();
+    } catch (error) {
+      status.textContent = `Not reset: ${error.message}`;
+    }
+  });
+  await load();
+  let refreshed = Date.now();
+  live.listener = () => {
+    if (Date.now() - refreshed >= 2000) { refreshed = Date.now(); load().catch(fail); }
+  };
+}
+
 const pages = { "": overview, topics, groups };
 
 function fail(error) {
@@ -343,7 +459,9 @@ function fail(error) {
 async function route() {
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   const name = parts[0];
-  const page = name === "topics" && parts[1] ? (view) => topic(view, decodeURIComponent(parts.slice(1).join("/"))) : pages[name] || overview;
+  const rest = decodeURIComponent(parts.slice(1).join("/"));
+  const page = name === "topics" && parts[1] ? (view) => topic(view, rest)
+    : name === "groups" && parts[1] ? (view) => group(view, rest) : pages[name] || overview;
   const key = pages[name] ? name || "overview" : "overview";
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.page === key) a.setAttribute("aria-current", "page");

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use weir_broker::Broker;
 
+mod groups;
 mod messages;
 
 /// What the overview says of this process besides the broker.
@@ -43,22 +44,31 @@ struct Console {
     broker: Arc<Broker>,
     info: Arc<ConsoleInfo>,
     started: Instant,
+    /// Each group's lag over the last hour, sampled by a task [`router`] starts.
+    lag_history: Arc<groups::LagHistory>,
 }
 
-/// The console's routes: the page at `/`, its assets, its API.
+/// The console's routes: the page at `/`, its assets, its API. Called within a Tokio runtime, it also starts sampling
+/// every group's lag (for the groups' charts), until the broker is dropped.
 pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
+    let lag_history = Arc::new(groups::LagHistory::default());
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(groups::keep_sampling(Arc::downgrade(&broker), lag_history.clone()));
+    }
     Router::new()
         .route("/", get(index))
         .route("/console/app.js", get(script))
         .route("/console/app.css", get(style))
         .route("/console/api/overview", get(overview))
-        .route("/console/api/topics", get(topics))
-        .route("/console/api/topics/{topic}", get(messages::topic))
+        .route("/console/api/topics", get(topics).post(messages::create))
+        .route("/console/api/topics/{topic}", get(messages::topic).delete(messages::delete))
         .route("/console/api/topics/{topic}/messages", get(messages::messages).post(messages::produce))
         .route("/console/api/topics/{topic}/search", get(messages::search))
         .route("/console/api/groups", get(groups))
+        .route("/console/api/groups/{group}", get(groups::group))
+        .route("/console/api/groups/{group}/reset", axum::routing::post(groups::reset))
         .route("/console/api/live", get(live))
-        .with_state(Console { broker, info: Arc::new(info), started: Instant::now() })
+        .with_state(Console { broker, info: Arc::new(info), started: Instant::now(), lag_history })
 }
 
 const INDEX: &str = include_str!("../assets/index.html");
@@ -311,6 +321,36 @@ mod tests {
         assert_eq!(page["items"][1]["records"], 5);
         let (_, filtered) = get_json(&app, "/console/api/topics?q=T1").await;
         assert_eq!(filtered["total"], 2);
+        // A topic's page and its messages, and the answers to mistakes.
+        let (_, t03) = get_json(&app, "/console/api/topics/t03").await;
+        assert_eq!((t03["partitions"].as_array().unwrap().len(), t03["configs"].is_object()), (2, true));
+        let (_, oldest) = get_json(&app, "/console/api/topics/t03/messages?from=earliest&order=oldest&limit=3").await;
+        let offsets: Vec<i64> =
+            oldest["records"].as_array().unwrap().iter().map(|r| r["offset"].as_i64().unwrap()).collect();
+        assert!((3..=5).contains(&offsets.len()) && offsets.iter().all(|o| *o <= 2), "{oldest}");
+        for (method, uri, body, status) in [
+            ("GET", "/console/api/topics/nope", "", StatusCode::NOT_FOUND),
+            ("GET", "/console/api/topics/t03/messages?from=yesterday", "", StatusCode::BAD_REQUEST),
+            ("GET", "/console/api/topics/t03/messages?partition=7", "", StatusCode::NOT_FOUND),
+            ("GET", "/console/api/topics/t03/search?q=x&in=body", "", StatusCode::BAD_REQUEST),
+            ("POST", "/console/api/topics/nope/messages", r#"{"value":"x"}"#, StatusCode::NOT_FOUND),
+            ("POST", "/console/api/topics", r#"{"name":"t03","partitions":1}"#, StatusCode::CONFLICT),
+            ("POST", "/console/api/topics", r#"{"name":"no spaces","partitions":1}"#, StatusCode::BAD_REQUEST),
+            (
+                "POST",
+                "/console/api/topics",
+                r#"{"name":"ok","partitions":1,"configs":{"no.such":"1"}}"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            ("DELETE", "/console/api/topics/nope", "", StatusCode::NOT_FOUND),
+            ("GET", "/console/api/groups/nope", "", StatusCode::NOT_FOUND),
+            ("POST", "/console/api/groups/nope/reset", r#"{"to":"earliest"}"#, StatusCode::NOT_FOUND),
+            ("POST", "/console/api/groups/nope/reset", r#"{"to":"sideways"}"#, StatusCode::BAD_REQUEST),
+        ] {
+            let request = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+            let response = app.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+            assert_eq!(response.status(), status, "{method} {uri}");
+        }
         for bad in ["/console/api/topics?limit=0", "/console/api/topics?limit=501", "/console/api/groups?offset=-1"] {
             let (status, body) = get_json(&app, bad).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");

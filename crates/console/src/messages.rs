@@ -116,6 +116,31 @@ pub(crate) async fn topic(State(c): State<Console>, Path(name): Path<String>) ->
 }
 
 #[derive(Debug, Deserialize)]
+pub(crate) struct NewTopic {
+    name: String,
+    partitions: i32,
+    /// Settings (`retention.ms`, `cleanup.policy`, ...); the broker refuses one it does not know.
+    #[serde(default)]
+    configs: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /console/api/topics`: creates a topic (201), 409 if it exists, 400 for a bad name, count or setting.
+pub(crate) async fn create(
+    State(c): State<Console>,
+    body: Result<Json<NewTopic>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(t) = body.map_err(|e| bad(format!("bad topic: {}", e.body_text())))?;
+    let d = c.broker.create_topic(&t.name, t.partitions, t.configs).map_err(broker_error)?;
+    Ok((StatusCode::CREATED, Json(json!({"name": d.name, "partitions": d.partitions.len()}))).into_response())
+}
+
+/// `DELETE /console/api/topics/{topic}`: the topic, its data and its groups' offsets.
+pub(crate) async fn delete(State(c): State<Console>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    c.broker.delete_topic(&name).map_err(broker_error)?;
+    Ok(Json(json!({"deleted": name})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
 pub(crate) struct Browse {
     /// One partition, or all when absent.
     partition: Option<i32>,

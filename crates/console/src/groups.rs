@@ -1,0 +1,192 @@
+//! A consumer group's page: members and their assignment, committed and end offsets, lag per partition, lag over
+//! the last hour (samples the server keeps, [`LagHistory`]), and resetting offsets (to the start, the end, a time
+//! or an offset) while the group has no members, as Kafka allows.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weir_broker::group::{OffsetAndMetadata, TopicPartition};
+use weir_broker::{Broker, BrokerError};
+
+use crate::{bad, ApiError, Console};
+
+/// How often every group's total lag is sampled, and how many samples are kept (an hour's).
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+const SAMPLES_KEPT: usize = 720;
+
+/// Each group's total lag over the last hour: (milliseconds since the epoch, lag).
+#[derive(Debug, Default)]
+pub(crate) struct LagHistory {
+    samples: std::sync::Mutex<HashMap<String, VecDeque<(i64, i64)>>>,
+}
+
+impl LagHistory {
+    fn sample(&self, broker: &Broker) {
+        let now = now_ms();
+        let mut lags = HashMap::new();
+        for g in broker.list_groups() {
+            if let Ok(d) = broker.describe_group(&g) {
+                lags.insert(g, d.offsets.iter().filter_map(|o| o.lag).sum::<i64>());
+            }
+        }
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.retain(|g, _| lags.contains_key(g));
+        for (g, lag) in lags {
+            let kept = samples.entry(g).or_default();
+            kept.push_back((now, lag));
+            while kept.len() > SAMPLES_KEPT {
+                kept.pop_front();
+            }
+        }
+    }
+
+    fn of(&self, group: &str) -> Vec<(i64, i64)> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples.get(group).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Samples every group's lag until the broker is gone (sampling on the blocking pool: it reads every group).
+pub(crate) async fn keep_sampling(broker: Weak<Broker>, history: Arc<LagHistory>) {
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        let h = history.clone();
+        if tokio::task::spawn_blocking(move || h.sample(&b)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+fn group_error(e: BrokerError) -> ApiError {
+    let status = match &e {
+        BrokerError::Group(weir_broker::group::GroupError::GroupIdNotFound(_))
+        | BrokerError::Group(weir_broker::group::GroupError::InvalidGroupId) => StatusCode::NOT_FOUND,
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
+        BrokerError::Group(_) => StatusCode::CONFLICT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    ApiError(status, e.to_string())
+}
+
+/// `GET /console/api/groups/{group}`.
+pub(crate) async fn group(State(c): State<Console>, Path(name): Path<String>) -> Result<Response, ApiError> {
+    if !c.broker.list_groups().contains(&name) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no consumer group {name:?}")));
+    }
+    let d = c.broker.describe_group(&name).map_err(group_error)?;
+    let members: Vec<Value> = d
+        .members
+        .iter()
+        .map(|m| {
+            let assignment: Vec<String> =
+                m.assignment.iter().flat_map(|(t, ps)| ps.iter().map(move |p| format!("{t}-{p}"))).collect();
+            json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "assignment": assignment})
+        })
+        .collect();
+    let offsets: Vec<Value> = d
+        .offsets
+        .iter()
+        .map(|o| {
+            json!({"topic": o.topic, "partition": o.partition, "committed": o.committed, "end_offset": o.log_end_offset,
+                   "lag": o.lag})
+        })
+        .collect();
+    let history: Vec<Value> =
+        c.lag_history.of(&name).into_iter().map(|(at, lag)| json!({"at": at, "lag": lag})).collect();
+    Ok(Json(json!({
+        "group": d.group,
+        "state": d.state,
+        "protocol": d.protocol,
+        "generation": d.generation,
+        "members": members,
+        "offsets": offsets,
+        "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
+        "history": history,
+        "sample_every_seconds": SAMPLE_EVERY.as_secs(),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Reset {
+    /// `earliest`, `latest`, `timestamp` or `offset`.
+    to: String,
+    /// Only this topic's partitions (all the group has offsets on when absent).
+    topic: Option<String>,
+    /// With `timestamp`: milliseconds since the epoch (the first record at or after it; the end when none is).
+    timestamp: Option<i64>,
+    /// With `offset`: the offset, kept within each partition's start and end.
+    offset: Option<i64>,
+}
+
+/// `POST /console/api/groups/{group}/reset`: moves the group's committed offsets, refused (409) while it has members.
+pub(crate) async fn reset(
+    State(c): State<Console>,
+    Path(name): Path<String>,
+    body: Result<Json<Reset>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(r) = body.map_err(|e| bad(format!("bad reset: {}", e.body_text())))?;
+    if !matches!(r.to.as_str(), "earliest" | "latest" | "timestamp" | "offset") {
+        return Err(bad(format!("to must be earliest, latest, timestamp or offset, not {:?}", r.to)));
+    }
+    if r.to == "timestamp" && r.timestamp.is_none() {
+        return Err(bad("to=timestamp needs timestamp (ms since the epoch)".into()));
+    }
+    if r.to == "offset" && r.offset.is_none() {
+        return Err(bad("to=offset needs offset".into()));
+    }
+    if !c.broker.list_groups().contains(&name) {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no consumer group {name:?}")));
+    }
+    let d = c.broker.describe_group(&name).map_err(group_error)?;
+    if !d.members.is_empty() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("the group has {} member(s): offsets can be reset only while it is empty", d.members.len()),
+        ));
+    }
+    let mut moved = Vec::new();
+    for o in d.offsets.iter().filter(|o| r.topic.as_ref().is_none_or(|t| *t == o.topic)) {
+        let (start, end) = c.broker.offsets(&o.topic, o.partition).map_err(group_error)?;
+        let to = match r.to.as_str() {
+            "earliest" => start,
+            "latest" => end,
+            "offset" => r.offset.unwrap_or(start).clamp(start, end),
+            _ => c
+                .broker
+                .offset_for_timestamp(&o.topic, o.partition, r.timestamp.unwrap_or(0))
+                .map_err(group_error)?
+                .unwrap_or(end),
+        };
+        moved.push((o.topic.clone(), o.partition, to));
+    }
+    if moved.is_empty() {
+        return Err(bad("the group has no committed offsets to reset (on that topic)".into()));
+    }
+    let offsets = moved
+        .iter()
+        .map(|(t, p, o)| {
+            let meta = OffsetAndMetadata {
+                offset: *o,
+                metadata: "reset by the weir console".into(),
+                commit_timestamp_ms: now_ms(),
+            };
+            (TopicPartition { topic: t.clone(), partition: *p }, meta)
+        })
+        .collect();
+    c.broker.groups().commit_offsets(&name, "", -1, offsets).map_err(|e| group_error(e.into()))?;
+    let answer: Vec<Value> = moved.iter().map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o})).collect();
+    Ok(Json(json!({"group": name, "offsets": answer})).into_response())
+}

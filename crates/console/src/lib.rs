@@ -168,7 +168,7 @@ struct Page {
 /// A page of at most this many rows: lists stay light at a thousand topics.
 const MAX_PAGE: usize = 500;
 
-fn page(q: Result<Query<Page>, axum::extract::rejection::QueryRejection>) -> Result<(String, usize, usize), ApiError> {
+fn page(q: PageQuery) -> Result<(String, usize, usize), ApiError> {
     let Query(p) = q.map_err(|e| bad(format!("bad query: {}", e.body_text())))?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -177,69 +177,52 @@ fn page(q: Result<Query<Page>, axum::extract::rejection::QueryRejection>) -> Res
     Ok((p.q.unwrap_or_default().to_lowercase(), p.offset.unwrap_or(0), limit))
 }
 
-/// `GET /console/api/topics?q=&offset=&limit=`: topics by name, with their partitions, sizes and offsets.
-async fn topics(
-    State(c): State<Console>,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+type PageQuery = Result<Query<Page>, axum::extract::rejection::QueryRejection>;
+
+/// A page of the `names` containing the query's filter, in order, each described by `describe` (skipped if it went
+/// away meanwhile).
+fn paged(q: PageQuery, mut names: Vec<String>, describe: impl Fn(&str) -> Option<serde_json::Value>) -> Response {
     let (filter, offset, limit) = match page(q) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let mut names: Vec<String> =
-        c.broker.list_topics().into_iter().filter(|n| n.to_lowercase().contains(&filter)).collect();
+    names.retain(|n| n.to_lowercase().contains(&filter));
     names.sort();
-    let total = names.len();
-    let items: Vec<serde_json::Value> = names
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .filter_map(|n| c.broker.describe_topic(n).ok())
-        .map(|d| {
-            let sum = |f: fn(&weir_broker::PartitionDescription) -> i64| d.partitions.iter().map(f).sum::<i64>();
-            json!({
-                "name": d.name,
-                "partitions": d.partitions.len(),
-                "size_bytes": d.partitions.iter().map(|p| p.size_bytes).sum::<u64>(),
-                "records": sum(|p| p.log_end_offset - p.log_start_offset),
-                "end_offset": sum(|p| p.log_end_offset),
-                "offline": d.partitions.iter().filter(|p| p.offline.is_some()).count(),
-            })
-        })
-        .collect();
-    Json(json!({"total": total, "offset": offset, "limit": limit, "items": items})).into_response()
+    let items: Vec<serde_json::Value> = names.iter().skip(offset).take(limit).filter_map(|n| describe(n)).collect();
+    Json(json!({"total": names.len(), "offset": offset, "limit": limit, "items": items})).into_response()
+}
+
+/// `GET /console/api/topics?q=&offset=&limit=`: topics by name, with their partitions, sizes and offsets.
+async fn topics(State(c): State<Console>, q: PageQuery) -> Response {
+    paged(q, c.broker.list_topics(), |n| {
+        let d = c.broker.describe_topic(n).ok()?;
+        let sum = |f: fn(&weir_broker::PartitionDescription) -> i64| d.partitions.iter().map(f).sum::<i64>();
+        Some(json!({
+            "name": d.name,
+            "partitions": d.partitions.len(),
+            "size_bytes": d.partitions.iter().map(|p| p.size_bytes).sum::<u64>(),
+            "records": sum(|p| p.log_end_offset - p.log_start_offset),
+            "end_offset": sum(|p| p.log_end_offset),
+            "offline": d.partitions.iter().filter(|p| p.offline.is_some()).count(),
+        }))
+    })
 }
 
 /// `GET /console/api/groups?q=&offset=&limit=`: consumer groups with their state, members and lag.
-async fn groups(
-    State(c): State<Console>,
-    q: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let (filter, offset, limit) = match page(q) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let names: Vec<String> =
-        c.broker.list_groups().into_iter().filter(|g| g.to_lowercase().contains(&filter)).collect();
-    let total = names.len();
-    let items: Vec<serde_json::Value> = names
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .filter_map(|g| c.broker.describe_group(g).ok())
-        .map(|d| {
-            let mut topics: Vec<&str> = d.offsets.iter().map(|o| o.topic.as_str()).collect();
-            topics.dedup();
-            json!({
-                "group": d.group,
-                "state": d.state,
-                "members": d.members.len(),
-                "topics": topics,
-                "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
-            })
-        })
-        .collect();
-    Json(json!({"total": total, "offset": offset, "limit": limit, "items": items})).into_response()
+async fn groups(State(c): State<Console>, q: PageQuery) -> Response {
+    paged(q, c.broker.list_groups(), |g| {
+        let d = c.broker.describe_group(g).ok()?;
+        let mut topics: Vec<&str> = d.offsets.iter().map(|o| o.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        Some(json!({
+            "group": d.group,
+            "state": d.state,
+            "members": d.members.len(),
+            "topics": topics,
+            "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
+        }))
+    })
 }
 
 /// How often `/console/api/live` sends a snapshot.

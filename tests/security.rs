@@ -326,6 +326,24 @@ fn a_running_weir_serves_tls_and_enforces_what_the_cli_changes() {
     ok(d, &["acls", "add", "--allow", "User:alice", "--operation", "write", "--system", "wedding"]);
     assert_eq!(eventually("200", || status("/message", &post)), "200");
 
+    // The web console: the same users, and ACLs on the system `console` (READ to look, WRITE to act).
+    assert_eq!(status("/", &[]), "401", "the console needs credentials");
+    let alice = ["-u", "alice:alice-pw-31"];
+    assert_eq!(status("/console/api/topics", &alice), "403");
+    ok(d, &["acls", "add", "--allow", "User:alice", "--operation", "read", "--system", "console"]);
+    assert_eq!(eventually("200", || status("/console/api/topics", &alice)), "200");
+    assert_eq!(status("/", &alice), "200");
+    let topic = r#"{"name": "scratch", "partitions": 1}"#;
+    let create = ["-u", "alice:alice-pw-31", "-X", "POST", "-H", "Content-Type: application/json", "-d", topic];
+    assert_eq!(status("/console/api/topics", &create), "403");
+    assert_eq!(
+        status("/console/api/topics/orders", &["-u", "alice:alice-pw-31", "-X", "DELETE"]),
+        "403",
+        "still there"
+    );
+    ok(d, &["acls", "add", "--allow", "User:alice", "--operation", "write", "--system", "console"]);
+    assert_eq!(eventually("201", || status("/console/api/topics", &create)), "201");
+
     // A token issued while it runs authenticates; removing the user revokes it.
     let token = ok(d, &["users", "token", "robot"]);
     let bearer = format!("Authorization: Bearer {}", token.trim());

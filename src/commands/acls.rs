@@ -137,6 +137,9 @@ fn parse_operation(s: &str) -> Result<Operation> {
     })
 }
 
+/// The web console's routes are guarded as this system's (`weir up`): READ to look, WRITE to act.
+pub const CONSOLE: &str = "console";
+
 /// Kafka matches an ACL's host against the client's IP address, so a host name would never match: refused.
 fn check_host(host: &str) -> Result<()> {
     if host != "*" && host.parse::<IpAddr>().is_err() {
@@ -145,10 +148,12 @@ fn check_host(host: &str) -> Result<()> {
     Ok(())
 }
 
-/// A literal system name must be one weir has (or `*`): an ACL for a misspelt system would guard nothing.
+/// A literal system name must be one weir has, the web console (`console`, guarded as a system), or `*`: an ACL
+/// for a misspelt system would guard nothing.
 fn check_system(name: &str) -> Result<()> {
-    if name != "*" && crate::systems::find(name).is_none() {
-        let known: Vec<String> = crate::systems::all().iter().map(|s| s.name().to_string()).collect();
+    if name != "*" && name != CONSOLE && crate::systems::find(name).is_none() {
+        let mut known: Vec<String> = crate::systems::all().iter().map(|s| s.name().to_string()).collect();
+        known.push(CONSOLE.into());
         bail!("--system {name:?}: there is no such system (known: {}, or * for all)", known.join(", "));
     }
     Ok(())

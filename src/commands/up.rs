@@ -90,7 +90,10 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             bus: "embedded".into(),
             systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
         };
-        routes = routes.merge(weir_console::router(broker.clone(), info));
+        // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
+        // (produce, create and delete topics, reset a group).
+        let console = weir_console::router(broker.clone(), info);
+        routes = routes.merge(weir_http::guard_system(super::acls::CONSOLE, console));
     }
     let schemas = registry.clone();
     let (http, rest_proxy) = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;

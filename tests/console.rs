@@ -3,8 +3,9 @@
 //! lags behind, and `tests/browser/console.js` checks each page renders without a console error, the overview's
 //! numbers and chart move with the live feed, the lists find the test's topic and group (reached with the keyboard),
 //! a message produced from the topic's page is found by a JSON path search, a group's lag shows and falls as it
-//! consumes and then to nothing when its offsets are reset from the page, and the dark theme holds when the page is
-//! opened again. Screenshots of each page go to `target/console-screenshots/`.
+//! consumes and then to nothing when its offsets are reset from the page, a letter the wedding dead-lettered is
+//! replayed from the page and leaves the waiting ones, a simulated wedding started from its view finishes with its
+//! stress against the exact optimum's, and the dark theme holds when the page is opened again. Screenshots of each page go to `target/console-screenshots/`.
 
 mod support;
 
@@ -32,9 +33,12 @@ fn the_console_shows_the_platform_live_in_a_browser() {
     );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let args = ["up", "--systems", "none", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let args = ["up", "--systems", "wedding", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
     let (mut up, kafka, http, _stderr) = start_up_command(weir(d, &args));
     let base = format!("http://{http}");
+
+    // Records on a wedding topic that are not wedding events: the wedding's consumer dead-letters them.
+    produce_to(&base, "wedding.brawl", 3);
 
     // A topic with records and a group that read only some of them: lag to show.
     produce_to(&base, "console-demo", 200);
@@ -97,7 +101,7 @@ fn the_console_shows_the_platform_live_in_a_browser() {
         "console.js failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["overview", "topics", "messages", "groups", "group", "overview-dark"] {
+    for page in ["overview", "topics", "messages", "groups", "group", "dead-letters", "wedding", "overview-dark"] {
         let shot = shots.join(format!("{page}.png"));
         assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot {}", shot.display());
     }

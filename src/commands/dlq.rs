@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use weir_runtime::handler::dlq_headers;
+use weir_runtime::handler::{dlq_headers, dlq_replay};
 use weir_runtime::{Bus, EmbeddedBus, KafkaBus, Message, OutgoingMessage, StartFrom, SubscribeOptions};
 
 use super::{open_broker, print_line};
@@ -15,7 +15,7 @@ use crate::cli::DlqCommand;
 use crate::settings::Settings;
 
 /// The group replays commit under, so a second replay sends only letters that arrived since.
-const REPLAY_GROUP: &str = "weir-dlq-replay";
+const REPLAY_GROUP: &str = dlq_replay::GROUP;
 
 pub async fn run(mut settings: Settings, cmd: DlqCommand) -> Result<()> {
     let (bus, broker): (Arc<dyn Bus>, _) = match &settings.server {
@@ -97,7 +97,43 @@ async fn next(sub: &mut dyn weir_runtime::Subscription) -> Result<Option<Vec<Mes
     }
 }
 
+/// The letters of `dlq` replayed one by one (by the web console), as recorded in the replays topic: not sent again.
+async fn replayed_one_by_one(bus: &dyn Bus, dlq: &str) -> Result<std::collections::HashSet<(i32, i64)>> {
+    let mut done = std::collections::HashSet::new();
+    let end = match bus.end_offsets(dlq_replay::REPLAYS_TOPIC).await {
+        Ok(end) => end.first().copied().unwrap_or(0),
+        // Nothing was ever replayed one by one.
+        Err(weir_runtime::BusError::UnknownTopic(_)) => return Ok(done),
+        Err(e) => return Err(e).context("cannot read which dead letters were replayed"),
+    };
+    if end == 0 {
+        return Ok(done);
+    }
+    let mut sub = bus.read(&[dlq_replay::REPLAYS_TOPIC.to_string()], StartFrom::Earliest).await?;
+    let mut read_up_to = 0;
+    let started = std::time::Instant::now();
+    while read_up_to < end {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("cannot read {} to its end within 30 s", dlq_replay::REPLAYS_TOPIC);
+        }
+        for m in sub.next_batch(Duration::from_millis(250)).await? {
+            read_up_to = read_up_to.max(m.offset + 1);
+            let Some(v) = m.value.as_deref().and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok()) else {
+                continue;
+            };
+            if let (Some(d), Some(p), Some(o)) = (v["dlq"].as_str(), v["partition"].as_i64(), v["offset"].as_i64()) {
+                if d == dlq {
+                    done.insert((p as i32, o));
+                }
+            }
+        }
+    }
+    let _ = sub.close().await;
+    Ok(done)
+}
+
 async fn replay(bus: &dyn Bus, topic: &str, dlq: &str, max: Option<u64>) -> Result<()> {
+    let already = replayed_one_by_one(bus, dlq).await?;
     let mut options = SubscribeOptions::new(REPLAY_GROUP, [dlq]);
     options.start_from = StartFrom::Earliest;
     let mut sub = bus.subscribe(options).await.with_context(|| format!("cannot read {dlq}"))?;
@@ -109,11 +145,16 @@ async fn replay(bus: &dyn Bus, topic: &str, dlq: &str, max: Option<u64>) -> Resu
             if n >= max {
                 break 'outer;
             }
+            if already.contains(&(m.partition, m.offset)) {
+                commits.push((m.topic.clone(), m.partition, m.offset + 1));
+                continue;
+            }
             let original = m.header(dlq_headers::TOPIC).map(|t| String::from_utf8_lossy(t).into_owned());
             let target = original.unwrap_or_else(|| topic.to_string());
             let mut headers: Vec<(String, Bytes)> =
-                m.headers.iter().filter(|(k, _)| !k.starts_with("weir.dlq.")).cloned().collect();
-            headers.push(("weir.dlq.replayed_from".into(), Bytes::from(format!("{dlq}/{}/{}", m.partition, m.offset))));
+                m.headers.iter().filter(|(k, _)| !k.starts_with(dlq_headers::PREFIX)).cloned().collect();
+            headers
+                .push((dlq_headers::REPLAYED_FROM.into(), Bytes::from(format!("{dlq}/{}/{}", m.partition, m.offset))));
             let msg = OutgoingMessage {
                 topic: target,
                 key: m.key.clone(),

@@ -89,6 +89,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             version: env!("CARGO_PKG_VERSION").into(),
             bus: "embedded".into(),
             systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
+            dead_letters: dead_letter_format(),
         };
         // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
         // (produce, create and delete topics, reset a group).
@@ -143,6 +144,24 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let _ = tokio::task::spawn_blocking(weir_runtime::telemetry::shutdown).await;
     eprintln!("weir stopped");
     outcome
+}
+
+/// How the runtime writes dead letters and records their replays, for the console's dead-letters page.
+fn dead_letter_format() -> weir_console::DeadLetterFormat {
+    use weir_runtime::handler::{dlq_headers as h, dlq_replay};
+    weir_console::DeadLetterFormat {
+        suffix: weir_runtime::handler::DEFAULT_DLQ_SUFFIX.into(),
+        topic_header: h::TOPIC.into(),
+        partition_header: h::PARTITION.into(),
+        offset_header: h::OFFSET.into(),
+        error_header: h::ERROR.into(),
+        attempts_header: h::ATTEMPTS.into(),
+        first_failure_header: h::FIRST_FAILURE_MS.into(),
+        header_prefix: h::PREFIX.into(),
+        replayed_from_header: h::REPLAYED_FROM.into(),
+        replays_topic: dlq_replay::REPLAYS_TOPIC.into(),
+        replay_group: dlq_replay::GROUP.into(),
+    }
 }
 
 /// The systems `--systems` chooses, each with its settings layered and checked.

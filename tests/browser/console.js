@@ -1,6 +1,7 @@
 // The web console in headless Chromium (Debian's chromium, npm's playwright-core), against a running `weir up`:
 // node console.js BASE_URL SCREENSHOT_DIR. Every page renders without a console error, the overview's numbers move
-// with the live feed, the lists find what the test made, the theme switches; a screenshot of each page.
+// with the live feed, the lists find what the test made, a dead letter is replayed, a simulated wedding finishes with
+// its stress against the optimum, the theme switches; a screenshot of each page.
 "use strict";
 const { chromium } = require("playwright-core");
 
@@ -107,6 +108,52 @@ async function main() {
   await page.waitForFunction(() => /^[2-9]|^\d{2,}/.test(document.querySelector("#lag-chart .legend span")?.textContent || ""), null, { timeout: 30000 });
   step("reset to the end, lag 0, samples kept");
   await page.screenshot({ path: `${shots}/group.png`, fullPage: true });
+
+  // Dead letters: the wedding dead-lettered what the test sent to wedding.brawl that is not an event. The oldest is
+  // replayed from the page: it leaves the waiting letters and shows among the replayed ones.
+  await page.click("nav a[data-page=dead-letters]");
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll("[data-testid=dlq-table] tbody tr")].find((r) => r.cells[0].textContent.trim() === "wedding.brawl.dlq");
+    return row && Number(row.cells[2].textContent.replace(/\D/g, "")) >= 3;
+  }, null, { timeout: 60000 });
+  step("dead-letter topics listed");
+  await page.click("[data-testid=dlq-table] a:has-text('wedding.brawl.dlq')");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=letters] article.letter").length >= 3, null, { timeout: 30000 });
+  const oldest = await page.$eval("[data-testid=letters] article.letter:last-child", (a) => ({
+    partition: a.dataset.partition, offset: a.dataset.offset, text: a.textContent, error: a.querySelector(".error").textContent }));
+  if (!/from wedding\.brawl \/ \d+ \/ \d+/.test(oldest.text) || !/attempts \d/.test(oldest.text) || /no error recorded/.test(oldest.error)) {
+    throw new Error(`a letter without its origin, attempts or error: ${oldest.text}`);
+  }
+  await page.screenshot({ path: `${shots}/dead-letters.png`, fullPage: true });
+  await page.click("[data-testid=letters] article.letter:last-child button.replay-one");
+  await page.waitForFunction(() => /Replayed 1 to wedding\.brawl/.test(document.getElementById("replay-status").textContent), null, { timeout: 15000 });
+  const still = await page.$$eval("[data-testid=letters] article.letter", (list, o) => list.filter((a) => a.dataset.partition === o.partition && a.dataset.offset === o.offset).length, oldest);
+  if (still) throw new Error("the replayed letter is still waiting");
+  await page.selectOption("#letters select[name=state]", "replayed");
+  await page.click("#letters button[type=submit]");
+  await page.waitForFunction((o) => [...document.querySelectorAll("[data-testid=letters] article.letter")]
+    .some((a) => a.dataset.partition === o.partition && a.dataset.offset === o.offset && a.dataset.replayed === "true"), oldest, { timeout: 15000 });
+  step("a dead letter replayed and gone from the waiting ones");
+
+  // The wedding's view: a simulated run started from the page, its timeline drawn, finishing with its stress against
+  // the exact optimum's.
+  await page.click("nav a[data-page=systems]");
+  await page.click("[data-testid=systems] a:has-text('Wedding')");
+  await page.waitForSelector("[data-testid=wedding]");
+  await page.fill("#simulate input[name=events]", "80");
+  await page.fill("#simulate input[name=seed]", "7");
+  await page.selectOption("#simulate select[name=speed]", "max");
+  await page.click("#simulate button[type=submit]");
+  await page.waitForFunction(() => /Run \d+ started: 80 events from seed 7/.test(document.getElementById("simulate-status").textContent), null, { timeout: 15000 });
+  await page.waitForFunction(() => document.getElementById("w-result").dataset.finished === "true", null, { timeout: 180000 });
+  const result = await page.$eval("#w-result", (r) => ({ stress: Number(r.dataset.stress), best: Number(r.dataset.best), text: r.textContent }));
+  if (!(result.best >= 0 && result.stress >= result.best) || !/against \d+ for the best possible/.test(result.text.replace(/\s+/g, " "))) {
+    throw new Error(`the run's result: ${JSON.stringify(result)}`);
+  }
+  if ((await page.$$("[data-testid=timeline] rect")).length === 0) throw new Error("no handling on the timeline");
+  if (Number(await page.getAttribute("#w-sent", "data-value")) !== 80) throw new Error("not every event was sent");
+  step(`the wedding run finished: stress ${result.stress}, best possible ${result.best}`);
+  await page.screenshot({ path: `${shots}/wedding.png`, fullPage: true });
 
   // Theme: system, then light, then dark, kept when the page is opened again.
   await page.click("#theme");

@@ -1,4 +1,5 @@
-// weir console: pages over /console/api (hash routes: #/, #/topics, #/groups), live numbers from
+// weir console: pages over /console/api (hash routes: #/, #/topics, #/groups, #/dead-letters; the systems' views
+// are in systems.js), live numbers from
 // /console/api/live (Server-Sent Events, one snapshot a second). No dependencies: it ships inside the weir binary.
 "use strict";
 
@@ -445,7 +446,89 @@ async function group(view, name) {
   };
 }
 
-const pages = { "": overview, topics, groups };
+function deadLetterTopics(view) {
+  return list(view, {
+    title: "Dead letters", path: "/console/api/dead-letters", testid: "dlq-table",
+    columns: [{ label: "Dead-letter topic" }, { label: "From topic" }, { label: "Waiting", num: true },
+      { label: "Replayed", num: true }, { label: "Letters", num: true }],
+    row: (d) => `<tr><td><a href="#/dead-letters/${encodeURIComponent(d.topic)}">${esc(d.topic)}</a></td>
+      <td>${esc(d.origin)}</td><td class="num ${d.waiting > 0 ? "lag-high" : ""}">${number.format(d.waiting)}</td>
+      <td class="num">${number.format(d.replayed)}</td><td class="num">${number.format(d.letters)}</td></tr>`,
+    extra: `<p class="muted">Records a handler failed for good land in <code>TOPIC.dlq</code>, with the error, the attempts
+      and where they came from. Replaying one sends it back there.</p>`,
+  });
+}
+
+// One dead letter: the failure (error, attempts, origin, first failure), the record, and its own replay button.
+function letter(l) {
+  const origin = l.origin.topic ? `${esc(l.origin.topic)} / ${l.origin.partition} / ${number.format(l.origin.offset)}` : "unknown";
+  const value = l.value_json !== null ? JSON.stringify(l.value_json, null, 2) : l.value === null ? "(null)" : l.value;
+  const first = l.first_failure_ms ? new Date(l.first_failure_ms).toLocaleString() : "–";
+  return `<article class="message letter" data-partition="${l.partition}" data-offset="${l.offset}" data-replayed="${l.replayed}">
+    <div class="meta"><label><input type="checkbox" class="pick" ${l.replayed ? "disabled" : ""}
+      aria-label="Choose letter ${l.partition}/${l.offset}"> partition ${l.partition} · offset ${number.format(l.offset)}</label>
+      <span>from ${origin}</span><span>attempts ${l.attempts ?? "–"}</span><span>first failed ${esc(first)}</span>
+      <span>key: ${l.key === null ? "<span class=\"muted\">(none)</span>" : esc(l.key)}</span>
+      ${l.replayed ? `<span class="ok">replayed</span>` : `<button type="button" class="replay-one">Replay</button>`}</div>
+    <div class="error">${esc(l.error || "(no error recorded)")}</div><pre>${esc(value)}</pre></article>`;
+}
+
+async function deadLetters(view, name) {
+  const base = `/console/api/dead-letters/${encodeURIComponent(name)}`;
+  view.innerHTML = `<section data-testid="dead-letters"><p><a href="#/dead-letters">Dead letters</a> /</p><h1>${esc(name)}</h1>
+    <form id="letters" class="toolbar wrap">
+      <label>Error, key or value containing <input name="q" type="search" autocomplete="off"></label>
+      <label>Show <select name="state"><option value="waiting">waiting</option><option value="replayed">replayed</option>
+        <option value="all">all</option></select></label>
+      <button type="submit">Show</button></form>
+    <div class="toolbar"><button type="button" id="replay-chosen" disabled>Replay the chosen</button>
+      <button type="button" id="replay-all">Replay all waiting</button>
+      <span id="replay-status" role="status"></span></div>
+    <p class="muted" id="letters-count"></p><div id="letter-list" data-testid="letters"></div></section>`;
+  const form = view.querySelector("#letters");
+  const status = view.querySelector("#replay-status");
+  const chosen = view.querySelector("#replay-chosen");
+  const all = view.querySelector("#replay-all");
+  const load = async () => {
+    const f = new FormData(form);
+    const page = await api(`${base}?${new URLSearchParams({ q: f.get("q"), state: f.get("state"), limit: 200 })}`);
+    const listEl = view.querySelector("#letter-list");
+    listEl.innerHTML = page.letters.length ? page.letters.map(letter).join("") : `<p class="muted">No letters.</p>`;
+    view.querySelector("#letters-count").textContent =
+      `${number.format(page.matched)} letter(s)${page.matched > page.letters.length ? `, the newest ${page.letters.length} shown` : ""}; ${number.format(page.scanned)} scanned`;
+    all.textContent = f.get("q") ? `Replay all waiting matching “${f.get("q")}”` : "Replay all waiting";
+    all.disabled = f.get("state") === "replayed" || page.matched === 0;
+    chosen.disabled = true;
+    listEl.querySelectorAll("input.pick").forEach((box) => box.addEventListener("change", () => {
+      chosen.disabled = !listEl.querySelector("input.pick:checked");
+    }));
+    listEl.querySelectorAll("button.replay-one").forEach((button) => button.addEventListener("click", () => {
+      const a = button.closest("article");
+      replay({ letters: [{ partition: Number(a.dataset.partition), offset: Number(a.dataset.offset) }] });
+    }));
+  };
+  const replay = async (body) => {
+    status.textContent = "replaying…";
+    try {
+      const response = await fetch(`${base}/replay`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
+      const where = Object.entries(answer.to).map(([t, n]) => `${number.format(n)} to ${t}`).join(", ");
+      status.textContent = answer.replayed ? `Replayed ${where}.` : "Nothing to replay: already replayed.";
+      await load();
+    } catch (error) {
+      status.textContent = `Not replayed: ${error.message}`;
+    }
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); load().catch(fail); });
+  chosen.addEventListener("click", () => replay({ letters: [...view.querySelectorAll("input.pick:checked")]
+    .map((box) => box.closest("article")).map((a) => ({ partition: Number(a.dataset.partition), offset: Number(a.dataset.offset) })) }));
+  all.addEventListener("click", () => replay({ q: new FormData(form).get("q") }));
+  await load();
+}
+
+// systems.js defines the systems' pages.
+const pages = { "": overview, topics, groups, "dead-letters": deadLetterTopics, systems: (view) => systemsPage(view) };
 
 function fail(error) {
   const view = document.getElementById("main");
@@ -461,7 +544,10 @@ async function route() {
   const name = parts[0];
   const rest = decodeURIComponent(parts.slice(1).join("/"));
   const page = name === "topics" && parts[1] ? (view) => topic(view, rest)
-    : name === "groups" && parts[1] ? (view) => group(view, rest) : pages[name] || overview;
+    : name === "groups" && parts[1] ? (view) => group(view, rest)
+    : name === "dead-letters" && parts[1] ? (view) => deadLetters(view, rest)
+    : name === "systems" && parts[1] ? (view) => systemPage(view, decodeURIComponent(parts[1]), decodeURIComponent(parts.slice(2).join("/")))
+    : pages[name] || overview;
   const key = pages[name] ? name || "overview" : "overview";
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.page === key) a.setAttribute("aria-current", "page");

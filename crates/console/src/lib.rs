@@ -26,8 +26,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use weir_broker::Broker;
 
+mod dead_letters;
 mod groups;
 mod messages;
+
+pub use dead_letters::DeadLetterFormat;
 
 /// What the overview says of this process besides the broker.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +40,8 @@ pub struct ConsoleInfo {
     pub bus: String,
     /// The systems this process runs.
     pub systems: Vec<String>,
+    /// How the runtime writes dead letters.
+    pub dead_letters: DeadLetterFormat,
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +51,8 @@ struct Console {
     started: Instant,
     /// Each group's lag over the last hour, sampled by a task [`router`] starts.
     lag_history: Arc<groups::LagHistory>,
+    /// The dead letters replayed, as recorded.
+    replays: Arc<dead_letters::Replays>,
 }
 
 /// The console's routes: the page at `/`, its assets, its API. Called within a Tokio runtime, it also starts sampling
@@ -58,6 +65,7 @@ pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/console/app.js", get(script))
+        .route("/console/systems.js", get(systems_script))
         .route("/console/app.css", get(style))
         .route("/console/api/overview", get(overview))
         .route("/console/api/topics", get(topics).post(messages::create))
@@ -67,12 +75,22 @@ pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
         .route("/console/api/groups", get(groups))
         .route("/console/api/groups/{group}", get(groups::group))
         .route("/console/api/groups/{group}/reset", axum::routing::post(groups::reset))
+        .route("/console/api/dead-letters", get(dead_letters::list))
+        .route("/console/api/dead-letters/{topic}", get(dead_letters::letters))
+        .route("/console/api/dead-letters/{topic}/replay", axum::routing::post(dead_letters::replay))
         .route("/console/api/live", get(live))
-        .with_state(Console { broker, info: Arc::new(info), started: Instant::now(), lag_history })
+        .with_state(Console {
+            broker,
+            info: Arc::new(info),
+            started: Instant::now(),
+            lag_history,
+            replays: Arc::default(),
+        })
 }
 
 const INDEX: &str = include_str!("../assets/index.html");
 const SCRIPT: &str = include_str!("../assets/app.js");
+const SYSTEMS_SCRIPT: &str = include_str!("../assets/systems.js");
 const STYLE: &str = include_str!("../assets/app.css");
 
 async fn index() -> Response {
@@ -81,6 +99,11 @@ async fn index() -> Response {
 
 async fn script() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], SCRIPT)
+        .into_response()
+}
+
+async fn systems_script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], SYSTEMS_SCRIPT)
         .into_response()
 }
 
@@ -287,8 +310,10 @@ mod tests {
         for _ in 0..5 {
             p.send(weir_broker::ProduceRecord::new("t03", "x")).await.unwrap();
         }
-        let app =
-            router(broker.clone(), ConsoleInfo { version: "9.9".into(), bus: "embedded".into(), systems: vec![] });
+        let app = router(
+            broker.clone(),
+            ConsoleInfo { version: "9.9".into(), bus: "embedded".into(), systems: vec![], ..Default::default() },
+        );
         let response = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let (_, overview) = get_json(&app, "/console/api/overview").await;

@@ -18,7 +18,7 @@ use weir_broker::{Broker, BrokerError, ProduceRecord};
 use crate::{bad, ApiError, Console};
 
 /// A broker error as the console's API answers it: 404 for a topic or partition that does not exist.
-fn broker_error(e: BrokerError) -> ApiError {
+pub(crate) fn broker_error(e: BrokerError) -> ApiError {
     let status = match e {
         BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
         BrokerError::InvalidTopicName(_) | BrokerError::InvalidPartitions(_) | BrokerError::InvalidConfig(_) => {
@@ -42,7 +42,7 @@ fn shown(bytes: Option<&[u8]>) -> (Value, &'static str) {
 }
 
 /// One stored record as the page shows it (and copies it).
-fn record_json(partition: i32, r: &weir_log::StoredRecord) -> Value {
+pub(crate) fn record_json(partition: i32, r: &weir_log::StoredRecord) -> Value {
     let (key, key_encoding) = shown(r.key.as_deref());
     let (value, value_encoding) = shown(r.value.as_deref());
     let value_json = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok());
@@ -63,7 +63,7 @@ fn record_json(partition: i32, r: &weir_log::StoredRecord) -> Value {
 }
 
 /// Records of one partition from `from` (inclusive) up to `to` (exclusive), at most `limit`.
-fn read_range(
+pub(crate) fn read_range(
     broker: &Broker,
     topic: &str,
     partition: i32,

@@ -132,7 +132,7 @@ impl RunnerConfig {
             max_attempts: 5,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
-            dlq_suffix: ".dlq".into(),
+            dlq_suffix: DEFAULT_DLQ_SUFFIX.into(),
             concurrency: 8,
             batch_size: 2000,
             start_from: StartFrom::Earliest,
@@ -797,6 +797,9 @@ pub fn event_id(m: &Message) -> String {
     }
 }
 
+/// A dead-letter topic is named its origin's name with this, unless a runner sets another (`dlq_suffix`).
+pub const DEFAULT_DLQ_SUFFIX: &str = ".dlq";
+
 /// Headers of a dead letter.
 pub mod dlq_headers {
     pub const TOPIC: &str = "weir.dlq.topic";
@@ -805,6 +808,19 @@ pub mod dlq_headers {
     pub const ERROR: &str = "weir.dlq.error";
     pub const ATTEMPTS: &str = "weir.dlq.attempts";
     pub const FIRST_FAILURE_MS: &str = "weir.dlq.first_failure_ms";
+    /// What every header above starts with: a replayed copy leaves them behind.
+    pub const PREFIX: &str = "weir.dlq.";
+    /// On a replayed copy: `<dlq>/<partition>/<offset>` it was replayed from.
+    pub const REPLAYED_FROM: &str = "weir.dlq.replayed_from";
+}
+
+/// Replaying dead letters (`weir dlq replay`, the web console): what records which letters were sent back.
+pub mod dlq_replay {
+    /// The group `weir dlq replay` commits under: letters below its offsets were replayed.
+    pub const GROUP: &str = "weir-dlq-replay";
+    /// A kept topic where each letter replayed one by one (the console) is recorded, keyed `<dlq>/<partition>/
+    /// <offset>`, its value `{"dlq", "partition", "offset", "to", "at_ms"}`: neither sends a letter the other sent.
+    pub const REPLAYS_TOPIC: &str = "__weir_dlq_replays";
 }
 
 async fn dead_letter(

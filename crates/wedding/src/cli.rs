@@ -10,18 +10,17 @@
 //! for a virtual one there too). `--model` skips weir altogether and computes the outcome from the rules in-process,
 //! which a virtual run reproduces decision for decision.
 
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, FromArgMatches, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::json;
 use weir_runtime::api_client::ApiTarget;
 use weir_runtime::{CommandHost, Host, SystemSettings};
 
+use crate::drive::{drive, DriveOptions, Progress};
 use crate::report::Report;
-use crate::rules::{Ms, Rules};
+use crate::rules::Rules;
 use crate::schedule::{simulate, Event, Policy};
 use crate::system::WeddingSystem;
 use crate::{dataset, report};
@@ -166,7 +165,8 @@ pub async fn run(matches: clap::ArgMatches, host: Arc<dyn CommandHost>) -> Resul
     }
     if let Some(target) = args.target.clone() {
         let api = ApiTarget::Http(target.trim_start_matches("http://").trim_end_matches('/').to_string());
-        let report = drive(&api, &events, &args, policy, args.clock.unwrap_or(ClockKind::Real)).await?;
+        let options = drive_options(&args, policy, args.clock.unwrap_or(ClockKind::Real))?;
+        let report = drive(&api, &events, &options).await?;
         return print(&args, &report, Some(&target));
     }
     embedded(&*host, args, policy.unwrap_or(Policy::Edf), events).await
@@ -183,8 +183,8 @@ async fn embedded(host: &dyn CommandHost, args: SimulateArgs, policy: Policy, ev
         .start(&WeddingSystem, SystemSettings::defaults("wedding"))
         .await
         .context("cannot start the wedding services")?;
-    let outcome =
-        drive(&ApiTarget::Router(routes), &events, &args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual)).await;
+    let options = drive_options(&args, Some(policy), args.clock.unwrap_or(ClockKind::Virtual))?;
+    let outcome = drive(&ApiTarget::Router(routes), &events, &options).await;
     systems.stop_and_warn(std::time::Duration::from_secs(10)).await;
     platform.close().await;
     print(&args, &outcome?, None)
@@ -203,9 +203,11 @@ fn print(args: &SimulateArgs, r: &Report, target: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// The body of `POST /api/wedding/start` for the simulator's flags.
-fn start_body(args: &SimulateArgs, policy: Option<Policy>, clock: ClockKind) -> Result<Value> {
-    let mut start = json!({"clock": if clock == ClockKind::Virtual { "virtual" } else { "real" }});
+/// How the simulator's flags drive a run: its `POST /api/wedding/start` body, speed and batches, with progress on
+/// stderr.
+fn drive_options(args: &SimulateArgs, policy: Option<Policy>, clock: ClockKind) -> Result<DriveOptions> {
+    let virtual_clock = clock == ClockKind::Virtual;
+    let mut start = json!({"clock": if virtual_clock { "virtual" } else { "real" }});
     if args.speed.is_finite() {
         start["speed"] = json!(args.speed);
     } else if clock == ClockKind::Real {
@@ -223,133 +225,5 @@ fn start_body(args: &SimulateArgs, policy: Option<Policy>, clock: ClockKind) -> 
     if args.allow_overrun {
         start["allow_overrun"] = json!(true);
     }
-    Ok(start)
-}
-
-/// Sends `events` to ingest, `per_request` to a request, with times in whole seconds from 00:00 as the seed does.
-async fn post_events(api: &ApiTarget, events: &[&Event], per_request: usize) -> Result<()> {
-    let body: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({"id": e.id, "event_type": e.event_type, "priority": e.priority.name(),
-                "description": e.description, "timestamp": e.happened / 1000})
-        })
-        .collect();
-    for chunk in body.chunks(per_request) {
-        api.call("POST", "/api/wedding/events", &Value::Array(chunk.to_vec())).await?;
-    }
-    Ok(())
-}
-
-/// Runs the wedding on the weir at `api`: a new run, the events sent at their times (on the run's clock), until
-/// every one is handled or past its deadline; returns the run's report.
-async fn drive(
-    api: &ApiTarget,
-    events: &[Event],
-    args: &SimulateArgs,
-    policy: Option<Policy>,
-    clock: ClockKind,
-) -> Result<Report> {
-    let start = start_body(args, policy, clock)?;
-    let run =
-        api.call("POST", "/api/wedding/start", &start).await?["run"].as_i64().context("no run id in the answer")?;
-    let mut order: Vec<&Event> = events.iter().collect();
-    order.sort_by_key(|e| e.happened);
-    let end = order.iter().map(|e| e.deadline()).max().unwrap_or(0);
-    let started = Instant::now();
-    // The wall-clock moment a wedding moment is due.
-    let due = |ms: Ms| (args.speed.is_finite()).then(|| Duration::from_secs_f64(ms as f64 / 1000.0 / args.speed));
-    let mut progress = Progress::new(run, order.len());
-    let mut sent = 0;
-    match clock {
-        ClockKind::Virtual => {
-            // One wedding second at a time: what happens within it is sent, then the clock is moved to its end.
-            let mut t: Ms = 0;
-            loop {
-                if let Some(wait) = due(t).and_then(|d| d.checked_sub(started.elapsed())) {
-                    tokio::time::sleep(wait).await;
-                }
-                let upto = order[sent..].partition_point(|e| e.happened <= t);
-                post_events(api, &order[sent..sent + upto], args.batch).await?;
-                sent += upto;
-                api.call("POST", "/api/wedding/advance", &json!({"to": t})).await?;
-                progress.show(api, t, sent, false).await?;
-                if t >= end && sent == order.len() {
-                    break;
-                }
-                t += 1000;
-            }
-        }
-        ClockKind::Real => {
-            while sent < order.len() {
-                let at = order[sent].happened;
-                if let Some(wait) = due(at).and_then(|d| d.checked_sub(started.elapsed())) {
-                    tokio::time::sleep(wait).await;
-                }
-                let upto = order[sent..].partition_point(|e| e.happened <= at);
-                post_events(api, &order[sent..sent + upto], args.batch).await?;
-                sent += upto;
-                progress.show(api, (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false).await?;
-            }
-            // Until every event is handled or past its deadline.
-            let give_up = due(end).unwrap_or_default() + Duration::from_secs(30);
-            loop {
-                let r = api.call("GET", &format!("/api/wedding/report?run={run}&summary=true"), &Value::Null).await?;
-                if r["open"] == 0 && r["events"].as_u64() == Some(order.len() as u64) {
-                    break;
-                }
-                if started.elapsed() > give_up {
-                    bail!("the run did not settle: {r}");
-                }
-                progress.show(api, (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as Ms, sent, false).await?;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    progress.show(api, end, sent, true).await?;
-    let r = api.call("GET", &format!("/api/wedding/report?run={run}"), &Value::Null).await?;
-    serde_json::from_value(r.clone()).with_context(|| format!("an unexpected report: {r}"))
-}
-
-/// The progress line on stderr: wedding time, events sent, handled and missed, about once a second.
-struct Progress {
-    run: i64,
-    total: usize,
-    last: Option<Instant>,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(run: i64, total: usize) -> Self {
-        use std::io::IsTerminal;
-        Progress { run, total, last: None, tty: std::io::stderr().is_terminal() }
-    }
-
-    async fn show(&mut self, api: &ApiTarget, now: Ms, sent: usize, last: bool) -> Result<()> {
-        if !last && self.last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
-            return Ok(());
-        }
-        self.last = Some(Instant::now());
-        let r = api.call("GET", &format!("/api/wedding/report?run={}&summary=true", self.run), &Value::Null).await?;
-        let secs = now.max(0) / 1000;
-        let line = format!(
-            "{:02}:{:02}  sent {sent}/{}  handled {}  missed {}  open {}",
-            secs / 60,
-            secs % 60,
-            self.total,
-            r["happy"].as_i64().unwrap_or(0),
-            r["stress"].as_i64().unwrap_or(0),
-            r["open"].as_i64().unwrap_or(0)
-        );
-        // On a terminal, one line redrawn in place; elsewhere (logs, CI) a line a second.
-        if self.tty {
-            eprint!("\r{line}   ");
-            if last {
-                eprintln!();
-            }
-        } else {
-            eprintln!("{line}");
-        }
-        Ok(())
-    }
+    Ok(DriveOptions { start, speed: args.speed, batch: args.batch, virtual_clock, progress: Some(Progress::stderr()) })
 }

@@ -9,6 +9,7 @@
 //! - `service/`: the services on the bus: HTTP ingest (each event stored with its outbox row), a topic per type,
 //!   one consumer group per team, statuses in `wedding_events`, the run's report.
 //! - `system.rs`: the wedding as a weir system (settings, topics, tables, routes, tasks, metrics, commands).
+//! - `drive.rs`: driving a run over the HTTP API as the seed's simulator does (the CLI's and the console's).
 //! - `cli.rs`: `weir wedding simulate` (the seed's simulator, over HTTP or in-process) and `weir wedding dataset`.
 //!
 //! The model on its own: a seeded wedding, scheduled by both policies, reported and compared with the bound.
@@ -31,6 +32,7 @@
 
 pub mod cli;
 pub mod dataset;
+pub mod drive;
 pub mod optimum;
 pub mod report;
 pub mod rules;

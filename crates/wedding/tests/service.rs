@@ -318,3 +318,55 @@ async fn refusals_store_nothing_and_the_clock_never_goes_back() {
     stop(host).await;
     broker.shutdown();
 }
+
+/// `POST /api/wedding/simulate` (the web console's "start a simulated run"): a random wedding driven in the background
+/// on a virtual clock finishes with the in-process model's outcome, its progress in the report and the runs list;
+/// a second one is refused while it goes, and bad settings are refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_run_started_over_http_finishes_with_the_models_outcome() {
+    use weir_wedding::rules::Rules;
+    use weir_wedding::schedule::{simulate, Policy};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path().join("data"));
+    let store = SqlStore::connect(&SqlStore::sqlite_url(dir.path())).await.unwrap();
+    let (app, host) = start(&broker, &store, &[]).await;
+    let (s, none) = call(&app, Method::GET, "/api/wedding/runs", None).await;
+    assert_eq!((s, none), (StatusCode::OK, json!({"runs": []})));
+    for bad in [json!({"events": 0}), json!({"speed": -1}), json!({"speed": "fast"}), json!({"policy": "lifo"})] {
+        let (s, e) = call(&app, Method::POST, "/api/wedding/simulate", Some(bad.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+    }
+
+    let body = json!({"events": 150, "seed": 11, "speed": "max", "policy": "edf"});
+    let (s, started) = call(&app, Method::POST, "/api/wedding/simulate", Some(body.clone())).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{started}");
+    let run = started["run"].as_i64().unwrap();
+    assert_eq!(
+        (started["simulation"]["events"].as_u64(), started["simulation"]["seed"].as_u64()),
+        (Some(150), Some(11))
+    );
+    let (s, busy) = call(&app, Method::POST, "/api/wedding/simulate", Some(body)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "a second simulated run while the first goes: {busy}");
+    let (_, runs) = call(&app, Method::GET, "/api/wedding/runs?limit=5", None).await;
+    assert_eq!((runs["runs"][0]["run"].as_i64(), runs["runs"][0]["clock"].as_str()), (Some(run), Some("virtual")));
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let summary = loop {
+        let (_, summary) = call(&app, Method::GET, &format!("/api/wedding/report?run={run}&summary=true"), None).await;
+        if summary["simulation"]["finished"] == true {
+            break summary;
+        }
+        assert!(Instant::now() < deadline, "the simulated run did not finish: {summary}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(summary["simulation"]["error"], Value::Null, "{summary}");
+    assert_eq!((summary["simulation"]["sent"].as_u64(), summary["open"].as_u64()), (Some(150), Some(0)), "{summary}");
+    let (_, report) = call(&app, Method::GET, &format!("/api/wedding/report?run={run}"), None).await;
+    let rules = Rules::default();
+    let events = weir_wedding::dataset::generate(150, rules.wedding_length, 11);
+    let model = weir_wedding::report::report(&rules, &events, &simulate(&rules, &events, Policy::Edf), Policy::Edf);
+    assert_eq!((report["events"].as_u64(), report["stress"].as_u64()), (Some(150), Some(model.stress as u64)));
+    assert_eq!(report["upper_bound"].as_u64(), Some(model.upper_bound as u64), "the optimum is the model's");
+    stop(host).await;
+    broker.shutdown();
+}

@@ -14,7 +14,8 @@
 //!   simulation in `schedule.rs`, decision for decision.
 //!
 //! The files: `routes.rs` (the HTTP API), `ingest.rs` (validation, then the event rows and their outbox rows in one
-//! transaction), `store.rs` (every SQL statement), `clock.rs` (runs, their clocks, the virtual clock's advance),
+//! transaction), `store.rs` (every SQL statement), `clock.rs` (runs, their clocks, the virtual clock's advance), `simulation.rs` (a random
+//! wedding driven in the background for the web console),
 //! `consumer.rs` (a team's consumer group, on the runtime's `Runner`), `desk.rs` (a team's workers and queue).
 
 mod clock;
@@ -22,6 +23,7 @@ mod consumer;
 mod desk;
 mod ingest;
 mod routes;
+mod simulation;
 mod store;
 
 use std::collections::HashMap;
@@ -87,6 +89,10 @@ struct Shared {
     advancing: Arc<tokio::sync::Mutex<()>>,
     /// One run opened at a time.
     opening: Arc<tokio::sync::Mutex<()>>,
+    /// The simulated runs this instance drives (`POST /api/wedding/simulate`), by run.
+    simulations: Arc<Mutex<HashMap<i64, simulation::Simulation>>>,
+    /// One simulated run started at a time.
+    simulating: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Shared {
@@ -144,6 +150,8 @@ pub async fn start(ctx: SystemContext, config: ServiceConfig) -> Result<Started,
         desks: Arc::new(Mutex::new(Vec::new())),
         advancing: Arc::new(tokio::sync::Mutex::new(())),
         opening: Arc::new(tokio::sync::Mutex::new(())),
+        simulations: Arc::new(Mutex::new(HashMap::new())),
+        simulating: Arc::new(tokio::sync::Mutex::new(())),
     };
     let mut started = Started::default();
     started.spawn("wedding desks", lead(ctx.bus.clone(), shared.clone(), ctx.stop.clone()));

@@ -1,5 +1,6 @@
 //! The wedding's HTTP API: `POST /message` (the seed simulator's body), `POST|GET /api/wedding/events`,
-//! `POST /api/wedding/start`, `POST /api/wedding/advance` and `GET /api/wedding/report`. Errors have the shape of
+//! `POST /api/wedding/start`, `POST /api/wedding/advance`, `GET /api/wedding/report`, `GET /api/wedding/runs` and
+//! `POST /api/wedding/simulate` (`simulation.rs`). Errors have the shape of
 //! every error weir's HTTP server answers, `{"error_code": status, "message": ...}`.
 
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ pub(super) fn router(shared: Shared) -> Router {
         .route("/api/wedding/start", post(start_run))
         .route("/api/wedding/advance", post(advance))
         .route("/api/wedding/report", get(report))
+        .route("/api/wedding/runs", get(runs))
+        .route("/api/wedding/simulate", post(super::simulation::simulate))
         .with_state(shared)
 }
 
@@ -181,13 +184,41 @@ async fn list_events(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Resu
     let events: Vec<Value> = rows
         .iter()
         .map(|r| {
-            json!({"id": r.get::<String, _>(0), "event_type": r.get::<String, _>(1), "priority": r.get::<String, _>(2),
+            let event_type = r.get::<String, _>(1);
+            // The teams its type is routed to: who would have handled one nobody took.
+            let teams: Vec<&str> =
+                canonical_type(&event_type).map(crate::rules::teams_for).unwrap_or_default().iter().map(|t| t.name()).collect();
+            json!({"id": r.get::<String, _>(0), "event_type": event_type, "teams": teams, "priority": r.get::<String, _>(2),
                 "happened_ms": r.get::<i64, _>(3), "deadline_ms": r.get::<i64, _>(4), "team": r.get::<Option<String>, _>(5),
                 "worker": r.get::<Option<i32>, _>(6), "started_ms": r.get::<Option<i64>, _>(7),
                 "completed_ms": r.get::<Option<i64>, _>(8), "status": r.get::<String, _>(9)})
         })
         .collect();
     Ok(Json(json!({"run": run, "events": events})))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RunsQuery {
+    limit: Option<i64>,
+}
+
+/// `GET /api/wedding/runs?limit=N`: the latest runs (10 unless given, at most 1,000), newest first, each with its
+/// clock and the setup it was started with; `[]` before the first.
+async fn runs(State(s): State<Shared>, Query(q): Query<RunsQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad_request(format!("limit must be from 1 to 1000, got {limit}")));
+    }
+    let rows = store::recent_runs(&s.store, limit).await?;
+    let runs: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let setup: Value = serde_json::from_str(&r.setup).unwrap_or(Value::Null);
+            json!({"run": r.run, "started_ms": r.started_at, "clock": if r.virtual_clock { "virtual" } else { "real" },
+                "speed": r.speed, "setup": setup, "simulation": s.simulations.lock().get(&r.run).cloned()})
+        })
+        .collect();
+    Ok(Json(json!({"runs": runs})))
 }
 
 /// `GET /api/wedding/report`: the run's report (as `weir wedding simulate` prints it) from its rows, with `open`
@@ -198,9 +229,10 @@ async fn report(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Js
     if q.summary {
         let counts: HashMap<String, i64> = store::status_counts(&s.store, run).await?;
         let get = |k: &str| counts.get(k).copied().unwrap_or(0);
+        let simulation = s.simulations.lock().get(&run).cloned();
         return Ok(Json(
             json!({"run": run, "now": now, "events": counts.values().sum::<i64>(), "happy": get("handled"),
-            "stress": get("missed"), "open": get("pending") + get("in_progress")}),
+            "stress": get("missed"), "open": get("pending") + get("in_progress"), "simulation": simulation}),
         ));
     }
     let mut rows = store::report_rows(&s.store, run);
@@ -232,5 +264,6 @@ async fn report(State(s): State<Shared>, Query(q): Query<RunQuery>) -> Result<Js
     let mut v = serde_json::to_value(&full).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     v["open"] = json!(open);
     v["now"] = json!(now);
+    v["simulation"] = json!(s.simulations.lock().get(&run).cloned());
     Ok(Json(v))
 }

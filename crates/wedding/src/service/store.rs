@@ -92,6 +92,15 @@ pub(super) async fn latest_run(store: &SqlStore) -> Result<Option<RunRow>, sqlx:
         .transpose()
 }
 
+/// The latest `limit` runs, newest first.
+pub(super) async fn recent_runs(store: &SqlStore, limit: i64) -> Result<Vec<RunRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM wedding_runs ORDER BY run DESC LIMIT $1"))
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(run_row).collect()
+}
+
 pub(super) async fn find_run(store: &SqlStore, run: i64) -> Result<Option<RunRow>, sqlx::Error> {
     sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM wedding_runs WHERE run = $1"))
         .bind(run)

@@ -5,7 +5,8 @@
 //! a message produced from the topic's page is found by a JSON path search, a group's lag shows and falls as it
 //! consumes and then to nothing when its offsets are reset from the page, a letter the wedding dead-lettered is
 //! replayed from the page and leaves the waiting ones, a simulated wedding started from its view finishes with its
-//! stress against the exact optimum's, and the dark theme holds when the page is opened again. Screenshots of each page go to `target/console-screenshots/`.
+//! stress against the exact optimum's, a subject's versions are compared and drafts checked, a value produced with
+//! its schema shows decoded, and the dark theme holds when the page is opened again. Screenshots of each page go to `target/console-screenshots/`.
 
 mod support;
 
@@ -34,8 +35,34 @@ fn the_console_shows_the_platform_live_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let args = ["up", "--systems", "wedding", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let args = [&args[..], &["--schema-registry-listen", "127.0.0.1:0"]].concat();
     let (mut up, kafka, http, _stderr) = start_up_command(weir(d, &args));
     let base = format!("http://{http}");
+
+    // A subject with two versions (the second adds a field with a default) and a topic for values framed with it,
+    // registered through the registry's API as the console serves it.
+    let v1 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"int"}]}"#;
+    let v2 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"int"},{"name":"name","type":"string","default":""}]}"#;
+    for schema in [v1, v2] {
+        let body = serde_json::json!({"schema": schema}).to_string();
+        let answer = curl(&["-X", "POST", "-H", "content-type: application/json", "-d", &body])
+            .arg(format!("{base}/console/api/registry/subjects/console-typed-value/versions"))
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&answer.stdout).contains("\"id\""), "registering: {answer:?}");
+    }
+    let created = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"name":"console-typed","partitions":1}"#,
+    ])
+    .arg(format!("{base}/console/api/topics"))
+    .output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&created.stdout).contains("console-typed"), "creating: {created:?}");
 
     // Records on a wedding topic that are not wedding events: the wedding's consumer dead-letters them.
     produce_to(&base, "wedding.brawl", 3);
@@ -101,10 +128,19 @@ fn the_console_shows_the_platform_live_in_a_browser() {
         "console.js failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["overview", "topics", "messages", "groups", "group", "dead-letters", "wedding", "overview-dark"] {
+    let pages =
+        ["overview", "topics", "messages", "groups", "group", "dead-letters", "wedding", "schema", "overview-dark"];
+    for page in pages {
         let shot = shots.join(format!("{page}.png"));
         assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 10_000), "no screenshot {}", shot.display());
     }
+}
+
+/// curl, quiet, with a time limit.
+fn curl(args: &[&str]) -> Command {
+    let mut c = Command::new("curl");
+    c.args(["-s", "-m", "10"]).args(args);
+    c
 }
 
 /// Produces `n` JSON records to `topic` through the REST Proxy API.

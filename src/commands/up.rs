@@ -90,10 +90,15 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             bus: "embedded".into(),
             systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
             dead_letters: dead_letter_format(),
+            schemas: registry.clone().map(|r| Arc::new(ConsoleSchemas::new(r)) as Arc<dyn weir_console::Schemas>),
         };
         // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
-        // (produce, create and delete topics, reset a group).
-        let console = weir_console::router(broker.clone(), info);
+        // (produce, create and delete topics, reset a group, replay dead letters, check a draft schema).
+        let mut console = weir_console::router(broker.clone(), info);
+        // The Schemas page reads the registry's own API on this port (its subject ACLs apply as on its listener).
+        if let Some(service) = &registry {
+            console = console.nest("/console/api/registry", weir_schema::api::router(service.clone()));
+        }
         routes = routes.merge(weir_http::guard_system(super::acls::CONSOLE, console));
     }
     let schemas = registry.clone();
@@ -144,6 +149,48 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let _ = tokio::task::spawn_blocking(weir_runtime::telemetry::shutdown).await;
     eprintln!("weir stopped");
     outcome
+}
+
+/// The console's use of the schema registry: framed values decoded for showing, values encoded with a subject's
+/// latest schema for producing.
+#[derive(Debug)]
+struct ConsoleSchemas {
+    service: Arc<weir_schema::SchemaService>,
+    serializers: weir_schema::Serializers,
+}
+
+impl ConsoleSchemas {
+    fn new(service: Arc<weir_schema::SchemaService>) -> ConsoleSchemas {
+        ConsoleSchemas { serializers: weir_schema::Serializers::new(service.clone()), service }
+    }
+}
+
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
+impl weir_console::Schemas for ConsoleSchemas {
+    fn decode<'a>(&'a self, bytes: &'a [u8]) -> Boxed<'a, (i32, String, serde_json::Value)> {
+        Box::pin(async move {
+            use weir_http::EmbeddedSchemas;
+            let value = self.serializers.decode(bytes).await.map_err(|e| e.to_string())?;
+            let (id, _) = weir_schema::wire::unframe(bytes).ok_or("not framed with a schema id")?;
+            let kind = self.service.state().schema(id).map(|s| s.schema_type.to_string()).unwrap_or_default();
+            Ok((id, kind, value))
+        })
+    }
+
+    fn encode<'a>(&'a self, subject: &'a str, value: &'a serde_json::Value) -> Boxed<'a, (i32, Vec<u8>)> {
+        Box::pin(async move {
+            use weir_http::EmbeddedSchemas;
+            let id = {
+                let state = self.service.state();
+                let latest =
+                    state.version(subject, weir_schema::VersionSel::Latest, false).map_err(|e| e.to_string())?;
+                latest.schema.id
+            };
+            let framed = self.serializers.encode(id, value).map_err(|e| e.to_string())?;
+            Ok((id, framed))
+        })
+    }
 }
 
 /// How the runtime writes dead letters and records their replays, for the console's dead-letters page.

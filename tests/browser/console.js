@@ -155,6 +155,35 @@ async function main() {
   step(`the wedding run finished: stress ${result.stress}, best possible ${result.best}`);
   await page.screenshot({ path: `${shots}/wedding.png`, fullPage: true });
 
+  // Schemas: the subject's two versions side by side (the field added), a draft checked against the latest (one that
+  // adds a field without a default is not backward compatible; one with a default is), then a value produced with
+  // the subject's latest schema shows decoded on its topic's page.
+  if (await page.isHidden("nav a[data-page=schemas]")) throw new Error("no Schemas link though the registry runs");
+  await page.click("nav a[data-page=schemas]");
+  await page.click("[data-testid=subjects] a:has-text('console-typed-value')");
+  await page.waitForSelector("[data-testid=diff] tr.add", { timeout: 15000 });
+  const added = await page.$$eval("[data-testid=diff] tr.add", (rows) => rows.map((r) => r.textContent).join(" "));
+  if (!/"name": "name"/.test(added)) throw new Error(`the diff shows no added field: ${added}`);
+  const draft = (fields) => JSON.stringify({ type: "record", name: "Order", fields }, null, 2);
+  await page.fill("#draft textarea[name=schema]", draft([{ name: "id", type: "int" }, { name: "name", type: "string", default: "" }, { name: "total", type: "double" }]));
+  await page.click("#draft button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("draft-result").dataset.compatible === "false", null, { timeout: 15000 });
+  await page.fill("#draft textarea[name=schema]", draft([{ name: "id", type: "int" }, { name: "name", type: "string", default: "" }, { name: "total", type: "double", default: 0 }]));
+  await page.click("#draft button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("draft-result").dataset.compatible === "true", null, { timeout: 15000 });
+  step("a subject's versions compared, drafts checked");
+  await page.screenshot({ path: `${shots}/schema.png`, fullPage: true });
+  await page.goto(`${base}/#/topics/console-typed`);
+  await page.waitForSelector("#produce select[name=value_subject] option[value='console-typed-value']", { state: "attached", timeout: 15000 });
+  await page.selectOption("#produce select[name=value_subject]", "console-typed-value");
+  await page.fill("#produce textarea[name=value]", JSON.stringify({ id: 7, name: "typed in the console" }));
+  await page.click("#produce button[type=submit]");
+  await page.waitForFunction(() => /with schema id \d+/.test(document.getElementById("produced").textContent), null, { timeout: 15000 });
+  await page.waitForSelector("[data-testid=messages] [data-schema-id]", { timeout: 15000 });
+  const typed = await page.textContent("[data-testid=messages] article.message");
+  if (!/typed in the console/.test(typed) || !/\(AVRO\)/.test(typed)) throw new Error(`the framed value is not shown decoded: ${typed}`);
+  step("a value produced with its schema, shown decoded");
+
   // Theme: system, then light, then dark, kept when the page is opened again.
   await page.click("#theme");
   await page.click("#theme");

@@ -215,14 +215,18 @@ function groups(view) {
 // One message as the page shows it: where and when, key, headers, the value as pretty JSON (or text, or hex).
 function message(m) {
   const when = new Date(m.timestamp).toLocaleString();
-  const value = m.value_json !== null ? JSON.stringify(m.value_json, null, 2) : m.value === null ? "(null)" : m.value;
+  const decoded = m.value_schema && m.value_schema.id !== undefined;
+  const value = decoded ? JSON.stringify(m.value_decoded, null, 2)
+    : m.value_json !== null ? JSON.stringify(m.value_json, null, 2) : m.value === null ? "(null)" : m.value;
+  const schemaNote = decoded ? `<div class="muted" data-schema-id="${m.value_schema.id}">decoded with schema id ${m.value_schema.id} (${esc(m.value_schema.type)})</div>`
+    : m.value_schema ? `<div class="error">framed with a schema id, but does not decode: ${esc(m.value_schema.error)}</div>` : "";
   const headers = m.headers.length
     ? `<div class="muted">headers: ${m.headers.map((h) => `${esc(h.key)}=${esc(h.value)}`).join(", ")}</div>` : "";
   return `<article class="message" data-offset="${m.offset}" data-partition="${m.partition}">
     <div class="meta"><span>partition ${m.partition} · offset ${number.format(m.offset)}</span><time datetime="${new Date(m.timestamp).toISOString()}">${esc(when)}</time>
       <span>key: ${m.key === null ? "<span class=\"muted\">(none)</span>" : esc(m.key)}${m.key_encoding === "hex" ? " (hex)" : ""}</span>
       <button type="button" class="copy">Copy as JSON</button></div>
-    ${headers}<pre>${esc(value)}</pre>${m.value_encoding === "hex" ? `<div class="muted">value shown as hex</div>` : ""}</article>`;
+    ${headers}${schemaNote}<pre>${esc(value)}</pre>${m.value_encoding === "hex" && !decoded ? `<div class="muted">value shown as hex</div>` : ""}</article>`;
 }
 
 function wireCopy(container, messages) {
@@ -273,6 +277,7 @@ async function topic(view, name) {
         <label>Key <input name="key" autocomplete="off"></label>
         <label>Headers, one <code>name: value</code> a line <textarea name="headers" rows="2"></textarea></label>
         <label>Value <textarea name="value" rows="5" spellcheck="false"></textarea></label>
+        <label>Value schema <select name="value_subject"><option value="">none: the text as it is</option></select></label>
         <button type="submit">Produce</button> <span id="produced" role="status"></span></form>
       <form id="search" data-testid="search"><h2>Search</h2>
         <label>Text <input name="q" required autocomplete="off"></label>
@@ -320,12 +325,13 @@ async function topic(view, name) {
       return at < 0 ? { key: l, value: "" } : { key: l.slice(0, at).trim(), value: l.slice(at + 1).trim() };
     });
     const body = { key: f.get("key") || null, value: f.get("value"), headers };
+    if (f.get("value_subject")) body.value_subject = f.get("value_subject");
     const status = view.querySelector("#produced");
     try {
       const response = await fetch(`${base}/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
-      status.textContent = `Produced to partition ${answer.partition} at offset ${answer.offset}.`;
+      status.textContent = `Produced to partition ${answer.partition} at offset ${answer.offset}${answer.schema_id ? ` with schema id ${answer.schema_id}` : ""}.`;
       await show();
     } catch (error) {
       status.textContent = `Not produced: ${error.message}`;
@@ -368,6 +374,14 @@ async function topic(view, name) {
       source.close();
     });
   });
+  // With the registry: a value may be framed with a subject's latest schema (this topic's value subject first).
+  if (consoleInfo && consoleInfo.registry) {
+    const subjects = await api("/console/api/registry/subjects");
+    const select = view.querySelector("#produce select[name=value_subject]");
+    const own = `${name}-value`;
+    const ordered = subjects.includes(own) ? [own, ...subjects.filter((s) => s !== own)] : subjects;
+    select.insertAdjacentHTML("beforeend", ordered.map((s) => `<option value="${esc(s)}">${esc(s)}, latest</option>`).join(""));
+  }
   await show();
 }
 
@@ -528,7 +542,8 @@ async function deadLetters(view, name) {
 }
 
 // systems.js defines the systems' pages.
-const pages = { "": overview, topics, groups, "dead-letters": deadLetterTopics, systems: (view) => systemsPage(view) };
+const pages = { "": overview, topics, groups, "dead-letters": deadLetterTopics, systems: (view) => systemsPage(view),
+  schemas: (view) => schemasPage(view) };
 
 function fail(error) {
   const view = document.getElementById("main");
@@ -546,6 +561,7 @@ async function route() {
   const page = name === "topics" && parts[1] ? (view) => topic(view, rest)
     : name === "groups" && parts[1] ? (view) => group(view, rest)
     : name === "dead-letters" && parts[1] ? (view) => deadLetters(view, rest)
+    : name === "schemas" && parts[1] ? (view) => subjectPage(view, rest)
     : name === "systems" && parts[1] ? (view) => systemPage(view, decodeURIComponent(parts[1]), decodeURIComponent(parts.slice(2).join("/")))
     : pages[name] || overview;
   const key = pages[name] ? name || "overview" : "overview";
@@ -563,9 +579,16 @@ async function route() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+// What this weir is (its systems, whether it runs a schema registry), read once.
+let consoleInfo = null;
+
+document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("theme").addEventListener("click", cycleTheme);
   applyTheme();
+  try {
+    consoleInfo = await api("/console/api/overview");
+    document.querySelector("nav a[data-page=schemas]").hidden = !consoleInfo.registry;
+  } catch (_) { /* the page shows the error itself */ }
   startLive();
   window.addEventListener("hashchange", route);
   route();

@@ -333,3 +333,111 @@ async function systemPage(view, name, more) {
   }
   await systemViews[name].view(view, more);
 }
+
+// ---- Schemas (when the registry runs): subjects, versions side by side, compatibility, checking a draft ----
+const registry = "/console/api/registry";
+
+// A schema's text laid out for reading: JSON (Avro, JSON Schema) indented, Protobuf as written.
+function prettySchema(text) {
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch (_) { return text; }
+}
+
+// The lines of two texts aligned (a longest common subsequence): [{ left, right, kind: same|del|add|change }].
+function diffLines(a, b) {
+  const x = a.split("\n"), y = b.split("\n");
+  if (x.length * y.length > 4_000_000) return x.map((l, i) => ({ left: l, right: y[i] ?? "", kind: l === y[i] ? "same" : "change" }));
+  const n = x.length, m = y.length;
+  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i][j] = x[i] === y[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+  const rows = [];
+  let i = 0, j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && x[i] === y[j]) { rows.push({ left: x[i], right: y[j], kind: "same" }); i++; j++; }
+    else if (j < m && (i === n || lcs[i][j + 1] >= lcs[i + 1][j])) { rows.push({ left: null, right: y[j], kind: "add" }); j++; }
+    else { rows.push({ left: x[i], right: null, kind: "del" }); i++; }
+  }
+  return rows;
+}
+
+async function schemasPage(view) {
+  view.innerHTML = `<section data-testid="schemas"><h1>Schemas</h1>
+    <div class="toolbar"><label for="filter">Filter subjects</label><input id="filter" type="search" autocomplete="off">
+      <span id="s-count" class="muted"></span></div>
+    <table data-testid="subjects"><thead><tr><th scope="col">Subject</th><th scope="col">Type</th>
+      <th scope="col" class="num">Latest version</th><th scope="col" class="num">Id</th></tr></thead><tbody></tbody></table>
+    <div class="toolbar"><button type="button" id="prev">Previous</button><button type="button" id="next">Next</button></div></section>`;
+  const subjects = await api(`${registry}/subjects`);
+  const state = { q: "", offset: 0, limit: 50 };
+  const load = async () => {
+    const shown = subjects.filter((s) => s.toLowerCase().includes(state.q.toLowerCase()));
+    const page = shown.slice(state.offset, state.offset + state.limit);
+    const latest = await Promise.all(page.map((s) => api(`${registry}/subjects/${encodeURIComponent(s)}/versions/latest`)));
+    view.querySelector("tbody").innerHTML = page.length ? page.map((s, i) => `<tr><td><a href="#/schemas/${encodeURIComponent(s)}">${esc(s)}</a></td>
+      <td>${esc(latest[i].schemaType || "AVRO")}</td><td class="num">${latest[i].version}</td><td class="num">${latest[i].id}</td></tr>`).join("")
+      : `<tr><td colspan="4" class="muted">No subject${state.q ? " matching" : " registered yet"}.</td></tr>`;
+    view.querySelector("#s-count").textContent = `${number.format(shown.length)} subject(s)`;
+    view.querySelector("#prev").disabled = state.offset === 0;
+    view.querySelector("#next").disabled = state.offset + state.limit >= shown.length;
+  };
+  let typing;
+  view.querySelector("#filter").addEventListener("input", (e) => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { state.q = e.target.value; state.offset = 0; load().catch(fail); }, 200);
+  });
+  view.querySelector("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load().catch(fail); });
+  view.querySelector("#next").addEventListener("click", () => { state.offset += state.limit; load().catch(fail); });
+  await load();
+}
+
+async function subjectPage(view, subject) {
+  const base = `${registry}/subjects/${encodeURIComponent(subject)}`;
+  const [versions, config] = await Promise.all([api(`${base}/versions`),
+    api(`${registry}/config/${encodeURIComponent(subject)}?defaultToGlobal=true`)]);
+  const options = (chosen) => versions.map((v) => `<option value="${v}" ${v === chosen ? "selected" : ""}>version ${v}</option>`).join("");
+  const last = versions[versions.length - 1], before = versions.length > 1 ? versions[versions.length - 2] : last;
+  view.innerHTML = `<section data-testid="subject"><p><a href="#/schemas">Schemas</a> /</p><h1>${esc(subject)}</h1>
+    <div class="cards">${card("Versions", "s-versions", number.format(versions.length))}${card("Compatibility", "s-compat", config.compatibilityLevel)}
+      ${card("Latest id", "s-id")}${card("Type", "s-type")}</div>
+    <div class="toolbar"><label>Compare <select id="left">${options(before)}</select></label>
+      <label>with <select id="right">${options(last)}</select></label></div>
+    <table class="diff" data-testid="diff"><thead><tr><th scope="col" id="left-title"></th><th scope="col" id="right-title"></th></tr></thead><tbody></tbody></table>
+    <form id="draft" data-testid="draft"><h2>Check a draft against the latest version</h2>
+      <label>Type <select name="type"><option>AVRO</option><option>JSON</option><option>PROTOBUF</option></select></label>
+      <label>Schema <textarea name="schema" rows="10" spellcheck="false"></textarea></label>
+      <button type="submit">Check compatibility (${esc(config.compatibilityLevel)})</button>
+      <div id="draft-result" role="status" data-testid="draft-result"></div></form></section>`;
+  const fetchVersion = (v) => api(`${base}/versions/${v}`);
+  const compare = async () => {
+    const [l, r] = await Promise.all([fetchVersion(view.querySelector("#left").value), fetchVersion(view.querySelector("#right").value)]);
+    view.querySelector("#left-title").textContent = `version ${l.version} (id ${l.id})`;
+    view.querySelector("#right-title").textContent = `version ${r.version} (id ${r.id})`;
+    view.querySelector(".diff tbody").innerHTML = diffLines(prettySchema(l.schema), prettySchema(r.schema)).map((row) => `<tr class="${row.kind}">
+      <td><pre>${row.left === null ? "" : esc(row.left)}</pre></td><td><pre>${row.right === null ? "" : esc(row.right)}</pre></td></tr>`).join("");
+  };
+  view.querySelector("#left").addEventListener("change", () => compare().catch(fail));
+  view.querySelector("#right").addEventListener("change", () => compare().catch(fail));
+  const latest = await fetchVersion("latest");
+  setCard("s-id", latest.id, String(latest.id));
+  setCard("s-type", latest.schemaType || "AVRO", latest.schemaType || "AVRO");
+  const draft = view.querySelector("#draft");
+  draft.querySelector("select[name=type]").value = latest.schemaType || "AVRO";
+  draft.querySelector("textarea[name=schema]").value = prettySchema(latest.schema);
+  draft.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(draft);
+    const out = view.querySelector("#draft-result");
+    try {
+      const answer = await send("POST", `${registry}/compatibility/subjects/${encodeURIComponent(subject)}/versions/latest?verbose=true`,
+        { schema: f.get("schema"), schemaType: f.get("type") });
+      out.dataset.compatible = String(answer.is_compatible);
+      out.className = answer.is_compatible ? "ok" : "error";
+      out.innerHTML = answer.is_compatible ? "Compatible with the latest version."
+        : `Not compatible with the latest version:<ul>${(answer.messages || []).map((m) => `<li>${esc(m)}</li>`).join("")}</ul>`;
+    } catch (error) {
+      out.dataset.compatible = "";
+      out.className = "error";
+      out.textContent = `Cannot check: ${error.message}`;
+    }
+  });
+  await compare();
+}

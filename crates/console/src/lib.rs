@@ -21,6 +21,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::future::BoxFuture;
 use futures_util::stream::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -42,6 +43,25 @@ pub struct ConsoleInfo {
     pub systems: Vec<String>,
     /// How the runtime writes dead letters.
     pub dead_letters: DeadLetterFormat,
+    /// The schema registry, when this weir runs one: values framed with a schema id are shown decoded, and a
+    /// message may be produced with a subject's latest schema. Its own API is served under
+    /// `/console/api/registry/` by the binary (the Schemas page reads it).
+    pub schemas: Option<Arc<dyn Schemas>>,
+}
+
+/// The console's use of the schema registry (implemented by the binary over `weir-schema`, which sits beside this
+/// crate).
+pub trait Schemas: Send + Sync + std::fmt::Debug {
+    /// Bytes framed with a schema id (the Confluent wire format) decoded to JSON: the id, the schema's type
+    /// (`AVRO`, `JSON`, `PROTOBUF`) and the value. An error for bytes that are not framed or do not fit.
+    fn decode<'a>(&'a self, bytes: &'a [u8]) -> BoxFuture<'a, Result<(i32, String, serde_json::Value), String>>;
+    /// `value` (the schema type's JSON form) encoded with the latest schema of `subject` and framed: the id and
+    /// the bytes.
+    fn encode<'a>(
+        &'a self,
+        subject: &'a str,
+        value: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(i32, Vec<u8>), String>>;
 }
 
 #[derive(Clone, Debug)]
@@ -176,6 +196,7 @@ async fn overview(State(c): State<Console>) -> Json<serde_json::Value> {
         "systems": c.info.systems,
         "uptime_seconds": c.started.elapsed().as_secs(),
         "data_dir": c.broker.config().data_dir.display().to_string(),
+        "registry": c.info.schemas.is_some(),
         "totals": t,
     }))
 }

@@ -62,6 +62,21 @@ pub(crate) fn record_json(partition: i32, r: &weir_log::StoredRecord) -> Value {
     })
 }
 
+/// A key or value framed with a schema id (a zero byte, then the id) decoded through the registry: `key_schema`
+/// or `value_schema` (`{"id", "type"}`, or `{"error"}` when it does not decode) and `key_decoded`/`value_decoded`.
+pub(crate) async fn decode_framed(schemas: &dyn crate::Schemas, r: &weir_log::StoredRecord, v: &mut Value) {
+    for (side, bytes) in [("key", r.key.as_deref()), ("value", r.value.as_deref())] {
+        let Some(bytes) = bytes.filter(|b| b.len() >= 5 && b[0] == 0) else { continue };
+        match schemas.decode(bytes).await {
+            Ok((id, kind, decoded)) => {
+                v[format!("{side}_schema")] = json!({"id": id, "type": kind});
+                v[format!("{side}_decoded")] = decoded;
+            }
+            Err(e) => v[format!("{side}_schema")] = json!({"error": e}),
+        }
+    }
+}
+
 /// Records of one partition from `from` (inclusive) up to `to` (exclusive), at most `limit`.
 pub(crate) fn read_range(
     broker: &Broker,
@@ -193,7 +208,7 @@ pub(crate) async fn messages(
     let ranges: Vec<(i32, i64, i64)> =
         chosen.iter().map(|p| (p.partition, p.log_start_offset, p.log_end_offset)).collect();
     let share = limit.div_ceil(ranges.len()).max(1);
-    let read = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
+    let read = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, weir_log::StoredRecord)>, ApiError> {
         let mut out = Vec::new();
         for (p, start, end) in ranges {
             let first = match from.as_str() {
@@ -206,16 +221,24 @@ pub(crate) async fn messages(
                 }
             };
             let records = read_range(&broker, &name, p, first, end, share).map_err(broker_error)?;
-            out.extend(records.iter().map(|r| record_json(p, r)));
+            out.extend(records.into_iter().map(|r| (p, r)));
         }
         Ok(out)
     })
     .await;
-    let mut records = match read {
+    let read = match read {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(e),
         Err(e) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
     };
+    let mut records = Vec::with_capacity(read.len());
+    for (p, r) in &read {
+        let mut v = record_json(*p, r);
+        if let Some(schemas) = &c.info.schemas {
+            decode_framed(&**schemas, r, &mut v).await;
+        }
+        records.push(v);
+    }
     records.sort_by_key(|r| (r["timestamp"].as_i64(), r["partition"].as_i64(), r["offset"].as_i64()));
     if newest_first {
         records.reverse();
@@ -228,6 +251,8 @@ pub(crate) async fn messages(
 pub(crate) struct Produce {
     key: Option<String>,
     value: Option<String>,
+    /// Encode the value (JSON in the schema type's form) with this subject's latest schema, framed with its id.
+    value_subject: Option<String>,
     #[serde(default)]
     headers: Vec<HeaderIn>,
     partition: Option<i32>,
@@ -252,16 +277,35 @@ pub(crate) async fn produce(
     if let Err(e) = c.broker.describe_topic(&name) {
         return Err(broker_error(e));
     }
+    let mut schema_id = None;
+    let value: Option<bytes::Bytes> = match (&p.value_subject, p.value) {
+        (None, value) => value.map(Into::into),
+        (Some(subject), value) => {
+            let Some(schemas) = &c.info.schemas else {
+                return Err(bad("this weir runs without a schema registry: produce the value as it is".into()));
+            };
+            let text = value.unwrap_or_default();
+            let json: Value = serde_json::from_str(&text)
+                .map_err(|e| bad(format!("with a schema, the value must be JSON in its type's form: {e}")))?;
+            let (id, framed) = schemas
+                .encode(subject, &json)
+                .await
+                .map_err(|e| bad(format!("cannot encode the value with {subject:?}'s latest schema: {e}")))?;
+            schema_id = Some(id);
+            Some(framed.into())
+        }
+    };
     let record = ProduceRecord {
         topic: name,
         partition: p.partition,
         key: p.key.map(Into::into),
-        value: p.value.map(Into::into),
+        value,
         headers: p.headers.into_iter().map(|h| (h.key, h.value.into())).collect(),
         timestamp: None,
     };
     let m = c.broker.producer().send(record).await.map_err(broker_error)?;
-    Ok(Json(json!({"partition": m.partition, "offset": m.offset, "timestamp": m.timestamp})).into_response())
+    Ok(Json(json!({"partition": m.partition, "offset": m.offset, "timestamp": m.timestamp, "schema_id": schema_id}))
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

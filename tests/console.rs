@@ -136,6 +136,67 @@ fn the_console_shows_the_platform_live_in_a_browser() {
     }
 }
 
+/// A `weir up` requiring authentication, with the ACL authorizer: the console's page asks for a login, a reader (READ on
+/// the system `console` and on `wedding`) is not offered what the server would refuse, a writer is
+/// (`tests/browser/login.js`).
+#[test]
+fn the_console_asks_for_a_login_and_offers_only_what_the_acls_allow() {
+    let modules = node_modules();
+    assert!(modules.join("playwright-core").exists(), "playwright-core is not installed (scripts/test.sh installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("weir.toml");
+    std::fs::write(&config, "[security]\nauthorizer = \"acl\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let with_config = |args: &[&str]| -> Vec<String> {
+        ["--config", config].iter().chain(args).map(|a| a.to_string()).collect()
+    };
+    for (user, password) in [("reader", "reader-pw-2026"), ("writer", "writer-pw-2026")] {
+        let mut add = weir(d, &with_config(&["users", "add", user]))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut add.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        assert!(add.wait().unwrap().success(), "weir users add {user}");
+    }
+    let grants: [(&str, &str, &str); 6] = [
+        ("reader", "read", "console"),
+        ("reader", "read", "wedding"),
+        ("writer", "read", "console"),
+        ("writer", "write", "console"),
+        ("writer", "read", "wedding"),
+        ("writer", "write", "wedding"),
+    ];
+    for (user, operation, system) in grants {
+        let principal = format!("User:{user}");
+        let args = ["acls", "add", "--allow", &principal, "--operation", operation, "--system", system];
+        let out = weir(d, &with_config(&args)).output().unwrap();
+        assert!(out.status.success(), "acls add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = weir(d, &with_config(&["topics", "create", "orders"])).output().unwrap();
+    assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
+    let args = ["up", "--systems", "wedding", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let (mut up, _kafka, http, _stderr) = start_up_command(weir(d, &with_config(&args)));
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/login.js");
+    let out = Command::new("node")
+        .args([script, &format!("http://{http}"), shots.to_str().unwrap()])
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node is required (Debian's nodejs)");
+    let _ = Command::new("kill").arg(up.id().to_string()).status();
+    let _ = up.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("login ok"),
+        "login.js failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// curl, quiet, with a time limit.
 fn curl(args: &[&str]) -> Command {
     let mut c = Command::new("curl");

@@ -326,8 +326,11 @@ fn a_running_weir_serves_tls_and_enforces_what_the_cli_changes() {
     ok(d, &["acls", "add", "--allow", "User:alice", "--operation", "write", "--system", "wedding"]);
     assert_eq!(eventually("200", || status("/message", &post)), "200");
 
-    // The web console: the same users, and ACLs on the system `console` (READ to look, WRITE to act).
-    assert_eq!(status("/", &[]), "401", "the console needs credentials");
+    // The web console: the same users, and ACLs on the system `console` (READ to look, WRITE to act). Its page
+    // holds no data and is served to anyone (it shows a login form); its API needs credentials.
+    assert_eq!(status("/", &[]), "200", "the console's page is open");
+    assert_eq!(status("/console/app.js", &[]), "200");
+    assert_eq!(status("/console/api/topics", &[]), "401", "the console's API needs credentials");
     let alice = ["-u", "alice:alice-pw-31"];
     assert_eq!(status("/console/api/topics", &alice), "403");
     ok(d, &["acls", "add", "--allow", "User:alice", "--operation", "read", "--system", "console"]);
@@ -343,6 +346,52 @@ fn a_running_weir_serves_tls_and_enforces_what_the_cli_changes() {
     );
     ok(d, &["acls", "add", "--allow", "User:alice", "--operation", "write", "--system", "console"]);
     assert_eq!(eventually("201", || status("/console/api/topics", &create)), "201");
+
+    // Logging in to the console: a session cookie, which the API takes instead of credentials; a change made with
+    // it must carry the console's header (a forged cross-site request cannot); logging out ends it.
+    let login = |password: &str| {
+        let body = format!(r#"{{"user": "alice", "password": "{password}"}}"#);
+        let url = format!("https://{http}/console/login");
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "-i", "--cacert", ca, "-X", "POST", "-H", "Content-Type: application/json"])
+            .args(["-d", &body, &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let refused = login("wrong");
+    assert!(refused.starts_with("HTTP/1.1 401") || refused.starts_with("HTTP/2 401"), "{refused}");
+    assert!(!refused.to_lowercase().contains("www-authenticate"), "no browser dialog for the console: {refused}");
+    let answer = login("alice-pw-31");
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no session cookie: {answer}"))
+        .to_string();
+    let attributes = answer.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).unwrap().to_lowercase();
+    assert!(attributes.contains("httponly") && attributes.contains("samesite=strict") && attributes.contains("secure"));
+    let with_cookie = ["-H", &format!("Cookie: {cookie}")];
+    assert_eq!(status("/console/api/topics", &with_cookie), "200", "the session stands for alice");
+    let me = curl_json(&[
+        "--cacert",
+        ca,
+        "-H",
+        &format!("Cookie: {cookie}"),
+        &format!("https://{http}/console/api/me?systems=console,dispatch"),
+    ]);
+    assert_eq!((me.0["principal"].as_str(), me.0["session"].as_bool()), (Some("User:alice"), Some(true)), "{}", me.0);
+    assert_eq!(me.0["systems"]["console"], serde_json::json!({"read": true, "write": true}));
+    assert_eq!(me.0["systems"]["dispatch"], serde_json::json!({"read": false, "write": false}), "no ACL on dispatch");
+    let other = r#"{"name": "scratch2", "partitions": 1}"#;
+    let forged =
+        ["-H", &format!("Cookie: {cookie}"), "-X", "POST", "-H", "Content-Type: application/json", "-d", other];
+    assert_eq!(status("/console/api/topics", &forged), "403", "a cookie alone may not change anything");
+    let from_console = [&forged[..], &["-H", "X-Weir-Console: 1"]].concat();
+    assert_eq!(status("/console/api/topics", &from_console), "201");
+    let logout = ["-H", &format!("Cookie: {cookie}"), "-H", "X-Weir-Console: 1", "-X", "POST"];
+    assert_eq!(status("/console/logout", &logout), "200");
+    assert_eq!(status("/console/api/topics", &with_cookie), "401", "logged out");
 
     // A token issued while it runs authenticates; removing the user revokes it.
     let token = ok(d, &["users", "token", "robot"]);

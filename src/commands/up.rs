@@ -100,6 +100,9 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
             console = console.nest("/console/api/registry", weir_schema::api::router(service.clone()));
         }
         routes = routes.merge(weir_http::guard_system(super::acls::CONSOLE, console));
+        // The page and its scripts hold no data: served to anyone, so a browser without credentials gets the
+        // console's login page (see `http_open_paths` in `start_http`).
+        routes = routes.merge(weir_console::assets());
     }
     let schemas = registry.clone();
     let (http, rest_proxy) = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
@@ -753,6 +756,10 @@ async fn start_http(
     config.security = guard.security.clone();
     config.tls = guard.http_tls.clone();
     config.open_paths = settings.http_open_paths.clone();
+    // The web console's page and scripts (no data in them), so a browser without credentials reaches its login.
+    if broker.is_some() {
+        config.open_paths.extend(weir_console::ASSET_PATHS.iter().map(|p| p.to_string()));
+    }
     // The REST Proxy's avro, jsonschema and protobuf formats serialize through the registry.
     config.schemas = schemas.map(|s| Arc::new(weir_schema::Serializers::new(s)) as Arc<dyn weir_http::EmbeddedSchemas>);
     let Some(broker) = broker else {

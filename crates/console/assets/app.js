@@ -26,8 +26,14 @@ function duration(seconds) {
   return d > 0 ? `${d} d ${h} h` : h > 0 ? `${h} h ${m} min` : m > 0 ? `${m} min ${s} s` : `${s} s`;
 }
 
+// Every request the console makes says so: the server then answers 401 without the browser's own login dialog, and
+// lets a request made with the session cookie change something (another site's page cannot send this header).
+function consoleFetch(path, options = {}) {
+  return fetch(path, { ...options, headers: { ...(options.headers || {}), "x-weir-console": "1" } });
+}
+
 async function api(path) {
-  const response = await fetch(path, { headers: { accept: "application/json" } });
+  const response = await consoleFetch(path, { headers: { accept: "application/json" } });
   if (!response.ok) {
     let message = `HTTP ${response.status}`;
     try {
@@ -177,7 +183,7 @@ function topics(view) {
     row: (t) => `<tr><td><a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a>${t.offline ? ` <span class="error">(${t.offline} offline)</span>` : ""}</td>
       <td class="num">${number.format(t.partitions)}</td><td class="num">${number.format(t.records)}</td>
       <td class="num">${bytes(t.size_bytes)}</td><td class="num">${number.format(t.end_offset)}</td></tr>`,
-    extra: `<form id="create" data-testid="create"><h2>Create a topic</h2>
+    extra: `<form id="create" data-testid="create" data-needs-write="console"><h2>Create a topic</h2>
       <label>Name <input name="name" required autocomplete="off" pattern="[A-Za-z0-9._\\-]+"></label>
       <label>Partitions <input name="partitions" type="number" min="1" max="10000" value="1" required></label>
       <label>Settings, one <code>key=value</code> a line <textarea name="configs" rows="2" placeholder="retention.ms=604800000"></textarea></label>
@@ -189,7 +195,7 @@ function topics(view) {
         .map((l) => [l.slice(0, l.indexOf("=") < 0 ? l.length : l.indexOf("=")).trim(), l.includes("=") ? l.slice(l.indexOf("=") + 1).trim() : ""]));
       const status = view.querySelector("#created");
       try {
-        const response = await fetch("/console/api/topics", { method: "POST", headers: { "content-type": "application/json" },
+        const response = await consoleFetch("/console/api/topics", { method: "POST", headers: { "content-type": "application/json" },
           body: JSON.stringify({ name: f.get("name"), partitions: Number(f.get("partitions")), configs }) });
         const answer = await response.json();
         if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
@@ -257,7 +263,7 @@ async function topic(view, name) {
       <details><summary>Settings (${Object.keys(t.configs).length})</summary><table><tbody>
         ${Object.entries(t.configs).map(([k, v]) => `<tr><td>${esc(k)}</td><td>${esc(v)}</td></tr>`).join("")}</tbody></table></details>
     </div>
-    <form id="delete" data-testid="delete"><h2>Delete</h2><p class="muted">Deletes the topic, its messages and its
+    <form id="delete" data-testid="delete" data-needs-write="console"><h2>Delete</h2><p class="muted">Deletes the topic, its messages and its
       groups' offsets. Type its name to confirm.</p><label>Name <input name="confirm" autocomplete="off"></label>
       <button type="submit" disabled>Delete this topic</button> <span id="deleted" role="status"></span></form>
     <h2>Messages</h2>
@@ -273,7 +279,7 @@ async function topic(view, name) {
       <button type="submit">Show messages</button></form>
     <div id="messages" data-testid="messages"></div>
     <div class="columns">
-      <form id="produce" data-testid="produce"><h2>Produce a message</h2>
+      <form id="produce" data-testid="produce" data-needs-write="console"><h2>Produce a message</h2>
         <label>Key <input name="key" autocomplete="off"></label>
         <label>Headers, one <code>name: value</code> a line <textarea name="headers" rows="2"></textarea></label>
         <label>Value <textarea name="value" rows="5" spellcheck="false"></textarea></label>
@@ -296,7 +302,7 @@ async function topic(view, name) {
     e.preventDefault();
     const status = view.querySelector("#deleted");
     try {
-      const response = await fetch(base, { method: "DELETE" });
+      const response = await consoleFetch(base, { method: "DELETE" });
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
       location.hash = "#/topics";
@@ -328,7 +334,7 @@ async function topic(view, name) {
     if (f.get("value_subject")) body.value_subject = f.get("value_subject");
     const status = view.querySelector("#produced");
     try {
-      const response = await fetch(`${base}/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const response = await consoleFetch(`${base}/messages`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
       status.textContent = `Produced to partition ${answer.partition} at offset ${answer.offset}${answer.schema_id ? ` with schema id ${answer.schema_id}` : ""}.`;
@@ -409,7 +415,7 @@ async function group(view, name) {
       <th scope="col" class="num">Lag</th></tr></thead><tbody></tbody></table>
       <h2>Members</h2><table><thead><tr><th scope="col">Member</th><th scope="col">Client</th><th scope="col">Host</th>
       <th scope="col">Partitions</th></tr></thead><tbody id="members"></tbody></table></div>
-    <form id="reset" data-testid="reset"><h2>Reset offsets</h2><p class="muted">Only while the group has no members.</p>
+    <form id="reset" data-testid="reset" data-needs-write="console"><h2>Reset offsets</h2><p class="muted">Only while the group has no members.</p>
       <label>To <select name="to"><option value="earliest">the start</option><option value="latest">the end</option>
         <option value="timestamp">a time</option><option value="offset">an offset</option></select></label>
       <label>Topic <select name="topic"><option value="">all</option></select></label>
@@ -444,7 +450,7 @@ async function group(view, name) {
     if (body.to === "offset") body.offset = Number(f.get("offset"));
     const status = view.querySelector("#reset-status");
     try {
-      const response = await fetch(`${base}/reset`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const response = await consoleFetch(`${base}/reset`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
       status.textContent = `Reset ${answer.offsets.length} partition(s).`;
@@ -479,11 +485,11 @@ function letter(l) {
   const value = l.value_json !== null ? JSON.stringify(l.value_json, null, 2) : l.value === null ? "(null)" : l.value;
   const first = l.first_failure_ms ? new Date(l.first_failure_ms).toLocaleString() : "–";
   return `<article class="message letter" data-partition="${l.partition}" data-offset="${l.offset}" data-replayed="${l.replayed}">
-    <div class="meta"><label><input type="checkbox" class="pick" ${l.replayed ? "disabled" : ""}
+    <div class="meta"><label><input type="checkbox" class="pick" data-needs-write="console" ${l.replayed ? "disabled" : ""}
       aria-label="Choose letter ${l.partition}/${l.offset}"> partition ${l.partition} · offset ${number.format(l.offset)}</label>
       <span>from ${origin}</span><span>attempts ${l.attempts ?? "–"}</span><span>first failed ${esc(first)}</span>
       <span>key: ${l.key === null ? "<span class=\"muted\">(none)</span>" : esc(l.key)}</span>
-      ${l.replayed ? `<span class="ok">replayed</span>` : `<button type="button" class="replay-one">Replay</button>`}</div>
+      ${l.replayed ? `<span class="ok">replayed</span>` : `<button type="button" class="replay-one" data-needs-write="console">Replay</button>`}</div>
     <div class="error">${esc(l.error || "(no error recorded)")}</div><pre>${esc(value)}</pre></article>`;
 }
 
@@ -495,7 +501,7 @@ async function deadLetters(view, name) {
       <label>Show <select name="state"><option value="waiting">waiting</option><option value="replayed">replayed</option>
         <option value="all">all</option></select></label>
       <button type="submit">Show</button></form>
-    <div class="toolbar"><button type="button" id="replay-chosen" disabled>Replay the chosen</button>
+    <div class="toolbar" data-needs-write="console"><button type="button" id="replay-chosen" disabled>Replay the chosen</button>
       <button type="button" id="replay-all">Replay all waiting</button>
       <span id="replay-status" role="status"></span></div>
     <p class="muted" id="letters-count"></p><div id="letter-list" data-testid="letters"></div></section>`;
@@ -524,7 +530,7 @@ async function deadLetters(view, name) {
   const replay = async (body) => {
     status.textContent = "replaying…";
     try {
-      const response = await fetch(`${base}/replay`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      const response = await consoleFetch(`${base}/replay`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
       const where = Object.entries(answer.to).map(([t, n]) => `${number.format(n)} to ${t}`).join(", ");
@@ -579,16 +585,64 @@ async function route() {
   }
 }
 
-// What this weir is (its systems, whether it runs a schema registry), read once.
+// What this weir is (its systems, whether it runs a schema registry) and what the viewer may do, read once.
 let consoleInfo = null;
+let me = null;
+
+// The login page, shown when the API wants credentials: a session cookie for this browser once they check out.
+function loginPage() {
+  document.querySelector("nav").hidden = true;
+  const view = document.getElementById("main");
+  view.innerHTML = `<section data-testid="login" class="login"><h1>Log in to weir</h1>
+    <form id="login"><label>User <input name="user" autocomplete="username" required></label>
+      <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+      <button type="submit">Log in</button> <span id="login-status" role="status"></span></form>
+    <p class="muted">The users are weir's own (<code>weir users add</code>); what you may do is set by ACLs on the
+      system <code>console</code> (READ to look, WRITE to act) and on each system.</p></section>`;
+  view.querySelector("input[name=user]").focus();
+  view.querySelector("#login").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    const status = view.querySelector("#login-status");
+    const response = await consoleFetch("/console/login", { method: "POST", headers: { "content-type": "application/json" },
+      body: JSON.stringify({ user: f.get("user"), password: f.get("password") }) });
+    if (response.ok) location.reload();
+    else status.textContent = response.status === 401 ? "Wrong user name or password." : `Cannot log in: HTTP ${response.status}`;
+  });
+}
+
+// Hides what the viewer may not do: every element marked data-needs-write="SYSTEM" without WRITE on that system.
+function applyPermissions() {
+  const refused = Object.entries(me.systems).filter(([, may]) => !may.write).map(([name]) => name);
+  document.getElementById("permissions").textContent = refused
+    .map((name) => `[data-needs-write="${name}"] { display: none !important; }`).join("\n");
+  const who = document.getElementById("who");
+  who.hidden = me.anonymous;
+  who.querySelector("span").textContent = me.principal.replace(/^User:/, "");
+  who.querySelector("button").hidden = !me.session;
+}
 
 document.addEventListener("DOMContentLoaded", async () => {
   document.getElementById("theme").addEventListener("click", cycleTheme);
   applyTheme();
+  const first = await consoleFetch("/console/api/me?systems=console");
+  if (first.status === 401) {
+    loginPage();
+    return;
+  }
   try {
     consoleInfo = await api("/console/api/overview");
+    me = await api(`/console/api/me?systems=${["console", ...consoleInfo.systems].map(encodeURIComponent).join(",")}`);
+    applyPermissions();
     document.querySelector("nav a[data-page=schemas]").hidden = !consoleInfo.registry;
-  } catch (_) { /* the page shows the error itself */ }
+  } catch (error) {
+    fail(error);
+    return;
+  }
+  document.querySelector("#who button").addEventListener("click", async () => {
+    await consoleFetch("/console/logout", { method: "POST" });
+    location.reload();
+  });
   startLive();
   window.addEventListener("hashchange", route);
   route();

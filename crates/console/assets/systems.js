@@ -5,7 +5,7 @@
 
 // A JSON request with a body; the answer, or an Error with the server's message.
 async function send(method, path, body) {
-  const response = await fetch(path, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const response = await consoleFetch(path, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
   let answer = null;
   try { answer = await response.json(); } catch (_) { /* no body */ }
   if (!response.ok) throw new Error((answer && answer.message) || `HTTP ${response.status}`);
@@ -48,7 +48,7 @@ const palette = ["#0b5cad", "#1a7f37", "#9a6700", "#cf222e", "#8250df", "#1b7c83
 // ---- Wedding: a timeline per team, stress against the exact optimum, start a simulated run ----
 async function weddingView(view) {
   view.innerHTML = `<section data-testid="wedding"><p><a href="#/systems">Systems</a> /</p><h1>Wedding operations</h1>
-    <form id="simulate" class="toolbar wrap" data-testid="simulate">
+    <form id="simulate" class="toolbar wrap" data-testid="simulate" data-needs-write="wedding">
       <label>Events <input name="events" type="number" min="1" max="5000" value="300"></label>
       <label>Seed <input name="seed" type="number" min="0" placeholder="random"></label>
       <label>Speed <select name="speed"><option value="10">10×</option><option value="1">1× (real time)</option>
@@ -247,7 +247,7 @@ async function dispatchView(view, reviewer) {
 async function reviewerView(view, user) {
   const base = `/api/dispatch/users/${encodeURIComponent(user)}`;
   view.innerHTML = `<section data-testid="reviewer"><p><a href="#/systems">Systems</a> / <a href="#/systems/dispatch">Dispatch</a> /</p>
-    <h1>${esc(user)}'s queue</h1><div class="toolbar"><button type="button" id="activate">Start a 5-minute session</button>
+    <h1>${esc(user)}'s queue</h1><div class="toolbar" data-needs-write="dispatch"><button type="button" id="activate">Start a 5-minute session</button>
     <button type="button" id="deactivate">End the session</button><span id="r-status" role="status"></span></div>
     <table data-testid="queue"><thead><tr><th scope="col">Event</th><th scope="col">Rule</th><th scope="col">Region</th>
       <th scope="col" class="num">Severity</th><th scope="col">Assigned</th><th scope="col">Decision</th></tr></thead><tbody></tbody></table></section>`;
@@ -261,7 +261,7 @@ async function reviewerView(view, user) {
     view.querySelector("#activate").textContent = q.active ? "Renew the session" : "Start a 5-minute session";
     view.querySelector("[data-testid=queue] tbody").innerHTML = q.assignments.length ? q.assignments.map((a) => `<tr>
       <td>${esc(a.eventId)}</td><td>${esc(a.ruleType || "")}</td><td>${esc(a.region || "")}</td><td class="num">${a.severity ?? ""}</td>
-      <td>${esc(new Date(a.assignedAt).toLocaleTimeString())}</td><td><button type="button" data-settle="approved" data-id="${esc(a.assignmentId)}">Approve</button>
+      <td>${esc(new Date(a.assignedAt).toLocaleTimeString())}</td><td data-needs-write="dispatch"><button type="button" data-settle="approved" data-id="${esc(a.assignmentId)}">Approve</button>
       <button type="button" data-settle="rejected" data-id="${esc(a.assignmentId)}">Reject</button></td></tr>`).join("")
       : `<tr><td colspan="6" class="muted">Nothing assigned${q.active ? " yet" : ": start a session to receive events"}.</td></tr>`;
     view.querySelectorAll("button[data-settle]").forEach((b) => b.addEventListener("click",
@@ -401,7 +401,7 @@ async function subjectPage(view, subject) {
     <div class="toolbar"><label>Compare <select id="left">${options(before)}</select></label>
       <label>with <select id="right">${options(last)}</select></label></div>
     <table class="diff" data-testid="diff"><thead><tr><th scope="col" id="left-title"></th><th scope="col" id="right-title"></th></tr></thead><tbody></tbody></table>
-    <form id="draft" data-testid="draft"><h2>Check a draft against the latest version</h2>
+    <form id="draft" data-testid="draft" data-needs-write="console"><h2>Check a draft against the latest version</h2>
       <label>Type <select name="type"><option>AVRO</option><option>JSON</option><option>PROTOBUF</option></select></label>
       <label>Schema <textarea name="schema" rows="10" spellcheck="false"></textarea></label>
       <button type="submit">Check compatibility (${esc(config.compatibilityLevel)})</button>

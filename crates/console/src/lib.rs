@@ -75,18 +75,27 @@ struct Console {
     replays: Arc<dead_letters::Replays>,
 }
 
-/// The console's routes: the page at `/`, its assets, its API. Called within a Tokio runtime, it also starts sampling
-/// every group's lag (for the groups' charts), until the broker is dropped.
+/// The page at `/` and its scripts and style sheet: the same for everyone and holding no data, so `weir up` serves
+/// them without credentials ([`ASSET_PATHS`]), and the page asks for a login itself when the API answers 401.
+pub fn assets() -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/console/app.js", get(script))
+        .route("/console/systems.js", get(systems_script))
+        .route("/console/app.css", get(style))
+}
+
+/// The paths [`assets`] serves.
+pub const ASSET_PATHS: [&str; 4] = ["/", "/console/app.js", "/console/systems.js", "/console/app.css"];
+
+/// The console's API under `/console/api/`. Called within a Tokio runtime, it also starts sampling every group's lag
+/// (for the groups' charts), until the broker is dropped.
 pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
     let lag_history = Arc::new(groups::LagHistory::default());
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(groups::keep_sampling(Arc::downgrade(&broker), lag_history.clone()));
     }
     Router::new()
-        .route("/", get(index))
-        .route("/console/app.js", get(script))
-        .route("/console/systems.js", get(systems_script))
-        .route("/console/app.css", get(style))
         .route("/console/api/overview", get(overview))
         .route("/console/api/topics", get(topics).post(messages::create))
         .route("/console/api/topics/{topic}", get(messages::topic).delete(messages::delete))
@@ -331,10 +340,8 @@ mod tests {
         for _ in 0..5 {
             p.send(weir_broker::ProduceRecord::new("t03", "x")).await.unwrap();
         }
-        let app = router(
-            broker.clone(),
-            ConsoleInfo { version: "9.9".into(), bus: "embedded".into(), systems: vec![], ..Default::default() },
-        );
+        let info = ConsoleInfo { version: "9.9".into(), bus: "embedded".into(), ..Default::default() };
+        let app = router(broker.clone(), info).merge(assets());
         let response = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let (_, overview) = get_json(&app, "/console/api/overview").await;

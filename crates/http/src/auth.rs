@@ -3,6 +3,10 @@
 //! extensions, and the checks the handlers and the systems' routes ([`guard_system`]) make against the ACLs, with the
 //! same decisions the Kafka listener makes (`weir_security::Security::authorize`).
 //!
+//! A browser that logged in to the web console (`session.rs`) sends a session cookie instead; a request that changes
+//! something with it must also carry the console's header ([`CONSOLE_HEADER`]), which another site cannot make a
+//! browser send.
+//!
 //! Credentials are checked on every request (HTTP has no session): a Basic password costs one SHA-256 once it has
 //! matched before (the user store remembers it), a first or wrong one a PBKDF2 run, which is done off the async
 //! workers. Nothing of a credential is logged or put in an answer or a metric.
@@ -69,9 +73,25 @@ pub struct Access {
     host: Arc<str>,
 }
 
-/// What the `Authorization` header holds.
+/// The cookie a web console session rides in (`sessions.rs`).
+pub(crate) const SESSION_COOKIE: &str = "weir_session";
+
+/// The header the web console sends with every request. A request that authenticates with the session cookie may
+/// change something (any method but GET and HEAD) only with it: another site's page can make a browser send the
+/// cookie, but not a custom header (that needs a CORS preflight, which this server never allows), so a forged
+/// request is refused.
+pub(crate) const CONSOLE_HEADER: &str = "x-weir-console";
+
+/// The console's login route: served without credentials, since it is where they are given.
+pub(crate) const LOGIN_PATH: &str = "/console/login";
+
+/// What the `Authorization` header holds, or else the session cookie.
 enum Credentials {
     None,
+    /// A web console session's id, from the cookie.
+    Session(String),
+    /// The principal of a live session (a checked [`Credentials::Session`]).
+    LoggedIn(String),
     Basic {
         user: String,
         password: String,
@@ -81,10 +101,26 @@ enum Credentials {
     Malformed(&'static str),
 }
 
+/// The session id in the request's cookies, if any.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
 fn credentials(headers: &HeaderMap) -> Credentials {
     let mut all = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = all.next() else {
-        return Credentials::None;
+        return match session_cookie(headers) {
+            Some(id) => Credentials::Session(id.to_string()),
+            None => Credentials::None,
+        };
     };
     if all.next().is_some() {
         return Credentials::Malformed("more than one Authorization header");
@@ -118,17 +154,25 @@ fn credentials(headers: &HeaderMap) -> Credentials {
     }
 }
 
-/// 401 with the challenge browsers and HTTP clients answer with Basic credentials.
-fn unauthenticated(message: &str) -> Response {
+/// 401 with the challenge browsers and HTTP clients answer with Basic credentials; without it for the web console
+/// (`challenge` false), which asks with its own login page rather than the browser's dialog.
+fn unauthenticated(message: &str, challenge: bool) -> Response {
     let mut response = ApiError::new(ErrorCode::Unauthenticated, message).into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"weir\""));
+    if challenge {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"weir\""));
+    }
     response
 }
 
-fn failed(reason: &'static str, peer: Option<&Peer>, message: &str) -> Response {
+/// Whether a 401 to this request should carry the Basic challenge: not for the console's own paths or requests.
+fn challenges(req: &Request) -> bool {
+    !req.uri().path().starts_with("/console/") && !req.headers().contains_key(CONSOLE_HEADER)
+}
+
+fn failed(reason: &'static str, peer: Option<&Peer>, message: &str, challenge: bool) -> Response {
     metrics::counter!("weir_http_authentication_failures_total", "reason" => reason).increment(1);
     tracing::debug!(peer = ?peer.map(|p| p.addr), reason, "HTTP request refused: not authenticated");
-    unauthenticated(message)
+    unauthenticated(message, challenge)
 }
 
 /// The authentication layer over every route of the server. Open paths (`/health`, `/metrics`) pass as they are, as
@@ -139,11 +183,37 @@ fn failed(reason: &'static str, peer: Option<&Peer>, message: &str) -> Response 
 pub(crate) async fn authenticate(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<Peer>().cloned();
     let from_cert = peer.as_ref().and_then(|p| p.cert_principal.clone());
-    let open = auth.open_paths.iter().any(|p| p == req.uri().path());
+    let path = req.uri().path();
+    let open = path == LOGIN_PATH || auth.open_paths.iter().any(|p| p == path);
+    let challenge = challenges(&req);
+    let mut credentials = credentials(req.headers());
+    if let Credentials::Session(id) = &credentials {
+        let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+        match auth.security.check_session(id) {
+            // A forged cross-site request carries the cookie but cannot carry the console's header.
+            Some(_) if changes && !req.headers().contains_key(CONSOLE_HEADER) => {
+                metrics::counter!("weir_http_authentication_failures_total", "reason" => "session_without_header")
+                    .increment(1);
+                return ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("a request made with the console's session cookie must send the {CONSOLE_HEADER} header"),
+                )
+                .into_response();
+            }
+            Some(principal) => credentials = Credentials::LoggedIn(principal),
+            // Logged out, expired, or from before a restart: as if there were no cookie.
+            None => credentials = Credentials::None,
+        }
+    }
     let principal: Arc<str> = if open {
         from_cert.unwrap_or_else(|| ANONYMOUS.into())
     } else {
-        match credentials(req.headers()) {
+        match credentials {
+            Credentials::LoggedIn(principal) => principal.into(),
+            // Checked above (a live session is `LoggedIn`, any other `None`): never reached, refused if it were.
+            Credentials::Session(_) => {
+                return failed("malformed", peer.as_ref(), "Authentication failed: an unchecked session.", challenge)
+            }
             Credentials::None => match from_cert {
                 Some(p) => p,
                 None if auth.security.requires_authentication() => {
@@ -151,6 +221,7 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, mut req: Request, nex
                         "missing",
                         peer.as_ref(),
                         "Authentication required: send HTTP Basic credentials, a bearer token or a client certificate.",
+                        challenge,
                     );
                 }
                 None => ANONYMOUS.into(),
@@ -180,6 +251,7 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, mut req: Request, nex
                             "wrong_password",
                             peer.as_ref(),
                             "Authentication failed: wrong user name or password.",
+                            challenge,
                         )
                     }
                     Err(e) => {
@@ -189,10 +261,17 @@ pub(crate) async fn authenticate(State(auth): State<Auth>, mut req: Request, nex
             }
             Credentials::Bearer(token) => match auth.security.check_token(&token) {
                 Some(p) => p.into(),
-                None => return failed("wrong_token", peer.as_ref(), "Authentication failed: unknown bearer token."),
+                None => {
+                    return failed(
+                        "wrong_token",
+                        peer.as_ref(),
+                        "Authentication failed: unknown bearer token.",
+                        challenge,
+                    )
+                }
             },
             Credentials::Malformed(why) => {
-                return failed("malformed", peer.as_ref(), &format!("Authentication failed: {why}."))
+                return failed("malformed", peer.as_ref(), &format!("Authentication failed: {why}."), challenge)
             }
         }
     };

@@ -13,6 +13,8 @@
 //! - `auth.rs`: authentication over every route (HTTP Basic, bearer tokens, TLS client certificates) into a
 //!   [`Principal`], the ACL checks the handlers make (Kafka's operations for the REST Proxy's routes), and
 //!   [`guard_system`] for the systems' routes.
+//! - `session.rs`: the web console's login, logout and "who am I and what may I do" (`/console/login`,
+//!   `/console/logout`, `/console/api/me`); sessions ride in a cookie `auth.rs` accepts.
 //! - `metrics.rs`: the Prometheus recorder, the request-latency layer and `/metrics`, with broker gauges taken at
 //!   scrape time.
 //! - `openapi.rs`: `/openapi.json`, generated from the handlers' annotations and the types their bodies deserialize
@@ -98,6 +100,7 @@ mod openapi;
 mod records;
 pub mod schemas;
 mod server;
+mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod topics;
@@ -301,7 +304,10 @@ fn build(state: AppState, extra: Router) -> Router {
         .route("/groups/{group}", get(admin::group))
         .route("/health", get(admin::health))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)));
+        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)))
+        .route(auth::LOGIN_PATH, post(session::login))
+        .route("/console/logout", post(session::logout))
+        .route("/console/api/me", get(session::me));
     finish(routes, state, extra, limit, auth)
 }
 

@@ -9,6 +9,7 @@
 //!   pattern), the durable ACL store (`acls.jsonl`) and the decision Kafka's `AclAuthorizer` makes.
 //! - `files.rs`: the JSON-lines files both stores live in: read with the line of any error, rewritten atomically,
 //!   and re-read when another process (the CLI) changed them.
+//! - `sessions.rs`: the web console's browser sessions (in memory, by the digest of their ids).
 //! - `tls.rs`: rustls server configs from PEM files, the principal of a client certificate, and `weir certs dev`.
 //!
 //! [`Security`] bundles the stores with the settings that turn them on; a listener asks it to authenticate a
@@ -18,6 +19,7 @@ pub mod acl;
 mod error;
 mod files;
 pub mod scram;
+pub mod sessions;
 pub mod tls;
 pub mod users;
 
@@ -77,6 +79,8 @@ impl std::fmt::Debug for SecuritySettings {
 pub struct Security {
     pub users: UserStore,
     pub acls: AclStore,
+    /// The web console's logged-in browsers.
+    pub sessions: sessions::Sessions,
     settings: SecuritySettings,
 }
 
@@ -89,7 +93,7 @@ impl Security {
         for s in &settings.super_users {
             acl::check_principal(s)?;
         }
-        Ok(Arc::new(Security { users, acls, settings }))
+        Ok(Arc::new(Security { users, acls, sessions: Default::default(), settings }))
     }
 
     /// The stores in memory only (for tests and tools): `settings` as given, nothing read or written.
@@ -98,12 +102,17 @@ impl Security {
         for s in &settings.super_users {
             acl::check_principal(s)?;
         }
-        Ok(Arc::new(Security { users, acls: AclStore::in_memory(), settings }))
+        Ok(Arc::new(Security { users, acls: AclStore::in_memory(), sessions: Default::default(), settings }))
     }
 
     /// No authentication, no authorizer, no stores on disk: every client may do everything.
     pub fn open_to_all() -> Arc<Security> {
-        Arc::new(Security { users: UserStore::in_memory(), acls: AclStore::in_memory(), settings: Default::default() })
+        Arc::new(Security {
+            users: UserStore::in_memory(),
+            acls: AclStore::in_memory(),
+            sessions: Default::default(),
+            settings: Default::default(),
+        })
     }
 
     pub fn settings(&self) -> &SecuritySettings {
@@ -160,6 +169,19 @@ impl Security {
     /// without PBKDF2: `None` when it cannot tell (see `UserStore::check_remembered`).
     pub fn check_remembered_password(&self, user: &str, password: &str) -> Option<String> {
         self.users.check_remembered(user, password).then(|| format!("User:{user}"))
+    }
+
+    /// The principal of a live web console session whose user still has a password: a user removed (or their
+    /// password deleted) since they logged in, by another process too, is logged out.
+    pub fn check_session(&self, id: &str) -> Option<String> {
+        let principal = self.sessions.check(id)?;
+        let user = principal.strip_prefix("User:").unwrap_or(&principal);
+        if Mechanism::ALL.into_iter().any(|m| self.users.scram(user, m).is_some()) {
+            Some(principal)
+        } else {
+            self.sessions.end(id);
+            None
+        }
     }
 
     /// The principal a bearer token was issued to.

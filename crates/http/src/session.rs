@@ -1,0 +1,96 @@
+//! The web console's login: `POST /console/login` checks a user's password and starts a browser session (an HttpOnly,
+//! SameSite=Strict cookie the authentication layer accepts, `auth.rs`), `POST /console/logout` ends it, and
+//! `GET /console/api/me` says who the caller is and what the console may offer them: READ and WRITE on each system
+//! asked about (`?systems=console,wedding`), so the page hides what the server would refuse.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use weir_security::{Operation, ResourceType, ANONYMOUS};
+
+use crate::auth::{session_cookie, Access, SESSION_COOKIE};
+use crate::error::{ApiError, ErrorCode};
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Login {
+    user: String,
+    password: String,
+}
+
+/// The cookie for a session id: sent back on every request to this server, never readable by scripts nor sent by
+/// another site's page; `Secure` when the listener uses TLS.
+fn cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let text = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}");
+    // Hex ids and fixed attributes: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("weir_session=; Max-Age=0"))
+}
+
+/// `POST /console/login {"user", "password"}`: 200 with the principal and the session cookie, or 401.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(login)) = body else {
+        return ApiError::new(ErrorCode::BadRequest, "send {\"user\": ..., \"password\": ...} as JSON").into_response();
+    };
+    let security = state.config.security.clone();
+    // PBKDF2: milliseconds of CPU, off the async workers.
+    let checked = tokio::task::spawn_blocking(move || security.check_password(&login.user, &login.password)).await;
+    let principal = match checked {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            metrics::counter!("weir_http_authentication_failures_total", "reason" => "wrong_password").increment(1);
+            return ApiError::new(ErrorCode::Unauthenticated, "wrong user name or password").into_response();
+        }
+        Err(e) => return ApiError::internal(format!("checking the password failed: {e}")).into_response(),
+    };
+    let id = state.config.security.sessions.start(&principal);
+    let lifetime = weir_security::sessions::SESSION_LIFETIME.as_secs();
+    let mut response = Json(json!({"principal": principal, "expires_in_seconds": lifetime})).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie(&id, lifetime, state.config.tls.is_some()));
+    response
+}
+
+/// `POST /console/logout`: ends the session of the cookie sent, and clears the cookie.
+pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let ended = session_cookie(&headers).is_some_and(|id| state.config.security.sessions.end(id));
+    let mut response = Json(json!({"logged_out": ended})).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie("", 0, state.config.tls.is_some()));
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MeQuery {
+    /// Systems to say READ and WRITE of, comma-separated (`console` by default).
+    systems: Option<String>,
+}
+
+/// `GET /console/api/me?systems=console,wedding`: the caller's principal, whether they came with a session, and what
+/// they may do on each system named.
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(q): Query<MeQuery>,
+) -> Response {
+    let mut systems = Map::new();
+    for name in q.systems.as_deref().unwrap_or("console").split(',').map(str::trim).filter(|n| !n.is_empty()).take(64) {
+        let read = access.allows(Operation::Read, ResourceType::System, name);
+        let write = access.allows(Operation::Write, ResourceType::System, name);
+        systems.insert(name.to_string(), json!({"read": read, "write": write}));
+    }
+    let session = session_cookie(&headers).is_some_and(|id| state.config.security.check_session(id).is_some());
+    let body = json!({
+        "principal": access.principal(),
+        "anonymous": access.principal() == ANONYMOUS,
+        "session": session,
+        "authentication_required": state.config.security.requires_authentication(),
+        "systems": Value::Object(systems),
+    });
+    (StatusCode::OK, Json(body)).into_response()
+}

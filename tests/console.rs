@@ -148,9 +148,8 @@ fn the_console_asks_for_a_login_and_offers_only_what_the_acls_allow() {
     let config = d.join("weir.toml");
     std::fs::write(&config, "[security]\nauthorizer = \"acl\"\n").unwrap();
     let config = config.to_str().unwrap();
-    let with_config = |args: &[&str]| -> Vec<String> {
-        ["--config", config].iter().chain(args).map(|a| a.to_string()).collect()
-    };
+    let with_config =
+        |args: &[&str]| -> Vec<String> { ["--config", config].iter().chain(args).map(|a| a.to_string()).collect() };
     for (user, password) in [("reader", "reader-pw-2026"), ("writer", "writer-pw-2026")] {
         let mut add = weir(d, &with_config(&["users", "add", user]))
             .stdin(std::process::Stdio::piped())

@@ -127,8 +127,8 @@ async function main() {
   await page.screenshot({ path: `${shots}/dead-letters.png`, fullPage: true });
   await page.click("[data-testid=letters] article.letter:last-child button.replay-one");
   await page.waitForFunction(() => /Replayed 1 to wedding\.brawl/.test(document.getElementById("replay-status").textContent), null, { timeout: 15000 });
-  const still = await page.$$eval("[data-testid=letters] article.letter", (list, o) => list.filter((a) => a.dataset.partition === o.partition && a.dataset.offset === o.offset).length, oldest);
-  if (still) throw new Error("the replayed letter is still waiting");
+  await page.waitForFunction((o) => ![...document.querySelectorAll("[data-testid=letters] article.letter")]
+    .some((a) => a.dataset.partition === o.partition && a.dataset.offset === o.offset), oldest, { timeout: 15000 });
   await page.selectOption("#letters select[name=state]", "replayed");
   await page.click("#letters button[type=submit]");
   await page.waitForFunction((o) => [...document.querySelectorAll("[data-testid=letters] article.letter")]

@@ -391,18 +391,23 @@ async function topic(view, name) {
   await show();
 }
 
-// A group's lag over the samples the server keeps (the last hour).
-function lagChart(history) {
+// A group's lag over the samples the server keeps (the last hour): the total, and each partition's (thin lines,
+// for the partitions the server keeps apart).
+function lagChart(history, partitions = []) {
   const width = 600, height = 140;
   const max = Math.max(1, ...history.map((h) => h.lag));
   const first = history.length ? history[0].at : 0, last = history.length ? history[history.length - 1].at : 1;
   const span = Math.max(1, last - first);
-  const points = history.map((h) => `${((h.at - first) / span) * width},${height - (h.lag / max) * (height - 10)}`).join(" ");
+  const at = (t, lag) => `${((t - first) / span) * width},${height - (lag / max) * (height - 10)}`;
+  const points = history.map((h) => at(h.at, h.lag)).join(" ");
+  const each = partitions.length > 1 ? partitions.map((p, i) => `<polyline fill="none" stroke="${palette[i % palette.length]}"
+    stroke-width="1" opacity="0.6" points="${p.samples.map(([t, lag]) => at(t, lag)).join(" ")}"><title>${esc(p.topic)}-${p.partition}</title></polyline>`).join("") : "";
   const from = history.length ? new Date(first).toLocaleTimeString() : "";
   return `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img"
       aria-label="Lag over time since ${esc(from)}: ${history.length} samples, at most ${number.format(max)}">
-    <polyline fill="none" stroke="var(--warn)" stroke-width="2" points="${points}"/></svg>
-    <div class="legend"><span>${history.length} samples${from ? ` since ${esc(from)}` : ""}</span><span>max ${number.format(max)}</span></div>`;
+    ${each}<polyline fill="none" stroke="var(--warn)" stroke-width="2" points="${points}"/></svg>
+    <div class="legend"><span>${history.length} samples${from ? ` since ${esc(from)}` : ""}</span><span>max ${number.format(max)}</span>
+    ${partitions.length > 1 ? `<span>total (thick) and ${partitions.length} partitions</span>` : ""}</div>`;
 }
 
 async function group(view, name) {
@@ -427,7 +432,7 @@ async function group(view, name) {
     setCard("g-state", g.state, g.state);
     setCard("g-members", g.members.length, number.format(g.members.length));
     setCard("g-lag", g.lag, number.format(g.lag));
-    view.querySelector("#lag-chart").innerHTML = lagChart(g.history);
+    view.querySelector("#lag-chart").innerHTML = lagChart(g.history, g.partition_history);
     view.querySelector("[data-testid=offsets] tbody").innerHTML = g.offsets.map((o) => `<tr><td>${esc(o.topic)}</td>
       <td class="num">${o.partition}</td><td class="num">${o.committed === null ? "–" : number.format(o.committed)}</td>
       <td class="num">${number.format(o.end_offset)}</td><td class="num">${o.lag === null ? "–" : number.format(o.lag)}</td></tr>`).join("");
@@ -534,8 +539,9 @@ async function deadLetters(view, name) {
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.message || `HTTP ${response.status}`);
       const where = Object.entries(answer.to).map(([t, n]) => `${number.format(n)} to ${t}`).join(", ");
-      status.textContent = answer.replayed ? `Replayed ${where}.` : "Nothing to replay: already replayed.";
+      // The list first, then the status: once it says so, the letters shown are those left.
       await load();
+      status.textContent = answer.replayed ? `Replayed ${where}.` : "Nothing to replay: already replayed.";
     } catch (error) {
       status.textContent = `Not replayed: ${error.message}`;
     }

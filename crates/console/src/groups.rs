@@ -1,8 +1,8 @@
 //! A consumer group's page: members and their assignment, committed and end offsets, lag per partition, lag over
-//! the last hour (samples the server keeps, [`LagHistory`]), and resetting offsets (to the start, the end, a time
+//! the last hour in total and per partition (samples the server keeps, [`LagHistory`]), and resetting offsets (to the start, the end, a time
 //! or an offset) while the group has no members, as Kafka allows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,10 +21,27 @@ use crate::{bad, ApiError, Console};
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const SAMPLES_KEPT: usize = 720;
 
-/// Each group's total lag over the last hour: (milliseconds since the epoch, lag).
+/// Each group's lag over the last hour, in total and per partition: (milliseconds since the epoch, lag).
 #[derive(Debug, Default)]
 pub(crate) struct LagHistory {
-    samples: std::sync::Mutex<HashMap<String, VecDeque<(i64, i64)>>>,
+    samples: std::sync::Mutex<HashMap<String, GroupSamples>>,
+}
+
+/// Most partitions of one group whose own lag is kept (in their order): an hour of samples is 720 numbers each, so
+/// a group over thousands of partitions keeps its total only beyond these.
+const PARTITIONS_KEPT: usize = 100;
+
+#[derive(Debug, Default)]
+struct GroupSamples {
+    total: VecDeque<(i64, i64)>,
+    partitions: BTreeMap<(String, i32), VecDeque<(i64, i64)>>,
+}
+
+fn push(kept: &mut VecDeque<(i64, i64)>, sample: (i64, i64)) {
+    kept.push_back(sample);
+    while kept.len() > SAMPLES_KEPT {
+        kept.pop_front();
+    }
 }
 
 impl LagHistory {
@@ -33,23 +50,37 @@ impl LagHistory {
         let mut lags = HashMap::new();
         for g in broker.list_groups() {
             if let Ok(d) = broker.describe_group(&g) {
-                lags.insert(g, d.offsets.iter().filter_map(|o| o.lag).sum::<i64>());
+                let partitions: Vec<((String, i32), i64)> =
+                    d.offsets.iter().filter_map(|o| o.lag.map(|lag| ((o.topic.clone(), o.partition), lag))).collect();
+                lags.insert(g, partitions);
             }
         }
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         samples.retain(|g, _| lags.contains_key(g));
-        for (g, lag) in lags {
+        for (g, partitions) in lags {
             let kept = samples.entry(g).or_default();
-            kept.push_back((now, lag));
-            while kept.len() > SAMPLES_KEPT {
-                kept.pop_front();
+            push(&mut kept.total, (now, partitions.iter().map(|(_, lag)| lag).sum()));
+            kept.partitions.retain(|key, _| partitions.iter().any(|(k, _)| k == key));
+            for (key, lag) in partitions {
+                if kept.partitions.len() >= PARTITIONS_KEPT && !kept.partitions.contains_key(&key) {
+                    continue;
+                }
+                push(kept.partitions.entry(key).or_default(), (now, lag));
             }
         }
     }
 
+    /// The group's total lag samples.
     fn of(&self, group: &str) -> Vec<(i64, i64)> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        samples.get(group).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        samples.get(group).map(|s| s.total.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Each partition's lag samples (those kept, see [`PARTITIONS_KEPT`]).
+    fn per_partition(&self, group: &str) -> Vec<((String, i32), Vec<(i64, i64)>)> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = samples.get(group) else { return Vec::new() };
+        s.partitions.iter().map(|(k, v)| (k.clone(), v.iter().copied().collect())).collect()
     }
 }
 
@@ -105,6 +136,15 @@ pub(crate) async fn group(State(c): State<Console>, Path(name): Path<String>) ->
         .collect();
     let history: Vec<Value> =
         c.lag_history.of(&name).into_iter().map(|(at, lag)| json!({"at": at, "lag": lag})).collect();
+    let partition_history: Vec<Value> = c
+        .lag_history
+        .per_partition(&name)
+        .into_iter()
+        .map(|((topic, partition), samples)| {
+            let samples: Vec<[i64; 2]> = samples.into_iter().map(|(at, lag)| [at, lag]).collect();
+            json!({"topic": topic, "partition": partition, "samples": samples})
+        })
+        .collect();
     Ok(Json(json!({
         "group": d.group,
         "state": d.state,
@@ -114,6 +154,7 @@ pub(crate) async fn group(State(c): State<Console>, Path(name): Path<String>) ->
         "offsets": offsets,
         "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
         "history": history,
+        "partition_history": partition_history,
         "sample_every_seconds": SAMPLE_EVERY.as_secs(),
     }))
     .into_response())

@@ -3,8 +3,8 @@
 //! groups and their lag, the systems, the bus, version and uptime), the topics (paged, filtered) and the consumer
 //! groups with their lag.
 //!
-//! - Server side: JSON under `/console/api/`, and the live numbers as Server-Sent Events (`/console/api/live`, one
-//!   snapshot a second per open page, computed from the broker: no polling storm from the browser).
+//! - Server side: JSON under `/console/api/`, and the live numbers as Server-Sent Events (`/console/api/live`: one
+//!   snapshot a second, taken once for every open page and only while one is open: no polling storm).
 //! - Client side: one page (`assets/index.html`), one script and one style sheet of our own, embedded in the binary
 //!   at build time: no Node.js to build it, no CDN, it works offline. Hash routes (`#/topics`), light and dark themes
 //!   (the system's, or chosen), times in the viewer's time zone.
@@ -73,6 +73,8 @@ struct Console {
     lag_history: Arc<groups::LagHistory>,
     /// The dead letters replayed, as recorded.
     replays: Arc<dead_letters::Replays>,
+    /// The live snapshots, one a second while a page watches.
+    snapshots: Arc<tokio::sync::watch::Sender<Option<Snapshot>>>,
 }
 
 /// The page at `/` and its scripts and style sheet: the same for everyone and holding no data, so `weir up` serves
@@ -92,8 +94,10 @@ pub const ASSET_PATHS: [&str; 4] = ["/", "/console/app.js", "/console/systems.js
 /// (for the groups' charts), until the broker is dropped.
 pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
     let lag_history = Arc::new(groups::LagHistory::default());
+    let snapshots = Arc::new(tokio::sync::watch::Sender::new(None));
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(groups::keep_sampling(Arc::downgrade(&broker), lag_history.clone()));
+        runtime.spawn(keep_snapshotting(Arc::downgrade(&broker), snapshots.clone()));
     }
     Router::new()
         .route("/console/api/overview", get(overview))
@@ -114,6 +118,7 @@ pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
             started: Instant::now(),
             lag_history,
             replays: Arc::default(),
+            snapshots,
         })
 }
 
@@ -281,33 +286,64 @@ async fn groups(State(c): State<Console>, q: PageQuery) -> Response {
 /// How often `/console/api/live` sends a snapshot.
 const LIVE_EVERY: Duration = Duration::from_secs(1);
 
-/// `GET /console/api/live`: a snapshot a second as Server-Sent Events (`event: totals`): the totals, and records
-/// in and out per second since the previous one (out: committed by consumer groups).
-async fn live(State(c): State<Console>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let first = (c, None::<(Instant, Totals)>);
-    let stream = futures_util::stream::unfold(first, |(c, previous)| async move {
-        if previous.is_some() {
-            tokio::time::sleep(LIVE_EVERY).await;
+/// The platform's totals at one moment, with records in and out per second since the one before.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    at: Instant,
+    totals: Totals,
+    in_per_s: f64,
+    out_per_s: f64,
+}
+
+/// Takes a snapshot a second while any page watches (`live`), one for all of them: describing every partition and
+/// group costs the same whether one page or a hundred are open, and nothing while none is.
+async fn keep_snapshotting(
+    broker: std::sync::Weak<Broker>,
+    snapshots: Arc<tokio::sync::watch::Sender<Option<Snapshot>>>,
+) {
+    let mut previous: Option<Snapshot> = None;
+    loop {
+        tokio::time::sleep(LIVE_EVERY).await;
+        let Some(b) = broker.upgrade() else { return };
+        if snapshots.receiver_count() == 0 {
+            // Nobody watching: the next rate starts afresh.
+            previous = None;
+            continue;
         }
-        let broker = c.broker.clone();
         // Describing every partition and group reads the broker's state: off the async workers.
-        let t = tokio::task::spawn_blocking(move || totals(&broker)).await.unwrap_or_default();
-        let now = Instant::now();
-        let (in_per_s, out_per_s) = match previous {
-            Some((at, p)) => {
-                let secs = now.duration_since(at).as_secs_f64().max(1e-3);
-                ((t.end_offsets - p.end_offsets).max(0) as f64 / secs, (t.committed - p.committed).max(0) as f64 / secs)
+        let Ok(totals) = tokio::task::spawn_blocking(move || totals(&b)).await else { return };
+        let at = Instant::now();
+        let (in_per_s, out_per_s) = match &previous {
+            Some(p) => {
+                let secs = at.duration_since(p.at).as_secs_f64().max(1e-3);
+                let rate = |now: i64, then: i64| (now - then).max(0) as f64 / secs;
+                (rate(totals.end_offsets, p.totals.end_offsets), rate(totals.committed, p.totals.committed))
             }
             None => (0.0, 0.0),
         };
+        let snapshot = Snapshot { at, totals, in_per_s, out_per_s };
+        previous = Some(snapshot.clone());
+        snapshots.send_replace(Some(snapshot));
+    }
+}
+
+/// `GET /console/api/live`: a snapshot a second as Server-Sent Events (`event: totals`): the totals, and records
+/// in and out per second since the previous one (out: committed by consumer groups). Every open page gets the same
+/// snapshots ([`keep_snapshotting`]).
+async fn live(State(c): State<Console>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = c.snapshots.subscribe();
+    let stream = futures_util::stream::unfold((c, rx), |(c, mut rx)| async move {
+        // The next snapshot (the first one taken after this page asked).
+        rx.changed().await.ok()?;
+        let snapshot = rx.borrow_and_update().clone()?;
         let data = json!({
-            "totals": t,
-            "in_per_s": in_per_s,
-            "out_per_s": out_per_s,
+            "totals": snapshot.totals,
+            "in_per_s": snapshot.in_per_s,
+            "out_per_s": snapshot.out_per_s,
             "uptime_seconds": c.started.elapsed().as_secs(),
         });
         let event = Event::default().event("totals").data(data.to_string());
-        Some((Ok(event), (c, Some((now, t)))))
+        Some((Ok(event), (c, rx)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
@@ -395,6 +431,30 @@ mod tests {
             let (status, body) = get_json(&app, bad).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
             assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        broker.shutdown();
+    }
+
+    /// Every open page gets the live snapshots, taken once a second for all of them.
+    #[tokio::test]
+    async fn live_snapshots_reach_every_page() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = weir_broker::testing::open_broker(dir.path().join("data"));
+        broker.create_topic("t", 3, BTreeMap::new()).unwrap();
+        let app = router(broker.clone(), ConsoleInfo::default());
+        let mut pages = Vec::new();
+        for _ in 0..2 {
+            let response =
+                app.clone().oneshot(Request::get("/console/api/live").body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            pages.push(response.into_body().into_data_stream());
+        }
+        for page in &mut pages {
+            let first =
+                tokio::time::timeout(Duration::from_secs(10), page.next()).await.expect("a snapshot within 10 s");
+            let text = String::from_utf8(first.unwrap().unwrap().to_vec()).unwrap();
+            assert!(text.starts_with("event: totals") && text.contains("\"partitions\":3"), "{text}");
         }
         broker.shutdown();
     }

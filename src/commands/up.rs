@@ -94,7 +94,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         };
         // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
         // (produce, create and delete topics, reset a group, replay dead letters, check a draft schema).
-        let mut console = weir_console::router(broker.clone(), info);
+        let mut console = weir_console::router(Arc::new(weir_console::Embedded(broker.clone())), info);
         // The Schemas page reads the registry's own API on this port (its subject ACLs apply as on its listener).
         if let Some(service) = &registry {
             console = console.nest("/console/api/registry", weir_schema::api::router(service.clone()));

@@ -120,7 +120,7 @@ async function overview(view) {
   setCard("systems", info.systems.length, info.systems.length ? info.systems.join(", ") : "none");
   setCard("bus", info.bus, info.bus);
   setCard("version", info.version, info.version);
-  document.getElementById("data-dir").textContent = `Data directory: ${info.data_dir}`;
+  document.getElementById("data-dir").textContent = info.data_dir ? `Data directory: ${info.data_dir}` : "";
   const show = (d) => {
     const t = d.totals;
     setCard("in-rate", d.in_per_s, decimal.format(d.in_per_s));

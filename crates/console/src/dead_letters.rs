@@ -10,7 +10,6 @@
 //! The console sits below the runtime that writes dead letters, so the binary tells it their header names.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -19,10 +18,10 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weir_broker::{Broker, BrokerError, ProduceRecord};
+use weir_broker::ProduceRecord;
 
-use crate::messages::{broker_error, read_range, record_json};
-use crate::{bad, ApiError, Console};
+use crate::messages::record_json;
+use crate::{bad, ApiError, Console, Platform, PlatformError};
 
 /// How the runtime writes dead letters and records replays (from `weir_runtime::handler`, given by the binary).
 #[derive(Clone, Debug, Default)]
@@ -48,7 +47,7 @@ pub struct DeadLetterFormat {
 /// The replays recorded so far, read from the replays topic as it grows.
 #[derive(Debug, Default)]
 pub(crate) struct Replays {
-    state: Mutex<ReplayState>,
+    state: tokio::sync::Mutex<ReplayState>,
 }
 
 #[derive(Debug, Default)]
@@ -61,13 +60,18 @@ struct ReplayState {
 
 impl Replays {
     /// Reads what was recorded since the last call; the set of letters of `dlq` replayed.
-    fn of(&self, broker: &Broker, format: &DeadLetterFormat, dlq: &str) -> Result<HashSet<(i32, i64)>, BrokerError> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match broker.offsets(&format.replays_topic, 0) {
+    async fn of(
+        &self,
+        platform: &dyn Platform,
+        format: &DeadLetterFormat,
+        dlq: &str,
+    ) -> Result<HashSet<(i32, i64)>, PlatformError> {
+        let mut state = self.state.lock().await;
+        match platform.offsets(&format.replays_topic, 0).await {
             Ok((_, end)) => {
                 while state.next < end {
                     let from = state.next;
-                    let records = read_range(broker, &format.replays_topic, 0, from, end, 10_000)?;
+                    let records = platform.read(&format.replays_topic, 0, from, end, 10_000).await?;
                     let Some(last) = records.last().map(|r| r.offset) else { break };
                     for r in &records {
                         let Some(v) = r.value.as_deref().and_then(|v| serde_json::from_slice::<Value>(v).ok()) else {
@@ -83,7 +87,7 @@ impl Replays {
                 }
             }
             // Nothing replayed yet.
-            Err(BrokerError::UnknownTopic(_)) => {}
+            Err(PlatformError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
         Ok(state.done.get(dlq).cloned().unwrap_or_default())
@@ -97,10 +101,10 @@ struct Standing {
 }
 
 impl Standing {
-    fn read(c: &Console, dlq: &str) -> Result<Standing, ApiError> {
-        let replayed = c.replays.of(&c.broker, &c.info.dead_letters, dlq).map_err(broker_error)?;
+    async fn read(c: &Console, dlq: &str) -> Result<Standing, ApiError> {
+        let replayed = c.replays.of(&*c.platform, &c.info.dead_letters, dlq).await?;
         let mut committed = HashMap::new();
-        if let Ok(g) = c.broker.describe_group(&c.info.dead_letters.replay_group) {
+        if let Ok(g) = c.platform.describe_group(&c.info.dead_letters.replay_group).await {
             for o in g.offsets.iter().filter(|o| o.topic == dlq) {
                 if let Some(at) = o.committed {
                     committed.insert(o.partition, at);
@@ -115,35 +119,43 @@ impl Standing {
     }
 }
 
-fn dead_letter_topics(c: &Console) -> Vec<String> {
+async fn dead_letter_topics(c: &Console) -> Result<Vec<String>, ApiError> {
     let suffix = &c.info.dead_letters.suffix;
-    c.broker.list_topics().into_iter().filter(|t| !suffix.is_empty() && t.ends_with(suffix.as_str())).collect()
+    let topics = c.platform.list_topics().await?;
+    Ok(topics.into_iter().filter(|t| !suffix.is_empty() && t.ends_with(suffix.as_str())).collect())
 }
 
 /// `GET /console/api/dead-letters?q=&offset=&limit=`: the dead-letter topics (paged as the topics are), each with
 /// its letters, those waiting and those replayed.
 pub(crate) async fn list(State(c): State<Console>, q: crate::PageQuery) -> Response {
-    let names = dead_letter_topics(&c);
+    let names = match dead_letter_topics(&c).await {
+        Ok(names) => names,
+        Err(e) => return e.into_response(),
+    };
     crate::paged(q, names, |dlq| {
-        let d = c.broker.describe_topic(dlq).ok()?;
-        let standing = Standing::read(&c, dlq).ok()?;
-        let mut letters = 0i64;
-        let mut replayed = 0i64;
-        for p in &d.partitions {
-            letters += p.log_end_offset - p.log_start_offset;
-            let below =
-                standing.committed.get(&p.partition).map_or(p.log_start_offset, |c| (*c).max(p.log_start_offset));
-            replayed += below.min(p.log_end_offset) - p.log_start_offset;
-            replayed += standing
-                .replayed
-                .iter()
-                .filter(|(q, o)| *q == p.partition && *o >= below && *o < p.log_end_offset)
-                .count() as i64;
-        }
-        let origin = dlq.strip_suffix(c.info.dead_letters.suffix.as_str()).unwrap_or(dlq);
-        Some(json!({"topic": dlq, "origin": origin, "letters": letters, "replayed": replayed,
+        let c = c.clone();
+        async move {
+            let d = c.platform.describe_topic(&dlq).await.ok()?;
+            let standing = Standing::read(&c, &dlq).await.ok()?;
+            let mut letters = 0i64;
+            let mut replayed = 0i64;
+            for p in &d.partitions {
+                letters += p.log_end_offset - p.log_start_offset;
+                let below =
+                    standing.committed.get(&p.partition).map_or(p.log_start_offset, |c| (*c).max(p.log_start_offset));
+                replayed += below.min(p.log_end_offset) - p.log_start_offset;
+                replayed += standing
+                    .replayed
+                    .iter()
+                    .filter(|(q, o)| *q == p.partition && *o >= below && *o < p.log_end_offset)
+                    .count() as i64;
+            }
+            let origin = dlq.strip_suffix(c.info.dead_letters.suffix.as_str()).unwrap_or(&dlq);
+            Some(json!({"topic": dlq, "origin": origin, "letters": letters, "replayed": replayed,
             "waiting": letters - replayed}))
+        }
     })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,20 +204,20 @@ fn letter_matches(r: &weir_log::StoredRecord, error_header: &str, q: &str) -> bo
 
 /// The letters of `dlq` in the chosen state matching `q`, newest first, scanning at most [`MAX_SCAN`]; with how
 /// many were scanned.
-fn select(
+async fn select(
     c: &Console,
     dlq: &str,
     q: &str,
     state: &str,
     standing: &Standing,
 ) -> Result<(Vec<(i32, weir_log::StoredRecord, bool)>, usize), ApiError> {
-    let d = c.broker.describe_topic(dlq).map_err(broker_error)?;
+    let d = c.platform.describe_topic(dlq).await?;
     let share = MAX_SCAN.div_ceil(d.partitions.len().max(1));
     let mut out = Vec::new();
     let mut scanned = 0;
     for p in &d.partitions {
         let from = (p.log_end_offset - share as i64).max(p.log_start_offset);
-        let records = read_range(&c.broker, dlq, p.partition, from, p.log_end_offset, share).map_err(broker_error)?;
+        let records = c.platform.read(dlq, p.partition, from, p.log_end_offset, share).await?;
         scanned += records.len();
         for r in records {
             let replayed = standing.is_replayed(p.partition, r.offset);
@@ -224,12 +236,13 @@ fn select(
 }
 
 /// The dead-letter topic a path names: 404 unless it exists and is one.
-fn dead_letter_topic(c: &Console, dlq: &str) -> Result<(), ApiError> {
+async fn dead_letter_topic(c: &Console, dlq: &str) -> Result<(), ApiError> {
     let suffix = &c.info.dead_letters.suffix;
     if suffix.is_empty() || !dlq.ends_with(suffix.as_str()) {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("{dlq:?} is not a dead-letter topic (*{suffix})")));
     }
-    c.broker.describe_topic(dlq).map(|_| ()).map_err(broker_error)
+    c.platform.describe_topic(dlq).await?;
+    Ok(())
 }
 
 fn filter_of(
@@ -254,17 +267,18 @@ pub(crate) async fn letters(
     q: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (q, state, limit) = filter_of(q)?;
-    dead_letter_topic(&c, &dlq)?;
-    let answer = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
-        let standing = Standing::read(&c, &dlq)?;
-        let (found, scanned) = select(&c, &dlq, &q, &state, &standing)?;
-        let letters: Vec<Value> =
-            found.iter().take(limit).map(|(p, r, replayed)| letter_json(&c, *p, r, *replayed)).collect();
-        Ok(json!({"topic": dlq, "matched": found.len(), "scanned": scanned, "letters": letters}))
-    })
-    .await
-    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))??;
-    Ok(Json(answer).into_response())
+    dead_letter_topic(&c, &dlq).await?;
+    let standing = Standing::read(&c, &dlq).await?;
+    let (found, scanned) = select(&c, &dlq, &q, &state, &standing).await?;
+    let mut letters = Vec::new();
+    for (p, r, replayed) in found.iter().take(limit) {
+        let mut v = letter_json(&c, *p, r, *replayed);
+        if let Some(schemas) = &c.info.schemas {
+            crate::messages::decode_framed(&**schemas, r, &mut v).await;
+        }
+        letters.push(v);
+    }
+    Ok(Json(json!({"topic": dlq, "matched": found.len(), "scanned": scanned, "letters": letters})).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,51 +304,45 @@ pub(crate) async fn replay(
     body: Result<Json<ReplayRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body.map_err(|e| bad(format!("bad replay: {}", e.body_text())))?;
-    dead_letter_topic(&c, &dlq)?;
-    let chosen = {
-        let (c, dlq) = (c.clone(), dlq.clone());
-        tokio::task::spawn_blocking(move || -> Result<Vec<(i32, weir_log::StoredRecord)>, ApiError> {
-            let standing = Standing::read(&c, &dlq)?;
-            match request.letters {
-                None => {
-                    let (found, _) = select(&c, &dlq, &request.q.to_lowercase(), "waiting", &standing)?;
-                    // Oldest first: replayed in the order they failed.
-                    Ok(found.into_iter().rev().map(|(p, r, _)| (p, r)).collect())
+    dead_letter_topic(&c, &dlq).await?;
+    let standing = Standing::read(&c, &dlq).await?;
+    let chosen: Vec<(i32, weir_log::StoredRecord)> = match request.letters {
+        None => {
+            let (found, _) = select(&c, &dlq, &request.q.to_lowercase(), "waiting", &standing).await?;
+            // Oldest first: replayed in the order they failed.
+            found.into_iter().rev().map(|(p, r, _)| (p, r)).collect()
+        }
+        Some(ids) => {
+            let mut out = Vec::new();
+            for id in ids {
+                if standing.is_replayed(id.partition, id.offset) {
+                    continue;
                 }
-                Some(ids) => {
-                    let mut out = Vec::new();
-                    for id in ids {
-                        if standing.is_replayed(id.partition, id.offset) {
-                            continue;
-                        }
-                        let missing = || {
-                            let at = format!("partition {} offset {}", id.partition, id.offset);
-                            ApiError(StatusCode::NOT_FOUND, format!("no letter at {at} of {dlq}"))
-                        };
-                        let (start, end) = c.broker.offsets(&dlq, id.partition).map_err(broker_error)?;
-                        if id.offset < start || id.offset >= end {
-                            return Err(missing());
-                        }
-                        let r = read_range(&c.broker, &dlq, id.partition, id.offset, id.offset + 1, 1)
-                            .map_err(broker_error)?
-                            .into_iter()
-                            .find(|r| r.offset == id.offset)
-                            .ok_or_else(missing)?;
-                        out.push((id.partition, r));
-                    }
-                    Ok(out)
+                let missing = || {
+                    let at = format!("partition {} offset {}", id.partition, id.offset);
+                    ApiError(StatusCode::NOT_FOUND, format!("no letter at {at} of {dlq}"))
+                };
+                let (start, end) = c.platform.offsets(&dlq, id.partition).await?;
+                if id.offset < start || id.offset >= end {
+                    return Err(missing());
                 }
+                let r = c
+                    .platform
+                    .read(&dlq, id.partition, id.offset, id.offset + 1, 1)
+                    .await?
+                    .into_iter()
+                    .find(|r| r.offset == id.offset)
+                    .ok_or_else(missing)?;
+                out.push((id.partition, r));
             }
-        })
-        .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))??
+            out
+        }
     };
     let f = &c.info.dead_letters;
     let origin_of_name = dlq.strip_suffix(f.suffix.as_str()).unwrap_or(&dlq).to_string();
     if !chosen.is_empty() {
-        ensure_replays_topic(&c.broker, &f.replays_topic)?;
+        ensure_replays_topic(&*c.platform, &f.replays_topic).await?;
     }
-    let producer = c.broker.producer();
     let mut sent: HashMap<String, usize> = HashMap::new();
     for (partition, r) in &chosen {
         let to = r
@@ -360,7 +368,7 @@ pub(crate) async fn replay(
             headers,
             timestamp: None,
         };
-        producer.send(copy).await.map_err(broker_error)?;
+        c.platform.produce(copy).await?;
         let note = json!({"dlq": dlq, "partition": partition, "offset": r.offset, "to": to,
             "at_ms": crate::groups::now_ms(), "by": "console"});
         let record = ProduceRecord {
@@ -371,7 +379,7 @@ pub(crate) async fn replay(
             headers: Vec::new(),
             timestamp: None,
         };
-        producer.send(record).await.map_err(broker_error)?;
+        c.platform.produce(record).await?;
         *sent.entry(to).or_default() += 1;
     }
     Ok(Json(json!({"topic": dlq, "replayed": chosen.len(), "to": sent})).into_response())
@@ -379,17 +387,18 @@ pub(crate) async fn replay(
 
 /// The replays topic, created on the first replay: one partition, compacted (each key, a letter, is written once, so
 /// nothing is ever removed), as the runtime keeps its own records.
-fn ensure_replays_topic(broker: &Broker, name: &str) -> Result<(), ApiError> {
+async fn ensure_replays_topic(platform: &dyn Platform, name: &str) -> Result<(), ApiError> {
     let configs = [("cleanup.policy".to_string(), "compact".to_string())].into_iter().collect();
-    match broker.create_topic(name, 1, configs) {
-        Ok(_) | Err(BrokerError::TopicExists(_)) => Ok(()),
-        Err(e) => Err(broker_error(e)),
+    match platform.create_topic(name, 1, configs).await {
+        Ok(_) | Err(PlatformError::Exists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     use axum::body::Body;
     use axum::http::Request;
@@ -450,7 +459,7 @@ mod tests {
             producer.send(r).await.unwrap();
         }
         let info = ConsoleInfo { dead_letters: format(), ..Default::default() };
-        let app = router(broker.clone(), info);
+        let app = router(Arc::new(crate::Embedded(broker.clone())), info);
 
         let (_, topics) = call(&app, "GET", "/console/api/dead-letters", Value::Null).await;
         assert_eq!(topics["total"], 1, "{topics}");

@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::Platform;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weir_broker::group::{OffsetAndMetadata, TopicPartition};
-use weir_broker::{Broker, BrokerError};
 
 use crate::{bad, ApiError, Console};
 
@@ -45,11 +44,11 @@ fn push(kept: &mut VecDeque<(i64, i64)>, sample: (i64, i64)) {
 }
 
 impl LagHistory {
-    fn sample(&self, broker: &Broker) {
+    async fn sample(&self, platform: &dyn Platform) {
         let now = now_ms();
         let mut lags = HashMap::new();
-        for g in broker.list_groups() {
-            if let Ok(d) = broker.describe_group(&g) {
+        for g in platform.list_groups().await.unwrap_or_default() {
+            if let Ok(d) = platform.describe_group(&g).await {
                 let partitions: Vec<((String, i32), i64)> =
                     d.offsets.iter().filter_map(|o| o.lag.map(|lag| ((o.topic.clone(), o.partition), lag))).collect();
                 lags.insert(g, partitions);
@@ -88,35 +87,19 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Samples every group's lag until the broker is gone (sampling on the blocking pool: it reads every group).
-pub(crate) async fn keep_sampling(broker: Weak<Broker>, history: Arc<LagHistory>) {
+/// Samples every group's lag until the console is gone.
+pub(crate) async fn keep_sampling(platform: Weak<dyn Platform>, history: Arc<LagHistory>) {
     loop {
-        let Some(b) = broker.upgrade() else { return };
-        let h = history.clone();
-        if tokio::task::spawn_blocking(move || h.sample(&b)).await.is_err() {
-            return;
-        }
+        let Some(p) = platform.upgrade() else { return };
+        history.sample(&*p).await;
+        drop(p);
         tokio::time::sleep(SAMPLE_EVERY).await;
     }
 }
 
-fn group_error(e: BrokerError) -> ApiError {
-    let status = match &e {
-        BrokerError::Group(weir_broker::group::GroupError::GroupIdNotFound(_))
-        | BrokerError::Group(weir_broker::group::GroupError::InvalidGroupId) => StatusCode::NOT_FOUND,
-        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
-        BrokerError::Group(_) => StatusCode::CONFLICT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError(status, e.to_string())
-}
-
 /// `GET /console/api/groups/{group}`.
 pub(crate) async fn group(State(c): State<Console>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    if !c.broker.list_groups().contains(&name) {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no consumer group {name:?}")));
-    }
-    let d = c.broker.describe_group(&name).map_err(group_error)?;
+    let d = c.platform.describe_group(&name).await?;
     let members: Vec<Value> = d
         .members
         .iter()
@@ -188,10 +171,7 @@ pub(crate) async fn reset(
     if r.to == "offset" && r.offset.is_none() {
         return Err(bad("to=offset needs offset".into()));
     }
-    if !c.broker.list_groups().contains(&name) {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no consumer group {name:?}")));
-    }
-    let d = c.broker.describe_group(&name).map_err(group_error)?;
+    let d = c.platform.describe_group(&name).await?;
     if !d.members.is_empty() {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -200,34 +180,19 @@ pub(crate) async fn reset(
     }
     let mut moved = Vec::new();
     for o in d.offsets.iter().filter(|o| r.topic.as_ref().is_none_or(|t| *t == o.topic)) {
-        let (start, end) = c.broker.offsets(&o.topic, o.partition).map_err(group_error)?;
+        let (start, end) = c.platform.offsets(&o.topic, o.partition).await?;
         let to = match r.to.as_str() {
             "earliest" => start,
             "latest" => end,
             "offset" => r.offset.unwrap_or(start).clamp(start, end),
-            _ => c
-                .broker
-                .offset_for_timestamp(&o.topic, o.partition, r.timestamp.unwrap_or(0))
-                .map_err(group_error)?
-                .unwrap_or(end),
+            _ => c.platform.offset_for_timestamp(&o.topic, o.partition, r.timestamp.unwrap_or(0)).await?.unwrap_or(end),
         };
         moved.push((o.topic.clone(), o.partition, to));
     }
     if moved.is_empty() {
         return Err(bad("the group has no committed offsets to reset (on that topic)".into()));
     }
-    let offsets = moved
-        .iter()
-        .map(|(t, p, o)| {
-            let meta = OffsetAndMetadata {
-                offset: *o,
-                metadata: "reset by the weir console".into(),
-                commit_timestamp_ms: now_ms(),
-            };
-            (TopicPartition { topic: t.clone(), partition: *p }, meta)
-        })
-        .collect();
-    c.broker.groups().commit_offsets(&name, "", -1, offsets).map_err(|e| group_error(e.into()))?;
+    c.platform.commit_offsets(&name, &moved, "reset by the weir console").await?;
     let answer: Vec<Value> = moved.iter().map(|(t, p, o)| json!({"topic": t, "partition": p, "offset": o})).collect();
     Ok(Json(json!({"group": name, "offsets": answer})).into_response())
 }

@@ -9,7 +9,8 @@
 //!   at build time: no Node.js to build it, no CDN, it works offline. Hash routes (`#/topics`), light and dark themes
 //!   (the system's, or chosen), times in the viewer's time zone.
 //!
-//! The console needs the embedded broker; an instance whose systems run on a Kafka cluster does not serve it yet.
+//! It reads and changes the platform through [`Platform`]: the embedded broker ([`Embedded`]), or the Kafka cluster
+//! the systems run on (the binary's implementation).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,13 +26,14 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use weir_broker::Broker;
 
 mod dead_letters;
 mod groups;
 mod messages;
+mod platform;
 
 pub use dead_letters::DeadLetterFormat;
+pub use platform::{Embedded, Platform, PlatformError, Written};
 
 /// What the overview says of this process besides the broker.
 #[derive(Clone, Debug, Default)]
@@ -66,7 +68,7 @@ pub trait Schemas: Send + Sync + std::fmt::Debug {
 
 #[derive(Clone, Debug)]
 struct Console {
-    broker: Arc<Broker>,
+    platform: Arc<dyn Platform>,
     info: Arc<ConsoleInfo>,
     started: Instant,
     /// Each group's lag over the last hour, sampled by a task [`router`] starts.
@@ -91,13 +93,13 @@ pub fn assets() -> Router {
 pub const ASSET_PATHS: [&str; 4] = ["/", "/console/app.js", "/console/systems.js", "/console/app.css"];
 
 /// The console's API under `/console/api/`. Called within a Tokio runtime, it also starts sampling every group's lag
-/// (for the groups' charts), until the broker is dropped.
-pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
+/// (for the groups' charts) and taking the live snapshots while a page watches, until the router is dropped.
+pub fn router(platform: Arc<dyn Platform>, info: ConsoleInfo) -> Router {
     let lag_history = Arc::new(groups::LagHistory::default());
     let snapshots = Arc::new(tokio::sync::watch::Sender::new(None));
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(groups::keep_sampling(Arc::downgrade(&broker), lag_history.clone()));
-        runtime.spawn(keep_snapshotting(Arc::downgrade(&broker), snapshots.clone()));
+        runtime.spawn(groups::keep_sampling(Arc::downgrade(&platform), lag_history.clone()));
+        runtime.spawn(keep_snapshotting(Arc::downgrade(&platform), snapshots.clone()));
     }
     Router::new()
         .route("/console/api/overview", get(overview))
@@ -113,7 +115,7 @@ pub fn router(broker: Arc<Broker>, info: ConsoleInfo) -> Router {
         .route("/console/api/dead-letters/{topic}/replay", axum::routing::post(dead_letters::replay))
         .route("/console/api/live", get(live))
         .with_state(Console {
-            broker,
+            platform,
             info: Arc::new(info),
             started: Instant::now(),
             lag_history,
@@ -157,12 +159,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<PlatformError> for ApiError {
+    fn from(e: PlatformError) -> Self {
+        let status = match e {
+            PlatformError::NotFound(_) => StatusCode::NOT_FOUND,
+            PlatformError::Exists(_) | PlatformError::Conflict(_) => StatusCode::CONFLICT,
+            PlatformError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PlatformError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
 /// A client's mistake: 400.
 pub(crate) fn bad(message: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message)
 }
 
-/// The broker's totals at one moment.
+/// The platform's totals at one moment.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 struct Totals {
     topics: usize,
@@ -178,10 +192,11 @@ struct Totals {
     total_lag: i64,
 }
 
-fn totals(broker: &Broker) -> Totals {
+/// The totals over every topic and group (those that went away meanwhile left out).
+async fn totals(platform: &dyn Platform) -> Totals {
     let mut t = Totals::default();
-    for name in broker.list_topics() {
-        let Ok(d) = broker.describe_topic(&name) else { continue };
+    for name in platform.list_topics().await.unwrap_or_default() {
+        let Ok(d) = platform.describe_topic(&name).await else { continue };
         t.topics += 1;
         t.partitions += d.partitions.len();
         for p in &d.partitions {
@@ -190,8 +205,8 @@ fn totals(broker: &Broker) -> Totals {
             t.end_offsets += p.log_end_offset;
         }
     }
-    for g in broker.list_groups() {
-        let Ok(d) = broker.describe_group(&g) else { continue };
+    for g in platform.list_groups().await.unwrap_or_default() {
+        let Ok(d) = platform.describe_group(&g).await else { continue };
         t.groups += 1;
         for o in &d.offsets {
             t.committed += o.committed.unwrap_or(0);
@@ -203,13 +218,13 @@ fn totals(broker: &Broker) -> Totals {
 
 /// `GET /console/api/overview`.
 async fn overview(State(c): State<Console>) -> Json<serde_json::Value> {
-    let t = totals(&c.broker);
+    let t = totals(&*c.platform).await;
     Json(json!({
         "version": c.info.version,
         "bus": c.info.bus,
         "systems": c.info.systems,
         "uptime_seconds": c.started.elapsed().as_secs(),
-        "data_dir": c.broker.config().data_dir.display().to_string(),
+        "data_dir": c.platform.data_dir(),
         "registry": c.info.schemas.is_some(),
         "totals": t,
     }))
@@ -239,51 +254,76 @@ type PageQuery = Result<Query<Page>, axum::extract::rejection::QueryRejection>;
 
 /// A page of the `names` containing the query's filter, in order, each described by `describe` (skipped if it went
 /// away meanwhile).
-fn paged(q: PageQuery, mut names: Vec<String>, describe: impl Fn(&str) -> Option<serde_json::Value>) -> Response {
+pub(crate) async fn paged<F, Fut>(q: PageQuery, mut names: Vec<String>, describe: F) -> Response
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Option<serde_json::Value>>,
+{
     let (filter, offset, limit) = match page(q) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     names.retain(|n| n.to_lowercase().contains(&filter));
     names.sort();
-    let items: Vec<serde_json::Value> = names.iter().skip(offset).take(limit).filter_map(|n| describe(n)).collect();
+    let mut items = Vec::new();
+    for n in names.iter().skip(offset).take(limit) {
+        if let Some(item) = describe(n.clone()).await {
+            items.push(item);
+        }
+    }
     Json(json!({"total": names.len(), "offset": offset, "limit": limit, "items": items})).into_response()
 }
 
 /// `GET /console/api/topics?q=&offset=&limit=`: topics by name, with their partitions, sizes and offsets.
 async fn topics(State(c): State<Console>, q: PageQuery) -> Response {
-    paged(q, c.broker.list_topics(), |n| {
-        let d = c.broker.describe_topic(n).ok()?;
-        let sum = |f: fn(&weir_broker::PartitionDescription) -> i64| d.partitions.iter().map(f).sum::<i64>();
-        Some(json!({
-            "name": d.name,
-            "partitions": d.partitions.len(),
-            "size_bytes": d.partitions.iter().map(|p| p.size_bytes).sum::<u64>(),
-            "records": sum(|p| p.log_end_offset - p.log_start_offset),
-            "end_offset": sum(|p| p.log_end_offset),
-            "offline": d.partitions.iter().filter(|p| p.offline.is_some()).count(),
-        }))
+    let names = match c.platform.list_topics().await {
+        Ok(names) => names,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    paged(q, names, |n| {
+        let c = c.clone();
+        async move {
+            let d = c.platform.describe_topic(&n).await.ok()?;
+            let sum = |f: fn(&weir_broker::PartitionDescription) -> i64| d.partitions.iter().map(f).sum::<i64>();
+            Some(json!({
+                "name": d.name,
+                "partitions": d.partitions.len(),
+                "size_bytes": d.partitions.iter().map(|p| p.size_bytes).sum::<u64>(),
+                "records": sum(|p| p.log_end_offset - p.log_start_offset),
+                "end_offset": sum(|p| p.log_end_offset),
+                "offline": d.partitions.iter().filter(|p| p.offline.is_some()).count(),
+            }))
+        }
     })
+    .await
 }
 
 /// `GET /console/api/groups?q=&offset=&limit=`: consumer groups with their state, members and lag.
 async fn groups(State(c): State<Console>, q: PageQuery) -> Response {
-    paged(q, c.broker.list_groups(), |g| {
-        let d = c.broker.describe_group(g).ok()?;
-        let mut topics: Vec<&str> = d.offsets.iter().map(|o| o.topic.as_str()).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        Some(json!({
-            "group": d.group,
-            "state": d.state,
-            "members": d.members.len(),
-            "topics": topics,
-            "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
-        }))
+    let names = match c.platform.list_groups().await {
+        Ok(names) => names,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    paged(q, names, |g| {
+        let c = c.clone();
+        async move {
+            let d = c.platform.describe_group(&g).await.ok()?;
+            let mut topics: Vec<&str> = d.offsets.iter().map(|o| o.topic.as_str()).collect();
+            topics.sort_unstable();
+            topics.dedup();
+            Some(json!({
+                "group": d.group,
+                "state": d.state,
+                "members": d.members.len(),
+                "topics": topics,
+                "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
+            }))
+        }
     })
+    .await
 }
 
-/// How often `/console/api/live` sends a snapshot.
+/// How often `/console/api/live` sends a snapshot on the embedded broker (see [`Platform::snapshot_every`]).
 const LIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// The platform's totals at one moment, with records in and out per second since the one before.
@@ -295,23 +335,24 @@ struct Snapshot {
     out_per_s: f64,
 }
 
-/// Takes a snapshot a second while any page watches (`live`), one for all of them: describing every partition and
+/// Takes a snapshot a second (on a cluster, less often) while any page watches (`live`), one for all of them: describing every partition and
 /// group costs the same whether one page or a hundred are open, and nothing while none is.
 async fn keep_snapshotting(
-    broker: std::sync::Weak<Broker>,
+    platform: std::sync::Weak<dyn Platform>,
     snapshots: Arc<tokio::sync::watch::Sender<Option<Snapshot>>>,
 ) {
     let mut previous: Option<Snapshot> = None;
     loop {
-        tokio::time::sleep(LIVE_EVERY).await;
-        let Some(b) = broker.upgrade() else { return };
+        let every = platform.upgrade().map_or(LIVE_EVERY, |p| p.snapshot_every());
+        tokio::time::sleep(every).await;
+        let Some(p) = platform.upgrade() else { return };
         if snapshots.receiver_count() == 0 {
             // Nobody watching: the next rate starts afresh.
             previous = None;
             continue;
         }
-        // Describing every partition and group reads the broker's state: off the async workers.
-        let Ok(totals) = tokio::task::spawn_blocking(move || totals(&b)).await else { return };
+        let totals = totals(&*p).await;
+        drop(p);
         let at = Instant::now();
         let (in_per_s, out_per_s) = match &previous {
             Some(p) => {
@@ -377,7 +418,7 @@ mod tests {
             p.send(weir_broker::ProduceRecord::new("t03", "x")).await.unwrap();
         }
         let info = ConsoleInfo { version: "9.9".into(), bus: "embedded".into(), ..Default::default() };
-        let app = router(broker.clone(), info).merge(assets());
+        let app = router(Arc::new(Embedded(broker.clone())), info).merge(assets());
         let response = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let (_, overview) = get_json(&app, "/console/api/overview").await;
@@ -442,7 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = weir_broker::testing::open_broker(dir.path().join("data"));
         broker.create_topic("t", 3, BTreeMap::new()).unwrap();
-        let app = router(broker.clone(), ConsoleInfo::default());
+        let app = router(Arc::new(Embedded(broker.clone())), ConsoleInfo::default());
         let mut pages = Vec::new();
         for _ in 0..2 {
             let response =

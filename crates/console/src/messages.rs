@@ -13,22 +13,9 @@ use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use weir_broker::{Broker, BrokerError, ProduceRecord};
+use weir_broker::ProduceRecord;
 
 use crate::{bad, ApiError, Console};
-
-/// A broker error as the console's API answers it: 404 for a topic or partition that does not exist.
-pub(crate) fn broker_error(e: BrokerError) -> ApiError {
-    let status = match e {
-        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => StatusCode::NOT_FOUND,
-        BrokerError::InvalidTopicName(_) | BrokerError::InvalidPartitions(_) | BrokerError::InvalidConfig(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        BrokerError::TopicExists(_) => StatusCode::CONFLICT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    ApiError(status, e.to_string())
-}
 
 /// Bytes as text when they are UTF-8, else as hex, with which it is.
 fn shown(bytes: Option<&[u8]>) -> (Value, &'static str) {
@@ -77,36 +64,10 @@ pub(crate) async fn decode_framed(schemas: &dyn crate::Schemas, r: &weir_log::St
     }
 }
 
-/// Records of one partition from `from` (inclusive) up to `to` (exclusive), at most `limit`.
-pub(crate) fn read_range(
-    broker: &Broker,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    to: i64,
-    limit: usize,
-) -> Result<Vec<weir_log::StoredRecord>, BrokerError> {
-    let mut out = Vec::new();
-    let mut at = from;
-    while out.len() < limit && at < to {
-        let records = broker.read(topic, partition, at, 1 << 20)?.records(at).map_err(BrokerError::from)?;
-        let Some(last) = records.last().map(|r| r.offset) else { break };
-        out.extend(records.into_iter().filter(|r| r.offset >= at && r.offset < to).take(limit - out.len()));
-        if last < at {
-            break;
-        }
-        at = last + 1;
-    }
-    Ok(out)
-}
-
 /// `GET /console/api/topics/{topic}`: partitions with their offsets and sizes, the effective settings, and the
 /// groups with committed offsets on it.
 pub(crate) async fn topic(State(c): State<Console>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let d = match c.broker.describe_topic(&name) {
-        Ok(d) => d,
-        Err(e) => return Err(broker_error(e)),
-    };
+    let d = c.platform.describe_topic(&name).await?;
     let partitions: Vec<Value> = d
         .partitions
         .iter()
@@ -115,17 +76,14 @@ pub(crate) async fn topic(State(c): State<Console>, Path(name): Path<String>) ->
                    "size_bytes": p.size_bytes, "offline": p.offline})
         })
         .collect();
-    let consumers: Vec<Value> = c
-        .broker
-        .list_groups()
-        .iter()
-        .filter_map(|g| c.broker.describe_group(g).ok())
-        .filter(|g| g.offsets.iter().any(|o| o.topic == name))
-        .map(|g| {
+    let mut consumers: Vec<Value> = Vec::new();
+    for g in c.platform.list_groups().await? {
+        let Ok(g) = c.platform.describe_group(&g).await else { continue };
+        if g.offsets.iter().any(|o| o.topic == name) {
             let lag: i64 = g.offsets.iter().filter(|o| o.topic == name).filter_map(|o| o.lag).sum();
-            json!({"group": g.group, "state": g.state, "lag": lag})
-        })
-        .collect();
+            consumers.push(json!({"group": g.group, "state": g.state, "lag": lag}));
+        }
+    }
     Ok(Json(json!({"name": d.name, "partitions": partitions, "configs": d.configs, "consumers": consumers}))
         .into_response())
 }
@@ -145,13 +103,13 @@ pub(crate) async fn create(
     body: Result<Json<NewTopic>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(t) = body.map_err(|e| bad(format!("bad topic: {}", e.body_text())))?;
-    let d = c.broker.create_topic(&t.name, t.partitions, t.configs).map_err(broker_error)?;
-    Ok((StatusCode::CREATED, Json(json!({"name": d.name, "partitions": d.partitions.len()}))).into_response())
+    let partitions = c.platform.create_topic(&t.name, t.partitions, t.configs).await?;
+    Ok((StatusCode::CREATED, Json(json!({"name": t.name, "partitions": partitions}))).into_response())
 }
 
 /// `DELETE /console/api/topics/{topic}`: the topic, its data and its groups' offsets.
 pub(crate) async fn delete(State(c): State<Console>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    c.broker.delete_topic(&name).map_err(broker_error)?;
+    c.platform.delete_topic(&name).await?;
     Ok(Json(json!({"deleted": name})).into_response())
 }
 
@@ -194,43 +152,28 @@ pub(crate) async fn messages(
         Some("oldest") => false,
         Some(other) => return Err(bad(format!("order must be newest or oldest, not {other:?}"))),
     };
-    let d = match c.broker.describe_topic(&name) {
-        Ok(d) => d,
-        Err(e) => return Err(broker_error(e)),
-    };
+    let d = c.platform.describe_topic(&name).await?;
     let chosen: Vec<_> = d.partitions.iter().filter(|p| b.partition.is_none_or(|q| q == p.partition)).collect();
     if chosen.is_empty() {
-        return Err(broker_error(BrokerError::UnknownPartition { topic: name, partition: b.partition.unwrap_or(-1) }));
+        let partition = b.partition.unwrap_or(-1);
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("topic {name:?} has no partition {partition}")));
     }
-    let broker = c.broker.clone();
-    let (offset, timestamp) = (b.offset, b.timestamp);
-    let from = from.to_string();
-    let ranges: Vec<(i32, i64, i64)> =
-        chosen.iter().map(|p| (p.partition, p.log_start_offset, p.log_end_offset)).collect();
-    let share = limit.div_ceil(ranges.len()).max(1);
-    let read = tokio::task::spawn_blocking(move || -> Result<Vec<(i32, weir_log::StoredRecord)>, ApiError> {
-        let mut out = Vec::new();
-        for (p, start, end) in ranges {
-            let first = match from.as_str() {
-                "earliest" => start,
-                "latest" => (end - share as i64).max(start),
-                "offset" => offset.ok_or_else(|| bad("from=offset needs offset=N".into()))?.clamp(start, end),
-                _ => {
-                    let ts = timestamp.ok_or_else(|| bad("from=timestamp needs timestamp=MS".into()))?;
-                    broker.offset_for_timestamp(&name, p, ts).map_err(broker_error)?.unwrap_or(end)
-                }
-            };
-            let records = read_range(&broker, &name, p, first, end, share).map_err(broker_error)?;
-            out.extend(records.into_iter().map(|r| (p, r)));
-        }
-        Ok(out)
-    })
-    .await;
-    let read = match read {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(e),
-        Err(e) => return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-    };
+    let share = limit.div_ceil(chosen.len()).max(1);
+    let mut read = Vec::new();
+    for p in chosen {
+        let (start, end) = (p.log_start_offset, p.log_end_offset);
+        let first = match from {
+            "earliest" => start,
+            "latest" => (end - share as i64).max(start),
+            "offset" => b.offset.ok_or_else(|| bad("from=offset needs offset=N".into()))?.clamp(start, end),
+            _ => {
+                let ts = b.timestamp.ok_or_else(|| bad("from=timestamp needs timestamp=MS".into()))?;
+                c.platform.offset_for_timestamp(&name, p.partition, ts).await?.unwrap_or(end)
+            }
+        };
+        let records = c.platform.read(&name, p.partition, first, end, share).await?;
+        read.extend(records.into_iter().map(|r| (p.partition, r)));
+    }
     let mut records = Vec::with_capacity(read.len());
     for (p, r) in &read {
         let mut v = record_json(*p, r);
@@ -274,9 +217,7 @@ pub(crate) async fn produce(
         Ok(b) => b,
         Err(e) => return Err(bad(format!("bad message: {}", e.body_text()))),
     };
-    if let Err(e) = c.broker.describe_topic(&name) {
-        return Err(broker_error(e));
-    }
+    c.platform.describe_topic(&name).await?;
     let mut schema_id = None;
     let value: Option<bytes::Bytes> = match (&p.value_subject, p.value) {
         (None, value) => value.map(Into::into),
@@ -303,8 +244,8 @@ pub(crate) async fn produce(
         headers: p.headers.into_iter().map(|h| (h.key, h.value.into())).collect(),
         timestamp: None,
     };
-    let m = c.broker.producer().send(record).await.map_err(broker_error)?;
-    Ok(Json(json!({"partition": m.partition, "offset": m.offset, "timestamp": m.timestamp, "schema_id": schema_id}))
+    let (partition, offset, timestamp) = c.platform.produce(record).await?;
+    Ok(Json(json!({"partition": partition, "offset": offset, "timestamp": timestamp, "schema_id": schema_id}))
         .into_response())
 }
 
@@ -378,12 +319,9 @@ pub(crate) async fn search(
     if !(1..=1_000_000).contains(&max) {
         return Err(bad("max must be between 1 and 1000000".into()));
     }
-    let d = match c.broker.describe_topic(&name) {
-        Ok(d) => d,
-        Err(e) => return Err(broker_error(e)),
-    };
+    let d = c.platform.describe_topic(&name).await?;
     let (tx, rx) = mpsc::channel::<Event>(64);
-    let broker = c.broker.clone();
+    let platform = c.platform.clone();
     let share = max.div_ceil(d.partitions.len().max(1)) as i64;
     let ranges: Vec<(i32, i64, i64)> = d
         .partitions
@@ -391,18 +329,21 @@ pub(crate) async fn search(
         .map(|p| (p.partition, (p.log_end_offset - share).max(p.log_start_offset), p.log_end_offset))
         .collect();
     let to_scan: i64 = ranges.iter().map(|(_, from, to)| to - from).sum();
-    tokio::task::spawn_blocking(move || {
-        let send = |e: Event| tx.blocking_send(e).is_ok();
+    tokio::spawn(async move {
+        let send = |e: Event| {
+            let tx = tx.clone();
+            async move { tx.send(e).await.is_ok() }
+        };
         let (mut scanned, mut found) = (0i64, 0usize);
         for (p, from, to) in ranges {
             let mut at = from;
             while at < to {
-                let records = match read_range(&broker, &name, p, at, to, 1000) {
+                let records = match platform.read(&name, p, at, to, 1000).await {
                     Ok(r) if !r.is_empty() => r,
                     Ok(_) => break,
                     Err(e) => {
-                        let _ =
-                            send(Event::default().event("error").data(json!({"message": e.to_string()}).to_string()));
+                        let message = json!({"message": e.to_string()}).to_string();
+                        let _ = send(Event::default().event("error").data(message)).await;
                         return;
                     }
                 };
@@ -410,19 +351,20 @@ pub(crate) async fn search(
                 for r in &records {
                     if found < 100 && matches(r, &s.q, &field, s.path.as_deref()) {
                         found += 1;
-                        if !send(Event::default().event("match").data(record_json(p, r).to_string())) {
+                        if !send(Event::default().event("match").data(record_json(p, r).to_string())).await {
                             return; // the page went away
                         }
                     }
                 }
                 scanned += records.len() as i64;
                 let progress = json!({"scanned": scanned, "to_scan": to_scan, "found": found});
-                if !send(Event::default().event("progress").data(progress.to_string())) {
+                if !send(Event::default().event("progress").data(progress.to_string())).await {
                     return;
                 }
             }
         }
-        let _ = send(Event::default().event("done").data(json!({"scanned": scanned, "found": found}).to_string()));
+        let done = json!({"scanned": scanned, "found": found}).to_string();
+        let _ = send(Event::default().event("done").data(done)).await;
     });
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
         Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) }));

@@ -241,3 +241,86 @@ fn two_wedding_instances_on_a_cluster_take_events_and_hand_the_desks_over_throug
     Command::new("kill").arg(survivor.id().to_string()).status().unwrap();
     assert!(survivor.wait().unwrap().success(), "the survivor stops cleanly");
 }
+
+/// The web console of a `weir up` whose systems run on a cluster: the same API over the Kafka protocol (topics
+/// created, produced to, browsed, searched and deleted; a group's lag shown and reset; the live totals), the bus
+/// named as the cluster's address and no data directory.
+#[test]
+fn the_console_serves_the_cluster_the_systems_run_on() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (tansu, db, bus) = rt.block_on(cluster());
+    let dir = tempfile::tempdir().unwrap();
+    let args = instance_args("none", &bus, &db, &[]);
+    let (mut up, http) = start_instance(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>(), "console");
+    let url = |path: &str| format!("http://{http}{path}");
+    let post = |path: &str, body: &str| {
+        support::curl_json(&["-X", "POST", "-H", "content-type: application/json", "-d", body, &url(path)])
+    };
+    let get = |path: &str| support::curl_json(&[&url(path)]);
+
+    let (overview, status) = get("/console/api/overview");
+    assert_eq!(status, "200", "{overview}");
+    assert!(overview["bus"].as_str().is_some_and(|b| b.starts_with("kafka://")), "{overview}");
+    assert_eq!(overview["data_dir"], serde_json::Value::Null);
+
+    let (created, status) = post("/console/api/topics", r#"{"name": "console-on-cluster", "partitions": 2}"#);
+    assert_eq!(status, "201", "{created}");
+    assert_eq!(post("/console/api/topics", r#"{"name": "console-on-cluster", "partitions": 2}"#).1, "409");
+    for i in 0..3 {
+        let body = format!(r#"{{"key": "k{i}", "value": "{{\"order\": {{\"id\": \"c-{i}\"}}}}", "partition": 0}}"#);
+        let (written, status) = post("/console/api/topics/console-on-cluster/messages", &body);
+        assert_eq!((status.as_str(), written["partition"].as_i64()), ("200", Some(0)), "{written}");
+    }
+    let (topic, _) = get("/console/api/topics/console-on-cluster");
+    let ends: Vec<i64> =
+        topic["partitions"].as_array().unwrap().iter().map(|p| p["end_offset"].as_i64().unwrap()).collect();
+    assert_eq!(ends, [3, 0], "{topic}");
+    let (page, _) = get("/console/api/topics/console-on-cluster/messages?partition=0&from=earliest&order=oldest&limit=10");
+    let ids: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value_json"]["order"]["id"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(ids, ["c-0", "c-1", "c-2"], "{page}");
+    let (listed, _) = get("/console/api/topics?q=console-on");
+    assert_eq!(listed["total"], 1, "{listed}");
+    let search = Command::new("curl")
+        .args(["-s", "-N", "-m", "30", &url("/console/api/topics/console-on-cluster/search?q=c-1&path=$.order.id")])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&search.stdout);
+    assert!(events.contains("event: done") && events.contains("\"found\":1"), "{events}");
+
+    // A group that read 2 of the 3: its lag on the console, then reset to the end while it has no members.
+    let out = weir(dir.path(), &["--server", &tansu.bus_url(), "consume", "console-on-cluster", "--group", "cc-group"])
+        .args(["--from-beginning", "--max", "2", "--idle-timeout-ms", "5000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "consume: {}", String::from_utf8_lossy(&out.stderr));
+    let started = Instant::now();
+    let group = loop {
+        let (group, status) = get("/console/api/groups/cc-group");
+        if status == "200" && group["lag"] == 1 && group["members"].as_array().is_some_and(|m| m.is_empty()) {
+            break group;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the group's lag: {status} {group}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(group["offsets"][0]["committed"], 2, "{group}");
+    let (reset, status) = post("/console/api/groups/cc-group/reset", r#"{"to": "latest"}"#);
+    assert_eq!(status, "200", "{reset}");
+    assert_eq!(get("/console/api/groups/cc-group").0["lag"], 0);
+
+    // The live totals, and the topic deleted.
+    let live = Command::new("curl").args(["-s", "-N", "-m", "15", &url("/console/api/live")]).output().unwrap();
+    let live = String::from_utf8_lossy(&live.stdout);
+    assert!(live.contains("event: totals") && live.contains("\"topics\":"), "{live}");
+    let deleted = support::curl_json(&["-X", "DELETE", &url("/console/api/topics/console-on-cluster")]);
+    assert_eq!(deleted.1, "200", "{}", deleted.0);
+    assert_eq!(get("/console/api/topics/console-on-cluster").1, "404");
+
+    Command::new("kill").arg(up.id().to_string()).status().unwrap();
+    let _ = up.wait();
+    drop(tansu);
+}

@@ -39,17 +39,21 @@ fn run_remote(remote: &Remote, cmd: GroupsCommand) -> Result<()> {
                 println!("{g}");
             }
         }
-        GroupsCommand::Describe { group } => print_details(&describe_remote(remote, &client, &group)?),
+        GroupsCommand::Describe { group } => match describe_remote(remote, &client, &group)? {
+            Some(details) => print_details(&details),
+            None => bail!("unknown group {group:?} on {}", remote.name()),
+        },
     }
     Ok(())
 }
 
 /// DescribeGroups for members and assignments, then OffsetFetch over every partition the cluster has (the
-/// protocol has no "all of this group's offsets" call in librdkafka) and ListOffsets for the end offsets.
-fn describe_remote(remote: &Remote, client: &BaseConsumer, group: &str) -> Result<GroupDetails> {
+/// protocol has no "all of this group's offsets" call in librdkafka) and ListOffsets for the end offsets. `None` for
+/// a group the cluster does not know.
+pub(crate) fn describe_remote(remote: &Remote, client: &BaseConsumer, group: &str) -> Result<Option<GroupDetails>> {
     let list = blocking(|| client.fetch_group_list(Some(group), TIMEOUT))?;
     let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
-        bail!("unknown group {group:?} on {}", remote.name());
+        return Ok(None);
     };
     let members = info
         .members()
@@ -88,16 +92,16 @@ fn describe_remote(remote: &Remote, client: &BaseConsumer, group: &str) -> Resul
     }
     // Kafka reports a group nobody joined and nobody committed for as "Dead" rather than unknown.
     if info.state() == "Dead" && offsets.is_empty() {
-        bail!("unknown group {group:?} on {}", remote.name());
+        return Ok(None);
     }
-    Ok(GroupDetails {
+    Ok(Some(GroupDetails {
         group: group.to_string(),
         state: info.state().to_string(),
         protocol: info.protocol().to_string(),
         generation: -1, // DescribeGroups does not carry it
         members,
         offsets,
-    })
+    }))
 }
 
 fn print_details(d: &GroupDetails) {

@@ -3,6 +3,7 @@
 mod acls;
 pub mod bench;
 mod certs;
+mod console_cluster;
 mod consume;
 mod dlq;
 mod groups;

@@ -83,27 +83,29 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         // Each system's routes behind its own ACL check (READ for GET and HEAD, WRITE for the rest).
         routes = routes.merge(weir_http::guard_system(system.name(), r));
     }
-    // The web console at `/`, over weir's own broker.
-    if let Some(broker) = &broker {
-        let info = weir_console::ConsoleInfo {
-            version: env!("CARGO_PKG_VERSION").into(),
-            bus: "embedded".into(),
-            systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
-            dead_letters: dead_letter_format(),
-            schemas: registry.clone().map(|r| Arc::new(ConsoleSchemas::new(r)) as Arc<dyn weir_console::Schemas>),
-        };
-        // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
-        // (produce, create and delete topics, reset a group, replay dead letters, check a draft schema).
-        let mut console = weir_console::router(Arc::new(weir_console::Embedded(broker.clone())), info);
-        // The Schemas page reads the registry's own API on this port (its subject ACLs apply as on its listener).
-        if let Some(service) = &registry {
-            console = console.nest("/console/api/registry", weir_schema::api::router(service.clone()));
-        }
-        routes = routes.merge(weir_http::guard_system(super::acls::CONSOLE, console));
-        // The page and its scripts hold no data: served to anyone, so a browser without credentials gets the
-        // console's login page (see `http_open_paths` in `start_http`).
-        routes = routes.merge(weir_console::assets());
+    // The web console at `/`, over weir's own broker or the cluster the systems run on.
+    let platform: Arc<dyn weir_console::Platform> = match &broker {
+        Some(broker) => Arc::new(weir_console::Embedded(broker.clone())),
+        None => Arc::new(super::console_cluster::ClusterPlatform::connect(args.bus.trim(), bus.clone())?),
+    };
+    let info = weir_console::ConsoleInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        bus: if broker.is_some() { "embedded".into() } else { redact(args.bus.trim()) },
+        systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
+        dead_letters: dead_letter_format(),
+        schemas: registry.clone().map(|r| Arc::new(ConsoleSchemas::new(r)) as Arc<dyn weir_console::Schemas>),
+    };
+    // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
+    // (produce, create and delete topics, reset a group, replay dead letters, check a draft schema).
+    let mut console = weir_console::router(platform, info);
+    // The Schemas page reads the registry's own API on this port (its subject ACLs apply as on its listener).
+    if let Some(service) = &registry {
+        console = console.nest("/console/api/registry", weir_schema::api::router(service.clone()));
     }
+    routes = routes.merge(weir_http::guard_system(super::acls::CONSOLE, console));
+    // The page and its scripts hold no data: served to anyone, so a browser without credentials gets the
+    // console's login page (see `open_paths` in `start_http`).
+    routes = routes.merge(weir_console::assets());
     let schemas = registry.clone();
     let (http, rest_proxy) = start_http(broker.as_ref(), &bus, &args, &settings, &guard, routes, schemas).await?;
     let names: Vec<&str> = systems.iter().map(|(s, _)| s.name()).collect();
@@ -757,9 +759,7 @@ async fn start_http(
     config.tls = guard.http_tls.clone();
     config.open_paths = settings.http_open_paths.clone();
     // The web console's page and scripts (no data in them), so a browser without credentials reaches its login.
-    if broker.is_some() {
-        config.open_paths.extend(weir_console::ASSET_PATHS.iter().map(|p| p.to_string()));
-    }
+    config.open_paths.extend(weir_console::ASSET_PATHS.iter().map(|p| p.to_string()));
     // The REST Proxy's avro, jsonschema and protobuf formats serialize through the registry.
     config.schemas = schemas.map(|s| Arc::new(weir_schema::Serializers::new(s)) as Arc<dyn weir_http::EmbeddedSchemas>);
     let Some(broker) = broker else {

@@ -1,6 +1,6 @@
 //! The HTTP API of a weir whose systems run on a Kafka cluster (`weir up --bus kafka://...`): there is no broker in
 //! the process, but every instance still serves its systems' routes, `/health` (which says whether the cluster
-//! answers), `/metrics` and `/openapi.json`. The REST Proxy routes serve the embedded broker only; here they answer
+//! answers), `/metrics`, `/openapi.json` and the web console's login. The REST Proxy routes serve the embedded broker only; here they answer
 //! 501 with a JSON body saying so and what to use instead, never a refused connection.
 
 use std::future::Future;
@@ -58,6 +58,7 @@ pub struct ClusterReach {
 pub fn cluster_router(config: HttpConfig, probe: ClusterProbe, extra: Router) -> Router {
     let limit = config.max_body_bytes;
     let auth = crate::auth::Auth::new(&config);
+    let extra = extra.merge(crate::session::routes(&config));
     let state = ClusterState { config: Arc::new(config), probe, started: Instant::now() };
     let mut router = Router::new()
         .route("/health", get(health))

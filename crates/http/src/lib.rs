@@ -304,10 +304,8 @@ fn build(state: AppState, extra: Router) -> Router {
         .route("/groups/{group}", get(admin::group))
         .route("/health", get(admin::health))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)))
-        .route(auth::LOGIN_PATH, post(session::login))
-        .route("/console/logout", post(session::logout))
-        .route("/console/api/me", get(session::me));
+        .route("/openapi.json", get(move || openapi::serve_document(schema_formats)));
+    let extra = extra.merge(session::routes(&state.config));
     finish(routes, state, extra, limit, auth)
 }
 

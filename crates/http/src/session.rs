@@ -3,17 +3,38 @@
 //! `GET /console/api/me` says who the caller is and what the console may offer them: READ and WRITE on each system
 //! asked about (`?systems=console,wedding`), so the page hides what the server would refuse.
 
+use std::sync::Arc;
+
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use weir_security::{Operation, ResourceType, ANONYMOUS};
+use weir_security::{Operation, ResourceType, Security, ANONYMOUS};
 
-use crate::auth::{session_cookie, Access, SESSION_COOKIE};
+use crate::auth::{session_cookie, Access, LOGIN_PATH, SESSION_COOKIE};
 use crate::error::{ApiError, ErrorCode};
-use crate::AppState;
+use crate::HttpConfig;
+
+/// What the session routes need of the server's configuration.
+#[derive(Clone)]
+pub(crate) struct Sessions {
+    security: Arc<Security>,
+    /// The listener uses TLS: the cookie is `Secure`.
+    tls: bool,
+}
+
+/// The routes, for the API over the embedded broker and on a cluster alike.
+pub(crate) fn routes(config: &HttpConfig) -> Router {
+    let state = Sessions { security: config.security.clone(), tls: config.tls.is_some() };
+    Router::new()
+        .route(LOGIN_PATH, post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/api/me", get(me))
+        .with_state(state)
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct Login {
@@ -32,13 +53,13 @@ fn cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
 
 /// `POST /console/login {"user", "password"}`: 200 with the principal and the session cookie, or 401.
 pub(crate) async fn login(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(login)) = body else {
         return ApiError::new(ErrorCode::BadRequest, "send {\"user\": ..., \"password\": ...} as JSON").into_response();
     };
-    let security = state.config.security.clone();
+    let security = state.security.clone();
     // PBKDF2: milliseconds of CPU, off the async workers.
     let checked = tokio::task::spawn_blocking(move || security.check_password(&login.user, &login.password)).await;
     let principal = match checked {
@@ -49,18 +70,18 @@ pub(crate) async fn login(
         }
         Err(e) => return ApiError::internal(format!("checking the password failed: {e}")).into_response(),
     };
-    let id = state.config.security.sessions.start(&principal);
+    let id = state.security.sessions.start(&principal);
     let lifetime = weir_security::sessions::SESSION_LIFETIME.as_secs();
     let mut response = Json(json!({"principal": principal, "expires_in_seconds": lifetime})).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie(&id, lifetime, state.config.tls.is_some()));
+    response.headers_mut().insert(header::SET_COOKIE, cookie(&id, lifetime, state.tls));
     response
 }
 
 /// `POST /console/logout`: ends the session of the cookie sent, and clears the cookie.
-pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let ended = session_cookie(&headers).is_some_and(|id| state.config.security.sessions.end(id));
+pub(crate) async fn logout(State(state): State<Sessions>, headers: HeaderMap) -> Response {
+    let ended = session_cookie(&headers).is_some_and(|id| state.security.sessions.end(id));
     let mut response = Json(json!({"logged_out": ended})).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie("", 0, state.config.tls.is_some()));
+    response.headers_mut().insert(header::SET_COOKIE, cookie("", 0, state.tls));
     response
 }
 
@@ -73,7 +94,7 @@ pub(crate) struct MeQuery {
 /// `GET /console/api/me?systems=console,wedding`: the caller's principal, whether they came with a session, and what
 /// they may do on each system named.
 pub(crate) async fn me(
-    State(state): State<AppState>,
+    State(state): State<Sessions>,
     access: Access,
     headers: HeaderMap,
     Query(q): Query<MeQuery>,
@@ -84,12 +105,12 @@ pub(crate) async fn me(
         let write = access.allows(Operation::Write, ResourceType::System, name);
         systems.insert(name.to_string(), json!({"read": read, "write": write}));
     }
-    let session = session_cookie(&headers).is_some_and(|id| state.config.security.check_session(id).is_some());
+    let session = session_cookie(&headers).is_some_and(|id| state.security.check_session(id).is_some());
     let body = json!({
         "principal": access.principal(),
         "anonymous": access.principal() == ANONYMOUS,
         "session": session,
-        "authentication_required": state.config.security.requires_authentication(),
+        "authentication_required": state.security.requires_authentication(),
         "systems": Value::Object(systems),
     });
     (StatusCode::OK, Json(body)).into_response()

@@ -134,12 +134,10 @@ impl Platform for ClusterPlatform {
             .describe_configs([&ResourceSpecifier::Topic(name)], &Self::options())
             .await
             .map_err(|e| kafka(&e))?;
-        for resource in described {
-            // A cluster without DescribeConfigs still shows the topic, with no settings.
-            if let Ok(r) = resource {
-                for e in r.entries {
-                    configs.insert(e.name, e.value.unwrap_or_default());
-                }
+        // A cluster refusing DescribeConfigs still shows the topic, with no settings.
+        for r in described.into_iter().flatten() {
+            for e in r.entries {
+                configs.insert(e.name, e.value.unwrap_or_default());
             }
         }
         Ok(TopicDescription { name: name.to_string(), partitions, configs })

@@ -26,6 +26,11 @@ pub(crate) struct LagHistory {
     samples: std::sync::Mutex<HashMap<String, GroupSamples>>,
 }
 
+/// A topic and partition.
+type Partition = (String, i32);
+/// (milliseconds since the epoch, lag) samples, oldest first.
+type Samples = Vec<(i64, i64)>;
+
 /// Most partitions of one group whose own lag is kept (in their order): an hour of samples is 720 numbers each, so
 /// a group over thousands of partitions keeps its total only beyond these.
 const PARTITIONS_KEPT: usize = 100;
@@ -76,7 +81,7 @@ impl LagHistory {
     }
 
     /// Each partition's lag samples (those kept, see [`PARTITIONS_KEPT`]).
-    fn per_partition(&self, group: &str) -> Vec<((String, i32), Vec<(i64, i64)>)> {
+    fn per_partition(&self, group: &str) -> Vec<(Partition, Samples)> {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = samples.get(group) else { return Vec::new() };
         s.partitions.iter().map(|(k, v)| (k.clone(), v.iter().copied().collect())).collect()

@@ -275,7 +275,8 @@ fn the_console_serves_the_cluster_the_systems_run_on() {
     let ends: Vec<i64> =
         topic["partitions"].as_array().unwrap().iter().map(|p| p["end_offset"].as_i64().unwrap()).collect();
     assert_eq!(ends, [3, 0], "{topic}");
-    let (page, _) = get("/console/api/topics/console-on-cluster/messages?partition=0&from=earliest&order=oldest&limit=10");
+    let (page, _) =
+        get("/console/api/topics/console-on-cluster/messages?partition=0&from=earliest&order=oldest&limit=10");
     let ids: Vec<&str> = page["records"]
         .as_array()
         .unwrap()

@@ -196,6 +196,37 @@ fn the_console_asks_for_a_login_and_offers_only_what_the_acls_allow() {
     );
 }
 
+/// Each system's view, with every system running (`tests/browser/systems.js`): repair tickets and a journey,
+/// analytics' windows, a reviewer approving an event from their queue, a waitroom event's queue.
+#[test]
+fn every_systems_view_renders_what_its_system_holds() {
+    let modules = node_modules();
+    assert!(modules.join("playwright-core").exists(), "playwright-core is not installed (scripts/test.sh installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["up", "--systems", "all", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    let args = [&args[..], &["--set", "analytics.flush_interval_seconds=1"]].concat();
+    let (mut up, kafka, http, _stderr) = start_up_command(weir(dir.path(), &args));
+    // A bulk of the analytics generator's events (spread over a simulated day): windows for its chart.
+    let out = weir(dir.path(), &["--server", &kafka, "analytics", "produce", "--bulk", "5000", "--quiet"]).output().unwrap();
+    assert!(out.status.success(), "analytics produce: {}", String::from_utf8_lossy(&out.stderr));
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/systems.js");
+    let out = Command::new("node")
+        .args([script, &format!("http://{http}"), shots.to_str().unwrap()])
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node is required (Debian's nodejs)");
+    let _ = Command::new("kill").arg(up.id().to_string()).status();
+    let _ = up.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("systems ok"),
+        "systems.js failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// curl, quiet, with a time limit.
 fn curl(args: &[&str]) -> Command {
     let mut c = Command::new("curl");

@@ -73,7 +73,11 @@ fn code(code: Option<RDKafkaErrorCode>, message: String) -> PlatformError {
         }
         Some(C::TopicAlreadyExists) => PlatformError::Exists(message),
         Some(
-            C::InvalidTopic | C::InvalidPartitions | C::InvalidConfig | C::InvalidRequest | C::PolicyViolation
+            C::InvalidTopic
+            | C::InvalidPartitions
+            | C::InvalidConfig
+            | C::InvalidRequest
+            | C::PolicyViolation
             | C::InvalidReplicationFactor,
         ) => PlatformError::Invalid(message),
         Some(C::UnknownMemberId | C::IllegalGeneration | C::RebalanceInProgress | C::NonEmptyGroup) => {
@@ -130,10 +134,8 @@ impl Platform for ClusterPlatform {
         }
         let mut configs = BTreeMap::new();
         let admin = self.remote.admin().map_err(unavailable)?;
-        let described = admin
-            .describe_configs([&ResourceSpecifier::Topic(name)], &Self::options())
-            .await
-            .map_err(|e| kafka(&e))?;
+        let described =
+            admin.describe_configs([&ResourceSpecifier::Topic(name)], &Self::options()).await.map_err(|e| kafka(&e))?;
         // A cluster refusing DescribeConfigs still shows the topic, with no settings.
         for r in described.into_iter().flatten() {
             for e in r.entries {
@@ -247,7 +249,9 @@ impl Platform for ClusterPlatform {
         let at = weir_runtime::time::now_ms();
         match self.bus.produce(message).await {
             Ok(d) => Ok((d.partition, d.offset, at)),
-            Err(weir_runtime::BusError::UnknownTopic(t)) => Err(PlatformError::NotFound(format!("unknown topic {t:?}"))),
+            Err(weir_runtime::BusError::UnknownTopic(t)) => {
+                Err(PlatformError::NotFound(format!("unknown topic {t:?}")))
+            }
             Err(e) => Err(PlatformError::Unavailable(e.to_string())),
         }
     }

@@ -179,10 +179,11 @@ function topics(view) {
   return list(view, {
     title: "Topics", path: "/console/api/topics", testid: "topics-table",
     columns: [{ label: "Name" }, { label: "Partitions", num: true }, { label: "Records", num: true },
-      { label: "Size", num: true }, { label: "End offsets", num: true }],
+      { label: "Size", num: true }, { label: "End offsets", num: true }, { label: "Records / s", num: true }],
     row: (t) => `<tr><td><a href="#/topics/${encodeURIComponent(t.name)}">${esc(t.name)}</a>${t.offline ? ` <span class="error">(${t.offline} offline)</span>` : ""}</td>
       <td class="num">${number.format(t.partitions)}</td><td class="num">${number.format(t.records)}</td>
-      <td class="num">${bytes(t.size_bytes)}</td><td class="num">${number.format(t.end_offset)}</td></tr>`,
+      <td class="num">${bytes(t.size_bytes)}</td><td class="num">${number.format(t.end_offset)}</td>
+      <td class="num">${t.records_per_s === null ? "–" : decimal.format(t.records_per_s)}</td></tr>`,
     extra: `<form id="create" data-testid="create" data-needs-write="console"><h2>Create a topic</h2>
       <label>Name <input name="name" required autocomplete="off" pattern="[A-Za-z0-9._\\-]+"></label>
       <label>Partitions <input name="partitions" type="number" min="1" max="10000" value="1" required></label>

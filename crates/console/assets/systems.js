@@ -35,10 +35,13 @@ function lines(series, { height = 180, label }) {
   const width = 600;
   const all = series.flatMap((s) => s.points);
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
-  const x0 = Math.min(...xs, 0), x1 = Math.max(...xs, 1), y1 = Math.max(1, ...ys);
-  const at = ([x, y]) => `${((x - x0) / Math.max(1, x1 - x0)) * width},${height - (y / y1) * (height - 10)}`;
+  // One x value (a single window) sits in the middle rather than at the edge.
+  const lo = Math.min(...xs), hi = Math.max(...xs);
+  const x0 = hi > lo ? lo : lo - 1, x1 = hi > lo ? hi : hi + 1, y1 = Math.max(1, ...ys);
+  const at = ([x, y]) => `${((x - x0) / (x1 - x0)) * width},${height - (y / y1) * (height - 10)}`;
   return `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img" aria-label="${esc(label)}">
-    ${series.map((s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map(at).join(" ")}"/>`).join("")}</svg>
+    ${series.map((s) => `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map(at).join(" ")}"/>`
+      + (s.points.length === 1 ? `<circle r="4" fill="${s.color}" cx="${at(s.points[0]).split(",")[0]}" cy="${at(s.points[0]).split(",")[1]}"/>` : "")).join("")}</svg>
     <div class="legend">${series.map((s) => `<span><span class="swatch" style="background:${s.color}"></span>${esc(s.name)}</span>`).join("")}
     <span>max ${number.format(y1)}</span></div>`;
 }
@@ -199,7 +202,7 @@ async function repairView(view) {
   const journey = async (id) => {
     const t = await api(`/api/repair/tickets/${encodeURIComponent(id)}`);
     view.querySelector("#journey").innerHTML = `<p>${esc(id)}${t.trace_id ? ` · trace ${esc(t.trace_id)}` : ""}</p><ol>
-      ${(t.journey || []).map((j) => `<li><strong>${esc(j.event)}</strong> by ${esc(j.service)}${j.at ? ` at ${esc(new Date(j.at).toLocaleString())}` : ""}
+      ${(t.events || []).map((j) => `<li><strong>${esc(j.event)}</strong> by ${esc(j.service)}${j.at ? ` at ${esc(new Date(j.at).toLocaleString())}` : ""}
         ${j.scheduled_at ? ` for ${esc(new Date(j.scheduled_at).toLocaleString())}` : ""}${j.amount !== undefined ? `, ${esc(j.amount)}` : ""}</li>`).join("")}</ol>`;
   };
   const load = async () => {

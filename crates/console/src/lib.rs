@@ -194,16 +194,28 @@ struct Totals {
 
 /// The totals over every topic and group (those that went away meanwhile left out).
 async fn totals(platform: &dyn Platform) -> Totals {
+    totals_and_ends(platform).await.0
+}
+
+/// Each topic's end offsets, summed over its partitions: they grow by the records written to it.
+type TopicEnds = std::collections::HashMap<String, i64>;
+
+/// [`totals`], and each topic's end offsets (for its rate).
+async fn totals_and_ends(platform: &dyn Platform) -> (Totals, TopicEnds) {
     let mut t = Totals::default();
+    let mut ends = TopicEnds::new();
     for name in platform.list_topics().await.unwrap_or_default() {
         let Ok(d) = platform.describe_topic(&name).await else { continue };
         t.topics += 1;
         t.partitions += d.partitions.len();
+        let mut end = 0;
         for p in &d.partitions {
             t.size_bytes += p.size_bytes;
             t.records += p.log_end_offset - p.log_start_offset;
-            t.end_offsets += p.log_end_offset;
+            end += p.log_end_offset;
         }
+        t.end_offsets += end;
+        ends.insert(name, end);
     }
     for g in platform.list_groups().await.unwrap_or_default() {
         let Ok(d) = platform.describe_group(&g).await else { continue };
@@ -213,7 +225,7 @@ async fn totals(platform: &dyn Platform) -> Totals {
             t.total_lag += o.lag.unwrap_or(0);
         }
     }
-    t
+    (t, ends)
 }
 
 /// `GET /console/api/overview`.
@@ -274,16 +286,20 @@ where
     Json(json!({"total": names.len(), "offset": offset, "limit": limit, "items": items})).into_response()
 }
 
-/// `GET /console/api/topics?q=&offset=&limit=`: topics by name, with their partitions, sizes and offsets.
+/// `GET /console/api/topics?q=&offset=&limit=`: topics by name, with their partitions, sizes, offsets and records
+/// written per second (null until the live snapshots have two readings).
 async fn topics(State(c): State<Console>, q: PageQuery) -> Response {
     let names = match c.platform.list_topics().await {
         Ok(names) => names,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    // Each topic's rate from the latest live snapshot (taken while a page is open, as this one is).
+    let rates = c.snapshots.borrow().as_ref().map(|s| s.topics.clone()).unwrap_or_default();
     paged(q, names, |n| {
-        let c = c.clone();
+        let (c, rates) = (c.clone(), rates.clone());
         async move {
             let d = c.platform.describe_topic(&n).await.ok()?;
+            let per_s = rates.get(&n).map(|(_, r)| *r);
             let sum = |f: fn(&weir_broker::PartitionDescription) -> i64| d.partitions.iter().map(f).sum::<i64>();
             Some(json!({
                 "name": d.name,
@@ -292,6 +308,7 @@ async fn topics(State(c): State<Console>, q: PageQuery) -> Response {
                 "records": sum(|p| p.log_end_offset - p.log_start_offset),
                 "end_offset": sum(|p| p.log_end_offset),
                 "offline": d.partitions.iter().filter(|p| p.offline.is_some()).count(),
+                "records_per_s": per_s,
             }))
         }
     })
@@ -333,6 +350,8 @@ struct Snapshot {
     totals: Totals,
     in_per_s: f64,
     out_per_s: f64,
+    /// Each topic's end offsets, and records written to it per second since the snapshot before.
+    topics: Arc<std::collections::HashMap<String, (i64, f64)>>,
 }
 
 /// Takes a snapshot a second (on a cluster, less often) while any page watches (`live`), one for all of them: describing every partition and
@@ -351,18 +370,26 @@ async fn keep_snapshotting(
             previous = None;
             continue;
         }
-        let totals = totals(&*p).await;
+        let (totals, ends) = totals_and_ends(&*p).await;
         drop(p);
         let at = Instant::now();
+        let secs = previous.as_ref().map_or(1.0, |p| at.duration_since(p.at).as_secs_f64().max(1e-3));
+        let rate = |now: i64, then: Option<i64>| then.map_or(0.0, |then| (now - then).max(0) as f64 / secs);
         let (in_per_s, out_per_s) = match &previous {
             Some(p) => {
-                let secs = at.duration_since(p.at).as_secs_f64().max(1e-3);
-                let rate = |now: i64, then: i64| (now - then).max(0) as f64 / secs;
-                (rate(totals.end_offsets, p.totals.end_offsets), rate(totals.committed, p.totals.committed))
+                (rate(totals.end_offsets, Some(p.totals.end_offsets)), rate(totals.committed, Some(p.totals.committed)))
             }
             None => (0.0, 0.0),
         };
-        let snapshot = Snapshot { at, totals, in_per_s, out_per_s };
+        let topics = ends
+            .into_iter()
+            .map(|(name, end)| {
+                let then = previous.as_ref().and_then(|p| p.topics.get(&name).map(|(e, _)| *e));
+                let per_s = rate(end, then);
+                (name, (end, per_s))
+            })
+            .collect();
+        let snapshot = Snapshot { at, totals, in_per_s, out_per_s, topics: Arc::new(topics) };
         previous = Some(snapshot.clone());
         snapshots.send_replace(Some(snapshot));
     }

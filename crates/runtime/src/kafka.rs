@@ -24,6 +24,9 @@ pub struct KafkaBus {
     endpoint: KafkaEndpoint,
     producer: Arc<ThreadedProducer<Deliveries>>,
     admin: Arc<AdminClient<Observer>>,
+    /// Metadata and watermarks for `end_offsets` (sampled every few seconds by the analytics lag): one client kept,
+    /// rather than a connection set up on every call.
+    offsets: Arc<BaseConsumer<Observer>>,
     observer: Observer,
 }
 
@@ -383,7 +386,17 @@ impl KafkaBus {
             .client_config_for(Some(ClientRole::Admin), &[])
             .create_with_context(observer.clone())
             .map_err(backend)?;
-        Ok(KafkaBus { endpoint, producer: Arc::new(producer), admin: Arc::new(admin), observer })
+        let offsets = endpoint
+            .client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS)
+            .create_with_context(observer.clone())
+            .map_err(backend)?;
+        Ok(KafkaBus {
+            endpoint,
+            producer: Arc::new(producer),
+            admin: Arc::new(admin),
+            offsets: Arc::new(offsets),
+            observer,
+        })
     }
 
     /// Resolves, with the cluster's reason, once it has refused this bus's credentials (a wrong password, an unknown
@@ -524,8 +537,7 @@ impl Bus for KafkaBus {
     }
 
     async fn end_offsets(&self, topic: &str) -> Result<Vec<i64>, BusError> {
-        let config = self.endpoint.client_config_for(Some(ClientRole::Consumer), CONSUMER_DEFAULTS);
-        let client: BaseConsumer<Observer> = config.create_with_context(self.observer.clone()).map_err(backend)?;
+        let client = self.offsets.clone();
         let topic = topic.to_string();
         // Metadata and watermarks are blocking librdkafka calls.
         tokio::task::spawn_blocking(move || -> Result<Vec<i64>, BusError> {

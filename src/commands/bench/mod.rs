@@ -4,6 +4,7 @@
 //! measures a running server over the Kafka protocol instead.
 
 mod analytics;
+mod console;
 mod runtime;
 mod wire;
 
@@ -39,6 +40,8 @@ pub enum BenchCommand {
     Outbox(runtime::OutboxArgs),
     /// A simulated day of the analytics pipeline (5 M events) produced and aggregated as fast as possible.
     Analytics(analytics::AnalyticsArgs),
+    /// The web console's API over 1,000 topics of 10 partitions: the time of each page's request.
+    Console(console::ConsoleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +160,7 @@ pub async fn run(settings: Settings, cmd: BenchCommand) -> Result<()> {
         BenchCommand::Handlers(a) => runtime::handlers(a).await,
         BenchCommand::Outbox(a) => runtime::outbox(a).await,
         BenchCommand::Analytics(a) => analytics::run(a).await,
+        BenchCommand::Console(a) => console::run(a).await,
         BenchCommand::Throughput(a) => throughput(settings, a).await,
         BenchCommand::Latency(a) => latency(settings, a).await,
         BenchCommand::Memory(a) => memory(settings, a).await,

@@ -177,23 +177,8 @@ fn the_console_asks_for_a_login_and_offers_only_what_the_acls_allow() {
     let out = weir(d, &with_config(&["topics", "create", "orders"])).output().unwrap();
     assert!(out.status.success(), "topics create: {}", String::from_utf8_lossy(&out.stderr));
     let args = ["up", "--systems", "wedding", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
-    let (mut up, _kafka, http, _stderr) = start_up_command(weir(d, &with_config(&args)));
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/login.js");
-    let out = Command::new("node")
-        .args([script, &format!("http://{http}"), shots.to_str().unwrap()])
-        .env("NODE_PATH", &modules)
-        .output()
-        .expect("node is required (Debian's nodejs)");
-    let _ = Command::new("kill").arg(up.id().to_string()).status();
-    let _ = up.wait();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("login ok"),
-        "login.js failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (up, _kafka, http, _stderr) = start_up_command(weir(d, &with_config(&args)));
+    run_browser_script("login", &http, up);
 }
 
 /// Each system's view, with every system running (`tests/browser/systems.js`): repair tickets and a journey,
@@ -205,24 +190,32 @@ fn every_systems_view_renders_what_its_system_holds() {
     let dir = tempfile::tempdir().unwrap();
     let args = ["up", "--systems", "all", "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
     let args = [&args[..], &["--set", "analytics.flush_interval_seconds=1"]].concat();
-    let (mut up, kafka, http, _stderr) = start_up_command(weir(dir.path(), &args));
+    let (up, kafka, http, _stderr) = start_up_command(weir(dir.path(), &args));
     // A bulk of the analytics generator's events (spread over a simulated day): windows for its chart.
-    let out = weir(dir.path(), &["--server", &kafka, "analytics", "produce", "--bulk", "5000", "--quiet"]).output().unwrap();
+    let out =
+        weir(dir.path(), &["--server", &kafka, "analytics", "produce", "--bulk", "5000", "--quiet"]).output().unwrap();
     assert!(out.status.success(), "analytics produce: {}", String::from_utf8_lossy(&out.stderr));
+    run_browser_script("systems", &http, up);
+}
+
+/// Runs `tests/browser/NAME.js` against the `weir up` at `http` (screenshots into `target/console-screenshots/`),
+/// stops that `weir up`, and fails unless the script printed `NAME ok`, showing what it printed.
+fn run_browser_script(name: &str, http: &str, mut up: std::process::Child) {
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/systems.js");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/browser/{name}.js"));
     let out = Command::new("node")
-        .args([script, &format!("http://{http}"), shots.to_str().unwrap()])
-        .env("NODE_PATH", &modules)
+        .arg(&script)
+        .args([&format!("http://{http}"), shots.to_str().unwrap()])
+        .env("NODE_PATH", node_modules())
         .output()
         .expect("node is required (Debian's nodejs)");
     let _ = Command::new("kill").arg(up.id().to_string()).status();
     let _ = up.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("systems ok"),
-        "systems.js failed\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status.success() && stdout.contains(&format!("{name} ok")),
+        "{name}.js failed\nstdout:\n{stdout}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

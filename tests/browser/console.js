@@ -3,20 +3,12 @@
 // with the live feed, the lists find what the test made, a dead letter is replayed, a simulated wedding finishes with
 // its stress against the optimum, the theme switches; a screenshot of each page.
 "use strict";
-const { chromium } = require("playwright-core");
+const { open, step, finish } = require("./browser.js");
 
 async function main() {
   const [base, shots] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 }, colorScheme: "light" });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
-  const step = (name) => console.log(`step: ${name}`);
+  const session = await open();
+  const { page } = session;
 
   await page.goto(`${base}/`);
   await page.waitForSelector("[data-testid=overview]");
@@ -196,9 +188,7 @@ async function main() {
   step("dark theme kept");
   await page.screenshot({ path: `${shots}/overview-dark.png` });
 
-  await browser.close();
-  if (errors.length) throw new Error(`console errors:\n${errors.join("\n")}`);
-  console.log("console ok");
+  await finish(session, "console");
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

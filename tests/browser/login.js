@@ -3,24 +3,12 @@
 // platform but is not offered what they may not do (create or delete a topic, produce, start a wedding run), logging
 // out returns to the login, and a writer is offered it all.
 "use strict";
-const { chromium } = require("playwright-core");
+const { open, step, finish } = require("./browser.js");
 
 async function main() {
   const [base, shots] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 }, colorScheme: "light" });
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  // 401 is the answer the login depends on (before it, and to a wrong password); nothing else may fail.
-  page.on("response", (r) => {
-    const expected = r.status() === 401 && /\/console\/(api\/me|login)/.test(r.url());
-    if (r.status() >= 400 && !expected) errors.push(`${r.status()} ${r.url()}`);
-  });
-  page.on("dialog", (d) => { errors.push(`a browser dialog: ${d.message()}`); d.dismiss(); });
-  const step = (name) => console.log(`step: ${name}`);
+  const session = await open({ expected: (r) => r.status() === 401 && /\/console\/(api\/me|login)/.test(r.url()), consoleErrors: false });
+  const { page } = session;
   const login = async (user, password) => {
     await page.waitForSelector("[data-testid=login]");
     await page.fill("#login input[name=user]", user);
@@ -66,9 +54,7 @@ async function main() {
   if (!(await page.isVisible("#simulate"))) throw new Error("a writer is not offered to start a wedding run");
   step("a writer is offered it all");
 
-  await browser.close();
-  if (errors.length) throw new Error(`errors:\n${errors.join("\n")}`);
-  console.log("login ok");
+  await finish(session, "login");
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

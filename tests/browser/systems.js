@@ -3,7 +3,7 @@
 // what the test gave its system: repair tickets and a ticket's journey, analytics' windows, dispatch's waiting events
 // and a reviewer approving one from their queue, a waitroom event's queue; a screenshot of each.
 "use strict";
-const { chromium } = require("playwright-core");
+const { open, step, finish } = require("./browser.js");
 
 async function main() {
   const [base, shots] = process.argv.slice(2);
@@ -19,16 +19,8 @@ async function main() {
   await call("POST", "/api/dispatch/events", [1, 2, 3].map((severity) => ({ region: "EU", ruleType: "face_detection", severity })));
   for (const user of ["fan-1", "fan-2", "fan-3"]) await call("POST", "/api/v1/waitroom/join", { user_id: user, event_id: "console-concert", priority: 0 });
 
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 860 }, colorScheme: "light" });
-  const errors = [];
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("response", (r) => { if (r.status() >= 400) errors.push(`${r.status()} ${r.url()}`); });
-  const step = (name) => console.log(`step: ${name}`);
+  const session = await open();
+  const { page } = session;
 
   await page.goto(`${base}/#/systems`);
   await page.waitForSelector("[data-testid=systems] li");
@@ -78,9 +70,7 @@ async function main() {
   step("waitroom: the event's queue");
   await page.screenshot({ path: `${shots}/system-waitroom.png`, fullPage: true });
 
-  await browser.close();
-  if (errors.length) throw new Error(`errors:\n${errors.join("\n")}`);
-  console.log("systems ok");
+  await finish(session, "systems");
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -94,6 +94,7 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
         systems: systems.iter().map(|(s, _)| s.name().to_string()).collect(),
         dead_letters: dead_letter_format(),
         schemas: registry.clone().map(|r| Arc::new(ConsoleSchemas::new(r)) as Arc<dyn weir_console::Schemas>),
+        health: Some(Arc::new(TasksRunning(host.liveness()))),
     };
     // Held to the same users as the API, and to ACLs on the system `console`: READ to look, WRITE to act
     // (produce, create and delete topics, reset a group, replay dead letters, check a draft schema).
@@ -154,6 +155,16 @@ pub async fn run(settings: Settings, mut args: UpArgs) -> Result<()> {
     let _ = tokio::task::spawn_blocking(weir_runtime::telemetry::shutdown).await;
     eprintln!("weir stopped");
     outcome
+}
+
+/// The systems' health as the console's overview shows it: each system's tasks, running or not.
+#[derive(Debug)]
+struct TasksRunning(weir_runtime::system::Liveness);
+
+impl weir_console::SystemsHealth for TasksRunning {
+    fn systems(&self) -> Vec<(String, Vec<(String, bool)>)> {
+        self.0.systems()
+    }
 }
 
 /// The console's use of the schema registry: framed values decoded for showing, values encoded with a subject's

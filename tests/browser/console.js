@@ -17,7 +17,9 @@ async function main() {
   await page.waitForFunction(() => Number(document.getElementById("in-rate")?.dataset.value) > 0, null, { timeout: 30000 });
   await page.waitForFunction(() => Number(document.getElementById("lag")?.dataset.value) > 0, null, { timeout: 30000 });
   await page.waitForFunction(() => document.querySelectorAll("#chart polyline").length === 2, null, { timeout: 30000 });
-  step("live numbers and chart");
+  // The wedding runs here, and is healthy (its desks' task runs).
+  if ((await page.getAttribute("#systems [data-system=wedding]", "data-healthy")) !== "true") throw new Error("the wedding is not shown healthy");
+  step("live numbers and chart, the systems' health");
   await page.screenshot({ path: `${shots}/overview.png` });
 
   // Keyboard only: the Topics link is reached with Tab and followed with Enter.

@@ -117,7 +117,12 @@ async function overview(view) {
     <div class="cards">${card("Systems", "systems")}${card("Bus", "bus")}${card("Version", "version")}${card("Up for", "uptime")}</div>
     <p class="muted" id="data-dir"></p></section>`;
   const info = await api("/console/api/overview");
-  setCard("systems", info.systems.length, info.systems.length ? info.systems.join(", ") : "none");
+  // Each system with its health: a cross and the tasks that stopped when one did.
+  const health = info.health || [];
+  setCard("systems", info.systems.length, info.systems.length ? "" : "none");
+  document.getElementById("systems").innerHTML = health.map((h) => `<span class="system ${h.healthy ? "ok" : "error"}"
+    data-system="${esc(h.system)}" data-healthy="${h.healthy}" title="${h.healthy ? `${h.tasks} task(s) running` : `stopped: ${esc(h.stopped.join(", "))}`}">
+    ${h.healthy ? "✓" : "✗"} ${esc(h.system)}</span>`).join(" ") || "none";
   setCard("bus", info.bus, info.bus);
   setCard("version", info.version, info.version);
   document.getElementById("data-dir").textContent = info.data_dir ? `Data directory: ${info.data_dir}` : "";

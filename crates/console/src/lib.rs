@@ -49,6 +49,14 @@ pub struct ConsoleInfo {
     /// message may be produced with a subject's latest schema. Its own API is served under
     /// `/console/api/registry/` by the binary (the Schemas page reads it).
     pub schemas: Option<Arc<dyn Schemas>>,
+    /// Whether each system's tasks are running (the runtime's host knows; the binary tells).
+    pub health: Option<Arc<dyn SystemsHealth>>,
+}
+
+/// Each running system with its background tasks and whether each still runs.
+pub trait SystemsHealth: Send + Sync + std::fmt::Debug {
+    /// `(system, [(task, running)])`.
+    fn systems(&self) -> Vec<(String, Vec<(String, bool)>)>;
 }
 
 /// The console's use of the schema registry (implemented by the binary over `weir-schema`, which sits beside this
@@ -238,8 +246,24 @@ async fn overview(State(c): State<Console>) -> Json<serde_json::Value> {
         "uptime_seconds": c.started.elapsed().as_secs(),
         "data_dir": c.platform.data_dir(),
         "registry": c.info.schemas.is_some(),
+        "health": systems_health(&c.info),
         "totals": t,
     }))
+}
+
+/// Each system's health: healthy while every one of its tasks runs (a system without tasks, serving only HTTP,
+/// is healthy while the process is up); the tasks that stopped, by name.
+fn systems_health(info: &ConsoleInfo) -> Vec<serde_json::Value> {
+    let tasks = info.health.as_ref().map(|h| h.systems()).unwrap_or_default();
+    info.systems
+        .iter()
+        .map(|name| {
+            let mine: Vec<&(String, bool)> =
+                tasks.iter().filter(|(s, _)| s == name).flat_map(|(_, t)| t.iter()).collect();
+            let stopped: Vec<&str> = mine.iter().filter(|(_, running)| !running).map(|(t, _)| t.as_str()).collect();
+            json!({"system": name, "healthy": stopped.is_empty(), "tasks": mine.len(), "stopped": stopped})
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -524,6 +548,40 @@ mod tests {
             let text = String::from_utf8(first.unwrap().unwrap().to_vec()).unwrap();
             assert!(text.starts_with("event: totals") && text.contains("\"partitions\":3"), "{text}");
         }
+        broker.shutdown();
+    }
+
+    #[derive(Debug)]
+    struct OneStopped;
+
+    impl SystemsHealth for OneStopped {
+        fn systems(&self) -> Vec<(String, Vec<(String, bool)>)> {
+            vec![
+                ("wedding".into(), vec![("wedding desks".into(), true)]),
+                ("dispatch".into(), vec![("dispatch assigner".into(), false), ("dispatch relay".into(), true)]),
+            ]
+        }
+    }
+
+    /// The overview says which system is not doing all its work, and which of its tasks stopped.
+    #[tokio::test]
+    async fn the_overview_shows_each_systems_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = weir_broker::testing::open_broker(dir.path().join("data"));
+        let info = ConsoleInfo {
+            systems: vec!["wedding".into(), "dispatch".into(), "analytics".into()],
+            health: Some(Arc::new(OneStopped)),
+            ..Default::default()
+        };
+        let app = router(Arc::new(Embedded(broker.clone())), info);
+        let (_, overview) = get_json(&app, "/console/api/overview").await;
+        let health = &overview["health"];
+        assert_eq!(health[0], serde_json::json!({"system": "wedding", "healthy": true, "tasks": 1, "stopped": []}));
+        assert_eq!(
+            health[1],
+            serde_json::json!({"system": "dispatch", "healthy": false, "tasks": 2, "stopped": ["dispatch assigner"]})
+        );
+        assert_eq!(health[2]["healthy"], true, "a system without tasks is healthy while the process is up");
         broker.shutdown();
     }
 }

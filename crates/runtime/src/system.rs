@@ -272,6 +272,31 @@ pub struct Host {
     running: Running,
     schemas: Option<Arc<dyn SchemaRegistry>>,
     access: Arc<dyn Access>,
+    liveness: Liveness,
+}
+
+/// Whether each started system's tasks are still running, readable while the host runs them (the web console's
+/// overview shows it): a task that ended before the platform stopped (it failed, or panicked) means its system is
+/// not doing all its work.
+#[derive(Clone, Debug, Default)]
+pub struct Liveness {
+    tasks: Arc<std::sync::Mutex<Vec<(String, String, tokio::task::AbortHandle)>>>,
+}
+
+impl Liveness {
+    /// Each system with its tasks, `(task, running)`, in the order they started.
+    pub fn systems(&self) -> Vec<(String, Vec<(String, bool)>)> {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, Vec<(String, bool)>)> = Vec::new();
+        for (system, task, handle) in tasks.iter() {
+            let state = (task.clone(), !handle.is_finished());
+            match out.iter_mut().find(|(s, _)| s == system) {
+                Some((_, states)) => states.push(state),
+                None => out.push((system.clone(), vec![state])),
+            }
+        }
+        out
+    }
 }
 
 impl std::fmt::Debug for Host {
@@ -298,7 +323,7 @@ impl Host {
         });
         running.add(vec![("outbox relay".to_string(), relay)]);
         let access = Arc::new(OpenAccess::new(bus.clone()));
-        Host { bus, store, kv, outbox, running, schemas: None, access }
+        Host { bus, store, kv, outbox, running, schemas: None, access, liveness: Liveness::default() }
     }
 
     /// The schema registry the systems' typed events go through (without one, a system that declares event
@@ -329,8 +354,19 @@ impl Host {
             access: self.access.clone(),
         };
         let started = launch(system, ctx).await?;
+        {
+            let mut live = self.liveness.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            for (task, handle) in &started.tasks {
+                live.push((system.name().to_string(), task.clone(), handle.abort_handle()));
+            }
+        }
         self.running.add(started.tasks);
         Ok(started.routes)
+    }
+
+    /// The started systems' tasks, running or not, to watch while the host runs them.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
     }
 
     /// Stops every system and the relay, waiting up to `deadline` in all; reports how each task ended.

@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 
 use crate::{bad, ApiError, Console};
 
-/// How often every group's total lag is sampled, and how many samples are kept (an hour's).
+/// How often every group's lag is sampled on the embedded broker (see `Platform::lag_sample_every`), and how many
+/// samples are kept at most (an hour's at that pace).
 pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 const SAMPLES_KEPT: usize = 720;
 
@@ -41,9 +42,13 @@ struct GroupSamples {
     partitions: BTreeMap<(String, i32), VecDeque<(i64, i64)>>,
 }
 
+/// How far back the samples go.
+const KEPT_FOR_MS: i64 = 3_600_000;
+
+/// Adds a sample, dropping those older than an hour (and any beyond [`SAMPLES_KEPT`]).
 fn push(kept: &mut VecDeque<(i64, i64)>, sample: (i64, i64)) {
     kept.push_back(sample);
-    while kept.len() > SAMPLES_KEPT {
+    while kept.len() > SAMPLES_KEPT || kept.front().is_some_and(|(at, _)| *at < sample.0 - KEPT_FOR_MS) {
         kept.pop_front();
     }
 }
@@ -98,7 +103,8 @@ pub(crate) async fn keep_sampling(platform: Weak<dyn Platform>, history: Arc<Lag
         let Some(p) = platform.upgrade() else { return };
         history.sample(&*p).await;
         drop(p);
-        tokio::time::sleep(SAMPLE_EVERY).await;
+        let every = platform.upgrade().map_or(SAMPLE_EVERY, |p| p.lag_sample_every());
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -143,7 +149,7 @@ pub(crate) async fn group(State(c): State<Console>, Path(name): Path<String>) ->
         "lag": d.offsets.iter().filter_map(|o| o.lag).sum::<i64>(),
         "history": history,
         "partition_history": partition_history,
-        "sample_every_seconds": SAMPLE_EVERY.as_secs(),
+        "sample_every_seconds": c.platform.lag_sample_every().as_secs(),
     }))
     .into_response())
 }

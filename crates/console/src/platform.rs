@@ -56,6 +56,11 @@ pub trait Platform: Send + Sync + std::fmt::Debug {
     /// How often the live totals are taken: every second on the embedded broker, less often on a cluster, where
     /// they cost a request per topic and group.
     fn snapshot_every(&self) -> Duration;
+    /// How often every group's lag is sampled for the groups' charts (an hour of samples is kept): on a cluster each
+    /// sample describes every group, a few requests each.
+    fn lag_sample_every(&self) -> Duration {
+        crate::groups::SAMPLE_EVERY
+    }
     async fn list_topics(&self) -> Result<Vec<String>, PlatformError>;
     /// Partitions with their offsets (size 0 where the cluster does not tell) and the effective settings.
     async fn describe_topic(&self, name: &str) -> Result<TopicDescription, PlatformError>;

@@ -24,11 +24,16 @@ pub(crate) struct Sessions {
     security: Arc<Security>,
     /// The listener uses TLS: the cookie is `Secure`.
     tls: bool,
+    /// Logins checked at once, at most one a core (each a PBKDF2 run when the password was not seen before): a flood
+    /// of wrong passwords waits its turn rather than taking every core, as the authentication layer's checks do.
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 /// The routes, for the API over the embedded broker and on a cluster alike.
 pub(crate) fn routes(config: &HttpConfig) -> Router {
-    let state = Sessions { security: config.security.clone(), tls: config.tls.is_some() };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let checks = Arc::new(tokio::sync::Semaphore::new(cores));
+    let state = Sessions { security: config.security.clone(), tls: config.tls.is_some(), checks };
     Router::new()
         .route(LOGIN_PATH, post(login))
         .route("/console/logout", post(logout))
@@ -60,8 +65,16 @@ pub(crate) async fn login(
         return ApiError::new(ErrorCode::BadRequest, "send {\"user\": ..., \"password\": ...} as JSON").into_response();
     };
     let security = state.security.clone();
+    // The semaphore is never closed.
+    let Ok(permit) = state.checks.clone().acquire_owned().await else {
+        return ApiError::internal("the password checks stopped").into_response();
+    };
     // PBKDF2: milliseconds of CPU, off the async workers.
-    let checked = tokio::task::spawn_blocking(move || security.check_password(&login.user, &login.password)).await;
+    let checked = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        security.check_password(&login.user, &login.password)
+    })
+    .await;
     let principal = match checked {
         Ok(Some(p)) => p,
         Ok(None) => {

@@ -107,6 +107,11 @@ impl Platform for ClusterPlatform {
         Duration::from_secs(30)
     }
 
+    /// Only while a console page is open (see the trait).
+    fn samples_unwatched(&self) -> bool {
+        false
+    }
+
     async fn list_topics(&self) -> Result<Vec<String>, PlatformError> {
         let topics = self.remote.topics(&self.metadata, None).map_err(unavailable)?;
         Ok(topics.into_iter().map(|t| t.name).collect())

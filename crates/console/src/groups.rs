@@ -97,13 +97,20 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Samples every group's lag until the console is gone.
-pub(crate) async fn keep_sampling(platform: Weak<dyn Platform>, history: Arc<LagHistory>) {
+/// Samples every group's lag until the console is gone (on a platform that says so, only while a page is open:
+/// `watching` counts the pages listening to the live feed).
+pub(crate) async fn keep_sampling(
+    platform: Weak<dyn Platform>,
+    history: Arc<LagHistory>,
+    watching: Arc<tokio::sync::watch::Sender<Option<crate::Snapshot>>>,
+) {
     loop {
         let Some(p) = platform.upgrade() else { return };
-        history.sample(&*p).await;
+        if p.samples_unwatched() || watching.receiver_count() > 0 {
+            history.sample(&*p).await;
+        }
+        let every = p.lag_sample_every();
         drop(p);
-        let every = platform.upgrade().map_or(SAMPLE_EVERY, |p| p.lag_sample_every());
         tokio::time::sleep(every).await;
     }
 }

@@ -106,7 +106,7 @@ pub fn router(platform: Arc<dyn Platform>, info: ConsoleInfo) -> Router {
     let lag_history = Arc::new(groups::LagHistory::default());
     let snapshots = Arc::new(tokio::sync::watch::Sender::new(None));
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(groups::keep_sampling(Arc::downgrade(&platform), lag_history.clone()));
+        runtime.spawn(groups::keep_sampling(Arc::downgrade(&platform), lag_history.clone(), snapshots.clone()));
         runtime.spawn(keep_snapshotting(Arc::downgrade(&platform), snapshots.clone()));
     }
     Router::new()
@@ -369,7 +369,7 @@ const LIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// The platform's totals at one moment, with records in and out per second since the one before.
 #[derive(Clone, Debug)]
-struct Snapshot {
+pub(crate) struct Snapshot {
     at: Instant,
     totals: Totals,
     in_per_s: f64,

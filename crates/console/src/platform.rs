@@ -61,6 +61,12 @@ pub trait Platform: Send + Sync + std::fmt::Debug {
     fn lag_sample_every(&self) -> Duration {
         crate::groups::SAMPLE_EVERY
     }
+    /// Whether the groups' lag is sampled while no console page is open. On a cluster it is not: each sample reads
+    /// every group's offsets through a client of that group's id, traffic the systems' own groups should not see
+    /// from an instance nobody is looking at.
+    fn samples_unwatched(&self) -> bool {
+        true
+    }
     async fn list_topics(&self) -> Result<Vec<String>, PlatformError>;
     /// Partitions with their offsets (size 0 where the cluster does not tell) and the effective settings.
     async fn describe_topic(&self, name: &str) -> Result<TopicDescription, PlatformError>;
